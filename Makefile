@@ -1,0 +1,49 @@
+# Two entry points matter: `make demo` (the main job) and `make test` (every test).
+# Both create the virtualenv on first use, so they work on a fresh clone.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: demo test lint typecheck unit bench vcluster-up vcluster-down clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m autoscaler demo $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not integration and not e2e" -q
+
+# Every test: lint, types, unit, property, integration (real Valkey), e2e (real Kubernetes API server).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	bash deploy/virtual-cluster/up.sh
+	KUBECONFIG_E2E=$${VCLUSTER_STATE:-/tmp/startup-autoscaler-vcluster}/kubeconfig $(BIN)/pytest -q; rc=$$?; bash deploy/virtual-cluster/down.sh; exit $$rc
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+vcluster-up:
+	bash deploy/virtual-cluster/up.sh
+
+vcluster-down:
+	bash deploy/virtual-cluster/down.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,123 @@
+"""What one control tick observes, and what a policy answers.
+
+The daemon builds a :class:`Snapshot` from Redis and Kubernetes; the simulator builds the same type
+from its own state. Policies see nothing else, which is what lets a replay in ``experiments`` stand
+for the live system.
+
+Times are seconds on one clock per run: epoch seconds in the daemon, simulated seconds in a replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class PodPhase(StrEnum):
+    """Lifecycle of one worker replica as the autoscaler sees it."""
+
+    STARTING = "starting"  # created, not Ready yet (warming up the model)
+    READY = "ready"  # serving jobs
+    DRAINING = "draining"  # asked to stop: finishes its current job, takes no new one
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    """One replica. ``busy_slots`` is the number of jobs it is serving now (0 means idle)."""
+
+    name: str
+    phase: PodPhase
+    created_at: float
+    busy_slots: int = 0
+    ready_at: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.busy_slots > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one tick observes about one scaled target.
+
+    ``arrivals`` counts jobs submitted during the ``interval`` seconds before ``now``;
+    ``service_times`` and ``startup_times`` are the samples that became known in that interval
+    (durations of jobs that completed, creation-to-Ready durations of pods that became Ready).
+    ``current_replicas`` is the target's replica count as last set (the Deployment's spec), which can
+    differ from ``len(pods)`` while pods are being created or deleted.
+
+    ``stale`` says the signals could not be read fresh (Redis down, watch broken): a policy must then
+    hold the current count, never read missing data as "no load".
+    """
+
+    now: float
+    waiting: int
+    in_flight: int
+    arrivals: int
+    interval: float
+    current_replicas: int
+    pods: tuple[PodView, ...] = ()
+    service_times: tuple[float, ...] = ()
+    startup_times: tuple[float, ...] = ()
+    slots_per_pod: int = 1
+    stale: bool = False
+
+    def count(self, phase: PodPhase) -> int:
+        return sum(1 for p in self.pods if p.phase is phase)
+
+    @property
+    def ready(self) -> int:
+        return self.count(PodPhase.READY)
+
+    @property
+    def starting(self) -> int:
+        return self.count(PodPhase.STARTING)
+
+    @property
+    def draining(self) -> int:
+        return self.count(PodPhase.DRAINING)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A policy's answer for one tick.
+
+    ``desired`` is the replica count to set. When it is below the current count, ``remove`` names the
+    pods to let go first (starting ones, then idle ones; never busy ones), which the Kubernetes
+    target turns into pod-deletion-cost annotations and the simulator follows. ``reason`` names the
+    term that dominated and ``terms`` carries the numbers behind it, for logs, events and metrics.
+    """
+
+    desired: int
+    reason: str
+    terms: Mapping[str, float] = field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+
+
+class Policy(Protocol):
+    """The interface shared by the startup-aware policy and every baseline."""
+
+    @property
+    def name(self) -> str: ...
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        """Observe one tick and answer it. Called once per tick, in time order."""
+        ...
+
+
+def removal_order(pods: tuple[PodView, ...], count: int) -> tuple[str, ...]:
+    """Pick up to ``count`` pods to remove without touching busy ones.
+
+    Starting pods go first (newest first: the least warm-up sunk into them), then idle ready pods
+    (newest first, so long-lived pods keep their warm caches). Busy and draining pods are never
+    picked, so the result can be shorter than ``count``.
+    """
+    if count <= 0:
+        return ()
+    starting = sorted((p for p in pods if p.phase is PodPhase.STARTING), key=lambda p: -p.created_at)
+    idle = sorted(
+        (p for p in pods if p.phase is PodPhase.READY and not p.busy), key=lambda p: -p.created_at
+    )
+    return tuple(p.name for p in (starting + idle)[:count])
