@@ -117,7 +117,5 @@ def removal_order(pods: tuple[PodView, ...], count: int) -> tuple[str, ...]:
     if count <= 0:
         return ()
     starting = sorted((p for p in pods if p.phase is PodPhase.STARTING), key=lambda p: -p.created_at)
-    idle = sorted(
-        (p for p in pods if p.phase is PodPhase.READY and not p.busy), key=lambda p: -p.created_at
-    )
+    idle = sorted((p for p in pods if p.phase is PodPhase.READY and not p.busy), key=lambda p: -p.created_at)
     return tuple(p.name for p in (starting + idle)[:count])

@@ -1,0 +1,86 @@
+"""Online estimators of the three quantities the policy sizes with.
+
+Each one is O(1) or O(window) per tick with a bounded window, so a daemon that runs for months
+costs the same per tick as one that just started. Until enough live samples exist, the operator's
+configured default stands in: a fresh daemon must not guess from two data points.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+
+class WindowedRate:
+    """Arrival rate over a sliding time window, from per-tick (arrivals, interval) counts."""
+
+    def __init__(self, window_seconds: float) -> None:
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be > 0")
+        self.window_seconds = window_seconds
+        self._ticks: deque[tuple[float, int, float]] = deque()
+        self._arrivals = 0
+        self._covered = 0.0
+
+    def observe(self, now: float, arrivals: int, interval: float) -> None:
+        self._ticks.append((now, arrivals, interval))
+        self._arrivals += arrivals
+        self._covered += interval
+        while self._ticks and self._ticks[0][0] <= now - self.window_seconds:
+            _, old_arrivals, old_interval = self._ticks.popleft()
+            self._arrivals -= old_arrivals
+            self._covered -= old_interval
+
+    @property
+    def rate(self) -> float:
+        """Jobs per second over the window (0 before any observation)."""
+        return self._arrivals / self._covered if self._covered > 1e-9 else 0.0
+
+
+class SampleQuantiles:
+    """Robust statistics of the most recent ``capacity`` samples, or a default until ``min_samples``.
+
+    Service times are summarised by a trimmed mean (the load a job brings, without letting one
+    pathological job dominate); startup times by a high quantile (the warm-up we must plan for).
+    """
+
+    def __init__(self, default: float, min_samples: int, capacity: int = 512) -> None:
+        self.default = default
+        self.min_samples = min_samples
+        self._samples: deque[float] = deque(maxlen=capacity)
+        self._cache: dict[str, float] = {}
+
+    def extend(self, samples: tuple[float, ...]) -> None:
+        valid = [s for s in samples if s >= 0 and np.isfinite(s)]
+        if valid:
+            self._samples.extend(valid)
+            self._cache.clear()
+
+    @property
+    def count(self) -> int:
+        return len(self._samples)
+
+    @property
+    def measured(self) -> bool:
+        return len(self._samples) >= self.min_samples
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile of recent samples, or the default while too few exist."""
+        if not self.measured:
+            return self.default
+        key = f"q{q}"
+        if key not in self._cache:
+            self._cache[key] = float(np.quantile(np.fromiter(self._samples, float), q))
+        return self._cache[key]
+
+    def trimmed_mean(self, trim: float = 0.1) -> float:
+        """Mean of the samples between the ``trim`` and ``1 - trim`` quantiles, or the default."""
+        if not self.measured:
+            return self.default
+        if "tmean" not in self._cache:
+            values = np.sort(np.fromiter(self._samples, float))
+            cut = int(len(values) * trim)
+            kept = values[cut : len(values) - cut] if len(values) - 2 * cut > 0 else values
+            self._cache["tmean"] = float(kept.mean())
+        return self._cache["tmean"]

@@ -1,0 +1,150 @@
+"""The startup-aware policy: estimators + forecaster + scale-down window around :func:`size`.
+
+Per tick it folds the Snapshot into its estimators, forecasts the arrival rate over
+H = startup p90 + tick (the earliest a pod ordered now can help, seen from the next decision),
+and asks :func:`autoscaler.engine.sizing.size` for the replica count.
+
+One knob, ``confidence``, trades cost against SLO attainment: it is both the probability the
+queueing model must meet the latency SLO with and the forecast quantile sized for.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from statistics import NormalDist
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from autoscaler.engine.estimators import SampleQuantiles, WindowedRate
+from autoscaler.engine.forecast import HoltParams, RateForecaster
+from autoscaler.engine.sizing import SizingInputs, size
+from autoscaler.engine.snapshot import Decision, Snapshot
+from autoscaler.engine.target import WorkloadSpec
+
+
+class StartupAwareConfig(BaseModel):
+    """Knobs of the startup-aware policy. Defaults are the ones the README's numbers use."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1.0, description="The cost-vs-SLO knob: higher buys more headroom."
+    )
+    drain_seconds: float | None = Field(
+        None, gt=0, description="Drain a projected backlog within this long (default: the SLO)."
+    )
+    scale_down_window_startups: float = Field(
+        1.0,
+        ge=0,
+        description="Hold the peak recommendation this many startup times (+1 tick) before scaling down.",
+    )
+    short_window_seconds: float = Field(10.0, gt=0, description="Window of the 'rate now' estimate.")
+    season_seconds: float | None = Field(
+        None, gt=0, description="Season length for Holt-Winters (e.g. 86400); off when unset."
+    )
+    holt_alpha: float = Field(0.5, gt=0, le=1)
+    holt_beta: float = Field(0.2, ge=0, le=1)
+    holt_phi: float = Field(0.9, gt=0, le=1)
+    startup_quantile: float = Field(0.9, gt=0, lt=1)
+    startup_min_samples: int = Field(3, ge=1)
+    service_min_samples: int = Field(20, ge=1)
+    max_step_up: int | None = Field(None, ge=1)
+    max_step_down: int | None = Field(None, ge=1)
+
+    TUNING_KNOBS: ClassVar[tuple[str, ...]] = ("confidence", "scale_down_window_startups", "drain_seconds")
+
+    @classmethod
+    def tuning_grid(cls) -> dict[str, list[float]]:
+        """The knobs `experiments tune` searches, with candidate values."""
+        return {
+            "confidence": [0.8, 0.9, 0.95, 0.99, 0.999],
+            "scale_down_window_startups": [0.5, 1.0, 2.0, 4.0],
+            "drain_seconds": [5.0, 10.0, 20.0, 40.0],
+        }
+
+
+class StartupAwarePolicy:
+    """Sizes a worker pool for a latency SLO, ordering capacity one warm-up ahead."""
+
+    def __init__(self, workload: WorkloadSpec, config: StartupAwareConfig | None = None) -> None:
+        self.workload = workload
+        self.config = config or StartupAwareConfig()
+        cfg = self.config
+        self._z = NormalDist().inv_cdf(cfg.confidence)
+        self._rate_now = WindowedRate(max(cfg.short_window_seconds, workload.tick_seconds))
+        self._service = SampleQuantiles(workload.service_seconds, cfg.service_min_samples)
+        self._startup = SampleQuantiles(workload.startup_seconds, cfg.startup_min_samples, capacity=64)
+        self.forecaster = RateForecaster(
+            workload.tick_seconds,
+            HoltParams(alpha=cfg.holt_alpha, beta=cfg.holt_beta, phi=cfg.holt_phi),
+            season_seconds=cfg.season_seconds,
+        )
+        self._recent: deque[tuple[float, int]] = deque()
+
+    @property
+    def name(self) -> str:
+        return "startup-aware"
+
+    @property
+    def startup_estimate(self) -> float:
+        return self._startup.quantile(self.config.startup_quantile)
+
+    @property
+    def service_estimate(self) -> float:
+        return self._service.trimmed_mean()
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        if snapshot.stale:
+            return Decision(
+                desired=snapshot.current_replicas,
+                reason="stale-signals-hold",
+                terms={"current": float(snapshot.current_replicas)},
+            )
+        wl, cfg = self.workload, self.config
+        self._rate_now.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
+        self.forecaster.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
+        self._service.extend(snapshot.service_times)
+        self._startup.extend(snapshot.startup_times)
+
+        startup = self.startup_estimate
+        horizon = startup + wl.tick_seconds
+        window = cfg.scale_down_window_startups * startup + wl.tick_seconds
+        inputs = SizingInputs(
+            now=snapshot.now,
+            waiting=snapshot.waiting,
+            in_flight=snapshot.in_flight,
+            current=snapshot.current_replicas,
+            pods=snapshot.pods,
+            rate_now=self._rate_now.rate,
+            forecast=self.forecaster.forecast(snapshot.now, horizon, self._z),
+            service_time=self.service_estimate,
+            startup_time=startup,
+            slots_per_pod=snapshot.slots_per_pod,
+            slo_seconds=wl.slo_seconds,
+            miss_probability=1.0 - cfg.confidence,
+            drain_seconds=cfg.drain_seconds or wl.slo_seconds,
+            min_replicas=wl.min_replicas,
+            max_replicas=wl.max_replicas,
+            window_peak=self._window_peak(snapshot.now, window),
+            max_step_up=cfg.max_step_up,
+            max_step_down=cfg.max_step_down,
+        )
+        decision = size(inputs)
+        self._remember(snapshot.now, int(decision.terms["raw"]))
+        terms = dict(decision.terms)
+        terms["horizon"] = horizon
+        terms["scale_down_window"] = window
+        return Decision(decision.desired, decision.reason, terms, decision.remove)
+
+    def _window_peak(self, now: float, window: float) -> int | None:
+        while self._recent and self._recent[0][0] < now - window:
+            self._recent.popleft()
+        return max((r for _, r in self._recent), default=None)
+
+    def _remember(self, now: float, raw: int) -> None:
+        # Keep a monotone deque (decreasing recommendations) so the window peak is O(1) amortised.
+        clamped = min(max(raw, self.workload.min_replicas), self.workload.max_replicas)
+        while self._recent and self._recent[-1][1] <= clamped:
+            self._recent.pop()
+        self._recent.append((now, clamped))
