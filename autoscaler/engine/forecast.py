@@ -36,9 +36,9 @@ class RateForecast:
 class HoltParams:
     """Smoothing constants of the online filter. ``phi`` < 1 damps the trend: bursts are not ramps."""
 
-    alpha: float = 0.5
-    beta: float = 0.2
-    phi: float = 0.9
+    alpha: float = 0.3
+    beta: float = 0.05
+    phi: float = 0.95
     variance_gain: float = 0.1
 
 

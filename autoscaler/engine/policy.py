@@ -43,9 +43,9 @@ class StartupAwareConfig(BaseModel):
     season_seconds: float | None = Field(
         None, gt=0, description="Season length for Holt-Winters (e.g. 86400); off when unset."
     )
-    holt_alpha: float = Field(0.5, gt=0, le=1)
-    holt_beta: float = Field(0.2, ge=0, le=1)
-    holt_phi: float = Field(0.9, gt=0, le=1)
+    holt_alpha: float = Field(0.3, gt=0, le=1)
+    holt_beta: float = Field(0.05, ge=0, le=1)
+    holt_phi: float = Field(0.95, gt=0, le=1)
     startup_quantile: float = Field(0.9, gt=0, lt=1)
     startup_min_samples: int = Field(3, ge=1)
     service_min_samples: int = Field(20, ge=1)
@@ -81,6 +81,7 @@ class StartupAwarePolicy:
             season_seconds=cfg.season_seconds,
         )
         self._recent: deque[tuple[float, int]] = deque()
+        self._last_decision_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -107,6 +108,11 @@ class StartupAwarePolicy:
         self._service.extend(snapshot.service_times)
         self._startup.extend(snapshot.startup_times)
 
+        if self._last_decision_at is None:
+            # A fresh policy (new daemon, restart) inherits the running count as its window peak:
+            # scaling down needs a full window of evidence, never just the first tick.
+            self._remember(snapshot.now, snapshot.current_replicas)
+        self._last_decision_at = snapshot.now
         startup = self.startup_estimate
         horizon = startup + wl.tick_seconds
         window = cfg.scale_down_window_startups * startup + wl.tick_seconds

@@ -72,25 +72,22 @@ def size(inp: SizingInputs) -> Decision:
     raw = slo_pods + backlog_pods
     reason = "backlog" if backlog_pods > slo_pods else "slo"
     desired = raw
-    if desired < inp.min_replicas:
-        desired, reason = inp.min_replicas, "min-replicas"
-    if desired > inp.max_replicas:
-        desired, reason = inp.max_replicas, "max-replicas"
-
     if desired < inp.current and inp.window_peak is not None and inp.window_peak > desired:
-        held = min(inp.window_peak, inp.current)
-        if held > desired:
-            desired, reason = held, "scale-down-window"
+        desired, reason = min(inp.window_peak, inp.current), "scale-down-window"
     if inp.max_step_up is not None and desired > inp.current + inp.max_step_up:
         desired, reason = inp.current + inp.max_step_up, "step-limit"
     if inp.max_step_down is not None and desired < inp.current - inp.max_step_down:
         desired, reason = inp.current - inp.max_step_down, "step-limit"
-
-    remove: tuple[str, ...] = ()
     if desired < inp.current:
-        remove = removal_order(inp.pods, inp.current - desired)
-        if len(remove) < inp.current - desired:
-            desired, reason = inp.current - len(remove), "busy-pods"
+        removable = len(removal_order(inp.pods, inp.current - desired))
+        if removable < inp.current - desired:
+            desired, reason = inp.current - removable, "busy-pods"
+    # The operator's bounds are hard limits and win over every softer rule above.
+    if desired < inp.min_replicas:
+        desired, reason = inp.min_replicas, "min-replicas"
+    if desired > inp.max_replicas:
+        desired, reason = inp.max_replicas, "max-replicas"
+    remove = removal_order(inp.pods, inp.current - desired)
 
     terms = {
         "rate_now": inp.rate_now,

@@ -1,0 +1,131 @@
+"""Properties of the sizing function and the stateful policy, over generated situations."""
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoscaler.engine.forecast import RateForecast
+from autoscaler.engine.policy import StartupAwareConfig, StartupAwarePolicy
+from autoscaler.engine.sizing import SizingInputs, size
+from autoscaler.engine.snapshot import PodPhase, PodView, Snapshot
+from autoscaler.engine.target import WorkloadSpec
+
+NOW = 1000.0
+
+
+@st.composite
+def pods(draw: st.DrawFn) -> tuple[PodView, ...]:
+    specs = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([PodPhase.READY, PodPhase.STARTING, PodPhase.DRAINING]),
+                st.floats(0, NOW),
+                st.integers(0, 2),
+            ),
+            max_size=40,
+        )
+    )
+    return tuple(
+        PodView(f"pod-{i}", phase, created, busy if phase is not PodPhase.STARTING else 0)
+        for i, (phase, created, busy) in enumerate(specs)
+    )
+
+
+@st.composite
+def sizing_inputs(draw: st.DrawFn) -> SizingInputs:
+    pod_set = draw(pods())
+    lo = draw(st.integers(0, 10))
+    hi = draw(st.integers(max(lo, 1), 250))
+    mean = draw(st.floats(0, 60))
+    return SizingInputs(
+        now=NOW,
+        waiting=draw(st.integers(0, 5000)),
+        in_flight=sum(p.busy_slots for p in pod_set),
+        current=sum(1 for p in pod_set if p.phase is not PodPhase.DRAINING),
+        pods=pod_set,
+        rate_now=draw(st.floats(0, 60)),
+        forecast=RateForecast(mean, mean + draw(st.floats(0, 20))),
+        service_time=draw(st.floats(0.1, 30)),
+        startup_time=draw(st.floats(0, 120)),
+        slots_per_pod=draw(st.integers(1, 4)),
+        slo_seconds=draw(st.floats(1, 60)),
+        miss_probability=draw(st.floats(0.001, 0.4)),
+        drain_seconds=draw(st.floats(1, 60)),
+        min_replicas=lo,
+        max_replicas=hi,
+        window_peak=draw(st.none() | st.integers(0, 250)),
+        max_step_up=draw(st.none() | st.integers(1, 50)),
+        max_step_down=draw(st.none() | st.integers(1, 50)),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizing_inputs())
+def test_desired_within_bounds(inp: SizingInputs) -> None:
+    d = size(inp)
+    assert inp.min_replicas <= d.desired <= inp.max_replicas
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizing_inputs())
+def test_never_removes_a_busy_or_draining_pod(inp: SizingInputs) -> None:
+    d = size(inp)
+    by_name = {p.name: p for p in inp.pods}
+    assert all(not by_name[name].busy and by_name[name].phase is not PodPhase.DRAINING for name in d.remove)
+    assert len(d.remove) <= max(0, inp.current - d.desired)
+    # Below the hard maximum, the count never asks for more removals than idle/starting pods allow.
+    if d.desired < inp.max_replicas:
+        assert len(d.remove) == max(0, inp.current - d.desired)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizing_inputs(), st.integers(0, 3000))
+def test_non_decreasing_in_waiting_jobs(inp: SizingInputs, extra: int) -> None:
+    assert size(replace(inp, waiting=inp.waiting + extra)).desired >= size(inp).desired
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizing_inputs(), st.floats(0, 30), st.floats(0, 30))
+def test_non_decreasing_in_forecast_rate(inp: SizingInputs, more_mean: float, more_upper: float) -> None:
+    higher = RateForecast(inp.forecast.mean + more_mean, inp.forecast.upper + more_mean + more_upper)
+    assert size(replace(inp, forecast=higher)).desired >= size(inp).desired
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizing_inputs())
+def test_decision_explains_itself(inp: SizingInputs) -> None:
+    d = size(inp)
+    assert d.reason
+    assert d.terms["desired"] == d.desired
+    assert {"slo_pods", "backlog_pods", "forecast_upper", "startup_time"} <= set(d.terms)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 300)), min_size=1, max_size=60),
+    st.integers(0, 5),
+    st.integers(5, 200),
+)
+def test_policy_over_time_stays_in_bounds_and_holds_on_stale(
+    ticks: list[tuple[int, int]], lo: int, hi: int
+) -> None:
+    spec = WorkloadSpec(min_replicas=lo, max_replicas=max(hi, lo, 1))
+    policy = StartupAwarePolicy(spec, StartupAwareConfig())
+    replicas = 1
+    for i, (arrivals, waiting) in enumerate(ticks):
+        now = 5.0 * (i + 1)
+        pod_set = tuple(PodView(f"p{j}", PodPhase.READY, 0.0, busy_slots=j % 2) for j in range(replicas))
+        snap = Snapshot(now, waiting, replicas // 2, arrivals, 5.0, replicas, pod_set)
+        d = policy.decide(snap)
+        assert spec.min_replicas <= d.desired <= spec.max_replicas
+        stale = policy.decide(replace(snap, now=now + 0.5, stale=True))
+        assert stale.desired == replicas and stale.reason == "stale-signals-hold"
+        replicas = d.desired
+
+
+def test_fresh_policy_does_not_scale_down_on_its_first_tick() -> None:
+    policy = StartupAwarePolicy(WorkloadSpec())
+    pod_set = tuple(PodView(f"p{j}", PodPhase.READY, 0.0) for j in range(10))
+    d = policy.decide(Snapshot(5.0, 0, 0, 0, 5.0, 10, pod_set))
+    assert d.desired == 10 and d.reason == "scale-down-window"

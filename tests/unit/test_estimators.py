@@ -1,0 +1,42 @@
+"""Windowed rate and robust sample statistics."""
+
+import pytest
+
+from autoscaler.engine.estimators import SampleQuantiles, WindowedRate
+
+
+def test_windowed_rate_forgets_old_ticks() -> None:
+    rate = WindowedRate(10.0)
+    rate.observe(5.0, 50, 5.0)
+    rate.observe(10.0, 0, 5.0)
+    assert rate.rate == pytest.approx(5.0)
+    rate.observe(15.0, 0, 5.0)  # the tick at t=5 left the window
+    assert rate.rate == pytest.approx(0.0)
+
+
+def test_windowed_rate_before_data_is_zero() -> None:
+    assert WindowedRate(30.0).rate == 0.0
+    with pytest.raises(ValueError, match="window_seconds"):
+        WindowedRate(0.0)
+
+
+def test_default_until_enough_samples() -> None:
+    est = SampleQuantiles(default=30.0, min_samples=3)
+    est.extend((10.0, 12.0))
+    assert (est.measured, est.quantile(0.9)) == (False, 30.0)
+    est.extend((14.0,))
+    assert (est.measured, est.count) == (True, 3)
+    assert est.quantile(0.5) == pytest.approx(12.0)
+
+
+def test_trimmed_mean_ignores_outliers_and_bad_samples() -> None:
+    est = SampleQuantiles(default=5.0, min_samples=10)
+    est.extend(tuple([5.0] * 18 + [500.0, float("nan"), -1.0, 0.1]))
+    assert est.count == 20
+    assert est.trimmed_mean() == pytest.approx(5.0)
+
+
+def test_window_is_bounded() -> None:
+    est = SampleQuantiles(default=1.0, min_samples=1, capacity=4)
+    est.extend((100.0, 100.0, 100.0, 100.0, 1.0, 1.0, 1.0, 1.0))
+    assert est.quantile(0.99) == pytest.approx(1.0)

@@ -1,0 +1,97 @@
+"""Holt filter and the seasonal Holt-Winters layer."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from autoscaler.engine.forecast import HoltParams, RateForecaster
+
+
+def feed(f: RateForecaster, rates: list[float], tick: float = 5.0, start: float = 0.0) -> float:
+    now = start
+    for r in rates:
+        now += tick
+        f.observe(now, round(r * tick), tick)
+    return now
+
+
+def test_constant_rate_converges_with_tight_bounds() -> None:
+    f = RateForecaster(5.0)
+    now = feed(f, [10.0] * 100)
+    fc = f.forecast(now, 35.0, z=1.64)
+    assert fc.mean == pytest.approx(10.0, rel=1e-3)
+    assert fc.upper == pytest.approx(10.0, abs=0.05)
+
+
+def test_trend_is_followed_but_damped() -> None:
+    f = RateForecaster(5.0, HoltParams(alpha=0.5, beta=0.3, phi=0.95))
+    ramp = [0.5 + 0.0242 * 5 * i for i in range(120)]  # 0.5 -> ~15 jobs/s over 10 minutes
+    now = feed(f, ramp)
+    fc = f.forecast(now, 35.0, z=0.0)
+    assert fc.mean > ramp[-1]  # looks ahead along the trend
+    assert fc.mean < ramp[-1] + 0.0242 * 35 + 0.5  # but no wild extrapolation
+
+
+def test_upper_quantile_grows_with_noise() -> None:
+    rng = np.random.default_rng(1)
+    quiet, noisy = RateForecaster(5.0), RateForecaster(5.0)
+    now = feed(quiet, [10.0] * 200)
+    feed(noisy, list(rng.poisson(50, 200) / 5.0))
+    assert noisy.forecast(now, 35.0, 1.64).upper - noisy.forecast(now, 35.0, 1.64).mean > 0.5
+    assert quiet.forecast(now, 35.0, 1.64).upper - quiet.forecast(now, 35.0, 1.64).mean < 0.05
+
+
+def test_no_data_means_no_forecast_and_never_negative() -> None:
+    f = RateForecaster(5.0)
+    assert f.forecast(0.0, 35.0, 2.0).mean == 0.0
+    now = feed(f, [20.0, 10.0, 0.0, 0.0, 0.0])
+    assert f.forecast(now, 35.0, 2.0).mean >= 0.0
+
+
+def seasonal_rate(t: float, period: float) -> float:
+    return 10.0 + 8.0 * math.sin(2 * math.pi * t / period)
+
+
+def run_sine(seed: int, period: float, tick: float) -> tuple[RateForecaster, RateForecaster, float]:
+    seasonal = RateForecaster(tick, season_seconds=period, refit_every_seconds=period / 4)
+    plain = RateForecaster(tick)
+    rng = np.random.default_rng(seed)
+    now = 0.0
+    for _ in range(int(2.5 * period / tick)):
+        now += tick
+        arrivals = int(rng.poisson(seasonal_rate(now - tick / 2, period) * tick))
+        seasonal.observe(now, arrivals, tick)
+        plain.observe(now, arrivals, tick)
+    return seasonal, plain, now
+
+
+def test_seasonal_profile_predicts_the_coming_phase() -> None:
+    period, tick, horizon = 3600.0, 5.0, 600.0
+    errors_seasonal, errors_plain = [], []
+    for seed in (0, 1, 2):
+        seasonal, plain, now = run_sine(seed, period, tick)
+        assert seasonal.seasonal is not None and seasonal.seasonal.fits >= 1
+        assert seasonal.forecast(now, horizon, 0.0).seasonal
+        # The sine turns within the horizon: the seasonal model knows, Holt alone cannot.
+        truth = np.mean([seasonal_rate(now + h, period) for h in np.linspace(0, horizon, 50)])
+        errors_seasonal.append(abs(seasonal.forecast(now, horizon, 0.0).mean - truth))
+        errors_plain.append(abs(plain.forecast(now, horizon, 0.0).mean - truth))
+    assert np.mean(errors_seasonal) < 0.5 * np.mean(errors_plain)
+    assert np.mean(errors_seasonal) < 1.5
+
+
+def test_per_tick_cost_does_not_grow_with_history() -> None:
+    f = RateForecaster(5.0, season_seconds=600.0, refit_every_seconds=1e12)  # one refit, then none
+
+    def cost_of(n: int, start: float) -> float:
+        t0 = time.perf_counter()
+        feed(f, [10.0] * n, start=start)
+        return time.perf_counter() - t0
+
+    cost_of(400, 0.0)  # past two seasons: the single refit happens here
+    early = cost_of(2000, 2000.0)
+    late = cost_of(2000, 20000.0)
+    assert f.seasonal is not None and f.seasonal.fits == 1
+    assert late < early * 3 + 0.05  # bounded state: no growth with history
