@@ -1,0 +1,317 @@
+"""The autoscalers the startup-aware policy has to beat, behind the same :class:`Policy` interface.
+
+They model what operators run today, faithfully enough that a replay says something about the real
+thing: KEDA's Redis scaler feeding the Kubernetes HPA (``keda``), Knative's KPA (``kpa``) and a
+fixed pool (``static:N``). None of them knows which pods are busy, so none names pods to remove:
+the caller's default order applies, as the ReplicaSet controller's does in a cluster.
+
+The HPA and KPA arithmetic follows the upstream controllers (``pkg/controller/podautoscaler`` in
+Kubernetes, ``pkg/autoscaler/scaling`` in Knative); the comments name the rule each step mirrors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from autoscaler.engine.snapshot import Decision, Snapshot
+from autoscaler.engine.target import WorkloadSpec
+
+# Guards comparisons of clock values that are sums of ticks against float rounding.
+_EPS = 1e-9
+
+
+def _hold(snapshot: Snapshot) -> Decision:
+    """Stale signals hold the current count (as an HPA does when its metric cannot be read)."""
+    return Decision(snapshot.current_replicas, "stale-signals-hold", {"current": snapshot.current_replicas})
+
+
+def _require(checks: dict[str, bool], owner: object) -> None:
+    """Raise naming every violated rule; ``checks`` maps a rule's text to whether it holds."""
+    broken = [rule for rule, ok in checks.items() if not ok]
+    if broken:
+        raise ValueError(f"{type(owner).__name__} needs {', '.join(broken)}")
+
+
+@dataclass(frozen=True, slots=True)
+class KedaConfig:
+    """A KEDA ``redis`` ScaledObject with the HPA defaults it generates.
+
+    ``list_length`` is KEDA's ``listLength`` (AverageValue target per replica). The ``scale_up_*``
+    and ``scale_down_*`` fields are the HPA ``behavior`` defaults: up by max(+100 %, +4 pods) per
+    15 s with no stabilization; down by up to 100 % per 15 s after a 300 s stabilization window.
+    """
+
+    list_length: float = 5.0
+    sync_period: float = 15.0
+    tolerance: float = 0.1
+    scale_up_percent: float = 100.0
+    scale_up_pods: int = 4
+    scale_up_period: float = 15.0
+    scale_down_percent: float = 100.0
+    scale_down_period: float = 15.0
+    scale_down_stabilization: float = 300.0
+    min_replicas: int = 1
+
+    def __post_init__(self) -> None:
+        _require(
+            {
+                "list_length > 0": self.list_length > 0,
+                "sync_period > 0": self.sync_period > 0,
+                "tolerance >= 0": self.tolerance >= 0,
+                "scale_up_percent >= 0": self.scale_up_percent >= 0,
+                "scale_up_pods >= 0": self.scale_up_pods >= 0,
+                "scale_up_period > 0": self.scale_up_period > 0,
+                "0 <= scale_down_percent <= 100": 0 <= self.scale_down_percent <= 100,
+                "scale_down_period > 0": self.scale_down_period > 0,
+                "scale_down_stabilization >= 0": self.scale_down_stabilization >= 0,
+                # KEDA with minReplicaCount 0 hands 0<->1 to its own activation loop; not modelled.
+                "min_replicas >= 1": self.min_replicas >= 1,
+            },
+            self,
+        )
+
+    @classmethod
+    def tuning_grid(cls) -> dict[str, list[float]]:
+        """The seed project's sweep: the only knob KEDA users usually touch."""
+        return {"list_length": [1.0, 2.0, 5.0, 10.0, 20.0, 50.0]}
+
+
+class KedaPolicy:
+    """KEDA's Redis list scaler driving an HPA on the waiting-queue length.
+
+    The HPA runs on its own 15 s clock whatever the caller's tick: between syncs the previous
+    answer is repeated. It sees only the queue length and the replica count, so it needs a standing
+    backlog of ``list_length`` per replica to hold capacity, and it never names pods to remove.
+    """
+
+    def __init__(self, workload: WorkloadSpec, config: KedaConfig | None = None) -> None:
+        self.workload = workload
+        self.config = config or KedaConfig()
+        self._desired: int | None = None
+        self._next_sync = 0.0
+        self._recommendations: deque[tuple[float, int]] = deque()
+        self._up_events: deque[tuple[float, int]] = deque()
+        self._down_events: deque[tuple[float, int]] = deque()
+
+    @property
+    def name(self) -> str:
+        return f"keda(listLength={self.config.list_length:g})"
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        if self._desired is not None and snapshot.now < self._next_sync - _EPS:
+            return Decision(self._desired, "hpa-between-syncs", {"next_sync": self._next_sync})
+        if snapshot.stale:
+            return _hold(snapshot)
+        decision = self._sync(snapshot)
+        self._desired = decision.desired
+        self._schedule_next_sync(snapshot.now)
+        return decision
+
+    def _schedule_next_sync(self, now: float) -> None:
+        # The HPA's resync period is a fixed grid; a caller ticking slower just samples it late.
+        period = self.config.sync_period
+        while self._next_sync <= now + _EPS:
+            self._next_sync += period
+
+    def _sync(self, snapshot: Snapshot) -> Decision:
+        cfg, now = self.config, snapshot.now
+        current = snapshot.current_replicas
+        max_replicas = self.workload.max_replicas
+        min_replicas = min(cfg.min_replicas, max_replicas)
+        # reconcileAutoscaler: out-of-range counts are clamped without consulting the metric.
+        if current > max_replicas:
+            return self._record(now, current, max_replicas, "hpa-above-max", {})
+        if current < min_replicas:
+            return self._record(now, current, min_replicas, "hpa-below-min", {})
+
+        metric_desired, ratio = self._metric_replicas(snapshot.waiting, current)
+        terms = {"waiting": float(snapshot.waiting), "usage_ratio": ratio, "metric_desired": metric_desired}
+        stabilized = self._stabilize(now, current, metric_desired)
+        desired, limit_reason = self._rate_limit(now, current, stabilized)
+        terms["stabilized"] = stabilized
+        if limit_reason:
+            reason = limit_reason
+        elif stabilized != metric_desired:
+            reason = "hpa-scale-down-stabilization"
+        elif metric_desired == current and abs(ratio - 1.0) <= cfg.tolerance:
+            reason = "hpa-within-tolerance"
+        else:
+            reason = "hpa-average-value"
+        return self._record(now, current, desired, reason, terms)
+
+    def _metric_replicas(self, waiting: int, current: int) -> tuple[int, float]:
+        """GetExternalPerPodMetricReplicas: ceil(total / target) unless within the tolerance."""
+        target = self.config.list_length
+        ratio = waiting / (target * current)
+        if abs(1.0 - ratio) <= self.config.tolerance:
+            return current, ratio
+        return math.ceil(waiting / target - _EPS), ratio
+
+    def _stabilize(self, now: float, current: int, recommendation: int) -> int:
+        """stabilizeRecommendationWithBehaviors with the default windows (up 0 s, down 300 s).
+
+        Scaling down goes only as far as the highest recommendation of the window allows, which is
+        what keeps an HPA from flapping and also what keeps idle pods for five minutes.
+        """
+        window = self.config.scale_down_stabilization
+        recs = self._recommendations
+        while recs and recs[0][0] <= now - window + _EPS:
+            recs.popleft()
+        down_limit = max([recommendation, *(r for _, r in recs)])
+        recs.append((now, recommendation))
+        return min(max(current, recommendation), down_limit)
+
+    def _rate_limit(self, now: float, current: int, desired: int) -> tuple[int, str]:
+        """convertDesiredReplicasWithBehaviorRate with the default scaling policies."""
+        cfg = self.config
+        if desired > current:
+            start = self._period_start(now, current, cfg.scale_up_period)
+            limit = max(start + cfg.scale_up_pods, math.ceil(start * (1 + cfg.scale_up_percent / 100)))
+            limit = min(max(limit, current), self.workload.max_replicas)
+            if desired > limit:
+                return limit, "hpa-scale-up-limit"
+        elif desired < current:
+            start = self._period_start(now, current, cfg.scale_down_period)
+            limit = max(min(self.config.min_replicas, self.workload.max_replicas), 0)
+            limit = max(limit, int(start * (1 - cfg.scale_down_percent / 100)))
+            if desired < limit:
+                return limit, "hpa-scale-down-limit"
+        return desired, ""
+
+    def _period_start(self, now: float, current: int, period: float) -> int:
+        """Replica count at the start of the rate-limit period (current minus net recent change)."""
+        added = sum(n for t, n in self._up_events if t > now - period + _EPS)
+        removed = sum(n for t, n in self._down_events if t > now - period + _EPS)
+        return current - added + removed
+
+    def _record(
+        self, now: float, current: int, desired: int, reason: str, terms: dict[str, float]
+    ) -> Decision:
+        horizon = max(self.config.scale_up_period, self.config.scale_down_period)
+        for events in (self._up_events, self._down_events):
+            while events and events[0][0] <= now - horizon:
+                events.popleft()
+        if desired > current:
+            self._up_events.append((now, desired - current))
+        elif desired < current:
+            self._down_events.append((now, current - desired))
+        return Decision(desired, reason, {**terms, "current": float(current)})
+
+
+@dataclass(frozen=True, slots=True)
+class KpaConfig:
+    """Knative Pod Autoscaler settings (``config-autoscaler`` names in comments).
+
+    ``target`` is the per-pod concurrency target (``autoscaling.knative.dev/target``); when unset it
+    is ``slots_per_pod × utilization`` (container-concurrency × target-utilization-percentage).
+    """
+
+    target: float | None = None
+    utilization: float = 0.7  # container-concurrency-target-percentage
+    stable_window: float = 60.0  # stable-window
+    panic_window: float = 6.0  # panic-window-percentage 10 % of the stable window
+    panic_threshold: float = 2.0  # panic-threshold-percentage 200
+    max_scale_up_rate: float = 1000.0  # max-scale-up-rate
+    max_scale_down_rate: float = 2.0  # max-scale-down-rate
+
+    def __post_init__(self) -> None:
+        _require(
+            {
+                "target > 0": self.target is None or self.target > 0,
+                "0 < utilization <= 1": 0 < self.utilization <= 1,
+                "stable_window > 0": self.stable_window > 0,
+                "0 < panic_window <= stable_window": 0 < self.panic_window <= self.stable_window,
+                "panic_threshold > 0": self.panic_threshold > 0,
+                "max_scale_up_rate > 1": self.max_scale_up_rate > 1,
+                "max_scale_down_rate > 1": self.max_scale_down_rate > 1,
+            },
+            self,
+        )
+
+    @classmethod
+    def tuning_grid(cls) -> dict[str, list[float]]:
+        return {"utilization": [0.3, 0.5, 0.7, 0.9], "stable_window": [30.0, 60.0, 120.0]}
+
+
+class KpaPolicy:
+    """Knative's concurrency autoscaler: a 60 s average, and a 6 s one that can only push up.
+
+    Concurrency is what the queue holds plus what is being served, sampled once per call. It knows
+    nothing of warm-up: panic mode reacts to a burst within seconds but pods still take their
+    startup time to help.
+    """
+
+    def __init__(self, workload: WorkloadSpec, config: KpaConfig | None = None) -> None:
+        self.workload = workload
+        self.config = config or KpaConfig()
+        self.target = self.config.target or workload.slots_per_pod * self.config.utilization
+        self._samples: deque[tuple[float, int]] = deque()
+        self._panic_since: float | None = None
+        self._max_panic_pods = 0
+
+    @property
+    def name(self) -> str:
+        return f"kpa(target={self.target:g})"
+
+    def _averages(self, now: float) -> tuple[float, float]:
+        cfg = self.config
+        while self._samples and self._samples[0][0] <= now - cfg.stable_window + _EPS:
+            self._samples.popleft()
+        stable = [c for _, c in self._samples]
+        panic = [c for t, c in self._samples if t > now - cfg.panic_window + _EPS]
+        return sum(stable) / len(stable), sum(panic) / len(panic)
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        if snapshot.stale:
+            return _hold(snapshot)
+        cfg, now = self.config, snapshot.now
+        self._samples.append((now, snapshot.waiting + snapshot.in_flight))
+        stable_avg, panic_avg = self._averages(now)
+
+        # scaling/autoscaler.go: rates are relative to ready pods, counted as at least one.
+        ready = max(1, snapshot.ready)
+        max_up = math.ceil(cfg.max_scale_up_rate * ready)
+        max_down = math.floor(ready / cfg.max_scale_down_rate)
+        stable_pods = math.ceil(stable_avg / self.target - _EPS)
+        panic_pods = math.ceil(panic_avg / self.target - _EPS)
+        desired = min(max(stable_pods, max_down), max_up)
+        desired_panic = min(max(panic_pods, max_down), max_up)
+
+        over_threshold = panic_pods / ready >= cfg.panic_threshold
+        if over_threshold:
+            self._panic_since = now  # entering panic, or extending it
+        elif self._panic_since is not None and self._panic_since + cfg.stable_window < now:
+            self._panic_since = None
+            self._max_panic_pods = 0
+        reason = "kpa-stable"
+        if self._panic_since is not None:
+            reason = "kpa-panic"
+            # Provision for the larger signal, and never scale down while panicking.
+            desired = max(desired, desired_panic, self._max_panic_pods)
+            self._max_panic_pods = desired
+        desired = min(max(desired, self.workload.min_replicas), self.workload.max_replicas)
+        terms = {
+            "stable_concurrency": stable_avg,
+            "panic_concurrency": panic_avg,
+            "target": self.target,
+            "ready": float(snapshot.ready),
+        }
+        return Decision(desired, reason, terms)
+
+
+class StaticPolicy:
+    """A fixed pool: the over-provisioning operators fall back on when autoscaling hurts."""
+
+    def __init__(self, replicas: int) -> None:
+        if replicas < 1:
+            raise ValueError(f"static pool needs at least 1 replica, got {replicas}")
+        self.replicas = replicas
+
+    @property
+    def name(self) -> str:
+        return f"static:{self.replicas}"
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        return Decision(self.replicas, "static", {"replicas": float(self.replicas)})

@@ -1,0 +1,171 @@
+"""Build any policy from one short string, so the CLI, replays and tuning name policies alike.
+
+Spellings: ``startup-aware``, ``startup-aware:confidence=0.99``, ``keda``, ``keda:listLength=10``,
+``kpa:target=2``, ``static:40``. Option names are the config fields; camelCase spellings (as in
+KEDA's and Knative's own docs) are accepted too. Keyword ``overrides`` win over the string, which is
+how tuning sweeps a grid without formatting strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+from autoscaler.engine.baselines import KedaConfig, KedaPolicy, KpaConfig, KpaPolicy, StaticPolicy
+from autoscaler.engine.snapshot import Policy
+from autoscaler.engine.target import WorkloadSpec
+
+STARTUP_AWARE = "startup-aware"
+POLICY_SPELLINGS = (
+    STARTUP_AWARE,
+    "startup-aware:knob=value,...",
+    "keda",
+    "keda:listLength=10",
+    "kpa",
+    "static:N",
+)
+
+Value = str | float | int | bool
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def parse_spec(spec: str) -> tuple[str, list[str], dict[str, str]]:
+    """Split ``name:a=1,b=2`` into the name, positional arguments and options."""
+    name, _, rest = spec.strip().partition(":")
+    positional: list[str] = []
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = part.partition("=")
+        if sep:
+            options[_snake(key.strip())] = value.strip()
+        else:
+            positional.append(part)
+    return name.strip(), positional, options
+
+
+def _startup_aware() -> tuple[type[Any], type[Any]]:
+    """The lead's policy module, imported on first use so the baselines work without it."""
+    try:
+        module = importlib.import_module("autoscaler.engine.policy")
+    except ModuleNotFoundError as exc:
+        if exc.name != "autoscaler.engine.policy":
+            raise
+        raise ValueError(f"policy {STARTUP_AWARE!r} is not available in this build") from None
+    return module.StartupAwarePolicy, module.StartupAwareConfig
+
+
+def _field_types(config_cls: type[Any]) -> dict[str, Any]:
+    hints = typing.get_type_hints(config_cls)
+    if dataclasses.is_dataclass(config_cls):
+        names = [f.name for f in dataclasses.fields(config_cls)]
+    else:  # a pydantic model
+        names = list(cast(Mapping[str, Any], config_cls.model_fields))
+    return {name: hints[name] for name in names}
+
+
+def _coerce(raw: Value, hint: Any, key: str) -> Value | None:
+    """Turn an option string (or a grid value) into the field's type, with a readable error."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    text = str(raw).strip().lower()
+    if type(None) in allowed and text in {"none", "null", ""}:
+        return None
+    try:
+        if bool in allowed:
+            if text not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ValueError
+            return text in {"true", "1", "yes"}
+        if int in allowed:
+            number = float(raw)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if float in allowed:
+            return float(raw)
+    except ValueError:
+        pass
+    else:
+        return raw
+    kinds = "/".join(t.__name__ for t in allowed)
+    raise ValueError(f"option {key}={raw!r} is not a valid {kinds}")
+
+
+def build_config(config_cls: type[Any], options: Mapping[str, Value], what: str) -> Any:
+    """Instantiate a config class from options, naming the valid ones if a name is wrong."""
+    fields = _field_types(config_cls)
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for policy {what!r}; valid: {', '.join(fields)}"
+        )
+    values = {key: _coerce(value, fields[key], key) for key, value in options.items()}
+    try:
+        return config_cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"invalid option(s) for policy {what!r}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: Exception) -> str:
+    """Condense a (possibly multi-line pydantic) validation error into one line."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors())
+    return " ".join(str(exc).split())
+
+
+def _no_positional(name: str, positional: list[str]) -> None:
+    if positional:
+        raise ValueError(f"policy {name!r} takes key=value options, not {','.join(positional)!r}")
+
+
+def _make_static(positional: list[str], options: dict[str, Value]) -> Policy:
+    extra = sorted(set(options) - {"n", "replicas"})
+    raw = options.get("n", options.get("replicas", positional[0] if len(positional) == 1 else None))
+    if extra or raw is None or len(positional) > 1:
+        raise ValueError("policy 'static' needs exactly a replica count, e.g. 'static:40'")
+    count = _coerce(raw, int, "static")
+    assert isinstance(count, int)
+    return StaticPolicy(count)
+
+
+_BASELINES: dict[str, tuple[type[Any], Callable[[WorkloadSpec, Any], Policy]]] = {
+    "keda": (KedaConfig, KedaPolicy),
+    "kpa": (KpaConfig, KpaPolicy),
+}
+
+
+def _config_class(name: str) -> type[Any]:
+    if name == STARTUP_AWARE:
+        return _startup_aware()[1]
+    if name in _BASELINES:
+        return _BASELINES[name][0]
+    raise ValueError(f"unknown policy {name!r}; valid: {', '.join(POLICY_SPELLINGS)}")
+
+
+def make_policy(spec: str, workload: WorkloadSpec, **overrides: Value) -> Policy:
+    """Parse ``spec`` and build the policy for ``workload``; ``ValueError`` says what is wrong."""
+    name, positional, parsed = parse_spec(spec)
+    options: dict[str, Value] = {**parsed, **{_snake(k): v for k, v in overrides.items()}}
+    if name == "static":
+        return _make_static(positional, options)
+    config_cls = _config_class(name)
+    _no_positional(name, positional)
+    config = build_config(config_cls, options, name)
+    if name == STARTUP_AWARE:
+        return cast(Policy, _startup_aware()[0](workload, config))
+    return _BASELINES[name][1](workload, config)
+
+
+def tuning_grid(spec: str) -> dict[str, list[float]]:
+    """The knobs worth sweeping for a policy (its config's ``tuning_grid``)."""
+    name, _, _ = parse_spec(spec)
+    if name == "static":
+        return {"n": [float(n) for n in (10, 20, 40, 60, 80, 120)]}
+    return cast(dict[str, list[float]], _config_class(name).tuning_grid())
