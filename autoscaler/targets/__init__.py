@@ -1,0 +1,1 @@
+"""What gets scaled: a Kubernetes Deployment/StatefulSet, or local worker processes."""
