@@ -1,0 +1,167 @@
+"""Translation between Redis hash/stream fields (strings) and the value types in ``jobqueue.types``.
+
+Pure functions: unit-tested without a server. Optional values are stored as the empty string so a
+record can always be written whole with one HSET (no HDEL bookkeeping).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from jobqueue.keys import split_queue
+from jobqueue.types import Completion, DeadLetter, Entry, Job, JobStatus, Priority, WorkerInfo, WorkerState
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON; refuses NaN/Infinity, which other languages' JSON parsers reject."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def fmt_time(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def opt_float(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+def opt_str(value: str | None) -> str | None:
+    return value or None
+
+
+def as_map(reply: Any) -> dict[str, Any]:
+    """A map reply in either protocol: RESP3 gives a dict, RESP2 a flat [k1, v1, k2, v2, ...] list."""
+    if isinstance(reply, dict):
+        return reply
+    if not reply:
+        return {}
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def job_fields(job: Job) -> dict[str, str]:
+    """The hash fields that represent ``job`` (the ``entry`` field is managed by the scripts)."""
+    return {
+        "id": job.id,
+        "queue": job.queue,
+        "model": job.model,
+        "version": job.version,
+        "status": job.status.value,
+        "priority": job.priority.value,
+        "input": dumps(job.input),
+        "submitted_at": fmt_time(job.submitted_at),
+        "attempts": str(job.attempts),
+        "started_at": fmt_time(job.started_at),
+        "finished_at": fmt_time(job.finished_at),
+        "worker": job.worker or "",
+        "output": "" if job.output is None else dumps(job.output),
+        "error": job.error or "",
+        "metadata": dumps(job.metadata),
+    }
+
+
+def job_from_fields(fields: Mapping[str, str]) -> Job:
+    """Inverse of :func:`job_fields`; raises ``KeyError``/``ValueError`` on a corrupt record."""
+    queue = fields["queue"]
+    model, version = split_queue(queue)
+    output = fields.get("output", "")
+    return Job(
+        id=fields["id"],
+        queue=queue,
+        model=fields.get("model", model),
+        version=fields.get("version", version),
+        status=JobStatus(fields["status"]),
+        priority=Priority(fields.get("priority") or Priority.NORMAL.value),
+        input=json.loads(fields["input"]),
+        submitted_at=float(fields["submitted_at"]),
+        attempts=int(fields.get("attempts") or 0),
+        started_at=opt_float(fields.get("started_at")),
+        finished_at=opt_float(fields.get("finished_at")),
+        worker=opt_str(fields.get("worker")),
+        output=json.loads(output) if output else None,
+        error=opt_str(fields.get("error")),
+        metadata=json.loads(fields.get("metadata") or "{}"),
+    )
+
+
+def worker_fields(info: WorkerInfo) -> dict[str, str]:
+    return {
+        "name": info.name,
+        "queue": info.queue,
+        "state": info.state.value,
+        "started_at": fmt_time(info.started_at),
+        "heartbeat_at": fmt_time(info.heartbeat_at),
+        "job": info.job or "",
+        "ready_at": fmt_time(info.ready_at),
+        "warmup_seconds": fmt_time(info.warmup_seconds),
+        "pid": "" if info.pid is None else str(info.pid),
+    }
+
+
+def worker_from_fields(fields: Mapping[str, str]) -> WorkerInfo:
+    pid = fields.get("pid")
+    return WorkerInfo(
+        name=fields["name"],
+        queue=fields["queue"],
+        state=WorkerState(fields["state"]),
+        started_at=float(fields["started_at"]),
+        heartbeat_at=float(fields["heartbeat_at"]),
+        job=opt_str(fields.get("job")),
+        ready_at=opt_float(fields.get("ready_at")),
+        warmup_seconds=opt_float(fields.get("warmup_seconds")),
+        pid=int(pid) if pid else None,
+    )
+
+
+def completion_from_entry(stream_id: str, fields: Mapping[str, str]) -> Completion:
+    return Completion(
+        stream_id=stream_id,
+        job_id=fields["job"],
+        finished_at=float(fields["finished_at"]),
+        duration=float(fields["duration"]),
+        status=JobStatus(fields["status"]),
+        worker=fields.get("worker", ""),
+    )
+
+
+def dead_letter_from_entry(stream_id: str, fields: Mapping[str, str]) -> DeadLetter:
+    return DeadLetter(
+        stream_id=stream_id,
+        job_id=fields["job"],
+        attempts=int(fields["attempts"]),
+        error=fields.get("error", ""),
+        dead_at=float(fields["dead_at"]),
+    )
+
+
+def stream_entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
+    """An XRANGE-shaped reply (list of [id, [field, value, ...]]) as (id, fields) pairs.
+
+    Entries deleted while pending come back from XREADGROUP/XCLAIM with null fields; they are
+    returned with an empty mapping so callers can still acknowledge them.
+    """
+    return [(entry_id, as_map(fields)) for entry_id, fields in reply or []]
+
+
+def read_entries(queue: str, reply: Any) -> list[Entry]:
+    """An XREADGROUP reply, RESP2 ([[stream, entries], ...]) or RESP3 ({stream: entries}), as Entries."""
+    if not reply:
+        return []
+    per_stream = reply.items() if isinstance(reply, dict) else reply
+    return [
+        Entry(queue, stream, entry_id, fields.get("job", ""))
+        for stream, entries in per_stream
+        for entry_id, fields in stream_entries(entries)
+    ]
+
+
+def group_info(reply: Any, group: str) -> dict[str, Any] | None:
+    """Our group's row from an XINFO GROUPS reply (None if the stream or the group is missing)."""
+    if isinstance(reply, Exception) or not reply:
+        return None
+    for row in reply:
+        info = as_map(row)
+        if info.get("name") == group:
+            return info
+    return None

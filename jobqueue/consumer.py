@@ -1,0 +1,239 @@
+"""Worker-side operations: take entries, run the job state machine, heartbeat, deregister.
+
+Delivery is at-least-once through one consumer group (``workers``) per stream; the consumer name is
+the worker's name (its pod name). The life of an entry:
+
+1. :func:`fetch` hands out one new entry, the high-priority stream first; :func:`reclaim` hands out
+   one entry another consumer has held idle for longer than the visibility timeout (its worker
+   died: heartbeats renew the entries of live workers, see :func:`heartbeat`).
+2. :func:`start` decides atomically whether the entry runs: cancelled, finished, stale or vanished
+   jobs are acknowledged and skipped; a job whose attempts are exhausted is dead-lettered;
+   otherwise the job becomes ``running`` with ``attempts + 1``.
+3. :func:`finish` records the outcome if this worker still holds the job: ``succeeded``,
+   ``failed`` (permanent), or a retryable error, which re-enqueues the job at the tail of its
+   stream until ``max_attempts`` is reached and then dead-letters it with the error kept. Every
+   finish appends (finished_at, service seconds) to the completions stream. Entries are
+   acknowledged *and deleted*, so a stream holds only waiting and in-flight entries.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from jobqueue import codec
+from jobqueue.driver import Call, Eval, Op, call
+from jobqueue.keys import GROUP, Keyspace
+from jobqueue.ops import DEFAULT_SETTINGS
+from jobqueue.scripts import FINISH, FORGET_CONSUMERS, RENEW, START
+from jobqueue.types import Entry, Job, JobStatus, Settings, WorkerInfo
+
+
+class Outcome(StrEnum):
+    """How one attempt ended, as the worker reports it to :func:`finish`."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # permanent: the job is failed now, no retry
+    ERROR = "error"  # retryable: re-enqueued, or dead-lettered once attempts are exhausted
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """Answer of :func:`start`: ``job`` is set iff the entry must run; else ``skipped`` says why
+    (a job status such as ``cancelled``/``dead``, or ``missing``/``stale``)."""
+
+    job: Job | None
+    skipped: str = ""
+
+
+def _is_error(reply: Any, code: str) -> bool:
+    return isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith(code)
+
+
+def ensure_groups(queue: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[None]:
+    """Create both streams and their consumer group if missing (idempotent).
+
+    The group starts at id 0 so entries added before any worker existed are delivered too.
+    """
+    qk = Keyspace(settings.prefix).queue(queue)
+    replies = yield [
+        call("XGROUP", "CREATE", s, GROUP, "0", "MKSTREAM", allow_error=True) for s in qk.streams
+    ]
+    for reply in replies:
+        if isinstance(reply, Exception) and not _is_error(reply, "BUSYGROUP"):
+            raise reply
+
+
+def _read(consumer: str, streams: tuple[str, ...], block_ms: int | None) -> Call:
+    block = ("BLOCK", block_ms) if block_ms is not None else ()
+    ids = (">",) * len(streams)
+    return call(
+        "XREADGROUP",
+        "GROUP",
+        GROUP,
+        consumer,
+        "COUNT",
+        1,
+        *block,
+        "STREAMS",
+        *streams,
+        *ids,
+        allow_error=True,
+    )
+
+
+def fetch(
+    queue: str, consumer: str, *, block_ms: int = 1000, settings: Settings = DEFAULT_SETTINGS
+) -> Op[list[Entry]]:
+    """Take the next new entry for ``consumer``: high priority first, else block up to ``block_ms``.
+
+    Usually returns one entry or none. Two (one per stream, high first) are possible when both
+    streams receive an entry in the same instant; both are then pending for this consumer and the
+    caller must run both. Recreates the groups if they vanished (e.g. the server lost its data).
+    The client's socket timeout must exceed ``block_ms``.
+    """
+    if block_ms < 1:
+        raise ValueError("block_ms must be >= 1 (0 would block forever)")
+    qk = Keyspace(settings.prefix).queue(queue)
+    for _ in range(2):
+        (high,) = yield [_read(consumer, (qk.high_stream,), None)]
+        if not isinstance(high, Exception):
+            got = codec.read_entries(queue, high)
+            if got:
+                return got
+            (both,) = yield [_read(consumer, qk.streams, block_ms)]
+            if not isinstance(both, Exception):
+                order = {s: i for i, s in enumerate(qk.streams)}
+                return sorted(codec.read_entries(queue, both), key=lambda e: order[e.stream])
+            high = both
+        if not _is_error(high, "NOGROUP"):
+            raise high
+        yield from ensure_groups(queue, settings=settings)
+    return []
+
+
+def reclaim(
+    queue: str, consumer: str, min_idle_ms: int, *, settings: Settings = DEFAULT_SETTINGS
+) -> Op[Entry | None]:
+    """Take over one entry idle (unrenewed) for ``min_idle_ms`` or more, high priority first."""
+    qk = Keyspace(settings.prefix).queue(queue)
+    for stream in qk.streams:
+        (reply,) = yield [
+            call("XAUTOCLAIM", stream, GROUP, consumer, min_idle_ms, "0-0", "COUNT", 1, allow_error=True)
+        ]
+        if isinstance(reply, Exception):
+            if _is_error(reply, "NOGROUP"):
+                continue
+            raise reply
+        for entry_id, fields in codec.stream_entries(reply[1]):
+            return Entry(queue, stream, entry_id, fields.get("job", ""))
+    return None
+
+
+def start(entry: Entry, worker: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[Started]:
+    """Atomically turn a delivered entry into a running attempt, or acknowledge and skip it."""
+    ks = Keyspace(settings.prefix)
+    keys = (ks.job(entry.job_id), entry.stream, ks.queue(entry.queue).dead)
+    args = (
+        GROUP,
+        entry.entry_id,
+        worker,
+        codec.fmt_time(time.time()),
+        settings.max_attempts,
+        settings.result_ttl,
+        settings.dead_letter_maxlen,
+        entry.job_id,
+        ks.done_channel(entry.job_id),
+    )
+    (reply,) = yield [Eval(START, keys, args)]
+    if reply[0] == "run":
+        return Started(job=codec.job_from_fields(codec.as_map(reply[1])))
+    return Started(job=None, skipped=str(reply[0]))
+
+
+def finish(
+    entry: Entry,
+    worker: str,
+    outcome: Outcome,
+    payload: Any,
+    duration: float,
+    *,
+    settings: Settings = DEFAULT_SETTINGS,
+) -> Op[JobStatus | None]:
+    """Record the outcome of an attempt; returns the job's new status.
+
+    ``payload`` is the model output (JSON-serialisable) for ``SUCCEEDED`` and the error text
+    otherwise. ``QUEUED`` means the job will be retried. None means this worker no longer held the
+    job (it was reclaimed after the visibility timeout, or it expired): the result is discarded and
+    the stream is left alone, because the entry now belongs to another consumer.
+    """
+    ks = Keyspace(settings.prefix)
+    qk = ks.queue(entry.queue)
+    text = codec.dumps(payload) if outcome is Outcome.SUCCEEDED else str(payload)
+    keys = (ks.job(entry.job_id), entry.stream, qk.completions, qk.dead)
+    args = (
+        GROUP,
+        entry.entry_id,
+        worker,
+        codec.fmt_time(time.time()),
+        outcome.value,
+        text,
+        repr(float(duration)),
+        settings.max_attempts,
+        settings.result_ttl,
+        settings.completions_maxlen,
+        settings.dead_letter_maxlen,
+        entry.job_id,
+        ks.done_channel(entry.job_id),
+    )
+    (reply,) = yield [Eval(FINISH, keys, args)]
+    return None if reply in ("lost", "missing") else JobStatus(reply)
+
+
+def heartbeat(
+    info: WorkerInfo, *, lease: Entry | None = None, settings: Settings = DEFAULT_SETTINGS
+) -> Op[bool | None]:
+    """Write the worker's registry entry whole and renew the lease on the entry it is running.
+
+    The entry expires after ``settings.worker_ttl`` unless renewed, and stale members of the queue's
+    worker set are pruned here, so dead workers disappear without anyone cleaning up after them.
+    Returns whether the lease is still held (None without a lease): False means the job was
+    reclaimed by another worker.
+    """
+    ks = Keyspace(settings.prefix)
+    qk = ks.queue(info.queue)
+    fields = codec.worker_fields(info)
+    batch: list[Call | Eval] = [
+        call("HSET", ks.worker(info.name), *(x for kv in fields.items() for x in kv)),
+        call("PEXPIRE", ks.worker(info.name), int(settings.worker_ttl * 1000)),
+        call("ZADD", qk.workers, info.heartbeat_at, info.name),
+        call("ZREMRANGEBYSCORE", qk.workers, "-inf", f"({info.heartbeat_at - settings.worker_ttl}"),
+    ]
+    if lease is not None:
+        batch.append(Eval(RENEW, (lease.stream,), (GROUP, info.name, lease.entry_id), allow_error=True))
+    replies = yield batch
+    if lease is None:
+        return None
+    return replies[-1] == 1 or isinstance(replies[-1], Exception)  # an error is no proof of loss
+
+
+def deregister(name: str, queue: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[None]:
+    """Remove a worker from the registry and its consumer from the group (only if it holds nothing)."""
+    ks = Keyspace(settings.prefix)
+    qk = ks.queue(queue)
+    yield [
+        call("DEL", ks.worker(name)),
+        call("ZREM", qk.workers, name),
+        Eval(FORGET_CONSUMERS, qk.streams, (GROUP, name, 0)),
+    ]
+
+
+def forget_idle_consumers(queue: str, min_idle_ms: int, *, settings: Settings = DEFAULT_SETTINGS) -> Op[int]:
+    """Delete consumers of dead workers (idle that long, nothing pending) so the group stays small."""
+    qk = Keyspace(settings.prefix).queue(queue)
+    (removed,) = yield [Eval(FORGET_CONSUMERS, qk.streams, (GROUP, "", min_idle_ms))]
+    return int(removed)

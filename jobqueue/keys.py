@@ -1,0 +1,119 @@
+"""The Redis key layout: the only place in the project where a key name is spelled.
+
+Everything lives under one prefix (default ``jq``) so a deployment can share a Redis with other
+software and ``SCAN jq:*`` shows exactly what this system owns. A queue is named ``model:version``
+(see :func:`queue_name`); its keys are::
+
+    jq:queues                      SET     every queue ever submitted to (discovery for the autoscaler)
+    jq:q:<queue>:stream            STREAM  normal-priority entries ``{job: <id>}``, group ``workers``
+    jq:q:<queue>:stream:high       STREAM  high-priority entries, always read before the normal stream
+    jq:q:<queue>:arrivals          STRING  INCR'd once per accepted submission (monotonic arrivals)
+    jq:q:<queue>:completions       STREAM  capped (MAXLEN ~): finished_at, duration, job, worker, status
+    jq:q:<queue>:dead              STREAM  capped dead letters: job, attempts, error, dead_at
+    jq:q:<queue>:workers           ZSET    worker name -> last heartbeat (epoch seconds)
+    jq:q:<queue>:idem:<key>        STRING  idempotency key -> job id (SET NX EX)
+    jq:job:<id>                    HASH    the job record (see ``jobqueue.types.Job``)
+    jq:worker:<name>               HASH    worker registry entry, EXPIREs unless heartbeats renew it
+    jq:done:<id>                   PUBSUB  channel; a message is published when the job reaches a
+                                           terminal state (for push-style waiters)
+
+Job and worker keys are not scoped by queue because callers look a job up by id alone (the API's
+``GET /jobs/{id}``) and a worker is named by its pod. Keys of one queue are not hash-tagged and the
+Lua scripts touch a job key and its queue's streams together, so Redis Cluster is not supported;
+a single primary (optionally behind Sentinel) is.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "jq"
+GROUP = "workers"
+"""The one consumer group all workers of a queue read through (at-least-once delivery)."""
+
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$")
+
+
+def validate_queue(queue: str) -> str:
+    """Return ``queue`` unchanged if it is a safe queue name, else raise ``ValueError``.
+
+    The name becomes part of key names, so whitespace, braces (Cluster hash tags) and glob
+    characters are refused rather than escaped: nobody should have to quote a key in redis-cli.
+    """
+    if not _QUEUE_RE.match(queue):
+        raise ValueError(f"invalid queue name {queue!r}: use [A-Za-z0-9._:@/-], e.g. 'resnet:v1'")
+    return queue
+
+
+def queue_name(model: str, version: str) -> str:
+    """The queue serving one model version: ``model:version``."""
+    return validate_queue(f"{model}:{version}")
+
+
+def split_queue(queue: str) -> tuple[str, str]:
+    """Inverse of :func:`queue_name`; a queue without a colon has an empty version."""
+    model, sep, version = queue.rpartition(":")
+    return (model, version) if sep else (queue, "")
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """Key names under one prefix. Immutable and cheap: build one per process and pass it around."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def queues(self) -> str:
+        return f"{self.prefix}:queues"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def done_channel(self, job_id: str) -> str:
+        return f"{self.prefix}:done:{job_id}"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+    def queue(self, queue: str) -> QueueKeys:
+        return QueueKeys(f"{self.prefix}:q:{validate_queue(queue)}")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The keys of one queue (see the module docstring for types and meaning)."""
+
+    base: str
+
+    @property
+    def stream(self) -> str:
+        return f"{self.base}:stream"
+
+    @property
+    def high_stream(self) -> str:
+        return f"{self.base}:stream:high"
+
+    @property
+    def streams(self) -> tuple[str, str]:
+        """Both job streams, in the order workers serve them: high priority first."""
+        return (self.high_stream, self.stream)
+
+    @property
+    def arrivals(self) -> str:
+        return f"{self.base}:arrivals"
+
+    @property
+    def completions(self) -> str:
+        return f"{self.base}:completions"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.base}:dead"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.base}:workers"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.base}:idem:{key}"

@@ -1,0 +1,213 @@
+"""Client-side operations: submit, inspect, cancel and wait for jobs; read queue statistics.
+
+Each function returns an *operation* (see :mod:`jobqueue.driver`); run it with
+``jobqueue.sync.<name>(redis, ...)`` or ``await jobqueue.aio.<name>(redis, ...)``, which bind these
+same functions to a client. Worker-side operations are in :mod:`jobqueue.consumer`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from jobqueue import codec
+from jobqueue.driver import Arg, Command, Eval, Op, Sleep, call
+from jobqueue.keys import GROUP, Keyspace, split_queue, validate_queue
+from jobqueue.scripts import CANCEL, SUBMIT
+from jobqueue.types import (
+    DeadLetter,
+    Job,
+    JobStatus,
+    ListQueueStats,
+    Priority,
+    QueueStats,
+    Settings,
+    Submitted,
+)
+
+DEFAULT_SETTINGS = Settings()
+
+
+def submit_job(
+    queue: str,
+    input: Any,
+    *,
+    priority: Priority = Priority.NORMAL,
+    idempotency_key: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    job_id: str | None = None,
+    settings: Settings = DEFAULT_SETTINGS,
+) -> Op[Submitted]:
+    """Create a job record and enqueue it, atomically, in one round trip.
+
+    ``input`` and ``metadata`` must be JSON-serialisable (checked before anything is written). With
+    an ``idempotency_key`` (scoped to the queue, remembered for ``settings.idempotency_ttl``) a
+    repeated submission returns the first job's id with ``created=False`` and enqueues nothing.
+    Counts one arrival per created job.
+    """
+    ks = Keyspace(settings.prefix)
+    qk = ks.queue(queue)
+    model, version = split_queue(queue)
+    job = Job(
+        id=job_id or uuid.uuid4().hex,
+        queue=queue,
+        model=model,
+        version=version,
+        status=JobStatus.QUEUED,
+        priority=priority,
+        input=input,
+        submitted_at=time.time(),
+        metadata=dict(metadata or {}),
+    )
+    fields = codec.job_fields(job)  # serialises input: fails here, before any write
+    stream = qk.high_stream if priority is Priority.HIGH else qk.stream
+    keys = [ks.job(job.id), stream, qk.arrivals, ks.queues]
+    if idempotency_key is not None:
+        keys.append(qk.idempotency(idempotency_key))
+    args: list[Arg] = [job.id, GROUP, queue, settings.idempotency_ttl]
+    args += [x for kv in fields.items() for x in kv]
+    (reply,) = yield [Eval(SUBMIT, tuple(keys), tuple(args))]
+    created, the_id = reply
+    return Submitted(job_id=str(the_id), created=bool(created))
+
+
+def get_job(job_id: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[Job | None]:
+    """The job record, or None if it never existed or expired after its result TTL."""
+    (fields,) = yield [call("HGETALL", Keyspace(settings.prefix).job(job_id))]
+    fields = codec.as_map(fields)
+    return codec.job_from_fields(fields) if fields else None
+
+
+def cancel_job(job_id: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[JobStatus | None]:
+    """Cancel a queued job; returns the job's status afterwards (None if there is no such job).
+
+    Only a queued job can be cancelled: ``CANCELLED`` means it is (now or already) cancelled, any
+    other status means it was too late. Workers acknowledge and skip a cancelled entry.
+    """
+    ks = Keyspace(settings.prefix)
+    args = (codec.fmt_time(time.time()), settings.result_ttl, ks.done_channel(job_id))
+    (status,) = yield [Eval(CANCEL, (ks.job(job_id),), args)]
+    return JobStatus(status) if status else None
+
+
+def wait_for_job(
+    job_id: str,
+    timeout: float,
+    *,
+    poll_min: float = 0.02,
+    poll_max: float = 0.25,
+    settings: Settings = DEFAULT_SETTINGS,
+) -> Op[Job | None]:
+    """Poll until the job is terminal or ``timeout`` seconds pass; returns its latest record.
+
+    Polling (with back-off from ``poll_min`` to ``poll_max``) costs one HGETALL per poll and needs no
+    dedicated connection, which suits a web server better than a pub/sub subscription per request.
+    Push-style waiters can instead subscribe to ``Keyspace.done_channel(job_id)`` and then read.
+    """
+    deadline = time.monotonic() + timeout
+    delay = poll_min
+    while True:
+        job = yield from get_job(job_id, settings=settings)
+        left = deadline - time.monotonic()
+        if job is None or job.status.terminal or left <= 0:
+            return job
+        yield Sleep(min(delay, left))
+        delay = min(delay * 2, poll_max)
+
+
+def _stream_counts(info: dict[str, Any] | None, length: int) -> tuple[int, int, bool]:
+    """(waiting, in flight, exact) for one stream from its group row and XLEN.
+
+    The group lag is exact but Redis reports it as null when deletions leave gaps it cannot count
+    across; then ``XLEN - pending`` is used, which is exact as long as only acknowledged entries are
+    deleted (this protocol's rule) and counts cancelled-but-unread entries as waiting either way.
+    """
+    if info is None:  # no group yet: nothing was ever read
+        return length, 0, True
+    pending = int(info.get("pending") or 0)
+    lag = info.get("lag")
+    if lag is None:
+        return max(0, length - pending), pending, False
+    return int(lag), pending, True
+
+
+def read_queue_stats(
+    queue: str,
+    *,
+    since: str | None = None,
+    limit: int = 1000,
+    settings: Settings = DEFAULT_SETTINGS,
+) -> Op[QueueStats]:
+    """Everything the autoscaler observes about a queue, in two pipelined round trips.
+
+    ``since`` is the ``completions_cursor`` of the previous read: completions after it are returned
+    (oldest first, at most ``limit``; the cursor then advances only that far, so nothing is skipped).
+    Without ``since`` the newest ``limit`` completions are returned, which seeds service-time
+    estimates on the first tick. Workers whose heartbeat is older than ``settings.worker_ttl`` are
+    left out.
+    """
+    ks = Keyspace(settings.prefix)
+    qk = ks.queue(queue)
+    now = time.time()
+    completions = (
+        call("XRANGE", qk.completions, f"({since}", "+", "COUNT", limit)
+        if since
+        else call("XREVRANGE", qk.completions, "+", "-", "COUNT", limit)
+    )
+    replies = yield [
+        call("GET", qk.arrivals),
+        *(call("XINFO", "GROUPS", s, allow_error=True) for s in qk.streams),
+        *(call("XLEN", s) for s in qk.streams),
+        completions,
+        call("ZRANGEBYSCORE", qk.workers, now - settings.worker_ttl, "+inf"),
+    ]
+    arrivals, info_high, info_normal, len_high, len_normal, done, names = replies
+    counts = [
+        _stream_counts(codec.group_info(info, GROUP), int(length))
+        for info, length in ((info_high, len_high), (info_normal, len_normal))
+    ]
+    entries = codec.stream_entries(done)
+    if not since:
+        entries.reverse()
+    workers_raw = (yield [call("HGETALL", ks.worker(n)) for n in names]) if names else []
+    workers = [codec.worker_from_fields(f) for f in map(codec.as_map, workers_raw) if f]
+    return QueueStats(
+        queue=queue,
+        waiting=sum(c[0] for c in counts),
+        in_flight=sum(c[1] for c in counts),
+        arrivals_total=int(arrivals or 0),
+        completions=tuple(codec.completion_from_entry(i, f) for i, f in entries),
+        completions_cursor=entries[-1][0] if entries else (since or "0-0"),
+        workers=tuple(sorted(workers, key=lambda w: w.name)),
+        waiting_exact=all(c[2] for c in counts),
+    )
+
+
+def read_list_queue_stats(key: str, arrivals_key: str | None = None) -> Op[ListQueueStats]:
+    """A plain list queue (Celery/RQ/Bull/KEDA ``listLength``): LLEN and an optional INCR counter.
+
+    The key names are the other system's, given verbatim by the operator, hence not in the keyspace.
+    """
+    batch: list[Command] = [call("LLEN", key)]
+    if arrivals_key is not None:
+        batch.append(call("GET", arrivals_key))
+    replies = yield batch
+    arrivals = int(replies[1] or 0) if arrivals_key is not None else None
+    return ListQueueStats(key=key, waiting=int(replies[0]), arrivals_total=arrivals)
+
+
+def list_queues(*, settings: Settings = DEFAULT_SETTINGS) -> Op[list[str]]:
+    """Every queue that has ever had a submission, sorted (for discovery by the autoscaler)."""
+    (members,) = yield [call("SMEMBERS", Keyspace(settings.prefix).queues)]
+    return sorted(members)
+
+
+def read_dead_letters(
+    queue: str, *, count: int = 100, settings: Settings = DEFAULT_SETTINGS
+) -> Op[list[DeadLetter]]:
+    """The newest ``count`` dead letters of a queue, newest first."""
+    dead = Keyspace(settings.prefix).queue(validate_queue(queue)).dead
+    (reply,) = yield [call("XREVRANGE", dead, "+", "-", "COUNT", count)]
+    return [codec.dead_letter_from_entry(i, f) for i, f in codec.stream_entries(reply)]

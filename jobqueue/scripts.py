@@ -1,0 +1,203 @@
+"""Server-side Lua for the state transitions that must be atomic.
+
+Why Lua and not MULTI: each transition reads the job record and decides (is it still queued? is
+this worker still its holder? are attempts exhausted?) before writing, and the write spans the job
+hash and one or more streams. A script does the read and the writes in one round trip with no
+window in which another worker or the API can interleave, and without WATCH retry loops.
+
+Each script is defined once here, identified by its SHA-1, and sent with EVALSHA by the driver,
+which loads it on NOSCRIPT (e.g. after a server restart emptied the script cache).
+
+Conventions: KEYS are declared (so the scripts stay correct under ACLs and key-space tooling);
+timestamps are epoch seconds passed in by the caller (one clock per party, no TIME calls); a
+missing optional value is the empty string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script and its SHA-1 (what EVALSHA needs)."""
+
+    name: str
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+
+SUBMIT = Script(
+    "submit",
+    """
+-- KEYS: job hash, stream, arrivals counter, queues set, [idempotency key]
+-- ARGV: job id, group, queue, idempotency ttl, hash field/value pairs...
+if KEYS[5] then
+  local existing = redis.call('GET', KEYS[5])
+  if existing then return {0, existing} end
+  redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[4])
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[2], '0', 'MKSTREAM')
+end
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
+redis.call('HSET', KEYS[1], 'entry', entry)
+redis.call('INCR', KEYS[3])
+redis.call('SADD', KEYS[4], ARGV[3])
+return {1, ARGV[1]}
+""",
+)
+
+CANCEL = Script(
+    "cancel",
+    """
+-- KEYS: job hash.  ARGV: now, result ttl, done channel
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return '' end
+if status ~= 'queued' then return status end
+redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], 'cancelled')
+return 'cancelled'
+""",
+)
+
+# The dead-letter transition is shared by START (a reclaimed job whose last attempt's worker died)
+# and FINISH (the last attempt raised): one Lua function, spliced into both scripts.
+_DEAD_LETTER = """
+local function dead_letter(job, dead, job_id, attempts, err, now, ttl, maxlen, channel)
+  redis.call('HSET', job, 'status', 'dead', 'error', err, 'finished_at', now)
+  redis.call('EXPIRE', job, ttl)
+  redis.call('XADD', dead, 'MAXLEN', '~', maxlen, '*',
+             'job', job_id, 'attempts', attempts, 'error', err, 'dead_at', now)
+  redis.call('PUBLISH', channel, 'dead')
+end
+"""
+
+START = Script(
+    "start",
+    _DEAD_LETTER
+    + """
+-- KEYS: job hash, stream, dead-letter stream
+-- ARGV: group, entry id, worker, now, max attempts, result ttl, dead maxlen, job id, channel
+-- Returns {'run', flat job hash} or {reason} when the entry must not run (it is then acked).
+local function drop()
+  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[2], ARGV[2])
+end
+local h = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'error', 'entry', 'worker')
+local status = h[1]
+if not status then drop(); return {'missing'} end
+if h[4] and h[4] ~= ARGV[2] then drop(); return {'stale'} end
+if status ~= 'queued' and status ~= 'running' then drop(); return {status} end
+local attempts = tonumber(h[2] or '0')
+local err = h[3] or ''
+if status == 'running' then
+  err = 'attempt ' .. attempts .. ': worker ' .. (h[5] or '?') ..
+        ' stopped heartbeating mid-job; entry reclaimed after the visibility timeout'
+end
+if attempts >= tonumber(ARGV[5]) then
+  dead_letter(KEYS[1], KEYS[3], ARGV[8], attempts, err, ARGV[4], ARGV[6], ARGV[7], ARGV[9])
+  drop()
+  return {'dead'}
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4], 'worker', ARGV[3],
+           'attempts', attempts + 1, 'error', err)
+return {'run', redis.call('HGETALL', KEYS[1])}
+""",
+)
+
+FINISH = Script(
+    "finish",
+    _DEAD_LETTER
+    + """
+-- KEYS: job hash, stream, completions stream, dead-letter stream
+-- ARGV: group, entry id, worker, now, outcome (succeeded|failed|error), payload (output JSON or
+--       error text), service seconds, max attempts, result ttl, completions maxlen, dead maxlen,
+--       job id, channel
+-- Returns the job's resulting status, 'lost' if this worker no longer holds the job (it was
+-- reclaimed by another: that worker's delivery must stay pending, so nothing is acked), or
+-- 'missing' if the record is gone.
+local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts', 'entry')
+if not h[1] then
+  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[2], ARGV[2])
+  return 'missing'
+end
+if h[1] ~= 'running' or h[2] ~= ARGV[3] or h[4] ~= ARGV[2] then return 'lost' end
+local outcome = ARGV[5]
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[2], ARGV[2])
+local result
+if outcome == 'succeeded' then
+  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'output', ARGV[6], 'error', '',
+             'finished_at', ARGV[4])
+  result = 'succeeded'
+elseif outcome == 'failed' then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[6], 'finished_at', ARGV[4])
+  result = 'failed'
+elseif tonumber(h[3] or '0') >= tonumber(ARGV[8]) then
+  dead_letter(KEYS[1], KEYS[4], ARGV[12], h[3], ARGV[6], ARGV[4], ARGV[9], ARGV[11], ARGV[13])
+  result = 'dead'
+else
+  local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[12])
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[6], 'entry', entry)
+  result = 'queued'
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', 'job', ARGV[12], 'finished_at', ARGV[4],
+           'duration', ARGV[7], 'worker', ARGV[3], 'status', result)
+if result == 'succeeded' or result == 'failed' then
+  redis.call('EXPIRE', KEYS[1], ARGV[9])
+  redis.call('PUBLISH', ARGV[13], result)
+end
+return result
+""",
+)
+
+RENEW = Script(
+    "renew",
+    """
+-- KEYS: stream.  ARGV: group, consumer, entry id
+-- Resets the idle time of an entry this consumer still holds, so a job that runs longer than the
+-- visibility timeout is not reclaimed while its worker is alive. Never steals: 0 if not ours.
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+""",
+)
+
+FORGET_CONSUMERS = Script(
+    "forget_consumers",
+    """
+-- KEYS: streams.  ARGV: group, consumer name or '', min idle ms
+-- Deletes consumers that hold no pending entry: the named one (a worker deregistering), or with
+-- '' every consumer idle longer than min idle ms (pods that died; their entries were reclaimed).
+-- Deleting a consumer with pending entries would drop them from the PEL, so those are kept.
+local removed = 0
+for _, stream in ipairs(KEYS) do
+  local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', stream, ARGV[1])
+  if ok then
+    for _, c in ipairs(consumers) do
+      local info = {}
+      for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+      local match
+      if ARGV[2] ~= '' then match = info['name'] == ARGV[2]
+      else match = tonumber(info['idle']) > tonumber(ARGV[3]) end
+      if match and tonumber(info['pending']) == 0 then
+        redis.call('XGROUP', 'DELCONSUMER', stream, ARGV[1], info['name'])
+        removed = removed + 1
+      end
+    end
+  end
+end
+return removed
+""",
+)

@@ -1,0 +1,182 @@
+"""Value types of the job protocol: what a job, a worker and a queue look like to Python code.
+
+They are plain frozen dataclasses with no Redis in them, so the API can turn them into JSON, the
+autoscaler into a ``Snapshot``, and the tests can build them by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life. The last four are terminal: the record then expires after the TTL."""
+
+    QUEUED = "queued"  # in a stream, not started (or waiting for a retry)
+    RUNNING = "running"  # a worker holds it
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the model rejected the input for good (PermanentJobError): no retry
+    CANCELLED = "cancelled"  # cancelled while queued: workers skip it
+    DEAD = "dead"  # attempts exhausted (model kept failing or workers kept dying): dead-lettered
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class Priority(StrEnum):
+    """Two levels are enough to jump a backlog; each has its own stream, high is served first."""
+
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+class WorkerState(StrEnum):
+    """A worker's lifecycle as it reports it in its heartbeat."""
+
+    STARTING = "starting"  # loading the model; not Ready
+    IDLE = "idle"  # Ready, waiting for a job
+    BUSY = "busy"  # Ready, serving a job
+    DRAINING = "draining"  # SIGTERM received: finishes its job, takes no new one
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Protocol tunables shared by every party that talks to the same queues.
+
+    ``max_attempts`` counts deliveries that started a job (first run included). ``result_ttl`` is
+    how long a terminal job record stays readable. ``worker_ttl`` is how long a worker counts as
+    alive after its last heartbeat (so it should be a few heartbeat intervals).
+    """
+
+    prefix: str = "jq"
+    max_attempts: int = 3
+    result_ttl: int = 24 * 3600
+    idempotency_ttl: int = 24 * 3600
+    completions_maxlen: int = 10_000
+    dead_letter_maxlen: int = 10_000
+    worker_ttl: float = 6.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if min(self.result_ttl, self.idempotency_ttl) < 1:
+            raise ValueError("TTLs must be >= 1 s")
+        if self.worker_ttl <= 0:
+            raise ValueError("worker_ttl must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job record as stored in ``jq:job:<id>``."""
+
+    id: str
+    queue: str
+    model: str
+    version: str
+    status: JobStatus
+    priority: Priority
+    input: Any
+    submitted_at: float
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
+    output: Any = None
+    error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """Answer to a submission: ``created`` is False when an idempotency key matched an earlier job."""
+
+    job_id: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A stream entry a worker has been handed (by XREADGROUP or XAUTOCLAIM)."""
+
+    queue: str
+    stream: str
+    entry_id: str
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One finished job in the completions stream; ``duration`` is its service time in seconds."""
+
+    stream_id: str
+    job_id: str
+    finished_at: float
+    duration: float
+    status: JobStatus
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker's registry entry (``jq:worker:<name>``), written whole on every heartbeat."""
+
+    name: str
+    queue: str
+    state: WorkerState
+    started_at: float
+    heartbeat_at: float
+    job: str | None = None
+    ready_at: float | None = None
+    warmup_seconds: float | None = None
+    pid: int | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.state is WorkerState.BUSY
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """What the autoscaler reads each tick about one queue.
+
+    ``arrivals_total`` is a monotonic counter: subtract the previous tick's value for the arrivals
+    in between. ``completions`` are those after the ``since`` cursor passed to the read, oldest
+    first; pass ``completions_cursor`` as ``since`` next time. ``waiting_exact`` is False when the
+    consumer-group lag was unknown and ``waiting`` fell back to ``XLEN - pending``.
+    """
+
+    queue: str
+    waiting: int
+    in_flight: int
+    arrivals_total: int
+    completions: tuple[Completion, ...]
+    completions_cursor: str
+    workers: tuple[WorkerInfo, ...]
+    waiting_exact: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ListQueueStats:
+    """A plain Redis list used as a queue (Celery, RQ, Bull, KEDA ``listLength``).
+
+    ``arrivals_total`` is None when no counter key is configured: the caller then estimates
+    arrivals from queue-length deltas plus completions.
+    """
+
+    key: str
+    waiting: int
+    arrivals_total: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One entry of a queue's dead-letter stream."""
+
+    stream_id: str
+    job_id: str
+    attempts: int
+    error: str
+    dead_at: float

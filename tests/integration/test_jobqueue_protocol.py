@@ -1,0 +1,329 @@
+"""The job protocol against a real Valkey server: every transition, both client flavours."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from jobqueue import JobStatus, Keyspace, Priority, Settings, WorkerInfo, WorkerState, aio
+from jobqueue import sync as jq
+from jobqueue.consumer import Outcome
+from jobqueue.types import Entry
+from tests.support.valkey import ValkeyServer
+
+pytestmark = pytest.mark.integration
+
+Q = "resnet:v1"
+KS = Keyspace()
+
+
+def take(r: redis.Redis, consumer: str = "w1", queue: str = Q) -> Entry:
+    entries = jq.fetch(r, queue, consumer, block_ms=50)
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
+def run_once(
+    r: redis.Redis, outcome: Outcome, payload: Any, consumer: str = "w1", **kw: Any
+) -> JobStatus | None:
+    entry = take(r, consumer)
+    started = jq.start(r, entry, consumer, **kw)
+    assert started.job is not None, started
+    return jq.finish(r, entry, consumer, outcome, payload, 0.25, **kw)
+
+
+@pytest.fixture(params=["resp2-bytes", "resp2-str", "resp3-str"])
+def client(request: pytest.FixtureRequest, redis_url: str) -> Iterator[redis.Redis]:
+    """Every caller setting the protocol must tolerate (replies are parsed raw)."""
+    flavours: dict[str, dict[str, Any]] = {
+        "resp2-bytes": {},
+        "resp2-str": {"decode_responses": True},
+        "resp3-str": {"decode_responses": True, "protocol": 3},
+    }
+    options = flavours[request.param]
+    r = redis.Redis.from_url(redis_url, **options)
+    yield r
+    r.close()
+
+
+def test_submit_get_and_run_to_success(client: redis.Redis) -> None:
+    sub = jq.submit_job(client, Q, {"text": "héllo"}, metadata={"trace": "t1"})
+    assert sub.created
+    job = jq.get_job(client, sub.job_id)
+    assert job is not None
+    assert (job.status, job.model, job.version, job.input, job.metadata) == (
+        JobStatus.QUEUED,
+        "resnet",
+        "v1",
+        {"text": "héllo"},
+        {"trace": "t1"},
+    )
+    assert job.priority is Priority.NORMAL and job.attempts == 0 and job.started_at is None
+
+    entry = take(client)
+    assert entry.job_id == sub.job_id
+    started = jq.start(client, entry, "w1")
+    assert started.job is not None
+    assert (started.job.status, started.job.attempts, started.job.worker) == (JobStatus.RUNNING, 1, "w1")
+    assert jq.finish(client, entry, "w1", Outcome.SUCCEEDED, {"output": 42}, 0.5) is JobStatus.SUCCEEDED
+
+    done = jq.get_job(client, sub.job_id)
+    assert done is not None and done.status is JobStatus.SUCCEEDED and done.output == {"output": 42}
+    assert done.error is None and done.finished_at is not None and done.started_at is not None
+    assert 0 < client.ttl(KS.job(sub.job_id)) <= Settings().result_ttl
+    assert client.xlen(KS.queue(Q).stream) == 0  # acked entries are deleted
+    stats = jq.read_queue_stats(client, Q)
+    assert (stats.waiting, stats.in_flight, stats.arrivals_total) == (0, 0, 1)
+    assert [(c.job_id, c.duration, c.status) for c in stats.completions] == [
+        (sub.job_id, 0.5, JobStatus.SUCCEEDED)
+    ]
+    assert jq.list_queues(client) == [Q]
+
+
+def test_unknown_job_is_none(redis_client: redis.Redis) -> None:
+    assert jq.get_job(redis_client, "nope") is None
+    assert jq.cancel_job(redis_client, "nope") is None
+
+
+def test_input_must_be_json_and_nothing_is_written(redis_client: redis.Redis) -> None:
+    with pytest.raises(TypeError):
+        jq.submit_job(redis_client, Q, {"x": object()})
+    with pytest.raises(ValueError, match="invalid queue"):
+        jq.submit_job(redis_client, "bad queue", 1)
+    assert redis_client.dbsize() == 0
+
+
+def test_high_priority_is_served_first(redis_client: redis.Redis) -> None:
+    normal = [jq.submit_job(redis_client, Q, i).job_id for i in range(3)]
+    high = jq.submit_job(redis_client, Q, "urgent", priority=Priority.HIGH).job_id
+    order = [take(redis_client).job_id for _ in range(4)]
+    assert order == [high, *normal]
+    assert jq.read_queue_stats(redis_client, Q).in_flight == 4
+
+
+def test_idempotency_key_returns_the_first_job(redis_client: redis.Redis) -> None:
+    first = jq.submit_job(redis_client, Q, 1, idempotency_key="k")
+    again = jq.submit_job(redis_client, Q, 2, idempotency_key="k")
+    other = jq.submit_job(redis_client, Q, 3, idempotency_key="k2")
+    assert (again.job_id, again.created, first.created) == (first.job_id, False, True)
+    assert other.job_id != first.job_id
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert (stats.arrivals_total, stats.waiting) == (2, 2)
+    assert redis_client.ttl(KS.queue(Q).idempotency("k")) > 0
+
+
+def test_cancel_queued_job_is_skipped_by_workers(redis_client: redis.Redis) -> None:
+    job_id = jq.submit_job(redis_client, Q, 1).job_id
+    assert jq.cancel_job(redis_client, job_id) is JobStatus.CANCELLED
+    assert jq.cancel_job(redis_client, job_id) is JobStatus.CANCELLED  # idempotent
+    entry = take(redis_client)
+    assert jq.start(redis_client, entry, "w1").skipped == "cancelled"
+    assert redis_client.xlen(KS.queue(Q).stream) == 0
+    assert jq.read_queue_stats(redis_client, Q).in_flight == 0
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and job.status is JobStatus.CANCELLED and job.attempts == 0
+
+
+def test_cancel_running_job_is_refused(redis_client: redis.Redis) -> None:
+    job_id = jq.submit_job(redis_client, Q, 1).job_id
+    jq.start(redis_client, take(redis_client), "w1")
+    assert jq.cancel_job(redis_client, job_id) is JobStatus.RUNNING
+
+
+def test_errors_retry_then_dead_letter_with_error_kept(redis_client: redis.Redis) -> None:
+    settings = Settings(max_attempts=2)
+    job_id = jq.submit_job(redis_client, Q, 1).job_id
+    assert run_once(redis_client, Outcome.ERROR, "boom 1", settings=settings) is JobStatus.QUEUED
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.status, job.attempts, job.error) == (JobStatus.QUEUED, 1, "boom 1")
+    assert run_once(redis_client, Outcome.ERROR, "boom 2", settings=settings) is JobStatus.DEAD
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.status, job.attempts, job.error) == (JobStatus.DEAD, 2, "boom 2")
+    [dead] = jq.read_dead_letters(redis_client, Q)
+    assert (dead.job_id, dead.attempts, dead.error) == (job_id, 2, "boom 2")
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert (stats.waiting, stats.in_flight, stats.arrivals_total) == (0, 0, 1)  # a retry is no arrival
+    assert [c.status for c in stats.completions] == [JobStatus.QUEUED, JobStatus.DEAD]
+
+
+def test_permanent_failure_is_not_retried(redis_client: redis.Redis) -> None:
+    job_id = jq.submit_job(redis_client, Q, 1).job_id
+    assert run_once(redis_client, Outcome.FAILED, "bad input") is JobStatus.FAILED
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.status, job.error, job.attempts) == (JobStatus.FAILED, "bad input", 1)
+    assert jq.fetch(redis_client, Q, "w1", block_ms=10) == []
+
+
+def test_reclaim_after_visibility_timeout_counts_the_attempt(redis_client: redis.Redis) -> None:
+    job_id = jq.submit_job(redis_client, Q, 1).job_id
+    lost = take(redis_client, "dead-worker")
+    jq.start(redis_client, lost, "dead-worker")
+    assert jq.reclaim(redis_client, Q, "w2", 5_000) is None  # not idle long enough
+    time.sleep(0.12)
+    entry = jq.reclaim(redis_client, Q, "w2", 100)
+    assert entry is not None and entry.job_id == job_id
+    started = jq.start(redis_client, entry, "w2")
+    assert started.job is not None and started.job.attempts == 2
+    assert started.job.error is not None and "dead-worker" in started.job.error
+    # The first worker wakes up late: its result is discarded and w2's delivery stays pending.
+    assert jq.finish(redis_client, lost, "dead-worker", Outcome.SUCCEEDED, "late", 1.0) is None
+    assert jq.read_queue_stats(redis_client, Q).in_flight == 1
+    assert jq.finish(redis_client, entry, "w2", Outcome.SUCCEEDED, "ok", 1.0) is JobStatus.SUCCEEDED
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.output, job.attempts, job.worker, job.error) == ("ok", 2, "w2", None)
+
+
+def test_heartbeat_lease_prevents_reclaim(redis_client: redis.Redis) -> None:
+    jq.submit_job(redis_client, Q, 1)
+    entry = take(redis_client)
+    jq.start(redis_client, entry, "w1")
+    for _ in range(3):
+        time.sleep(0.06)
+        info = WorkerInfo("w1", Q, WorkerState.BUSY, time.time(), time.time(), job=entry.job_id)
+        assert jq.heartbeat(redis_client, info, lease=entry) is True
+    assert jq.reclaim(redis_client, Q, "w2", 100) is None
+    # Another consumer's heartbeat cannot renew (or steal) w1's entry.
+    thief = WorkerInfo("w2", Q, WorkerState.IDLE, time.time(), time.time())
+    assert jq.heartbeat(redis_client, thief, lease=entry) is False
+
+
+def test_worker_lost_on_last_attempt_is_dead_lettered(redis_client: redis.Redis) -> None:
+    settings = Settings(max_attempts=1)
+    job_id = jq.submit_job(redis_client, Q, 1).job_id
+    jq.start(redis_client, take(redis_client, "dead-worker"), "dead-worker", settings=settings)
+    time.sleep(0.06)
+    entry = jq.reclaim(redis_client, Q, "w2", 50)
+    assert entry is not None
+    assert jq.start(redis_client, entry, "w2", settings=settings).skipped == "dead"
+    [dead] = jq.read_dead_letters(redis_client, Q)
+    assert dead.job_id == job_id and "dead-worker" in dead.error
+    assert jq.read_queue_stats(redis_client, Q).in_flight == 0
+
+
+def test_queue_stats_counts_and_cursor(redis_client: redis.Redis) -> None:
+    ids = [jq.submit_job(redis_client, Q, i).job_id for i in range(5)]
+    jq.submit_job(redis_client, Q, "h", priority=Priority.HIGH)
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert (stats.waiting, stats.in_flight, stats.arrivals_total, stats.waiting_exact) == (6, 0, 6, True)
+    assert stats.completions == () and stats.completions_cursor == "0-0"
+
+    a, b = take(redis_client), take(redis_client)
+    for e in (a, b):
+        jq.start(redis_client, e, "w1")
+    jq.finish(redis_client, a, "w1", Outcome.SUCCEEDED, None, 0.75)
+    stats = jq.read_queue_stats(redis_client, Q, since=stats.completions_cursor)
+    assert (stats.waiting, stats.in_flight, stats.arrivals_total) == (4, 1, 6)
+    assert [(c.job_id, c.duration) for c in stats.completions] == [(a.job_id, 0.75)]
+    cursor = stats.completions_cursor
+    assert jq.read_queue_stats(redis_client, Q, since=cursor).completions == ()
+    jq.finish(redis_client, b, "w1", Outcome.SUCCEEDED, None, 1.5)
+    later = jq.read_queue_stats(redis_client, Q, since=cursor)
+    assert [c.duration for c in later.completions] == [1.5]
+    assert b.job_id == ids[0]  # the high one went first
+
+    # A foreign XDEL ahead of the group's cursor makes the lag unknown: the fallback still counts.
+    [(first_id, _)] = redis_client.xrange(KS.queue(Q).stream, count=1)  # type: ignore[misc]
+    assert first_id is not None
+    redis_client.xdel(KS.queue(Q).stream, first_id)
+    fallback = jq.read_queue_stats(redis_client, Q)
+    assert (fallback.waiting, fallback.in_flight, fallback.waiting_exact) == (3, 0, False)
+
+
+def test_stats_read_is_two_round_trips_and_lists_live_workers(redis_client: redis.Redis) -> None:
+    now = time.time()
+    jq.heartbeat(redis_client, WorkerInfo("b", Q, WorkerState.BUSY, now - 5, now, job="j", ready_at=now - 4))
+    jq.heartbeat(redis_client, WorkerInfo("a", Q, WorkerState.STARTING, now, now))
+    jq.heartbeat(redis_client, WorkerInfo("old", Q, WorkerState.IDLE, now - 60, now - 30))
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert [(w.name, w.state, w.busy) for w in stats.workers] == [
+        ("a", WorkerState.STARTING, False),
+        ("b", WorkerState.BUSY, True),
+    ]
+    assert stats.workers[1].ready_at == pytest.approx(now - 4)
+    assert 0 < redis_client.pttl(KS.worker("a")) <= 6000
+    jq.deregister(redis_client, "a", Q)
+    assert [w.name for w in jq.read_queue_stats(redis_client, Q).workers] == ["b"]
+
+
+def test_empty_queue_stats(redis_client: redis.Redis) -> None:
+    stats = jq.read_queue_stats(redis_client, "never:used")
+    assert (stats.waiting, stats.in_flight, stats.arrivals_total, stats.workers) == (0, 0, 0, ())
+
+
+def test_list_queue_stats(redis_client: redis.Redis) -> None:
+    redis_client.rpush("celery", "a", "b", "c")
+    redis_client.set("celery:arrivals", 7)
+    assert jq.read_list_queue_stats(redis_client, "celery").waiting == 3
+    with_counter = jq.read_list_queue_stats(redis_client, "celery", "celery:arrivals")
+    assert (with_counter.waiting, with_counter.arrivals_total) == (3, 7)
+    assert jq.read_list_queue_stats(redis_client, "missing", "missing:n").arrivals_total == 0
+
+
+def test_scripts_reload_after_script_flush(redis_client: redis.Redis) -> None:
+    jq.submit_job(redis_client, Q, 1)
+    redis_client.script_flush()
+    assert jq.submit_job(redis_client, Q, 2).created
+    redis_client.script_flush()
+    assert jq.start(redis_client, take(redis_client), "w1").job is not None
+
+
+def test_consumers_of_dead_workers_are_forgotten(redis_client: redis.Redis) -> None:
+    jq.submit_job(redis_client, Q, 1)
+    jq.fetch(redis_client, Q, "holder", block_ms=10)
+    jq.fetch(redis_client, Q, "empty-handed", block_ms=10)
+    time.sleep(0.05)
+    # Both consumers exist on both streams; only "holder" on the normal stream holds an entry.
+    assert jq.forget_idle_consumers(redis_client, Q, 20) == 3
+    names = {c["name"] for c in redis_client.xinfo_consumers(KS.queue(Q).stream, "workers")}
+    assert names == {b"holder"}
+
+
+def test_wait_for_job_times_out_with_latest_state(redis_client: redis.Redis) -> None:
+    job_id = jq.submit_job(redis_client, Q, 1).job_id
+    t0 = time.monotonic()
+    job = jq.wait_for_job(redis_client, job_id, 0.2)
+    assert job is not None and job.status is JobStatus.QUEUED
+    assert 0.2 <= time.monotonic() - t0 < 1.0
+
+
+def test_asyncio_flavour(redis_url: str) -> None:
+    async def scenario() -> None:
+        r = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            sub = await aio.submit_job(r, Q, {"x": 1}, idempotency_key="a")
+            assert (await aio.submit_job(r, Q, {"x": 1}, idempotency_key="a")).job_id == sub.job_id
+            assert (await aio.read_queue_stats(r, Q)).waiting == 1
+            [entry] = await aio.fetch(r, Q, "w1", block_ms=50)
+            assert (await aio.start(r, entry, "w1")).job is not None
+            waiter = asyncio.create_task(aio.wait_for_job(r, sub.job_id, 5))
+            await asyncio.sleep(0.05)
+            await aio.finish(r, entry, "w1", Outcome.SUCCEEDED, {"y": 2}, 0.1)
+            job = await waiter
+            assert job is not None and job.output == {"y": 2}
+            other = (await aio.submit_job(r, Q, 2)).job_id
+            assert await aio.cancel_job(r, other) is JobStatus.CANCELLED
+        finally:
+            await r.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_password_protected_server(valkey_factory: Callable[..., ValkeyServer]) -> None:
+    server = valkey_factory(password="s3cret")
+    assert server.url.startswith("redis://:s3cret@")
+    r = redis.Redis.from_url(server.url)
+    try:
+        job_id = jq.submit_job(r, Q, 1).job_id
+        assert jq.get_job(r, job_id) is not None
+    finally:
+        r.close()
+    anonymous = redis.Redis(port=server.port)
+    with pytest.raises(redis.AuthenticationError):
+        jq.get_job(anonymous, job_id)
+    anonymous.close()

@@ -1,0 +1,174 @@
+"""Pure parts of the job protocol: key layout, record codec, reply parsing, the driver's lowering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jobqueue import (
+    Job,
+    JobStatus,
+    Keyspace,
+    Priority,
+    WorkerInfo,
+    WorkerState,
+    codec,
+    queue_name,
+    split_queue,
+)
+from jobqueue.driver import Call, Eval, Sleep, _round_trips, decode
+from jobqueue.ops import _stream_counts, get_job, wait_for_job
+from jobqueue.scripts import SUBMIT
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+def test_key_layout() -> None:
+    ks = Keyspace()
+    qk = ks.queue("resnet:v1")
+    assert qk.streams == ("jq:q:resnet:v1:stream:high", "jq:q:resnet:v1:stream")
+    assert (qk.arrivals, qk.completions, qk.dead, qk.workers) == (
+        "jq:q:resnet:v1:arrivals",
+        "jq:q:resnet:v1:completions",
+        "jq:q:resnet:v1:dead",
+        "jq:q:resnet:v1:workers",
+    )
+    assert ks.job("abc") == "jq:job:abc" and ks.worker("pod-1") == "jq:worker:pod-1"
+    assert Keyspace("x").queues == "x:queues"
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "q{1}", "q*", ":lead", "x" * 201])
+def test_queue_names_that_would_need_quoting_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid queue"):
+        Keyspace().queue(bad)
+
+
+def test_queue_name_round_trip() -> None:
+    assert queue_name("llama-3", "2024.1") == "llama-3:2024.1"
+    assert split_queue("org/model:v:2") == ("org/model:v", "2")
+    assert split_queue("plain") == ("plain", "")
+
+
+@given(
+    input=json_values,
+    output=json_values,
+    attempts=st.integers(0, 10),
+    started=st.none() | st.floats(0, 2e9),
+    meta=st.dictionaries(st.text(), json_values, max_size=3),
+)
+def test_job_record_round_trip(
+    input: Any, output: Any, attempts: int, started: float | None, meta: Any
+) -> None:
+    job = Job(
+        id="j1",
+        queue="m:v",
+        model="m",
+        version="v",
+        status=JobStatus.RUNNING,
+        priority=Priority.HIGH,
+        input=input,
+        submitted_at=1.5,
+        attempts=attempts,
+        started_at=started,
+        worker="w",
+        output=output,
+        error="e",
+        metadata=meta,
+    )
+    assert codec.job_from_fields(codec.job_fields(job)) == job
+
+
+def test_worker_record_round_trip() -> None:
+    info = WorkerInfo("p", "m:v", WorkerState.IDLE, 1.0, 2.0, ready_at=1.5, warmup_seconds=0.5, pid=7)
+    assert codec.worker_from_fields(codec.worker_fields(info)) == info
+    bare = WorkerInfo("p", "m:v", WorkerState.STARTING, 1.0, 2.0)
+    assert codec.worker_from_fields(codec.worker_fields(bare)) == bare
+
+
+def test_nan_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="JSON"):
+        codec.dumps(float("nan"))
+
+
+def test_reply_shapes_of_both_protocols() -> None:
+    assert codec.as_map(["a", "1", "b", "2"]) == {"a": "1", "b": "2"} == codec.as_map({"a": "1", "b": "2"})
+    resp2 = [["s:high", [["1-0", ["job", "j1"]]]], ["s", [["2-0", ["job", "j2"]]]]]
+    resp3 = {"s:high": [["1-0", ["job", "j1"]]], "s": [["2-0", ["job", "j2"]]]}
+    assert codec.read_entries("q", resp2) == codec.read_entries("q", resp3)
+    assert [e.job_id for e in codec.read_entries("q", resp2)] == ["j1", "j2"]
+    assert codec.stream_entries([["3-0", None]]) == [("3-0", {})]  # deleted while pending
+    assert codec.read_entries("q", None) == []
+    rows = [["name", "other", "pending", 1], {"name": "workers", "pending": 2, "lag": None}]
+    assert codec.group_info(rows, "workers") == {"name": "workers", "pending": 2, "lag": None}
+    assert codec.group_info(redis.ResponseError("no such key"), "workers") is None
+
+
+def test_decode_normalises_bytes_everywhere() -> None:
+    assert decode([b"a", (b"b", {b"k": {b"v"}}), 1, None]) == ["a", ["b", {"k": ["v"]}], 1, None]
+
+
+@pytest.mark.parametrize(
+    ("info", "length", "expected"),
+    [
+        (None, 4, (4, 0, True)),  # no group yet
+        ({"pending": 2, "lag": 3}, 5, (3, 2, True)),
+        ({"pending": 2, "lag": None}, 5, (3, 2, False)),  # lag unknown after deletions
+        ({"pending": 9, "lag": None}, 5, (0, 9, False)),
+    ],
+)
+def test_waiting_falls_back_when_lag_is_unknown(
+    info: dict[str, Any] | None, length: int, expected: tuple[int, int, bool]
+) -> None:
+    assert _stream_counts(info, length) == expected
+
+
+def test_driver_reloads_a_script_the_server_forgot() -> None:
+    def op() -> Any:
+        replies = yield [Call(("GET", "k")), Eval(SUBMIT, ("a",), ("b",))]
+        return replies
+
+    trips = _round_trips(op())
+    first = next(trips)
+    assert first == [("GET", "k"), ("EVALSHA", SUBMIT.sha, 1, "a", "b")]
+    load = trips.send([b"v", redis.exceptions.NoScriptError("NOSCRIPT No matching script")])
+    assert load == [("SCRIPT", "LOAD", SUBMIT.source)]
+    again = trips.send([SUBMIT.sha.encode()])
+    assert again == [("EVALSHA", SUBMIT.sha, 1, "a", "b")]
+    with pytest.raises(StopIteration) as done:
+        trips.send([[1, b"id"]])
+    assert done.value.value == ["v", [1, "id"]]
+
+
+def test_driver_raises_unexpected_error_replies() -> None:
+    trips = _round_trips(get_job("j"))
+    next(trips)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        trips.send([redis.ResponseError("WRONGTYPE")])
+
+
+def test_wait_polls_with_backoff_until_terminal() -> None:
+    queued = ["id", "j", "queue", "m:v", "status", "queued", "input", "1", "submitted_at", "1.0"]
+    done = [x if x != "queued" else "succeeded" for x in queued]
+    trips = _round_trips(wait_for_job("j", timeout=60, poll_min=0.01, poll_max=0.02))
+    assert next(trips) == [("HGETALL", "jq:job:j")]
+    sleeps = []
+    step = trips.send([queued])
+    for _ in range(3):
+        assert isinstance(step, Sleep)
+        sleeps.append(step.seconds)
+        step = trips.send(None)
+        step = trips.send([queued])
+    assert sleeps == [0.01, 0.02, 0.02]
+    assert isinstance(step, Sleep)
+    trips.send(None)
+    with pytest.raises(StopIteration) as result:
+        trips.send([done])
+    assert result.value.value.status is JobStatus.SUCCEEDED
