@@ -174,10 +174,11 @@ class KedaPolicy:
                 return limit, "hpa-scale-up-limit"
         elif desired < current:
             start = self._period_start(now, current, cfg.scale_down_period)
-            limit = max(min(self.config.min_replicas, self.workload.max_replicas), 0)
-            limit = max(limit, int(start * (1 - cfg.scale_down_percent / 100)))
-            if desired < limit:
-                return limit, "hpa-scale-down-limit"
+            floor = min(cfg.min_replicas, self.workload.max_replicas)
+            # Go's int32() truncation of the percent policy; 100 % (the default) means no limit.
+            limit = int(start * (1 - cfg.scale_down_percent / 100))
+            if desired < max(floor, limit):
+                return max(floor, limit), "hpa-min-replicas" if floor >= limit else "hpa-scale-down-limit"
         return desired, ""
 
     def _period_start(self, now: float, current: int, period: float) -> int:

@@ -33,6 +33,10 @@ POLICY_SPELLINGS = (
 Value = str | float | int | bool
 
 
+class PolicySpecError(ValueError):
+    """A policy spec that names no policy, or options it does not have; the message says which."""
+
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 
@@ -58,7 +62,7 @@ def _startup_aware() -> tuple[type[Any], type[Any]]:
     except ModuleNotFoundError as exc:
         if exc.name != "autoscaler.engine.policy":
             raise
-        raise ValueError(f"policy {STARTUP_AWARE!r} is not available in this build") from None
+        raise PolicySpecError(f"policy {STARTUP_AWARE!r} is not available in this build") from None
     return module.StartupAwarePolicy, module.StartupAwareConfig
 
 
@@ -94,7 +98,7 @@ def _coerce(raw: Value, hint: Any, key: str) -> Value | None:
     else:
         return raw
     kinds = "/".join(t.__name__ for t in allowed)
-    raise ValueError(f"option {key}={raw!r} is not a valid {kinds}")
+    raise PolicySpecError(f"option {key}={raw!r} is not a valid {kinds}")
 
 
 def build_config(config_cls: type[Any], options: Mapping[str, Value], what: str) -> Any:
@@ -102,14 +106,14 @@ def build_config(config_cls: type[Any], options: Mapping[str, Value], what: str)
     fields = _field_types(config_cls)
     unknown = sorted(set(options) - set(fields))
     if unknown:
-        raise ValueError(
+        raise PolicySpecError(
             f"unknown option(s) {', '.join(unknown)} for policy {what!r}; valid: {', '.join(fields)}"
         )
     values = {key: _coerce(value, fields[key], key) for key, value in options.items()}
     try:
         return config_cls(**values)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"invalid option(s) for policy {what!r}: {_one_line(exc)}") from None
+        raise PolicySpecError(f"invalid option(s) for policy {what!r}: {_one_line(exc)}") from None
 
 
 def _one_line(exc: Exception) -> str:
@@ -122,16 +126,17 @@ def _one_line(exc: Exception) -> str:
 
 def _no_positional(name: str, positional: list[str]) -> None:
     if positional:
-        raise ValueError(f"policy {name!r} takes key=value options, not {','.join(positional)!r}")
+        raise PolicySpecError(f"policy {name!r} takes key=value options, not {','.join(positional)!r}")
 
 
 def _make_static(positional: list[str], options: dict[str, Value]) -> Policy:
     extra = sorted(set(options) - {"n", "replicas"})
     raw = options.get("n", options.get("replicas", positional[0] if len(positional) == 1 else None))
     if extra or raw is None or len(positional) > 1:
-        raise ValueError("policy 'static' needs exactly a replica count, e.g. 'static:40'")
+        raise PolicySpecError("policy 'static' needs exactly a replica count, e.g. 'static:40'")
     count = _coerce(raw, int, "static")
-    assert isinstance(count, int)
+    if not isinstance(count, int) or count < 1:
+        raise PolicySpecError(f"policy 'static' needs a replica count >= 1, got {raw!r}")
     return StaticPolicy(count)
 
 
@@ -146,7 +151,7 @@ def _config_class(name: str) -> type[Any]:
         return _startup_aware()[1]
     if name in _BASELINES:
         return _BASELINES[name][0]
-    raise ValueError(f"unknown policy {name!r}; valid: {', '.join(POLICY_SPELLINGS)}")
+    raise PolicySpecError(f"unknown policy {name!r}; valid: {', '.join(POLICY_SPELLINGS)}")
 
 
 def make_policy(spec: str, workload: WorkloadSpec, **overrides: Value) -> Policy:

@@ -1,0 +1,340 @@
+"""``python -m experiments {replay,generate,tune,keda-sweep}``.
+
+The ``replay`` options and its ``--json`` document are a stable interface (scripts and checks rely
+on them). Mistakes a user can fix (a missing or malformed trace, an unknown policy, an impossible
+workload) end with one ``error:`` line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from autoscaler.engine.registry import STARTUP_AWARE, PolicySpecError, make_policy, tuning_grid
+from experiments import keda_sweep, tune
+from experiments.distributions import duration
+from experiments.generators import SHAPES, generate
+from experiments.render import rich_table
+from experiments.replay import SERVICE_FROM_TRACE, Setup, prepare, replay
+from experiments.sim import ProgressFn, SimulationError
+from experiments.traces import AZURE_COLUMNS, Trace, TraceError, load_trace, write_trace
+
+EXIT_USAGE = 2
+TRACE_HINT = (
+    f"--trace needs a CSV with the Azure LLM columns ({','.join(AZURE_COLUMNS)}) "
+    "or a 'timestamp[,service_s]' header; `python -m experiments generate poisson > trace.csv` writes one"
+)
+
+
+class UsageError(Exception):
+    """Something the user can fix; printed as one line, exit status 2."""
+
+
+# -- shared options ------------------------------------------------------------------------------
+def _service(text: str) -> float | str:
+    if text == SERVICE_FROM_TRACE:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds or {SERVICE_FROM_TRACE!r}, got {text!r}"
+        ) from None
+
+
+def _add_workload(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("workload and cluster")
+    group.add_argument("--startup", type=float, default=30.0, help="pod startup seconds (mean) [30]")
+    group.add_argument("--startup-p90", type=float, help="startup p90: draws lognormal startups")
+    group.add_argument(
+        "--service", type=_service, default=5.0, help="seconds per job, or 'trace' for its service_s [5]"
+    )
+    group.add_argument("--service-p90", type=float, help="service p90: draws lognormal service times")
+    group.add_argument("--slo", type=float, default=10.0, help="latency SLO in seconds [10]")
+    group.add_argument("--tick", type=float, default=5.0, help="control tick in seconds [5]")
+    group.add_argument("--slots", type=int, default=1, help="job slots per pod [1]")
+    group.add_argument("--initial-replicas", type=int, default=1, help="warm pods at t=0 [1]")
+    group.add_argument("--min-replicas", type=int, default=0, help="policy floor [0]")
+    group.add_argument("--max-replicas", type=int, default=200, help="policy ceiling [200]")
+    group.add_argument("--seed", type=int, default=0, help="random seed for drawn durations [0]")
+
+
+def _setup(args: argparse.Namespace) -> Setup:
+    setup = Setup(
+        startup=args.startup,
+        startup_p90=args.startup_p90,
+        service=args.service,
+        service_p90=args.service_p90,
+        slo=args.slo,
+        tick=args.tick,
+        slots=args.slots,
+        initial_replicas=args.initial_replicas,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        seed=args.seed,
+    )
+    try:  # validate every number now rather than deep inside a replay
+        duration(setup.startup, setup.startup_p90)
+        if setup.service != SERVICE_FROM_TRACE:
+            duration(float(setup.service), setup.service_p90)
+        setup.nominal_workload()
+        if not 0 <= setup.initial_replicas <= setup.max_replicas:
+            raise ValueError(f"--initial-replicas must be within 0..{setup.max_replicas}")
+    except ValueError as exc:
+        raise UsageError(f"bad workload options: {exc}") from None
+    return setup
+
+
+def _trace(path: str) -> Trace:
+    try:
+        return load_trace(path)
+    except TraceError as exc:
+        raise UsageError(f"{exc}. {TRACE_HINT}") from None
+
+
+def _check_policies(specs: Sequence[str], setup: Setup) -> None:
+    workload = setup.nominal_workload()
+    for spec in specs:
+        make_policy(spec, workload)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str], ProgressFn | None]]:
+    """Per-run progress callbacks drawing one bar per run on stderr (or none when disabled)."""
+    if not enabled:
+        yield lambda _label: None
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+    def for_run(label: str) -> ProgressFn:
+        task = bar.add_task(label, total=1)
+        return lambda done, total: bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield for_run
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A console that does not squeeze tables to 80 columns when writing to a file or pipe."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 140)
+
+
+# -- replay --------------------------------------------------------------------------------------
+def cmd_replay(args: argparse.Namespace) -> int:
+    setup = _setup(args)
+    trace = _trace(args.trace)
+    specs = args.policy or [STARTUP_AWARE, "keda"]
+    _check_policies(specs, setup)
+    to_stdout = args.json == "-"
+    show_progress = not to_stdout and sys.stderr.isatty() and len(trace) >= 50_000
+    with _progress(show_progress) as progress_for:
+        report = replay(trace, setup, specs, progress_for)
+    document = report.as_json()
+    notes = _console(stderr=to_stdout)
+    if to_stdout:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        title = f"{trace.name}: {len(trace):,} jobs, oracle {report.prepared.oracle:,.0f} pod-seconds"
+        notes.print(rich_table(report.outcomes, title))
+        notes.print(f"[dim]{setup.describe()}[/dim]")
+        if args.json:
+            Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+            notes.print(f"wrote {args.json}")
+    if args.plot:
+        from experiments.plots import plot_report  # matplotlib only when asked for
+
+        for path in plot_report(report, Path(args.plot)):
+            notes.print(f"wrote {path}")
+    return 0
+
+
+# -- generate ------------------------------------------------------------------------------------
+def cmd_generate(args: argparse.Namespace) -> int:
+    shape_cls = SHAPES[args.kind]
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(shape_cls)}
+    try:
+        shape = shape_cls(**values)
+        service = None if args.service_mean is None else duration(args.service_mean, args.service_p90)
+        arrivals, service_times = generate(shape, seed=args.seed, service=service)
+    except ValueError as exc:
+        raise UsageError(f"bad {args.kind} options: {exc}") from None
+    text = write_trace(None, arrivals, service_times)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gen = sub.add_parser("generate", help="write a synthetic trace (generic CSV) to stdout")
+    kinds = gen.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, shape_cls in SHAPES.items():
+        doc = (shape_cls.__doc__ or "").strip()
+        parser = kinds.add_parser(kind, help=doc, description=doc)
+        for f in dataclasses.fields(shape_cls):
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                dest=f.name,
+                type=float,
+                default=f.default,
+                help=f"{f.metadata.get('help', '')} [{f.default:g}]",
+            )
+        parser.add_argument("--seed", type=int, default=0, help="random seed [0]")
+        parser.add_argument("--service-mean", type=float, help="also write a service_s column, this mean")
+        parser.add_argument("--service-p90", type=float, help="service p90 (lognormal) for --service-mean")
+        parser.add_argument("--out", help="write here instead of stdout")
+        parser.set_defaults(handler=cmd_generate)
+
+
+# -- tune ----------------------------------------------------------------------------------------
+def cmd_tune(args: argparse.Namespace) -> int:
+    setup = _setup(args)
+    trace = _trace(args.trace)
+    _check_policies([args.policy], setup)
+    prepared = prepare(trace, setup)
+    points = tune.grid_points(tuning_grid(args.policy))
+    console = _console()
+    err = _console(stderr=True)
+    err.print(f"tuning {args.policy} on {trace.name}: {len(points)} grid points, {args.processes} processes")
+    with _progress(sys.stderr.isatty()) as progress_for:
+        tick = progress_for(f"{len(points)} replays")
+        count = 0
+
+        def on_result(_trial: tune.Trial) -> None:
+            nonlocal count
+            count += 1
+            if tick:
+                tick(count, len(points))
+
+        trials = tune.run_grid(prepared, args.policy, points, args.processes, on_result)
+    front = tune.pareto_front(trials)
+    title = f"Pareto front (cost vs SLO attainment), {len(front)} of {len(trials)} grid points"
+    console.print(rich_table([t.outcome for t in front], title))
+    best, met = tune.recommend(trials, args.target_attainment)
+    console.print("\nRecommended config:\n")
+    sys.stdout.write(tune.yaml_snippet(args.policy, best, prepared, args.target_attainment, met))
+    return 0
+
+
+# -- keda-sweep ----------------------------------------------------------------------------------
+def cmd_keda_sweep(args: argparse.Namespace) -> int:
+    setup = _setup(args)
+    if not args.trace and not args.synthetic:
+        raise UsageError("keda-sweep needs at least one --trace PATH or --synthetic NAME")
+    workload = setup.nominal_workload()
+    compare, notes = keda_sweep.available(args.compare or [STARTUP_AWARE], lambda s: make_policy(s, workload))
+    traces = [(_trace(path), f"trace file `{Path(path).name}`") for path in args.trace or []]
+    try:
+        traces += [keda_sweep.synthetic_trace(name, args.seed) for name in args.synthetic or []]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    err = _console(stderr=True)
+    sections = []
+    for trace, about in traces:
+        err.print(f"sweeping {trace.name} ({len(trace):,} jobs)")
+        sections.append(
+            keda_sweep.sweep_trace(
+                trace, about, setup, compare, list_lengths=args.list_lengths, processes=args.processes
+            )
+        )
+    text = keda_sweep.render(sections, setup, compare, notes)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    sys.stdout.write(text)
+    err.print(f"wrote {out}")
+    return 0
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+# -- entry point ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rep = sub.add_parser("replay", help="replay a trace under policies; table, JSON and plots")
+    rep.add_argument("--trace", required=True, help="trace CSV (Azure LLM or generic)")
+    rep.add_argument(
+        "--policy",
+        action="append",
+        help="policy spec, repeatable: startup-aware[:k=v], keda[:listLength=N], kpa[:k=v], static:N "
+        "[startup-aware and keda]",
+    )
+    rep.add_argument("--json", metavar="PATH|-", help="write the results as JSON ('-' = only JSON on stdout)")
+    rep.add_argument("--plot", metavar="DIR", help="write replicas.png and latency_cdf.png here")
+    _add_workload(rep)
+    rep.set_defaults(handler=cmd_replay)
+
+    _add_generate(sub)
+
+    tun = sub.add_parser("tune", help="grid-search a policy's knobs; Pareto front + recommended config")
+    tun.add_argument("--trace", required=True, help="trace CSV (Azure LLM or generic)")
+    tun.add_argument("--policy", default=STARTUP_AWARE, help="policy spec to tune [startup-aware]")
+    tun.add_argument("--target-attainment", type=float, default=0.99, help="SLO attainment to meet [0.99]")
+    tun.add_argument("--processes", type=int, default=2, help="replays in parallel [2]")
+    _add_workload(tun)
+    tun.set_defaults(handler=cmd_tune)
+
+    swp = sub.add_parser("keda-sweep", help="sweep KEDA listLength beside startup-aware; Markdown report")
+    swp.add_argument("--trace", action="append", help="trace CSV, repeatable")
+    swp.add_argument(
+        "--synthetic",
+        action="append",
+        help=f"named synthetic trace, repeatable: {', '.join(keda_sweep.SYNTHETIC)}",
+    )
+    swp.add_argument(
+        "--list-lengths",
+        type=_floats,
+        default=list(keda_sweep.LIST_LENGTHS),
+        help="comma-separated listLength values [1,2,5,10,20,50]",
+    )
+    swp.add_argument("--compare", action="append", help="policy spec to put beside KEDA [startup-aware]")
+    swp.add_argument("--out", default="reports/keda_sweep.md", help="Markdown report path")
+    swp.add_argument("--processes", type=int, default=2, help="replays in parallel [2]")
+    _add_workload(swp)
+    swp.set_defaults(handler=cmd_keda_sweep)
+    return parser
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    sys.stderr.write(f"error: {message}\n")
+    raise SystemExit(status)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (UsageError, PolicySpecError, TraceError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except SimulationError as exc:
+        _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except BrokenPipeError:  # `... | head` closed stdout; nothing left to say
+        return 0

@@ -1,0 +1,43 @@
+"""One column layout for policy outcomes, rendered as a terminal table or as Markdown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from rich.table import Table
+
+from experiments.replay import Outcome
+
+Column = tuple[str, Callable[[Outcome], str]]
+
+COLUMNS: tuple[Column, ...] = (
+    ("policy", lambda o: o.policy),
+    ("within SLO", lambda o: f"{o.slo_attainment:.1%}"),
+    ("p50 s", lambda o: f"{o.latency_p50:.1f}"),
+    ("p95 s", lambda o: f"{o.latency_p95:.1f}"),
+    ("p99 s", lambda o: f"{o.latency_p99:.1f}"),
+    ("pod-seconds", lambda o: f"{o.pod_seconds:,.0f}"),
+    ("× oracle", lambda o: f"{o.cost_vs_oracle:.2f}"),
+    ("scale events", lambda o: str(o.scale_events)),
+    ("max replicas", lambda o: str(o.max_replicas)),
+)
+
+
+def rich_table(outcomes: Sequence[Outcome], title: str, extra: Sequence[Column] = ()) -> Table:
+    columns = (*COLUMNS, *extra)
+    table = Table(title=title, title_justify="left")
+    for i, (header, _) in enumerate(columns):
+        table.add_column(header, justify="left" if i == 0 else "right")
+    for outcome in outcomes:
+        table.add_row(*(cell(outcome) for _, cell in columns))
+    return table
+
+
+def markdown_table(outcomes: Sequence[Outcome], extra: Sequence[Column] = ()) -> str:
+    columns = (*COLUMNS, *extra)
+    lines = [
+        "| " + " | ".join(h for h, _ in columns) + " |",
+        "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(columns))) + "|",
+    ]
+    lines += ["| " + " | ".join(cell(o) for _, cell in columns) + " |" for o in outcomes]
+    return "\n".join(lines)

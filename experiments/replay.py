@@ -1,0 +1,196 @@
+"""Replay one trace under several policies and score them against the oracle.
+
+The score of a policy is a point on the cost-versus-SLO plane: the share of jobs whose latency
+(arrival to completion) is within the SLO, and its pod-seconds divided by the zero-wait oracle's.
+``replay``, ``tune`` and ``keda-sweep`` all go through :func:`run_policy`, so they agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autoscaler.engine.registry import Value, make_policy
+from autoscaler.engine.target import WorkloadSpec
+from experiments.distributions import duration
+from experiments.oracle import oracle_pod_seconds
+from experiments.sim import ProgressFn, SimConfig, SimResult, simulate
+from experiments.traces import Trace, TraceError
+
+SERVICE_FROM_TRACE = "trace"
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """The simulated workload and cluster, as the CLI options describe them.
+
+    ``service`` is seconds per job, or ``"trace"`` for the trace's own ``service_s`` column. The
+    policies are told the startup p90 when one is given (what an operator would configure as
+    "warm-up takes up to"), and the mean service time of the replayed jobs.
+    """
+
+    startup: float = 30.0
+    startup_p90: float | None = None
+    service: float | str = 5.0
+    service_p90: float | None = None
+    slo: float = 10.0
+    tick: float = 5.0
+    slots: int = 1
+    initial_replicas: int = 1
+    min_replicas: int = 0
+    max_replicas: int = 200
+    seed: int = 0
+
+    def service_times(self, trace: Trace) -> np.ndarray:
+        if self.service == SERVICE_FROM_TRACE:
+            if trace.service is None:
+                raise TraceError(f"{trace.name}: no service_s column, so --service trace cannot be used")
+            return trace.service
+        spread = duration(float(self.service), self.service_p90)
+        # A seed of its own, so per-job service draws do not depend on how many pods were started.
+        return spread.draw(np.random.default_rng([self.seed, 1]), len(trace))
+
+    def workload(self, service: np.ndarray) -> WorkloadSpec:
+        return WorkloadSpec(
+            slo_seconds=self.slo,
+            startup_seconds=self.startup_p90 if self.startup_p90 is not None else self.startup,
+            service_seconds=max(float(np.mean(service)), 1e-6),
+            slots_per_pod=self.slots,
+            tick_seconds=self.tick,
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+        )
+
+    def nominal_workload(self) -> WorkloadSpec:
+        """The workload before a trace is read (a service time taken from the trace counts as 1 s)."""
+        mean = 1.0 if self.service == SERVICE_FROM_TRACE else float(self.service)
+        return self.workload(np.full(1, mean))
+
+    def describe(self) -> str:
+        startup = f"{self.startup:g} s" + (f" (p90 {self.startup_p90:g} s)" if self.startup_p90 else "")
+        service = "from the trace" if self.service == SERVICE_FROM_TRACE else f"{self.service} s"
+        if self.service_p90:
+            service += f" (p90 {self.service_p90:g} s)"
+        return (
+            f"startup {startup}, service {service}, SLO {self.slo:g} s, tick {self.tick:g} s, "
+            f"{self.slots} slot(s)/pod, {self.initial_replicas} initial pod(s), "
+            f"replicas {self.min_replicas}..{self.max_replicas}, seed {self.seed}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A trace with everything every policy's run shares: service draws, workload, oracle cost."""
+
+    trace: Trace
+    setup: Setup
+    service: np.ndarray
+    workload: WorkloadSpec
+    sim: SimConfig
+    oracle: float
+
+
+def prepare(trace: Trace, setup: Setup) -> Prepared:
+    service = setup.service_times(trace)
+    workload = setup.workload(service)
+    sim = SimConfig(
+        workload=workload,
+        startup=duration(setup.startup, setup.startup_p90),
+        initial_replicas=setup.initial_replicas,
+        seed=setup.seed,
+    )
+    oracle = oracle_pod_seconds(trace.arrivals, service, setup.slots, setup.startup)
+    return Prepared(trace, setup, service, workload, sim, oracle)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One policy's point on the cost-versus-SLO plane (the JSON ``policies`` entries)."""
+
+    policy: str
+    slo_attainment: float
+    latency_p50: float
+    latency_p95: float
+    latency_p99: float
+    pod_seconds: float
+    cost_vs_oracle: float
+    scale_events: int
+    max_replicas: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "slo_attainment": self.slo_attainment,
+            "latency_p50": self.latency_p50,
+            "latency_p95": self.latency_p95,
+            "latency_p99": self.latency_p99,
+            "pod_seconds": self.pod_seconds,
+            "cost_vs_oracle": self.cost_vs_oracle,
+            "scale_events": self.scale_events,
+            "max_replicas": self.max_replicas,
+        }
+
+
+def score(label: str, result: SimResult, slo: float, oracle: float) -> Outcome:
+    latency = result.latency
+    p50, p95, p99 = (float(x) for x in np.percentile(latency, [50, 95, 99]))
+    return Outcome(
+        policy=label,
+        slo_attainment=float(np.mean(latency <= slo)),
+        latency_p50=p50,
+        latency_p95=p95,
+        latency_p99=p99,
+        pod_seconds=result.pod_seconds,
+        cost_vs_oracle=result.pod_seconds / oracle if oracle > 0 else float("nan"),
+        scale_events=result.scale_events,
+        max_replicas=result.max_replicas,
+    )
+
+
+def run_policy(
+    prepared: Prepared,
+    spec: str,
+    overrides: Mapping[str, Value] | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[Outcome, SimResult]:
+    """Replay ``prepared`` under the policy ``spec`` names (``ValueError`` if it names none)."""
+    policy = make_policy(spec, prepared.workload, **(overrides or {}))
+    result = simulate(prepared.trace.arrivals, prepared.service, policy, prepared.sim, progress)
+    return score(spec, result, prepared.setup.slo, prepared.oracle), result
+
+
+@dataclass(slots=True)
+class Report:
+    """A replay of one trace: the JSON document of ``replay --json``, plus the raw runs for plots."""
+
+    prepared: Prepared
+    outcomes: list[Outcome] = field(default_factory=list)
+    results: list[SimResult] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "trace": self.prepared.trace.name,
+            "jobs": len(self.prepared.trace),
+            "oracle_pod_seconds": self.prepared.oracle,
+            "policies": [o.as_json() for o in self.outcomes],
+        }
+
+
+def replay(
+    trace: Trace,
+    setup: Setup,
+    specs: Sequence[str],
+    progress_for: Callable[[str], ProgressFn | None] = lambda _spec: None,
+) -> Report:
+    """Run every policy in ``specs`` on ``trace``; ``progress_for`` may hand each run a callback."""
+    report = Report(prepare(trace, setup))
+    for spec in specs:  # a typo in the last spec should not cost the runs before it
+        make_policy(spec, report.prepared.workload)
+    for spec in specs:
+        outcome, result = run_policy(report.prepared, spec, progress=progress_for(spec))
+        report.outcomes.append(outcome)
+        report.results.append(result)
+    return report

@@ -1,0 +1,377 @@
+"""Discrete-event replay of a job trace against a worker pool driven by any :class:`Policy`.
+
+The model (DESIGN.md, "Simulator"): pods have ``slots_per_pod`` job slots and become ready a
+startup time after creation; one FIFO queue; the policy is asked every ``tick_seconds`` from t=0 with
+a :class:`Snapshot` built from the simulated state, exactly what the daemon would observe.
+
+Speed is the point of the design, because tuning replays the same trace hundreds of times:
+
+* Jobs are never objects. Arrivals and service times are flat lists; a job is its index.
+* Every slot of every serving or starting pod is one heap entry ``(free_at, pod, job)``. A starting
+  pod's slots are simply free at its ready time, so warm-up needs no event of its own. The next job
+  in FIFO order takes the slot that frees first and starts at ``max(arrival, free_at)``; when several
+  are already free, that is the one idle longest, which is how Redis serves blocked ``BLPOP`` /
+  ``XREADGROUP`` workers. One ``heapreplace`` per job.
+* The pod set only changes at ticks, so between ticks the loop assigns every job that starts by the
+  next tick and stops; the tick then reads busy slots and completions off the heap.
+
+Events at the same instant as a tick happen before it: a tick at ``T`` sees arrivals, starts and
+completions at times ``<= T``. A job completes exactly once: it is reported to the policy either
+when its slot is reused or at the first tick at or after its completion, whichever comes first
+(its slot entry is then marked so neither can report it again).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Policy, Snapshot
+from autoscaler.engine.target import WorkloadSpec
+from experiments.distributions import Distribution, Fixed
+
+ProgressFn = Callable[[int, int], None]
+_PROGRESS_EVERY_TICKS = 200
+_LIVE, _DRAINING, _GONE = 0, 1, 2
+
+
+class SimulationError(RuntimeError):
+    """The replay cannot finish (e.g. the policy keeps no replica while jobs wait)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Everything about the simulated cluster except the trace and the policy."""
+
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    startup: Distribution = field(default_factory=lambda: Fixed(30.0))
+    initial_replicas: int = 1
+    seed: int = 0
+    # Give up when jobs wait with no replica at all for this long (a policy that never scales up).
+    stall_seconds: float = 6 * 3600.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.initial_replicas <= self.workload.max_replicas:
+            top = self.workload.max_replicas
+            raise ValueError(f"initial_replicas must be within 0..{top}, got {self.initial_replicas}")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """Per-tick state after the policy acted: for plots and for checking a run by eye."""
+
+    times: np.ndarray
+    replicas: np.ndarray  # the spec count (non-draining pods)
+    ready: np.ndarray
+    waiting: np.ndarray
+    in_flight: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    """Per-job start times plus the bill. ``latency = wait + service`` so it is never < service."""
+
+    policy: str
+    arrivals: np.ndarray
+    service: np.ndarray
+    start: np.ndarray
+    end: float
+    pod_created: np.ndarray
+    pod_exit: np.ndarray
+    scale_events: int
+    max_replicas: int
+    completions_reported: int
+    timeline: Timeline
+
+    @property
+    def wait(self) -> np.ndarray:
+        return np.asarray(self.start - self.arrivals, dtype=np.float64)
+
+    @property
+    def latency(self) -> np.ndarray:
+        return np.asarray(self.wait + self.service, dtype=np.float64)
+
+    @property
+    def finish(self) -> np.ndarray:
+        return np.asarray(self.start + self.service, dtype=np.float64)
+
+    @property
+    def pod_seconds(self) -> float:
+        return float(np.sum(self.pod_exit - self.pod_created))
+
+
+class _Cluster:
+    """Mutable simulation state; methods are the event phases of one tick."""
+
+    def __init__(self, arrivals: np.ndarray, service: np.ndarray, config: SimConfig) -> None:
+        self.arrivals: list[float] = arrivals.tolist()
+        self.service: list[float] = service.tolist()
+        self.slots = config.workload.slots_per_pod
+        self.startup = config.startup
+        self.rng = np.random.default_rng(config.seed)
+        self.starts: list[float] = []  # start time of job j, appended in FIFO order
+        self.next_job = 0
+        self.heap: list[tuple[float, int, int]] = []  # (free_at, pod, job or -1) per available slot
+        self.drain_jobs: list[tuple[float, int, int]] = []  # jobs still running on draining pods
+        self.done: list[int] = []  # jobs completed since the last tick reported them
+        self.reported = 0
+        # Per pod, indexed by pod id.
+        self.created: list[float] = []
+        self.ready_at: list[float] = []
+        self.exit_at: list[float] = []
+        self.state: list[int] = []
+        self.warm_at_start: list[bool] = []
+        self.names: list[str] = []
+        self.views: dict[int, PodView] = {}
+        self.live: list[int] = []  # non-draining pods, creation order: the spec count
+        self.draining: list[int] = []
+        self.busy: dict[int, int] = {}
+        self.arrived_before = 0
+
+    # -- pods ---------------------------------------------------------------------------------
+    def create(self, count: int, now: float, *, warm: bool = False) -> None:
+        startups = np.zeros(count) if warm else self.startup.draw(self.rng, count)
+        for startup in startups.tolist():
+            pod = len(self.created)
+            ready = now + startup
+            self.created.append(now)
+            self.ready_at.append(ready)
+            self.exit_at.append(math.inf)
+            self.state.append(_LIVE)
+            self.warm_at_start.append(warm)
+            self.names.append(f"pod-{pod}")
+            self.live.append(pod)
+            for _ in range(self.slots):
+                heapq.heappush(self.heap, (ready, pod, -1))
+
+    def remove(self, count: int, named: tuple[str, ...], now: float) -> None:
+        """Take ``count`` pods out of the spec: ``named`` first, then starting, idle, busy (newest first)."""
+        index = {self.names[p]: p for p in self.live}
+        chosen = list(dict.fromkeys(index[n] for n in named if n in index))[:count]
+        rest = [p for p in reversed(self.live) if p not in set(chosen)]
+        rest.sort(key=lambda p: 0 if self.ready_at[p] > now else (2 if self.busy.get(p) else 1))
+        chosen += rest[: count - len(chosen)]
+        gone = set(chosen)
+        for pod in chosen:
+            running = [e for e in self.heap if e[1] == pod and e[2] >= 0]
+            if running:
+                self.state[pod] = _DRAINING
+                self.exit_at[pod] = max(e[0] for e in running)
+                self.drain_jobs += running
+                self.draining.append(pod)
+            else:
+                self.state[pod] = _GONE
+                self.exit_at[pod] = now
+        self.live = [p for p in self.live if p not in gone]
+        self.heap = [e for e in self.heap if e[1] not in gone]
+        heapq.heapify(self.heap)
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def assign(self, limit: float) -> None:
+        """Start, in FIFO order, every job whose start time is ``<= limit`` (the hot loop)."""
+        heap = self.heap
+        if not heap:
+            return
+        arrivals, service, starts, done = self.arrivals, self.service, self.starts, self.done
+        replace = heapq.heapreplace
+        j, n = self.next_job, len(arrivals)
+        while j < n:
+            free_at, pod, previous = heap[0]
+            arrival = arrivals[j]
+            start = arrival if arrival > free_at else free_at
+            if start > limit:
+                break
+            replace(heap, (start + service[j], pod, j))
+            if previous >= 0:
+                done.append(previous)
+            starts.append(start)
+            j += 1
+        self.next_job = j
+
+    def settle(self, now: float) -> None:
+        """Record completions up to ``now``, count busy slots, retire drained pods."""
+        busy: dict[int, int] = {}
+        heap, done = self.heap, self.done
+        marked = False
+        for i, (free_at, pod, job) in enumerate(heap):
+            if job >= 0:
+                if free_at <= now:
+                    done.append(job)
+                    heap[i] = (free_at, pod, -1)
+                    marked = True
+                else:
+                    busy[pod] = busy.get(pod, 0) + 1
+        if marked:
+            heapq.heapify(heap)
+        if self.drain_jobs:
+            still = []
+            for entry in self.drain_jobs:
+                if entry[0] <= now:
+                    done.append(entry[2])
+                else:
+                    busy[entry[1]] = busy.get(entry[1], 0) + 1
+                    still.append(entry)
+            self.drain_jobs = still
+            for pod in self.draining:
+                if self.exit_at[pod] <= now:
+                    self.state[pod] = _GONE
+            self.draining = [p for p in self.draining if self.state[p] == _DRAINING]
+        self.busy = busy
+
+    # -- observation --------------------------------------------------------------------------
+    def _view(self, pod: int, phase: PodPhase, now: float) -> PodView:
+        busy = self.busy.get(pod, 0)
+        view = self.views.get(pod)
+        if view is None or view.phase is not phase or view.busy_slots != busy:
+            ready = self.ready_at[pod] if self.ready_at[pod] <= now else None
+            view = PodView(self.names[pod], phase, self.created[pod], busy, ready)
+            self.views[pod] = view
+        return view
+
+    def snapshot(self, now: float, interval: float, previous: float) -> Snapshot:
+        arrived = bisect_right(self.arrivals, now)
+        startups: list[float] = []
+        views: list[PodView] = []
+        for pod in self.live:
+            ready = self.ready_at[pod]
+            if ready > now:
+                views.append(self._view(pod, PodPhase.STARTING, now))
+                continue
+            if previous < ready and not self.warm_at_start[pod]:
+                startups.append(ready - self.created[pod])
+            views.append(self._view(pod, PodPhase.READY, now))
+        views += [self._view(pod, PodPhase.DRAINING, now) for pod in self.draining]
+        service = self.service
+        completed = tuple(service[j] for j in self.done)
+        self.reported += len(completed)
+        self.done.clear()
+        snap = Snapshot(
+            now=now,
+            waiting=arrived - self.next_job,
+            in_flight=sum(self.busy.values()),
+            arrivals=arrived - self.arrived_before,
+            interval=interval,
+            current_replicas=len(self.live),
+            pods=tuple(views),
+            service_times=completed,
+            startup_times=tuple(startups),
+            slots_per_pod=self.slots,
+        )
+        self.arrived_before = arrived
+        return snap
+
+    def ready_count(self, now: float) -> int:
+        return sum(1 for p in self.live if self.ready_at[p] <= now)
+
+
+def simulate(
+    arrivals: np.ndarray,
+    service: np.ndarray,
+    policy: Policy,
+    config: SimConfig,
+    progress: ProgressFn | None = None,
+) -> SimResult:
+    """Replay jobs (sorted ``arrivals`` from t=0, per-job ``service``) under ``policy``.
+
+    Ticks run from t=0 every ``tick_seconds`` until the first tick at or after the last completion,
+    so the policy observes every completion; that last decision is not applied. Pods still alive are
+    billed until the last completion.
+    """
+    n = len(arrivals)
+    if n == 0 or len(service) != n:
+        raise ValueError(f"need at least one job and one service time per job (got {n} and {len(service)})")
+    if arrivals[0] < 0 or np.any(np.diff(arrivals) < 0) or np.any(service < 0):
+        raise ValueError("arrivals must be sorted and >= 0, service times >= 0")
+    workload = config.workload
+    tick = workload.tick_seconds
+    cluster = _Cluster(arrivals, service, config)
+    cluster.create(config.initial_replicas, 0.0, warm=True)
+    times: list[float] = []
+    replicas: list[int] = []
+    ready: list[int] = []
+    waiting: list[int] = []
+    in_flight: list[int] = []
+    scale_events = 0
+    peak = config.initial_replicas
+    end = math.inf
+    stall = _StallGuard(config.stall_seconds)
+    k = 0
+    while True:
+        now = k * tick  # multiplied, not accumulated, so tick times stay exact
+        previous = now - tick
+        cluster.assign(now)
+        cluster.settle(now)
+        snap = cluster.snapshot(now, tick, previous)
+        decision = policy.decide(snap)
+        if cluster.next_job == n and math.isinf(end):
+            end = float(np.max(np.asarray(cluster.starts) + service))
+        if now >= end:
+            break
+        scale_events += _apply(cluster, decision, workload, now)
+        peak = max(peak, len(cluster.live))
+        times.append(now)
+        replicas.append(len(cluster.live))
+        ready.append(cluster.ready_count(now))
+        waiting.append(snap.waiting)
+        in_flight.append(snap.in_flight)
+        stall.check(len(cluster.live), snap, policy)
+        if progress is not None and k % _PROGRESS_EVERY_TICKS == 0:
+            progress(cluster.next_job, n)
+        k += 1
+    if progress is not None:
+        progress(n, n)
+    exits = np.minimum(np.asarray(cluster.exit_at), end)
+    return SimResult(
+        policy=policy.name,
+        arrivals=arrivals,
+        service=service,
+        start=np.asarray(cluster.starts),
+        end=end,
+        pod_created=np.asarray(cluster.created),
+        pod_exit=exits,
+        scale_events=scale_events,
+        max_replicas=peak,
+        completions_reported=cluster.reported,
+        timeline=Timeline(
+            times=np.asarray(times),
+            replicas=np.asarray(replicas),
+            ready=np.asarray(ready),
+            waiting=np.asarray(waiting),
+            in_flight=np.asarray(in_flight),
+        ),
+    )
+
+
+def _apply(cluster: _Cluster, decision: Decision, workload: WorkloadSpec, now: float) -> int:
+    """Carry out a decision (clamped to 0..max_replicas); returns 1 if the count changed."""
+    desired = min(max(decision.desired, 0), workload.max_replicas)
+    current = len(cluster.live)
+    if desired > current:
+        cluster.create(desired - current, now)
+    elif desired < current:
+        cluster.remove(current - desired, decision.remove, now)
+    return int(desired != current)
+
+
+@dataclass(slots=True)
+class _StallGuard:
+    """Ends a replay whose policy keeps no replica at all while jobs wait (it would never finish)."""
+
+    limit: float
+    since: float | None = None
+
+    def check(self, replicas: int, snap: Snapshot, policy: Policy) -> None:
+        if replicas or snap.waiting == 0:
+            self.since = None
+        elif self.since is None:
+            self.since = snap.now
+        elif snap.now - self.since > self.limit:
+            raise SimulationError(
+                f"policy {policy.name} kept 0 replicas for {self.limit:.0f} s "
+                f"while {snap.waiting} jobs waited"
+            )

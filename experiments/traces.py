@@ -1,0 +1,131 @@
+"""Load job traces: the Azure LLM inference CSV and a generic ``timestamp[,service_s]`` CSV.
+
+The format is told apart by the header, so ``--trace`` takes either without a flag. Arrivals come
+back sorted and shifted so the first job arrives at t=0 (the simulator's origin). Every problem is a
+:class:`TraceError` whose message names the file and what is wrong, fit to print on one line.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+GENERIC_TIME, GENERIC_SERVICE = "timestamp", "service_s"
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be used, with a message naming the file and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Job arrivals (seconds from the first one) and, if the file had them, service times."""
+
+    name: str
+    arrivals: np.ndarray
+    service: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.arrivals)
+
+    @property
+    def span(self) -> float:
+        return float(self.arrivals[-1])
+
+
+def load_trace(path: str | Path) -> Trace:
+    """Read ``path`` in whichever supported format its header names."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        raise TraceError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraceError(f"{path}: cannot read it ({exc})") from None
+    if not rows:
+        raise TraceError(f"{path}: the file is empty")
+    header = [h.strip() for h in rows[0]]
+    body = [r for r in rows[1:] if r and any(cell.strip() for cell in r)]
+    if not body:
+        raise TraceError(f"{path}: the header is there but there are no jobs")
+    if AZURE_COLUMNS[0] in header:
+        arrivals, service = _azure(path, header, body), None
+    elif GENERIC_TIME in header:
+        arrivals, service = _generic(path, header, body)
+    else:
+        raise TraceError(
+            f"{path}: unrecognised header {','.join(header)!r}; expected the Azure LLM columns "
+            f"{','.join(AZURE_COLUMNS)} or a generic '{GENERIC_TIME}[,{GENERIC_SERVICE}]' CSV"
+        )
+    if not np.all(np.isfinite(arrivals)):
+        raise TraceError(f"{path}: timestamps must be finite numbers")
+    order = np.argsort(arrivals, kind="stable")
+    arrivals = arrivals[order]
+    return Trace(path.name, arrivals - arrivals[0], None if service is None else service[order])
+
+
+def _column(path: Path, header: list[str], body: list[list[str]], name: str) -> list[str]:
+    index = header.index(name)
+    try:
+        return [row[index].strip() for row in body]
+    except IndexError:
+        line = next(i for i, row in enumerate(body, start=2) if len(row) <= index)
+        raise TraceError(f"{path}: line {line} has no {name!r} value") from None
+
+
+def _floats(path: Path, values: list[str], name: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except ValueError:
+        line, bad = _first_bad(values, float)
+        raise TraceError(f"{path}: line {line}: {name} {bad!r} is not a number") from None
+
+
+def _first_bad(values: list[str], parse: type[float] | type[np.datetime64]) -> tuple[int, str]:
+    for line, value in enumerate(values, start=2):
+        try:
+            parse(value)
+        except ValueError:
+            return line, value
+    return 0, ""  # unreachable for values that failed as a batch
+
+
+def _azure(path: Path, header: list[str], body: list[list[str]]) -> np.ndarray:
+    stamps = _column(path, header, body, AZURE_COLUMNS[0])
+    try:
+        # '2023-11-16 18:17:03.9799600': numpy reads the 7-digit fraction that datetime rejects.
+        parsed = np.asarray(stamps, dtype="datetime64[ns]")
+    except ValueError:
+        line, bad = _first_bad(stamps, np.datetime64)
+        raise TraceError(f"{path}: line {line}: TIMESTAMP {bad!r} is not a date-time") from None
+    nanos = parsed.astype(np.int64)
+    return np.asarray((nanos - nanos.min()) / 1e9, dtype=np.float64)
+
+
+def _generic(path: Path, header: list[str], body: list[list[str]]) -> tuple[np.ndarray, np.ndarray | None]:
+    arrivals = _floats(path, _column(path, header, body, GENERIC_TIME), GENERIC_TIME)
+    if GENERIC_SERVICE not in header:
+        return arrivals, None
+    service = _floats(path, _column(path, header, body, GENERIC_SERVICE), GENERIC_SERVICE)
+    if not np.all(np.isfinite(service) & (service >= 0)):
+        line = int(np.flatnonzero(~(np.isfinite(service) & (service >= 0)))[0]) + 2
+        raise TraceError(f"{path}: line {line}: {GENERIC_SERVICE} must be a finite number >= 0")
+    return arrivals, service
+
+
+def write_trace(path: Path | None, arrivals: np.ndarray, service: np.ndarray | None = None) -> str:
+    """Render a generic CSV (and write it when ``path`` is given); returns the text."""
+    if service is None:
+        lines = [GENERIC_TIME, *(f"{t:.6f}" for t in arrivals.tolist())]
+    else:
+        pairs = zip(arrivals.tolist(), service.tolist(), strict=True)
+        lines = [f"{GENERIC_TIME},{GENERIC_SERVICE}", *(f"{t:.6f},{s:.6f}" for t, s in pairs)]
+    text = "\n".join(lines) + "\n"
+    if path is not None:
+        path.write_text(text, encoding="utf-8")
+    return text
