@@ -1,0 +1,982 @@
+"""A Deployment or StatefulSet scaled through its ``scale`` subresource, with the official client.
+
+What one :class:`KubernetesTarget` does against the API server, and nothing else (the Role in
+``deploy/kustomize/base/rbac.yaml`` grants exactly these calls):
+
+* ``get`` the workload once (``deployments`` / ``statefulsets``): its label selector and uid;
+* ``get`` / ``patch`` its ``scale`` subresource: read the replica count each tick, set it;
+* ``list`` + ``watch`` its pods (one watch, re-listed only on 410 Gone or a broken stream) into an
+  in-memory map, from which each tick's pod phases and measured startups are read;
+* ``patch`` pods: the ``controller.kubernetes.io/pod-deletion-cost`` annotation before a scale-down;
+* ``create`` / ``patch`` core/v1 Events on the workload (``SuccessfulRescale`` like the HPA's);
+* ``list`` HorizontalPodAutoscalers (autoscaling/v2) and KEDA ScaledObjects (keda.sh/v1alpha1, when
+  the CRD exists) in the namespace, every ``conflict_check_seconds``: if one targets the same
+  workload the target refuses to act (unless it is in shadow mode), so two autoscalers never fight.
+
+API errors are retried with capped exponential backoff and full jitter (429, 5xx, connection
+errors); a 409 on the scale patch re-reads the scale; anything that still fails surfaces as
+:class:`~autoscaler.targets.base.TargetUnavailableError`, on which the loop holds the replica count.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from autoscaler.engine.snapshot import Decision, PodPhase, PodView
+from autoscaler.targets.base import TargetState, TargetUnavailableError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+"""Honoured by the ReplicaSet controller (beta, on by default since 1.22): lower cost goes first."""
+COST_REMOVE = -1000
+"""Pods the decision lets go (starting or idle): deleted before any other Ready pod."""
+COST_BUSY = 1000
+"""Pods serving a job: deleted only after every other pod."""
+MERGE_PATCH = "application/merge-patch+json"
+FIELD_MANAGER = "startup-autoscaler"
+COMPONENT = "startup-autoscaler"
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_RETRYABLE_STATUS = frozenset({0, 429, 500, 502, 503, 504})
+
+
+# --------------------------------------------------------------------------------------------------
+# Client construction
+
+
+def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
+    """An API client: ``kubeconfig`` if given, else in-cluster (service account), else ``$KUBECONFIG``
+    or ``~/.kube/config``. In-cluster clients re-read the projected token as it rotates."""
+    configuration = k8s.Configuration()
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig,
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+    except (k8s_config.ConfigException, OSError) as exc:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config / in-cluster service account"
+        raise TargetUnavailableError(f"no Kubernetes credentials ({where}): {exc}") from exc
+    return k8s.ApiClient(configuration)
+
+
+def own_namespace(default: str = "default") -> str:
+    """The namespace this process runs in: ``POD_NAMESPACE``, the service-account mount, or ``default``."""
+    if env := os.environ.get("POD_NAMESPACE"):
+        return env
+    try:
+        return SA_NAMESPACE_FILE.read_text(encoding="utf-8").strip() or default
+    except OSError:
+        return default
+
+
+# --------------------------------------------------------------------------------------------------
+# Retries
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with full jitter: attempt ``i`` sleeps ``U(0, min(cap, base·2^i))``."""
+
+    attempts: int = 4
+    base_seconds: float = 0.2
+    cap_seconds: float = 4.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.cap_seconds, self.base_seconds * 2**attempt))
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Transient: throttling, server errors, timeouts and connection failures."""
+    if isinstance(exc, ApiException):
+        return int(exc.status or 0) in _RETRYABLE_STATUS
+    return isinstance(exc, urllib3.exceptions.HTTPError | OSError)
+
+
+def status_of(exc: BaseException) -> int | None:
+    return int(exc.status or 0) if isinstance(exc, ApiException) else None
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        message = ""
+        try:
+            message = json.loads(exc.body or "{}").get("message", "")
+        except (ValueError, AttributeError):
+            message = str(exc.body or "")[:200]
+        return f"HTTP {exc.status} {exc.reason}: {message}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    if isinstance(exc, ApiException) and exc.headers:
+        try:
+            return float(exc.headers.get("Retry-After", ""))
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def with_retries(
+    what: str,
+    fn: Callable[[], T],
+    backoff: Backoff,
+    rng: random.Random,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``fn``; retry transient failures per ``backoff``; raise the last error otherwise."""
+    for attempt in range(backoff.attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_retryable(exc) or attempt == backoff.attempts - 1:
+                raise
+            pause = backoff.delay(attempt, rng)
+            if (after := _retry_after(exc)) is not None:
+                pause = min(max(pause, after), backoff.cap_seconds)
+            log.info("kubernetes: %s failed (%s); retry %d in %.2fs", what, describe(exc), attempt + 1, pause)
+            sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing helpers (pods are kept as plain dicts from the wire: no per-event model deserialisation)
+
+
+def parse_time(value: str | None) -> float | None:
+    """RFC 3339 (``2024-01-02T03:04:05Z``, optionally with fractions) to epoch seconds."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def format_micro_time(at: float) -> str:
+    """Epoch seconds to metav1.MicroTime (RFC 3339 with exactly six fractional digits)."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_time(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def selector_string(selector: Mapping[str, Any]) -> str:
+    """A metav1.LabelSelector (as a dict, camelCase or snake_case keys) to its string form."""
+    parts = [
+        f"{k}={v}"
+        for k, v in sorted((selector.get("matchLabels") or selector.get("match_labels") or {}).items())
+    ]
+    for expr in selector.get("matchExpressions") or selector.get("match_expressions") or []:
+        key, op, values = expr["key"], expr["operator"], sorted(expr.get("values") or [])
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+        else:
+            raise ValueError(f"unknown label selector operator {op!r}")
+    if not parts:
+        raise ValueError("empty label selector: refusing to watch every pod in the namespace")
+    return ",".join(parts)
+
+
+@dataclass(slots=True)
+class WatchedPod:
+    """The facts kept per pod from the watch."""
+
+    name: str
+    uid: str
+    created_at: float
+    phase: PodPhase | None  # None: terminal (Succeeded/Failed), not counted
+    ready_at: float | None
+    restarts: int
+    deletion_cost: str | None
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> WatchedPod:
+        meta = obj.get("metadata") or {}
+        status = obj.get("status") or {}
+        ready_at = None
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "Ready" and cond.get("status") == "True":
+                ready_at = parse_time(cond.get("lastTransitionTime"))
+        phase: PodPhase | None
+        if meta.get("deletionTimestamp"):
+            phase = PodPhase.DRAINING
+        elif status.get("phase") in ("Succeeded", "Failed"):
+            phase = None
+        elif ready_at is not None:
+            phase = PodPhase.READY
+        else:
+            phase = PodPhase.STARTING
+        restarts = sum(int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or [])
+        return cls(
+            name=str(meta.get("name")),
+            uid=str(meta.get("uid")),
+            created_at=parse_time(meta.get("creationTimestamp")) or 0.0,
+            phase=phase,
+            ready_at=ready_at,
+            restarts=restarts,
+            deletion_cost=(meta.get("annotations") or {}).get(DELETION_COST),
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# The pod watch
+
+
+class PodWatch:
+    """A list+watch of the pods matching a selector, kept in memory (an informer, minus the frills).
+
+    The thread lists once, then watches from the list's resourceVersion (with bookmarks). A watch
+    that ends normally (server timeout) is resumed from the last resourceVersion seen; a 410 Gone
+    (history compacted) or a broken stream leads to a fresh list, after a jittered backoff on errors.
+    ``on_ready(pod, initial)`` is called (outside the lock) for every pod seen Ready, ``initial`` being
+    True for pods already Ready in the very first list.
+    """
+
+    def __init__(
+        self,
+        core: k8s.CoreV1Api,
+        namespace: str,
+        selector: str,
+        *,
+        on_ready: Callable[[WatchedPod, bool], None],
+        watch_timeout_seconds: tuple[int, int] = (240, 360),
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._core = core
+        self.namespace = namespace
+        self.selector = selector
+        self._on_ready = on_ready
+        self._watch_timeout = watch_timeout_seconds
+        self._backoff = backoff or Backoff(attempts=8, base_seconds=0.5, cap_seconds=15.0)
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        self._pods: dict[str, WatchedPod] = {}
+        self._synced = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._resp: Any = None
+        self.last_sync: float | None = None  # monotonic time of the last successful list or event
+        self.last_error: str | None = None
+        self.lists = 0  # how many full lists were made (1 + re-lists): exposed for tests/metrics
+        self.watches = 0
+
+    # -- lifecycle --
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"podwatch-{self.namespace}", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        resp = self._resp
+        if resp is not None:  # unblock a read in progress (same trick as kubernetes.watch.Watch.stop)
+            try:
+                sock = getattr(getattr(resp, "connection", None), "sock", None)
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self._synced.wait(timeout)
+
+    def pods(self) -> list[WatchedPod]:
+        with self._lock:
+            return list(self._pods.values())
+
+    def get(self, name: str) -> WatchedPod | None:
+        with self._lock:
+            return self._pods.get(name)
+
+    # -- the thread --
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                rv = self._list()
+                failures = 0
+                while not self._stop.is_set():
+                    rv = self._watch(rv)
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                gone = status_of(exc) == 410
+                self.last_error = None if gone else describe(exc)
+                pause = 0.0 if gone else self._backoff.delay(min(failures, 6), self._rng) + 0.1
+                failures = 0 if gone else failures + 1
+                log.log(
+                    logging.INFO if gone else logging.WARNING,
+                    "kubernetes: pod watch %s/%s %s; re-listing in %.1fs",
+                    self.namespace,
+                    self.selector,
+                    "expired (410 Gone)" if gone else f"failed: {describe(exc)}",
+                    pause,
+                )
+                self._stop.wait(pause)
+
+    def _list(self) -> str:
+        pods: dict[str, WatchedPod] = {}
+        cont: str | None = None
+        while True:
+            resp: Any = self._core.list_namespaced_pod(
+                self.namespace,
+                label_selector=self.selector,
+                limit=500,
+                _continue=cont,
+                _preload_content=False,
+                _request_timeout=(5, 30),
+            )
+            body = json.loads(resp.data)
+            for obj in body.get("items") or []:
+                pod = WatchedPod.from_dict(obj)
+                pods[pod.name] = pod
+            cont = (body.get("metadata") or {}).get("continue")
+            if not cont:
+                rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+                break
+        with self._lock:
+            old, self._pods = self._pods, pods
+        initial = not self._synced.is_set()
+        for pod in pods.values():
+            if pod.ready_at is not None and ((prev := old.get(pod.name)) is None or prev.ready_at is None):
+                self._on_ready(pod, initial)
+        self.lists += 1
+        self.last_sync = time.monotonic()
+        self.last_error = None
+        self._synced.set()
+        return rv
+
+    def _watch(self, rv: str) -> str:
+        timeout = self._rng.randint(*self._watch_timeout)
+        resp: Any = self._core.list_namespaced_pod(
+            self.namespace,
+            label_selector=self.selector,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=rv,
+            timeout_seconds=timeout,
+            _preload_content=False,
+            _request_timeout=(5, timeout + 30),
+        )
+        self._resp = resp
+        self.watches += 1
+        try:
+            for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
+                if self._stop.is_set():
+                    break
+                if not line:
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    code = int(obj.get("code") or 500)
+                    raise ApiException(status=code, reason=f"{obj.get('reason')}: {obj.get('message')}")
+                rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                self.last_sync = time.monotonic()
+                if kind == "BOOKMARK":
+                    continue
+                pod = WatchedPod.from_dict(obj)
+                with self._lock:
+                    prev = self._pods.get(pod.name)
+                    if kind == "DELETED":
+                        self._pods.pop(pod.name, None)
+                    else:
+                        self._pods[pod.name] = pod
+                if kind != "DELETED" and pod.ready_at is not None and (prev is None or prev.ready_at is None):
+                    self._on_ready(pod, False)
+        finally:
+            self._resp = None
+            resp.close()
+            resp.release_conn()
+        return rv
+
+
+# --------------------------------------------------------------------------------------------------
+# The target
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Another autoscaler that scales the same workload."""
+
+    kind: str  # HorizontalPodAutoscaler | ScaledObject
+    name: str
+    api_version: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} ({self.api_version})"
+
+
+@dataclass(slots=True)
+class _EventRecord:
+    name: str
+    count: int
+    first: float
+    last: float
+
+
+@dataclass(slots=True)
+class ScaleOutcome:
+    """What the last call to :meth:`KubernetesTarget.scale` did, for logs, metrics and tests."""
+
+    action: str  # scaled | unchanged | shadow | refused | failed
+    replicas: int | None = None
+    detail: str = ""
+    cost_patches: int = 0
+    at: float = field(default_factory=time.time)
+
+
+_WORKLOADS = {
+    "Deployment": ("deployment", "deployments"),
+    "StatefulSet": ("stateful_set", "statefulsets"),
+}
+
+
+class KubernetesTarget:
+    """Scales one Deployment or StatefulSet. See the module docstring for every API call it makes."""
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        namespace: str,
+        name: str,
+        *,
+        kind: str = "Deployment",
+        label: str | None = None,
+        shadow: bool = False,
+        conflict_check_seconds: float = 30.0,
+        stale_after_seconds: float = 60.0,
+        sync_timeout_seconds: float = 10.0,
+        request_timeout: tuple[float, float] = (5.0, 15.0),
+        backoff: Backoff | None = None,
+        watch_timeout_seconds: tuple[int, int] = (240, 360),
+        reporting_instance: str | None = None,
+    ) -> None:
+        if kind not in _WORKLOADS:
+            raise ValueError(f"kind must be Deployment or StatefulSet, not {kind!r}")
+        self.api_client = api_client
+        self.namespace = namespace
+        self.workload = name
+        self.kind = kind
+        self.shadow = shadow
+        self._label = label or f"{namespace}/{kind.lower()}/{name}"
+        self._apps = k8s.AppsV1Api(api_client)
+        self._core = k8s.CoreV1Api(api_client)
+        self._autoscaling = k8s.AutoscalingV2Api(api_client)
+        self._custom = k8s.CustomObjectsApi(api_client)
+        self._conflict_every = conflict_check_seconds
+        self._stale_after = stale_after_seconds
+        self._sync_timeout = sync_timeout_seconds
+        self._timeout = request_timeout
+        self._backoff = backoff or Backoff()
+        self._watch_timeout = watch_timeout_seconds
+        self._instance = reporting_instance or os.environ.get("HOSTNAME") or socket.gethostname()
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        self._uid: str | None = None
+        self._selector: str | None = None
+        self._watch: PodWatch | None = None
+        self._startups: list[float] = []
+        self._reported: set[str] = set()
+        self._conflict: Conflict | None = None
+        self._conflict_checked: float | None = None
+        self._keda_absent_logged = False
+        self._events: dict[tuple[str, str], _EventRecord] = {}
+        self._last_scale_rv: str | None = None
+        self.last_outcome: ScaleOutcome | None = None
+
+    # -- ScaleTarget --
+    @property
+    def name(self) -> str:
+        return self._label
+
+    @property
+    def conflict(self) -> Conflict | None:
+        """The HPA or ScaledObject that scales the same workload, if any (checked periodically)."""
+        return self._conflict
+
+    @property
+    def selector(self) -> str | None:
+        return self._selector
+
+    @property
+    def pod_watch(self) -> PodWatch | None:
+        return self._watch
+
+    def start(self) -> None:
+        """Read the workload and start the pod watch (also done lazily by the first ``observe``)."""
+        if self._watch is not None:
+            return
+        obj = self._call(f"get {self.kind} {self.namespace}/{self.workload}", self._read_workload)
+        selector = (obj.get("spec") or {}).get("selector") or {}
+        try:
+            self._selector = selector_string(selector)
+        except ValueError as exc:
+            raise TargetUnavailableError(f"{self.name}: {exc}") from exc
+        self._uid = (obj.get("metadata") or {}).get("uid")
+        self._watch = PodWatch(
+            self._core,
+            self.namespace,
+            self._selector,
+            on_ready=self._pod_ready,
+            watch_timeout_seconds=self._watch_timeout,
+        )
+        self._watch.start()
+        log.info("kubernetes: %s: watching pods %r", self.name, self._selector)
+
+    def observe(self) -> TargetState:
+        self.start()
+        watch = self._watch
+        assert watch is not None
+        if not watch.wait_synced(self._sync_timeout):
+            raise TargetUnavailableError(
+                f"{self.name}: pod list not synced yet ({watch.last_error or 'waiting'})"
+            )
+        if (
+            watch.last_error
+            and watch.last_sync is not None
+            and time.monotonic() - watch.last_sync > self._stale_after
+        ):
+            raise TargetUnavailableError(f"{self.name}: pod watch broken: {watch.last_error}")
+        scale = self._read_scale()
+        self._maybe_check_conflicts()
+        pods = tuple(
+            sorted(
+                (
+                    PodView(name=p.name, phase=p.phase, created_at=p.created_at, ready_at=p.ready_at)
+                    for p in watch.pods()
+                    if p.phase is not None
+                ),
+                key=lambda v: v.name,
+            )
+        )
+        with self._lock:
+            startups, self._startups = tuple(self._startups), []
+            self._reported &= {p.uid for p in watch.pods()}
+        return TargetState(observed_at=time.time(), replicas=scale[0], pods=pods, startup_times=startups)
+
+    def scale(self, decision: Decision, state: TargetState) -> None:
+        try:
+            self.last_outcome = self._scale(decision, state)
+        except TargetUnavailableError as exc:
+            self.last_outcome = ScaleOutcome("failed", detail=str(exc))
+            self._event(
+                "Warning",
+                "FailedRescale",
+                f"New size: {decision.desired}; reason: {decision.reason}; error: {exc}",
+            )
+            raise
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+
+    # -- scaling --
+    def _scale(self, decision: Decision, state: TargetState) -> ScaleOutcome:
+        if self.shadow:
+            log.info(
+                "kubernetes: %s: shadow mode, not setting replicas to %d (%s)",
+                self.name,
+                decision.desired,
+                decision.reason,
+            )
+            return ScaleOutcome("shadow", decision.desired, "shadow mode")
+        self._maybe_check_conflicts()
+        if self._conflict is not None:
+            log.warning(
+                "kubernetes: %s: %s also scales this workload; not acting (desired %d). Remove it or set "
+                "shadow: true on this target.",
+                self.name,
+                self._conflict,
+                decision.desired,
+            )
+            return ScaleOutcome("refused", decision.desired, f"conflicting autoscaler: {self._conflict}")
+
+        current, rv = self._read_scale()
+        if current != state.replicas:
+            # Someone else changed spec.replicas since this tick observed it: the decision is stale.
+            log.warning(
+                "kubernetes: %s: replicas changed from %d to %d since observed; re-deciding next tick",
+                self.name,
+                state.replicas,
+                current,
+            )
+            return ScaleOutcome("unchanged", current, "replicas changed since observed")
+        desired = self._safe_desired(decision, state, current)
+        if desired == current:
+            return ScaleOutcome("unchanged", current, "already at the desired size")
+        patches = self._mark_deletion_costs(decision, state) if desired < current else 0
+        for _ in range(3):
+            try:
+                self._call(
+                    f"patch {self.kind} {self.namespace}/{self.workload} scale",
+                    functools.partial(self._patch_scale, desired, rv),
+                )
+                break
+            except TargetUnavailableError as exc:
+                if not isinstance(exc.__cause__, ApiException) or exc.__cause__.status != 409:
+                    raise
+                now, rv = self._read_scale()  # 409: resourceVersion moved on (status update); re-read
+                if now != current:
+                    return ScaleOutcome(
+                        "unchanged", now, "replicas changed concurrently; re-deciding next tick"
+                    )
+        else:
+            raise TargetUnavailableError(f"{self.name}: scale patch kept conflicting")
+        log.info("kubernetes: %s: scaled %d -> %d (%s)", self.name, current, desired, decision.reason)
+        self._event("Normal", "SuccessfulRescale", rescale_message(desired, decision))
+        return ScaleOutcome("scaled", desired, decision.reason, patches)
+
+    def _safe_desired(self, decision: Decision, state: TargetState, current: int) -> int:
+        """Never scale below what would force the controller to pick a busy pod."""
+        desired = max(0, decision.desired)
+        if desired >= current:
+            return desired
+        busy = [p for p in state.pods if p.busy and p.phase is not PodPhase.DRAINING]
+        if self.kind == "StatefulSet":
+            # A StatefulSet removes the highest ordinals first and ignores deletion cost.
+            floor = max((_ordinal(p.name, self.workload) + 1 for p in busy), default=0)
+        else:
+            floor = len(busy)
+        if desired < floor:
+            log.info(
+                "kubernetes: %s: holding %d replicas instead of %d to spare busy pods",
+                self.name,
+                min(floor, current),
+                desired,
+            )
+        return min(current, max(desired, floor))
+
+    def _mark_deletion_costs(self, decision: Decision, state: TargetState) -> int:
+        """Annotate pods so that the ReplicaSet controller removes the chosen ones and spares busy ones.
+
+        Pods in ``decision.remove`` get a low cost, busy pods a high one, every other pod none. Only
+        annotations that differ from the wanted value are patched (one call per changed pod).
+        """
+        if self.kind == "StatefulSet" or self._watch is None:
+            return 0
+        busy = {p.name for p in state.pods if p.busy}
+        remove = set(decision.remove) - busy
+        patches = 0
+        for pod in self._watch.pods():
+            if pod.phase is PodPhase.DRAINING or pod.phase is None:
+                continue
+            want = str(COST_BUSY) if pod.name in busy else str(COST_REMOVE) if pod.name in remove else None
+            if pod.deletion_cost == want:
+                continue
+            body = {"metadata": {"annotations": {DELETION_COST: want}}}
+            try:
+                self._call(
+                    f"annotate pod {pod.name}",
+                    functools.partial(
+                        self._core.patch_namespaced_pod,
+                        pod.name,
+                        self.namespace,
+                        body,
+                        field_manager=FIELD_MANAGER,
+                        _content_type=MERGE_PATCH,
+                        _request_timeout=self._timeout,
+                    ),
+                )
+            except TargetUnavailableError as exc:
+                if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
+                    continue  # gone meanwhile
+                raise
+            patches += 1
+        return patches
+
+    # -- API calls --
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return with_retries(what, fn, self._backoff, self._rng)
+        except Exception as exc:
+            hint = " (RBAC: see deploy/kustomize/base/rbac.yaml)" if status_of(exc) == 403 else ""
+            raise TargetUnavailableError(f"{self.name}: {what}: {describe(exc)}{hint}") from exc
+
+    def _read_workload(self) -> dict[str, Any]:
+        singular = _WORKLOADS[self.kind][0]
+        read = getattr(self._apps, f"read_namespaced_{singular}")
+        resp = read(self.workload, self.namespace, _preload_content=False, _request_timeout=self._timeout)
+        return dict(json.loads(resp.data))
+
+    def _read_scale(self) -> tuple[int, str]:
+        singular = _WORKLOADS[self.kind][0]
+        read = getattr(self._apps, f"read_namespaced_{singular}_scale")
+        scale = self._call(
+            f"get {self.kind} {self.namespace}/{self.workload} scale",
+            lambda: read(self.workload, self.namespace, _request_timeout=self._timeout),
+        )
+        return int(scale.spec.replicas or 0), str(scale.metadata.resource_version)
+
+    def _patch_scale(self, replicas: int, rv: str) -> Any:
+        singular = _WORKLOADS[self.kind][0]
+        patch = getattr(self._apps, f"patch_namespaced_{singular}_scale")
+        body = {"metadata": {"resourceVersion": rv}, "spec": {"replicas": replicas}}
+        return patch(
+            self.workload,
+            self.namespace,
+            body,
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+            _request_timeout=self._timeout,
+        )
+
+    # -- startup measurement --
+    def _pod_ready(self, pod: WatchedPod, initial: bool) -> None:
+        """Record creation-to-Ready once per pod; pods found already Ready at start count only if
+        they never restarted (a restart moves the Ready transition later than the warm-up)."""
+        with self._lock:
+            if pod.uid in self._reported or pod.ready_at is None:
+                return
+            self._reported.add(pod.uid)
+            if initial and pod.restarts > 0:
+                return
+            self._startups.append(max(0.0, pod.ready_at - pod.created_at))
+
+    # -- conflicting autoscalers --
+    def check_conflicts(self) -> Conflict | None:
+        """List HPAs and ScaledObjects in the namespace; remember and return one targeting us."""
+        found: Conflict | None = None
+        try:
+            hpas: Any = self._call(
+                f"list horizontalpodautoscalers in {self.namespace}",
+                lambda: self._autoscaling.list_namespaced_horizontal_pod_autoscaler(
+                    self.namespace, _preload_content=False, _request_timeout=self._timeout
+                ),
+            )
+            for item in json.loads(hpas.data).get("items") or []:
+                ref = (item.get("spec") or {}).get("scaleTargetRef") or {}
+                if ref.get("kind") == self.kind and ref.get("name") == self.workload:
+                    found = Conflict("HorizontalPodAutoscaler", item["metadata"]["name"], "autoscaling/v2")
+                    break
+        except TargetUnavailableError as exc:
+            log.warning("kubernetes: %s: cannot check for HPAs: %s", self.name, exc)
+            found = self._conflict  # unknown: keep what was known
+        if found is None:
+            found = self._check_keda()
+        if found != self._conflict:
+            if found is not None:
+                log.warning(
+                    "kubernetes: %s: %s targets the same workload; this target will not act", self.name, found
+                )
+                if not self.shadow:
+                    self._event(
+                        "Warning",
+                        "ConflictingAutoscaler",
+                        f"{found} also scales this {self.kind}; startup-autoscaler will not act until "
+                        "it is removed (or the target is set to shadow mode)",
+                    )
+            else:
+                log.info("kubernetes: %s: the conflicting autoscaler is gone; acting again", self.name)
+        self._conflict = found
+        self._conflict_checked = time.monotonic()
+        return found
+
+    def _check_keda(self) -> Conflict | None:
+        try:
+            resp: Any = with_retries(
+                "list scaledobjects",
+                lambda: self._custom.list_namespaced_custom_object(
+                    "keda.sh",
+                    "v1alpha1",
+                    self.namespace,
+                    "scaledobjects",
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                ),
+                self._backoff,
+                self._rng,
+            )
+        except Exception as exc:
+            status = status_of(exc)
+            if status in (404, 403):
+                if not self._keda_absent_logged:
+                    self._keda_absent_logged = True
+                    log.info(
+                        "kubernetes: %s: no KEDA ScaledObjects to check (%s)",
+                        self.name,
+                        "CRD not installed" if status == 404 else "not allowed to list them",
+                    )
+                return None
+            log.warning("kubernetes: %s: cannot check for KEDA ScaledObjects: %s", self.name, describe(exc))
+            return self._conflict if self._conflict and self._conflict.kind == "ScaledObject" else None
+        for item in json.loads(resp.data).get("items") or []:
+            ref = (item.get("spec") or {}).get("scaleTargetRef") or {}
+            if ref.get("kind", "Deployment") == self.kind and ref.get("name") == self.workload:
+                return Conflict("ScaledObject", item["metadata"]["name"], "keda.sh/v1alpha1")
+        return None
+
+    def _maybe_check_conflicts(self) -> None:
+        due = (
+            self._conflict_checked is None
+            or time.monotonic() - self._conflict_checked >= self._conflict_every
+        )
+        if due:
+            self.check_conflicts()
+
+    # -- events --
+    def _event(self, type_: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event on the workload; repeats within an hour bump ``count`` instead.
+
+        Best effort, as in client-go's recorder: a failure is logged, never raised.
+        """
+        now = time.time()
+        key = (reason, message)
+        rec = self._events.get(key)
+        try:
+            if rec is not None and now - rec.last < 3600:
+                body = {"count": rec.count + 1, "lastTimestamp": format_time(now)}
+                try:
+                    with_retries(
+                        "patch event",
+                        lambda: self._core.patch_namespaced_event(
+                            rec.name,
+                            self.namespace,
+                            body,
+                            _content_type=MERGE_PATCH,
+                            _request_timeout=self._timeout,
+                        ),
+                        self._backoff,
+                        self._rng,
+                    )
+                    rec.count += 1
+                    rec.last = now
+                    return
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+            name = f"{self.workload}.{time.time_ns():x}"
+            stamp = datetime.fromtimestamp(int(now), UTC)
+            event = k8s.CoreV1Event(
+                metadata=k8s.V1ObjectMeta(name=name, namespace=self.namespace),
+                involved_object=k8s.V1ObjectReference(
+                    api_version="apps/v1",
+                    kind=self.kind,
+                    name=self.workload,
+                    namespace=self.namespace,
+                    uid=self._uid,
+                ),
+                type=type_,
+                reason=reason,
+                message=message[:1024],
+                source=k8s.V1EventSource(component=COMPONENT),
+                reporting_component=COMPONENT,
+                reporting_instance=self._instance[:128],
+                first_timestamp=stamp,
+                last_timestamp=stamp,
+                count=1,
+            )
+            with_retries(
+                "create event",
+                functools.partial(
+                    self._core.create_namespaced_event, self.namespace, event, _request_timeout=self._timeout
+                ),
+                self._backoff,
+                self._rng,
+            )
+            self._events[key] = _EventRecord(name, 1, now, now)
+            if len(self._events) > 256:
+                oldest = min(self._events, key=lambda k: self._events[k].last)
+                del self._events[oldest]
+        except Exception as exc:
+            log.warning("kubernetes: %s: could not record event %s: %s", self.name, reason, describe(exc))
+
+
+def rescale_message(desired: int, decision: Decision) -> str:
+    """Like the HPA's ``New size: 4; reason: ...``, with the numbers behind the reason."""
+    terms = ", ".join(f"{k}={v:.3g}" for k, v in list(decision.terms.items())[:8])
+    return f"New size: {desired}; reason: {decision.reason}" + (f" ({terms})" if terms else "")
+
+
+def _ordinal(pod: str, workload: str) -> int:
+    suffix = pod.removeprefix(f"{workload}-")
+    return int(suffix) if suffix.isdigit() else -1
+
+
+# --------------------------------------------------------------------------------------------------
+# Factory for the daemon
+
+
+class KubernetesTargetSpec(Protocol):
+    """The fields of ``autoscaler.config.KubernetesTargetConfig`` this module reads."""
+
+    @property
+    def namespace(self) -> str | None: ...
+
+    @property
+    def workload_kind(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kubeconfig(self) -> str | None: ...
+
+
+_clients: dict[str | None, k8s.ApiClient] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
+    """One API client (one connection pool) per kubeconfig path per process."""
+    with _clients_lock:
+        if kubeconfig not in _clients:
+            _clients[kubeconfig] = load_api_client(kubeconfig)
+        return _clients[kubeconfig]
+
+
+def kubernetes_target_from_config(
+    label: str,
+    spec: KubernetesTargetSpec,
+    *,
+    shadow: bool = False,
+    api_client: k8s.ApiClient | None = None,
+    **options: Any,
+) -> KubernetesTarget:
+    """A target for one config entry: ``kubernetes_target_from_config(t.name, t.target, shadow=t.shadow)``.
+
+    ``label`` names the target in logs and metrics. An empty namespace means this pod's own.
+    ``options`` are passed to :class:`KubernetesTarget` (timeouts, conflict-check period...).
+    Nothing is contacted until ``start()`` / the first ``observe()``.
+    """
+    client = api_client or shared_api_client(spec.kubeconfig)
+    return KubernetesTarget(
+        client,
+        spec.namespace or own_namespace(),
+        spec.name,
+        kind=spec.workload_kind,
+        label=label,
+        shadow=shadow,
+        **options,
+    )
