@@ -1,0 +1,171 @@
+"""``python -m worker`` processes against a real Valkey: throughput, lifecycle, probes, failures."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+
+import pytest
+import redis
+
+from jobqueue import JobStatus, Keyspace, Priority, WorkerState
+from jobqueue import sync as jq
+from tests.support.workers import WorkerPool
+
+pytestmark = pytest.mark.integration
+
+Q = "default:v1"
+
+
+def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.02) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {predicate}"
+        time.sleep(interval)
+
+
+def job_status(r: redis.Redis, job_id: str) -> JobStatus | None:
+    job = jq.get_job(r, job_id)
+    return job.status if job else None
+
+
+def test_three_workers_run_200_jobs_exactly_once(redis_client: redis.Redis, worker_pool: WorkerPool) -> None:
+    for i in range(3):
+        worker_pool.spawn(f"w{i}", ready=False, MODEL_PREDICT_SECONDS="0.01")
+    for w in worker_pool.workers:
+        w.wait_ready()
+    ids = [jq.submit_job(redis_client, Q, {"n": i}).job_id for i in range(200)]
+    wait_until(
+        lambda: (
+            jq.read_queue_stats(redis_client, Q).waiting + jq.read_queue_stats(redis_client, Q).in_flight == 0
+        ),
+        60,
+    )
+    wait_until(lambda: all(job_status(redis_client, i) is JobStatus.SUCCEEDED for i in ids[-5:]), 5)
+    jobs = [jq.get_job(redis_client, i) for i in ids]
+    assert all(j is not None and j.status is JobStatus.SUCCEEDED and j.attempts == 1 for j in jobs)
+    assert [j.output["input"] for j in jobs if j] == [{"n": i} for i in range(200)]
+    stats = jq.read_queue_stats(redis_client, Q, limit=1000)
+    done = Counter(c.job_id for c in stats.completions)
+    assert set(done) == set(ids) and set(done.values()) == {1}  # each job served exactly once
+    assert stats.arrivals_total == 200
+    per_worker = Counter(c.worker for c in stats.completions)
+    assert set(per_worker) == {"w0", "w1", "w2"}, per_worker  # the load was shared
+
+
+def test_lifecycle_probes_registry_and_metrics(redis_client: redis.Redis, worker_pool: WorkerPool) -> None:
+    w = worker_pool.spawn("pod-a", ready=False, MODEL_SETUP_SECONDS="1.0", MODEL_PREDICT_SECONDS="0.6")
+    wait_until(
+        lambda: [x.state for x in jq.read_queue_stats(redis_client, Q).workers] == [WorkerState.STARTING]
+    )
+    assert w.get("/readyz")[0] == 503 and w.get("/healthz")[0] == 200
+    w.wait_ready()
+    [info] = jq.read_queue_stats(redis_client, Q).workers
+    assert info.state is WorkerState.IDLE and info.ready_at is not None
+    assert info.warmup_seconds is not None and 1.0 <= info.warmup_seconds < 5.0
+
+    job_id = jq.submit_job(redis_client, Q, "x").job_id
+    wait_until(lambda: jq.read_queue_stats(redis_client, Q).workers[0].busy)
+    busy = jq.read_queue_stats(redis_client, Q)
+    assert (busy.workers[0].job, busy.in_flight, busy.waiting) == (job_id, 1, 0)
+    job = jq.wait_for_job(redis_client, job_id, 5)
+    assert job is not None and job.status is JobStatus.SUCCEEDED and job.worker == "pod-a"
+    assert "with input x was successful!" in job.output["output"]
+    [c] = jq.read_queue_stats(redis_client, Q).completions
+    assert 0.6 <= c.duration < 1.0
+
+    code, body = w.get("/metrics")
+    assert code == 200
+    assert 'worker_jobs_total{queue="default:v1",status="succeeded"} 1.0' in body
+    assert 'worker_service_seconds_count{queue="default:v1"} 1.0' in body
+    assert (
+        "worker_warmup_seconds" in body and 'worker_state{queue="default:v1",worker_state="idle"} 1.0' in body
+    )
+
+
+def test_sigterm_finishes_the_current_job_and_loses_nothing(
+    redis_client: redis.Redis, worker_pool: WorkerPool
+) -> None:
+    w = worker_pool.spawn("drainer", MODEL_PREDICT_SECONDS="0.8")
+    ids = [jq.submit_job(redis_client, Q, i).job_id for i in range(3)]
+    wait_until(lambda: job_status(redis_client, ids[0]) is JobStatus.RUNNING)
+    w.signal(signal.SIGTERM)
+    assert w.wait(10) == 0
+    assert job_status(redis_client, ids[0]) is JobStatus.SUCCEEDED
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert (stats.waiting, stats.in_flight, stats.workers) == (2, 0, ())  # rest untouched, deregistered
+    consumers = redis_client.xinfo_consumers(Keyspace().queue(Q).stream, "workers")
+    assert [c["name"] for c in consumers] == []
+    worker_pool.spawn("successor")
+    for i in ids[1:]:
+        job = jq.wait_for_job(redis_client, i, 10)
+        assert job is not None and job.status is JobStatus.SUCCEEDED and job.attempts == 1
+
+
+def test_sigkill_mid_job_is_reclaimed_with_attempts_2(
+    redis_client: redis.Redis, worker_pool: WorkerPool
+) -> None:
+    victim = worker_pool.spawn("victim", MODEL_PREDICT_SECONDS="30")
+    job_id = jq.submit_job(redis_client, Q, "survive").job_id
+    wait_until(lambda: job_status(redis_client, job_id) is JobStatus.RUNNING)
+    time.sleep(0.5)
+    victim.proc.kill()
+    victim.wait()
+    t_kill = time.monotonic()
+    worker_pool.spawn("rescuer", MODEL_PREDICT_SECONDS="0.05")
+    job = jq.wait_for_job(redis_client, job_id, 15)
+    assert job is not None and job.status is JobStatus.SUCCEEDED, job
+    assert (job.attempts, job.worker) == (2, "rescuer")
+    # VISIBILITY_TIMEOUT=2: reclaimed no sooner than the timeout, and not much later.
+    assert 1.5 <= time.monotonic() - t_kill < 8
+    wait_until(lambda: [w.name for w in jq.read_queue_stats(redis_client, Q).workers] == ["rescuer"])
+
+
+def test_failing_model_is_dead_lettered_after_max_attempts(
+    redis_client: redis.Redis, worker_pool: WorkerPool
+) -> None:
+    worker_pool.spawn(MODEL_CLASS="tests.support.models:AlwaysFails", MAX_ATTEMPTS="3")
+    job_id = jq.submit_job(redis_client, Q, "poison").job_id
+    job = jq.wait_for_job(redis_client, job_id, 10)
+    assert job is not None and job.status is JobStatus.DEAD and job.attempts == 3
+    assert job.error is not None and "RuntimeError: model exploded on 'poison'" in job.error
+    [dead] = jq.read_dead_letters(redis_client, Q)
+    assert (dead.job_id, dead.attempts) == (job_id, 3) and "model exploded" in dead.error
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert (stats.waiting, stats.in_flight, stats.arrivals_total) == (0, 0, 1)
+
+
+def test_permanent_error_fails_without_retry(redis_client: redis.Redis, worker_pool: WorkerPool) -> None:
+    worker_pool.spawn(MODEL_CLASS="tests.support.models:RejectsInput")
+    bad = jq.submit_job(redis_client, Q, {"bad": True}).job_id
+    good = jq.submit_job(redis_client, Q, {"bad": False}).job_id
+    job = jq.wait_for_job(redis_client, bad, 5)
+    assert job is not None and (job.status, job.attempts) == (JobStatus.FAILED, 1)
+    assert job.error == "PermanentJobError: input rejected"
+    assert job_status(redis_client, good) is not JobStatus.FAILED
+    assert jq.read_dead_letters(redis_client, Q) == []
+
+
+def test_cancelled_job_is_never_run(redis_client: redis.Redis, worker_pool: WorkerPool) -> None:
+    worker_pool.spawn(MODEL_PREDICT_SECONDS="0.3")
+    first = jq.submit_job(redis_client, Q, 1).job_id
+    doomed = jq.submit_job(redis_client, Q, 2).job_id
+    last = jq.submit_job(redis_client, Q, 3).job_id
+    assert jq.cancel_job(redis_client, doomed) is JobStatus.CANCELLED
+    for job_id in (first, last):
+        job = jq.wait_for_job(redis_client, job_id, 5)
+        assert job is not None and job.status is JobStatus.SUCCEEDED
+    job = jq.get_job(redis_client, doomed)
+    assert job is not None and (job.status, job.started_at, job.attempts) == (JobStatus.CANCELLED, None, 0)
+    assert jq.read_queue_stats(redis_client, Q).waiting == 0
+
+
+def test_high_priority_jumps_the_backlog(redis_client: redis.Redis, worker_pool: WorkerPool) -> None:
+    normal = [jq.submit_job(redis_client, Q, i).job_id for i in range(5)]
+    high = jq.submit_job(redis_client, Q, "vip", priority=Priority.HIGH).job_id
+    worker_pool.spawn()
+    jobs = [jq.wait_for_job(redis_client, i, 5) for i in [high, *normal]]
+    started = [j.started_at for j in jobs if j is not None and j.started_at is not None]
+    assert len(started) == 6 and started == sorted(started)  # vip first, then FIFO

@@ -1,0 +1,26 @@
+"""Models for worker tests, loaded by workers through MODEL_CLASS=tests.support.models:<Name>."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from worker.model import PermanentJobError, ReferenceModel
+
+
+class AlwaysFails(ReferenceModel):
+    """Every prediction raises a (retryable) error: exercises retries and dead-lettering."""
+
+    def predict(self, input: Any) -> dict[str, Any]:
+        time.sleep(self.predict_seconds)
+        raise RuntimeError(f"model exploded on {input!r} in pid {os.getpid()}")
+
+
+class RejectsInput(ReferenceModel):
+    """Inputs marked ``{"bad": true}`` are permanently rejected; others succeed."""
+
+    def predict(self, input: Any) -> dict[str, Any]:
+        if isinstance(input, dict) and input.get("bad"):
+            raise PermanentJobError("input rejected")
+        return super().predict(input)

@@ -1,0 +1,135 @@
+"""Worker pieces that need no server: configuration, model loading, outcome rules, retry, status."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from jobqueue import Entry, WorkerState
+from jobqueue.consumer import Outcome
+from worker.config import WorkerConfig
+from worker.model import PermanentJobError, ReferenceModel, load_model
+from worker.retry import GaveUp, with_retry
+from worker.runner import Worker
+from worker.status import LiveStatus, process_start_time
+
+
+def test_config_defaults_and_overrides() -> None:
+    cfg = WorkerConfig.from_env({"HOSTNAME": "pod-1"})
+    assert (cfg.name, cfg.queue, cfg.visibility_timeout, cfg.settings.max_attempts) == (
+        "pod-1",
+        "default:v1",
+        30,
+        3,
+    )
+    assert cfg.model_class == "worker.model:ReferenceModel" and cfg.port == 8080
+    cfg = WorkerConfig.from_env(
+        {
+            "HOSTNAME": "p",
+            "QUEUE": "llm:v2",
+            "MAX_ATTEMPTS": "5",
+            "VISIBILITY_TIMEOUT": "4",
+            "HEARTBEAT_SECONDS": "1",
+        }
+    )
+    assert (cfg.queue, cfg.settings.max_attempts, cfg.visibility_timeout) == ("llm:v2", 5, 4)
+    assert cfg.settings.worker_ttl >= 3 * cfg.heartbeat_seconds
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"VISIBILITY_TIMEOUT": "1", "HEARTBEAT_SECONDS": "2"}, {"QUEUE": "bad queue"}, {"POLL_SECONDS": "x"}],
+)
+def test_config_rejects_nonsense(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        WorkerConfig.from_env(env)
+
+
+def test_reference_model_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_SETUP_SECONDS", "0")
+    monkeypatch.setenv("MODEL_PREDICT_SECONDS", "0.01")
+    model = load_model("worker.model:ReferenceModel")
+    assert isinstance(model, ReferenceModel) and model.predict_seconds == 0.01
+    model.setup()
+    out = model.predict({"a": 1})
+    assert out["input"] == {"a": 1}
+    assert (
+        out["output"] == f"model inference on instance {model.instance} with input {{'a': 1}} was successful!"
+    )
+    with pytest.raises(ValueError, match=r"package\.module:ClassName"):
+        load_model("no_colon")
+
+
+class Scripted:
+    """A model whose predictions are given by the test."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+    def setup(self) -> None:
+        pass
+
+    def predict(self, input: Any) -> Any:
+        if isinstance(self.result, BaseException):
+            raise self.result
+        return self.result
+
+
+@pytest.mark.parametrize(
+    ("result", "outcome", "text"),
+    [
+        ({"ok": 1}, Outcome.SUCCEEDED, None),
+        (PermanentJobError("bad"), Outcome.FAILED, "PermanentJobError: bad"),
+        (RuntimeError("flaky"), Outcome.ERROR, "RuntimeError: flaky"),
+        ({1, 2}, Outcome.FAILED, "model output is not JSON-serialisable"),
+    ],
+)
+def test_outcome_rules(result: Any, outcome: Outcome, text: str | None) -> None:
+    worker = Worker(WorkerConfig.from_env({"HOSTNAME": "t"}), Scripted(result))
+    got, payload = worker._predict("in")
+    assert got is outcome
+    if text is not None:
+        assert str(payload).startswith(text)
+
+
+def test_retry_backs_off_then_succeeds_or_gives_up() -> None:
+    calls: list[float] = []
+
+    def flaky() -> str:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise redis.ConnectionError("down")
+        return "up"
+
+    assert with_retry(flaky, what="test", first=0.01) == "up" and len(calls) == 3
+    drain = threading.Event()
+    drain.set()
+    with pytest.raises(GaveUp):
+        with_retry(
+            lambda: (_ for _ in ()).throw(redis.TimeoutError()), what="t", wake=drain, give_up=drain.is_set
+        )
+    with pytest.raises(redis.ResponseError):  # a wrong request is not retried
+        with_retry(lambda: (_ for _ in ()).throw(redis.ResponseError("WRONGTYPE")), what="t")
+
+
+def test_live_status_transitions() -> None:
+    status = LiveStatus("w", "q:v", started_at=time.time() - 2)
+    assert (status.state, status.ready) == (WorkerState.STARTING, False)
+    assert status.mark_ready() == pytest.approx(2, abs=0.5)
+    entry = Entry("q:v", "s", "1-0", "job1")
+    status.busy(entry)
+    info, lease = status.snapshot()
+    assert (info.state, info.job, lease) == (WorkerState.BUSY, "job1", entry)
+    status.drain()
+    status.idle()
+    info, lease = status.snapshot()
+    assert (info.state, info.job, lease, status.ready) == (WorkerState.DRAINING, None, None, False)
+    assert info.warmup_seconds == pytest.approx(2, abs=0.5)
+
+
+def test_process_start_time_is_in_the_past() -> None:
+    assert 0 <= time.time() - process_start_time() < 3600

@@ -1,0 +1,67 @@
+"""Worker settings, read once from the environment (the Kubernetes Deployment sets them)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from jobqueue import Settings, validate_queue
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """``name`` is the pod name (HOSTNAME), which is also the consumer name in the stream group and
+    the key of the worker's registry entry, so the autoscaler can match heartbeats to pods.
+
+    ``visibility_timeout`` is how long an entry of a worker that stopped heartbeating stays pending
+    before another worker reclaims it; live workers renew their entry every heartbeat, so it bounds
+    the recovery time after a crash, not the job duration.
+    """
+
+    redis_url: str
+    name: str
+    queue: str
+    model_class: str
+    port: int
+    visibility_timeout: float
+    heartbeat_seconds: float
+    poll_seconds: float
+    forget_consumers_after: float
+    settings: Settings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
+        env = os.environ if env is None else env
+        heartbeat = _float(env, "HEARTBEAT_SECONDS", 1.0)
+        visibility = _float(env, "VISIBILITY_TIMEOUT", 30.0)
+        if heartbeat <= 0 or visibility <= heartbeat:
+            raise ValueError("need 0 < HEARTBEAT_SECONDS < VISIBILITY_TIMEOUT")
+        return cls(
+            redis_url=env.get("REDIS_URL", "redis://localhost:6379/0"),
+            name=env.get("HOSTNAME") or socket.gethostname(),
+            queue=validate_queue(env.get("QUEUE", "default:v1")),
+            model_class=env.get("MODEL_CLASS", "worker.model:ReferenceModel"),
+            port=int(env.get("PORT", "8080")),
+            visibility_timeout=visibility,
+            heartbeat_seconds=heartbeat,
+            poll_seconds=max(0.05, _float(env, "POLL_SECONDS", 1.0)),
+            forget_consumers_after=_float(env, "FORGET_CONSUMERS_AFTER", 600.0),
+            settings=Settings(
+                max_attempts=int(env.get("MAX_ATTEMPTS", "3")),
+                result_ttl=int(env.get("RESULT_TTL", str(24 * 3600))),
+                worker_ttl=_float(env, "WORKER_TTL", max(3 * heartbeat, 5.0)),
+            ),
+        )

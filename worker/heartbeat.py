@@ -1,0 +1,69 @@
+"""Background heartbeat: publishes the worker's registry entry and renews its job's lease.
+
+A thread rather than a step of the job loop because the loop is blocked inside ``predict`` for
+seconds at a time; the lease must keep being renewed meanwhile or the job would be reclaimed
+by another worker after the visibility timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+
+from jobqueue import Settings
+from jobqueue import sync as jq
+from worker.metrics import WorkerMetrics
+from worker.retry import RETRYABLE
+from worker.status import LiveStatus
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat(threading.Thread):
+    def __init__(
+        self,
+        client: redis.Redis,
+        status: LiveStatus,
+        metrics: WorkerMetrics,
+        interval: float,
+        settings: Settings,
+    ) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.client = client
+        self.status = status
+        self.metrics = metrics
+        self.interval = interval
+        self.settings = settings
+        self._stop_event = threading.Event()
+        self._warned_lost: str | None = None
+        self._down = False
+
+    def beat(self) -> None:
+        """One heartbeat; Redis being down is logged once per outage and otherwise ignored."""
+        info, lease = self.status.snapshot()
+        try:
+            held = jq.heartbeat(self.client, info, lease=lease, settings=self.settings)
+        except RETRYABLE as exc:
+            self.metrics.redis_errors.labels(self.metrics.queue).inc()
+            if not self._down:
+                log.warning("heartbeat failed (%s); will keep trying", exc)
+            self._down = True
+            return
+        self._down = False
+        if held is False and lease is not None and self._warned_lost != lease.entry_id:
+            self._warned_lost = lease.entry_id
+            log.warning(
+                "job %s was reclaimed by another worker; this attempt's result will be discarded",
+                lease.job_id,
+            )
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.beat()
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)

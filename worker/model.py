@@ -1,0 +1,64 @@
+"""The model interface a worker serves, the reference model, and loading a model by import path.
+
+A model is any class with a no-argument constructor, ``setup()`` (slow: load weights, warm up) and
+``predict(input)`` (one job; returns something JSON-serialisable), like a Cog predictor. Raising
+:class:`PermanentJobError` fails the job for good (bad input); any other exception is retried.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+import uuid
+from typing import Any, Protocol
+
+
+class PermanentJobError(Exception):
+    """The input can never succeed (validation error): fail the job now, do not retry."""
+
+
+class Model(Protocol):
+    def setup(self) -> None: ...
+
+    def predict(self, input: Any) -> Any: ...
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+class ReferenceModel:
+    """Stands in for an ML model: a long warm-up, then a fixed time per prediction.
+
+    Timings default to MODEL_SETUP_SECONDS (30) and MODEL_PREDICT_SECONDS (5) so a Deployment can
+    tune them without code.
+    """
+
+    def __init__(self, setup_seconds: float | None = None, predict_seconds: float | None = None) -> None:
+        self.setup_seconds = _seconds("MODEL_SETUP_SECONDS", 30.0) if setup_seconds is None else setup_seconds
+        self.predict_seconds = (
+            _seconds("MODEL_PREDICT_SECONDS", 5.0) if predict_seconds is None else predict_seconds
+        )
+        self.instance = ""
+
+    def setup(self) -> None:
+        time.sleep(self.setup_seconds)
+        self.instance = str(uuid.uuid4())
+
+    def predict(self, input: Any) -> dict[str, Any]:
+        time.sleep(self.predict_seconds)
+        return {
+            "output": f"model inference on instance {self.instance} with input {input} was successful!",
+            "input": input,
+        }
+
+
+def load_model(path: str) -> Model:
+    """Instantiate ``package.module:ClassName``."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"MODEL_CLASS must look like 'package.module:ClassName', got {path!r}")
+    cls = getattr(importlib.import_module(module_name), attr)
+    model: Model = cls()
+    return model

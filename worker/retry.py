@@ -1,0 +1,64 @@
+"""Retrying Redis calls through outages: exponential back-off with jitter, never a crash."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+RETRYABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.ReadOnlyError,
+)
+"""Errors that mean "the server is (re)starting or unreachable", not "the request is wrong"."""
+
+
+class GaveUp(Exception):  # noqa: N818 - a control-flow signal, not an error condition
+    """``give_up()`` became true while Redis was unreachable."""
+
+
+def with_retry(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    wake: threading.Event | None = None,
+    give_up: Callable[[], bool] = lambda: False,
+    on_error: Callable[[], None] = lambda: None,
+    first: float = 0.05,
+    cap: float = 2.0,
+) -> T:
+    """Call ``fn`` until it succeeds, or until ``give_up()`` is true after a failure (then
+    :class:`GaveUp`). Back-off sleeps end early when ``wake`` is set (a drain request), so
+    ``give_up`` is re-checked promptly; without ``wake`` they run to term."""
+    delay = first
+    failures = 0
+    while True:
+        try:
+            result = fn()
+        except RETRYABLE as exc:
+            failures += 1
+            on_error()
+            if failures == 1 or failures % 20 == 0:
+                log.warning("redis unavailable during %s (%s: %s); retrying", what, type(exc).__name__, exc)
+            if give_up():
+                raise GaveUp(what) from exc
+            pause = delay * random.uniform(0.5, 1.0)
+            if wake is None or wake.is_set():
+                time.sleep(pause)
+            else:
+                wake.wait(pause)
+            delay = min(cap, delay * 2)
+            continue
+        if failures:
+            log.info("redis back after %d failed attempts of %s", failures, what)
+        return result

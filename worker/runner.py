@@ -1,0 +1,193 @@
+"""The job loop: set up the model, then take, run and finish jobs until asked to drain.
+
+Threads: this loop (main thread, the only one calling the model), the heartbeat, the probe server.
+Signals: SIGTERM/SIGINT request a drain: no new job is taken, the current one is finished and
+recorded, the worker deregisters and the process exits 0. Redis outages are waited out with
+back-off; a job's result is kept in memory and recorded once Redis is back, and if the worker dies
+meanwhile the job's entry is still pending and another worker reclaims it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from jobqueue import Entry, codec
+from jobqueue import sync as jq
+from jobqueue.consumer import Outcome
+from worker.config import WorkerConfig
+from worker.heartbeat import Heartbeat
+from worker.metrics import WorkerMetrics
+from worker.model import Model, PermanentJobError
+from worker.probes import start_probe_server
+from worker.retry import GaveUp, with_retry
+from worker.status import LiveStatus
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def connect(config: WorkerConfig) -> redis.Redis:
+    """A client whose socket timeout outlasts a blocking read, and with little built-in retrying:
+    outages are handled by :func:`worker.retry.with_retry`, which knows when to give up."""
+    return redis.Redis.from_url(
+        config.redis_url,
+        socket_timeout=config.poll_seconds + 10,
+        socket_connect_timeout=3,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1),
+    )
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, model: Model, client: redis.Redis | None = None) -> None:
+        self.config = config
+        self.model = model
+        self.client = client or connect(config)
+        self.status = LiveStatus(config.name, config.queue)
+        self.metrics = WorkerMetrics(config.queue)
+        self.metrics.state.labels(config.queue).state(self.status.state.value)
+        self.draining = threading.Event()
+        self.heartbeat = Heartbeat(
+            self.client, self.status, self.metrics, config.heartbeat_seconds, config.settings
+        )
+        self._reclaim_every = min(config.visibility_timeout / 4, 5.0)
+        self._next_reclaim = 0.0
+        self._next_forget = time.monotonic() + config.forget_consumers_after
+
+    def request_drain(self, signum: int = signal.SIGTERM, _frame: Any = None) -> None:
+        if not self.draining.is_set():
+            log.info(
+                "received %s: draining (finishing the current job, taking no new one)",
+                signal.Signals(signum).name,
+            )
+        self.status.drain()
+        self.draining.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_drain)
+        signal.signal(signal.SIGINT, self.request_drain)
+
+    def run(self) -> int:
+        """Serve until drained; returns the process exit code."""
+        probes = start_probe_server(self.status, self.metrics, self.config.port)
+        self.heartbeat.start()
+        try:
+            self._setup()
+            if not self.draining.is_set():
+                self._redis(
+                    lambda: jq.ensure_groups(self.client, self.config.queue), "creating consumer groups"
+                )
+                self._loop()
+        except GaveUp as what:
+            log.warning("drained while redis was unavailable (during %s)", what)
+        finally:
+            self.heartbeat.stop()
+            self._deregister()
+            probes.shutdown()
+        log.info("stopped")
+        return 0
+
+    def _setup(self) -> None:
+        log.info("setting up model %s", self.config.model_class)
+        self.model.setup()
+        warmup = self.status.mark_ready()
+        self.metrics.warmup.labels(self.config.queue).set(warmup)
+        self.heartbeat.beat()  # publish "idle" and ready_at now, not up to a heartbeat later
+        log.info("ready after %.2f s warm-up; serving queue %s", warmup, self.config.queue)
+
+    def _redis(self, fn: Callable[[], T], what: str, *, until_drained: bool = True) -> T:
+        """Retry ``fn`` through Redis outages; with ``until_drained`` give up once draining."""
+        return with_retry(
+            fn,
+            what=what,
+            wake=self.draining if until_drained else None,
+            give_up=self.draining.is_set if until_drained else lambda: False,
+            on_error=self.metrics.redis_errors.labels(self.config.queue).inc,
+        )
+
+    def _loop(self) -> None:
+        while not self.draining.is_set():
+            for entry in self._redis(self._next_entries, "fetching jobs"):
+                self._process(entry)  # even when draining: these entries are already ours
+
+    def _next_entries(self) -> list[Entry]:
+        now = time.monotonic()
+        cfg = self.config
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self._reclaim_every
+            entry = jq.reclaim(
+                self.client, cfg.queue, cfg.name, int(cfg.visibility_timeout * 1000), settings=cfg.settings
+            )
+            if entry is not None:
+                log.info("reclaimed job %s from a worker that stopped heartbeating", entry.job_id)
+                return [entry]
+        if now >= self._next_forget:
+            self._next_forget = now + cfg.forget_consumers_after
+            jq.forget_idle_consumers(
+                self.client, cfg.queue, int(cfg.forget_consumers_after * 1000), settings=cfg.settings
+            )
+        return jq.fetch(
+            self.client, cfg.queue, cfg.name, block_ms=int(cfg.poll_seconds * 1000), settings=cfg.settings
+        )
+
+    def _process(self, entry: Entry) -> None:
+        cfg = self.config
+        try:
+            started = self._redis(
+                lambda: jq.start(self.client, entry, cfg.name, settings=cfg.settings), "starting a job"
+            )
+        except GaveUp:
+            return  # still pending under our name: reclaimed by another worker later
+        if started.job is None:
+            self.metrics.skipped.labels(cfg.queue, started.skipped).inc()
+            log.info("skipped job %s (%s)", entry.job_id, started.skipped)
+            return
+        self.status.busy(entry)
+        log.info("running job %s (attempt %d)", entry.job_id, started.job.attempts)
+        t0 = time.monotonic()
+        outcome, payload = self._predict(started.job.input)
+        duration = time.monotonic() - t0
+        status = self._redis(
+            lambda: jq.finish(
+                self.client, entry, cfg.name, outcome, payload, duration, settings=cfg.settings
+            ),
+            "recording a result",
+            until_drained=False,  # a finished job is recorded even while draining
+        )
+        self.status.idle()
+        self.metrics.finished(status, duration, raised=outcome is not Outcome.SUCCEEDED)
+        log.info(
+            "job %s -> %s in %.3f s",
+            entry.job_id,
+            status.value if status else "discarded (reclaimed)",
+            duration,
+        )
+
+    def _predict(self, input: Any) -> tuple[Outcome, Any]:
+        """Run the model; a model exception is retryable unless it is a PermanentJobError."""
+        try:
+            output = self.model.predict(input)
+        except PermanentJobError as exc:
+            return Outcome.FAILED, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            log.exception("model raised")
+            return Outcome.ERROR, f"{type(exc).__name__}: {exc}"
+        try:
+            codec.dumps(output)
+        except (TypeError, ValueError) as exc:  # a model bug: retrying gives the same answer
+            return Outcome.FAILED, f"model output is not JSON-serialisable: {exc}"
+        return Outcome.SUCCEEDED, output
+
+    def _deregister(self) -> None:
+        try:
+            jq.deregister(self.client, self.config.name, self.config.queue, settings=self.config.settings)
+        except redis.RedisError as exc:
+            log.warning("could not deregister (%s); the registry entry expires by itself", exc)

@@ -1,0 +1,84 @@
+"""The worker's live state, shared by the job loop (its only writer), the heartbeat and the probes."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from jobqueue import Entry, WorkerInfo, WorkerState
+
+
+def process_start_time() -> float:
+    """Epoch time this process was created (from /proc), so the measured warm-up includes the
+    interpreter start and imports, as the pod's creation-to-Ready time does; now() off Linux."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")  # seconds since this process started
+        return time.time() - max(0.0, age)
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+class LiveStatus:
+    def __init__(self, name: str, queue: str, started_at: float | None = None) -> None:
+        self.name = name
+        self.queue = queue
+        self.started_at = process_start_time() if started_at is None else started_at
+        self._lock = threading.Lock()
+        self._state = WorkerState.STARTING
+        self._entry: Entry | None = None
+        self._ready_at: float | None = None
+
+    def mark_ready(self) -> float:
+        """Setup is done; returns the measured warm-up in seconds."""
+        with self._lock:
+            self._ready_at = time.time()
+            if self._state is WorkerState.STARTING:
+                self._state = WorkerState.IDLE
+            return self._ready_at - self.started_at
+
+    def busy(self, entry: Entry) -> None:
+        with self._lock:
+            self._entry = entry
+            if self._state is not WorkerState.DRAINING:
+                self._state = WorkerState.BUSY
+
+    def idle(self) -> None:
+        with self._lock:
+            self._entry = None
+            if self._state is WorkerState.BUSY:
+                self._state = WorkerState.IDLE
+
+    def drain(self) -> None:
+        with self._lock:
+            self._state = WorkerState.DRAINING
+
+    @property
+    def state(self) -> WorkerState:
+        with self._lock:
+            return self._state
+
+    @property
+    def ready(self) -> bool:
+        """Serving jobs: set up and not draining (the readiness probe's answer)."""
+        with self._lock:
+            return self._ready_at is not None and self._state is not WorkerState.DRAINING
+
+    def snapshot(self) -> tuple[WorkerInfo, Entry | None]:
+        """The registry entry to publish now, and the entry whose lease must be renewed."""
+        with self._lock:
+            info = WorkerInfo(
+                name=self.name,
+                queue=self.queue,
+                state=self._state,
+                started_at=self.started_at,
+                heartbeat_at=time.time(),
+                job=self._entry.job_id if self._entry else None,
+                ready_at=self._ready_at,
+                warmup_seconds=None if self._ready_at is None else self._ready_at - self.started_at,
+                pid=os.getpid(),
+            )
+            return info, self._entry
