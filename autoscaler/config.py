@@ -1,0 +1,431 @@
+"""The daemon's YAML configuration, validated with pydantic.
+
+One file describes the whole process: the HTTP port for metrics and probes, logging, leader election
+and the list of scaled targets. Every model forbids unknown keys, so a typo in a ConfigMap is an
+error that names the field (``targets[0].max_replica: Extra inputs are not permitted``) instead of a
+silently ignored setting that leaves a production workload scaled by defaults.
+
+``redis_url`` (and ``password_env``) may reference environment variables as ``${NAME}`` or
+``${NAME:-default}``. The file keeps the reference; it is expanded when connecting, so
+``check-config`` never prints a password that lives in a Secret. Validation still checks that every
+referenced variable is set, so a missing Secret is reported at load time, not at the first tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from autoscaler.engine.registry import make_policy
+from autoscaler.engine.target import WorkloadSpec
+
+log = logging.getLogger("autoscaler.config")
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message is one line naming the bad field."""
+
+
+def expand_env(text: str, environ: dict[str, str] | None = None) -> str:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` with the environment's values.
+
+    Raises ``ValueError`` naming the variable when it is unset and has no default: an empty Redis
+    URL would otherwise surface much later as a confusing connection error.
+    """
+    env = os.environ if environ is None else environ
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = env.get(name)
+        if value is None:
+            if default is None:
+                raise ValueError(f"environment variable {name} is not set")
+            return default
+        return value
+
+    return _ENV_REF.sub(substitute, text)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _RedisConnection(_Strict):
+    redis_url: str = Field(
+        "${REDIS_URL:-redis://localhost:6379/0}",
+        description="redis:// or rediss:// URL; ${ENV} references are expanded when connecting.",
+    )
+    password_env: str | None = Field(
+        None, description="Name of an environment variable holding the Redis password (KEDA passwordFromEnv)."
+    )
+    socket_timeout_seconds: float = Field(2.0, gt=0, description="Per-command timeout; a timeout holds.")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _url_expands(cls, value: str) -> str:
+        url = expand_env(value)
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"must start with redis://, rediss:// or unix:// (got {url.split('://')[0]!r})")
+        return value
+
+    @field_validator("password_env")
+    @classmethod
+    def _password_set(cls, value: str | None) -> str | None:
+        if value is not None and value not in os.environ:
+            raise ValueError(f"environment variable {value} is not set")
+        return value
+
+    def resolved_url(self) -> str:
+        return expand_env(self.redis_url)
+
+    def password(self) -> str | None:
+        return os.environ[self.password_env] if self.password_env else None
+
+
+class StreamSourceConfig(_RedisConnection):
+    """The project's own job streams (``jobqueue``): exact arrivals, completions and worker states."""
+
+    kind: Literal["stream"] = "stream"
+    queue: str = Field(description="Queue name, model:version (e.g. resnet:v1).")
+    prefix: str = Field("jq", description="Key prefix shared with the API and the workers.")
+    worker_ttl_seconds: float = Field(
+        6.0,
+        gt=0,
+        description="A worker is alive this long after its heartbeat (the workers' WORKER_TTL).",
+    )
+    warm_start_seconds: float = Field(
+        3600.0, ge=0, description="Rebuild this much arrival history from completions on start (0: off)."
+    )
+
+    @field_validator("queue")
+    @classmethod
+    def _valid_queue(cls, value: str) -> str:
+        from jobqueue.keys import validate_queue
+
+        return validate_queue(value)
+
+
+class ListSourceConfig(_RedisConnection):
+    """A plain Redis list (Celery, RQ, Bull, KEDA's redis scaler): waiting = LLEN."""
+
+    kind: Literal["list"] = "list"
+    key: str = Field(min_length=1, description="The list's key (KEDA listName).")
+    arrivals_key: str | None = Field(
+        None, description="Optional INCR'd counter of pushes; without it arrivals are estimated."
+    )
+
+
+SourceConfig = Annotated[StreamSourceConfig | ListSourceConfig, Field(discriminator="kind")]
+
+
+class KubernetesTargetConfig(_Strict):
+    """A Deployment or StatefulSet scaled through its scale subresource."""
+
+    kind: Literal["kubernetes"] = "kubernetes"
+    namespace: str | None = Field(None, description="Default: the daemon's own namespace.")
+    workload_kind: Literal["Deployment", "StatefulSet"] = "Deployment"
+    name: str = Field(min_length=1, description="The Deployment's or StatefulSet's name.")
+    kubeconfig: str | None = Field(
+        None, description="Path to a kubeconfig; default in-cluster, then ~/.kube."
+    )
+
+
+class LocalTargetConfig(_Strict):
+    """Worker processes on this machine, for development and the demo."""
+
+    kind: Literal["local"] = "local"
+    command: list[str] = Field(
+        default_factory=lambda: ["python", "-m", "worker"],
+        min_length=1,
+        description="Worker command; 'python' means this interpreter.",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for every worker.")
+    termination_grace_seconds: float = Field(
+        60.0, gt=0, description="SIGKILL a draining worker that has not exited after this long."
+    )
+    log_dir: str | None = Field(None, description="Write each worker's output to <log_dir>/<name>.log.")
+
+
+TargetKindConfig = Annotated[KubernetesTargetConfig | LocalTargetConfig, Field(discriminator="kind")]
+
+
+class PolicyConfig(BaseModel):
+    """Which policy sizes the target, and its knobs (the policy config's fields, inline).
+
+    ``policy: startup-aware`` or ``policy: "keda:listLength=10"`` are accepted as shorthand for
+    ``{name: ...}``. Knobs are checked by building the policy once, so a wrong knob name or value is
+    reported at load time with the list of valid ones.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = "startup-aware"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def knobs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _buildable(self) -> PolicyConfig:
+        for key, knob in self.knobs.items():
+            if not isinstance(knob, str | int | float | bool):
+                raise ValueError(f"knob {key!r} must be a number, a boolean or a string")
+        make_policy(self.name, WorkloadSpec(), **self.knobs)
+        return self
+
+
+class TargetConfig(_Strict):
+    """One scaled workload: where its queue signals come from and what gets scaled."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", description="Label in metrics and logs.")
+    source: SourceConfig
+    target: TargetKindConfig
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(20, ge=1)
+    slo_seconds: float = Field(10.0, gt=0, description="Latency bound from submission to completion.")
+    startup_seconds: float = Field(30.0, ge=0, description="Warm-up default until measured.")
+    service_seconds: float = Field(5.0, gt=0, description="Service-time default until measured.")
+    slots_per_pod: int = Field(1, ge=1, description="Jobs one worker serves at once.")
+    tick_seconds: float = Field(5.0, gt=0, le=300)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    shadow: bool = Field(False, description="Compute and publish decisions without acting.")
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _above_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_replicas")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= min_replicas ({low})")
+        return value
+
+    def workload(self) -> WorkloadSpec:
+        return WorkloadSpec(
+            slo_seconds=self.slo_seconds,
+            startup_seconds=self.startup_seconds,
+            service_seconds=self.service_seconds,
+            slots_per_pod=self.slots_per_pod,
+            tick_seconds=self.tick_seconds,
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+        )
+
+    def policy_spec(self) -> str:
+        return self.policy.name
+
+
+class LeaderElectionConfig(_Strict):
+    """A coordination.k8s.io Lease so that of several replicas exactly one acts (client-go defaults)."""
+
+    enabled: bool = False
+    lease_name: str = "startup-autoscaler"
+    lease_namespace: str | None = Field(None, description="Default: the pod's namespace, else 'default'.")
+    identity: str | None = Field(None, description="Default: HOSTNAME (the pod name).")
+    lease_duration_seconds: float = Field(15.0, gt=0)
+    renew_deadline_seconds: float = Field(10.0, gt=0)
+    retry_period_seconds: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeaderElectionConfig:
+        # The same invariants client-go enforces: renewals must fit in the lease, retries in renewals.
+        if self.renew_deadline_seconds >= self.lease_duration_seconds:
+            raise ValueError("renew_deadline_seconds must be < lease_duration_seconds")
+        if self.retry_period_seconds >= self.renew_deadline_seconds:
+            raise ValueError("retry_period_seconds must be < renew_deadline_seconds")
+        return self
+
+
+class AppConfig(_Strict):
+    """The whole daemon."""
+
+    port: int = Field(9090, ge=0, le=65535, description="/metrics, /healthz, /readyz (0: any free port).")
+    host: str = "0.0.0.0"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    config_poll_seconds: float = Field(5.0, gt=0, description="How often the file is checked for changes.")
+    leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
+    targets: list[TargetConfig] = Field(min_length=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_names(cls, targets: list[TargetConfig]) -> list[TargetConfig]:
+        names = [t.name for t in targets]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"target names must be unique; repeated: {', '.join(duplicates)}")
+        return targets
+
+
+_UNION_TAGS = {"stream", "list", "kubernetes", "local"}
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """``('targets', 0, 'source', 'list', 'key')`` -> ``targets[0].source.key``.
+
+    Pydantic inserts the discriminator value of a tagged union into the location; operators never
+    wrote that level, so it is dropped.
+    """
+    path = ""
+    previous: int | str | None = None
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not (part in _UNION_TAGS and previous in {"source", "target"}):
+            path += f".{part}" if path else part
+        previous = part
+    return path or "(top level)"
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line per problem, each starting with the field path, for logs and the CLI."""
+    lines = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{_field_path(tuple(error['loc']))}: {message}")
+    return "; ".join(lines)
+
+
+def parse_config(text: str, origin: str = "<config>") -> AppConfig:
+    """Validate YAML text; ``ConfigError`` carries a one-line message naming the bad field(s)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping with 'targets', got {type(data).__name__}")
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {describe_error(exc)}") from None
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read and validate a config file (symlinks followed, as ConfigMap mounts need)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_config(text, str(path))
+
+
+def effective_yaml(config: AppConfig) -> str:
+    """The config with every default filled in, as YAML (what ``check-config`` prints)."""
+    data = config.model_dump(mode="json")
+    for target in data["targets"]:  # the discriminator first: it says how to read the rest
+        for part in ("source", "target"):
+            target[part] = {"kind": target[part].pop("kind"), **target[part]}
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigStatus:
+    """The watcher's view: whether the newest file was accepted, and if not, why."""
+
+    valid: bool
+    path: str
+    digest: str
+    checked_at: float
+    loaded_at: float
+    error: str | None = None
+
+
+class ConfigWatcher:
+    """Applies a changed config file without a restart; a bad file is rejected and the old one kept.
+
+    Kubernetes updates a mounted ConfigMap by swapping a ``..data`` symlink, so the file's own mtime
+    and inode may not change: the watcher hashes the content behind the resolved path every
+    ``interval`` seconds instead. ``apply`` may raise (e.g. a target cannot be built): that counts as
+    a rejected file too, and the same content is not retried until it changes.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        current: AppConfig,
+        apply: Callable[[AppConfig], None],
+        *,
+        on_status: Callable[[ConfigStatus], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self._apply = apply
+        self._on_status = on_status
+        self._clock = clock
+        self.config = current
+        now = clock()
+        self.status = ConfigStatus(True, str(self.path), self._digest() or "", now, now)
+
+    def _digest(self) -> str | None:
+        try:
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+    def check(self) -> bool:
+        """Look once; returns True when a new config was applied."""
+        now = self._clock()
+        digest = self._digest()
+        if digest is None:
+            # A ConfigMap swap can leave the path missing for an instant; a deleted file is no
+            # reason to drop a working config either.
+            log.warning(
+                "config file unreadable, keeping the current config",
+                extra={"fields": {"path": str(self.path)}},
+            )
+            return False
+        if digest == self.status.digest:
+            self.status = replace(self.status, checked_at=now)
+            return False
+        try:
+            config = parse_config(self.path.read_text(encoding="utf-8"), str(self.path))
+            self._apply(config)
+        except Exception as exc:
+            error = str(exc) if isinstance(exc, ConfigError) else f"{self.path}: cannot apply: {exc}"
+            log.error("config rejected, keeping the previous one", extra={"fields": {"error": error}})
+            self._publish(replace(self.status, valid=False, digest=digest, checked_at=now, error=error))
+            return False
+        self.config = config
+        log.info("config reloaded", extra={"fields": {"path": str(self.path), "digest": digest[:12]}})
+        self._publish(ConfigStatus(True, str(self.path), digest, now, now))
+        return True
+
+    def _publish(self, status: ConfigStatus) -> None:
+        self.status = status
+        if self._on_status is not None:
+            self._on_status(status)
+
+    def run(self, stop: threading.Event, interval: float) -> None:
+        while not stop.wait(interval):
+            try:
+                self.check()
+            except Exception:  # the watcher must outlive any surprise
+                log.exception("config check failed")

@@ -1,0 +1,372 @@
+"""The daemon: one loop thread per target, the HTTP endpoints, the config watcher, the leader gate.
+
+:class:`Daemon` turns an :class:`~autoscaler.config.AppConfig` into running loops and keeps them in
+line with the file on hot reload: unchanged targets keep running untouched, a change of only the
+sizing knobs (policy, SLO, bounds, tick, shadow) is applied to the running loop between two ticks,
+and a change of the source or the scaled object rebuilds that target's loop. New components are
+built before any running one is touched, so a reload that cannot be applied leaves everything as
+it was (and the watcher reports the file as rejected).
+
+Plug-in points for the other parts of the system:
+
+* target kind ``kubernetes``: ``autoscaler.targets.kubernetes.kubernetes_target_from_config(name,
+  spec, shadow=...)``, imported on first use so local mode needs no cluster libraries;
+* leader election: ``autoscaler.leader.from_config(LeaderElectionConfig)`` returning an object with
+  ``is_leader()``, and optionally ``start()`` / ``stop()`` (stop releases the Lease).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from autoscaler.config import (
+    AppConfig,
+    ConfigStatus,
+    ConfigWatcher,
+    KubernetesTargetConfig,
+    LeaderElectionConfig,
+    LocalTargetConfig,
+    StreamSourceConfig,
+    TargetConfig,
+)
+from autoscaler.engine.registry import make_policy
+from autoscaler.engine.snapshot import Policy
+from autoscaler.loop import AlwaysLeader, HistoryReader, LeaderGate, LoopSettings, TargetLoop
+from autoscaler.metrics import Metrics, MetricsServer
+from autoscaler.sources.base import SignalSource
+from autoscaler.sources.redis_source import StreamSource, make_source
+from autoscaler.targets.base import ScaleTarget
+from autoscaler.targets.local import LocalProcessTarget
+
+log = logging.getLogger("autoscaler.daemon")
+
+HEALTH_TICKS = 10
+"""A loop that has not ticked for this many periods (and at least a minute) is reported unhealthy."""
+
+SourceFactory = Callable[[TargetConfig], SignalSource]
+TargetFactory = Callable[[TargetConfig], ScaleTarget]
+
+
+def build_source(config: TargetConfig) -> SignalSource:
+    return make_source(config.source)
+
+
+def build_target(config: TargetConfig) -> ScaleTarget:
+    """The scaled object a target entry names (the Kubernetes module is imported only when used)."""
+    spec = config.target
+    if isinstance(spec, LocalTargetConfig):
+        return LocalProcessTarget.from_config(config)
+    module = importlib.import_module("autoscaler.targets.kubernetes")
+    return cast(ScaleTarget, module.kubernetes_target_from_config(config.name, spec, shadow=config.shadow))
+
+
+def build_policy(config: TargetConfig) -> Policy:
+    return make_policy(config.policy.name, config.workload(), **config.policy.knobs)
+
+
+def make_leader(config: LeaderElectionConfig) -> LeaderGate:
+    """The Lease-based elector when enabled, else a gate that is always open."""
+    if not config.enabled:
+        return AlwaysLeader()
+    module = importlib.import_module("autoscaler.leader")
+    return cast(LeaderGate, module.from_config(config))
+
+
+def _call_if_present(obj: object, method: str) -> None:
+    function = getattr(obj, method, None)
+    if callable(function):
+        function()
+
+
+def _history_reader(source: SignalSource, config: TargetConfig) -> HistoryReader | None:
+    """Past arrivals for a warm start, when the source keeps them (our streams) and it is enabled."""
+    spec = config.source
+    if not isinstance(source, StreamSource) or not isinstance(spec, StreamSourceConfig):
+        return None
+    if spec.warm_start_seconds <= 0:
+        return None
+    seconds = spec.warm_start_seconds
+
+    def read() -> tuple[tuple[float, ...], tuple[float, ...]]:
+        history = source.history(seconds)
+        return history.arrival_times, history.service_times
+
+    return read
+
+
+def _rebuild_key(config: TargetConfig) -> tuple[Any, ...]:
+    """What, when changed, needs a new source and target (not just new knobs on the running loop).
+
+    The Kubernetes target decides at build time whether to tolerate another autoscaler on the same
+    workload (it does in shadow mode), so there the shadow flag is part of the key.
+    """
+    shadow = config.shadow if isinstance(config.target, KubernetesTargetConfig) else None
+    return (config.source, config.target, shadow)
+
+
+@dataclass
+class _Running:
+    config: TargetConfig
+    loop: TargetLoop
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    started_at: float = field(default_factory=time.time)
+
+
+class Daemon:
+    """Runs the loops of every configured target; see the module docstring."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        config_path: str | Path | None = None,
+        metrics: Metrics | None = None,
+        leader: LeaderGate | None = None,
+        source_factory: SourceFactory = build_source,
+        target_factory: TargetFactory = build_target,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.leader = leader or make_leader(config.leader_election)
+        self._source_factory = source_factory
+        self._target_factory = target_factory
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._server: MetricsServer | None = None
+        self._watcher = (
+            ConfigWatcher(config_path, config, self.apply, on_status=self._config_status)
+            if config_path is not None
+            else None
+        )
+        self._watch_thread: threading.Thread | None = None
+        self.metrics.config_valid.set(1)
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    def start(self, serve_http: bool = True) -> Daemon:
+        _call_if_present(self.leader, "start")
+        if serve_http:
+            self._server = MetricsServer(
+                self.config.host, self.config.port, self.metrics, self.health, self.ready
+            ).start()
+            log.info("serving /metrics /healthz /readyz", extra={"fields": {"port": self._server.port}})
+        with self._lock:
+            built = self._build_all(self.config.targets)
+            for running in built.values():
+                self._start(running)
+        if self._watcher is not None:
+            watcher = self._watcher
+            self._watch_thread = threading.Thread(
+                target=watcher.run,
+                args=(self._stop, self.config.config_poll_seconds),
+                name="config",
+                daemon=True,
+            )
+            self._watch_thread.start()
+        return self
+
+    @property
+    def port(self) -> int | None:
+        return self._server.port if self._server else None
+
+    @property
+    def loops(self) -> dict[str, TargetLoop]:
+        with self._lock:
+            return {name: r.loop for name, r in self._running.items()}
+
+    def stop(self) -> None:
+        """Stop every loop, drain local workers, release the Lease, close the HTTP server."""
+        self._stop.set()
+        with self._lock:
+            for running in list(self._running.values()):
+                self._retire(running)
+            self._running.clear()
+        _call_if_present(self.leader, "stop")
+        if self._server is not None:
+            self._server.stop()
+        if self._watch_thread is not None:
+            self._watch_thread.join(timeout=5)
+
+    # ---- building and reconciling ---------------------------------------------------------------------
+
+    def _build(self, config: TargetConfig, reuse: _Running | None = None) -> _Running:
+        """A loop for ``config``; ``reuse`` donates its source and target when only knobs changed."""
+        policy = build_policy(config)
+        settings = LoopSettings(config.workload(), config.shadow)
+        if reuse is not None:
+            source, target = reuse.loop.source, reuse.loop.target
+        else:
+            source = self._source_factory(config)
+            try:
+                target = self._target_factory(config)
+            except Exception:
+                source.close()
+                raise
+        loop = TargetLoop(
+            config.name,
+            source,
+            target,
+            policy,
+            settings,
+            leader=self.leader,
+            observer=self.metrics,
+            history=_history_reader(source, config),
+        )
+        return _Running(config, loop)
+
+    def _build_all(self, configs: list[TargetConfig]) -> dict[str, _Running]:
+        built: dict[str, _Running] = {}
+        try:
+            for config in configs:
+                built[config.name] = self._build(config)
+        except Exception:
+            for running in built.values():
+                self._close_components(running)
+            raise
+        return built
+
+    def apply(self, config: AppConfig) -> None:
+        """Reconcile the running loops with a new config (the watcher's callback)."""
+        with self._lock:
+            self._warn_restart_only(config)
+            fresh: dict[str, _Running] = {}
+            retuned: dict[str, TargetConfig] = {}
+            try:
+                for target in config.targets:
+                    old = self._running.get(target.name)
+                    if old is None or _rebuild_key(old.config) != _rebuild_key(target):
+                        fresh[target.name] = self._build(target)
+                    elif old.config != target:
+                        build_policy(target)  # fail now, before anything running is touched
+                        retuned[target.name] = target
+            except Exception:
+                for running in fresh.values():
+                    self._close_components(running)
+                raise
+            names = {t.name for t in config.targets}
+            for name in [n for n in self._running if n not in names or n in fresh]:
+                self._retire(self._running.pop(name), forget_metrics=name not in names)
+            for name, target in retuned.items():
+                running = self._running[name]
+                running.loop.reconfigure(LoopSettings(target.workload(), target.shadow), build_policy(target))
+                running.config = target
+                log.info("target retuned", extra={"fields": {"target": name}})
+            for running in fresh.values():
+                self._start(running)
+            logging.getLogger().setLevel(config.log_level)
+            self.config = config
+
+    def _warn_restart_only(self, config: AppConfig) -> None:
+        for name in ("port", "host", "leader_election", "config_poll_seconds"):
+            if getattr(config, name) != getattr(self.config, name):
+                log.warning("config change needs a restart to take effect", extra={"fields": {"field": name}})
+
+    def _start(self, running: _Running) -> None:
+        _call_if_present(running.loop.target, "start")
+        running.thread = threading.Thread(
+            target=self._run_loop, args=(running,), name=f"loop-{running.config.name}", daemon=True
+        )
+        self._running[running.config.name] = running
+        running.thread.start()
+        log.info("target started", extra={"fields": {"target": running.config.name}})
+
+    def _run_loop(self, running: _Running) -> None:
+        # The thread that starts local workers must outlive them (PR_SET_PDEATHSIG): this one does.
+        running.loop.run(running.stop)
+
+    def _retire(self, running: _Running, forget_metrics: bool = True) -> None:
+        running.stop.set()
+        if running.thread is not None:
+            running.thread.join(timeout=30)
+        self._close_components(running)
+        if forget_metrics:
+            self.metrics.forget_target(running.config.name)
+        log.info("target stopped", extra={"fields": {"target": running.config.name}})
+
+    @staticmethod
+    def _close_components(running: _Running) -> None:
+        for component in (running.loop.target, running.loop.source):
+            try:
+                component.close()
+            except Exception:
+                log.exception("closing failed", extra={"fields": {"target": running.config.name}})
+
+    # ---- probes -------------------------------------------------------------------------------------
+
+    def _config_status(self, status: ConfigStatus) -> None:
+        self.metrics.config_valid.set(1 if status.valid else 0)
+        self.metrics.config_reloads.labels("applied" if status.valid else "rejected").inc()
+
+    def _targets_detail(self) -> dict[str, dict[str, Any]]:
+        now = time.time()
+        detail: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            running = list(self._running.values())
+        for r in running:
+            report = r.loop.last_report
+            tick = r.config.tick_seconds
+            since = now - (report.now if report else r.started_at)
+            entry: dict[str, Any] = {
+                "alive": bool(r.thread and r.thread.is_alive()),
+                "ticked": report is not None,
+                "seconds_since_tick": round(since, 3),
+                "healthy": since <= max(60.0, HEALTH_TICKS * tick),
+                "shadow": r.config.shadow,
+            }
+            if report is not None:
+                entry["error"] = report.error
+                if report.snapshot is not None and report.decision is not None:
+                    entry["stale"] = report.snapshot.stale
+                    entry["desired"] = report.decision.desired
+                    entry["current"] = report.snapshot.current_replicas
+                    entry["reason"] = report.decision.reason
+            detail[r.config.name] = entry
+        return detail
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Live unless a loop thread died or stopped ticking (a restart is then the cure)."""
+        targets = self._targets_detail()
+        ok = not self._stop.is_set() and all(t["alive"] and t["healthy"] for t in targets.values())
+        return ok, {"targets": targets}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Ready once every loop has ticked.
+
+        A rejected config reload does NOT make the daemon unready: it keeps scaling with the previous
+        config, and an unready pod would drop out of its Service and take its metrics (including
+        ``autoscaler_config_valid``) out of Prometheus exactly when they matter. The detail says
+        ``degraded`` and carries the error instead.
+        """
+        targets = self._targets_detail()
+        ok = not self._stop.is_set() and all(t["ticked"] for t in targets.values())
+        status = self._watcher.status if self._watcher else None
+        config: dict[str, Any] = (
+            {"valid": True}
+            if status is None
+            else {
+                "valid": status.valid,
+                "path": status.path,
+                "error": status.error,
+                "loaded_at": status.loaded_at,
+            }
+        )
+        detail: dict[str, Any] = {"config": config, "leader": self.leader.is_leader(), "targets": targets}
+        if not config["valid"]:
+            detail["degraded"] = "config rejected; running with the previous one"
+        return ok, detail
+
+    # ---- running as a process --------------------------------------------------------------------------
+
+    def wait(self, stop: threading.Event) -> None:
+        """Block until ``stop`` is set (signal handlers set it), waking up so signals are handled."""
+        while not stop.wait(1.0):
+            pass

@@ -1,0 +1,419 @@
+"""One control loop per scaled target: observe, decide, act, explain.
+
+Each tick reads the queue (a :class:`SignalSource`) and the target (a :class:`ScaleTarget`), builds
+the :class:`Snapshot` the policy sees, asks the policy, and applies the decision unless the target
+is in shadow mode or this replica is not the leader. The policy runs in every replica and in shadow
+mode too, so a standby that takes over, or a shadow target switched to live, acts with warm
+estimators instead of a cold start.
+
+Failure behaviour, the part an operator cares about most:
+
+* Signals that cannot be read, or are older than ``STALE_TICKS`` ticks, give a ``stale`` snapshot:
+  the policy holds and the loop never acts on it. Missing data never means "no load".
+* Target errors (API down, conflicts) skip the tick and retry after an exponential backoff with
+  jitter, so a fleet of daemons does not hammer a recovering API server in lockstep.
+* A bug in a policy is logged with its traceback and treated like a target error: hold and retry.
+
+Arrivals: with a counter (our streams, or a list with ``arrivals_key``) they are the counter's delta
+(a decrease is a reset, counted from zero as Prometheus does). Without one (a plain list) they are
+estimated by conservation: arrivals = Δ(waiting + in-flight) + completions, clipped at 0. A plain
+list reports no completions, so this reduces to the growth of the list: jobs that arrive and are
+taken within one tick are invisible and the estimate is biased LOW whenever workers keep up (it
+measures backlog growth, not throughput). The backlog term of the policy still sees the queue, so a
+list source reacts to backlog like KEDA does, only without the forecast's head start. Configure an
+arrivals counter to remove the bias.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from autoscaler.engine.forecast import RateForecaster
+from autoscaler.engine.snapshot import Decision, PodPhase, Policy, Snapshot
+from autoscaler.engine.target import WorkloadSpec
+from autoscaler.sources.base import QueueSignals, SignalSource, SourceUnavailableError
+from autoscaler.targets.base import ScaleTarget, TargetState, TargetUnavailableError
+
+log = logging.getLogger("autoscaler.loop")
+decision_log = logging.getLogger("autoscaler.decision")
+
+STALE_TICKS = 3
+"""Signals older than this many ticks are stale: hold, do not act."""
+
+Clock = Callable[[], float]
+HistoryReader = Callable[[], tuple[Sequence[float], Sequence[float]]]
+"""Past (arrival times, service times) for warming a fresh policy; see ``StreamSource.history``."""
+
+
+class LeaderGate(Protocol):
+    """Whether this replica may act (``autoscaler.leader`` implements it with a Lease)."""
+
+    def is_leader(self) -> bool: ...
+
+
+class AlwaysLeader:
+    """The gate when leader election is disabled: a single replica always acts."""
+
+    def is_leader(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one tick saw and did; the metrics and the tests read this, not the logs."""
+
+    target: str
+    now: float
+    snapshot: Snapshot | None
+    decision: Decision | None
+    acted: bool
+    leader: bool
+    shadow: bool
+    signal_age: float | None
+    next_delay: float
+    error: str | None = None  # kind: source-unavailable, source-error, target-unavailable, ...
+    detail: str | None = None
+    estimates: Mapping[str, float] | None = None
+
+
+class TickObserver(Protocol):
+    def observe_tick(self, report: TickReport) -> None: ...
+
+
+class Backoff:
+    """Exponential backoff with "equal jitter": a random delay in [d/2, d], d doubling per failure."""
+
+    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        delay = min(self.cap, self.base * 2 ** (self.failures - 1))
+        return self._rng.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSettings:
+    """The per-target knobs a hot reload may change without rebuilding source or target."""
+
+    workload: WorkloadSpec
+    shadow: bool = False
+
+
+def _arrivals_between(previous: QueueSignals, current: QueueSignals) -> int:
+    if current.arrivals_total is not None and previous.arrivals_total is not None:
+        delta = current.arrivals_total - previous.arrivals_total
+        return delta if delta >= 0 else current.arrivals_total  # counter reset (e.g. Redis flushed)
+    if current.arrivals_total is not None:  # the counter just appeared: nothing to difference yet
+        return 0
+    grown = (current.waiting + current.in_flight) - (previous.waiting + previous.in_flight)
+    return max(0, grown + current.completions)
+
+
+def policy_estimates(policy: Policy, decision: Decision | None) -> dict[str, float]:
+    """The estimator values worth exporting, from the policy if it has them, else its terms."""
+    terms = dict(decision.terms) if decision else {}
+    out: dict[str, float] = {}
+    for name, attribute, term in (
+        ("startup_seconds", "startup_estimate", "startup_time"),
+        ("service_seconds", "service_estimate", "service_time"),
+    ):
+        value = getattr(policy, attribute, None)
+        if isinstance(value, int | float):
+            out[name] = float(value)
+        elif term in terms:
+            out[name] = terms[term]
+    for name in ("rate_now", "forecast_mean", "forecast_upper"):
+        if name in terms:
+            out[name] = terms[name]
+    return out
+
+
+class TargetLoop:
+    """The control loop of one target. ``tick()`` is one synchronous step; ``run()`` repeats it."""
+
+    def __init__(
+        self,
+        name: str,
+        source: SignalSource,
+        target: ScaleTarget,
+        policy: Policy,
+        settings: LoopSettings,
+        *,
+        leader: LeaderGate | None = None,
+        observer: TickObserver | None = None,
+        clock: Clock = time.time,
+        rng: random.Random | None = None,
+        history: HistoryReader | None = None,
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.target = target
+        self._policy = policy
+        self._settings = settings
+        self.leader: LeaderGate = leader or AlwaysLeader()
+        self._observer = observer
+        self._clock = clock
+        tick = settings.workload.tick_seconds
+        self._backoff = Backoff(base=min(1.0, tick), cap=max(60.0, tick), rng=rng)
+        self._lock = threading.Lock()
+        self._previous: QueueSignals | None = None  # last fresh signals
+        self._last_fresh_at: float | None = None
+        # Samples that arrived on a tick the policy could not use (stale, error): delivered later,
+        # because targets report each startup once and losing one would bias the warm-up estimate.
+        self._pending_startups: list[float] = []
+        self._pending_services: list[float] = []
+        self.last_report: TickReport | None = None
+        self._history = history
+        self._needs_warm_start = history is not None
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def settings(self) -> LoopSettings:
+        return self._settings
+
+    def reconfigure(self, settings: LoopSettings, policy: Policy | None = None) -> None:
+        """Apply a hot-reloaded config between two ticks; a new policy starts its estimators afresh."""
+        with self._lock:
+            self._settings = settings
+            if policy is not None:
+                self._policy = policy
+                self._needs_warm_start = self._history is not None
+
+    def warm_start(self, arrival_times: Sequence[float], service_times: Sequence[float] = ()) -> int:
+        """Feed past arrivals (epoch seconds) to the policy's forecaster, tick by tick, up to now.
+
+        Only policies with a ``forecaster`` (the startup-aware one) keep arrival history; for the
+        others this is a no-op. Service samples are held for the first snapshot. Returns the number of
+        ticks replayed.
+        """
+        forecaster = getattr(self._policy, "forecaster", None)
+        self._pending_services.extend(service_times)
+        if not isinstance(forecaster, RateForecaster) or not arrival_times:
+            return 0
+        tick = self._settings.workload.tick_seconds
+        now = self._clock()
+        start = min(arrival_times)
+        ticks = max(1, math.ceil((now - start) / tick))
+        counts = [0] * ticks
+        for t in arrival_times:
+            index = min(ticks - 1, max(0, int((t - (now - ticks * tick)) // tick)))
+            counts[index] += 1
+        for i, count in enumerate(counts):
+            forecaster.observe(now - (ticks - 1 - i) * tick, count, tick)
+        return ticks
+
+    # ---- one tick ---------------------------------------------------------------------------
+
+    def tick(self) -> TickReport:
+        """Observe, decide, maybe act. Never raises: every failure becomes a hold and a report."""
+        with self._lock:
+            return self._tick()
+
+    def _warm_start_from_history(self) -> None:
+        """Once per fresh policy, before its first decision: history is best effort, never fatal."""
+        self._needs_warm_start = False
+        if self._history is None:
+            return
+        try:
+            arrivals, services = self._history()
+        except Exception as exc:
+            log.warning(
+                "no warm start: history unreadable",
+                extra={"fields": {"target": self.name, "error": str(exc)}},
+            )
+            return
+        ticks = self.warm_start(arrivals, services)
+        fields = {"target": self.name, "arrivals": len(arrivals), "ticks": ticks}
+        log.info("forecaster warmed from history", extra={"fields": fields})
+
+    def _tick(self) -> TickReport:
+        if self._needs_warm_start:
+            self._warm_start_from_history()
+        now = self._clock()
+        settings = self._settings
+        leader = self.leader.is_leader()
+        try:
+            state = self.target.observe()
+        except Exception as exc:
+            return self._failed(now, leader, "target-unavailable", exc)
+        self._pending_startups.extend(state.startup_times)
+
+        signals, error = self._read_source()
+        snapshot = self._snapshot(now, state, signals, settings.workload)
+        try:
+            decision = self._policy.decide(snapshot)
+        except Exception as exc:
+            return self._failed(now, leader, "policy-error", exc)
+        if not snapshot.stale:
+            self._pending_startups.clear()
+            self._pending_services.clear()
+            self._previous, self._last_fresh_at = signals, now
+
+        acted, detail, delay = False, None, settings.workload.tick_seconds
+        if self._should_act(snapshot, decision, leader, settings.shadow):
+            try:
+                self.target.scale(decision, replace(state, pods=snapshot.pods))
+                acted = True
+            except Exception as exc:
+                error, detail, delay = "scale-failed", str(exc), self._backoff.next_delay()
+                self._log_failure(error, exc, delay)
+        if error != "scale-failed":
+            self._backoff.reset()
+        report = TickReport(
+            target=self.name,
+            now=now,
+            snapshot=snapshot,
+            decision=decision,
+            acted=acted,
+            leader=leader,
+            shadow=settings.shadow,
+            signal_age=now - self._previous.observed_at if self._previous else None,
+            next_delay=delay,
+            error=error,
+            detail=detail,
+            estimates=policy_estimates(self._policy, decision),
+        )
+        self._log_decision(report)
+        self._emit(report)
+        return report
+
+    def _read_source(self) -> tuple[QueueSignals | None, str | None]:
+        """The signals, or None and the error kind (the tick then holds on a stale snapshot)."""
+        try:
+            return self.source.read(), None
+        except SourceUnavailableError as exc:
+            fields = {"target": self.name, "error": str(exc)}
+            log.warning("signals unavailable, holding", extra={"fields": fields})
+            return None, "source-unavailable"
+        except Exception:  # a decoding bug must not look like an empty queue either
+            log.exception("reading signals failed, holding", extra={"fields": {"target": self.name}})
+            return None, "source-error"
+
+    def _snapshot(
+        self, now: float, state: TargetState, signals: QueueSignals | None, workload: WorkloadSpec
+    ) -> Snapshot:
+        busy = signals.busy_by_worker if signals else {}
+        pods = tuple(replace(p, busy_slots=busy.get(p.name, 0)) for p in state.pods)
+        base = Snapshot(
+            now=now,
+            waiting=0,
+            in_flight=0,
+            arrivals=0,
+            interval=0.0,
+            current_replicas=state.replicas,
+            pods=pods,
+            slots_per_pod=workload.slots_per_pod,
+            stale=True,
+        )
+        if signals is None or now - signals.observed_at > STALE_TICKS * workload.tick_seconds:
+            # Keep the last known queue numbers for the log; the policy must hold either way.
+            last = self._previous
+            return replace(base, waiting=last.waiting, in_flight=last.in_flight) if last else base
+        previous, last_at = self._previous, self._last_fresh_at
+        return replace(
+            base,
+            waiting=signals.waiting,
+            in_flight=signals.in_flight,
+            arrivals=_arrivals_between(previous, signals) if previous else 0,
+            # The first tick has nothing to difference: interval 0 tells the estimators "no data".
+            interval=now - last_at if last_at is not None else 0.0,
+            service_times=(*self._pending_services, *signals.service_times),
+            startup_times=tuple(self._pending_startups),
+            stale=False,
+        )
+
+    @staticmethod
+    def _should_act(snapshot: Snapshot, decision: Decision, leader: bool, shadow: bool) -> bool:
+        if snapshot.stale or shadow or not leader:
+            return False
+        if decision.desired != snapshot.current_replicas:
+            return True
+        # Same count, but pods beyond it still running (e.g. a scale-down the target has not
+        # finished): let the target prefer the policy's picks.
+        active = sum(1 for p in snapshot.pods if p.phase is not PodPhase.DRAINING)
+        return bool(decision.remove) and decision.desired < active
+
+    def _failed(self, now: float, leader: bool, kind: str, exc: Exception) -> TickReport:
+        """A tick that could not decide: hold (do nothing) and come back after a backoff."""
+        delay = self._backoff.next_delay()
+        self._log_failure(kind, exc, delay)
+        last = self._previous
+        report = TickReport(
+            target=self.name,
+            now=now,
+            snapshot=None,
+            decision=None,
+            acted=False,
+            leader=leader,
+            shadow=self._settings.shadow,
+            signal_age=now - last.observed_at if last else None,
+            next_delay=delay,
+            error=kind,
+            detail=str(exc),
+        )
+        self._emit(report)
+        return report
+
+    def _log_failure(self, kind: str, exc: Exception, delay: float) -> None:
+        expected = isinstance(exc, TargetUnavailableError | SourceUnavailableError)
+        fields = {"target": self.name, "error": kind, "detail": str(exc), "retry_in": round(delay, 3)}
+        level = logging.WARNING if expected else logging.ERROR
+        log.log(level, "tick failed, holding", extra={"fields": fields}, exc_info=None if expected else exc)
+
+    def _log_decision(self, report: TickReport) -> None:
+        snap, decision = report.snapshot, report.decision
+        assert snap is not None and decision is not None
+        fields = {
+            "target": self.name,
+            "policy": self._policy.name,
+            "desired": decision.desired,
+            "current": snap.current_replicas,
+            "reason": decision.reason,
+            "terms": {k: round(v, 4) for k, v in decision.terms.items()},
+            "remove": list(decision.remove),
+            "waiting": snap.waiting,
+            "in_flight": snap.in_flight,
+            "arrivals": snap.arrivals,
+            "ready": snap.ready,
+            "starting": snap.starting,
+            "stale": snap.stale,
+            "shadow": report.shadow,
+            "leader": report.leader,
+            "acted": report.acted,
+            "error": report.error,
+        }
+        decision_log.info("decision", extra={"fields": fields})
+
+    def _emit(self, report: TickReport) -> None:
+        self.last_report = report
+        if self._observer is not None:
+            try:
+                self._observer.observe_tick(report)
+            except Exception:  # metrics must never stop scaling
+                log.exception("metrics observer failed")
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick until ``stop`` is set; the time a tick takes is part of its period, not added to it."""
+        while not stop.is_set():
+            started = time.monotonic()
+            report = self.tick()
+            stop.wait(max(0.0, report.next_delay - (time.monotonic() - started)))

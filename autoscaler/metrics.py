@@ -1,0 +1,191 @@
+"""Prometheus metrics and the HTTP endpoints (``/metrics``, ``/healthz``, ``/readyz``).
+
+Every per-target series carries a ``target`` label (the config's target name). The metrics are fed
+from :class:`~autoscaler.loop.TickReport` objects, so what is exported is exactly what the loop
+decided on, never a second reading. Each daemon owns its registry, which keeps tests independent.
+
+The server is the standard library's threading HTTP server: three read-only endpoints do not
+justify an ASGI stack in the control plane's process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+from autoscaler.loop import TickReport
+
+log = logging.getLogger("autoscaler.metrics")
+
+Probe = Callable[[], tuple[bool, dict[str, Any]]]
+"""A health check: (ok, JSON-able detail)."""
+
+_PER_TARGET_GAUGES = {
+    "desired_replicas": "Replica count the policy asked for on the last tick.",
+    "current_replicas": "Replica count set on the target (its spec) on the last tick.",
+    "ready_replicas": "Replicas serving jobs.",
+    "starting_replicas": "Replicas created but not Ready yet (warming up).",
+    "draining_replicas": "Replicas finishing their last job before exiting.",
+    "waiting_jobs": "Jobs queued and not started.",
+    "in_flight_jobs": "Jobs being served.",
+    "arrival_rate": "Arrival rate over the short window, jobs per second.",
+    "forecast_rate": "Forecast mean arrival rate over the startup horizon, jobs per second.",
+    "forecast_rate_upper": "Upper quantile of the forecast arrival rate, jobs per second.",
+    "startup_seconds": "Startup (creation to Ready) estimate the policy plans with (p90 once measured).",
+    "service_seconds": "Service-time estimate the policy plans with.",
+    "signal_age_seconds": "Age of the newest fresh queue signals.",
+    "signals_stale": "1 when the last tick held because signals were missing or stale.",
+    "shadow": "1 when the target is in shadow mode (decisions are published, not applied).",
+    "last_tick_timestamp_seconds": "When the target's loop last ticked (epoch seconds).",
+}
+
+
+class Metrics:
+    """The daemon's metric families and how a tick report updates them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.gauges = {
+            name: Gauge(f"autoscaler_{name}", doc, ["target"], registry=r)
+            for name, doc in _PER_TARGET_GAUGES.items()
+        }
+        self.decisions = Counter(
+            "autoscaler_decisions", "Decisions by the term that dominated.", ["target", "reason"], registry=r
+        )
+        self.scale_actions = Counter(
+            "autoscaler_scale_actions", "Scale calls made on the target.", ["target", "direction"], registry=r
+        )
+        self.errors = Counter(
+            "autoscaler_errors", "Failed reads and actions by kind.", ["target", "kind"], registry=r
+        )
+        self.leader = Gauge("autoscaler_leader", "1 when this replica holds the lease and acts.", registry=r)
+        self.config_valid = Gauge(
+            "autoscaler_config_valid",
+            "0 when the newest config file was rejected (the old one is kept).",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "autoscaler_config_reloads", "Config file changes seen, by result.", ["result"], registry=r
+        )
+        self._seen: dict[str, set[tuple[Counter, str]]] = {}  # labelled counter series per target
+        self._lock = threading.Lock()
+
+    def observe_tick(self, report: TickReport) -> None:
+        """Fold one tick into the series of its target (the loop's observer hook)."""
+        target = report.target
+        g = {name: gauge.labels(target) for name, gauge in self.gauges.items()}
+        g["last_tick_timestamp_seconds"].set(report.now)
+        g["shadow"].set(float(report.shadow))
+        self.leader.set(float(report.leader))
+        if report.signal_age is not None:
+            g["signal_age_seconds"].set(report.signal_age)
+        if report.error:
+            self._count(self.errors, target, report.error)
+        snap, decision = report.snapshot, report.decision
+        if snap is None or decision is None:
+            return
+        g["signals_stale"].set(float(snap.stale))
+        g["desired_replicas"].set(decision.desired)
+        g["current_replicas"].set(snap.current_replicas)
+        g["ready_replicas"].set(snap.ready)
+        g["starting_replicas"].set(snap.starting)
+        g["draining_replicas"].set(snap.draining)
+        if not snap.stale:  # keep the last known queue numbers rather than exporting zeros
+            g["waiting_jobs"].set(snap.waiting)
+            g["in_flight_jobs"].set(snap.in_flight)
+        estimates = report.estimates or {}
+        for gauge, key in (
+            ("arrival_rate", "rate_now"),
+            ("forecast_rate", "forecast_mean"),
+            ("forecast_rate_upper", "forecast_upper"),
+            ("startup_seconds", "startup_seconds"),
+            ("service_seconds", "service_seconds"),
+        ):
+            if key in estimates:
+                g[gauge].set(estimates[key])
+        self._count(self.decisions, target, decision.reason)
+        if report.acted:
+            direction = "up" if decision.desired > snap.current_replicas else "down"
+            self._count(self.scale_actions, target, direction)
+
+    def _count(self, counter: Counter, target: str, label: str) -> None:
+        counter.labels(target, label).inc()
+        with self._lock:
+            self._seen.setdefault(target, set()).add((counter, label))
+
+    def forget_target(self, target: str) -> None:
+        """Drop a removed target's series so dashboards do not show a ghost."""
+        for gauge in self.gauges.values():
+            with contextlib.suppress(KeyError):
+                gauge.remove(target)
+        with self._lock:
+            seen = self._seen.pop(target, set())
+        for counter, label in seen:
+            with contextlib.suppress(KeyError):
+                counter.remove(target, label)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: MetricsServer
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, self.server.metrics.render(), CONTENT_TYPE_LATEST)
+        elif path in ("/healthz", "/readyz"):
+            probe = self.server.health if path == "/healthz" else self.server.ready
+            try:
+                ok, detail = probe()
+            except Exception as exc:  # a broken probe is itself a failed probe
+                ok, detail = False, {"error": str(exc)}
+            body = json.dumps({"status": "ok" if ok else "fail", **detail}, default=str).encode()
+            self._send(200 if ok else 503, body, "application/json")
+        else:
+            self._send(404, b"not found\n", "text/plain")
+
+    def _send(self, code: int, body: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http %s", format % args)
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """Serves the endpoints on a daemon thread; ``port`` 0 picks a free port (see ``.port``)."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, metrics: Metrics, health: Probe, ready: Probe) -> None:
+        super().__init__((host, port), _Handler)
+        self.metrics = metrics
+        self.health = health
+        self.ready = ready
+        self._thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(timeout=5)

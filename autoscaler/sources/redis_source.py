@@ -1,0 +1,152 @@
+"""Queue signals from Redis: the project's own job streams, or a plain list.
+
+Both read through :mod:`jobqueue` (no key is spelled here) in at most two pipelined round trips per
+tick. Any Redis error (connection refused, timeout, a server still loading its dataset, a key of the
+wrong type) becomes :class:`SourceUnavailableError`, which makes the loop hold the replica count:
+a missing reading must never look like an empty queue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from autoscaler.config import ListSourceConfig, StreamSourceConfig
+from autoscaler.sources.base import QueueSignals, SourceUnavailableError
+from jobqueue import sync as jq
+from jobqueue.types import Settings, WorkerInfo, WorkerState
+
+Clock = Callable[[], float]
+HISTORY_LIMIT = 10_000
+"""Completions read at most for a warm start: one XREVRANGE, bounded by the stream's own cap."""
+
+
+def connect(config: StreamSourceConfig | ListSourceConfig) -> redis.Redis:
+    """A client for the source's URL; ``${ENV}`` references and the password env are resolved now."""
+    return redis.Redis.from_url(
+        config.resolved_url(),
+        password=config.password(),
+        socket_timeout=config.socket_timeout_seconds,
+        socket_connect_timeout=config.socket_timeout_seconds,
+        health_check_interval=30,
+    )
+
+
+def _busy_slots(worker: WorkerInfo) -> int:
+    """A worker serves one job at a time; a draining one still finishing its job is busy too."""
+    return 1 if worker.job and worker.state in (WorkerState.BUSY, WorkerState.DRAINING) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivalHistory:
+    """Approximate past arrivals (epoch seconds, oldest first) and the service times seen with them."""
+
+    arrival_times: tuple[float, ...]
+    service_times: tuple[float, ...]
+
+
+class StreamSource:
+    """Signals of one ``jobqueue`` queue: exact arrivals counter, completions, worker states."""
+
+    def __init__(
+        self, client: redis.Redis, queue: str, settings: Settings | None = None, clock: Clock = time.time
+    ) -> None:
+        self._client = client
+        self.queue = queue
+        self._settings = settings or Settings()
+        self._clock = clock
+        self._cursor: str | None = None
+
+    @classmethod
+    def from_config(cls, config: StreamSourceConfig) -> StreamSource:
+        settings = Settings(prefix=config.prefix, worker_ttl=config.worker_ttl_seconds)
+        return cls(connect(config), config.queue, settings)
+
+    def read(self) -> QueueSignals:
+        try:
+            stats = jq.read_queue_stats(self._client, self.queue, since=self._cursor, settings=self._settings)
+        except redis.RedisError as exc:
+            raise SourceUnavailableError(f"queue {self.queue}: {exc}") from exc
+        self._cursor = stats.completions_cursor
+        return QueueSignals(
+            observed_at=self._clock(),
+            waiting=stats.waiting,
+            in_flight=stats.in_flight,
+            arrivals_total=stats.arrivals_total,
+            service_times=tuple(c.duration for c in stats.completions),
+            completions=len(stats.completions),
+            busy_by_worker={w.name: _busy_slots(w) for w in stats.workers},
+        )
+
+    def history(self, seconds: float) -> ArrivalHistory:
+        """Rebuild the last ``seconds`` of arrivals from the completions stream, for a warm restart.
+
+        Acknowledged job entries are deleted from the job stream, so the only durable trace of past
+        load is the capped completions stream. A job's arrival is approximated by its start
+        (``finished_at - duration``): this lags the true arrival by the queue wait, which is small
+        whenever the SLO was met, and a retried job counts once per attempt. Good enough to give the
+        forecaster a level and trend instead of starting from zero after a restart. The completion
+        cursor moves past what was read, so the first tick does not count these again.
+        """
+        try:
+            stats = jq.read_queue_stats(
+                self._client, self.queue, limit=HISTORY_LIMIT, settings=self._settings
+            )
+        except redis.RedisError as exc:
+            raise SourceUnavailableError(f"queue {self.queue}: {exc}") from exc
+        self._cursor = stats.completions_cursor
+        since = self._clock() - seconds
+        recent = [c for c in stats.completions if c.finished_at - c.duration >= since]
+        return ArrivalHistory(
+            arrival_times=tuple(sorted(c.finished_at - c.duration for c in recent)),
+            service_times=tuple(c.duration for c in recent),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class ListSource:
+    """A plain list: waiting = LLEN; arrivals from an optional counter key, else left to the loop.
+
+    Nothing is known about jobs in flight or finished (other systems keep that elsewhere), so
+    ``in_flight`` is 0 and no completions are reported; see :mod:`autoscaler.loop` for how arrivals
+    are estimated without a counter and the bias that has.
+    """
+
+    def __init__(
+        self, client: redis.Redis, key: str, arrivals_key: str | None = None, clock: Clock = time.time
+    ) -> None:
+        self._client = client
+        self.key = key
+        self.arrivals_key = arrivals_key
+        self._clock = clock
+
+    @classmethod
+    def from_config(cls, config: ListSourceConfig) -> ListSource:
+        return cls(connect(config), config.key, config.arrivals_key)
+
+    def read(self) -> QueueSignals:
+        try:
+            stats = jq.read_list_queue_stats(self._client, self.key, self.arrivals_key)
+        except redis.RedisError as exc:
+            raise SourceUnavailableError(f"list {self.key}: {exc}") from exc
+        return QueueSignals(
+            observed_at=self._clock(),
+            waiting=stats.waiting,
+            in_flight=0,
+            arrivals_total=stats.arrivals_total,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def make_source(config: StreamSourceConfig | ListSourceConfig) -> StreamSource | ListSource:
+    """The source a target's config names."""
+    if isinstance(config, StreamSourceConfig):
+        return StreamSource.from_config(config)
+    return ListSource.from_config(config)
