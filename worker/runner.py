@@ -35,6 +35,10 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+class SetupAborted(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised from the signal handler to interrupt the model's setup."""
+
+
 def connect(config: WorkerConfig) -> redis.Redis:
     """A client whose socket timeout outlasts a blocking read, and with little built-in retrying:
     outages are handled by :func:`worker.retry.with_retry`, which knows when to give up."""
@@ -61,8 +65,16 @@ class Worker:
         self._reclaim_every = min(config.visibility_timeout / 4, 5.0)
         self._next_reclaim = 0.0
         self._next_forget = time.monotonic() + config.forget_consumers_after
+        self._in_setup = False
 
     def request_drain(self, signum: int = signal.SIGTERM, _frame: Any = None) -> None:
+        """Signal handler. During setup it aborts the setup: a pod released while warming up holds
+        no job, so waiting for the warm-up to end would only burn the grace period."""
+        if self._in_setup:
+            self._in_setup = False
+            self.status.drain()
+            self.draining.set()
+            raise SetupAborted(signal.Signals(signum).name)
         if not self.draining.is_set():
             log.info(
                 "received %s: draining (finishing the current job, taking no new one)",
@@ -86,6 +98,8 @@ class Worker:
                     lambda: jq.ensure_groups(self.client, self.config.queue), "creating consumer groups"
                 )
                 self._loop()
+        except SetupAborted as why:
+            log.info("received %s during setup: exiting without serving", why)
         except GaveUp as what:
             log.warning("drained while redis was unavailable (during %s)", what)
         finally:
@@ -97,7 +111,11 @@ class Worker:
 
     def _setup(self) -> None:
         log.info("setting up model %s", self.config.model_class)
-        self.model.setup()
+        self._in_setup = True
+        try:
+            self.model.setup()
+        finally:
+            self._in_setup = False
         warmup = self.status.mark_ready()
         self.metrics.warmup.labels(self.config.queue).set(warmup)
         self.heartbeat.beat()  # publish "idle" and ready_at now, not up to a heartbeat later

@@ -169,3 +169,15 @@ def test_high_priority_jumps_the_backlog(redis_client: redis.Redis, worker_pool:
     jobs = [jq.wait_for_job(redis_client, i, 5) for i in [high, *normal]]
     started = [j.started_at for j in jobs if j is not None and j.started_at is not None]
     assert len(started) == 6 and started == sorted(started)  # vip first, then FIFO
+
+
+def test_sigterm_during_setup_exits_at_once(redis_client: redis.Redis, worker_pool: WorkerPool) -> None:
+    w = worker_pool.spawn("warming", ready=False, MODEL_SETUP_SECONDS="30")
+    wait_until(
+        lambda: [x.state for x in jq.read_queue_stats(redis_client, Q).workers] == [WorkerState.STARTING]
+    )
+    t0 = time.monotonic()
+    w.signal(signal.SIGTERM)
+    assert w.wait(5) == 0
+    assert time.monotonic() - t0 < 2
+    assert jq.read_queue_stats(redis_client, Q).workers == ()
