@@ -44,8 +44,9 @@ def submit_job(
 
     ``input`` and ``metadata`` must be JSON-serialisable (checked before anything is written). With
     an ``idempotency_key`` (scoped to the queue, remembered for ``settings.idempotency_ttl``) a
-    repeated submission returns the first job's id with ``created=False`` and enqueues nothing.
-    Counts one arrival per created job.
+    repeated submission returns the first job's id with ``created=False`` and enqueues nothing; the
+    same holds for a caller-chosen ``job_id`` whose record still exists. Counts one arrival per
+    created job.
     """
     ks = Keyspace(settings.prefix)
     qk = ks.queue(queue)
@@ -145,12 +146,11 @@ def read_queue_stats(
     ``since`` is the ``completions_cursor`` of the previous read: completions after it are returned
     (oldest first, at most ``limit``; the cursor then advances only that far, so nothing is skipped).
     Without ``since`` the newest ``limit`` completions are returned, which seeds service-time
-    estimates on the first tick. Workers whose heartbeat is older than ``settings.worker_ttl`` are
-    left out.
+    estimates on the first tick. Workers are those whose registry entry has not expired; the
+    server's expiry decides, so the reader's clock cannot hide or resurrect a worker.
     """
     ks = Keyspace(settings.prefix)
     qk = ks.queue(queue)
-    now = time.time()
     completions = (
         call("XRANGE", qk.completions, f"({since}", "+", "COUNT", limit)
         if since
@@ -161,7 +161,7 @@ def read_queue_stats(
         *(call("XINFO", "GROUPS", s, allow_error=True) for s in qk.streams),
         *(call("XLEN", s) for s in qk.streams),
         completions,
-        call("ZRANGEBYSCORE", qk.workers, now - settings.worker_ttl, "+inf"),
+        call("ZRANGE", qk.workers, 0, -1),
     ]
     arrivals, info_high, info_normal, len_high, len_normal, done, names = replies
     counts = [

@@ -39,8 +39,9 @@ SUBMIT = Script(
 if KEYS[5] then
   local existing = redis.call('GET', KEYS[5])
   if existing then return {0, existing} end
-  redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[4])
 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end  -- caller-chosen id reused
+if KEYS[5] then redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[4]) end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[2], '0', 'MKSTREAM')
 end

@@ -118,6 +118,15 @@ def test_idempotency_key_returns_the_first_job(redis_client: redis.Redis) -> Non
     assert redis_client.ttl(KS.queue(Q).idempotency("k")) > 0
 
 
+def test_caller_chosen_job_id_is_not_overwritten(redis_client: redis.Redis) -> None:
+    assert jq.submit_job(redis_client, Q, 1, job_id="mine").created
+    again = jq.submit_job(redis_client, Q, 2, job_id="mine")
+    assert (again.job_id, again.created) == ("mine", False)
+    job = jq.get_job(redis_client, "mine")
+    assert job is not None and job.input == 1
+    assert jq.read_queue_stats(redis_client, Q).arrivals_total == 1
+
+
 def test_cancel_queued_job_is_skipped_by_workers(redis_client: redis.Redis) -> None:
     job_id = jq.submit_job(redis_client, Q, 1).job_id
     assert jq.cancel_job(redis_client, job_id) is JobStatus.CANCELLED
@@ -239,7 +248,9 @@ def test_stats_read_is_two_round_trips_and_lists_live_workers(redis_client: redi
     now = time.time()
     jq.heartbeat(redis_client, WorkerInfo("b", Q, WorkerState.BUSY, now - 5, now, job="j", ready_at=now - 4))
     jq.heartbeat(redis_client, WorkerInfo("a", Q, WorkerState.STARTING, now, now))
-    jq.heartbeat(redis_client, WorkerInfo("old", Q, WorkerState.IDLE, now - 60, now - 30))
+    short = Settings(worker_ttl=0.05)
+    jq.heartbeat(redis_client, WorkerInfo("gone", Q, WorkerState.IDLE, now - 60, now), settings=short)
+    time.sleep(0.1)  # its entry expired: it stopped heartbeating
     stats = jq.read_queue_stats(redis_client, Q)
     assert [(w.name, w.state, w.busy) for w in stats.workers] == [
         ("a", WorkerState.STARTING, False),
