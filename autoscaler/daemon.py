@@ -11,8 +11,9 @@ Plug-in points for the other parts of the system:
 
 * target kind ``kubernetes``: ``autoscaler.targets.kubernetes.kubernetes_target_from_config(name,
   spec, shadow=...)``, imported on first use so local mode needs no cluster libraries;
-* leader election: ``autoscaler.leader.from_config(LeaderElectionConfig)`` returning an object with
-  ``is_leader()``, and optionally ``start()`` / ``stop()`` (stop releases the Lease).
+* leader election: ``autoscaler.leader.leader_election_from_config(LeaderElectionConfig)``, an object
+  with ``is_leader()``, ``start()`` and ``stop()`` (stop releases the Lease); any object with
+  ``is_leader()`` can be passed to :class:`Daemon` instead.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def make_leader(config: LeaderElectionConfig) -> LeaderGate:
     if not config.enabled:
         return AlwaysLeader()
     module = importlib.import_module("autoscaler.leader")
-    return cast(LeaderGate, module.from_config(config))
+    return cast(LeaderGate, module.leader_election_from_config(config))
 
 
 def _call_if_present(obj: object, method: str) -> None:

@@ -1,0 +1,139 @@
+"""Command line: ``python -m autoscaler {run,check-config,import-keda,demo}``.
+
+Exit codes: 0 success; 2 a config or input problem (one line on stderr naming the bad field);
+1 anything else that stopped the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from autoscaler.config import ConfigError, effective_yaml, load_config
+from autoscaler.logs import setup_logging
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+log = logging.getLogger("autoscaler")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m autoscaler",
+        description="Startup-aware autoscaler for ML inference workers that pull jobs from Redis.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon (hot-reloads the config file)")
+    run.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
+    run.add_argument("--port", type=int, help="override the config's HTTP port (0: any free port)")
+
+    check = commands.add_parser("check-config", help="validate a config and print it with all defaults")
+    check.add_argument("file", metavar="FILE")
+
+    keda = commands.add_parser("import-keda", help="convert a KEDA ScaledObject (redis trigger) to a config")
+    keda.add_argument("file", metavar="SCALEDOBJECT_YAML")
+    keda.add_argument(
+        "--policy",
+        default="startup-aware",
+        choices=("startup-aware", "keda"),
+        help="startup-aware (default) or keda (reproduces KEDA's listLength behaviour)",
+    )
+    keda.add_argument("--live", action="store_true", help="act at once instead of starting in shadow mode")
+
+    demo = commands.add_parser("demo", help="run the whole system locally against a recorded trace")
+    demo.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the demo (see: demo --help)")
+    return parser
+
+
+def _error(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def check_config(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return _error(str(exc))
+    sys.stdout.write(effective_yaml(config))
+    return EXIT_OK
+
+
+def import_keda(path: str, policy: str, live: bool) -> int:
+    from autoscaler.keda_import import KedaImportError, convert_text, render
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        conversion = convert_text(text, policy=policy, shadow=not live)
+    except OSError as exc:
+        return _error(f"{path}: cannot read: {exc.strerror or exc}")
+    except KedaImportError as exc:
+        return _error(f"{path}: {exc}")
+    for note in conversion.notes:
+        print(f"note: {note}", file=sys.stderr)
+    sys.stdout.write(render(conversion, path))
+    return EXIT_OK
+
+
+def demo(args: Sequence[str]) -> int:
+    try:
+        module = importlib.import_module("autoscaler.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name != "autoscaler.demo":
+            raise
+        return _error("the demo is not part of this build yet (autoscaler/demo.py is missing)", EXIT_FAILED)
+    return int(module.main(list(args)) or 0)
+
+
+def run(path: str, port: int | None) -> int:
+    from autoscaler.daemon import Daemon
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return _error(str(exc))
+    if port is not None:
+        config = config.model_copy(update={"port": port})
+    setup_logging(config.log_level)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon = Daemon(config, config_path=path).start()
+    except Exception as exc:
+        log.exception("daemon failed to start")
+        return _error(f"cannot start: {exc}", EXIT_FAILED)
+    try:
+        daemon.wait(stop)
+    finally:
+        daemon.stop()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
+    if args.command == "import-keda":
+        return import_keda(args.file, args.policy, args.live)
+    if args.command == "demo":
+        return demo(args.args)
+    return run(args.config, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""Config validation (errors name the field), the effective config, hot reload and import-keda."""
+
+from __future__ import annotations
+
+import importlib.util
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from autoscaler.__main__ import main
+from autoscaler.config import (
+    AppConfig,
+    ConfigError,
+    ConfigStatus,
+    ConfigWatcher,
+    KubernetesTargetConfig,
+    ListSourceConfig,
+    LocalTargetConfig,
+    StreamSourceConfig,
+    effective_yaml,
+    expand_env,
+    load_config,
+    parse_config,
+)
+from autoscaler.keda_import import KedaImportError, convert_text
+
+VALID = textwrap.dedent(
+    """
+    port: 9100
+    targets:
+      - name: resnet
+        source: {kind: stream, queue: "resnet:v1", redis_url: "redis://localhost:6379/0"}
+        target: {kind: kubernetes, namespace: ml, workload_kind: Deployment, name: resnet-worker}
+        min_replicas: 1
+        max_replicas: 40
+        slo_seconds: 10
+        policy: {name: startup-aware, confidence: 0.99}
+      - name: legacy
+        source: {kind: list, key: celery, arrivals_key: celery:pushed}
+        target: {kind: local, env: {MODEL_SETUP_SECONDS: "2"}}
+        policy: "keda:listLength=10"
+        shadow: true
+    """
+)
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "cfg.yaml")
+    return str(info.value)
+
+
+def test_a_valid_file_gets_every_default() -> None:
+    config = parse_config(VALID)
+    resnet, legacy = config.targets
+    assert config.port == 9100 and config.log_level == "INFO"
+    assert not config.leader_election.enabled and config.leader_election.lease_duration_seconds == 15.0
+    assert isinstance(resnet.source, StreamSourceConfig) and resnet.source.queue == "resnet:v1"
+    assert isinstance(resnet.target, KubernetesTargetConfig) and resnet.target.name == "resnet-worker"
+    assert resnet.tick_seconds == 5.0 and resnet.slots_per_pod == 1 and not resnet.shadow
+    assert resnet.policy.name == "startup-aware" and resnet.policy.knobs == {"confidence": 0.99}
+    assert isinstance(legacy.source, ListSourceConfig) and legacy.source.arrivals_key == "celery:pushed"
+    assert isinstance(legacy.target, LocalTargetConfig) and legacy.target.command == [
+        "python",
+        "-m",
+        "worker",
+    ]
+    assert legacy.policy.name == "keda:listLength=10" and legacy.shadow
+    workload = resnet.workload()
+    assert (workload.max_replicas, workload.slo_seconds, workload.startup_seconds) == (40, 10.0, 30.0)
+
+
+def test_the_effective_config_round_trips() -> None:
+    config = parse_config(VALID)
+    text = effective_yaml(config)
+    assert "startup_seconds: 30.0" in text and "lease_duration_seconds: 15.0" in text
+    assert parse_config(text) == config
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("max_replicas: 40", "cfg.yaml: targets[0].max_replica: Extra inputs are not permitted"),
+        ("min_replicas: 1", "targets[0].max_replicas: must be >= min_replicas (50)"),
+        ("slo_seconds: 10", "targets[0].slo_seconds: Input should be greater than 0"),
+        ("workload_kind: Deployment", "targets[0].target.workload_kind: Input should be 'Deployment' or"),
+        ("confidence: 0.99", "targets[0].policy: unknown option(s) confidense for policy 'startup-aware'"),
+        ('queue: "resnet:v1"', "targets[0].source.queue: invalid queue name 'resnet v1'"),
+        ("kind: list", "targets[1].source: Input tag 'lists' found using 'kind' does not match"),
+        ("key: celery", "targets[1].source.key: Field required"),
+        ('policy: "keda:listLength=10"', "targets[1].policy: unknown policy 'magic'"),
+        ("port: 9100", "port: Input should be less than or equal to 65535"),
+    ],
+)
+def test_errors_name_the_field(change: str, expected: str) -> None:
+    broken = {
+        "max_replicas: 40": "max_replica: 40",
+        "min_replicas: 1": "min_replicas: 50",
+        "slo_seconds: 10": "slo_seconds: 0",
+        "workload_kind: Deployment": "workload_kind: Pod",
+        "confidence: 0.99": "confidense: 0.99",
+        'queue: "resnet:v1"': 'queue: "resnet v1"',
+        "kind: list": "kind: lists",
+        "key: celery": "keyz: celery",
+        'policy: "keda:listLength=10"': 'policy: "magic"',
+        "port: 9100": "port: 99999",
+    }[change]
+    assert change in VALID
+    assert expected in error_of(VALID.replace(change, broken, 1))
+
+
+def test_duplicate_names_empty_targets_and_non_yaml_are_refused() -> None:
+    assert "targets: target names must be unique; repeated: resnet" in error_of(
+        VALID.replace("legacy", "resnet")
+    )
+    assert "targets: List should have at least 1 item" in error_of("targets: []")
+    assert "not valid YAML" in error_of("targets: [")
+    assert "expected a mapping" in error_of("- a\n- b")
+
+
+def test_env_references_expand_and_a_missing_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUEUE_REDIS", "redis://cache:6380/2")
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    assert expand_env("${QUEUE_REDIS}") == "redis://cache:6380/2"
+    assert expand_env("${NOT_SET_ANYWHERE:-redis://x:1}") == "redis://x:1"
+    config = parse_config(VALID.replace("redis://localhost:6379/0", "${QUEUE_REDIS}"))
+    assert config.targets[0].source.resolved_url() == "redis://cache:6380/2"
+    assert "${QUEUE_REDIS}" in effective_yaml(config)  # the reference is printed, not a secret
+    message = error_of(VALID.replace("redis://localhost:6379/0", "${NOT_SET_ANYWHERE}"))
+    assert "targets[0].source.redis_url: environment variable NOT_SET_ANYWHERE is not set" in message
+    assert "must start with redis://" in error_of(VALID.replace("redis://localhost:6379/0", "http://x"))
+
+
+def test_leader_election_timings_must_nest() -> None:
+    text = VALID + "leader_election: {enabled: true, lease_duration_seconds: 5, renew_deadline_seconds: 10}\n"
+    assert "leader_election: renew_deadline_seconds must be < lease_duration_seconds" in error_of(text)
+
+
+# ---- the CLI -----------------------------------------------------------------------------------------
+
+
+def test_check_config_prints_the_effective_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID)
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert parse_config(out) == parse_config(VALID)
+
+
+def test_check_config_exits_2_with_one_line_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID.replace("max_replicas: 40", "max_replicas: -1"))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        f"error: {path}: targets[0].max_replicas: Input should be greater than or equal to 1"
+    )
+    assert main(["check-config", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_demo_without_the_demo_module_prints_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    if importlib.util.find_spec("autoscaler.demo") is not None:
+        pytest.skip("the demo exists; its own tests cover it")
+    assert main(["demo"]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+# ---- hot reload ----------------------------------------------------------------------------------------
+
+
+class Applied:
+    def __init__(self, fail: bool = False) -> None:
+        self.configs: list[AppConfig] = []
+        self.fail = fail
+
+    def __call__(self, config: AppConfig) -> None:
+        if self.fail:
+            raise RuntimeError("kubeconfig not found")
+        self.configs.append(config)
+
+
+def test_a_changed_valid_file_is_applied_once(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID)
+    applied = Applied()
+    watcher = ConfigWatcher(path, load_config(path), applied)
+    assert not watcher.check()  # unchanged
+    path.write_text(VALID.replace("max_replicas: 40", "max_replicas: 60"))
+    assert watcher.check()
+    assert not watcher.check()
+    assert [c.targets[0].max_replicas for c in applied.configs] == [60]
+    assert watcher.status.valid and watcher.config.targets[0].max_replicas == 60
+
+
+def test_a_bad_file_keeps_the_old_config_and_exposes_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID)
+    applied, statuses = Applied(), list[ConfigStatus]()
+    watcher = ConfigWatcher(path, load_config(path), applied, on_status=statuses.append)
+    path.write_text(VALID.replace("max_replicas: 40", "max_replicas: lots"))
+    assert not watcher.check()
+    assert applied.configs == [] and watcher.config.targets[0].max_replicas == 40
+    assert not watcher.status.valid
+    assert watcher.status.error is not None and "targets[0].max_replicas" in watcher.status.error
+    assert [s.valid for s in statuses] == [False]
+    assert not watcher.check()  # the same bad content is not retried (nor logged) again
+    path.write_text(VALID.replace("max_replicas: 40", "max_replicas: 41"))
+    assert watcher.check()
+    fixed = watcher.status
+    assert fixed.valid and fixed.error is None
+    path.unlink()
+    assert not watcher.check() and watcher.config.targets[0].max_replicas == 41
+
+
+def test_a_config_that_cannot_be_applied_is_rejected_too(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID)
+    watcher = ConfigWatcher(path, load_config(path), Applied(fail=True))
+    path.write_text(VALID.replace("max_replicas: 40", "max_replicas: 60"))
+    assert not watcher.check()
+    assert watcher.status.error is not None and "cannot apply: kubeconfig not found" in watcher.status.error
+
+
+def test_a_configmap_style_symlink_swap_is_seen(tmp_path: Path) -> None:
+    """kubelet writes a new timestamped dir and swaps the ``..data`` symlink; the file path is stable."""
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    (mount / "..v1").mkdir()
+    (mount / "..v1" / "config.yaml").write_text(VALID)
+    (mount / "..data").symlink_to("..v1")
+    (mount / "config.yaml").symlink_to("..data/config.yaml")
+    applied = Applied()
+    watcher = ConfigWatcher(mount / "config.yaml", load_config(mount / "config.yaml"), applied)
+    (mount / "..v2").mkdir()
+    (mount / "..v2" / "config.yaml").write_text(VALID.replace("slo_seconds: 10", "slo_seconds: 20"))
+    (mount / "..data_tmp").symlink_to("..v2")
+    (mount / "..data_tmp").replace(mount / "..data")
+    assert watcher.check()
+    assert applied.configs[0].targets[0].slo_seconds == 20.0
+
+
+# ---- import-keda ------------------------------------------------------------------------------------------
+
+SCALED_OBJECT = textwrap.dedent(
+    """
+    apiVersion: keda.sh/v1alpha1
+    kind: ScaledObject
+    metadata: {name: inference, namespace: ml}
+    spec:
+      scaleTargetRef: {name: worker, kind: StatefulSet}
+      minReplicaCount: 2
+      maxReplicaCount: 30
+      triggers:
+        - type: redis
+          metadata:
+            hostFromEnv: REDIS_HOST
+            portFromEnv: REDIS_PORT
+            usernameFromEnv: REDIS_USER
+            passwordFromEnv: REDIS_PASSWORD
+            listName: jobs
+            listLength: "8"
+            enableTLS: "true"
+            databaseIndex: "3"
+    """
+)
+
+
+def test_import_keda_converts_a_redis_trigger(monkeypatch: pytest.MonkeyPatch) -> None:
+    conversion = convert_text(SCALED_OBJECT)
+    (target,) = conversion.targets
+    assert target["source"] == {
+        "kind": "list",
+        "key": "jobs",
+        "redis_url": "rediss://${REDIS_USER}@${REDIS_HOST}:${REDIS_PORT}/3",
+        "password_env": "REDIS_PASSWORD",
+    }
+    assert target["target"] == {
+        "kind": "kubernetes",
+        "workload_kind": "StatefulSet",
+        "name": "worker",
+        "namespace": "ml",
+    }
+    assert (target["min_replicas"], target["max_replicas"], target["shadow"]) == (2, 30, True)
+    assert any("listLength=8" in note for note in conversion.notes)
+    keda = convert_text(SCALED_OBJECT, policy="keda", shadow=False).targets[0]
+    assert keda["policy"] == {"name": "keda", "list_length": 8.0} and keda["shadow"] is False
+
+
+def test_import_keda_output_is_a_valid_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "so.yaml"
+    path.write_text(
+        SCALED_OBJECT.replace("hostFromEnv: REDIS_HOST", "host: redis.ml").replace("portFromEnv", "x")
+    )
+    assert main(["import-keda", str(path), "--policy", "keda"]) == 0
+    out = capsys.readouterr().out
+    for name in ("REDIS_USER", "REDIS_PASSWORD"):
+        monkeypatch.setenv(name, "secret")
+    config = parse_config(out)
+    target = config.targets[0]
+    assert target.source.resolved_url() == "rediss://secret@redis.ml:6379/3"
+    assert target.policy.name == "keda" and target.policy.knobs == {"list_length": 8.0}
+
+
+def test_import_keda_refuses_other_triggers_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    streams = SCALED_OBJECT.replace("type: redis", "type: redis-streams")
+    with pytest.raises(KedaImportError, match=r"no 'redis' \(list\) trigger.*redis-streams \(a Redis stream"):
+        convert_text(streams)
+    with pytest.raises(KedaImportError, match="found: kafka"):
+        convert_text(SCALED_OBJECT.replace("type: redis", "type: kafka"))
+    with pytest.raises(KedaImportError, match=r"scaleTargetRef\.kind 'Rollout' is not supported"):
+        convert_text(SCALED_OBJECT.replace("kind: StatefulSet", "kind: Rollout"))
+    with pytest.raises(KedaImportError, match=r"no ScaledObject found \(kinds: Deployment\)"):
+        convert_text("kind: Deployment\nmetadata: {name: x}\n")
+    path = tmp_path / "so.yaml"
+    path.write_text(streams)
+    assert main(["import-keda", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {path}: ScaledObject ml/inference: no 'redis'")

@@ -1,0 +1,405 @@
+"""The control loop's own logic, with in-memory implementations of OUR SignalSource/ScaleTarget/Policy
+protocols (no Redis, no Kubernetes): snapshot building, holding on stale data, shadow and leader
+gating, backoff, and the decision log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+
+import pytest
+
+from autoscaler.engine.policy import StartupAwarePolicy
+from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
+from autoscaler.engine.target import WorkloadSpec
+from autoscaler.logs import JsonFormatter
+from autoscaler.loop import STALE_TICKS, Backoff, LoopSettings, TargetLoop, TickReport
+from autoscaler.sources.base import QueueSignals, SourceUnavailableError
+from autoscaler.targets.base import TargetState, TargetUnavailableError
+
+TICK = 5.0
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float = TICK) -> None:
+        self.now += seconds
+
+
+@dataclass
+class MemorySource:
+    """Returns whatever the test put in ``next``; raises ``SourceUnavailableError`` when ``down``."""
+
+    clock: Clock
+    waiting: int = 0
+    in_flight: int = 0
+    arrivals_total: int | None = 0
+    busy: dict[str, int] = field(default_factory=dict)
+    service_times: tuple[float, ...] = ()
+    down: bool = False
+    age: float = 0.0  # how old the reading is (a source serving a cached value)
+    closed: bool = False
+
+    def read(self) -> QueueSignals:
+        if self.down:
+            raise SourceUnavailableError("connection refused")
+        signals = QueueSignals(
+            observed_at=self.clock() - self.age,
+            waiting=self.waiting,
+            in_flight=self.in_flight,
+            arrivals_total=self.arrivals_total,
+            service_times=self.service_times,
+            completions=len(self.service_times),
+            busy_by_worker=dict(self.busy),
+        )
+        self.service_times = ()
+        return signals
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class MemoryTarget:
+    clock: Clock
+    replicas: int = 2
+    pods: list[PodView] = field(default_factory=list)
+    startups: list[float] = field(default_factory=list)
+    fail_observe: bool = False
+    fail_scale: bool = False
+    scaled: list[tuple[Decision, TargetState]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "memory"
+
+    def observe(self) -> TargetState:
+        if self.fail_observe:
+            raise TargetUnavailableError("api server down")
+        startups, self.startups = tuple(self.startups), []
+        return TargetState(self.clock(), self.replicas, tuple(self.pods), startups)
+
+    def scale(self, decision: Decision, state: TargetState) -> None:
+        if self.fail_scale:
+            raise TargetUnavailableError("409 conflict")
+        self.scaled.append((decision, state))
+        self.replicas = decision.desired
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class ScriptedPolicy:
+    """Answers ``desired`` and records every snapshot it was shown."""
+
+    desired: int = 5
+    seen: list[Snapshot] = field(default_factory=list)
+    fail: bool = False
+
+    @property
+    def name(self) -> str:
+        return "scripted"
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        self.seen.append(snapshot)
+        if self.fail:
+            raise ZeroDivisionError("bug")
+        return Decision(self.desired, "scripted", {"x": 1.0})
+
+
+class Gate:
+    def __init__(self, leader: bool) -> None:
+        self.leader = leader
+
+    def is_leader(self) -> bool:
+        return self.leader
+
+
+@dataclass
+class Rig:
+    clock: Clock
+    source: MemorySource
+    target: MemoryTarget
+    policy: ScriptedPolicy
+    loop: TargetLoop
+    gate: Gate
+
+    def tick(self, advance: float = TICK) -> TickReport:
+        self.clock.advance(advance)
+        return self.loop.tick()
+
+
+def rig(
+    *, shadow: bool = False, leader: bool = True, desired: int = 5, arrivals_total: int | None = 0
+) -> Rig:
+    clock = Clock()
+    source = MemorySource(clock, arrivals_total=arrivals_total)
+    target = MemoryTarget(clock)
+    policy = ScriptedPolicy(desired)
+    gate = Gate(leader)
+    settings = LoopSettings(WorkloadSpec(tick_seconds=TICK), shadow=shadow)
+    loop = TargetLoop("t", source, target, policy, settings, leader=gate, clock=clock, rng=random.Random(7))
+    return Rig(clock, source, target, policy, loop, gate)
+
+
+# ---- building the snapshot -------------------------------------------------------------------------
+
+
+def test_arrivals_are_the_counter_delta_and_interval_the_time_between_ticks() -> None:
+    r = rig()
+    r.source.arrivals_total = 100
+    r.tick()
+    r.source.arrivals_total = 110
+    r.tick()
+    r.source.arrivals_total = 130
+    r.tick(advance=7.0)
+    assert [s.arrivals for s in r.policy.seen] == [0, 10, 20]
+    assert [s.interval for s in r.policy.seen] == [0.0, 5.0, 7.0]  # nothing to difference at first
+
+
+def test_a_counter_that_goes_down_was_reset_and_counts_from_zero() -> None:
+    r = rig()
+    r.source.arrivals_total = 500
+    r.tick()
+    r.source.arrivals_total = 4  # Redis flushed and 4 jobs arrived since
+    r.tick()
+    assert r.policy.seen[-1].arrivals == 4
+
+
+def test_without_counter_arrivals_are_queue_growth_plus_completions_clipped_at_zero() -> None:
+    r = rig(arrivals_total=None)
+    r.source.waiting = 10
+    r.tick()
+    r.source.waiting = 15
+    r.tick()
+    r.source.waiting, r.source.service_times = 14, (1.0, 1.0, 1.0)  # 3 done, 2 new
+    r.tick()
+    r.source.waiting = 3
+    r.tick()
+    assert [s.arrivals for s in r.policy.seen] == [0, 5, 2, 0]
+
+
+def test_pods_get_busy_slots_from_worker_heartbeats_and_scale_sees_them() -> None:
+    r = rig(desired=1)
+    r.target.pods = [
+        PodView("a", PodPhase.READY, 0.0, ready_at=30.0),
+        PodView("b", PodPhase.READY, 0.0, ready_at=30.0),
+    ]
+    r.source.busy = {"a": 1, "ghost": 1}
+    r.tick()
+    snapshot = r.policy.seen[-1]
+    assert {p.name: p.busy_slots for p in snapshot.pods} == {"a": 1, "b": 0}
+    _, state = r.target.scaled[-1]
+    assert {p.name: p.busy for p in state.pods} == {"a": True, "b": False}
+
+
+def test_startups_and_service_times_reach_the_policy() -> None:
+    r = rig()
+    r.target.startups = [31.5]
+    r.source.service_times = (4.0, 6.0)
+    r.tick()
+    assert r.policy.seen[-1].startup_times == (31.5,)
+    assert r.policy.seen[-1].service_times == (4.0, 6.0)
+
+
+# ---- failing safe --------------------------------------------------------------------------------
+
+
+def test_unreadable_signals_hold_and_never_scale_even_if_the_policy_says_otherwise() -> None:
+    r = rig(desired=0)
+    r.source.down = True
+    report = r.tick()
+    assert report.snapshot is not None and report.snapshot.stale
+    assert r.policy.seen[-1].stale
+    assert r.target.scaled == []
+    assert not report.acted
+    assert report.error == "source-unavailable"
+
+
+def test_signals_older_than_three_ticks_are_stale() -> None:
+    r = rig(desired=9)
+    r.source.age = STALE_TICKS * TICK + 0.1
+    report = r.tick()
+    assert report.snapshot is not None and report.snapshot.stale
+    assert r.target.scaled == []
+    r.source.age = STALE_TICKS * TICK - 0.1
+    fresh = r.tick().snapshot
+    assert fresh is not None and not fresh.stale
+
+
+def test_after_an_outage_arrivals_cover_the_whole_gap() -> None:
+    r = rig()
+    r.source.arrivals_total = 10
+    r.tick()
+    r.source.down = True
+    r.tick()
+    r.tick()
+    r.source.down, r.source.arrivals_total = False, 40
+    r.tick()
+    fresh = r.policy.seen[-1]
+    assert (fresh.arrivals, fresh.interval) == (30, 3 * TICK)
+
+
+def test_startups_seen_during_an_outage_are_delivered_once_signals_return() -> None:
+    r = rig()
+    r.source.down = True
+    r.target.startups = [29.0]
+    r.tick()
+    r.source.down = False
+    r.tick()
+    r.tick()
+    assert [s.startup_times for s in r.policy.seen] == [(), (29.0,), ()]
+
+
+def test_the_real_policy_holds_on_a_stale_snapshot() -> None:
+    clock = Clock()
+    source, target = MemorySource(clock, down=True), MemoryTarget(clock, replicas=7)
+    policy = StartupAwarePolicy(WorkloadSpec(tick_seconds=TICK, min_replicas=0))
+    loop = TargetLoop("t", source, target, policy, LoopSettings(policy.workload), clock=clock)
+    for _ in range(5):
+        clock.advance()
+        report = loop.tick()
+        assert report.decision is not None and report.decision.desired == 7
+    assert target.scaled == []
+
+
+# ---- gating ---------------------------------------------------------------------------------------------
+
+
+def test_shadow_mode_decides_and_publishes_but_never_scales() -> None:
+    r = rig(shadow=True, desired=9)
+    reports = [r.tick() for _ in range(3)]
+    assert all(rep.decision is not None and rep.decision.desired == 9 for rep in reports)
+    assert all(rep.shadow and not rep.acted for rep in reports)
+    assert r.target.scaled == []
+
+
+def test_a_standby_decides_but_only_the_leader_scales() -> None:
+    r = rig(leader=False, desired=9)
+    r.tick()
+    assert r.target.scaled == [] and len(r.policy.seen) == 1  # estimators stay warm
+    r.gate.leader = True
+    report = r.tick()
+    assert report.acted and report.leader
+    assert r.target.scaled[-1][0].desired == 9
+
+
+def test_no_scale_call_when_the_count_is_already_right() -> None:
+    r = rig(desired=2)
+    assert not r.tick().acted
+    assert r.target.scaled == []
+
+
+def test_reconfigure_switches_shadow_off_between_ticks() -> None:
+    r = rig(shadow=True, desired=4)
+    r.tick()
+    r.loop.reconfigure(LoopSettings(WorkloadSpec(tick_seconds=TICK), shadow=False))
+    assert r.tick().acted
+
+
+# ---- errors and backoff -----------------------------------------------------------------------------
+
+
+def test_target_errors_back_off_exponentially_with_jitter_then_reset() -> None:
+    r = rig()
+    r.target.fail_observe = True
+    reports = [r.tick(advance=0.0) for _ in range(5)]
+    assert {rep.error for rep in reports} == {"target-unavailable"}
+    delays = [rep.next_delay for rep in reports]
+    for n, delay in enumerate(delays):
+        nominal = min(60.0, 1.0 * 2**n)
+        assert nominal / 2 <= delay <= nominal
+    assert delays[-1] > delays[0]
+    assert r.policy.seen == []  # nothing decided without the target's state
+    r.target.fail_observe = False
+    assert r.tick().next_delay == TICK
+
+
+def test_a_failed_scale_is_retried_after_a_backoff() -> None:
+    r = rig(desired=6)
+    r.target.fail_scale = True
+    report = r.tick()
+    assert report.error == "scale-failed" and not report.acted and report.next_delay < TICK
+    r.target.fail_scale = False
+    report = r.tick(advance=report.next_delay)
+    assert report.acted and r.target.replicas == 6
+
+
+def test_a_policy_bug_holds_instead_of_crashing_the_loop() -> None:
+    r = rig()
+    r.policy.fail = True
+    report = r.tick()
+    assert report.error == "policy-error" and report.decision is None
+    assert r.target.scaled == []
+
+
+def test_backoff_is_capped() -> None:
+    backoff = Backoff(base=1.0, cap=8.0, rng=random.Random(1))
+    delays = [backoff.next_delay() for _ in range(10)]
+    assert max(delays) <= 8.0 and min(delays[5:]) >= 4.0
+
+
+# ---- explanation and warm start ---------------------------------------------------------------------
+
+
+def test_one_json_log_line_per_decision(caplog: pytest.LogCaptureFixture) -> None:
+    r = rig(desired=3)
+    with caplog.at_level(logging.INFO, logger="autoscaler.decision"):
+        r.tick()
+    records = [rec for rec in caplog.records if rec.name == "autoscaler.decision"]
+    assert len(records) == 1
+    line = json.loads(JsonFormatter().format(records[0]))
+    assert line["msg"] == "decision"
+    assert {k: line[k] for k in ("target", "desired", "current", "reason", "shadow", "leader", "acted")} == {
+        "target": "t",
+        "desired": 3,
+        "current": 2,
+        "reason": "scripted",
+        "shadow": False,
+        "leader": True,
+        "acted": True,
+    }
+    assert line["terms"] == {"x": 1.0}
+
+
+def test_warm_start_gives_the_forecaster_the_recent_rate() -> None:
+    clock = Clock(now=10_000.0)
+    workload = WorkloadSpec(tick_seconds=TICK)
+    policy = StartupAwarePolicy(workload)
+    arrivals = [clock.now - 600 + i * 0.5 for i in range(1200)]  # 2 jobs/s over ten minutes
+    history_calls: list[int] = []
+
+    def history() -> tuple[list[float], list[float]]:
+        history_calls.append(1)
+        return arrivals, [5.0] * 50
+
+    source, target = MemorySource(clock), MemoryTarget(clock)
+    loop = TargetLoop("t", source, target, policy, LoopSettings(workload), clock=clock, history=history)
+    loop.tick()
+    forecast = policy.forecaster.forecast(clock.now, 30.0, 1.6)
+    assert forecast.mean == pytest.approx(2.0, rel=0.05)
+    assert history_calls == [1]
+    loop.tick()
+    assert history_calls == [1]  # once per policy, not per tick
+
+
+def test_run_ticks_until_stopped() -> None:
+    r = rig()
+    r.loop.reconfigure(LoopSettings(WorkloadSpec(tick_seconds=0.01)))
+    stop = threading.Event()
+    thread = threading.Thread(target=r.loop.run, args=(stop,))
+    thread.start()
+    while len(r.policy.seen) < 3:
+        stop.wait(0.01)
+    stop.set()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
