@@ -1,0 +1,138 @@
+"""Leader election on the real Lease API, as the autoscaler's ServiceAccount: one leader among
+candidates; a killed leader (no release) is replaced within the lease duration; a clean release
+hands over at the standby's next poll."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from autoscaler.leader import LeaderElector
+from tests.e2e.kube import REPO, Install, wait_for
+
+pytestmark = pytest.mark.e2e
+
+LEASE = "startup-autoscaler"  # the name the Role allows
+DURATION, RENEW, RETRY = 3.0, 2.0, 0.5  # short for the test; the defaults are 15 / 10 / 2
+
+CANDIDATE = """
+import sys, time
+from autoscaler.leader import LeaderElector
+from autoscaler.targets.kubernetes import load_api_client
+kubeconfig, namespace, identity = sys.argv[1:4]
+elector = LeaderElector(load_api_client(kubeconfig), namespace, "startup-autoscaler", identity=identity,
+                        lease_duration=3, renew_deadline=2, retry_period=0.5)
+elector.start()
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.fixture
+def lease_reset(installed: Install) -> Iterator[None]:
+    api: Any = k8s.CoordinationV1Api(installed.admin)
+    with contextlib.suppress(Exception):
+        api.delete_namespaced_lease(LEASE, installed.namespace)
+    yield
+    with contextlib.suppress(Exception):
+        api.delete_namespaced_lease(LEASE, installed.namespace)
+
+
+def elector(installed: Install, identity: str) -> LeaderElector:
+    return LeaderElector(
+        installed.sa,
+        installed.namespace,
+        LEASE,
+        identity=identity,
+        lease_duration=DURATION,
+        renew_deadline=RENEW,
+        retry_period=RETRY,
+    )
+
+
+def holder(installed: Install) -> str | None:
+    lease: Any = k8s.CoordinationV1Api(installed.admin).read_namespaced_lease(LEASE, installed.namespace)
+    return lease.spec.holder_identity or None
+
+
+def test_exactly_one_leader(installed: Install, lease_reset: None) -> None:
+    candidates = [elector(installed, f"candidate-{i}") for i in range(3)]
+    for c in candidates:
+        c.start()
+    try:
+        wait_for("a leader", lambda: any(c.is_leader() for c in candidates), 10, interval=0.05)
+        deadline = time.monotonic() + 2 * DURATION  # several renewals and standby polls
+        while time.monotonic() < deadline:
+            leaders = [c.identity for c in candidates if c.is_leader()]
+            assert len(leaders) == 1, leaders
+            time.sleep(0.05)
+        assert holder(installed) == leaders[0]
+    finally:
+        for c in candidates:
+            c.stop()
+
+
+def test_killed_leader_is_replaced_within_the_lease_duration(installed: Install, lease_reset: None) -> None:
+    """The leader is a separate process, SIGKILLed: it cannot release anything."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CANDIDATE, str(installed.sa_kubeconfig()), installed.namespace, "doomed"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    standby = elector(installed, "standby")
+    try:
+        wait_for("the subprocess to lead", lambda: holder_or_none(installed) == "doomed", 30, interval=0.1)
+        standby.start()
+        time.sleep(2 * RETRY + 0.2)  # the standby has seen the lease being renewed
+        assert not standby.is_leader()
+        proc.kill()
+        killed = time.monotonic()
+        proc.wait(5)
+        wait_for("the standby to lead", standby.is_leader, DURATION + 2, interval=0.02)
+        took = time.monotonic() - killed
+        # Not before the lease could have expired, and within one lease duration of the kill
+        # (plus the polling granularity of this test).
+        assert RENEW - RETRY <= took <= DURATION + 0.25, took
+        assert holder(installed) == "standby"
+    finally:
+        standby.stop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+
+
+def holder_or_none(installed: Install) -> str | None:
+    try:
+        return holder(installed)
+    except Exception:
+        return None
+
+
+def test_clean_release_hands_over_at_once(installed: Install, lease_reset: None) -> None:
+    first, second = elector(installed, "first"), elector(installed, "second")
+    first.start()
+    wait_for("the first to lead", first.is_leader, 10, interval=0.02)
+    second.start()
+    try:
+        time.sleep(2 * RETRY)
+        assert not second.is_leader()
+        first.stop()  # what SIGTERM does: stop acting, then clear holderIdentity
+        assert not first.is_leader()
+        released = time.monotonic()
+        wait_for("the second to lead", second.is_leader, DURATION, interval=0.02)
+        took = time.monotonic() - released
+        assert took <= RETRY * 1.2 + 0.3, took  # the next poll, not the lease duration
+        lease: Any = k8s.CoordinationV1Api(installed.admin).read_namespaced_lease(LEASE, installed.namespace)
+        assert lease.spec.holder_identity == "second"
+        assert lease.spec.lease_transitions == 1  # created by "first" (0), taken over once
+    finally:
+        second.stop()
+    assert holder(installed) is None  # released on stop as well

@@ -1,0 +1,144 @@
+"""KubernetesTarget against the real controllers, as the autoscaler's ServiceAccount: the scale patch
+makes the real ReplicaSet controller create pods, kwok makes them Ready after the annotated delay,
+the pod watch measures that delay; on scale-down the deletion cost makes the ReplicaSet controller
+remove idle pods and spare the busy ones (busy = heartbeats in a real Valkey, via jobqueue)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import redis
+
+from autoscaler.engine.snapshot import Decision, PodPhase, removal_order
+from autoscaler.sources.redis_source import StreamSource
+from autoscaler.targets.base import TargetState
+from autoscaler.targets.kubernetes import COST_BUSY, DELETION_COST, KubernetesTarget
+from jobqueue import WorkerInfo, WorkerState
+from jobqueue import sync as jq
+from tests.e2e.kube import Install, wait_for
+
+pytestmark = pytest.mark.e2e
+
+READY_DELAY = 2.0
+QUEUE = "reference:v1"
+
+
+@pytest.fixture(scope="module")
+def target(installed: Install) -> Iterator[KubernetesTarget]:
+    installed.set_worker_ready_delay(READY_DELAY)
+    installed.wait_worker_rollout()
+    # Short server-side watch timeouts: the watch is resumed several times during the module, which
+    # must happen without re-listing.
+    t = KubernetesTarget(installed.sa, installed.namespace, "worker", watch_timeout_seconds=(2, 3))
+    yield t
+    t.close()
+
+
+def all_ready(target: KubernetesTarget, count: int, startups: list[float]) -> TargetState | None:
+    state = target.observe()
+    startups.extend(state.startup_times)
+    ready = [p for p in state.pods if p.phase is PodPhase.READY]
+    return state if len(ready) == count and len(state.pods) == count else None
+
+
+def test_scale_up_and_measured_startup_matches_the_ready_delay(
+    installed: Install, target: KubernetesTarget
+) -> None:
+    startups: list[float] = []
+    state = target.observe()
+    startups.extend(state.startup_times)
+    assert state.replicas == 1
+    target.scale(Decision(desired=6, reason="load-step"), state)
+    assert target.last_outcome is not None and target.last_outcome.action == "scaled"
+    assert installed.worker_replicas() == 6
+
+    # The real ReplicaSet controller creates the pods; they start as STARTING...
+    starting = target.observe()
+    startups.extend(starting.startup_times)
+    assert len(starting.pods) >= 1
+    # ...and kwok flips them Ready after the annotated delay.
+    state = wait_for("6 Ready worker pods", lambda: all_ready(target, 6, startups), 30, interval=0.25)
+    assert all(p.ready_at is not None and p.ready_at >= p.created_at for p in state.pods)
+    # Each pod's startup is reported exactly once.
+    time.sleep(0.5)
+    startups.extend(target.observe().startup_times)
+    assert len(startups) == 6, startups
+    p90 = float(np.percentile(startups, 90))
+    assert abs(p90 - READY_DELAY) <= 1.0, startups
+
+
+def test_the_pod_watch_is_resumed_not_relisted(target: KubernetesTarget) -> None:
+    watch = target.pod_watch
+    assert watch is not None
+    time.sleep(3.5)  # at least one server-side watch timeout
+    target.observe()
+    assert watch.lists == 1, "a list per tick (or a re-list) instead of a resumed watch"
+    assert watch.watches >= 2
+
+
+def test_scale_down_removes_idle_pods_and_spares_busy_ones(
+    installed: Install, target: KubernetesTarget, redis_url: str
+) -> None:
+    state = wait_for("6 Ready worker pods", lambda: all_ready(target, 6, []), 30)
+    # The two pods the ReplicaSet controller would delete first on its own (the most recently
+    # Ready/created) are the busy ones: only the deletion cost can spare them.
+    by_age = sorted(state.pods, key=lambda p: (p.ready_at or 0, p.created_at, p.name))
+    busy = {p.name for p in by_age[-2:]}
+    client = redis.Redis.from_url(redis_url)
+    now = time.time()
+    for pod in state.pods:
+        working = pod.name in busy
+        info = WorkerInfo(
+            name=pod.name,
+            queue=QUEUE,
+            state=WorkerState.BUSY if working else WorkerState.IDLE,
+            started_at=pod.created_at,
+            heartbeat_at=now,
+            job=f"job-{pod.name}" if working else None,
+            ready_at=pod.ready_at,
+        )
+        jq.heartbeat(client, info)
+
+    # What the loop does each tick: busy slots per pod from the queue's worker registry.
+    signals = StreamSource(client, QUEUE).read()
+    assert {n for n, slots in signals.busy_by_worker.items() if slots} == busy
+    pods = tuple(dataclasses.replace(p, busy_slots=signals.busy_by_worker.get(p.name, 0)) for p in state.pods)
+    state = dataclasses.replace(state, pods=pods)
+    decision = Decision(desired=2, reason="idle", remove=removal_order(pods, 4))
+    assert not set(decision.remove) & busy
+
+    target.scale(decision, state)
+    assert target.last_outcome is not None and target.last_outcome.action == "scaled"
+    assert target.last_outcome.cost_patches == 6
+    for pod in installed.worker_pods():
+        if pod.metadata.name in busy:
+            assert pod.metadata.annotations[DELETION_COST] == str(COST_BUSY)
+
+    remaining = wait_for(
+        "the scale-down to 2 pods",
+        lambda: names if len(names := {p.metadata.name for p in installed.worker_pods()}) == 2 else None,
+        30,
+    )
+    assert remaining == busy
+
+    # Asked for fewer pods than are busy, the target holds: it never makes the controller pick one.
+    state = wait_for("2 Ready pods", lambda: all_ready(target, 2, []), 30)
+    pods = tuple(dataclasses.replace(p, busy_slots=1) for p in state.pods)
+    target.scale(Decision(desired=0, reason="no-load"), dataclasses.replace(state, pods=pods))
+    assert target.last_outcome is not None and target.last_outcome.action == "unchanged"
+    assert installed.worker_replicas() == 2
+    client.close()
+
+
+def test_rescale_events_carry_the_reason(installed: Install, target: KubernetesTarget) -> None:
+    events = installed.core.list_namespaced_event(
+        installed.namespace, field_selector="involvedObject.name=worker,reason=SuccessfulRescale"
+    ).items
+    messages = {e.message for e in events}
+    assert any(m.startswith("New size: 6; reason: load-step") for m in messages), messages
+    assert any(m.startswith("New size: 2; reason: idle") for m in messages), messages
+    assert all(e.involved_object.kind == "Deployment" and e.type == "Normal" for e in events)
