@@ -176,6 +176,10 @@ class Daemon:
         return self
 
     @property
+    def watcher(self) -> ConfigWatcher | None:
+        return self._watcher
+
+    @property
     def port(self) -> int | None:
         return self._server.port if self._server else None
 

@@ -1,0 +1,108 @@
+"""The Redis signal sources against a real Valkey server: what one read sees, and failing safe."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from autoscaler.config import ListSourceConfig, StreamSourceConfig
+from autoscaler.sources.base import SourceUnavailableError
+from autoscaler.sources.redis_source import ListSource, StreamSource, make_source
+from jobqueue import WorkerInfo, WorkerState
+from jobqueue import sync as jq
+from jobqueue.consumer import Outcome
+from tests.support.valkey import ValkeyServer
+
+pytestmark = pytest.mark.integration
+
+QUEUE = "src:v1"
+
+
+def test_stream_source_reads_waiting_in_flight_arrivals_completions_and_busy_workers(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    source = make_source(StreamSourceConfig(queue=QUEUE, redis_url=redis_url))
+    assert isinstance(source, StreamSource)
+    empty = source.read()
+    assert (empty.waiting, empty.in_flight, empty.arrivals_total, empty.busy_by_worker) == (0, 0, 0, {})
+
+    for n in range(5):
+        jq.submit_job(redis_client, QUEUE, {"n": n})
+    jq.ensure_groups(redis_client, QUEUE)
+    (entry,) = jq.fetch(redis_client, QUEUE, "w1", block_ms=100)
+    started = jq.start(redis_client, entry, "w1")
+    assert started.job is not None
+    now = time.time()
+    jq.heartbeat(redis_client, WorkerInfo("w1", QUEUE, WorkerState.BUSY, now - 10, now, job=entry.job_id))
+    jq.heartbeat(redis_client, WorkerInfo("w2", QUEUE, WorkerState.IDLE, now - 10, now))
+    busy = source.read()
+    assert (busy.waiting, busy.in_flight, busy.arrivals_total) == (4, 1, 5)
+    assert busy.busy_by_worker == {"w1": 1, "w2": 0}
+
+    jq.finish(redis_client, entry, "w1", Outcome.SUCCEEDED, {"ok": True}, 0.25)
+    done = source.read()
+    assert (done.waiting, done.in_flight, done.completions, done.service_times) == (4, 0, 1, (0.25,))
+    again = source.read()  # completions are reported once
+    assert (again.completions, again.service_times) == (0, ())
+    source.close()
+
+
+def test_stream_history_approximates_past_arrivals_from_completions(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    jq.ensure_groups(redis_client, QUEUE)
+    for n in range(3):
+        jq.submit_job(redis_client, QUEUE, {"n": n})
+        (entry,) = jq.fetch(redis_client, QUEUE, "w1", block_ms=100)
+        jq.start(redis_client, entry, "w1")
+        jq.finish(redis_client, entry, "w1", Outcome.SUCCEEDED, {}, 0.5)
+    source = StreamSource(redis.Redis.from_url(redis_url), QUEUE)
+    history = source.history(3600)
+    assert len(history.arrival_times) == 3 and history.service_times == (0.5, 0.5, 0.5)
+    assert all(time.time() - 5 < t <= time.time() for t in history.arrival_times)
+    assert source.read().completions == 0  # the first tick does not count the history again
+    source.close()
+
+
+def test_list_source_reads_llen_and_the_optional_counter(redis_url: str, redis_client: redis.Redis) -> None:
+    # A foreign system's list and counter, named by the operator (not our key layout).
+    redis_client.rpush("celery", *range(7))
+    redis_client.set("celery:pushed", 42)
+    with_counter = make_source(
+        ListSourceConfig(key="celery", arrivals_key="celery:pushed", redis_url=redis_url)
+    )
+    signals = with_counter.read()
+    assert (signals.waiting, signals.in_flight, signals.arrivals_total) == (7, 0, 42)
+    without = ListSource(redis.Redis.from_url(redis_url), "celery")
+    assert without.read().arrivals_total is None
+    redis_client.set("not-a-list", "x")
+    with pytest.raises(SourceUnavailableError, match="WRONGTYPE"):
+        ListSource(redis.Redis.from_url(redis_url), "not-a-list").read()
+    with_counter.close()
+    without.close()
+
+
+def test_password_from_env_and_an_unreachable_server(
+    valkey_factory: Callable[..., ValkeyServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = valkey_factory(password="s3cret")
+    monkeypatch.setenv("QUEUE_REDIS_PASSWORD", "s3cret")
+    config = StreamSourceConfig(
+        queue=QUEUE,
+        redis_url=f"redis://127.0.0.1:{server.port}/0",
+        password_env="QUEUE_REDIS_PASSWORD",
+        socket_timeout_seconds=0.5,
+    )
+    source = make_source(config)
+    assert source.read().waiting == 0
+    server.stop()
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailableError):
+        source.read()
+    assert time.monotonic() - started < 3  # a dead server costs a bounded wait, never a hang
+    server.start()
+    assert source.read().waiting == 0  # reconnects by itself
+    source.close()
