@@ -1,0 +1,112 @@
+"""What a tick exports to Prometheus, and the HTTP endpoints."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
+from autoscaler.loop import TickReport
+from autoscaler.metrics import Metrics, MetricsServer
+
+
+def report(**overrides: Any) -> TickReport:
+    pods = (
+        PodView("a", PodPhase.READY, 0.0, busy_slots=1, ready_at=30.0),
+        PodView("b", PodPhase.STARTING, 90.0),
+    )
+    snapshot = Snapshot(
+        now=100.0, waiting=12, in_flight=1, arrivals=8, interval=5.0, current_replicas=2, pods=pods
+    )
+    values: dict[str, Any] = {
+        "target": "resnet",
+        "now": 100.0,
+        "snapshot": snapshot,
+        "decision": Decision(4, "backlog", {"forecast_mean": 1.5}),
+        "acted": True,
+        "leader": True,
+        "shadow": False,
+        "signal_age": 0.2,
+        "next_delay": 5.0,
+        "estimates": {"rate_now": 1.6, "forecast_mean": 1.5, "forecast_upper": 2.5, "startup_seconds": 31.0},
+    }
+    values.update(overrides)
+    return TickReport(**values)
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_a_tick_sets_the_per_target_series() -> None:
+    metrics = Metrics()
+    metrics.observe_tick(report())
+    t = {"target": "resnet"}
+    assert sample(metrics, "autoscaler_desired_replicas", **t) == 4
+    assert sample(metrics, "autoscaler_current_replicas", **t) == 2
+    assert sample(metrics, "autoscaler_ready_replicas", **t) == 1
+    assert sample(metrics, "autoscaler_starting_replicas", **t) == 1
+    assert sample(metrics, "autoscaler_waiting_jobs", **t) == 12
+    assert sample(metrics, "autoscaler_in_flight_jobs", **t) == 1
+    assert sample(metrics, "autoscaler_arrival_rate", **t) == 1.6
+    assert sample(metrics, "autoscaler_forecast_rate_upper", **t) == 2.5
+    assert sample(metrics, "autoscaler_startup_seconds", **t) == 31.0
+    assert sample(metrics, "autoscaler_signal_age_seconds", **t) == 0.2
+    assert sample(metrics, "autoscaler_decisions_total", target="resnet", reason="backlog") == 1
+    assert sample(metrics, "autoscaler_scale_actions_total", target="resnet", direction="up") == 1
+    assert sample(metrics, "autoscaler_leader") == 1
+
+
+def test_a_stale_tick_keeps_the_last_queue_numbers_and_counts_the_error() -> None:
+    metrics = Metrics()
+    metrics.observe_tick(report())
+    stale = report(
+        snapshot=Snapshot(
+            now=105.0, waiting=0, in_flight=0, arrivals=0, interval=0.0, current_replicas=2, stale=True
+        ),
+        decision=Decision(2, "stale-signals-hold"),
+        acted=False,
+        error="source-unavailable",
+        signal_age=5.2,
+    )
+    metrics.observe_tick(stale)
+    assert sample(metrics, "autoscaler_waiting_jobs", target="resnet") == 12
+    assert sample(metrics, "autoscaler_signals_stale", target="resnet") == 1
+    assert sample(metrics, "autoscaler_errors_total", target="resnet", kind="source-unavailable") == 1
+    metrics.forget_target("resnet")
+    assert sample(metrics, "autoscaler_desired_replicas", target="resnet") is None
+    assert sample(metrics, "autoscaler_errors_total", target="resnet", kind="source-unavailable") is None
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_the_http_endpoints() -> None:
+    metrics = Metrics()
+    metrics.observe_tick(report())
+    ready = [False]
+    server = MetricsServer(
+        "127.0.0.1",
+        0,
+        metrics,
+        health=lambda: (True, {}),
+        ready=lambda: (ready[0], {"config": {"valid": True}}),
+    ).start()
+    try:
+        status, text = get(server.port, "/metrics")
+        assert status == 200 and 'autoscaler_desired_replicas{target="resnet"} 4.0' in text
+        assert get(server.port, "/healthz")[0] == 200
+        status, body = get(server.port, "/readyz")
+        assert status == 503 and json.loads(body) == {"status": "fail", "config": {"valid": True}}
+        ready[0] = True
+        assert get(server.port, "/readyz")[0] == 200
+        assert get(server.port, "/nope")[0] == 404
+    finally:
+        server.stop()
