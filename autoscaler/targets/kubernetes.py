@@ -535,9 +535,17 @@ class KubernetesTarget:
         return self._watch
 
     def start(self) -> None:
-        """Read the workload and start the pod watch (also done lazily by the first ``observe``)."""
+        """Begin watching pods early (the daemon calls this when the loop starts). Never raises: if
+        the API server cannot be reached yet, the first ``observe`` tries again and reports it."""
+        try:
+            self._ensure_watch()
+        except TargetUnavailableError as exc:
+            log.warning("kubernetes: %s: not watching pods yet: %s", self.name, exc)
+
+    def _ensure_watch(self) -> PodWatch:
+        """Read the workload (selector, uid) once and start the pod watch."""
         if self._watch is not None:
-            return
+            return self._watch
         obj = self._call(f"get {self.kind} {self.namespace}/{self.workload}", self._read_workload)
         selector = (obj.get("spec") or {}).get("selector") or {}
         try:
@@ -545,20 +553,20 @@ class KubernetesTarget:
         except ValueError as exc:
             raise TargetUnavailableError(f"{self.name}: {exc}") from exc
         self._uid = (obj.get("metadata") or {}).get("uid")
-        self._watch = PodWatch(
+        watch = PodWatch(
             self._core,
             self.namespace,
             self._selector,
             on_ready=self._pod_ready,
             watch_timeout_seconds=self._watch_timeout,
         )
-        self._watch.start()
+        watch.start()
+        self._watch = watch
         log.info("kubernetes: %s: watching pods %r", self.name, self._selector)
+        return watch
 
     def observe(self) -> TargetState:
-        self.start()
-        watch = self._watch
-        assert watch is not None
+        watch = self._ensure_watch()
         if not watch.wait_synced(self._sync_timeout):
             raise TargetUnavailableError(
                 f"{self.name}: pod list not synced yet ({watch.last_error or 'waiting'})"
