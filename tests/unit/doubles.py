@@ -1,0 +1,90 @@
+"""In-memory implementations of OUR SignalSource and ScaleTarget protocols, for loop and daemon tests.
+
+They stand in for Redis and Kubernetes only where the subject under test is the control logic;
+the integration tests run the real sources and targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from autoscaler.engine.snapshot import Decision, PodView
+from autoscaler.sources.base import QueueSignals, SourceUnavailableError
+from autoscaler.targets.base import TargetState, TargetUnavailableError
+
+TICK = 5.0
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float = TICK) -> None:
+        self.now += seconds
+
+
+@dataclass
+class MemorySource:
+    """Returns whatever the test put in ``next``; raises ``SourceUnavailableError`` when ``down``."""
+
+    clock: Clock
+    waiting: int = 0
+    in_flight: int = 0
+    arrivals_total: int | None = 0
+    busy: dict[str, int] = field(default_factory=dict)
+    service_times: tuple[float, ...] = ()
+    down: bool = False
+    age: float = 0.0  # how old the reading is (a source serving a cached value)
+    closed: bool = False
+
+    def read(self) -> QueueSignals:
+        if self.down:
+            raise SourceUnavailableError("connection refused")
+        signals = QueueSignals(
+            observed_at=self.clock() - self.age,
+            waiting=self.waiting,
+            in_flight=self.in_flight,
+            arrivals_total=self.arrivals_total,
+            service_times=self.service_times,
+            completions=len(self.service_times),
+            busy_by_worker=dict(self.busy),
+        )
+        self.service_times = ()
+        return signals
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class MemoryTarget:
+    clock: Clock
+    replicas: int = 2
+    pods: list[PodView] = field(default_factory=list)
+    startups: list[float] = field(default_factory=list)
+    fail_observe: bool = False
+    fail_scale: bool = False
+    scaled: list[tuple[Decision, TargetState]] = field(default_factory=list)
+    closed: bool = False
+
+    @property
+    def name(self) -> str:
+        return "memory"
+
+    def observe(self) -> TargetState:
+        if self.fail_observe:
+            raise TargetUnavailableError("api server down")
+        startups, self.startups = tuple(self.startups), []
+        return TargetState(self.clock(), self.replicas, tuple(self.pods), startups)
+
+    def scale(self, decision: Decision, state: TargetState) -> None:
+        if self.fail_scale:
+            raise TargetUnavailableError("409 conflict")
+        self.scaled.append((decision, state))
+        self.replicas = decision.desired
+
+    def close(self) -> None:
+        self.closed = True
