@@ -52,7 +52,8 @@ class SimConfig:
     startup: Distribution = field(default_factory=lambda: Fixed(30.0))
     initial_replicas: int = 1
     seed: int = 0
-    # Give up when jobs wait with no replica at all for this long (a policy that never scales up).
+    # Give up when jobs wait and none starts for this long (or 10 service times, if longer): a
+    # policy that never keeps a replica until it is ready would otherwise loop forever.
     stall_seconds: float = 6 * 3600.0
 
     def __post_init__(self) -> None:
@@ -299,7 +300,7 @@ def simulate(
     scale_events = 0
     peak = config.initial_replicas
     end = math.inf
-    stall = _StallGuard(config.stall_seconds)
+    stall = _StallGuard(max(config.stall_seconds, 10 * float(np.max(service))))
     k = 0
     while True:
         now = k * tick  # multiplied, not accumulated, so tick times stay exact
@@ -319,7 +320,7 @@ def simulate(
         ready.append(cluster.ready_count(now))
         waiting.append(snap.waiting)
         in_flight.append(snap.in_flight)
-        stall.check(len(cluster.live), snap, policy)
+        stall.check(cluster.next_job, snap, policy)
         if progress is not None and k % _PROGRESS_EVERY_TICKS == 0:
             progress(cluster.next_job, n)
         k += 1
@@ -360,18 +361,21 @@ def _apply(cluster: _Cluster, decision: Decision, workload: WorkloadSpec, now: f
 
 @dataclass(slots=True)
 class _StallGuard:
-    """Ends a replay whose policy keeps no replica at all while jobs wait (it would never finish)."""
+    """Ends a replay in which jobs wait and none starts for ``limit`` seconds.
+
+    That happens only when the policy keeps no replica until it is ready (none at all, or pods
+    removed while still starting, tick after tick); such a replay would never finish.
+    """
 
     limit: float
-    since: float | None = None
+    started: int = -1
+    since: float = 0.0
 
-    def check(self, replicas: int, snap: Snapshot, policy: Policy) -> None:
-        if replicas or snap.waiting == 0:
-            self.since = None
-        elif self.since is None:
-            self.since = snap.now
+    def check(self, started: int, snap: Snapshot, policy: Policy) -> None:
+        if started != self.started or snap.waiting == 0:
+            self.started, self.since = started, snap.now
         elif snap.now - self.since > self.limit:
             raise SimulationError(
-                f"policy {policy.name} kept 0 replicas for {self.limit:.0f} s "
-                f"while {snap.waiting} jobs waited"
+                f"no job started for {self.limit:.0f} s while {snap.waiting} waited: "
+                f"policy {policy.name} kept no replica long enough to become ready"
             )

@@ -145,7 +145,9 @@ class KedaPolicy:
         """GetExternalPerPodMetricReplicas: ceil(total / target) unless within the tolerance."""
         target = self.config.list_length
         ratio = waiting / (target * current)
-        if abs(1.0 - ratio) <= self.config.tolerance:
+        # The rule as documented (|ratio - 1| <= tolerance holds); the epsilon keeps 22/20 = 1.1
+        # on the holding side of the boundary despite binary rounding.
+        if abs(1.0 - ratio) <= self.config.tolerance + _EPS:
             return current, ratio
         return math.ceil(waiting / target - _EPS), ratio
 

@@ -1,0 +1,96 @@
+"""The zero-wait oracle against hand-worked cases and a brute-force per-level recomputation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from experiments.oracle import oracle_pod_seconds, zero_wait_profile
+from experiments.traces import load_trace
+
+AZURE = Path(__file__).resolve().parents[3] / "shared" / "traces" / "azure_llm_code_2023.csv"
+
+
+def brute_force(arrivals: list[float], service: list[float], slots: int, startup: float) -> float:
+    """Level by level with plain loops: an independent reading of the oracle's definition."""
+    instants = sorted({*arrivals, *(a + s for a, s in zip(arrivals, service, strict=True))})
+
+    def pods_on(lo: float) -> int:  # pods needed on [lo, next instant)
+        running = sum(1 for a, s in zip(arrivals, service, strict=True) if a <= lo < a + s)
+        return math.ceil(running / slots)
+
+    needed = [pods_on(t) for t in instants[:-1]]
+    total = 0.0
+    for level in range(1, max(needed, default=0) + 1):
+        on = [needed[i] >= level for i in range(len(needed))]
+        last_off: float | None = None
+        was_on = False
+        for i, is_on in enumerate(on):
+            t0, t1 = instants[i], instants[i + 1]
+            if is_on:
+                if not was_on:
+                    total += startup if last_off is None else min(t0 - last_off, startup)
+                total += t1 - t0
+            elif was_on:
+                last_off = t0
+            was_on = is_on
+    return total
+
+
+def test_single_job_pays_startup_plus_service() -> None:
+    assert oracle_pod_seconds(np.array([0.0]), np.array([5.0]), 1, 30.0) == 35.0
+
+
+def test_short_gap_is_bridged_long_gap_restarts() -> None:
+    arrivals, service = np.array([0.0, 10.0]), np.array([5.0, 5.0])
+    assert oracle_pod_seconds(arrivals, service, 1, 30.0) == 30 + 5 + 5 + 5  # idles 5 s
+    assert oracle_pod_seconds(arrivals, service, 1, 2.0) == 2 + 5 + 2 + 5  # exits, restarts
+
+
+def test_back_to_back_jobs_need_no_second_pod() -> None:
+    arrivals, service = np.array([0.0, 5.0]), np.array([5.0, 5.0])
+    assert zero_wait_profile(arrivals, service, 1).pods.max() == 1
+    assert oracle_pod_seconds(arrivals, service, 1, 30.0) == 40.0
+
+
+def test_slots_share_a_pod() -> None:
+    arrivals, service = np.array([0.0, 0.0, 0.0]), np.array([4.0, 4.0, 4.0])
+    assert oracle_pod_seconds(arrivals, service, 2, 10.0) == 2 * (10 + 4)
+    assert oracle_pod_seconds(arrivals, service, 3, 10.0) == 10 + 4
+
+
+def test_azure_trace_is_fast_and_within_bounds() -> None:
+    if not AZURE.exists():
+        pytest.skip(f"{AZURE} not present")
+    trace = load_trace(AZURE)
+    service = np.full(len(trace), 5.0)
+    cost = oracle_pod_seconds(trace.arrivals, service, 1, 30.0)
+    peak = int(zero_wait_profile(trace.arrivals, service, 1).pods.max())
+    assert service.sum() < cost < peak * (trace.span + 5 + 30)
+
+
+jobs = st.lists(
+    st.tuples(st.integers(0, 40).map(lambda x: x / 2), st.integers(1, 20).map(lambda x: x / 2)),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(jobs=jobs, slots=st.integers(1, 3), startup=st.sampled_from([0.0, 1.0, 3.5, 30.0]))
+def test_matches_brute_force_and_bounds(jobs: list[tuple[float, float]], slots: int, startup: float) -> None:
+    jobs.sort()
+    arrivals = np.array([a for a, _ in jobs])
+    service = np.array([s for _, s in jobs])
+    cost = oracle_pod_seconds(arrivals, service, slots, startup)
+    assert cost == pytest.approx(brute_force(arrivals.tolist(), service.tolist(), slots, startup))
+    # Never below the work itself, never above a static pool of the peak for the whole span.
+    peak = int(zero_wait_profile(arrivals, service, slots).pods.max())
+    end = float(np.max(arrivals + service))
+    assert service.sum() / slots <= cost + 1e-9
+    assert cost <= peak * (end - arrivals[0] + startup) + 1e-9

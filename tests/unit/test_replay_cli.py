@@ -1,0 +1,181 @@
+"""The ``python -m experiments`` interface: JSON shape, user errors, and every subcommand once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.cli import main
+from experiments.generators import Poisson, generate
+from experiments.traces import load_trace, write_trace
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY_KEYS = {
+    "policy",
+    "slo_attainment",
+    "latency_p50",
+    "latency_p95",
+    "latency_p99",
+    "pod_seconds",
+    "cost_vs_oracle",
+    "scale_events",
+    "max_replicas",
+}
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Path:
+    arrivals, _ = generate(Poisson(rate=1.0, duration=300.0), seed=5)
+    path = tmp_path / "small.csv"
+    write_trace(path, arrivals)
+    return path
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        status = main(list(argv))
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_json_to_stdout_is_only_json_with_exactly_the_documented_keys(
+    trace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run_cli(
+        capsys, "replay", "--trace", str(trace), "--policy", "keda", "--policy", "static:3", "--json", "-"
+    )
+    assert status == 0
+    document = json.loads(out)
+    assert set(document) == {"trace", "jobs", "oracle_pod_seconds", "policies"}
+    assert document["trace"] == "small.csv" and document["jobs"] == len(load_trace(trace))
+    assert [p["policy"] for p in document["policies"]] == ["keda", "static:3"]
+    for entry in document["policies"]:
+        assert set(entry) == POLICY_KEYS
+        assert 0 <= entry["slo_attainment"] <= 1
+        assert entry["latency_p50"] <= entry["latency_p95"] <= entry["latency_p99"]
+        assert entry["cost_vs_oracle"] == pytest.approx(entry["pod_seconds"] / document["oracle_pod_seconds"])
+        assert isinstance(entry["scale_events"], int) and isinstance(entry["max_replicas"], int)
+
+
+def test_table_json_file_and_plots(trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_json, plots = tmp_path / "r.json", tmp_path / "plots"
+    status, out, _ = run_cli(
+        capsys,
+        "replay",
+        "--trace",
+        str(trace),
+        "--policy",
+        "kpa",
+        "--json",
+        str(out_json),
+        "--plot",
+        str(plots),
+    )
+    assert status == 0
+    assert "within SLO" in out and "kpa" in out
+    assert json.loads(out_json.read_text())["policies"][0]["policy"] == "kpa"
+    assert sorted(p.name for p in plots.iterdir()) == ["latency_cdf.png", "replicas.png"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--trace", "/no/such/trace.csv"], "/no/such/trace.csv: no such file"),
+        (["--policy", "kedda"], "unknown policy 'kedda'"),
+        (["--slo", "0"], "bad workload options"),
+        (["--startup-p90", "10"], "lognormal"),
+        (["--service", "trace"], "no service_s column"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(
+    trace: Path, capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
+) -> None:
+    argv = ["replay", "--trace", str(trace), "--policy", "keda", *args]
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 2 and out == ""
+    assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
+
+
+def test_bad_trace_content_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("when,what\n1,2\n")
+    status, _, err = run_cli(capsys, "replay", "--trace", str(bad), "--json", "-")
+    assert status == 2 and "unrecognised header" in err and "generate poisson" in err
+
+
+def test_module_entry_point_in_a_subprocess(trace: Path) -> None:
+    command = [sys.executable, "-m", "experiments", "replay", "--trace", str(trace), "--policy", "static:2"]
+    ok = subprocess.run([*command, "--json", "-"], cwd=REPO, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["policies"][0]["policy"] == "static:2"
+    missing = [sys.executable, "-m", "experiments", "replay", "--trace", "missing.csv"]
+    bad = subprocess.run(missing, cwd=REPO, capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "missing.csv" in bad.stderr
+
+
+def test_generate_writes_a_loadable_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(
+        capsys, "generate", "ramp", "--duration", "120", "--ramp-at", "10", "--seed", "2"
+    )
+    assert status == 0 and out.startswith("timestamp\n")
+    path = tmp_path / "svc.csv"
+    status, _, _ = run_cli(
+        capsys,
+        "generate",
+        "poisson",
+        "--rate",
+        "3",
+        "--duration",
+        "60",
+        "--service-mean",
+        "4",
+        "--out",
+        str(path),
+    )
+    loaded = load_trace(path)
+    assert status == 0 and loaded.service is not None and np.all(loaded.service == 4.0)
+    status, _, err = run_cli(capsys, "generate", "step", "--duration", "-1")
+    assert status == 2 and "bad step options" in err
+
+
+def test_tune_prints_a_front_and_a_yaml_recommendation(
+    trace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run_cli(
+        capsys, "tune", "--trace", str(trace), "--policy", "keda", "--target-attainment", "0.5"
+    )
+    assert status == 0
+    assert "Pareto front" in out
+    snippet = out[out.index("# experiments tune") :]
+    assert "policy: keda" in snippet and "list_length:" in snippet
+
+
+def test_keda_sweep_writes_markdown(trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "sweep.md"
+    status, _, _ = run_cli(
+        capsys,
+        "keda-sweep",
+        "--trace",
+        str(trace),
+        "--list-lengths",
+        "1,5",
+        "--compare",
+        "static:3",
+        "--compare",
+        "nonsense",
+        "--out",
+        str(report),
+    )
+    text = report.read_text()
+    assert status == 0
+    assert "| keda listLength=1 |" in text and "| keda listLength=5 |" in text and "| static:3 |" in text
+    assert "Not compared: unknown policy 'nonsense'" in text
+    status, _, err = run_cli(capsys, "keda-sweep", "--out", str(report))
+    assert status == 2 and "--trace" in err

@@ -1,0 +1,124 @@
+"""Trace loading (both formats, every error), synthetic generators and duration distributions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.distributions import MAX_P90_OVER_MEAN, Fixed, LogNormal, duration
+from experiments.generators import SHAPES, Diurnal, OnOff, Poisson, Ramp, Step, generate
+from experiments.traces import TraceError, load_trace, write_trace
+
+AZURE_HEAD = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_azure_format_with_seven_digit_fractions(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        AZURE_HEAD + "2023-11-16 18:17:04.0319600,3180,8\n"
+        "2023-11-16 18:17:03.9799600,4808,10\n"
+        "2023-11-16 18:18:03.9799600,1,1\n",
+    )
+    trace = load_trace(path)
+    assert trace.name == "t.csv"
+    assert trace.arrivals == pytest.approx([0.0, 0.052, 60.0])
+    assert trace.service is None
+
+
+def test_generic_format_sorts_and_keeps_service_aligned(tmp_path: Path) -> None:
+    path = write(tmp_path, "timestamp,service_s\n1000.5,2\n1000.0,7\n1003,1.5\n")
+    trace = load_trace(path)
+    assert trace.arrivals.tolist() == [0.0, 0.5, 3.0]
+    assert trace.service is not None and trace.service.tolist() == [7.0, 2.0, 1.5]
+    assert trace.span == 3.0 and len(trace) == 3
+
+
+def test_round_trip_through_write_trace(tmp_path: Path) -> None:
+    arrivals, service = np.array([0.0, 0.25, 9.5]), np.array([1.0, 2.0, 3.0])
+    path = tmp_path / "rt.csv"
+    write_trace(path, arrivals, service)
+    trace = load_trace(path)
+    assert trace.arrivals.tolist() == arrivals.tolist()
+    assert trace.service is not None and trace.service.tolist() == service.tolist()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "the file is empty"),
+        ("timestamp\n", "no jobs"),
+        ("when,what\n1,2\n", "unrecognised header"),
+        ("timestamp\n1\nsoon\n", "line 3: timestamp 'soon' is not a number"),
+        ("timestamp,service_s\n1,2\n2,-1\n", "line 3: service_s must be"),
+        ("timestamp,service_s\n1,2\n2\n", "line 3 has no 'service_s' value"),
+        ("timestamp\n1\ninf\n", "finite"),
+        (AZURE_HEAD + "2023-11-16 18:17:04.0319600,1,1\nyesterday,1,1\n", "line 3: TIMESTAMP 'yesterday'"),
+    ],
+)
+def test_bad_files_name_the_file_and_the_problem(tmp_path: Path, text: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(TraceError) as caught:
+        load_trace(path)
+    message = str(caught.value)
+    assert message.startswith(str(path)) and problem in message and "\n" not in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(TraceError, match="no such file"):
+        load_trace(tmp_path / "absent.csv")
+
+
+@pytest.mark.parametrize("kind", sorted(SHAPES))
+def test_generators_are_seeded_sorted_and_in_range(kind: str) -> None:
+    shape = SHAPES[kind]()
+    a, _ = generate(shape, seed=3)
+    b, _ = generate(shape, seed=3)
+    c, _ = generate(shape, seed=4)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.all(np.diff(a) >= 0) and a[0] >= 0 and a[-1] < shape.duration
+
+
+def test_generator_rates_follow_their_shape() -> None:
+    def rate_in(arrivals: np.ndarray, lo: float, hi: float) -> float:
+        return float(np.count_nonzero((arrivals >= lo) & (arrivals < hi)) / (hi - lo))
+
+    poisson, _ = generate(Poisson(rate=20.0, duration=1000.0), seed=1)
+    assert rate_in(poisson, 0, 1000) == pytest.approx(20.0, rel=0.05)
+    ramp, _ = generate(Ramp(start_rate=1.0, end_rate=21.0, ramp_at=100.0, ramp_seconds=200.0), seed=1)
+    assert rate_in(ramp, 0, 100) == pytest.approx(1.0, abs=0.5)
+    assert rate_in(ramp, 190, 210) == pytest.approx(11.0, rel=0.3)
+    assert rate_in(ramp, 300, 1800) == pytest.approx(21.0, rel=0.05)
+    step, _ = generate(Step(base_rate=2.0, factor=10.0, step_at=100.0, step_seconds=100.0), seed=1)
+    assert rate_in(step, 100, 200) / rate_in(step, 300, 1800) == pytest.approx(10.0, rel=0.2)
+    onoff, _ = generate(OnOff(rate=10.0, on_seconds=10.0, off_seconds=90.0, duration=1000.0), seed=1)
+    assert np.all(np.mod(onoff, 100.0) < 10.0)
+    diurnal, _ = generate(Diurnal(mean_rate=10.0, amplitude=0.9, period=1000.0, duration=1000.0), seed=1)
+    assert rate_in(diurnal, 400, 600) > 5 * rate_in(diurnal, 0, 100)
+
+
+def test_generated_service_column() -> None:
+    arrivals, service = generate(Poisson(rate=50.0, duration=200.0), seed=2, service=duration(5.0, 9.0))
+    assert service is not None and len(service) == len(arrivals)
+    assert float(np.mean(service)) == pytest.approx(5.0, rel=0.05)
+    assert float(np.quantile(service, 0.9)) == pytest.approx(9.0, rel=0.08)
+
+
+def test_durations() -> None:
+    assert duration(30.0) == Fixed(30.0) == duration(30.0, 30.0)
+    assert isinstance(duration(30.0, 45.0), LogNormal)
+    draws = LogNormal(30.0, 45.0).draw(np.random.default_rng(0), 200_000)
+    assert float(np.mean(draws)) == pytest.approx(30.0, rel=0.01)
+    assert float(np.quantile(draws, 0.9)) == pytest.approx(45.0, rel=0.01)
+    for mean, p90 in [(30.0, 20.0), (30.0, 30.0 * MAX_P90_OVER_MEAN + 1), (0.0, 1.0)]:
+        with pytest.raises(ValueError, match="lognormal"):
+            LogNormal(mean, p90)
+    with pytest.raises(ValueError):
+        Fixed(-1.0)
