@@ -23,8 +23,8 @@ from autoscaler.engine.registry import STARTUP_AWARE, PolicySpecError, make_poli
 from experiments import keda_sweep, tune
 from experiments.distributions import duration
 from experiments.generators import SHAPES, generate
-from experiments.render import rich_table
-from experiments.replay import SERVICE_FROM_TRACE, Setup, prepare, replay
+from experiments.render import COLUMNS, METRICS, Column, rich_table
+from experiments.replay import SERVICE_FROM_TRACE, Outcome, Setup, prepare, replay
 from experiments.sim import ProgressFn, SimulationError
 from experiments.traces import AZURE_COLUMNS, Trace, TraceError, load_trace, write_trace
 
@@ -152,7 +152,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         title = f"{trace.name}: {len(trace):,} jobs, oracle {report.prepared.oracle:,.0f} pod-seconds"
-        notes.print(rich_table(report.outcomes, title))
+        notes.print(rich_table(report.outcomes, title, COLUMNS))
         notes.print(f"[dim]{setup.describe()}[/dim]")
         if args.json:
             Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -227,11 +227,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
         trials = tune.run_grid(prepared, args.policy, points, args.processes, on_result)
     front = tune.pareto_front(trials)
     title = f"Pareto front (cost vs SLO attainment), {len(front)} of {len(trials)} grid points"
-    console.print(rich_table([t.outcome for t in front], title))
+    knobs: list[Column[tune.Trial]] = [(k, _knob(k)) for k in points[0]] if points else []
+    metrics: list[Column[tune.Trial]] = [(h, _of_outcome(cell)) for h, cell in METRICS]
+    console.print(rich_table(front, title, [*knobs, *metrics]))
     best, met = tune.recommend(trials, args.target_attainment)
     console.print("\nRecommended config:\n")
     sys.stdout.write(tune.yaml_snippet(args.policy, best, prepared, args.target_attainment, met))
     return 0
+
+
+def _knob(name: str) -> Callable[[tune.Trial], str]:
+    return lambda trial: f"{trial.options[name]:g}"
+
+
+def _of_outcome(cell: Callable[[Outcome], str]) -> Callable[[tune.Trial], str]:
+    return lambda trial: cell(trial.outcome)
 
 
 # -- keda-sweep ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from autoscaler.engine.registry import STARTUP_AWARE
 from experiments.generators import OnOff, Poisson, Ramp, Shape, Step, generate
-from experiments.render import markdown_table
+from experiments.render import COLUMNS, markdown_table
 from experiments.replay import Outcome, Setup, prepare, run_policy
 from experiments.traces import Trace
 from experiments.tune import grid_points, run_grid
@@ -118,7 +118,7 @@ def render(sections: Sequence[Section], setup: Setup, compare: Sequence[str], no
             f"{section.about}; {len(section.trace):,} jobs over {section.trace.span:,.0f} s; "
             f"oracle {section.oracle:,.0f} pod-seconds.",
             "",
-            markdown_table(section.outcomes),
+            markdown_table(section.outcomes, COLUMNS),
             "",
             _verdict(section, compare),
         ]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from rich.table import Table
 
 from experiments.replay import Outcome
 
-Column = tuple[str, Callable[[Outcome], str]]
+Row = TypeVar("Row")
+Column = tuple[str, Callable[[Row], str]]
 
-COLUMNS: tuple[Column, ...] = (
-    ("policy", lambda o: o.policy),
+POLICY: Column[Outcome] = ("policy", lambda o: o.policy)
+METRICS: tuple[Column[Outcome], ...] = (
     ("within SLO", lambda o: f"{o.slo_attainment:.1%}"),
     ("p50 s", lambda o: f"{o.latency_p50:.1f}"),
     ("p95 s", lambda o: f"{o.latency_p95:.1f}"),
@@ -21,23 +23,22 @@ COLUMNS: tuple[Column, ...] = (
     ("scale events", lambda o: str(o.scale_events)),
     ("max replicas", lambda o: str(o.max_replicas)),
 )
+COLUMNS: tuple[Column[Outcome], ...] = (POLICY, *METRICS)
 
 
-def rich_table(outcomes: Sequence[Outcome], title: str, extra: Sequence[Column] = ()) -> Table:
-    columns = (*COLUMNS, *extra)
+def rich_table(rows: Sequence[Row], title: str, columns: Sequence[Column[Row]]) -> Table:
     table = Table(title=title, title_justify="left")
     for i, (header, _) in enumerate(columns):
         table.add_column(header, justify="left" if i == 0 else "right")
-    for outcome in outcomes:
-        table.add_row(*(cell(outcome) for _, cell in columns))
+    for row in rows:
+        table.add_row(*(cell(row) for _, cell in columns))
     return table
 
 
-def markdown_table(outcomes: Sequence[Outcome], extra: Sequence[Column] = ()) -> str:
-    columns = (*COLUMNS, *extra)
+def markdown_table(rows: Sequence[Row], columns: Sequence[Column[Row]]) -> str:
     lines = [
         "| " + " | ".join(h for h, _ in columns) + " |",
         "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(columns))) + "|",
     ]
-    lines += ["| " + " | ".join(cell(o) for _, cell in columns) + " |" for o in outcomes]
+    lines += ["| " + " | ".join(cell(row) for _, cell in columns) + " |" for row in rows]
     return "\n".join(lines)
