@@ -286,6 +286,7 @@ class PodWatch:
         self._resp: Any = None
         self.last_sync: float | None = None  # monotonic time of the last successful list or event
         self.last_error: str | None = None
+        self.failing_since: float | None = None  # monotonic time of the first error of an outage
         self.lists = 0  # how many full lists were made (1 + re-lists): exposed for tests/metrics
         self.watches = 0
 
@@ -332,7 +333,10 @@ class PodWatch:
                 if self._stop.is_set():
                     break
                 gone = status_of(exc) == 410
-                self.last_error = None if gone else describe(exc)
+                if not gone:
+                    self.last_error = describe(exc)
+                    if self.failing_since is None:
+                        self.failing_since = time.monotonic()
                 pause = 0.0 if gone else self._backoff.delay(min(failures, 6), self._rng) + 0.1
                 failures = 0 if gone else failures + 1
                 log.log(
@@ -374,6 +378,7 @@ class PodWatch:
         self.lists += 1
         self.last_sync = time.monotonic()
         self.last_error = None
+        self.failing_since = None
         self._synced.set()
         return rv
 
@@ -391,6 +396,8 @@ class PodWatch:
         )
         self._resp = resp
         self.watches += 1
+        self.last_error = None
+        self.failing_since = None
         try:
             for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
                 if self._stop.is_set():
@@ -476,7 +483,7 @@ class KubernetesTarget:
         label: str | None = None,
         shadow: bool = False,
         conflict_check_seconds: float = 30.0,
-        stale_after_seconds: float = 60.0,
+        stale_after_seconds: float = 30.0,
         sync_timeout_seconds: float = 10.0,
         request_timeout: tuple[float, float] = (5.0, 15.0),
         backoff: Backoff | None = None,
@@ -571,12 +578,11 @@ class KubernetesTarget:
             raise TargetUnavailableError(
                 f"{self.name}: pod list not synced yet ({watch.last_error or 'waiting'})"
             )
-        if (
-            watch.last_error
-            and watch.last_sync is not None
-            and time.monotonic() - watch.last_sync > self._stale_after
-        ):
-            raise TargetUnavailableError(f"{self.name}: pod watch broken: {watch.last_error}")
+        failing = watch.failing_since
+        if failing is not None and time.monotonic() - failing > self._stale_after:
+            raise TargetUnavailableError(
+                f"{self.name}: pod watch broken for {time.monotonic() - failing:.0f}s: {watch.last_error}"
+            )
         scale = self._read_scale()
         self._maybe_check_conflicts()
         pods = tuple(

@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 
 from autoscaler.engine.snapshot import Decision, removal_order
 from autoscaler.leader import LeaderElector
-from autoscaler.targets.base import TargetState
+from autoscaler.targets.base import TargetState, TargetUnavailableError
 from autoscaler.targets.kubernetes import DELETION_COST, KubernetesTarget
 from tests.e2e.kube import Install, core_api, wait_for
 
@@ -128,3 +128,13 @@ def test_token_is_the_service_accounts(installed: Install) -> None:
         k8s.V1SelfSubjectReview(), _request_timeout=5
     )
     assert review.status.user_info.username == f"system:serviceaccount:{installed.namespace}:autoscaler"
+
+
+def test_a_workload_outside_the_role_makes_the_target_unavailable(installed: Install) -> None:
+    """The loop holds on TargetUnavailableError; the message points at the RBAC rules."""
+    target = KubernetesTarget(installed.sa, installed.namespace, "api")
+    try:
+        with pytest.raises(TargetUnavailableError, match=r"HTTP 403.*RBAC"):
+            target.observe()
+    finally:
+        target.close()

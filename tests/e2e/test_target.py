@@ -12,11 +12,12 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import redis
+from kubernetes import client as k8s
 
 from autoscaler.engine.snapshot import Decision, PodPhase, removal_order
 from autoscaler.sources.redis_source import StreamSource
-from autoscaler.targets.base import TargetState
-from autoscaler.targets.kubernetes import COST_BUSY, DELETION_COST, KubernetesTarget
+from autoscaler.targets.base import TargetState, TargetUnavailableError
+from autoscaler.targets.kubernetes import COST_BUSY, DELETION_COST, Backoff, KubernetesTarget
 from jobqueue import WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from tests.e2e.kube import Install, wait_for
@@ -142,3 +143,22 @@ def test_rescale_events_carry_the_reason(installed: Install, target: KubernetesT
     assert any(m.startswith("New size: 6; reason: load-step") for m in messages), messages
     assert any(m.startswith("New size: 2; reason: idle") for m in messages), messages
     assert all(e.involved_object.kind == "Deployment" and e.type == "Normal" for e in events)
+
+
+def test_an_unreachable_api_server_makes_the_target_unavailable(installed: Install) -> None:
+    """Connection errors are retried with backoff, then surface as TargetUnavailableError."""
+    cfg = k8s.Configuration()
+    cfg.host = "https://127.0.0.1:9"  # discard port: nothing listens
+    cfg.ssl_ca_cert = installed.admin.configuration.ssl_ca_cert
+    dead = k8s.ApiClient(cfg)
+    target = KubernetesTarget(
+        dead, installed.namespace, "worker", backoff=Backoff(attempts=3, base_seconds=0.05)
+    )
+    started = time.monotonic()
+    try:
+        target.start()  # must not raise: the daemon calls it at startup
+        with pytest.raises(TargetUnavailableError, match="worker"):
+            target.observe()
+    finally:
+        target.close()
+    assert time.monotonic() - started < 10
