@@ -116,7 +116,7 @@ def test_workers_start_become_ready_and_report_their_startup_once(
 
 
 def test_scale_down_stops_idle_before_busy_and_drains(make_target: Callable[..., LocalProcessTarget]) -> None:
-    target = make_target()
+    target = make_target(DRAIN="0.3")  # slow enough to be seen DRAINING
     scale(target, 3)
     wait_for(lambda: list(phases(target).values()).count(PodPhase.READY) == 3)
     names = sorted(target.workers)
