@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from autoscaler.engine.snapshot import Decision, PodPhase, removal_order
 from autoscaler.sources.redis_source import StreamSource
 from autoscaler.targets.base import TargetState, TargetUnavailableError
-from autoscaler.targets.kubernetes import COST_BUSY, DELETION_COST, Backoff, KubernetesTarget
+from autoscaler.targets.kubernetes import COST_BUSY, DELETION_COST, Backoff, KubernetesTarget, PodWatch
 from jobqueue import WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from tests.e2e.kube import Install, wait_for
@@ -162,3 +162,33 @@ def test_an_unreachable_api_server_makes_the_target_unavailable(installed: Insta
     finally:
         target.close()
     assert time.monotonic() - started < 10
+
+
+def test_a_410_gone_from_the_server_leads_to_one_relist(installed: Install, target: KubernetesTarget) -> None:
+    """Resuming from a resourceVersion the server has expired answers 410 Gone: the watch re-lists
+    once and carries on. (The first resume is pointed at resourceVersion 1; the 410 is the server's.)"""
+    assert target.selector is not None
+    watch = PodWatch(
+        k8s.CoreV1Api(installed.sa),
+        installed.namespace,
+        target.selector,
+        on_ready=lambda pod, initial: None,
+        watch_timeout_seconds=(30, 30),
+    )
+    real_watch = watch._watch
+    resumed_from: list[str] = []
+
+    def first_resume_is_stale(rv: str) -> str:
+        resumed_from.append(rv)
+        return real_watch("1" if len(resumed_from) == 1 else rv)
+
+    watch._watch = first_resume_is_stale  # type: ignore[method-assign]
+    watch.start()
+    try:
+        wait_for(
+            "a re-list after 410 Gone", lambda: watch.lists == 2 and len(resumed_from) >= 2, 15, interval=0.05
+        )
+        assert watch.failing_since is None  # a 410 is routine, not an outage
+        assert {p.name for p in watch.pods()} == {p.metadata.name for p in installed.worker_pods()}
+    finally:
+        watch.stop()
