@@ -45,6 +45,9 @@ class KedaConfig:
 
     list_length: float = 5.0
     sync_period: float = 15.0
+    # Where the HPA's 15 s grid falls against the trace: on bursty traffic the phase alone moves
+    # results (on the Azure code trace, offset 5 s: 44 % within SLO at 0.83x the pod-seconds of 0 s).
+    sync_offset: float = 0.0
     tolerance: float = 0.1
     scale_up_percent: float = 100.0
     scale_up_pods: int = 4
@@ -59,6 +62,7 @@ class KedaConfig:
             {
                 "list_length > 0": self.list_length > 0,
                 "sync_period > 0": self.sync_period > 0,
+                "0 <= sync_offset < sync_period": 0 <= self.sync_offset < self.sync_period,
                 "tolerance >= 0": self.tolerance >= 0,
                 "scale_up_percent >= 0": self.scale_up_percent >= 0,
                 "scale_up_pods >= 0": self.scale_up_pods >= 0,
@@ -90,7 +94,7 @@ class KedaPolicy:
         self.workload = workload
         self.config = config or KedaConfig()
         self._desired: int | None = None
-        self._next_sync = 0.0
+        self._next_sync = self.config.sync_offset
         self._recommendations: deque[tuple[float, int]] = deque()
         self._up_events: deque[tuple[float, int]] = deque()
         self._down_events: deque[tuple[float, int]] = deque()
@@ -100,8 +104,9 @@ class KedaPolicy:
         return f"keda(listLength={self.config.list_length:g})"
 
     def decide(self, snapshot: Snapshot) -> Decision:
-        if self._desired is not None and snapshot.now < self._next_sync - _EPS:
-            return Decision(self._desired, "hpa-between-syncs", {"next_sync": self._next_sync})
+        if snapshot.now < self._next_sync - _EPS:
+            held = snapshot.current_replicas if self._desired is None else self._desired
+            return Decision(held, "hpa-between-syncs", {"next_sync": self._next_sync})
         if snapshot.stale:
             return _hold(snapshot)
         decision = self._sync(snapshot)

@@ -46,6 +46,13 @@ class TestKeda:
         assert keda.decide(snap(20, 100, 2)).reason != "hpa-between-syncs"  # the 15 s sync, seen late
         assert keda.decide(snap(30, 100, 4)).reason != "hpa-between-syncs"  # and the 30 s one
 
+    def test_sync_offset_shifts_the_grid_and_holds_before_the_first_sync(self) -> None:
+        keda = KedaPolicy(WORKLOAD, KedaConfig(sync_offset=5.0))
+        assert keda.decide(snap(0, 50, 3)).desired == 3
+        assert keda.decide(snap(5, 50, 3)).desired == 7
+        assert keda.decide(snap(15, 500, 7)).reason == "hpa-between-syncs"
+        assert keda.decide(snap(20, 500, 7)).desired == 14
+
     def test_scale_up_limit_is_max_of_double_and_plus_four_per_period(self) -> None:
         keda = KedaPolicy(WORKLOAD)
         steps = [(1, 5), (5, 10), (10, 20), (20, 40), (40, 80), (80, 160), (160, 200)]
