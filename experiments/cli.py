@@ -153,7 +153,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     else:
         title = f"{trace.name}: {len(trace):,} jobs, oracle {report.prepared.oracle:,.0f} pod-seconds"
         notes.print(rich_table(report.outcomes, title, COLUMNS))
-        notes.print(f"[dim]{setup.describe()}[/dim]")
+        notes.print(f"[dim]{setup.describe()}[/dim]", highlight=False)
         if args.json:
             Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
             notes.print(f"wrote {args.json}")

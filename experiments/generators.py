@@ -83,7 +83,7 @@ class Ramp:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """A flash crowd: the base rate jumps by ``factor`` for a while, with no warning."""
+    """A flash crowd: the base rate jumps by a factor for a while, with no warning."""
 
     base_rate: float = _opt(1.0, "jobs per second outside the crowd")
     factor: float = _opt(10.0, "rate multiplier during the crowd")

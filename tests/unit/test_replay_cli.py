@@ -103,6 +103,17 @@ def test_user_errors_are_one_line_and_exit_2(
     assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
 
 
+def test_service_times_from_the_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "svc.csv"
+    write_trace(path, np.array([0.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0]))
+    status, out, _ = run_cli(
+        capsys, "replay", "--trace", str(path), "--service", "trace", "--policy", "static:1", "--json", "-"
+    )
+    assert status == 0
+    # One warm pod, FIFO: the jobs finish at 1, 3 and 6 s, so latencies are 1, 2 and 4 s.
+    assert json.loads(out)["policies"][0]["latency_p50"] == 2.0
+
+
 def test_bad_trace_content_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("when,what\n1,2\n")
