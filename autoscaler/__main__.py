@@ -48,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     keda.add_argument("--live", action="store_true", help="act at once instead of starting in shadow mode")
 
-    demo = commands.add_parser("demo", help="run the whole system locally against a recorded trace")
-    demo.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the demo (see: demo --help)")
+    # Listed for --help only: main() hands everything after "demo" to the demo's own parser.
+    commands.add_parser("demo", help="run the whole system locally against a recorded trace (demo --help)")
     return parser
 
 
@@ -125,13 +125,14 @@ def run(path: str, port: int | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        return demo(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "import-keda":
         return import_keda(args.file, args.policy, args.live)
-    if args.command == "demo":
-        return demo(args.args)
     return run(args.config, args.port)
 
 

@@ -162,7 +162,7 @@ class LocalProcessTarget:
     def observe(self) -> TargetState:
         with self._lock:
             self._reap()
-            self._reconcile()
+            self._replace_missing()
             startups = []
             for worker in self._workers.values():
                 if worker.ready_at is not None and not worker.startup_reported:
@@ -179,7 +179,8 @@ class LocalProcessTarget:
         with self._lock:
             self._desired = max(0, decision.desired)
             busy = {p.name for p in state.pods if p.busy}
-            self._reconcile(preferred=decision.remove, busy=busy)
+            self._replace_missing()
+            self._stop_excess(decision.remove, busy)
 
     def close(self, timeout: float | None = None) -> None:
         """Drain every worker (SIGTERM), wait up to ``timeout`` (default: the grace), then SIGKILL."""
@@ -213,15 +214,19 @@ class LocalProcessTarget:
     def _active(self) -> list[_Worker]:
         return [w for w in self._workers.values() if w.draining_since is None]
 
-    def _reconcile(self, preferred: Sequence[str] = (), busy: set[str] | None = None) -> None:
+    def _replace_missing(self) -> None:
+        """Start workers until the desired count runs (also replaces crashed ones, as a ReplicaSet)."""
         if self._closed.is_set():
             return
-        active = self._active()
-        for _ in range(self._desired - len(active)):
+        for _ in range(self._desired - len(self._active())):
             self._spawn()
+
+    def _stop_excess(self, preferred: Sequence[str], busy: set[str]) -> None:
+        """Only on scale(): choosing victims needs the busy/idle view the loop passes in."""
+        active = self._active()
         excess = len(active) - self._desired
         if excess > 0:
-            for worker in self._victims(active, excess, preferred, busy or set()):
+            for worker in self._victims(active, excess, preferred, busy):
                 self._terminate(worker)
 
     def _victims(
