@@ -49,7 +49,9 @@ from autoscaler.targets.local import LocalProcessTarget
 log = logging.getLogger("autoscaler.daemon")
 
 HEALTH_TICKS = 10
-"""A loop that has not ticked for this many periods (and at least a minute) is reported unhealthy."""
+HEALTH_MIN_SECONDS = 120.0
+"""A loop that has not ticked (failed ticks count) for HEALTH_TICKS periods and at least this long is
+unhealthy. Longer than the loop's longest backoff, so an API outage alone never triggers a restart."""
 
 SourceFactory = Callable[[TargetConfig], SignalSource]
 TargetFactory = Callable[[TargetConfig], ScaleTarget]
@@ -324,7 +326,7 @@ class Daemon:
                 "alive": bool(r.thread and r.thread.is_alive()),
                 "ticked": report is not None,
                 "seconds_since_tick": round(since, 3),
-                "healthy": since <= max(60.0, HEALTH_TICKS * tick),
+                "healthy": since <= max(HEALTH_MIN_SECONDS, HEALTH_TICKS * tick),
                 "shadow": r.config.shadow,
             }
             if report is not None:

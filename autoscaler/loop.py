@@ -248,11 +248,10 @@ class TargetLoop:
             self._warm_start_from_history()
         now = self._clock()
         settings = self._settings
-        leader = self.leader.is_leader()
         try:
             state = self.target.observe()
         except Exception as exc:
-            return self._failed(now, leader, "target-unavailable", exc)
+            return self._failed(now, "target-unavailable", exc)
         self._pending_startups.extend(state.startup_times)
 
         signals, error = self._read_source()
@@ -260,13 +259,14 @@ class TargetLoop:
         try:
             decision = self._policy.decide(snapshot)
         except Exception as exc:
-            return self._failed(now, leader, "policy-error", exc)
+            return self._failed(now, "policy-error", exc)
         if not snapshot.stale:
             self._pending_startups.clear()
             self._pending_services.clear()
             self._previous, self._last_fresh_at = signals, now
 
         acted, detail, delay = False, None, settings.workload.tick_seconds
+        leader = self.leader.is_leader()  # asked as late as possible: leadership can move mid-tick
         if self._should_act(snapshot, decision, leader, settings.shadow):
             try:
                 self.target.scale(decision, replace(state, pods=snapshot.pods))
@@ -350,7 +350,7 @@ class TargetLoop:
         active = sum(1 for p in snapshot.pods if p.phase is not PodPhase.DRAINING)
         return bool(decision.remove) and decision.desired < active
 
-    def _failed(self, now: float, leader: bool, kind: str, exc: Exception) -> TickReport:
+    def _failed(self, now: float, kind: str, exc: Exception) -> TickReport:
         """A tick that could not decide: hold (do nothing) and come back after a backoff."""
         delay = self._backoff.next_delay()
         self._log_failure(kind, exc, delay)
@@ -361,7 +361,7 @@ class TargetLoop:
             snapshot=None,
             decision=None,
             acted=False,
-            leader=leader,
+            leader=self.leader.is_leader(),
             shadow=self._settings.shadow,
             signal_age=now - last.observed_at if last else None,
             next_delay=delay,
@@ -415,5 +415,9 @@ class TargetLoop:
         """Tick until ``stop`` is set; the time a tick takes is part of its period, not added to it."""
         while not stop.is_set():
             started = time.monotonic()
-            report = self.tick()
-            stop.wait(max(0.0, report.next_delay - (time.monotonic() - started)))
+            try:
+                delay = self.tick().next_delay
+            except Exception:  # tick() handles its failures; this is the last line of defence
+                log.exception("tick crashed", extra={"fields": {"target": self.name}})
+                delay = self._backoff.next_delay()
+            stop.wait(max(0.0, delay - (time.monotonic() - started)))
