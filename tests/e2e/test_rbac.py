@@ -39,12 +39,18 @@ def test_the_role_is_sufficient_for_the_target(installed: Install) -> None:
         target.scale(Decision(desired=2, reason="rbac-test-down", remove=remove), state)
         assert target.last_outcome is not None and target.last_outcome.action == "scaled", target.last_outcome
         assert target.last_outcome.cost_patches >= 1
+        # The same rescale again: the recorder bumps the existing event's count (patch events).
+        state = wait_for("2 worker pods", lambda: pods_observed(target, 2), 30)
+        target.scale(Decision(desired=3, reason="rbac-test-up"), state)
+        assert target.last_outcome is not None and target.last_outcome.action == "scaled", target.last_outcome
     finally:
         target.close()
-    assert installed.worker_replicas() == 2
+    assert installed.worker_replicas() == 3
     events = installed.core.list_namespaced_event(ns, field_selector="involvedObject.name=worker").items
-    reasons = {(e.reason, e.source.component) for e in events}
-    assert ("SuccessfulRescale", "startup-autoscaler") in reasons
+    ours = {e.message: e for e in events if e.source.component == "startup-autoscaler"}
+    assert ours["New size: 3; reason: rbac-test-up"].count == 2
+    assert ours["New size: 2; reason: rbac-test-down"].count == 1
+    assert {e.reason for e in ours.values()} == {"SuccessfulRescale"}
     # The pod the decision released carried the low deletion cost (set by the SA) until deleted,
     # or is already gone.
     for pod in installed.worker_pods():
