@@ -1,0 +1,111 @@
+"""Builds the FastAPI application from an :class:`ApiConfig` (and, in tests, a given Redis client).
+
+Middleware order, outermost first: metrics (every request counted, refusals included), then the
+body limit (413 before anything is parsed), then FastAPI's routing and exception handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio
+from fastapi import FastAPI
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from api import routes_infer, routes_jobs, routes_legacy, routes_ops
+from api.admission import BacklogMonitor, ConcurrencyGate
+from api.auth import Authenticator
+from api.config import ApiConfig
+from api.errors import install_error_handlers
+from api.limits import BodyLimitMiddleware
+from api.metrics import ApiMetrics, MetricsMiddleware
+from api.refresh import Refresher
+from api.routing import TrafficRouter
+from api.service import JobService
+
+log = logging.getLogger("api")
+
+
+def connect(config: ApiConfig) -> redis.asyncio.Redis:
+    """A pooled client that fails fast while Redis is down (the request gets 503 and retries) and
+    reconnects by itself on the next command once it is back. One retry covers a pooled connection
+    the server closed while idle (e.g. after a restart). AUTH and TLS come from the URL
+    (``redis://:password@host``, ``rediss://...?ssl_cert_reqs=required``)."""
+    return redis.asyncio.from_url(
+        config.redis_url,
+        socket_timeout=config.redis_timeout,
+        socket_connect_timeout=min(config.redis_timeout, 2.0),
+        retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.2), 1),
+        max_connections=512,
+    )
+
+
+def create_app(config: ApiConfig, client: redis.asyncio.Redis | None = None) -> FastAPI:
+    metrics = ApiMetrics()
+    redis_client = client or connect(config)
+    router = TrafficRouter(
+        config.traffic_weights, config.default_model, config.default_version, config.settings
+    )
+    backlog = BacklogMonitor(config.max_waiting, config.settings, metrics)
+    service = JobService(
+        client=redis_client,
+        config=config,
+        metrics=metrics,
+        router=router,
+        backlog=backlog,
+        auth=Authenticator(config.api_keys),
+    )
+
+    def redis_health(ok: bool) -> None:
+        metrics.redis_up.set(1 if ok else 0)
+
+    refreshers = [
+        Refresher(
+            "backlog", lambda: backlog.refresh(redis_client), config.stats_refresh_seconds, redis_health
+        ),
+        Refresher("traffic", lambda: router.refresh(redis_client), config.traffic_refresh_seconds),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        log.info(
+            "serving model_ref=%s on redis %s; kv endpoints: %s; auth %s; rate limit %s; max waiting %s",
+            config.model_ref, _redacted(config.redis_url), ", ".join(config.kv_endpoints) or "(none)",
+            "on" if config.auth_enabled else "off", config.rate_limit or "off", config.max_waiting or "off",
+        )  # fmt: skip
+        backlog.watch(router.resolve(config.default_model, config.default_version))
+        for r in refreshers:
+            await r.run_once()  # warm caches before the first request; a down Redis is not fatal
+            r.start()
+        try:
+            yield
+        finally:
+            for r in refreshers:
+                await r.stop()
+            if client is None:
+                await redis_client.aclose()
+
+    app = FastAPI(
+        title="Inference job API",
+        version="1.0.0",
+        description="Submit inference jobs to model workers through Redis; poll, cancel, or wait.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.infer_gate = ConcurrencyGate(config.max_concurrency, metrics)
+    install_error_handlers(app, metrics)
+    for module in (routes_jobs, routes_legacy, routes_infer, routes_ops):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    _creds, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{'***@' if at else ''}{host}" if sep else url

@@ -1,0 +1,52 @@
+"""Optional API-key authentication: ``X-API-Key`` names the caller, ``API_KEYS`` says which models
+each key may use. 401 without a (known) key, 403 for a known key on a model it may not use.
+
+Keys are compared in constant time so response timing does not reveal how much of a guess was
+right. With ``API_KEYS`` unset every request is allowed (a private network deployment).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+
+from api.config import ALL_MODELS
+from api.errors import ApiError
+
+API_KEY_HEADER = "X-API-Key"
+
+
+class Authenticator:
+    def __init__(self, keys: Mapping[str, frozenset[str]]) -> None:
+        self._keys = dict(keys)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def _models_of(self, key: str | None) -> frozenset[str]:
+        if not key:
+            raise ApiError(
+                401, "unauthorized", f"missing API key: send it in the {API_KEY_HEADER} header",
+                reason="unauthorized",
+            )  # fmt: skip
+        found: frozenset[str] | None = None
+        for known, models in self._keys.items():
+            if hmac.compare_digest(known.encode(), key.encode()):
+                found = models
+        if found is None:
+            raise ApiError(401, "unauthorized", "unknown API key", reason="unauthorized")
+        return found
+
+    def authenticate(self, key: str | None) -> None:
+        """Any valid key (for requests not tied to a model yet)."""
+        if self.enabled:
+            self._models_of(key)
+
+    def authorize(self, key: str | None, model: str) -> None:
+        """A valid key that may use ``model``."""
+        if not self.enabled:
+            return
+        models = self._models_of(key)
+        if ALL_MODELS not in models and model not in models:
+            raise ApiError(403, "forbidden", f"this API key may not use model {model!r}", reason="forbidden")

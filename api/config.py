@@ -1,0 +1,216 @@
+"""API settings, read once from the environment at start.
+
+Every variable is parsed here and nowhere else; a bad value stops the process with one
+:class:`ConfigError` that names the variable, what it holds and what was expected, so a typo in a
+manifest is a clear crash-loop message rather than a 500 on the first request.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from jobqueue import Settings, split_queue, validate_queue
+from jobqueue.ratelimit import RateLimit
+from jobqueue.traffic import Weights, validate_weights
+
+T = TypeVar("T")
+
+ALL_MODELS = "*"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """``model_ref`` is the queue (``model:version``) or model (version by traffic weights) that
+    ``/push`` and ``/infer`` submit to. ``api_keys`` maps a key to the models it may use (``*`` =
+    all); empty means authentication is off. Zero disables ``max_waiting``, ``result_cache_ttl``;
+    ``rate_limit`` None disables rate limiting."""
+
+    redis_url: str = "redis://localhost:6379/0"
+    host: str = "0.0.0.0"
+    port: int = 8000
+    model_ref: str = "reference:v1"
+    max_concurrency: int = 64
+    infer_timeout: float = 30.0
+    kv_endpoints: tuple[str, ...] = ()
+    max_waiting: int = 10_000
+    rate_limit: RateLimit | None = None
+    max_body_bytes: int = 1 << 20
+    api_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    traffic_weights: Mapping[str, Weights] = field(default_factory=dict)
+    result_cache_ttl: int = 0
+    stats_refresh_seconds: float = 0.5
+    traffic_refresh_seconds: float = 2.0
+    redis_timeout: float = 5.0
+    hostname: str = field(default_factory=socket.gethostname)
+    access_log: bool = False
+    settings: Settings = field(default_factory=Settings)
+
+    @property
+    def default_model(self) -> str:
+        return split_queue(self.model_ref)[0] if ":" in self.model_ref else self.model_ref
+
+    @property
+    def default_version(self) -> str | None:
+        """The version pinned by MODEL_REF, if it names one."""
+        return split_queue(self.model_ref)[1] if ":" in self.model_ref else None
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
+        env = os.environ if env is None else env
+        d = cls()
+
+        def get(name: str, parse: Callable[[str], T], default: T) -> T:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                return parse(raw)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{name}={raw!r}: {exc}") from None
+
+        model_ref = get("MODEL_REF", _model_ref, "") or get("QUEUE", _model_ref, d.model_ref)
+        weights: dict[str, Weights] = get("TRAFFIC_WEIGHTS", parse_traffic_weights, {})
+        if ":" not in model_ref and split_queue(model_ref)[0] not in weights:
+            raise ConfigError(
+                f"MODEL_REF={model_ref!r} names no version and TRAFFIC_WEIGHTS has none for it: "
+                f"use MODEL_REF=model:version or add e.g. TRAFFIC_WEIGHTS={model_ref}:v1=100"
+            )
+        return cls(
+            redis_url=get("REDIS_URL", _redis_url, d.redis_url),
+            host=get("HOST", str, d.host),
+            port=get("PORT", _int_in(1, 65535), d.port),
+            model_ref=model_ref,
+            max_concurrency=get("MAX_CONCURRENCY", _int_in(1, 1_000_000), d.max_concurrency),
+            infer_timeout=get("INFER_TIMEOUT", _seconds(0.01), d.infer_timeout),
+            kv_endpoints=get("KV_ENDPOINTS", _comma_list, d.kv_endpoints),
+            max_waiting=get("MAX_WAITING", _int_in(0, 10**12), d.max_waiting),
+            rate_limit=get("RATE_LIMIT", parse_rate_limit, None),
+            max_body_bytes=get("MAX_BODY_BYTES", _int_in(64, 1 << 30), d.max_body_bytes),
+            api_keys=get("API_KEYS", parse_api_keys, {}),
+            traffic_weights=weights,
+            result_cache_ttl=get("RESULT_CACHE_TTL", _int_in(0, 10**9), d.result_cache_ttl),
+            stats_refresh_seconds=get("STATS_REFRESH_SECONDS", _seconds(0.01), d.stats_refresh_seconds),
+            traffic_refresh_seconds=get("TRAFFIC_REFRESH_SECONDS", _seconds(0.01), d.traffic_refresh_seconds),
+            redis_timeout=get("REDIS_TIMEOUT", _seconds(0.05), d.redis_timeout),
+            hostname=env.get("HOSTNAME") or d.hostname,
+            access_log=get("ACCESS_LOG", _bool, d.access_log),
+            settings=Settings(
+                prefix=get("KEY_PREFIX", _key_prefix, d.settings.prefix),
+                result_ttl=get("RESULT_TTL", _int_in(1, 10**9), d.settings.result_ttl),
+                idempotency_ttl=get("IDEMPOTENCY_TTL", _int_in(1, 10**9), d.settings.idempotency_ttl),
+            ),
+        )
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be an integer in [{low}, {high}]")
+        return value
+
+    return parse
+
+
+def _seconds(low: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not (math.isfinite(value) and value >= low):
+            raise ValueError(f"must be a number of seconds >= {low}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    low = raw.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true/false (or 1/0, yes/no, on/off)")
+
+
+def _comma_list(raw: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in raw.split(",") if x.strip())
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+    return raw
+
+
+def _key_prefix(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", raw):
+        raise ValueError("must be 1-32 characters of [A-Za-z0-9._-]")
+    return raw
+
+
+def _model_ref(raw: str) -> str:
+    return validate_queue(raw)
+
+
+_RATE_RE = re.compile(
+    r"""^\s* (\d+(?:\.\d+)?) \s*/\s* (\d*(?:\.\d+)?) \s* (s|sec|m|min|h|hour)
+        \s* (?:,\s* burst \s*=\s* (\d+(?:\.\d+)?) )? \s*$""",
+    re.VERBOSE,
+)
+_UNIT = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate_limit(raw: str) -> RateLimit:
+    """``N/s``, ``N/m``, ``N/h`` or ``N/<k>s`` (N requests per window, bursts up to N), with an
+    optional ``,burst=B``: ``"20/s"``, ``"600/m"``, ``"5/10s"``, ``"20/s,burst=100"``."""
+    m = _RATE_RE.match(raw)
+    if not m:
+        raise ValueError("expected N/s, N/m, N/h or N/<k>s with optional ',burst=B', e.g. '20/s,burst=40'")
+    count, per, unit, burst = m.groups()
+    window = float(per or 1) * _UNIT[unit]
+    if float(count) <= 0 or window <= 0:
+        raise ValueError("the count and the window must be > 0")
+    return RateLimit(rate=float(count) / window, burst=float(burst or count))
+
+
+def parse_api_keys(raw: str) -> dict[str, frozenset[str]]:
+    """``key=model|model,key2=*``: each key and the models it may use (``*`` = every model)."""
+    out: dict[str, frozenset[str]] = {}
+    for item in _comma_list(raw):
+        key, sep, models = item.partition("=")
+        key = key.strip()
+        names = frozenset(m.strip() for m in models.split("|") if m.strip())
+        if not sep or not key or not names:
+            raise ValueError(f"entry {item!r} is not key=model|model or key=*")
+        if len(key) < 8:
+            raise ValueError(f"API key {key[:2]}… is shorter than 8 characters")
+        out[key] = names
+    return out
+
+
+def parse_traffic_weights(raw: str) -> dict[str, Weights]:
+    """``model:version=weight,...``, e.g. ``resnet:v1=90,resnet:v2=10``, grouped by model."""
+    grouped: dict[str, dict[str, float]] = {}
+    for item in _comma_list(raw):
+        queue, sep, weight = item.partition("=")
+        model, version = split_queue(queue.strip())
+        if not sep or not version:
+            raise ValueError(f"entry {item!r} is not model:version=weight")
+        try:
+            grouped.setdefault(model, {})[version] = float(weight)
+        except ValueError:
+            raise ValueError(f"weight {weight!r} of {queue} is not a number") from None
+    return {model: validate_weights(model, w) for model, w in grouped.items()}

@@ -1,0 +1,112 @@
+"""One error shape for every refusal, and the mapping from failures to HTTP statuses.
+
+Every error body is ``{"error": <machine code>, "detail": <sentence for a human>, ...extra}``, so
+clients branch on ``error`` and people read ``detail``. Refusals a client should retry (overload,
+rate limit, Redis unavailable, sync timeout) carry ``Retry-After``. Redis being unreachable is an
+expected operating condition, answered 503, never a 500 with a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import redis.exceptions
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from api.metrics import ApiMetrics
+
+log = logging.getLogger(__name__)
+
+REDIS_UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+)
+"""The server is down, restarting, loading or failing over: transient, the client should retry."""
+
+REDIS_RETRY_AFTER = 2
+
+
+class ApiError(Exception):
+    """A refusal with its status; ``reason`` labels the rejection metric (None: not counted)."""
+
+    def __init__(
+        self,
+        http_status: int,
+        error: str,
+        detail: str,
+        *,
+        retry_after: float | None = None,
+        reason: str | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = http_status
+        self.error = error
+        self.detail = detail
+        self.retry_after = retry_after
+        self.reason = reason
+        self.extra = extra
+
+
+def error_response(
+    status: int, error: str, detail: str, retry_after: float | None = None, **extra: Any
+) -> Response:
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    body = json.dumps({"error": error, "detail": detail, **extra}, separators=(",", ":"))
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def describe_validation(errors: Sequence[Any]) -> tuple[str, list[dict[str, Any]]]:
+    """Pydantic's errors as one readable sentence plus a compact list: ``body.priority: Input
+    should be 'normal' or 'high'``. Inputs are left out of the list (they may be large or secret)."""
+    items = []
+    for err in errors:
+        if err.get("type") == "json_invalid":  # the location is a byte offset, not a field
+            why = (err.get("ctx") or {}).get("error", "")
+            items.append({"loc": "body", "msg": f"not valid JSON ({why})" if why else "not valid JSON"})
+            continue
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        items.append({"loc": loc, "msg": str(err.get("msg", "invalid"))})
+    sentence = "; ".join(f"{i['loc']}: {i['msg']}" if i["loc"] else i["msg"] for i in items)
+    return sentence or "invalid request", items
+
+
+def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> Response:
+        if exc.reason:
+            metrics.rejections.labels(exc.reason).inc()
+        return error_response(exc.status, exc.error, exc.detail, exc.retry_after, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        metrics.rejections.labels("invalid").inc()
+        sentence, items = describe_validation(exc.errors())
+        return error_response(422, "invalid_request", sentence, errors=items)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        names = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail))
+
+    async def _redis_down(_: Request, exc: Exception) -> Response:
+        metrics.rejections.labels("redis_unavailable").inc()
+        log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
+        return error_response(
+            503,
+            "redis_unavailable",
+            "the job store (Redis) is unreachable; retry later (resubmit with the same idempotency_key)",
+            REDIS_RETRY_AFTER,
+        )
+
+    for exc_type in REDIS_UNAVAILABLE:
+        app.add_exception_handler(exc_type, _redis_down)

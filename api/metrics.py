@@ -1,0 +1,94 @@
+"""Prometheus metrics of one API process, and the ASGI middleware that records every request.
+
+A private registry per app (tests build several apps in one process). Requests are labelled by
+route *template* (``/v1/jobs/{job_id}``), never by raw path, so ids cannot explode the series
+count; unmatched paths share the label ``<unmatched>``. The middleware is plain ASGI rather than
+Starlette's ``BaseHTTPMiddleware``, which costs a task and a queue per request on the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+REJECTION_REASONS = (
+    "overloaded",  # waiting jobs above MAX_WAITING (circuit breaker)
+    "rate_limited",  # the client's token bucket is empty
+    "concurrency",  # MAX_CONCURRENCY sync requests already in flight
+    "too_large",  # body above MAX_BODY_BYTES
+    "invalid",  # malformed request (422)
+    "unauthorized",  # no or unknown API key (401)
+    "forbidden",  # key not allowed on the model (403)
+    "redis_unavailable",  # 503 while Redis is down
+    "timeout",  # sync /infer did not finish in time (504)
+)
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "api_requests", "HTTP requests by route template, method and status", ["route", "method", "code"],
+            registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "api_request_duration_seconds", "Time to answer, by route template and method",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.rejections = Counter("api_rejections", "Requests refused, by reason", ["reason"], registry=r)
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
+        self.submissions = Counter(
+            "api_submissions", "Accepted submissions by queue and outcome (created, duplicate, cached)",
+            ["queue", "outcome"], registry=r,
+        )  # fmt: skip
+        self.waiting = Gauge(
+            "api_queue_waiting_jobs", "Waiting jobs per queue as last read by the admission check",
+            ["queue"], registry=r,
+        )  # fmt: skip
+        self.inflight_sync = Gauge("api_infer_in_flight", "Synchronous /infer requests in flight", registry=r)
+        self.redis_up = Gauge("api_redis_up", "1 if the last Redis read succeeded, else 0", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request once routing has named its route."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # an exception escaping the app is answered 500 by the server error handler
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = _route_label(scope)
+            method = scope["method"]
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.latency.labels(route, method).observe(time.perf_counter() - start)
+
+
+def _route_label(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "<unmatched>"

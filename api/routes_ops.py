@@ -1,0 +1,49 @@
+"""Probes, metrics and the routing table: what operators and Kubernetes look at."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+
+from api.deps import Service
+from api.errors import REDIS_RETRY_AFTER, REDIS_UNAVAILABLE, error_response
+from api.schemas import ModelsView, Problem
+
+router = APIRouter(tags=["operations"])
+
+READY_TIMEOUT = 1.0
+
+
+@router.get("/healthz", summary="Liveness: the process serves HTTP")
+async def healthz() -> dict[str, str]:
+    """Always 200 while the event loop runs: a Redis outage is no reason to restart the pod."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz", summary="Readiness: Redis is reachable",
+    responses={503: {"model": Problem, "description": "Redis unreachable"}},
+)  # fmt: skip
+async def readyz(service: Service) -> Response:
+    """200 if Redis answers PING within a second; 503 otherwise, so no traffic is routed here."""
+    try:
+        await asyncio.wait_for(service.ping(), READY_TIMEOUT)
+    except (*REDIS_UNAVAILABLE, TimeoutError) as exc:
+        service.metrics.redis_up.set(0)
+        return error_response(503, "redis_unavailable", f"redis: {type(exc).__name__}", REDIS_RETRY_AFTER)
+    service.metrics.redis_up.set(1)
+    return Response(b'{"status":"ready"}', media_type="application/json")
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    service = request.app.state.service
+    return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/v1/models", response_model=ModelsView, tags=["jobs"], summary="Models and traffic weights")
+async def models(service: Service) -> ModelsView:
+    """The models served, and the split unversioned requests follow (live weights included)."""
+    r = service.router
+    return ModelsView(default=service.config.model_ref, models=r.models(), traffic=r.effective())

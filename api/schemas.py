@@ -1,0 +1,162 @@
+"""Request and response bodies of the JSON API (they are also the OpenAPI schema at /docs).
+
+Requests forbid unknown fields: a misspelt ``priorty`` is a 422 naming the field, not a silently
+normal-priority job.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from jobqueue import Job, JobStatus, Priority
+
+ModelName = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@/-]{0,99}$",
+        description="Model name, e.g. `resnet` ([A-Za-z0-9._@/-], no colon: the version is separate)",
+        examples=["reference"],
+    ),
+]
+VersionName = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Model version, e.g. `v2`; omitted: chosen by the traffic weights",
+        examples=["v1"],
+    ),
+]
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: JsonValue = Field(description="Any JSON value; handed to the model as is", examples=["a cat"])
+    model: ModelName
+    version: VersionName | None = None
+    priority: Priority = Field(Priority.NORMAL, description="`high` jobs are served before `normal` ones")
+    idempotency_key: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._:@/+=-]{1,128}$",
+        description="A repeated submission with the same key (per model version, for a day) returns "
+        "the first job instead of creating another: safe retries",
+    )
+    metadata: dict[str, JsonValue] = Field(
+        default_factory=dict, description="Stored with the job, returned as is"
+    )
+
+
+class JobAccepted(BaseModel):
+    id: str
+    url: str = Field(description="Where to fetch the job (also the Location header)")
+    status: JobStatus
+    queue: str = Field(description="`model:version` the job was routed to")
+    created: bool = Field(
+        description="False when an idempotency key or the result cache matched an earlier job"
+    )
+
+
+class Latency(BaseModel):
+    queue_wait_ms: float | None = Field(description="Submitted to started (last attempt)")
+    service_ms: float | None = Field(description="Started to finished (last attempt)")
+    total_ms: float | None = Field(description="Submitted to finished")
+
+
+class JobView(BaseModel):
+    id: str
+    status: JobStatus
+    model: str
+    version: str
+    queue: str
+    priority: Priority
+    input: Any
+    output: Any = None
+    error: str | None = None
+    attempts: int
+    worker: str | None = None
+    metadata: dict[str, Any]
+    submitted_at: float = Field(description="Epoch seconds")
+    started_at: float | None = None
+    finished_at: float | None = None
+    latency: Latency
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        return cls(
+            id=job.id, status=job.status, model=job.model, version=job.version, queue=job.queue,
+            priority=job.priority, input=job.input, output=job.output, error=job.error,
+            attempts=job.attempts, worker=job.worker, metadata=job.metadata,
+            submitted_at=job.submitted_at, started_at=job.started_at, finished_at=job.finished_at,
+            latency=latency_of(job),
+        )  # fmt: skip
+
+
+def latency_of(job: Job) -> Latency:
+    def ms(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round((b - a) * 1000, 3)
+
+    return Latency(
+        queue_wait_ms=ms(job.submitted_at, job.started_at),
+        service_ms=ms(job.started_at, job.finished_at),
+        total_ms=ms(job.submitted_at, job.finished_at),
+    )
+
+
+class LegacyPushed(BaseModel):
+    id: str
+
+
+class LegacyStatus(BaseModel):
+    id: str
+    status: JobStatus
+    attempts: int
+    worker: str | None = None
+    error: str | None = None
+
+
+class LegacyData(BaseModel):
+    id: str
+    status: JobStatus
+    output: Any = None
+    error: str | None = None
+    latency: Latency
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(
+        min_length=1, description="Handed to the model as the job's input", examples=["hello"]
+    )
+    timeout: float | None = Field(
+        None, gt=0, le=3600, description="Seconds to wait at most (capped by the server's INFER_TIMEOUT)"
+    )
+
+
+class InferResult(BaseModel):
+    id: str
+    modelRef: str = Field(description="`model:version` that served the request")  # noqa: N815 - wire name
+    prompt: str
+    routerPod: str = Field(description="HOSTNAME of the API process")  # noqa: N815
+    kvEndpoints: list[str]  # noqa: N815
+    processingMs: float = Field(description="Submission to result, as seen by the API")  # noqa: N815
+    output: Any
+    cached: bool = False
+
+
+class Problem(BaseModel):
+    """Every error response."""
+
+    error: str = Field(description="Machine-readable code, e.g. `rate_limited`")
+    detail: str = Field(description="What is wrong, for a human")
+
+
+class ModelsView(BaseModel):
+    default: str = Field(description="MODEL_REF: where /push and /infer submit")
+    models: list[str]
+    traffic: dict[str, dict[str, float]] = Field(
+        description="Per model: version -> weight, as routing sees it now"
+    )

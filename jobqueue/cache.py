@@ -1,0 +1,54 @@
+"""Result cache: an identical request (same queue, i.e. model and version, and same input) within a
+TTL is answered with an earlier job's output instead of running the model again.
+
+The cache is an index, not a copy: ``<queue>:cache:<sha256 of the input>`` holds the id of the job
+submitted for that input, for ``ttl`` seconds from its submission. A lookup follows it to the job
+record and counts as a hit only if that job succeeded; a queued, failed or expired job is a miss
+and the caller submits anew (and :func:`remember` repoints the index). Outputs thus live once, in
+the job record, under its result TTL, and nothing has to be written when a job finishes: the
+worker needs no cache logic at all.
+
+Only successes are served, and in-flight jobs are not shared between requests, so a client can
+never see (or cancel) a job another client is still waiting for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from jobqueue import codec
+from jobqueue.driver import Op, call
+from jobqueue.keys import Keyspace
+from jobqueue.ops import DEFAULT_SETTINGS, get_job
+from jobqueue.types import Job, JobStatus, Settings
+
+
+def input_digest(input: Any) -> str:
+    """SHA-256 of the input's canonical JSON (sorted keys), so key order does not defeat the cache."""
+    text = json.dumps(input, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_key(queue: str, input: Any, *, settings: Settings = DEFAULT_SETTINGS) -> str:
+    return f"{Keyspace(settings.prefix).queue(queue).base}:cache:{input_digest(input)}"
+
+
+def lookup(queue: str, input: Any, *, settings: Settings = DEFAULT_SETTINGS) -> Op[Job | None]:
+    """The succeeded job cached for this input, or None (one round trip on a miss, two on a hit)."""
+    (job_id,) = yield [call("GET", cache_key(queue, input, settings=settings))]
+    if not job_id:
+        return None
+    job = yield from get_job(job_id, settings=settings)
+    return job if job is not None and job.status is JobStatus.SUCCEEDED else None
+
+
+def remember(
+    queue: str, input: Any, job_id: str, ttl: int, *, settings: Settings = DEFAULT_SETTINGS
+) -> Op[None]:
+    """Point the cache entry for this input at ``job_id`` for ``ttl`` seconds."""
+    if ttl < 1:
+        raise ValueError("cache ttl must be >= 1 s")
+    codec.dumps(input)  # same serialisability rule as submissions
+    yield [call("SET", cache_key(queue, input, settings=settings), job_id, "EX", ttl)]
