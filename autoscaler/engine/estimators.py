@@ -74,6 +74,16 @@ class SampleQuantiles:
             self._cache[key] = float(np.quantile(np.fromiter(self._samples, float), q))
         return self._cache[key]
 
+    def cv2(self, default: float = 1.0) -> float:
+        """Squared coefficient of variation of the samples (``default`` until measured)."""
+        if not self.measured:
+            return default
+        if "cv2" not in self._cache:
+            values = np.fromiter(self._samples, float)
+            mean = float(values.mean())
+            self._cache["cv2"] = float(values.var() / (mean * mean)) if mean > 0 else default
+        return self._cache["cv2"]
+
     def trimmed_mean(self, trim: float = 0.1) -> float:
         """Mean of the samples between the ``trim`` and ``1 - trim`` quantiles, or the default."""
         if not self.measured:

@@ -172,7 +172,11 @@ class RateForecaster:
         seasonal = self.seasonal is not None and self.seasonal.ready
         if self.seasonal is not None:
             mean += self.seasonal.mean_offset(now, now + horizon_seconds)
-        # Tick noise averages out over the horizon; level uncertainty grows along it.
-        spread = math.sqrt(self.variance * (1.0 / steps + p.alpha**2 * (steps - 1) / 2))
-        mean = max(0.0, mean)
+        # The queueing model already prices Poisson arrival noise, so only the variability beyond
+        # it counts here: residual variance in excess of a Poisson process at this level (bursts,
+        # regime changes), spread along the horizon, plus the filter's own error in the level.
+        poisson = max(mean, 0.0) / self.tick_seconds
+        excess = max(0.0, self.variance - poisson)
+        level_error = poisson * p.alpha / (2.0 - p.alpha)
+        spread = math.sqrt(excess * (1.0 / steps + p.alpha**2 * (steps - 1) / 2) + level_error)
         return RateForecast(mean=mean, upper=mean + z * spread, seasonal=seasonal)

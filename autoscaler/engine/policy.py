@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections import deque
 from statistics import NormalDist
-from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.engine.estimators import SampleQuantiles, WindowedRate
+from autoscaler.engine.floor import StandingPool
 from autoscaler.engine.forecast import HoltParams, RateForecaster
 from autoscaler.engine.sizing import SizingInputs, size
 from autoscaler.engine.snapshot import Decision, Snapshot
@@ -29,7 +29,7 @@ class StartupAwareConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     confidence: float = Field(
-        0.95, gt=0.5, lt=1.0, description="The cost-vs-SLO knob: higher buys more headroom."
+        0.9, gt=0.5, lt=1.0, description="The cost-vs-SLO knob: higher buys more headroom."
     )
     drain_seconds: float | None = Field(
         None, gt=0, description="Drain a projected backlog within this long (default: the SLO)."
@@ -49,18 +49,26 @@ class StartupAwareConfig(BaseModel):
     startup_quantile: float = Field(0.9, gt=0, lt=1)
     startup_min_samples: int = Field(3, ge=1)
     service_min_samples: int = Field(20, ge=1)
+    standing_pool_window_seconds: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Off when 0. Otherwise keep at least the smallest fixed pool that would have met the SLO "
+            "for `standing_pool_attainment` of the jobs of this many recent seconds (bursty traffic)."
+        ),
+    )
+    standing_pool_attainment: float = Field(0.85, gt=0, lt=1)
     max_step_up: int | None = Field(None, ge=1)
     max_step_down: int | None = Field(None, ge=1)
-
-    TUNING_KNOBS: ClassVar[tuple[str, ...]] = ("confidence", "scale_down_window_startups", "drain_seconds")
 
     @classmethod
     def tuning_grid(cls) -> dict[str, list[float]]:
         """The knobs `experiments tune` searches, with candidate values."""
         return {
-            "confidence": [0.8, 0.9, 0.95, 0.99, 0.999],
-            "scale_down_window_startups": [0.5, 1.0, 2.0, 4.0],
-            "drain_seconds": [5.0, 10.0, 20.0, 40.0],
+            "confidence": [0.8, 0.9, 0.95, 0.99],
+            "scale_down_window_startups": [1.0, 2.0, 4.0],
+            "standing_pool_window_seconds": [0.0, 600.0, 1800.0],
+            "standing_pool_attainment": [0.8, 0.9],
         }
 
 
@@ -81,6 +89,11 @@ class StartupAwarePolicy:
             season_seconds=cfg.season_seconds,
         )
         self._recent: deque[tuple[float, int]] = deque()
+        self._pool = (
+            StandingPool(cfg.standing_pool_window_seconds, cfg.standing_pool_attainment)
+            if cfg.standing_pool_window_seconds > 0
+            else None
+        )
         self._last_decision_at: float | None = None
 
     @property
@@ -123,8 +136,10 @@ class StartupAwarePolicy:
             current=snapshot.current_replicas,
             pods=snapshot.pods,
             rate_now=self._rate_now.rate,
+            short_window_seconds=self._rate_now.window_seconds,
             forecast=self.forecaster.forecast(snapshot.now, horizon, self._z),
             service_time=self.service_estimate,
+            service_cv2=self._service.cv2(),
             startup_time=startup,
             slots_per_pod=snapshot.slots_per_pod,
             slo_seconds=wl.slo_seconds,
@@ -133,11 +148,14 @@ class StartupAwarePolicy:
             min_replicas=wl.min_replicas,
             max_replicas=wl.max_replicas,
             window_peak=self._window_peak(snapshot.now, window),
+            standing_pool=self._standing_pool(snapshot),
             max_step_up=cfg.max_step_up,
             max_step_down=cfg.max_step_down,
         )
         decision = size(inputs)
-        self._remember(snapshot.now, int(decision.terms["raw"]))
+        # The window holds what the SLO term asked for, not backlog-drain pods: those are wanted
+        # only until the backlog is gone, and holding them would pay for a burst twice.
+        self._remember(snapshot.now, int(decision.terms["slo_pods"]))
         terms = dict(decision.terms)
         terms["horizon"] = horizon
         terms["scale_down_window"] = window
@@ -147,6 +165,19 @@ class StartupAwarePolicy:
         while self._recent and self._recent[0][0] < now - window:
             self._recent.popleft()
         return max((r for _, r in self._recent), default=None)
+
+    def _standing_pool(self, snapshot: Snapshot) -> int:
+        if self._pool is None:
+            return 0
+        self._pool.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
+        service = self.service_estimate
+        return self._pool.size(
+            snapshot.now,
+            snapshot.slots_per_pod,
+            service,
+            max(0.0, self.workload.slo_seconds - service),
+            self.workload.max_replicas,
+        )
 
     def _remember(self, now: float, raw: int) -> None:
         # Keep a monotone deque (decreasing recommendations) so the window peak is O(1) amortised.

@@ -37,7 +37,11 @@ def wait_exceedance(servers: int, arrival_rate: float, service_time: float, wait
 
 
 def slots_for_wait_slo(
-    arrival_rate: float, service_time: float, max_wait: float, miss_probability: float
+    arrival_rate: float,
+    service_time: float,
+    max_wait: float,
+    miss_probability: float,
+    service_cv2: float = 1.0,
 ) -> int:
     """Smallest number of job slots for which P(wait > ``max_wait``) <= ``miss_probability``.
 
@@ -47,6 +51,9 @@ def slots_for_wait_slo(
     if arrival_rate <= 0:
         return 0
     load = arrival_rate * service_time
+    # Heavy-traffic (Kingman / Allen-Cunneen) correction: the waiting-time tail of M/G/c decays
+    # 2 / (1 + cv^2) times as fast as M/M/c's, so near-constant model latencies need fewer slots.
+    decay = 2.0 / (1.0 + max(service_cv2, 0.0))
     blocking = 1.0
     servers = 0
     while True:
@@ -55,6 +62,6 @@ def slots_for_wait_slo(
         if servers <= load:
             continue
         p_wait = blocking / (1.0 - (load / servers) * (1.0 - blocking))
-        miss = p_wait * math.exp(-(servers - load) * max(max_wait, 0.0) / service_time)
+        miss = p_wait * math.exp(-(servers - load) * max(max_wait, 0.0) * decay / service_time)
         if miss <= miss_probability:
             return servers

@@ -25,9 +25,11 @@ class SizingInputs:
     current: int
     pods: tuple[PodView, ...]
     rate_now: float
+    short_window_seconds: float
     forecast: RateForecast
     service_time: float
     startup_time: float
+    service_cv2: float
     slots_per_pod: int
     slo_seconds: float
     miss_probability: float
@@ -35,21 +37,33 @@ class SizingInputs:
     min_replicas: int
     max_replicas: int
     window_peak: int | None = None
+    standing_pool: int = 0
     max_step_up: int | None = None
     max_step_down: int | None = None
 
 
-def projected_backlog(inp: SizingInputs, demand_rate: float) -> float:
+def keep_order(pods: tuple[PodView, ...]) -> list[PodView]:
+    """Pods in the order they would be kept: ready (and draining) first, then the oldest starting.
+
+    The inverse of :func:`removal_order` for capacity planning: shrinking to ``k`` pods keeps the
+    first ``k`` of this list.
+    """
+    serving = [p for p in pods if p.phase is not PodPhase.STARTING]
+    starting = sorted((p for p in pods if p.phase is PodPhase.STARTING), key=lambda p: p.created_at)
+    return serving + starting
+
+
+def projected_backlog(inp: SizingInputs, demand_rate: float, kept: list[PodView] | None = None) -> float:
     """Jobs still queued when a pod ordered now would be ready (fluid model, never negative).
 
-    Queue now, plus arrivals over the warm-up at ``demand_rate``, minus what the slots already
-    there (ready now, or ready before that moment) will have finished by then; in-flight jobs keep
-    their slots for about half a service time first.
+    Queue now, plus arrivals over the warm-up at ``demand_rate``, minus what the ``kept`` pods
+    (default: all of them) finish by then: ready ones serve the whole warm-up, starting ones from
+    their expected ready time; in-flight jobs hold their slots for about half a service time first.
     """
     horizon = inp.startup_time
     ready_at_horizon = inp.now + horizon
     slot_seconds = 0.0
-    for pod in inp.pods:
+    for pod in inp.pods if kept is None else kept:
         if pod.phase is PodPhase.READY:
             slot_seconds += horizon * inp.slots_per_pod
         elif pod.phase is PodPhase.STARTING:
@@ -59,21 +73,67 @@ def projected_backlog(inp: SizingInputs, demand_rate: float) -> float:
     return max(0.0, inp.waiting + demand_rate * horizon - served)
 
 
+def _drain_pods(inp: SizingInputs, backlog: float) -> int:
+    return math.ceil(backlog * inp.service_time / (inp.slots_per_pod * inp.drain_seconds) - 1e-9)
+
+
+def required_pods(inp: SizingInputs, slo_pods: int, backlog_rate: float) -> tuple[int, float]:
+    """Smallest pool that meets the SLO term and drains the backlog the pool itself leaves.
+
+    A pool of ``n`` pods needs ``slo_pods + drain(backlog(n))``, where the backlog depends on
+    which pods exist before the new ones are ready. Growing the pool leaves that backlog as it is
+    (new pods arrive exactly at the horizon); shrinking it cancels starting pods, which raises it.
+    So when the current pool suffices, search down for the smallest self-consistent size;
+    otherwise add what the current pool's backlog asks for. This is what stops the policy from
+    cancelling the very pods whose expected capacity made the backlog look drained.
+    """
+    kept = keep_order(inp.pods)
+    current = len(kept)
+    backlog_now = projected_backlog(inp, backlog_rate, kept)
+    need_now = slo_pods + _drain_pods(inp, backlog_now)
+    if need_now > current:
+        return need_now, backlog_now
+    lo, hi = 0, current  # invariant: hi satisfies k >= need(k)
+    best_backlog = backlog_now
+    while lo < hi:
+        mid = (lo + hi) // 2
+        backlog = projected_backlog(inp, backlog_rate, kept[:mid])
+        if mid >= slo_pods + _drain_pods(inp, backlog):
+            hi, best_backlog = mid, backlog
+        else:
+            lo = mid + 1
+    return hi, best_backlog
+
+
+def backlog_rate(inp: SizingInputs) -> float:
+    """Arrival rate to project the backlog with: the forecast, unless "now" is clearly a burst.
+
+    The short-window rate is noisy; taking it whenever it exceeds the forecast would order pods on
+    every Poisson wiggle. Once it exceeds the forecast by more than two standard errors of a
+    Poisson count, the smoothed forecast is the one lagging (a flash crowd has begun), and the
+    short-window rate is the better estimate of what arrives during the warm-up.
+    """
+    mean = inp.forecast.mean
+    noise = 2.0 * math.sqrt(max(mean, 1.0 / inp.short_window_seconds) / inp.short_window_seconds)
+    return inp.rate_now if inp.rate_now > mean + noise else mean
+
+
 def size(inp: SizingInputs) -> Decision:
     """Replicas needed at now + startup for the SLO, plus those to drain the projected backlog."""
-    demand = max(inp.forecast.upper, inp.rate_now)
+    demand = inp.forecast.upper
     max_wait = max(0.0, inp.slo_seconds - inp.service_time)
-    slo_slots = slots_for_wait_slo(demand, inp.service_time, max_wait, inp.miss_probability)
+    slo_slots = slots_for_wait_slo(demand, inp.service_time, max_wait, inp.miss_probability, inp.service_cv2)
     slo_pods = math.ceil(slo_slots / inp.slots_per_pod)
-    backlog = projected_backlog(inp, max(inp.forecast.mean, min(inp.rate_now, demand)))
-    backlog_pods = math.ceil(backlog * inp.service_time / (inp.slots_per_pod * inp.drain_seconds) - 1e-9)
-    if inp.waiting > 0 and slo_pods + backlog_pods == 0:
-        backlog_pods = 1  # queued work with no forecast demand still needs somewhere to run
-    raw = slo_pods + backlog_pods
+    raw, backlog = required_pods(inp, slo_pods, backlog_rate(inp))
+    if inp.waiting > 0 and raw == 0:
+        raw = 1  # queued work with no forecast demand still needs somewhere to run
+    backlog_pods = raw - slo_pods
     reason = "backlog" if backlog_pods > slo_pods else "slo"
     desired = raw
     if desired < inp.current and inp.window_peak is not None and inp.window_peak > desired:
         desired, reason = min(inp.window_peak, inp.current), "scale-down-window"
+    if inp.standing_pool > desired:
+        desired, reason = inp.standing_pool, "standing-pool"
     if inp.max_step_up is not None and desired > inp.current + inp.max_step_up:
         desired, reason = inp.current + inp.max_step_up, "step-limit"
     if inp.max_step_down is not None and desired < inp.current - inp.max_step_down:
@@ -100,6 +160,7 @@ def size(inp: SizingInputs) -> Decision:
         "backlog_jobs": backlog,
         "backlog_pods": float(backlog_pods),
         "raw": float(raw),
+        "standing_pool": float(inp.standing_pool),
         "current": float(inp.current),
         "desired": float(desired),
     }

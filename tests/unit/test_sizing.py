@@ -6,7 +6,7 @@ import pytest
 
 from autoscaler.engine.forecast import RateForecast
 from autoscaler.engine.policy import StartupAwarePolicy
-from autoscaler.engine.sizing import SizingInputs, projected_backlog, size
+from autoscaler.engine.sizing import SizingInputs, backlog_rate, projected_backlog, size
 from autoscaler.engine.snapshot import PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 
@@ -17,9 +17,11 @@ BASE = SizingInputs(
     current=0,
     pods=(),
     rate_now=0.0,
+    short_window_seconds=10.0,
     forecast=RateForecast(0.0, 0.0),
     service_time=5.0,
     startup_time=30.0,
+    service_cv2=1.0,
     slots_per_pod=1,
     slo_seconds=10.0,
     miss_probability=0.05,
@@ -38,7 +40,7 @@ def test_steady_load_is_sized_by_the_queueing_model() -> None:
     d = size(replace(BASE, forecast=RateForecast(10.0, 10.0), pods=ready(60, 50), current=60, in_flight=50))
     assert d.reason == "slo"
     assert 51 <= d.desired <= 56
-    assert d.terms["backlog_pods"] == 0
+    assert d.terms["backlog_pods"] <= 1  # the fluid model keeps at most a pod of drain slack
 
 
 def test_backlog_when_capacity_short_adds_drain_pods() -> None:
@@ -101,3 +103,33 @@ def test_policy_orders_capacity_for_a_burst_and_releases_it_after_the_window() -
     assert desired[5] >= desired[3] * 0.5  # held through a gap shorter than a warm-up
     # Back near the floor once the window has passed (a trace of forecast spread may keep one more).
     assert desired[-1] <= 2
+
+
+def test_starting_pods_that_drain_the_backlog_are_not_cancelled() -> None:
+    # 150 pods ordered 10 s ago for a flash crowd: the backlog only looks drained because they are
+    # coming. Only the surplus beyond a self-consistent pool may be cancelled, never the pods whose
+    # capacity the drained-looking backlog counts on.
+    starting = tuple(PodView(f"s{i}", PodPhase.STARTING, 90.0) for i in range(150))
+    inp = replace(
+        BASE,
+        waiting=200,
+        rate_now=10.0,
+        forecast=RateForecast(10.0, 11.0),
+        pods=ready(5, 5) + starting,
+        current=155,
+        in_flight=5,
+    )
+    d = size(inp)
+    assert 100 <= d.desired < 155
+    assert len(d.remove) == 155 - d.desired
+    assert all(name.startswith("s") for name in d.remove)
+    kept = [p for p in inp.pods if p.name not in d.remove]
+    backlog = projected_backlog(replace(inp, pods=tuple(kept)), 10.0)
+    assert d.desired >= d.terms["slo_pods"] + backlog * 5.0 / 10.0
+
+
+def test_flash_crowd_rate_is_used_once_it_is_clearly_a_burst() -> None:
+    calm = replace(BASE, forecast=RateForecast(1.0, 1.2), rate_now=1.5)
+    crowd = replace(calm, rate_now=10.0)
+    assert backlog_rate(calm) == 1.0  # a Poisson wiggle
+    assert backlog_rate(crowd) == 10.0
