@@ -18,26 +18,24 @@ from collections import deque
 
 
 def fluid_attainment(
-    arrivals: list[tuple[float, float]], pods: int, slots: int, service: float, max_wait: float
+    ticks: list[tuple[float, float, float]], pods: int, slots: int, service: float, max_wait: float
 ) -> float:
-    """Share of jobs in ``arrivals`` ((count, interval) per tick) that wait at most ``max_wait``.
+    """Share of jobs in ``ticks`` that wait at most ``max_wait`` with a floor of ``pods``.
 
-    Jobs arrive uniformly within a tick; ``pods * slots`` servers drain the FIFO queue at
-    ``pods * slots / service`` jobs per second. A job's wait is the queue ahead of it divided by
-    that rate, which is linear in its arrival time within the tick, so the share meeting the
-    bound is exact for the fluid model.
+    Each tick is (arrivals, interval, pods the reactive policy had ready then). Jobs arrive
+    uniformly within a tick; ``max(pods, reactive) * slots`` servers drain the FIFO queue. A job's
+    wait is the queue ahead of it divided by the service rate, which is linear in its arrival time
+    within the tick, so the share meeting the bound is exact for the fluid model.
     """
-    total = sum(a for a, _ in arrivals)
+    total = sum(t[0] for t in ticks)
     if total <= 0:
         return 1.0
-    rate = pods * slots / service
-    if rate <= 0:
-        return 0.0
-    budget = max_wait * rate  # jobs that may be ahead of one and still meet the bound
     queue = 0.0
     met = 0.0
-    for count, interval in arrivals:
-        if count > 0:
+    for count, interval, reactive in ticks:
+        rate = max(pods, reactive) * slots / service
+        budget = max_wait * rate  # jobs that may be ahead of one and still meet the bound
+        if count > 0 and rate > 0:
             # Queue seen by the job arriving at fraction u of the tick: queue + u*(count - cap).
             growth = count - rate * interval
             if queue <= budget and queue + growth <= budget:
@@ -57,12 +55,13 @@ class StandingPool:
         self.window_seconds = window_seconds
         self.refresh_seconds = refresh_seconds
         self.target = target
-        self._ticks: deque[tuple[float, float, float]] = deque()
+        self._ticks: deque[tuple[float, float, float, float]] = deque()
         self._last_refresh: float | None = None
         self.pods = 0
 
-    def observe(self, now: float, arrivals: int, interval: float) -> None:
-        self._ticks.append((now, float(arrivals), interval))
+    def observe(self, now: float, arrivals: int, interval: float, reactive_pods: int) -> None:
+        """Record one tick: its arrivals and the ready pods reactive scaling alone provided."""
+        self._ticks.append((now, float(arrivals), interval, float(reactive_pods)))
         while self._ticks and self._ticks[0][0] <= now - self.window_seconds:
             self._ticks.popleft()
 
@@ -71,7 +70,7 @@ class StandingPool:
         if self._last_refresh is not None and now - self._last_refresh < self.refresh_seconds:
             return self.pods
         self._last_refresh = now
-        history = [(a, i) for _, a, i in self._ticks]
+        history = [(a, i, r) for _, a, i, r in self._ticks]
         lo, hi = 0, limit
         if fluid_attainment(history, hi, slots, service, max_wait) < self.target:
             self.pods = hi

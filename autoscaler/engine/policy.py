@@ -50,11 +50,12 @@ class StartupAwareConfig(BaseModel):
     startup_min_samples: int = Field(3, ge=1)
     service_min_samples: int = Field(20, ge=1)
     standing_pool_window_seconds: float = Field(
-        0.0,
+        3600.0,
         ge=0,
         description=(
-            "Off when 0. Otherwise keep at least the smallest fixed pool that would have met the SLO "
-            "for `standing_pool_attainment` of the jobs of this many recent seconds (bursty traffic)."
+            "Keep at least the smallest pool that, added to what reactive scaling provided, would "
+            "have met the SLO for `standing_pool_attainment` of the jobs of this many recent "
+            "seconds. Pays for itself only on bursty traffic, and is zero elsewhere. 0 turns it off."
         ),
     )
     standing_pool_attainment: float = Field(0.85, gt=0, lt=1)
@@ -95,6 +96,7 @@ class StartupAwarePolicy:
             else None
         )
         self._last_decision_at: float | None = None
+        self._raw_history: deque[tuple[float, int]] = deque()
 
     @property
     def name(self) -> str:
@@ -156,6 +158,7 @@ class StartupAwarePolicy:
         # The window holds what the SLO term asked for, not backlog-drain pods: those are wanted
         # only until the backlog is gone, and holding them would pay for a burst twice.
         self._remember(snapshot.now, int(decision.terms["slo_pods"]))
+        self._raw_history.append((snapshot.now, int(decision.terms["raw"])))
         terms = dict(decision.terms)
         terms["horizon"] = horizon
         terms["scale_down_window"] = window
@@ -169,7 +172,14 @@ class StartupAwarePolicy:
     def _standing_pool(self, snapshot: Snapshot) -> int:
         if self._pool is None:
             return 0
-        self._pool.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
+        # Pods reactive scaling alone would have had ready now: the most it asked for between one
+        # warm-up plus one scale-down window ago and one warm-up ago (ordered, ready, still held).
+        lag = self.startup_estimate + self.workload.tick_seconds
+        hold = self.config.scale_down_window_startups * self.startup_estimate + self.workload.tick_seconds
+        while self._raw_history and self._raw_history[0][0] < snapshot.now - lag - hold:
+            self._raw_history.popleft()
+        asked = max((r for t, r in self._raw_history if t <= snapshot.now - lag), default=0)
+        self._pool.observe(snapshot.now, snapshot.arrivals, snapshot.interval, min(snapshot.ready, asked))
         service = self.service_estimate
         return self._pool.size(
             snapshot.now,

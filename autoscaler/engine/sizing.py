@@ -115,7 +115,9 @@ def backlog_rate(inp: SizingInputs) -> float:
     """
     mean = inp.forecast.mean
     noise = 2.0 * math.sqrt(max(mean, 1.0 / inp.short_window_seconds) / inp.short_window_seconds)
-    return inp.rate_now if inp.rate_now > mean + noise else mean
+    serving = sum(1 for p in inp.pods if p.phase is PodPhase.READY) * inp.slots_per_pod
+    queue_building = inp.waiting > serving
+    return max(mean, inp.rate_now) if inp.rate_now > mean + noise or queue_building else mean
 
 
 def size(inp: SizingInputs) -> Decision:

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from autoscaler.engine.forecast import RateForecast
-from autoscaler.engine.policy import StartupAwarePolicy
+from autoscaler.engine.policy import StartupAwareConfig, StartupAwarePolicy
 from autoscaler.engine.sizing import SizingInputs, backlog_rate, projected_backlog, size
 from autoscaler.engine.snapshot import PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
@@ -90,7 +90,8 @@ def test_step_limits() -> None:
 
 
 def test_policy_orders_capacity_for_a_burst_and_releases_it_after_the_window() -> None:
-    policy = StartupAwarePolicy(WorkloadSpec(min_replicas=1))
+    no_pool = StartupAwareConfig(standing_pool_window_seconds=0)
+    policy = StartupAwarePolicy(WorkloadSpec(min_replicas=1), no_pool)
     pods = ready(1)
     desired = []
     for i in range(100):
