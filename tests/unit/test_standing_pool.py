@@ -4,51 +4,67 @@ import pytest
 
 from autoscaler.engine.floor import StandingPool, fluid_attainment
 
+BURST = [(0.0, 5.0, 0.0), (0.0, 5.0, 0.0), (200.0, 5.0, 0.0), (0.0, 5.0, 0.0), (0.0, 5.0, 0.0)]
+
 
 def test_enough_capacity_meets_every_job() -> None:
-    ticks = [(10.0, 5.0)] * 20  # 2 jobs/s, 10 Erlangs at 5 s service
+    ticks = [(10.0, 5.0, 0.0)] * 20  # 2 jobs/s, 10 Erlangs at 5 s service
     assert fluid_attainment(ticks, pods=11, slots=1, service=5.0, max_wait=0.0) == 1.0
 
 
 def test_burst_share_met_matches_hand_computation() -> None:
     # 100 jobs in one 5 s tick, 10 pods at 5 s/job = 2 jobs/s; a job may wait 5 s = 10 jobs ahead.
     # Queue seen at fraction u: u * (100 - 10) = 90u <= 10  ->  u <= 1/9.
-    share = fluid_attainment([(100.0, 5.0)], pods=10, slots=1, service=5.0, max_wait=5.0)
+    share = fluid_attainment([(100.0, 5.0, 0.0)], pods=10, slots=1, service=5.0, max_wait=5.0)
     assert share == pytest.approx(1 / 9)
 
 
+def test_reactive_capacity_counts_alongside_the_floor() -> None:
+    # The same burst, but reactive scaling had 10 pods ready: no floor is needed for it.
+    assert fluid_attainment(
+        [(100.0, 5.0, 10.0)], pods=0, slots=1, service=5.0, max_wait=5.0
+    ) == pytest.approx(1 / 9)
+    # A floor above the reactive capacity is what serves.
+    assert fluid_attainment([(100.0, 5.0, 10.0)], pods=100, slots=1, service=5.0, max_wait=5.0) == 1.0
+
+
 def test_draining_queue_lets_later_jobs_meet_the_bound() -> None:
-    # A backlog of 90 after the burst drains at 2/s; a quiet tick's jobs meet the bound once
-    # fewer than 10 are ahead.
-    ticks = [(100.0, 5.0)] + [(1.0, 5.0)] * 10
+    ticks = [(100.0, 5.0, 0.0)] + [(1.0, 5.0, 0.0)] * 10
     met_quiet = fluid_attainment(ticks, 10, 1, 5.0, 5.0) * 110 - 100 / 9
     assert 0 < met_quiet < 10
 
 
 def test_no_pods_or_no_jobs() -> None:
     assert fluid_attainment([], 0, 1, 5.0, 5.0) == 1.0
-    assert fluid_attainment([(5.0, 5.0)], 0, 1, 5.0, 5.0) == 0.0
+    assert fluid_attainment([(5.0, 5.0, 0.0)], 0, 1, 5.0, 5.0) == 0.0
 
 
 def test_learned_size_is_the_smallest_sufficient_and_forgets_old_traffic() -> None:
     pool = StandingPool(window_seconds=60.0, target=0.9, refresh_seconds=0.0)
     now = 0.0
-    for arrivals in [0, 0, 200, 0, 0, 0]:
+    for arrivals, _, _ in BURST:
         now += 5.0
-        pool.observe(now, arrivals, 5.0)
+        pool.observe(now, int(arrivals), 5.0, 0)
     size = pool.size(now, slots=1, service=5.0, max_wait=5.0, limit=500)
-    assert fluid_attainment([(0, 5), (0, 5), (200, 5), (0, 5), (0, 5), (0, 5)], size, 1, 5.0, 5.0) >= 0.9
-    assert fluid_attainment([(0, 5), (0, 5), (200, 5), (0, 5), (0, 5), (0, 5)], size - 1, 1, 5.0, 5.0) < 0.9
+    assert fluid_attainment(BURST, size, 1, 5.0, 5.0) >= 0.9
+    assert fluid_attainment(BURST, size - 1, 1, 5.0, 5.0) < 0.9
     for _ in range(13):  # a quiet minute later the burst has left the window
         now += 5.0
-        pool.observe(now, 0, 5.0)
+        pool.observe(now, 0, 5.0, 0)
     assert pool.size(now, 1, 5.0, 5.0, 500) == 0
+
+
+def test_no_pool_when_reactive_scaling_met_the_target() -> None:
+    pool = StandingPool(window_seconds=600.0, target=0.9, refresh_seconds=0.0)
+    for i in range(20):
+        pool.observe(5.0 * (i + 1), 10, 5.0, 12)  # 2 jobs/s served by 12 ready pods
+    assert pool.size(100.0, 1, 5.0, 5.0, 500) == 0
 
 
 def test_refresh_is_amortised() -> None:
     pool = StandingPool(window_seconds=600.0, target=0.9, refresh_seconds=30.0)
-    pool.observe(5.0, 100, 5.0)
+    pool.observe(5.0, 100, 5.0, 0)
     first = pool.size(5.0, 1, 5.0, 5.0, 500)
-    pool.observe(10.0, 1000, 5.0)
+    pool.observe(10.0, 1000, 5.0, 0)
     assert pool.size(10.0, 1, 5.0, 5.0, 500) == first  # not due yet
     assert pool.size(40.0, 1, 5.0, 5.0, 500) > first
