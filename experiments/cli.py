@@ -1,4 +1,4 @@
-"""``python -m experiments {replay,generate,tune,keda-sweep}``.
+"""``python -m experiments {replay,generate,tune,keda-sweep,scorecard}``.
 
 The ``replay`` options and its ``--json`` document are a stable interface (scripts and checks rely
 on them). Mistakes a user can fix (a missing or malformed trace, an unknown policy, an impossible
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from autoscaler.engine.registry import STARTUP_AWARE, PolicySpecError, make_policy, tuning_grid
-from experiments import keda_sweep, tune
+from experiments import keda_sweep, scorecard, tune
 from experiments.distributions import duration
 from experiments.generators import SHAPES, generate
 from experiments.render import COLUMNS, METRICS, Column, rich_table
@@ -28,6 +29,7 @@ from experiments.replay import SERVICE_FROM_TRACE, Outcome, Setup, prepare, repl
 from experiments.sim import ProgressFn, SimulationError
 from experiments.traces import AZURE_COLUMNS, Trace, TraceError, load_trace, write_trace
 
+DEFAULT_AZURE_TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_code_2023.csv"
 EXIT_USAGE = 2
 TRACE_HINT = (
     f"--trace needs a CSV with the Azure LLM columns ({','.join(AZURE_COLUMNS)}) "
@@ -274,6 +276,23 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- scorecard -----------------------------------------------------------------------------------
+def cmd_scorecard(args: argparse.Namespace) -> int:
+    setup = _setup(args)
+    azure = Path(args.azure_trace) if args.azure_trace else None
+    if azure is not None and not azure.exists():
+        _console(stderr=True).print(f"note: {azure} not found; scoring the synthetic traces only")
+    traces = scorecard.reference_traces(azure, args.seed)
+    rows = scorecard.score_traces(traces, setup, args.policy or list(scorecard.POLICIES))
+    command = "python -m experiments " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    text = scorecard.render(rows, setup, command)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    sys.stdout.write(text)
+    return 0
+
+
 def _floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
@@ -327,6 +346,19 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--processes", type=int, default=2, help="replays in parallel [2]")
     _add_workload(swp)
     swp.set_defaults(handler=cmd_keda_sweep)
+
+    card = sub.add_parser("scorecard", help="every policy on the reference traces vs the targets; Markdown")
+    card.add_argument(
+        "--azure-trace",
+        default=str(DEFAULT_AZURE_TRACE),
+        help="the real Azure trace [../shared/traces/azure_llm_code_2023.csv]",
+    )
+    card.add_argument(
+        "--policy", action="append", help=f"policy spec, repeatable [{', '.join(scorecard.POLICIES)}]"
+    )
+    card.add_argument("--out", default="reports/scorecard.md", help="Markdown report path")
+    _add_workload(card)
+    card.set_defaults(handler=cmd_scorecard)
     return parser
 
 
