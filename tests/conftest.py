@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.support.valkey import ServerBinaryNotFoundError, ValkeyServer
+from jobqueue.server import ServerBinaryNotFoundError, ValkeyServer
 from tests.support.workers import WorkerPool
 
 
