@@ -1,4 +1,4 @@
-"""``python -m experiments {replay,generate,tune,keda-sweep,scorecard}``.
+"""``python -m experiments {replay,generate,tune,keda-sweep,scorecard,record}``.
 
 The ``replay`` options and its ``--json`` document are a stable interface (scripts and checks rely
 on them). Mistakes a user can fix (a missing or malformed trace, an unknown policy, an impossible
@@ -12,22 +12,29 @@ import dataclasses
 import json
 import shlex
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
+import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from autoscaler.engine.registry import STARTUP_AWARE, PolicySpecError, make_policy, tuning_grid
-from experiments import keda_sweep, scorecard, tune
+from experiments import keda_sweep, record, scorecard, tune
 from experiments.distributions import duration
 from experiments.generators import SHAPES, generate
 from experiments.render import COLUMNS, METRICS, Column, rich_table
 from experiments.replay import SERVICE_FROM_TRACE, Outcome, Setup, prepare, replay
 from experiments.sim import ProgressFn, SimulationError
 from experiments.traces import AZURE_COLUMNS, Trace, TraceError, load_trace, write_trace
+from jobqueue import Settings
+from jobqueue import sync as jq
+from jobqueue.binding import bind_sync
+from jobqueue.records import scan_job_times
 
 DEFAULT_AZURE_TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_code_2023.csv"
 EXIT_USAGE = 2
@@ -300,6 +307,68 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+# -- record --------------------------------------------------------------------------------------
+def _record_queue(client: redis.Redis, queue: str | None, settings: Settings) -> str:
+    """The queue asked for, else the only one there is (a choice between several is the user's)."""
+    if queue:
+        return queue
+    queues = jq.list_queues(client, settings=settings)
+    if len(queues) != 1:
+        found = ", ".join(queues) if queues else "none"
+        raise UsageError(f"pass --queue: the server has {len(queues)} queue(s) ({found})")
+    return queues[0]
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    settings = Settings(prefix=args.prefix)
+    try:
+        since = None if args.since is None else record.parse_since(args.since, time.time())
+        if args.speedup <= 0:
+            raise ValueError(f"--speedup must be > 0, got {args.speedup}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    client = redis.Redis.from_url(args.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        queue = _record_queue(client, args.queue, settings)
+        jobs = bind_sync(scan_job_times)(client, queue, since=since, settings=settings)
+    except redis.RedisError as exc:
+        raise UsageError(f"cannot read {args.redis_url}: {exc}") from None
+    finally:
+        client.close()
+    recorded = record.recording(jobs, queue, args.speedup)
+    err = _console(stderr=True)
+    err.print(recorded.describe(), highlight=False)
+    if not len(recorded):
+        raise UsageError(f"nothing to export from queue {queue} (records expire RESULT_TTL after a job ends)")
+    origin = datetime.fromtimestamp(recorded.origin, UTC).isoformat(timespec="milliseconds")
+    err.print(f"timestamp 0 = {origin}; times x{args.speedup:g}", highlight=False)
+    text = write_trace(None, recorded.arrivals, recorded.service)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        err.print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _add_record(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rec = sub.add_parser(
+        "record",
+        help="export the arrivals (and service times) a live queue saw as a generic trace CSV",
+        description=record.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rec.add_argument("--redis-url", required=True, help="redis://host:port/db of the API and workers")
+    rec.add_argument("--queue", help="model:version queue [the only queue on the server]")
+    rec.add_argument("--since", help="only jobs submitted since: 15m, 2h, 1d ago, epoch seconds or ISO time")
+    rec.add_argument("--prefix", default="jq", help="key prefix (the API's KEY_PREFIX) [jq]")
+    rec.add_argument(
+        "--speedup", type=float, default=1.0, help="multiply times by this (a time-compressed demo) [1]"
+    )
+    rec.add_argument("--out", help="write here instead of stdout")
+    rec.set_defaults(handler=cmd_record)
+
+
 # -- entry point ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__.splitlines()[0])
@@ -359,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--out", default="reports/scorecard.md", help="Markdown report path")
     _add_workload(card)
     card.set_defaults(handler=cmd_scorecard)
+
+    _add_record(sub)
     return parser
 
 

@@ -1,0 +1,288 @@
+"""``python -m autoscaler demo``: the whole system on this machine, replaying a real trace.
+
+Runs a real Valkey server (or uses ``REDIS_URL``), the real job API (``python -m api``), and the
+autoscaler daemon with the local target, which runs real ``python -m worker`` processes; replays a
+window of a trace against the API over HTTP with time compressed by ``--speedup`` (warm-up, service
+time, tick, SLO and the policy's windows all shrink by the same factor); then reads the traffic back
+from Redis and replays it in the simulator under KEDA and startup-aware for comparison.
+
+Exit status: 0 when every job sent was accepted and succeeded; 1 when some did not (or the run
+failed); 2 for a problem the user can fix (one ``error:`` line); 130 when interrupted. Ctrl-C or
+SIGTERM stop the API, drain the workers and stop the server: nothing is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import httpx
+import redis
+import redis.asyncio
+from rich.console import Console
+from rich.logging import RichHandler
+
+from autoscaler.demo import report
+from autoscaler.demo.monitor import Monitor
+from autoscaler.demo.plan import TIME_KNOBS, Plan, Traffic, run_queue, select_traffic
+from autoscaler.demo.stack import DemoError, Stack
+from autoscaler.demo.traffic import Ledger, follow, play
+from autoscaler.demo.view import View, status_of
+from autoscaler.engine.registry import STARTUP_AWARE
+from experiments.render import COLUMNS, rich_table
+from experiments.traces import TraceError, load_trace, write_trace
+from jobqueue.binding import bind_sync
+from jobqueue.records import scan_job_times
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "azure_llm_code_2023.csv"
+WARM_UP_GRACE_WALL = 60.0
+"""Wall seconds allowed on top of the model's warm-up for the first worker (imports on a busy box)."""
+
+log = logging.getLogger("autoscaler.demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m autoscaler demo",
+        description="Run Valkey, the API, the autoscaler and real workers locally; replay a trace over "
+        "HTTP, time-compressed; compare with KEDA and startup-aware on the recorded traffic.",
+    )
+    parser.add_argument("--trace", default=str(DEFAULT_TRACE), help="trace CSV (Azure LLM or generic)")
+    parser.add_argument(
+        "--speedup", type=float, default=10.0, help="run this many times faster than real time [10]"
+    )
+    parser.add_argument("--start", type=float, default=0.0, help="trace second the window starts at [0]")
+    parser.add_argument("--duration", type=float, default=1200.0, help="trace seconds to replay [1200]")
+    parser.add_argument(
+        "--keep-every", type=int, help="submit every K-th job of the window [auto: what max workers serve]"
+    )
+    parser.add_argument("--max-workers", type=int, default=16, help="worker processes at most [16]")
+    parser.add_argument(
+        "--policy",
+        default=STARTUP_AWARE,
+        help=f"live policy: {' or '.join(TIME_KNOBS)}[:knob=value] [%(default)s]",
+    )
+    parser.add_argument("--report", metavar="PATH", help="write the final numbers as JSON")
+    parser.add_argument("--out", default="demo-output", help="directory for the plots and the recorded trace")
+    parser.add_argument("--api-port", type=int, default=0, help="API port [0: any free port]")
+    parser.add_argument("--metrics-port", type=int, default=0, help="autoscaler /metrics port [0: any free]")
+    return parser
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    plan: Plan
+    traffic: Traffic
+    out: Path
+    report: Path | None
+    api_port: int
+    metrics_port: int
+
+
+def options(args: argparse.Namespace) -> Options:
+    """Everything checked before anything starts; a :class:`DemoError` names what to fix."""
+    try:
+        plan = Plan(speedup=args.speedup, max_workers=args.max_workers, policy=args.policy, queue=run_queue())
+        plan.policy_knobs()  # a bad knob fails here, not in the daemon
+        trace = load_trace(args.trace)
+        traffic = select_traffic(trace, plan, args.start, args.duration, args.keep_every)
+    except TraceError as exc:
+        raise DemoError(
+            f"{exc}; pass --trace with an Azure LLM CSV or a 'timestamp[,service_s]' CSV"
+        ) from None
+    except ValueError as exc:
+        raise DemoError(str(exc)) from None
+    for port, flag in ((args.api_port, "--api-port"), (args.metrics_port, "--metrics-port")):
+        if not 0 <= port <= 65535:
+            raise DemoError(f"{flag} must be within 0..65535, got {port}")
+    return Options(
+        plan,
+        traffic,
+        Path(args.out),
+        Path(args.report) if args.report else None,
+        args.api_port,
+        args.metrics_port,
+    )
+
+
+# ---- signals ------------------------------------------------------------------------------------
+
+
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """While cleaning up: a second Ctrl-C must not cut the cleanup short and leave processes behind."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+
+def _wait_first_worker(monitor: Monitor, plan: Plan, logs: Path) -> None:
+    """Traffic starts with one warm worker, as in the replays (and the reference numbers)."""
+    deadline = time.monotonic() + plan.wall(plan.workload.startup_seconds) + WARM_UP_GRACE_WALL
+    while True:
+        report_ = monitor.latest
+        if report_ is not None and report_.snapshot is not None and report_.snapshot.ready >= 1:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the first worker did not become ready; see the logs in {logs}")
+        time.sleep(0.1)
+
+
+def drain_timeout(plan: Plan, outstanding: int) -> float:
+    """Wall seconds to wait after the last submission: a warm-up, the backlog on all workers, slack."""
+    w = plan.workload
+    backlog = math.ceil(outstanding / plan.max_workers) * w.service_seconds
+    return 30.0 + 3 * plan.wall(w.startup_seconds + backlog + w.slo_seconds)
+
+
+async def _session(stack: Stack, opts: Options, ledger: Ledger, monitor: Monitor, view: View) -> None:
+    """Submit the traffic and follow it until every accepted job finished (or the drain times out)."""
+    plan, traffic = opts.plan, opts.traffic
+    loop = asyncio.get_running_loop()
+    client = redis.asyncio.Redis.from_url(stack.redis_url)
+    try:
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30.0) as http:
+            started = loop.time()
+            player = asyncio.create_task(play(http, plan, traffic, ledger))
+            cursor, deadline = "0-0", math.inf
+            while True:
+                cursor = await follow(client, plan.queue, ledger, cursor)
+                view.show(status_of(plan, traffic, loop.time() - started, ledger, monitor.latest))
+                if player.done():
+                    player.result()  # a crash of the player surfaces here
+                    if math.isinf(deadline):
+                        deadline = loop.time() + drain_timeout(plan, ledger.outstanding)
+                    if ledger.outstanding == 0 or loop.time() > deadline:
+                        return
+                await asyncio.sleep(0.25)
+    finally:
+        await client.aclose()
+
+
+def _live_run(opts: Options, console: Console, run_dir: Path) -> report.LiveRun:
+    """Start the stack, play the traffic, read everything back; the stack is stopped on return."""
+    plan = opts.plan
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(plan, run_dir, redis_url=os.environ.get("REDIS_URL") or None,
+                  api_port=opts.api_port, metrics_port=opts.metrics_port)  # fmt: skip
+    monitor: Monitor | None = None
+    try:
+        stack.start()
+        assert stack.target is not None
+        monitor = Monitor(stack.loop, stack.target).start()
+        log.info(
+            "waiting for the first worker to warm up (%.1f s model setup = %g s at %gx)",
+            plan.wall(plan.workload.startup_seconds), plan.workload.startup_seconds, plan.speedup,
+        )  # fmt: skip
+        _wait_first_worker(monitor, plan, run_dir)
+        log.info("replaying %s", opts.traffic.describe())
+        since = time.time()
+        ledger = Ledger()
+        with View(plan, console) as view:
+            asyncio.run(_session(stack, opts, ledger, monitor, view))
+        client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
+        try:
+            jobs = bind_sync(scan_job_times)(client, plan.queue, since=since - 1)
+        finally:
+            client.close()
+        monitor.stop()
+        rejected = ledger.sent - len(ledger.submitted)  # refused by the API or never answered
+        return report.LiveRun(jobs, len(ledger.submitted), rejected, monitor.reports, monitor.lives)
+    finally:
+        with _signals_ignored():
+            log.info("stopping: API, workers (draining), server")
+            if monitor is not None:
+                monitor.stop()
+            stack.close()
+
+
+def _conclude(opts: Options, run: report.LiveRun, console: Console) -> int:
+    """Score, plot, print and write the report; the exit status says whether every job succeeded."""
+    from experiments.plots import plot_report  # matplotlib only now
+
+    plan, traffic = opts.plan, opts.traffic
+    verdict = report.judge(plan, run)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    trace = verdict.report.prepared.trace
+    recorded = opts.out / "recorded.csv"
+    write_trace(recorded, trace.arrivals, trace.service)
+    plots = plot_report(verdict.report, opts.out)
+    title = (
+        f"{traffic.describe()}; live at {plan.speedup:g}x, max {plan.max_workers} workers "
+        f"(numbers in trace seconds)"
+    )
+    console.print(rich_table(verdict.outcomes, title, COLUMNS))
+    console.print(f"simulated with: {verdict.report.prepared.setup.describe()}", highlight=False)
+    console.print(
+        f"jobs: {run.submitted} accepted, {verdict.completed} succeeded, {run.rejected} rejected; "
+        f"warm-up measured on {verdict.startup_samples} worker start(s)",
+        highlight=False,
+    )
+    for path in (*plots, recorded):
+        console.print(f"wrote {path}", highlight=False)
+    if opts.report is not None:
+        report.write_json(opts.report, verdict.as_json(plan, traffic))
+        console.print(f"wrote {opts.report}", highlight=False)
+    ok = run.rejected == 0 and verdict.completed == run.submitted
+    if not ok:
+        console.print(f"[bold red]not every job succeeded[/]: {run.submitted - verdict.completed} missing")
+    return EXIT_OK if ok else EXIT_INCOMPLETE
+
+
+def _setup_logging(console: Console) -> None:
+    """Warnings from every part, and the demo's own steps; through the console in a terminal, so
+    log lines print above the live panel instead of through it."""
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    log.setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        opts = options(args)
+        _setup_logging(console)
+        run = _live_run(opts, console, opts.out / "logs")
+        return _conclude(opts, run, console)
+    except DemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    except KeyboardInterrupt:
+        print("interrupted: the API, the workers and the server are stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
