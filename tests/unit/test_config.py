@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import textwrap
 from pathlib import Path
 
@@ -161,13 +160,6 @@ def test_check_config_exits_2_with_one_line_naming_the_field(
     )
     assert main(["check-config", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
-
-
-def test_demo_without_the_demo_module_prints_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    if importlib.util.find_spec("autoscaler.demo") is not None:
-        pytest.skip("the demo exists; its own tests cover it")
-    assert main(["demo"]) == 1
-    assert capsys.readouterr().err.count("\n") == 1
 
 
 # ---- hot reload ----------------------------------------------------------------------------------------
