@@ -58,6 +58,7 @@ class StandingPool:
         self._ticks: deque[tuple[float, float, float, float]] = deque()
         self._last_refresh: float | None = None
         self.pods = 0
+        self.refreshes = 0
 
     def observe(self, now: float, arrivals: int, interval: float, reactive_pods: int) -> None:
         """Record one tick: its arrivals and the ready pods reactive scaling alone provided."""
@@ -70,6 +71,7 @@ class StandingPool:
         if self._last_refresh is not None and now - self._last_refresh < self.refresh_seconds:
             return self.pods
         self._last_refresh = now
+        self.refreshes += 1
         history = [(a, i, r) for _, a, i, r in self._ticks]
         lo, hi = 0, limit
         if fluid_attainment(history, hi, slots, service, max_wait) < self.target:

@@ -103,6 +103,12 @@ class StartupAwarePolicy:
         return "startup-aware"
 
     @property
+    def refits(self) -> int:
+        """Amortised heavy steps so far (seasonal refits, standing-pool refreshes), for benchmarks."""
+        seasonal = self.forecaster.seasonal.fits if self.forecaster.seasonal else 0
+        return seasonal + (self._pool.refreshes if self._pool else 0)
+
+    @property
     def startup_estimate(self) -> float:
         return self._startup.quantile(self.config.startup_quantile)
 
