@@ -4,6 +4,9 @@
 # and prints that directory. A no-op when the binaries are already cached.
 # Called by up.sh; can be run on its own (e.g. to warm a CI machine).
 set -euo pipefail
+# The whole script is one brace group, so bash parses it completely before running it
+# (editing or git-pulling this file while it runs cannot corrupt a running build/up).
+{
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -19,7 +22,7 @@ if have_all_bins; then
   exit 0
 fi
 
-need_cmd go "the virtual cluster binaries are not cached in $VC_CACHE_DIR and building them needs Go >= 1.24 (https://go.dev/dl/, or apt-get install golang-1.24)"
+need_cmd go "the virtual cluster binaries are not cached in $VC_CACHE_DIR and building them needs Go >= 1.24: install it from https://go.dev/dl/ (Debian 12's golang package is too old)"
 need_cmd flock "install util-linux (apt-get install util-linux)"
 go_minor="$(go env GOVERSION | sed -nE 's/^go1\.([0-9]+).*/\1/p')"
 [[ -n "$go_minor" && "$go_minor" -ge 24 ]] || die "Go >= 1.24 is needed to build the virtual cluster, found '$(go env GOVERSION)'; install a newer Go from https://go.dev/dl/"
@@ -49,7 +52,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 log "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION"
-log "from the Go module proxy (first build: roughly 15-25 min on 2 cores; log: $build_log)"
+log "from the Go module proxy (first build: ~6 min on 2 idle cores, 15+ min on busy ones; log: $build_log)"
 start=$(date +%s)
 {
   echo "# $(date -Is) go=$(go env GOVERSION) GOPROXY=$(go env GOPROXY)"
@@ -80,3 +83,5 @@ mv "$tmp" "$VC_BIN"
 trap - EXIT
 log "built in $(($(date +%s) - start))s -> $VC_BIN"
 echo "$VC_BIN"
+exit
+}

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # variables are used by the scripts that source this
 # Shared settings for up.sh / down.sh / build.sh. Sourced, not executed.
 
 VC_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,6 +43,11 @@ VC_HASH="$(vc_version_hash)"
 VC_CACHE_DIR="$CACHE_ROOT/$K8S_VERSION-$VC_HASH"
 VC_BIN="$VC_CACHE_DIR/bin"
 
+# is_state_dir: STATE_DIR was created by up.sh (marker file; pids/ + env for older runs).
+is_state_dir() {
+  [[ -f "$STATE_DIR/.vcluster-state" ]] || [[ -d "$STATE_DIR/pids" && -f "$STATE_DIR/env" ]]
+}
+
 # lock_state: serialize up.sh/down.sh runs on the same STATE_DIR (fd 8; children must
 # not inherit it, see start() in up.sh).
 lock_state() {
@@ -66,7 +71,9 @@ pid_alive() {
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$STATE_DIR/" || return 1
 }
 
-# stop_all: TERM every recorded component (reverse start order), then KILL stragglers.
+# stop_all: TERM every recorded component (clients first, etcd last), give them 3 s, then
+# KILL the rest. Graceful shutdown buys nothing here (down.sh deletes all state), and
+# kube-apiserver can take up to its 60 s request timeout to drain watches.
 stop_all() {
   local i name f pid waited
   [[ -d "$STATE_DIR/pids" ]] || return 0
@@ -74,18 +81,25 @@ stop_all() {
     name="${VC_COMPONENTS[$i]}"
     f="$STATE_DIR/pids/$name.pid"
     if pid_alive "$f"; then
-      pid="$(cat "$f")"
-      kill -TERM "$pid" 2>/dev/null || true
-      waited=0
-      while pid_alive "$f" && ((waited < 100)); do
+      kill -TERM "$(cat "$f")" 2>/dev/null || true
+      waited=0 # etcd last: give the others a moment so they do not hang on it
+      while [[ "$name" == kube-apiserver ]] && pid_alive "$f" && ((waited < 20)); do
         sleep 0.1
         waited=$((waited + 1))
       done
-      if pid_alive "$f"; then
-        log "$name (pid $pid) did not stop after 10s; sending KILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.2
-      fi
+    fi
+  done
+  waited=0
+  for name in "${VC_COMPONENTS[@]}"; do
+    f="$STATE_DIR/pids/$name.pid"
+    while pid_alive "$f" && ((waited < 30)); do
+      sleep 0.1
+      waited=$((waited + 1))
+    done
+    if pid_alive "$f"; then
+      pid="$(cat "$f")"
+      kill -KILL "$pid" 2>/dev/null || true
+      while [[ -r "/proc/$pid/cmdline" ]] && pid_alive "$f"; do sleep 0.05; done
     fi
     rm -f "$f"
   done

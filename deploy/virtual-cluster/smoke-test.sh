@@ -4,6 +4,9 @@
 # pod deletion, ServiceAccount token refused outside its Role, Leases.
 # Uses (and finally deletes) the namespace vcluster-smoke. Exit 0 = all good.
 set -euo pipefail
+# The whole script is one brace group, so bash parses it completely before running it
+# (editing or git-pulling this file while it runs cannot corrupt a running build/up).
+{
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ -f "$STATE_DIR/env" ]] || die "no virtual cluster in $STATE_DIR; run $VC_DIR/up.sh first"
@@ -77,7 +80,10 @@ c="$(code "/api/v1/namespaces/$NS/secrets")"
 [[ "$c" == 403 ]] || fail "SA token listing secrets (not in its Role): HTTP $c, expected 403"
 c="$(code "/api/v1/namespaces/default/pods")"
 [[ "$c" == 403 ]] || fail "SA token listing pods in another namespace: HTTP $c, expected 403"
-ok "ServiceAccount token: 200 inside its Role, 403 for secrets and other namespaces"
+token=invalid-token
+c="$(code "/api/v1/namespaces/$NS/pods")"
+[[ "$c" == 401 ]] || fail "invalid bearer token: HTTP $c, expected 401"
+ok "ServiceAccount token: 200 inside its Role, 403 for secrets and other namespaces; bad token 401"
 
 # 4. Leases (coordination.k8s.io), incl. optimistic concurrency
 k apply -f - >/dev/null <<EOF
@@ -95,3 +101,5 @@ n="$(kubectl -n kube-node-lease get leases --no-headers | wc -l)"
 ((n >= 1)) || fail "no node leases in kube-node-lease"
 ok "Leases: create/update work, stale resourceVersion rejected; $n node lease(s) renewed by kwok"
 echo "smoke: all checks passed"
+exit
+}

@@ -17,7 +17,11 @@
 #   VCLUSTER_DEFAULT_TERMINATE_DELAY_SECONDS delete delay without the annotation [0]
 #   VCLUSTER_KUBE_API_QPS / _BURST     controller-manager client rate limit     [100 / 200]
 #   VCLUSTER_TIMEOUT                   seconds to wait for each readiness step  [120]
+# shellcheck disable=SC2317 # some functions are only invoked indirectly (wait_for)
 set -euo pipefail
+# The whole script is one brace group, so bash parses it completely before running it
+# (editing or git-pulling this file while it runs cannot corrupt a running build/up).
+{
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -67,6 +71,7 @@ if all_running; then
   exit 0
 fi
 if [[ -e "$STATE_DIR" ]]; then
+  is_state_dir || die "$STATE_DIR exists but was not created by up.sh; refusing to delete it (set VCLUSTER_STATE to another path)"
   log "found a stale or partial cluster in $STATE_DIR; stopping it and starting fresh"
   stop_all
   rm -rf "$STATE_DIR"
@@ -108,6 +113,7 @@ SCHED_PORT="$(free_port)"
 KWOK_PORT="$(free_port)"
 
 mkdir -p "$STATE_DIR"/{pki,logs,pids,etcd}
+echo "startup-autoscaler virtual cluster state; removed by down.sh" >"$STATE_DIR/.vcluster-state"
 chmod 700 "$STATE_DIR" "$STATE_DIR/etcd" "$PKI"
 
 # --- PKI -------------------------------------------------------------------
@@ -312,3 +318,5 @@ wait_for "ConfigMap default/kube-root-ca.crt" kube-controller-manager kc -n defa
 
 date -Is >"$STATE_DIR/ready"
 print_info
+exit
+}
