@@ -26,22 +26,3 @@ finish = bind_sync(consumer.finish)
 heartbeat = bind_sync(consumer.heartbeat)
 deregister = bind_sync(consumer.deregister)
 forget_idle_consumers = bind_sync(consumer.forget_idle_consumers)
-
-__all__ = [
-    "cancel_job",
-    "deregister",
-    "ensure_groups",
-    "fetch",
-    "finish",
-    "forget_idle_consumers",
-    "get_job",
-    "heartbeat",
-    "list_queues",
-    "read_dead_letters",
-    "read_list_queue_stats",
-    "read_queue_stats",
-    "reclaim",
-    "start",
-    "submit_job",
-    "wait_for_job",
-]
