@@ -12,8 +12,6 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio
 from fastapi import FastAPI
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 
 from api import routes_infer, routes_jobs, routes_legacy, routes_ops
 from api.admission import BacklogMonitor, ConcurrencyGate
@@ -22,6 +20,7 @@ from api.config import ApiConfig
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.metrics import ApiMetrics, MetricsMiddleware
+from api.redis_client import connect
 from api.refresh import Refresher
 from api.routing import TrafficRouter
 from api.service import JobService
@@ -29,23 +28,9 @@ from api.service import JobService
 log = logging.getLogger("api")
 
 
-def connect(config: ApiConfig) -> redis.asyncio.Redis:
-    """A pooled client that fails fast while Redis is down (the request gets 503 and retries) and
-    reconnects by itself on the next command once it is back. One retry covers a pooled connection
-    the server closed while idle (e.g. after a restart). AUTH and TLS come from the URL
-    (``redis://:password@host``, ``rediss://...?ssl_cert_reqs=required``)."""
-    return redis.asyncio.from_url(
-        config.redis_url,
-        socket_timeout=config.redis_timeout,
-        socket_connect_timeout=min(config.redis_timeout, 2.0),
-        retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.2), 1),
-        max_connections=512,
-    )
-
-
 def create_app(config: ApiConfig, client: redis.asyncio.Redis | None = None) -> FastAPI:
     metrics = ApiMetrics()
-    redis_client = client or connect(config)
+    redis_client = client or connect(config.redis_url, config.redis_timeout)
     router = TrafficRouter(
         config.traffic_weights, config.default_model, config.default_version, config.settings
     )
@@ -57,6 +42,7 @@ def create_app(config: ApiConfig, client: redis.asyncio.Redis | None = None) -> 
         router=router,
         backlog=backlog,
         auth=Authenticator(config.api_keys),
+        infer_gate=ConcurrencyGate(config.max_concurrency, metrics),
     )
 
     def redis_health(ok: bool) -> None:
@@ -95,7 +81,6 @@ def create_app(config: ApiConfig, client: redis.asyncio.Redis | None = None) -> 
         lifespan=lifespan,
     )
     app.state.service = service
-    app.state.infer_gate = ConcurrencyGate(config.max_concurrency, metrics)
     install_error_handlers(app, metrics)
     for module in (routes_jobs, routes_legacy, routes_infer, routes_ops):
         app.include_router(module.router)

@@ -14,6 +14,8 @@ from api.config import ALL_MODELS
 from api.errors import ApiError
 
 API_KEY_HEADER = "X-API-Key"
+CHALLENGE = {"WWW-Authenticate": f'APIKey header="{API_KEY_HEADER}"'}
+"""RFC 9110 wants a challenge on every 401; API-key schemes have no standard one, so name ours."""
 
 
 class Authenticator:
@@ -28,14 +30,14 @@ class Authenticator:
         if not key:
             raise ApiError(
                 401, "unauthorized", f"missing API key: send it in the {API_KEY_HEADER} header",
-                reason="unauthorized",
+                reason="unauthorized", headers=CHALLENGE,
             )  # fmt: skip
         found: frozenset[str] | None = None
         for known, models in self._keys.items():
             if hmac.compare_digest(known.encode(), key.encode()):
                 found = models
         if found is None:
-            raise ApiError(401, "unauthorized", "unknown API key", reason="unauthorized")
+            raise ApiError(401, "unauthorized", "unknown API key", reason="unauthorized", headers=CHALLENGE)
         return found
 
     def authenticate(self, key: str | None) -> None:

@@ -46,6 +46,7 @@ class ApiError(Exception):
         *,
         retry_after: float | None = None,
         reason: str | None = None,
+        headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(detail)
@@ -54,13 +55,21 @@ class ApiError(Exception):
         self.detail = detail
         self.retry_after = retry_after
         self.reason = reason
+        self.headers = headers
         self.extra = extra
 
 
 def error_response(
-    status: int, error: str, detail: str, retry_after: float | None = None, **extra: Any
+    status: int,
+    error: str,
+    detail: str,
+    retry_after: float | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> Response:
-    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    headers = dict(headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     body = json.dumps({"error": error, "detail": detail, **extra}, separators=(",", ":"))
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
@@ -85,7 +94,7 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
     async def _api_error(_: Request, exc: ApiError) -> Response:
         if exc.reason:
             metrics.rejections.labels(exc.reason).inc()
-        return error_response(exc.status, exc.error, exc.detail, exc.retry_after, **exc.extra)
+        return error_response(exc.status, exc.error, exc.detail, exc.retry_after, exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:

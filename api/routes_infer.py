@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import ApiKey, ClientAddr, Gate, Service, job_url
+from api.deps import CallerDep, job_url
 from api.errors import ApiError
 from api.routes_jobs import SUBMIT_ERRORS
 from api.schemas import InferRequest, InferResult, Problem
@@ -32,15 +32,14 @@ INFER_ERRORS.pop(200)
 
 
 @router.post("/infer", response_model=InferResult, responses=INFER_ERRORS, summary="Submit and wait")
-async def infer(
-    body: InferRequest, service: Service, gate: Gate, api_key: ApiKey = None, addr: ClientAddr = ""
-) -> InferResult:
+async def infer(body: InferRequest, c: CallerDep) -> InferResult:
     """Run the prompt on MODEL_REF and return the output, waiting up to `timeout` (or INFER_TIMEOUT)."""
+    service = c.service
     config = service.config
-    with gate.slot():
+    with c.gate.slot():
         start = time.perf_counter()
         accepted = await service.submit(
-            api_key=api_key, client_addr=addr, model=config.default_model, version=None, input=body.prompt
+            api_key=c.api_key, client_addr=c.addr, model=config.default_model, version=None, input=body.prompt
         )
         timeout = min(body.timeout or config.infer_timeout, config.infer_timeout)
         job = accepted.cached_job or await service.wait(accepted.job_id, timeout)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import ApiKey, ClientAddr, JobId, Service
+from api.deps import CallerDep, JobId
 from api.routes_jobs import COMMON_ERRORS, SUBMIT_ERRORS
 from api.schemas import LegacyData, LegacyPushed, LegacyStatus, Problem, latency_of
 
@@ -21,21 +21,18 @@ NOT_FOUND = {**COMMON_ERRORS, 404: {"model": Problem, "description": "No such jo
 async def push(
     input: Annotated[str, Query(max_length=65536, description="The job's input")],
     response: Response,
-    service: Service,
-    api_key: ApiKey = None,
-    addr: ClientAddr = "",
+    c: CallerDep,
 ) -> LegacyPushed:
-    router_ = service.router
-    accepted = await service.submit(
-        api_key=api_key, client_addr=addr, model=router_.default_model, version=None, input=input
+    accepted = await c.service.submit(
+        api_key=c.api_key, client_addr=c.addr, model=c.service.router.default_model, version=None, input=input
     )
     response.headers["Location"] = f"/status/{accepted.job_id}"
     return LegacyPushed(id=accepted.job_id)
 
 
 @router.get("/status/{job_id}", response_model=LegacyStatus, responses=NOT_FOUND, summary="Status (seed API)")
-async def status(job_id: JobId, service: Service, api_key: ApiKey = None) -> LegacyStatus:
-    job = await service.get(job_id, api_key)
+async def status(job_id: JobId, c: CallerDep) -> LegacyStatus:
+    job = await c.service.get(job_id, c.api_key)
     return LegacyStatus(
         id=job.id, status=job.status, attempts=job.attempts, worker=job.worker, error=job.error
     )
@@ -45,9 +42,9 @@ async def status(job_id: JobId, service: Service, api_key: ApiKey = None) -> Leg
     "/data/{job_id}", response_model=LegacyData, summary="Output and latency (seed API)",
     responses={**NOT_FOUND, 202: {"model": LegacyData, "description": "Not finished; see Retry-After"}},
 )  # fmt: skip
-async def data(job_id: JobId, response: Response, service: Service, api_key: ApiKey = None) -> LegacyData:
+async def data(job_id: JobId, response: Response, c: CallerDep) -> LegacyData:
     """The output plus queue wait, service and total latency; 202 while the job is not finished."""
-    job = await service.get(job_id, api_key)
+    job = await c.service.get(job_id, c.api_key)
     if not job.status.terminal:
         response.status_code = 202
         response.headers["Retry-After"] = "1"

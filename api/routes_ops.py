@@ -6,9 +6,9 @@ import asyncio
 
 from fastapi import APIRouter, Request, Response
 
-from api.deps import Service
 from api.errors import REDIS_RETRY_AFTER, REDIS_UNAVAILABLE, error_response
 from api.schemas import ModelsView, Problem
+from api.service import JobService
 
 router = APIRouter(tags=["operations"])
 
@@ -25,8 +25,9 @@ async def healthz() -> dict[str, str]:
     "/readyz", summary="Readiness: Redis is reachable",
     responses={503: {"model": Problem, "description": "Redis unreachable"}},
 )  # fmt: skip
-async def readyz(service: Service) -> Response:
+async def readyz(request: Request) -> Response:
     """200 if Redis answers PING within a second; 503 otherwise, so no traffic is routed here."""
+    service: JobService = request.app.state.service
     try:
         await asyncio.wait_for(service.ping(), READY_TIMEOUT)
     except (*REDIS_UNAVAILABLE, TimeoutError) as exc:
@@ -43,7 +44,8 @@ async def metrics(request: Request) -> Response:
 
 
 @router.get("/v1/models", response_model=ModelsView, tags=["jobs"], summary="Models and traffic weights")
-async def models(service: Service) -> ModelsView:
+async def models(request: Request) -> ModelsView:
     """The models served, and the split unversioned requests follow (live weights included)."""
+    service: JobService = request.app.state.service
     r = service.router
     return ModelsView(default=service.config.model_ref, models=r.models(), traffic=r.effective())

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio
 
-from api.admission import BacklogMonitor
+from api.admission import BacklogMonitor, ConcurrencyGate
 from api.auth import Authenticator
 from api.config import ApiConfig
 from api.errors import ApiError
@@ -58,6 +58,7 @@ class JobService:
         router: TrafficRouter,
         backlog: BacklogMonitor,
         auth: Authenticator,
+        infer_gate: ConcurrencyGate,
     ) -> None:
         self.client = client
         self.config = config
@@ -66,6 +67,7 @@ class JobService:
         self.router = router
         self.backlog = backlog
         self.auth = auth
+        self.infer_gate = infer_gate
 
     async def submit(
         self,
