@@ -41,7 +41,7 @@ from jobqueue import Keyspace  # noqa: E402
 from tests.support.valkey import ValkeyServer, free_port  # noqa: E402
 
 QUEUE = "bench:v1"
-COLUMNS = ("connections", "rate_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+COLUMNS: tuple[str, ...] = ("connections", "rate_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")
 COLUMNS += ("api_cpu_us_per_req", "per_core_capacity", "statuses")
 TARGET_RATE = 2000.0
 TARGET_P99_MS = 25.0
