@@ -1,0 +1,191 @@
+"""A small Python client for the job API, with retries that are safe to make.
+
+Retries: on 429 (overloaded, rate limited), 503 (Redis unavailable) and connection errors, with
+exponential back-off and jitter (so a fleet of clients refused together does not come back together),
+waiting at least what ``Retry-After`` asks. Submissions carry an idempotency key (generated unless
+given), so a retry after a lost answer returns the first job instead of creating a second.
+
+    with JobClient("http://api:8000", api_key="...") as api:
+        job = api.submit({"image": "s3://..."}, model="resnet")
+        done = api.wait(job["id"], timeout=60)
+        print(api.infer("hello")["output"])
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+RETRY_STATUSES = frozenset({429, 503})
+
+
+class ApiClientError(Exception):
+    """The API refused or failed a request (after retries, if it was retryable)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
+        self.error = body.get("error", "") if isinstance(body, dict) else ""
+        self.detail = body.get("detail", "") if isinstance(body, dict) else str(body)
+        super().__init__(f"HTTP {status} {self.error}: {self.detail}")
+
+
+class JobTimeoutError(ApiClientError):
+    """The job did not finish in time; ``job_id`` is still valid and can be fetched later."""
+
+    def __init__(self, job_id: str, body: Any) -> None:
+        super().__init__(504, body)
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``attempts`` tries in all; the n-th back-off is ``min(cap, base * 2**n)`` scaled by a random
+    factor in [0.5, 1] ("equal jitter"), or ``Retry-After`` (capped at ``max_retry_after``) plus up
+    to ``base`` of jitter when the server sent one."""
+
+    attempts: int = 5
+    base: float = 0.1
+    cap: float = 5.0
+    max_retry_after: float = 30.0
+    statuses: frozenset[int] = RETRY_STATUSES
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after) + rng.uniform(0, self.base)
+        return min(self.cap, self.base * 2.0**attempt) * rng.uniform(0.5, 1.0)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(raw)) if raw is not None else None
+    except ValueError:  # an HTTP date: not sent by this API; fall back to back-off
+        return None
+
+
+@dataclass
+class JobClient:
+    base_url: str
+    api_key: str | None = None
+    timeout: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    transport: httpx.BaseTransport | None = None
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        headers = {"X-API-Key": self.api_key} if self.api_key else {}
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=self.timeout, transport=self.transport
+        )
+
+    def __enter__(self) -> JobClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send with retries; returns the last response (any status) or raises the last
+        connection error once attempts are exhausted."""
+        for attempt in range(self.retry.attempts):
+            last = attempt == self.retry.attempts - 1
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if last:
+                    raise
+                self.sleep(self.retry.delay(attempt, None, self.rng))
+                continue
+            if response.status_code not in self.retry.statuses or last:
+                return response
+            self.sleep(self.retry.delay(attempt, _retry_after(response), self.rng))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _json(self, response: httpx.Response, ok: tuple[int, ...] = (200, 201, 202)) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code not in ok:
+            raise ApiClientError(response.status_code, body)
+        return body
+
+    def submit(
+        self,
+        input: Any,
+        model: str,
+        *,
+        version: str | None = None,
+        priority: str = "normal",
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Submit a job; returns ``{"id", "url", "status", "queue", "created"}``."""
+        body: dict[str, Any] = {
+            "input": input,
+            "model": model,
+            "priority": priority,
+            "idempotency_key": idempotency_key or uuid.uuid4().hex,
+            "metadata": dict(metadata or {}),
+        }
+        if version is not None:
+            body["version"] = version
+        result: dict[str, Any] = self._json(self.request("POST", "/v1/jobs", json=body))
+        return result
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(self.request("GET", f"/v1/jobs/{job_id}"))
+        return result
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued job; raises :class:`ApiClientError` 409 if it already started."""
+        result: dict[str, Any] = self._json(self.request("DELETE", f"/v1/jobs/{job_id}"))
+        return result
+
+    def wait(self, job_id: str, timeout: float, poll: float = 0.1, poll_max: float = 2.0) -> dict[str, Any]:
+        """Poll until the job is finished (succeeded, failed, cancelled or dead) or ``timeout``
+        passes (:class:`JobTimeoutError`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job["status"] not in ("queued", "running"):
+                return job
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise JobTimeoutError(job_id, job)
+            self.sleep(min(poll, left))
+            poll = min(poll * 2, poll_max)
+
+    def infer(self, prompt: str, timeout: float | None = None) -> dict[str, Any]:
+        """Synchronous inference. If the server times out (504), the job keeps running: this
+        follows it by id for the rest of ``timeout`` instead of submitting it again."""
+        start = time.monotonic()
+        body: dict[str, Any] = {"prompt": prompt}
+        if timeout is not None:
+            body["timeout"] = timeout
+        response = self.request("POST", "/infer", json=body, timeout=(timeout or self.timeout) + 5)
+        if response.status_code == 504:
+            body = self._json(response, ok=(504,))
+            job_id = str(body.get("id", "")) if isinstance(body, dict) else ""
+            left = (timeout or 0) - (time.monotonic() - start)
+            if not job_id or left <= 0:
+                raise JobTimeoutError(job_id, body)
+            job = self.wait(job_id, left)
+            if job["status"] != "succeeded":
+                raise ApiClientError(
+                    502, {"error": "job_failed", "detail": job.get("error") or job["status"]}
+                )
+            return {"id": job_id, "prompt": prompt, "output": job["output"], "followed": True}
+        result: dict[str, Any] = self._json(response, ok=(200,))
+        return result
