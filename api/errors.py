@@ -60,7 +60,7 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int,
+    http_status: int,
     error: str,
     detail: str,
     retry_after: float | None = None,
@@ -71,7 +71,7 @@ def error_response(
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     body = json.dumps({"error": error, "detail": detail, **extra}, separators=(",", ":"))
-    return Response(body, status_code=status, headers=headers, media_type="application/json")
+    return Response(body, status_code=http_status, headers=headers, media_type="application/json")
 
 
 def describe_validation(errors: Sequence[Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -104,7 +104,7 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        names = {404: "not_found", 405: "method_not_allowed"}
+        names = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
         return error_response(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail))
 
     async def _redis_down(_: Request, exc: Exception) -> Response:

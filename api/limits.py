@@ -7,14 +7,17 @@ arbitrarily large body in memory.
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
 from api.metrics import ApiMetrics
 
 
-class _BodyTooLargeError(Exception):
-    pass
+def _too_large(max_bytes: int) -> HTTPException:
+    # An HTTPException, because FastAPI turns any other error raised while it reads the body into
+    # a 400 "error parsing the body", and re-raises this one to the exception handlers.
+    return HTTPException(413, f"request body exceeds the limit of {max_bytes} bytes")
 
 
 class BodyLimitMiddleware:
@@ -40,7 +43,8 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLargeError
+                    self.metrics.rejections.labels("too_large").inc()
+                    raise _too_large(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -50,16 +54,15 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLargeError:
-            if started:
+        except HTTPException as exc:  # raised by counting_receive where no handler rendered it
+            if started or exc.status_code != 413:
                 raise
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, count=False)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.metrics.rejections.labels("too_large").inc()
-        response = error_response(
-            413, "body_too_large", f"request body exceeds the limit of {self.max_bytes} bytes"
-        )
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, count: bool = True) -> None:
+        if count:
+            self.metrics.rejections.labels("too_large").inc()
+        response = error_response(413, "body_too_large", str(_too_large(self.max_bytes).detail))
         response.headers["Connection"] = "close"  # the rest of the body is not read
         await response(scope, receive, send)
 

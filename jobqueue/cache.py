@@ -1,11 +1,12 @@
 """Result cache: an identical request (same queue, i.e. model and version, and same input) within a
 TTL is answered with an earlier job's output instead of running the model again.
 
-The cache is an index, not a copy: ``<queue>:cache:<sha256 of the input>`` holds the id of the job
-submitted for that input, for ``ttl`` seconds from its submission. A lookup follows it to the job
-record and counts as a hit only if that job succeeded; a queued, failed or expired job is a miss
-and the caller submits anew (and :func:`remember` repoints the index). Outputs thus live once, in
-the job record, under its result TTL, and nothing has to be written when a job finishes: the
+The cache is an index, not a copy: ``<queue>:cache:<sha256 of the input>`` holds the id of the first
+job submitted for that input, for ``ttl`` seconds from its submission. A lookup follows it to the
+job record and counts as a hit only if that job succeeded. A job still queued or running is a miss
+that keeps the entry (it will be the hit once it succeeds); a failed, cancelled or expired job is
+a miss that drops the entry, so the next submission's job takes its place. Outputs thus live once,
+in the job record, under its result TTL, and nothing has to be written when a job finishes: the
 worker needs no cache logic at all.
 
 Only successes are served, and in-flight jobs are not shared between requests, so a client can
@@ -41,14 +42,19 @@ def lookup(queue: str, input: Any, *, settings: Settings = DEFAULT_SETTINGS) -> 
     if not job_id:
         return None
     job = yield from get_job(job_id, settings=settings)
-    return job if job is not None and job.status is JobStatus.SUCCEEDED else None
+    if job is not None and job.status is JobStatus.SUCCEEDED:
+        return job
+    if job is None or job.status.terminal:  # will never succeed: let the next job take the entry
+        yield [call("DEL", cache_key(queue, input, settings=settings))]
+    return None
 
 
 def remember(
     queue: str, input: Any, job_id: str, ttl: int, *, settings: Settings = DEFAULT_SETTINGS
 ) -> Op[None]:
-    """Point the cache entry for this input at ``job_id`` for ``ttl`` seconds."""
+    """Point the cache entry for this input at ``job_id`` for ``ttl`` seconds, unless an entry
+    exists (a job for this input is still in progress: it stays the one to be served)."""
     if ttl < 1:
         raise ValueError("cache ttl must be >= 1 s")
     codec.dumps(input)  # same serialisability rule as submissions
-    yield [call("SET", cache_key(queue, input, settings=settings), job_id, "EX", ttl)]
+    yield [call("SET", cache_key(queue, input, settings=settings), job_id, "EX", ttl, "NX")]

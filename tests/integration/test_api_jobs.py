@@ -1,0 +1,302 @@
+"""The job API in process (TestClient, lifespan included) against a real Valkey server.
+
+Worker behaviour is played with the protocol's own consumer operations (fetch/start/finish) where a
+test needs a job to be running or finished at a precise moment; tests that need real workers are in
+test_api_e2e.py and test_api_infer.py.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from jobqueue import JobStatus, Keyspace
+from jobqueue import sync as jq
+from jobqueue.consumer import Outcome
+from tests.support.api import api_client
+
+pytestmark = pytest.mark.integration
+
+Q = "default:v1"
+
+
+def submit(client: TestClient, **body: Any) -> Any:
+    return client.post("/v1/jobs", json={"input": "x", "model": "default", **body})
+
+
+def arrivals(r: redis.Redis, queue: str = Q) -> int:
+    return int(r.get(Keyspace().queue(queue).arrivals) or 0)
+
+
+def take_and_start(r: redis.Redis, queue: str = Q, worker: str = "w1") -> Any:
+    """What a worker does: the next runnable entry, started (cancelled ones are skipped)."""
+    for _ in range(10):
+        [entry] = jq.fetch(r, queue, worker, block_ms=50)
+        if jq.start(r, entry, worker).job is not None:
+            return entry
+    raise AssertionError("no runnable entry")
+
+
+def finish(r: redis.Redis, entry: Any, output: Any, worker: str = "w1") -> None:
+    assert jq.finish(r, entry, worker, Outcome.SUCCEEDED, output, 0.01) is JobStatus.SUCCEEDED
+
+
+def test_submit_get_and_seed_endpoints(redis_url: str, redis_client: redis.Redis) -> None:
+    with api_client(redis_url) as c:
+        r = submit(c, metadata={"user": "u1"}, priority="high")
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert r.headers["Location"] == body["url"] == f"/v1/jobs/{body['id']}"
+        assert (body["status"], body["queue"], body["created"]) == ("queued", Q, True)
+        job = c.get(body["url"]).json()
+        assert (job["status"], job["priority"], job["metadata"], job["input"]) == (
+            "queued",
+            "high",
+            {"user": "u1"},
+            "x",
+        )
+        assert job["latency"] == {"queue_wait_ms": None, "service_ms": None, "total_ms": None}
+
+        pushed = c.post("/push", params={"input": "hello"})
+        assert pushed.status_code == 200 and set(pushed.json()) == {"id"}
+        pid = pushed.json()["id"]
+        assert c.get(f"/status/{pid}").json()["status"] == "queued"
+        pending = c.get(f"/data/{pid}")
+        assert pending.status_code == 202 and pending.headers["Retry-After"] == "1"
+
+        take_and_start(r := redis_client)  # the high-priority /v1/jobs submission comes first
+        entry = take_and_start(r)
+        assert entry.job_id == pid
+        finish(r, entry, {"output": "ok"})
+        data = c.get(f"/data/{pid}")
+        assert data.status_code == 200
+        d = data.json()
+        assert d["output"] == {"output": "ok"} and d["status"] == "succeeded"
+        lat = d["latency"]
+        assert lat["total_ms"] == pytest.approx(lat["queue_wait_ms"] + lat["service_ms"], abs=0.01)
+        assert c.get(f"/v1/jobs/{body['id']}").json()["status"] == "running"
+
+
+def test_idempotency_key_returns_the_first_job(redis_url: str, redis_client: redis.Redis) -> None:
+    with api_client(redis_url) as c:
+        first = submit(c, idempotency_key="order-42").json()
+        again = submit(c, idempotency_key="order-42", input="different").json()
+        other = submit(c, idempotency_key="order-43").json()
+    assert again["id"] == first["id"] and (first["created"], again["created"]) == (True, False)
+    assert other["id"] != first["id"]
+    assert arrivals(redis_client) == 2
+
+
+def test_cancel_queued_then_conflict_when_running_or_finished(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    with api_client(redis_url) as c:
+        queued = submit(c).json()["id"]
+        cancelled = c.delete(f"/v1/jobs/{queued}")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        assert c.delete(f"/v1/jobs/{queued}").status_code == 200  # idempotent
+
+        running = submit(c).json()["id"]
+        entry = take_and_start(redis_client)  # skips the cancelled job's entry
+        assert entry.job_id == running
+        conflict = c.delete(f"/v1/jobs/{running}")
+        assert conflict.status_code == 409, conflict.text
+        assert conflict.json()["error"] == "not_cancellable" and conflict.json()["status"] == "running"
+        finish(redis_client, entry, "done")
+        assert c.delete(f"/v1/jobs/{running}").json()["status"] == "succeeded"
+        assert c.get(f"/v1/jobs/{running}").json()["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"), ("GET", "/status/{id}"), ("GET", "/data/{id}")],
+)
+def test_unknown_id_is_404(redis_url: str, method: str, path: str) -> None:
+    with api_client(redis_url) as c:
+        r = c.request(method, path.format(id="0123456789abcdef"))
+    assert r.status_code == 404
+    assert r.json()["error"] == "not_found" and "0123456789abcdef" in r.json()["detail"]
+
+
+BAD_BODIES = [
+    ({"model": "default"}, "body.input: Field required"),
+    (
+        {"input": 1, "model": "default", "priority": "urgent"},
+        "body.priority: Input should be 'normal' or 'high'",
+    ),
+    ({"input": 1, "model": "default", "priorty": "high"}, "body.priorty: Extra inputs are not permitted"),
+    ({"input": 1}, "body.model: Field required"),
+    ({"input": 1, "model": "bad model"}, "body.model: String should match pattern"),
+    ({"input": 1, "model": "default", "version": "v 1"}, "body.version: String should match pattern"),
+    ({"input": 1, "model": "default", "metadata": [1]}, "body.metadata: Input should be a valid dictionary"),
+    ({"input": 1, "model": "default", "idempotency_key": "k" * 200}, "body.idempotency_key: String should"),
+    ({"input": 1, "model": "nope"}, "model 'nope' is not served here; known models: default"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_BODIES)
+def test_each_bad_submission_gets_a_clear_422(redis_url: str, body: dict[str, Any], message: str) -> None:
+    with api_client(redis_url) as c:
+        r = c.post("/v1/jobs", json=body)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+
+
+def test_malformed_requests_outside_the_json_body(redis_url: str, redis_client: redis.Redis) -> None:
+    with api_client(redis_url, MAX_BODY_BYTES="1024") as c:
+        broken = c.post("/v1/jobs", content=b'{"input": ', headers={"content-type": "application/json"})
+        assert broken.status_code == 422 and broken.json()["detail"].startswith("body: not valid JSON")
+        no_input = c.post("/push")
+        assert no_input.status_code == 422 and "query.input: Field required" in no_input.json()["detail"]
+        bad_id = c.get("/v1/jobs/not an id!")
+        assert bad_id.status_code == 422 and "path.job_id" in bad_id.json()["detail"]
+        big = c.post("/v1/jobs", json={"input": "x" * 2000, "model": "default"})
+        assert big.status_code == 413 and big.json()["error"] == "body_too_large"
+
+        def chunks() -> Any:
+            yield b'{"input": "'
+            for _ in range(20):
+                yield b"y" * 100
+            yield b'", "model": "default"}'
+
+        chunked = c.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
+        assert chunked.status_code == 413
+        assert c.get("/nowhere").json()["error"] == "not_found"
+        metrics = c.get("/metrics").text
+    assert 'api_rejections_total{reason="too_large"} 2.0' in metrics
+    assert arrivals(redis_client) == 0  # nothing refused was queued
+
+
+def test_high_priority_is_served_first(redis_url: str, redis_client: redis.Redis) -> None:
+    with api_client(redis_url) as c:
+        normal = [submit(c, input=i).json()["id"] for i in range(3)]
+        high = submit(c, input="vip", priority="high").json()["id"]
+    order = [take_and_start(redis_client).job_id for _ in range(4)]
+    assert order == [high, *normal]
+
+
+def test_circuit_breaker_refuses_above_max_waiting(redis_url: str, redis_client: redis.Redis) -> None:
+    with api_client(redis_url, MAX_WAITING="5") as c:
+        codes = [submit(c, input=i).status_code for i in range(8)]
+        assert codes == [202] * 5 + [429] * 3
+        refused = submit(c)
+        assert refused.json()["error"] == "overloaded" and int(refused.headers["Retry-After"]) >= 1
+        assert c.post("/push", params={"input": "x"}).status_code == 429  # every submission path
+        for _ in range(3):  # workers take three jobs: two waiting, the breaker closes after a read
+            finish(redis_client, take_and_start(redis_client), "ok")
+        deadline = time.monotonic() + 5
+        while 'api_queue_waiting_jobs{queue="default:v1"} 2.0' not in c.get("/metrics").text:
+            assert time.monotonic() < deadline, "backlog not re-read"
+            time.sleep(0.02)
+        assert submit(c).status_code == 202
+        metrics = c.get("/metrics").text
+    assert 'api_rejections_total{reason="overloaded"} 5.0' in metrics
+    assert 'api_queue_waiting_jobs{queue="default:v1"}' in metrics
+    assert arrivals(redis_client) == 6
+
+
+def test_rate_limit_per_api_key(redis_url: str) -> None:
+    with api_client(redis_url, RATE_LIMIT="3/m") as c:
+        a = [submit(c, input=i) for i in range(4)]
+        assert [r.status_code for r in a] == [202, 202, 202, 429]
+        assert a[3].json()["error"] == "rate_limited"
+        assert 15 <= int(a[3].headers["Retry-After"]) <= 21  # one token per 20 s
+        keyed = [c.post("/v1/jobs", json={"input": 1, "model": "default"}, headers={"X-API-Key": "k1"})]
+        keyed += [c.post("/v1/jobs", json={"input": 1, "model": "default"}, headers={"X-API-Key": "k1"})]
+        other = c.post("/v1/jobs", json={"input": 1, "model": "default"}, headers={"X-API-Key": "k2"})
+        assert [r.status_code for r in keyed] == [202, 202] and other.status_code == 202
+        assert c.get("/v1/models").status_code == 200  # reads are not rate limited
+        assert 'api_rejections_total{reason="rate_limited"} 1.0' in c.get("/metrics").text
+
+
+def test_api_keys_401_403(redis_url: str) -> None:
+    keys = "admin-key-123=*,resnet-only-1=resnet"
+    with api_client(redis_url, API_KEYS=keys, TRAFFIC_WEIGHTS="resnet:v1=1") as c:
+        missing = submit(c)
+        assert missing.status_code == 401 and "X-API-Key" in missing.json()["detail"]
+        assert missing.headers["WWW-Authenticate"].startswith("APIKey")
+        assert submit(c, model="default").status_code == 401
+        wrong = c.post("/v1/jobs", json={"input": 1, "model": "default"}, headers={"X-API-Key": "guess-123"})
+        assert wrong.status_code == 401 and wrong.json()["detail"] == "unknown API key"
+        h_resnet = {"X-API-Key": "resnet-only-1"}
+        forbidden = c.post("/v1/jobs", json={"input": 1, "model": "default"}, headers=h_resnet)
+        assert forbidden.status_code == 403 and "may not use model 'default'" in forbidden.json()["detail"]
+        ok = c.post("/v1/jobs", json={"input": 1, "model": "resnet"}, headers=h_resnet)
+        assert ok.status_code == 202 and ok.json()["queue"] == "resnet:v1"
+        admin = c.post(
+            "/v1/jobs", json={"input": 1, "model": "default"}, headers={"X-API-Key": "admin-key-123"}
+        )
+        assert admin.status_code == 202
+        job_url = admin.json()["url"]
+        assert c.get(job_url).status_code == 401
+        assert c.get(job_url, headers=h_resnet).status_code == 403  # a job of a model it may not use
+        assert c.get(job_url, headers={"X-API-Key": "admin-key-123"}).status_code == 200
+        assert c.post("/push", params={"input": "x"}, headers=h_resnet).status_code == 403
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200  # probes open
+        metrics = c.get("/metrics").text
+    assert 'api_rejections_total{reason="unauthorized"} 4.0' in metrics
+    assert 'api_rejections_total{reason="forbidden"} 3.0' in metrics
+
+
+def test_traffic_weights_split_and_live_rollback(redis_url: str, redis_client: redis.Redis) -> None:
+    from jobqueue.binding import bind_sync
+    from jobqueue.traffic import clear_traffic, set_traffic
+
+    with api_client(redis_url, TRAFFIC_WEIGHTS="resnet:v1=80,resnet:v2=20") as c:
+        queues = [submit(c, model="resnet", input=i).json()["queue"] for i in range(300)]
+        v2 = queues.count("resnet:v2")
+        assert 30 <= v2 <= 90, v2  # 60 expected; binomial sd ~7
+        assert submit(c, model="resnet", version="v7").json()["queue"] == "resnet:v7"  # explicit wins
+        bind_sync(set_traffic)(redis_client, "resnet", {"v1": 100, "v2": 0})  # roll the canary back
+        deadline = time.monotonic() + 5
+        while c.get("/v1/models").json()["traffic"]["resnet"] != {"v1": 100.0, "v2": 0.0}:
+            assert time.monotonic() < deadline, "live weights not picked up"
+            time.sleep(0.05)
+        after = {submit(c, model="resnet", input=i).json()["queue"] for i in range(50)}
+        assert after == {"resnet:v1"}
+        bind_sync(clear_traffic)(redis_client, "resnet")
+        deadline = time.monotonic() + 5
+        while c.get("/v1/models").json()["traffic"]["resnet"] != {"v1": 80.0, "v2": 20.0}:
+            assert time.monotonic() < deadline, "configured weights not restored"
+            time.sleep(0.05)
+
+
+def test_result_cache_answers_identical_requests(redis_url: str, redis_client: redis.Redis) -> None:
+    with api_client(redis_url, RESULT_CACHE_TTL="60") as c:
+        first = submit(c, input={"image": "cat.jpg", "size": 224}).json()
+        while_queued = submit(c, input={"image": "cat.jpg", "size": 224}).json()
+        assert while_queued["id"] != first["id"]  # only successes are served from the cache
+        e1 = take_and_start(redis_client)
+        finish(redis_client, e1, {"label": "cat"})
+        hit = submit(c, input={"size": 224, "image": "cat.jpg"})  # key order does not matter
+        assert hit.status_code == 200, hit.text
+        assert hit.json()["id"] == e1.job_id and hit.json()["created"] is False
+        assert hit.json()["status"] == "succeeded"
+        assert submit(c, input={"image": "dog.jpg"}).status_code == 202
+        assert submit(c, input={"image": "cat.jpg", "size": 224}, version="v2").status_code == 202
+        metrics = c.get("/metrics").text
+    assert arrivals(redis_client) == 3
+    assert 'api_submissions_total{outcome="cached",queue="default:v1"} 1.0' in metrics
+
+
+def test_probes_metrics_and_openapi(redis_url: str) -> None:
+    with api_client(redis_url) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/readyz").json() == {"status": "ready"}
+        submit(c)
+        c.get("/v1/jobs/feedc0de")
+        metrics = c.get("/metrics").text
+        schema = c.get("/openapi.json").json()
+        assert c.get("/docs").status_code == 200
+    assert 'api_requests_total{code="202",method="POST",route="/v1/jobs"} 1.0' in metrics
+    assert 'api_requests_total{code="404",method="GET",route="/v1/jobs/{job_id}"} 1.0' in metrics
+    assert 'api_request_duration_seconds_bucket{le="0.025",method="POST",route="/v1/jobs"}' in metrics
+    assert "api_redis_up 1.0" in metrics
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/push", "/status/{job_id}", "/data/{job_id}", "/infer"} <= set(
+        schema["paths"]
+    )
+    assert schema["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"

@@ -1,0 +1,104 @@
+"""The job API for tests: in-process (Starlette's TestClient, lifespan included) or as a real
+``python -m api`` uvicorn process, both against a real Valkey server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.config import ApiConfig
+from tests.support.valkey import free_port
+from tests.support.workers import REPO
+
+FAST_API_ENV = {
+    "MODEL_REF": "default:v1",  # the queue tests.support.workers' FAST_ENV workers serve
+    "STATS_REFRESH_SECONDS": "0.05",
+    "TRAFFIC_REFRESH_SECONDS": "0.05",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+@contextmanager
+def api_client(redis_url: str, **env: str) -> Iterator[TestClient]:
+    """The app in this process (lifespan run), configured as ``python -m api`` would be by ``env``."""
+    config = ApiConfig.from_env({**FAST_API_ENV, "REDIS_URL": redis_url, **env})
+    with TestClient(create_app(config), raise_server_exceptions=False) as client:
+        yield client
+
+
+@dataclass
+class ApiProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def http(self, timeout: float = 10.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def log(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM (uvicorn's graceful shutdown); returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"api did not stop on SIGTERM:\n{self.log()}") from None
+
+
+@contextmanager
+def api_process(redis_url: str, log_dir: Path, **env: str) -> Iterator[ApiProcess]:
+    """``python -m api`` on a free port; waits for /healthz (not /readyz: Redis may be down on
+    purpose); SIGKILLs it at the end if the test did not stop it."""
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"api-{port}.log"
+    full = {
+        **os.environ, **FAST_API_ENV, "REDIS_URL": redis_url, "PORT": str(port), "HOST": "127.0.0.1",
+        "HOSTNAME": "api-test-pod", "PYTHONUNBUFFERED": "1", **env,
+    }  # fmt: skip
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api"], cwd=REPO, env=full, stdout=log, stderr=subprocess.STDOUT
+        )
+    api = ApiProcess(proc, port, log_path)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"api exited with {proc.returncode}:\n{api.log()}")
+            try:
+                if httpx.get(f"{api.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"api not up after 20 s:\n{api.log()}")
+            time.sleep(0.05)
+        yield api
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
