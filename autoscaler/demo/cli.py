@@ -122,7 +122,13 @@ def options(args: argparse.Namespace) -> Options:
 
 
 def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    """SIGTERM does what Ctrl-C does, through whichever SIGINT handler is active: Python's (raise
+    KeyboardInterrupt) or asyncio's while the traffic plays (cancel the session, then raise)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 @contextmanager
@@ -167,17 +173,21 @@ async def _session(stack: Stack, opts: Options, ledger: Ledger, monitor: Monitor
         async with httpx.AsyncClient(base_url=stack.api_url, timeout=30.0) as http:
             started = loop.time()
             player = asyncio.create_task(play(http, plan, traffic, ledger))
-            cursor, deadline = "0-0", math.inf
-            while True:
-                cursor = await follow(client, plan.queue, ledger, cursor)
-                view.show(status_of(plan, traffic, loop.time() - started, ledger, monitor.latest))
-                if player.done():
-                    player.result()  # a crash of the player surfaces here
-                    if math.isinf(deadline):
-                        deadline = loop.time() + drain_timeout(plan, ledger.outstanding)
-                    if ledger.outstanding == 0 or loop.time() > deadline:
-                        return
-                await asyncio.sleep(0.25)
+            try:
+                cursor, deadline = "0-0", math.inf
+                while True:
+                    cursor = await follow(client, plan.queue, ledger, cursor)
+                    view.show(status_of(plan, traffic, loop.time() - started, ledger, monitor.latest))
+                    if player.done():
+                        player.result()  # a crash of the player surfaces here
+                        if math.isinf(deadline):
+                            deadline = loop.time() + drain_timeout(plan, ledger.outstanding)
+                        if ledger.outstanding == 0 or loop.time() > deadline:
+                            return
+                    await asyncio.sleep(0.25)
+            finally:  # the player's requests end before the HTTP client closes
+                player.cancel()
+                await asyncio.gather(player, return_exceptions=True)
     finally:
         await client.aclose()
 
@@ -213,7 +223,8 @@ def _live_run(opts: Options, console: Console, run_dir: Path) -> report.LiveRun:
         return report.LiveRun(jobs, len(ledger.submitted), rejected, monitor.reports, monitor.lives)
     finally:
         with _signals_ignored():
-            log.info("stopping: API, workers (draining), server")
+            if stack.running:
+                log.info("stopping: API, workers (draining), server")
             if monitor is not None:
                 monitor.stop()
             stack.close()
@@ -269,7 +280,11 @@ def _setup_logging(console: Console) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 140)
-    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    # SIGINT explicitly too: a shell starting the demo in the background hands it SIGINT ignored.
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate_as_interrupt),
+    }
     try:
         opts = options(args)
         _setup_logging(console)
@@ -285,4 +300,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: the API, the workers and the server are stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

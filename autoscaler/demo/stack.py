@@ -182,6 +182,11 @@ class Stack:
         return self.daemon.loops[self.plan.target_name]
 
     @property
+    def running(self) -> bool:
+        """Whether anything was started and is not stopped yet."""
+        return any(part is not None for part in (self.valkey, self.api, self.daemon))
+
+    @property
     def metrics_port(self) -> int | None:
         return self.daemon.port if self.daemon else None
 

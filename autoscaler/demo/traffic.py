@@ -92,19 +92,24 @@ async def play(http: httpx.AsyncClient, plan: Plan, traffic: Traffic, ledger: Le
     gate = asyncio.Semaphore(MAX_OUTSTANDING_REQUESTS)
     tasks: list[asyncio.Task[None]] = []
     start = loop.time()
-    for index, at in enumerate(traffic.arrivals.tolist()):
-        delay = start + plan.wall(at) - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await gate.acquire()
-        ledger.sent += 1
-        body: dict[str, object] = {
-            "model": model,
-            "version": version,
-            "input": {"n": index, "trace_seconds": round(traffic.start + at, 3)},
-        }
-        tasks.append(asyncio.create_task(_submit(http, body, ledger, gate)))
-    await asyncio.gather(*tasks)
+    try:
+        for index, at in enumerate(traffic.arrivals.tolist()):
+            delay = start + plan.wall(at) - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await gate.acquire()
+            ledger.sent += 1
+            body: dict[str, object] = {
+                "model": model,
+                "version": version,
+                "input": {"n": index, "trace_seconds": round(traffic.start + at, 3)},
+            }
+            tasks.append(asyncio.create_task(_submit(http, body, ledger, gate)))
+        await asyncio.gather(*tasks)
+    finally:  # cancelled (Ctrl-C): no request may outlive the HTTP client it uses
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def follow(client: redis.asyncio.Redis, queue: str, ledger: Ledger, cursor: str = "0-0") -> str:

@@ -70,7 +70,8 @@ def status_of(
     snap, est = report.snapshot, report.estimates or {}
 
     def per_trace_second(key: str) -> float | None:
-        return est[key] / plan.speedup if key in est else None
+        # A trend can take a forecast below zero; no arrival rate is, so none is shown as one.
+        return max(0.0, est[key] / plan.speedup) if key in est else None
 
     return replace(
         base,
