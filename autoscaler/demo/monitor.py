@@ -14,13 +14,27 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from autoscaler.loop import TargetLoop, TickReport
-from autoscaler.targets.local import LocalProcessTarget
+from autoscaler.loop import TickReport
 
 SAMPLE_SECONDS = 0.05
+
+
+class Ticking(Protocol):
+    """What is read of the control loop (a :class:`~autoscaler.loop.TargetLoop`)."""
+
+    @property
+    def last_report(self) -> TickReport | None: ...
+
+
+class Spawning(Protocol):
+    """What is read of the target (a :class:`~autoscaler.targets.local.LocalProcessTarget`)."""
+
+    @property
+    def workers(self) -> Mapping[str, int]: ...
 
 
 @dataclass(slots=True)
@@ -46,8 +60,8 @@ class Monitor:
 
     def __init__(
         self,
-        loop: TargetLoop,
-        target: LocalProcessTarget,
+        loop: Ticking,
+        target: Spawning,
         *,
         period: float = SAMPLE_SECONDS,
         clock: Callable[[], float] = time.time,
