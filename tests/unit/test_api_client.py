@@ -1,0 +1,113 @@
+"""The Python client's retry policy and the API's Redis command packer, without any server."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.asyncio.connection import Connection
+
+from api.client import ApiClientError, JobClient, JobTimeoutError, RetryPolicy
+from api.redis_client import FastPackMixin, _fast
+
+
+def scripted(*responses: httpx.Response | Exception) -> tuple[JobClient, list[float], list[httpx.Request]]:
+    """A client whose transport answers with ``responses`` in order; sleeps are recorded, not slept."""
+    queue = list(responses)
+    seen: list[httpx.Request] = []
+    sleeps: list[float] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        item = queue.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    client = JobClient(
+        "http://api", api_key="k", transport=httpx.MockTransport(handle), sleep=sleeps.append,
+        rng=random.Random(1), retry=RetryPolicy(attempts=4, base=0.1, cap=1.0),
+    )  # fmt: skip
+    return client, sleeps, seen
+
+
+def ok(body: dict[str, Any], status: int = 202) -> httpx.Response:
+    return httpx.Response(status, json=body)
+
+
+def test_retries_429_and_503_honouring_retry_after_with_one_idempotency_key() -> None:
+    client, sleeps, seen = scripted(
+        httpx.Response(429, headers={"Retry-After": "3"}, json={"error": "rate_limited"}),
+        httpx.Response(503, json={"error": "redis_unavailable"}),
+        httpx.ConnectError("refused"),
+        ok({"id": "j1"}),
+    )
+    assert client.submit("x", model="m")["id"] == "j1"
+    assert 3 <= sleeps[0] <= 3.1  # Retry-After plus a little jitter
+    assert 0.1 <= sleeps[1] <= 0.2 and 0.2 <= sleeps[2] <= 0.4  # exponential, jittered in [0.5, 1]
+    keys = {r.read() for r in seen}
+    assert len(keys) == 1  # the same body, so the same idempotency key, on every attempt
+    assert all(r.headers["X-API-Key"] == "k" for r in seen)
+
+
+def test_gives_up_after_attempts_and_does_not_retry_client_errors() -> None:
+    client, sleeps, _ = scripted(
+        *[httpx.Response(503, json={"error": "redis_unavailable", "detail": "d"})] * 4
+    )
+    with pytest.raises(ApiClientError) as exc:
+        client.get("j1")
+    assert exc.value.status == 503 and len(sleeps) == 3
+    client, sleeps, _ = scripted(httpx.Response(422, json={"error": "invalid_request", "detail": "body.x"}))
+    with pytest.raises(ApiClientError, match=r"HTTP 422 invalid_request: body\.x"):
+        client.submit(1, model="m")
+    assert sleeps == []
+    client, _, _ = scripted(*[httpx.ConnectError("refused")] * 4)
+    with pytest.raises(httpx.ConnectError):
+        client.get("j1")
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    policy = RetryPolicy(base=0.1, cap=1.0, max_retry_after=10)
+    rng = random.Random(3)
+    delays = [policy.delay(n, None, rng) for n in range(10)]
+    assert all(0.05 <= d <= 1.0 for d in delays) and max(delays) > 0.5
+    assert policy.delay(0, 100, rng) <= 10.1  # a huge Retry-After is capped
+
+
+def test_wait_polls_until_terminal_and_times_out() -> None:
+    client, sleeps, _ = scripted(
+        ok({"status": "queued"}, 200), ok({"status": "running"}, 200), ok({"status": "succeeded"}, 200)
+    )
+    assert client.wait("j1", timeout=10)["status"] == "succeeded"
+    assert sleeps == [0.1, 0.2]
+    client, _, _ = scripted(ok({"status": "queued"}, 200))
+    with pytest.raises(JobTimeoutError) as exc:
+        client.wait("j1", timeout=0)
+    assert exc.value.job_id == "j1"
+
+
+def test_infer_504_without_time_left_raises_with_the_job_id() -> None:
+    client, _, _ = scripted(
+        httpx.Response(504, json={"error": "timeout", "detail": "d", "id": "j9", "url": "/v1/jobs/j9"})
+    )
+    with pytest.raises(JobTimeoutError) as exc:
+        client.infer("p")
+    assert exc.value.job_id == "j9"
+
+
+args = st.lists(
+    st.one_of(st.text(max_size=20), st.binary(max_size=20), st.integers(), st.floats(allow_nan=False)),
+    max_size=50,
+)
+
+
+@given(st.sampled_from(["EVALSHA", "HSET", "CONFIG GET", b"XINFO GROUPS"]), args)
+def test_fast_packer_sends_the_same_bytes_as_redis_py(command: str | bytes, rest: list[Any]) -> None:
+    plain = Connection()
+    fast = _fast(Connection)()
+    assert isinstance(fast, FastPackMixin)
+    assert b"".join(fast.pack_command(command, *rest)) == b"".join(plain.pack_command(command, *rest))

@@ -1,0 +1,107 @@
+"""API settings from the environment: defaults, parsing, and one clear error per bad variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from api.config import ApiConfig, ConfigError, parse_api_keys, parse_rate_limit, parse_traffic_weights
+from jobqueue.ratelimit import RateLimit
+from tests.support.workers import REPO
+
+
+def test_defaults() -> None:
+    c = ApiConfig.from_env({})
+    assert (c.redis_url, c.port, c.model_ref, c.max_waiting) == (
+        "redis://localhost:6379/0",
+        8000,
+        "reference:v1",
+        10_000,
+    )
+    assert c.rate_limit is None and not c.auth_enabled and c.result_cache_ttl == 0
+    assert (c.default_model, c.default_version) == ("reference", "v1")
+
+
+def test_full_environment() -> None:
+    c = ApiConfig.from_env({
+        "REDIS_URL": "rediss://:pw@valkey:6380/1", "PORT": "9000", "MODEL_REF": "resnet",
+        "TRAFFIC_WEIGHTS": "resnet:v1=90, resnet:v2=10,bert:v3=1", "MAX_CONCURRENCY": "4",
+        "KV_ENDPOINTS": "redis://a:6379, redis://b:6379,", "MAX_WAITING": "0", "RATE_LIMIT": "600/m",
+        "API_KEYS": "key-aaaaaaaa=resnet|bert,key-bbbbbbbb=*", "RESULT_CACHE_TTL": "300",
+        "HOSTNAME": "api-0", "ACCESS_LOG": "yes", "KEY_PREFIX": "prod", "RESULT_TTL": "60",
+    })  # fmt: skip
+    assert (c.port, c.default_model, c.default_version, c.max_concurrency) == (9000, "resnet", None, 4)
+    assert c.traffic_weights == {"resnet": {"v1": 90.0, "v2": 10.0}, "bert": {"v3": 1.0}}
+    assert c.kv_endpoints == ("redis://a:6379", "redis://b:6379")
+    assert c.rate_limit == RateLimit(rate=10.0, burst=600.0)
+    assert c.api_keys == {"key-aaaaaaaa": frozenset({"resnet", "bert"}), "key-bbbbbbbb": frozenset({"*"})}
+    assert (c.result_cache_ttl, c.hostname, c.access_log) == (300, "api-0", True)
+    assert (c.settings.prefix, c.settings.result_ttl) == ("prod", 60)
+
+
+def test_queue_is_accepted_as_model_ref_for_existing_manifests() -> None:
+    assert ApiConfig.from_env({"QUEUE": "reference:v2"}).model_ref == "reference:v2"
+    assert ApiConfig.from_env({"QUEUE": "a:v2", "MODEL_REF": "b:v3"}).model_ref == "b:v3"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "eighty"}, "PORT='eighty'"),
+        ({"PORT": "70000"}, "PORT='70000': must be an integer in [1, 65535]"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL='localhost:6379': must start with redis://"),
+        ({"MAX_WAITING": "-1"}, "MAX_WAITING='-1'"),
+        ({"MAX_CONCURRENCY": "0"}, "MAX_CONCURRENCY='0'"),
+        ({"INFER_TIMEOUT": "nan"}, "INFER_TIMEOUT='nan': must be a number of seconds"),
+        ({"RATE_LIMIT": "fast"}, "RATE_LIMIT='fast': expected N/s"),
+        ({"API_KEYS": "abc"}, "API_KEYS='abc': entry 'abc' is not key=model|model"),
+        ({"API_KEYS": "short=*"}, "API_KEYS='short=*': API key sh… is shorter than 8 characters"),
+        (
+            {"TRAFFIC_WEIGHTS": "resnet=5"},
+            "TRAFFIC_WEIGHTS='resnet=5': entry 'resnet=5' is not model:version",
+        ),
+        ({"TRAFFIC_WEIGHTS": "resnet:v1=x"}, "weight 'x' of resnet:v1 is not a number"),
+        ({"TRAFFIC_WEIGHTS": "resnet:v1=0"}, "at least one version a weight > 0"),
+        ({"MODEL_REF": "bad ref"}, "MODEL_REF='bad ref': invalid queue name"),
+        ({"MODEL_REF": "resnet"}, "MODEL_REF='resnet' names no version and TRAFFIC_WEIGHTS has none"),
+        ({"ACCESS_LOG": "maybe"}, "ACCESS_LOG='maybe': must be true/false"),
+        ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES='10'"),
+        ({"KEY_PREFIX": "a b"}, "KEY_PREFIX='a b'"),
+    ],
+)
+def test_bad_variable_is_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        ApiConfig.from_env(env)
+    assert message in str(exc.value)
+
+
+def test_python_m_api_exits_2_with_the_variable_named() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "api"], cwd=REPO, env={"PORT": "x", "PATH": ""}, capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "api: configuration error: PORT='x'" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "rate", "burst"),
+    [
+        ("20/s", 20, 20),
+        ("600/m", 10, 600),
+        ("5/10s", 0.5, 5),
+        ("20/s,burst=100", 20, 100),
+        ("3600/h", 1, 3600),
+    ],
+)
+def test_rate_limit_forms(raw: str, rate: float, burst: float) -> None:
+    assert parse_rate_limit(raw) == RateLimit(rate=rate, burst=burst)
+
+
+def test_parsers_edge_cases() -> None:
+    assert parse_api_keys("") == {}
+    assert parse_traffic_weights("a:v1=1,a:v2=0") == {"a": {"v1": 1.0, "v2": 0.0}}
+    with pytest.raises(ValueError, match="must be > 0"):
+        parse_rate_limit("0/s")

@@ -1,0 +1,112 @@
+"""Version routing, admission control and authentication: the API's pure decisions."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from api.admission import BacklogMonitor, ConcurrencyGate
+from api.auth import Authenticator
+from api.errors import ApiError, describe_validation
+from api.metrics import ApiMetrics
+from api.routing import TrafficRouter, _Split
+from jobqueue import Settings
+
+
+def router(**configured: dict[str, float]) -> TrafficRouter:
+    return TrafficRouter(configured, "default", "v1", Settings(), rng=random.Random(7))
+
+
+def test_unversioned_requests_follow_the_weights() -> None:
+    r = router(resnet={"v1": 90, "v2": 10})
+    counts = Counter(r.resolve("resnet", None) for _ in range(10_000))
+    assert set(counts) == {"resnet:v1", "resnet:v2"}
+    assert 800 <= counts["resnet:v2"] <= 1200
+    assert r.resolve("resnet", "v9") == "resnet:v9"  # a named version always wins
+    assert r.resolve("default", None) == "default:v1"  # MODEL_REF's version when no weights
+
+
+def test_live_weights_override_and_clearing_restores() -> None:
+    r = router(resnet={"v1": 90, "v2": 10})
+    r.set_live({"resnet": {"v1": 0, "v2": 1}, "bert": {"v1": 1}})
+    assert {r.resolve("resnet", None) for _ in range(100)} == {"resnet:v2"}
+    assert r.known("bert") and r.models() == ["bert", "default", "resnet"]
+    r.set_live({})
+    assert not r.known("bert") and r.effective() == {"resnet": {"v1": 90, "v2": 10}}
+
+
+def test_unknown_model_and_bad_version_are_422() -> None:
+    r = router()
+    with pytest.raises(ApiError) as exc:
+        r.resolve("nope", None)
+    assert (exc.value.status, exc.value.error) == (422, "unknown_model")
+    assert "known models: default" in exc.value.detail
+    with pytest.raises(ApiError) as exc:
+        r.resolve("default", "v 1")
+    assert exc.value.status == 422
+
+
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.floats(0, 1e6), min_size=1),
+    st.floats(0, 0.9999),
+)
+def test_a_draw_never_lands_on_a_zero_weight(weights: dict[str, float], u: float) -> None:
+    if not any(w > 0 for w in weights.values()):
+        return
+    assert weights[_Split.of(weights).draw(u)] > 0
+
+
+def test_backlog_monitor_counts_local_acceptances_between_reads() -> None:
+    m = BacklogMonitor(5, Settings(), ApiMetrics())
+    m.waiting["q:v1"] = 3
+    m.check("q:v1")
+    m.accepted("q:v1")
+    m.accepted("q:v1")
+    with pytest.raises(ApiError) as exc:
+        m.check("q:v1")  # 3 read + 2 accepted since
+    assert (exc.value.status, exc.value.reason, exc.value.retry_after) == (429, "overloaded", 5.0)
+    m.check("other:v1")  # per queue
+    BacklogMonitor(0, Settings(), ApiMetrics()).check("q:v1")  # 0 disables
+
+
+def test_concurrency_gate() -> None:
+    metrics = ApiMetrics()
+    gate = ConcurrencyGate(2, metrics)
+    with gate.slot(), gate.slot():
+        with pytest.raises(ApiError) as exc, gate.slot():
+            pass
+        assert exc.value.status == 429 and gate.in_flight == 2
+    assert gate.in_flight == 0
+    with pytest.raises(RuntimeError), gate.slot():  # a failing request frees its slot
+        raise RuntimeError
+    assert gate.in_flight == 0
+
+
+def test_authenticator() -> None:
+    auth = Authenticator({"key-all-1234": frozenset({"*"}), "key-resnet-1": frozenset({"resnet"})})
+    auth.authorize("key-all-1234", "anything")
+    auth.authorize("key-resnet-1", "resnet")
+    for key, model, status in [
+        (None, "resnet", 401),
+        ("", "resnet", 401),
+        ("nope", "resnet", 401),
+        ("key-resnet-1", "bert", 403),
+    ]:
+        with pytest.raises(ApiError) as exc:
+            auth.authorize(key, model)
+        assert exc.value.status == status
+        if status == 401:
+            assert exc.value.headers is not None and "WWW-Authenticate" in exc.value.headers
+    Authenticator({}).authorize(None, "x")  # auth off
+
+
+def test_validation_errors_become_one_sentence() -> None:
+    missing = {"type": "missing", "loc": ("body", "input"), "msg": "Field required", "input": {"secret": 1}}
+    broken = {"type": "json_invalid", "loc": ("body", 7), "msg": "bad", "ctx": {"error": "Expecting value"}}
+    sentence, items = describe_validation([missing, broken])
+    assert sentence == "body.input: Field required; body: not valid JSON (Expecting value)"
+    assert all("input" not in i for i in items)  # request values are never echoed
