@@ -242,7 +242,7 @@ wait_for "etcd on 127.0.0.1:$ETCD_PORT" etcd curl -fs --max-time 2 "http://127.0
 start kube-apiserver \
   --bind-address=127.0.0.1 --secure-port="$APISERVER_PORT" --advertise-address=127.0.0.1 \
   --endpoint-reconciler-type=none \
-  --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+  --etcd-servers="http://127.0.0.1:$ETCD_PORT" --etcd-compaction-interval=15s --watch-cache-sizes=pods#0 \
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
   --client-ca-file="$PKI/ca.crt" --token-auth-file="$PKI/tokens.csv" \
   --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \

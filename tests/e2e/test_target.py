@@ -167,7 +167,27 @@ def test_an_unreachable_api_server_makes_the_target_unavailable(installed: Insta
 def test_a_410_gone_from_the_server_leads_to_one_relist(installed: Install, target: KubernetesTarget) -> None:
     """Resuming from a resourceVersion the server has expired answers 410 Gone: the watch re-lists
     once and carries on. (The first resume is pointed at resourceVersion 1; the 410 is the server's.)"""
+    target.observe()  # reads the workload's selector, whatever ran before this test
     assert target.selector is not None
+    core = k8s.CoreV1Api(installed.sa)
+
+    def revision_one_compacted() -> bool:
+        # The virtual cluster serves pod watches from etcd (no watch cache for pods) and compacts
+        # every 15 s; until it has, a watch from revision 1 is still served and nothing says 410.
+        try:
+            resp = core.list_namespaced_pod(
+                installed.namespace,
+                watch=True,
+                resource_version="1",
+                timeout_seconds=1,
+                _preload_content=False,
+            )
+            body = resp.read().decode()
+        except k8s.ApiException as exc:
+            return exc.status == 410
+        return '"code":410' in body.replace(" ", "")
+
+    wait_for("etcd compaction past revision 1", revision_one_compacted, 60, interval=1.0)
     watch = PodWatch(
         k8s.CoreV1Api(installed.sa),
         installed.namespace,
