@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -175,7 +176,7 @@ def test_a_410_gone_from_the_server_leads_to_one_relist(installed: Install, targ
         # The virtual cluster serves pod watches from etcd (no watch cache for pods) and compacts
         # every 15 s; until it has, a watch from revision 1 is still served and nothing says 410.
         try:
-            resp = core.list_namespaced_pod(
+            resp: Any = core.list_namespaced_pod(
                 installed.namespace,
                 watch=True,
                 resource_version="1",
@@ -184,7 +185,7 @@ def test_a_410_gone_from_the_server_leads_to_one_relist(installed: Install, targ
             )
             body = resp.read().decode()
         except k8s.ApiException as exc:
-            return exc.status == 410
+            return bool(exc.status == 410)
         return '"code":410' in body.replace(" ", "")
 
     wait_for("etcd compaction past revision 1", revision_one_compacted, 60, interval=1.0)
