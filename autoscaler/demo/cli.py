@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"live policy: {' or '.join(TIME_KNOBS)}[:knob=value] [%(default)s]",
     )
     parser.add_argument("--report", metavar="PATH", help="write the final numbers as JSON")
-    parser.add_argument("--out", default="demo-output", help="directory for the plots and the recorded trace")
+    parser.add_argument(
+        "--out", default="out/demo", help="directory for the plots, the recorded trace and logs [out/demo]"
+    )
     parser.add_argument("--api-port", type=int, default=0, help="API port [0: any free port]")
     parser.add_argument("--metrics-port", type=int, default=0, help="autoscaler /metrics port [0: any free]")
     return parser
@@ -241,11 +243,13 @@ def _conclude(opts: Options, run: report.LiveRun, console: Console) -> int:
     recorded = opts.out / "recorded.csv"
     write_trace(recorded, trace.arrivals, trace.service)
     plots = plot_report(verdict.report, opts.out)
-    title = (
-        f"{traffic.describe()}; live at {plan.speedup:g}x, max {plan.max_workers} workers "
-        f"(numbers in trace seconds)"
-    )
+    title = "The live run beside simulated replays of its recorded traffic (trace seconds)"
     console.print(rich_table(verdict.outcomes, title, COLUMNS))
+    console.print(
+        f"traffic: {traffic.describe()}; live {plan.policy} at {plan.speedup:g}x, "
+        f"max {plan.max_workers} workers",
+        highlight=False,
+    )
     console.print(f"simulated with: {verdict.report.prepared.setup.describe()}", highlight=False)
     console.print(
         f"jobs: {run.submitted} accepted, {verdict.completed} succeeded, {run.rejected} rejected; "

@@ -157,7 +157,7 @@ class Traffic:
 
     def describe(self) -> str:
         end = self.start + self.duration
-        kept = "every job" if self.keep_every == 1 else f"every {self.keep_every}th job"
+        kept = "every job" if self.keep_every == 1 else f"one job in {self.keep_every}"
         return (
             f"{self.trace_name}, trace seconds {self.start:g}-{end:g}: {self.in_window:,} arrivals, "
             f"kept {kept} -> {len(self):,} jobs"

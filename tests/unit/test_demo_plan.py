@@ -96,7 +96,7 @@ def test_window_and_thinning() -> None:
     # 5 workers' worth of demand on 2 workers at 80 %: keep every 4th (5 / 1.6 = 3.1 -> 4).
     assert traffic.keep_every == 4 == auto_keep_every(np.arange(50.0), plan)
     assert traffic.arrivals.tolist() == [float(t) for t in range(0, 50, 4)]
-    assert "every 4th job -> 13 jobs" in traffic.describe()
+    assert "one job in 4 -> 13 jobs" in traffic.describe()
     explicit = select_traffic(trace(arrivals), plan, start=0, duration=100, keep_every=1)
     assert len(explicit) == 100 and "kept every job" in explicit.describe()
 
