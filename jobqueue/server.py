@@ -74,7 +74,7 @@ class ValkeyServer:
         preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.binary = find_server_binary()
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()  # the server chdirs to --dir before opening --logfile
         self.port = free_port()
         self.appendonly = appendonly
         self.password = password
