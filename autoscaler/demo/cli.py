@@ -60,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run Valkey, the API, the autoscaler and real workers locally; replay a trace over "
         "HTTP, time-compressed; compare with KEDA and startup-aware on the recorded traffic.",
     )
-    parser.add_argument("--trace", default=str(DEFAULT_TRACE), help="trace CSV (Azure LLM or generic)")
+    parser.add_argument(
+        "--trace",
+        default=str(DEFAULT_TRACE),
+        help="trace CSV, Azure LLM or generic [../shared/traces/azure_llm_code_2023.csv]",
+    )
     parser.add_argument(
         "--speedup", type=float, default=10.0, help="run this many times faster than real time [10]"
     )
@@ -73,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--policy",
         default=STARTUP_AWARE,
-        help=f"live policy: {' or '.join(TIME_KNOBS)}[:knob=value] [%(default)s]",
+        help=f"live policy: {' or '.join(TIME_KNOBS)}, optionally :knob=value,... [%(default)s]",
     )
     parser.add_argument("--report", metavar="PATH", help="write the final numbers as JSON")
     parser.add_argument(
