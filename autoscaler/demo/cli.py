@@ -155,8 +155,8 @@ def _wait_first_worker(monitor: Monitor, plan: Plan, logs: Path) -> None:
     """Traffic starts with one warm worker, as in the replays (and the reference numbers)."""
     deadline = time.monotonic() + plan.wall(plan.workload.startup_seconds) + WARM_UP_GRACE_WALL
     while True:
-        report_ = monitor.latest
-        if report_ is not None and report_.snapshot is not None and report_.snapshot.ready >= 1:
+        tick = monitor.latest
+        if tick is not None and tick.snapshot is not None and tick.snapshot.ready >= 1:
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"the first worker did not become ready; see the logs in {logs}")
@@ -207,7 +207,6 @@ def _live_run(opts: Options, console: Console, run_dir: Path) -> report.LiveRun:
     monitor: Monitor | None = None
     try:
         stack.start()
-        assert stack.target is not None
         monitor = Monitor(stack.loop, stack.target).start()
         log.info(
             "waiting for the first worker to warm up (%.1f s model setup = %g s at %gx)",
@@ -241,7 +240,10 @@ def _conclude(opts: Options, run: report.LiveRun, console: Console) -> int:
     from experiments.plots import plot_report  # matplotlib only now
 
     plan, traffic = opts.plan, opts.traffic
-    verdict = report.judge(plan, run)
+    try:
+        verdict = report.judge(plan, run)
+    except ValueError as exc:  # e.g. every submission was refused: nothing to score
+        raise RuntimeError(f"no report: {exc} ({run.rejected} submission(s) refused)") from None
     opts.out.mkdir(parents=True, exist_ok=True)
     trace = verdict.report.prepared.trace
     recorded = opts.out / "recorded.csv"

@@ -15,6 +15,7 @@ startup-long window at 80 % utilization; the report states it.
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,7 @@ class Plan:
 def run_queue(now: float | None = None) -> str:
     """A queue of its own per run, so a shared REDIS_URL never mixes two runs' jobs."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
-    return f"demo:run-{stamp}"
+    return f"demo:run-{stamp}-{secrets.token_hex(2)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,11 +101,12 @@ class Stack:
         self._external_redis = redis_url
         self._api_port = api_port
         self._metrics_port = metrics_port
+        # The local target's own helper: the API and the server die with the demo like the workers.
         self._preexec = _die_with_parent()
         self.valkey: ValkeyServer | None = None
         self.api: subprocess.Popen[bytes] | None = None
         self.daemon: Daemon | None = None
-        self.target: LocalProcessTarget | None = None
+        self._target: LocalProcessTarget | None = None
         self.redis_url = ""
         self.api_url = ""
 
@@ -166,8 +167,8 @@ class Stack:
 
     def _make_target(self, config: TargetConfig) -> ScaleTarget:
         """The daemon's target factory: the same local target it would build, kept for the monitor."""
-        self.target = LocalProcessTarget.from_config(config)
-        return self.target
+        self._target = LocalProcessTarget.from_config(config)
+        return self._target
 
     def _start_daemon(self) -> None:
         port = reserve_port(self._metrics_port, "--metrics-port")
@@ -177,9 +178,17 @@ class Stack:
 
     @property
     def loop(self) -> TargetLoop:
+        """The daemon's control loop of the demo target."""
         if self.daemon is None:
             raise RuntimeError("the stack is not started")
         return self.daemon.loops[self.plan.target_name]
+
+    @property
+    def target(self) -> LocalProcessTarget:
+        """The worker processes' target, as the daemon built it."""
+        if self._target is None:
+            raise RuntimeError("the stack is not started")
+        return self._target
 
     @property
     def running(self) -> bool:

@@ -75,7 +75,8 @@ def test_bad_plans_name_the_option(kwargs: dict[str, object], message: str) -> N
 
 def test_run_queue_is_a_valid_unique_queue_name() -> None:
     queue = run_queue(now=0.0)
-    assert validate_queue(queue) == "demo:run-19700101-000000"
+    assert validate_queue(queue).startswith("demo:run-19700101-000000-")
+    assert run_queue(now=0.0) != queue  # two runs started in the same second still differ
 
 
 def trace(arrivals: list[float]) -> Trace:
