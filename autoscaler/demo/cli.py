@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--policy",
         default=STARTUP_AWARE,
-        help=f"live policy: {' or '.join(TIME_KNOBS)}, optionally :knob=value,... [%(default)s]",
+        help=f"live policy: {', '.join(TIME_KNOBS)}, optionally :knob=value,... [%(default)s]",
     )
     parser.add_argument("--report", metavar="PATH", help="write the final numbers as JSON")
     parser.add_argument(

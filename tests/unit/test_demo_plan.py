@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ from autoscaler.demo.plan import (
     run_queue,
     select_traffic,
 )
-from autoscaler.engine.baselines import KedaConfig
 from autoscaler.engine.policy import StartupAwareConfig
 from experiments.traces import Trace
 from jobqueue import validate_queue
@@ -30,19 +28,13 @@ def test_every_duration_knob_of_the_startup_aware_policy_is_compressed() -> None
     assert durations == set(TIME_KNOBS["startup-aware"])
 
 
-def test_keda_time_knobs_exist() -> None:
-    fields = {f.name for f in dataclasses.fields(KedaConfig)}
-    assert set(TIME_KNOBS["keda"]) <= fields
-
-
 def test_policy_knobs_are_the_current_values_divided_by_the_speedup() -> None:
     knobs = Plan(speedup=10, max_workers=8).policy_knobs()
     defaults = StartupAwareConfig()
     assert knobs["short_window_seconds"] == pytest.approx(defaults.short_window_seconds / 10)
     assert "season_seconds" not in knobs  # unset stays unset
-    keda = Plan(speedup=10, max_workers=8, policy="keda:scaleDownStabilization=60").policy_knobs()
-    assert keda["scale_down_stabilization"] == pytest.approx(6.0)
-    assert keda["sync_period"] == pytest.approx(1.5)
+    spec = Plan(speedup=10, max_workers=8, policy="startup-aware:standingPoolWindowSeconds=600")
+    assert spec.policy_knobs()["standing_pool_window_seconds"] == pytest.approx(60.0)
 
 
 def test_app_config_is_the_reference_workload_compressed(tmp_path: Path) -> None:
@@ -65,7 +57,7 @@ def test_app_config_is_the_reference_workload_compressed(tmp_path: Path) -> None
         ({"speedup": 0.0, "max_workers": 4}, "speedup"),
         ({"speedup": float("inf"), "max_workers": 4}, "speedup"),
         ({"speedup": 10.0, "max_workers": 0}, "max-workers"),
-        ({"speedup": 10.0, "max_workers": 4, "policy": "kpa"}, "policy"),
+        ({"speedup": 10.0, "max_workers": 4, "policy": "keda"}, "policy"),
     ],
 )
 def test_bad_plans_name_the_option(kwargs: dict[str, object], message: str) -> None:
