@@ -3,16 +3,21 @@ that keeps refusals cheap and honest:
 
 1. authenticate the key (401), route model and version to a queue (422 for an unknown model),
    authorize the key on the model (403);
-3. rate limit the client (429, one Redis round trip, only when configured);
-4. result cache (a hit answers without queueing, so it skips the backlog check);
-5. circuit breaker on the queue's backlog (429, a dictionary lookup);
-6. submit: the job record and its stream entry are written by one script; the caller answers 202
-   only after that returned, so an accepted job is in Redis, never only in this process.
+3. rate limit the client (429) and look the input up in the result cache (a hit answers without
+   queueing, so it skips the backlog check): both reads in one round trip, each only when
+   configured;
+4. circuit breaker on the queue's backlog (429, a dictionary lookup, no Redis);
+5. submit: the job record and its stream entry are written by one script (with the cache entry in
+   the same round trip); the caller answers 202 only after that returned, so an accepted job is in
+   Redis, never only in this process.
+
+Without rate limit and cache, a submission is exactly one round trip to Redis.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +31,10 @@ from api.metrics import ApiMetrics
 from api.routing import TrafficRouter
 from jobqueue import Job, JobStatus, Priority, cache
 from jobqueue import aio as jq
-from jobqueue.binding import bind_async
-from jobqueue.ratelimit import take_token
-
-_take_token = bind_async(take_token)
-_cache_lookup = bind_async(cache.lookup)
-_cache_remember = bind_async(cache.remember)
+from jobqueue.combine import concurrently
+from jobqueue.driver import Op, arun
+from jobqueue.ops import submit_job
+from jobqueue.ratelimit import RateDecision, take_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,36 +87,41 @@ class JobService:
         self.auth.authenticate(api_key)
         queue = self.router.resolve(model, version)
         self.auth.authorize(api_key, model)
-        await self._rate_limit(api_key, client_addr)
-        ttl = self.config.result_cache_ttl
+        limit, ttl, settings = self.config.rate_limit, self.config.result_cache_ttl, self.settings
+        checks: dict[str, Op[Any]] = {}  # independent reads: one round trip for all of them
+        if limit is not None:
+            who = f"key:{api_key}" if api_key else f"addr:{client_addr}"
+            checks["rate"] = take_token(who, limit, settings=settings)
         if ttl:
-            hit = await _cache_lookup(self.client, queue, input, settings=self.settings)
-            if hit is not None:
-                self.metrics.submissions.labels(queue, "cached").inc()
-                return Accepted(hit.id, queue, created=False, cached_job=hit)
-        self.backlog.check(queue)
-        sub = await jq.submit_job(
-            self.client, queue, input, priority=priority, idempotency_key=idempotency_key,
-            metadata=metadata, settings=self.settings,
-        )  # fmt: skip
-        if sub.created:
-            self.backlog.accepted(queue)
-            if ttl:
-                await _cache_remember(self.client, queue, input, sub.job_id, ttl, settings=self.settings)
-        self.metrics.submissions.labels(queue, "created" if sub.created else "duplicate").inc()
-        return Accepted(sub.job_id, queue, created=sub.created)
-
-    async def _rate_limit(self, api_key: str | None, client_addr: str) -> None:
-        limit = self.config.rate_limit
-        if limit is None:
-            return
-        who = f"key:{api_key}" if api_key else f"addr:{client_addr}"
-        decision = await _take_token(self.client, who, limit, settings=self.settings)
-        if not decision.allowed:
+            checks["cache"] = cache.lookup(queue, input, settings=settings)
+        found: dict[str, Any] = {}
+        if checks:
+            found = dict(zip(checks, await arun(self.client, concurrently(*checks.values())), strict=True))
+        decision: RateDecision | None = found.get("rate")
+        if decision is not None and not decision.allowed:
             raise ApiError(
                 429, "rate_limited", "rate limit exceeded for this client; slow down",
                 retry_after=decision.retry_after, reason="rate_limited",
             )  # fmt: skip
+        hit: Job | None = found.get("cache")
+        if hit is not None:
+            self.metrics.submissions.labels(queue, "cached").inc()
+            return Accepted(hit.id, queue, created=False, cached_job=hit)
+        self.backlog.check(queue)
+        job_id = uuid.uuid4().hex
+        write = submit_job(
+            queue, input, priority=priority, idempotency_key=idempotency_key, metadata=metadata,
+            job_id=job_id, settings=settings,
+        )  # fmt: skip
+        if ttl:  # the cache entry rides along; if an idempotency key matched an older job instead,
+            # the entry names an id that never existed, and the next lookup drops it
+            sub, _ = await arun(self.client, concurrently(write, cache.remember(queue, input, job_id, ttl)))
+        else:
+            sub = await arun(self.client, write)
+        if sub.created:
+            self.backlog.accepted(queue)
+        self.metrics.submissions.labels(queue, "created" if sub.created else "duplicate").inc()
+        return Accepted(sub.job_id, queue, created=sub.created)
 
     async def get(self, job_id: str, api_key: str | None) -> Job:
         """The job, or 404; with authentication on, the key must be allowed on the job's model."""
