@@ -116,9 +116,11 @@ class KedaPolicy:
 
     def _schedule_next_sync(self, now: float) -> None:
         # The HPA's resync period is a fixed grid; a caller ticking slower just samples it late.
+        # Jump arithmetically: live clocks are epoch seconds, so stepping one period at a time from
+        # the grid's origin would take millions of iterations on the first tick.
         period = self.config.sync_period
-        while self._next_sync <= now + _EPS:
-            self._next_sync += period
+        if self._next_sync <= now + _EPS:
+            self._next_sync += period * (math.floor((now + _EPS - self._next_sync) / period) + 1)
 
     def _sync(self, snapshot: Snapshot) -> Decision:
         cfg, now = self.config, snapshot.now

@@ -144,3 +144,14 @@ def test_static_is_static() -> None:
     assert {policy.decide(snap(t, w, c)).desired for t, w, c in [(0, 0, 1), (5, 999, 40), (9, 0, 80)]} == {40}
     with pytest.raises(ValueError):
         StaticPolicy(0)
+
+
+def test_keda_first_tick_on_an_epoch_clock_lands_on_the_sync_grid() -> None:
+    policy = KedaPolicy(WorkloadSpec())
+    now = 1_795_000_008.0  # a live daemon's clock: epoch seconds, 3 s past a 15 s grid point
+    first = policy.decide(Snapshot(now, 100, 0, 100, 5.0, 1))
+    assert first.desired > 1
+    # Between syncs the HPA holds; the next sync is the next grid point (…020), not one period per call.
+    held = policy.decide(Snapshot(now + 11.0, 400, 0, 0, 5.0, first.desired))
+    assert (held.reason, held.terms["next_sync"]) == ("hpa-between-syncs", 1_795_000_020.0)
+    assert policy.decide(Snapshot(now + 12.0, 400, 0, 0, 5.0, first.desired)).reason != "hpa-between-syncs"
