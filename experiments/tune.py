@@ -111,5 +111,6 @@ def yaml_snippet(spec: str, trial: Trial, prepared: Prepared, target: float, met
         f"p99 latency {o.latency_p99:.1f} s",
         f"# workload: {prepared.setup.describe()}",
     ]
-    body = yaml.safe_dump({"policy": name, "config": trial.options}, sort_keys=False)
+    header.append("# paste under the target in the autoscaler ConfigMap (autoscaler/config.py)")
+    body = yaml.safe_dump({"policy": {"name": name, **trial.options}}, sort_keys=False)
     return "\n".join(header) + "\n" + body
