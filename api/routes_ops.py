@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Request, Response
 
+from api.deps import CallerDep
 from api.errors import REDIS_RETRY_AFTER, REDIS_UNAVAILABLE, error_response
 from api.schemas import ModelsView, Problem
 from api.service import JobService
@@ -43,9 +44,13 @@ async def metrics(request: Request) -> Response:
     return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/v1/models", response_model=ModelsView, tags=["jobs"], summary="Models and traffic weights")
-async def models(request: Request) -> ModelsView:
-    """The models served, and the split unversioned requests follow (live weights included)."""
-    service: JobService = request.app.state.service
-    r = service.router
-    return ModelsView(default=service.config.model_ref, models=r.models(), traffic=r.effective())
+@router.get(
+    "/v1/models", response_model=ModelsView, tags=["jobs"], summary="Models and traffic weights",
+    responses={401: {"model": Problem, "description": "Missing or unknown API key (when API_KEYS is set)"}},
+)  # fmt: skip
+async def models(c: CallerDep) -> ModelsView:
+    """The models served, and the split unversioned requests follow (live weights included).
+    Change the split live with `python -m api.traffic`."""
+    c.service.auth.authenticate(c.api_key)
+    r = c.service.router
+    return ModelsView(default=c.service.config.model_ref, models=r.models(), traffic=r.effective())

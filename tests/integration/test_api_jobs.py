@@ -7,6 +7,10 @@ test_api_e2e.py and test_api_infer.py.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -18,6 +22,7 @@ from jobqueue import JobStatus, Keyspace
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome
 from tests.support.api import api_client
+from tests.support.workers import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -237,28 +242,36 @@ def test_api_keys_401_403(redis_url: str) -> None:
         assert c.get(job_url, headers={"X-API-Key": "admin-key-123"}).status_code == 200
         assert c.post("/push", params={"input": "x"}, headers=h_resnet).status_code == 403
         assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200  # probes open
+        assert c.get("/v1/models").status_code == 401
+        assert c.get("/v1/models", headers=h_resnet).json()["models"] == ["default", "resnet"]
         metrics = c.get("/metrics").text
-    assert 'api_rejections_total{reason="unauthorized"} 4.0' in metrics
+    assert 'api_rejections_total{reason="unauthorized"} 5.0' in metrics
     assert 'api_rejections_total{reason="forbidden"} 3.0' in metrics
 
 
-def test_traffic_weights_split_and_live_rollback(redis_url: str, redis_client: redis.Redis) -> None:
-    from jobqueue.binding import bind_sync
-    from jobqueue.traffic import clear_traffic, set_traffic
+def traffic_cli(redis_url: str, *args: str) -> str:
+    run = subprocess.run(
+        [sys.executable, "-m", "api.traffic", *args], cwd=REPO, env={**os.environ, "REDIS_URL": redis_url},
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return run.stdout
 
+
+def test_traffic_weights_split_and_live_rollback(redis_url: str, redis_client: redis.Redis) -> None:
     with api_client(redis_url, TRAFFIC_WEIGHTS="resnet:v1=80,resnet:v2=20") as c:
         queues = [submit(c, model="resnet", input=i).json()["queue"] for i in range(300)]
         v2 = queues.count("resnet:v2")
         assert 30 <= v2 <= 90, v2  # 60 expected; binomial sd ~7
         assert submit(c, model="resnet", version="v7").json()["queue"] == "resnet:v7"  # explicit wins
-        bind_sync(set_traffic)(redis_client, "resnet", {"v1": 100, "v2": 0})  # roll the canary back
+        shown = traffic_cli(redis_url, "set", "resnet", "v1=100", "v2=0")  # roll the canary back
+        assert json.loads(shown) == {"resnet": {"v1": 100.0, "v2": 0.0}}
         deadline = time.monotonic() + 5
         while c.get("/v1/models").json()["traffic"]["resnet"] != {"v1": 100.0, "v2": 0.0}:
             assert time.monotonic() < deadline, "live weights not picked up"
             time.sleep(0.05)
         after = {submit(c, model="resnet", input=i).json()["queue"] for i in range(50)}
         assert after == {"resnet:v1"}
-        bind_sync(clear_traffic)(redis_client, "resnet")
+        assert traffic_cli(redis_url, "clear", "resnet").strip() == "{}"
         deadline = time.monotonic() + 5
         while c.get("/v1/models").json()["traffic"]["resnet"] != {"v1": 80.0, "v2": 20.0}:
             assert time.monotonic() < deadline, "configured weights not restored"
