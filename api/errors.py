@@ -25,12 +25,15 @@ from api.metrics import ApiMetrics
 log = logging.getLogger(__name__)
 
 REDIS_UNAVAILABLE = (
-    redis.exceptions.ConnectionError,
+    redis.exceptions.ConnectionError,  # includes AuthenticationError and MaxConnectionsError
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.OutOfMemoryError,
 )
-"""The server is down, restarting, loading or failing over: transient, the client should retry."""
+"""Down, restarting, loading, failing over, or full (maxmemory): the request was not served and a
+later retry may succeed, so 503 + Retry-After rather than 500."""
 
 REDIS_RETRY_AFTER = 2
 
@@ -113,9 +116,15 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
         return error_response(
             503,
             "redis_unavailable",
-            "the job store (Redis) is unreachable; retry later (resubmit with the same idempotency_key)",
+            f"the job store (Redis) is unavailable ({type(exc).__name__}); retry later, resubmitting "
+            "with the same idempotency_key",
             REDIS_RETRY_AFTER,
         )
 
     for exc_type in REDIS_UNAVAILABLE:
         app.add_exception_handler(exc_type, _redis_down)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        """A bug: logged with its traceback by the server; the client gets the usual error shape."""
+        return error_response(500, "internal_error", "unexpected error; it has been logged")

@@ -313,3 +313,12 @@ def test_probes_metrics_and_openapi(redis_url: str) -> None:
         schema["paths"]
     )
     assert schema["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
+
+
+def test_a_corrupt_record_is_a_500_in_the_usual_shape(redis_url: str, redis_client: redis.Redis) -> None:
+    redis_client.hset(Keyspace().job("c0ffee"), mapping={"status": "queued"})  # no queue, no input
+    with api_client(redis_url) as c:
+        r = c.get("/v1/jobs/c0ffee")
+        metrics = c.get("/metrics").text
+    assert r.status_code == 500 and r.json()["error"] == "internal_error"
+    assert 'api_requests_total{code="500",method="GET",route="/v1/jobs/{job_id}"} 1.0' in metrics
