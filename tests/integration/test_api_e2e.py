@@ -15,7 +15,7 @@ import redis
 
 from api.client import JobClient, RetryPolicy
 from jobqueue import sync as jq
-from tests.support.api import api_process
+from tests.support.api import api_client, api_process
 from tests.support.valkey import ValkeyServer
 from tests.support.workers import WorkerPool
 
@@ -116,3 +116,17 @@ def test_client_retries_429_with_backoff_and_follows_jobs(
             assert client.submit({"n": 0}, model="default", idempotency_key="same")["id"] == again["id"]
     with pytest.raises(httpx.ConnectError):  # the server is gone: connection errors retried, then raised
         JobClient(api.url, retry=RetryPolicy(attempts=2, base=0.01)).get("x")
+
+
+def test_high_priority_jumps_the_backlog_of_a_real_worker(redis_url: str, worker_pool: WorkerPool) -> None:
+    with api_client(redis_url) as c:
+        normal = [c.post("/v1/jobs", json={"input": i, "model": "default"}).json()["id"] for i in range(6)]
+        high = c.post("/v1/jobs", json={"input": "vip", "model": "default", "priority": "high"}).json()["id"]
+        worker_pool.spawn("w0", MODEL_PREDICT_SECONDS="0.02")
+        deadline = time.monotonic() + 20
+        while c.get(f"/v1/jobs/{normal[-1]}").json()["status"] != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        started = {i: c.get(f"/v1/jobs/{i}").json()["started_at"] for i in [high, *normal]}
+    assert min(started, key=lambda i: started[i]) == high
+    assert sorted(normal, key=lambda i: started[i]) == normal  # FIFO within a priority
