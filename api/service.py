@@ -3,11 +3,11 @@ that keeps refusals cheap and honest:
 
 1. authenticate the key (401), route model and version to a queue (422 for an unknown model),
    authorize the key on the model (403);
-3. rate limit the client (429) and look the input up in the result cache (a hit answers without
+2. rate limit the client (429) and look the input up in the result cache (a hit answers without
    queueing, so it skips the backlog check): both reads in one round trip, each only when
    configured;
-4. circuit breaker on the queue's backlog (429, a dictionary lookup, no Redis);
-5. submit: the job record and its stream entry are written by one script (with the cache entry in
+3. circuit breaker on the queue's backlog (429, a dictionary lookup, no Redis);
+4. submit: the job record and its stream entry are written by one script (with the cache entry in
    the same round trip); the caller answers 202 only after that returned, so an accepted job is in
    Redis, never only in this process.
 
