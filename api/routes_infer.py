@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import CallerDep, job_url
-from api.errors import ApiError
+from api.errors import REDIS_RETRY_AFTER, REDIS_UNAVAILABLE, ApiError
 from api.routes_jobs import SUBMIT_ERRORS
 from api.schemas import InferRequest, InferResult, Problem
 from api.service import elapsed_ms
@@ -42,8 +42,16 @@ async def infer(body: InferRequest, c: CallerDep) -> InferResult:
             api_key=c.api_key, client_addr=c.addr, model=config.default_model, version=None, input=body.prompt
         )
         timeout = min(body.timeout or config.infer_timeout, config.infer_timeout)
-        job = accepted.cached_job or await service.wait(accepted.job_id, timeout)
         url = job_url(accepted.job_id)
+        try:
+            job = accepted.cached_job or await service.wait(accepted.job_id, timeout)
+        except REDIS_UNAVAILABLE as exc:  # the job was accepted: say where it is, do not resubmit
+            service.metrics.rejections.labels("redis_unavailable").inc()
+            raise ApiError(
+                503, "redis_unavailable",
+                f"the job was accepted but Redis became unavailable while waiting ({type(exc).__name__}); "
+                f"fetch it later at {url}", retry_after=REDIS_RETRY_AFTER, id=accepted.job_id, url=url,
+            ) from exc  # fmt: skip
         if job is None or not job.status.terminal:
             service.metrics.rejections.labels("timeout").inc()
             raise ApiError(

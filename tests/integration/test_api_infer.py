@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 
 from api.client import JobClient, JobTimeoutError
 from tests.support.api import api_client, api_process
+from tests.support.valkey import ValkeyServer
 from tests.support.workers import WorkerPool
 
 pytestmark = pytest.mark.integration
@@ -93,3 +95,17 @@ def test_infer_bad_input(redis_url: str) -> None:
             r.status_code == 422
             and "body.timeout: Input should be greater than or equal to 1" in r.json()["detail"]
         )
+
+
+def test_redis_lost_while_waiting_is_503_with_the_job_id(valkey_factory: Callable[..., ValkeyServer]) -> None:
+    server = valkey_factory()
+    with api_client(server.url, INFER_TIMEOUT="10") as c:
+        answer: list[httpx.Response] = []
+        waiting = threading.Thread(target=lambda: answer.append(c.post("/infer", json={"prompt": "p"})))
+        waiting.start()
+        time.sleep(0.5)  # accepted, now polling for the result
+        server.stop()
+        waiting.join(15)
+    [r] = answer
+    assert r.status_code == 503 and r.json()["error"] == "redis_unavailable", r.text
+    assert r.json()["url"] == f"/v1/jobs/{r.json()['id']}" and "Retry-After" in r.headers
