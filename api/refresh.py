@@ -68,6 +68,6 @@ class Refresher:
         self.on_health(ok)
 
     async def _run(self) -> None:
-        while True:
-            await self.run_once()
+        while True:  # the first read is the caller's (``run_once`` before ``start``)
             await asyncio.sleep(self.interval)
+            await self.run_once()
