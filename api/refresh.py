@@ -33,17 +33,27 @@ class Refresher:
         self.interval = interval
         self.on_health = on_health
         self.healthy = True
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"refresh-{self.name}")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Cancel the loop and wait for it, never forever: a cancellation that lands inside a
+        Redis client's own timeout can come out as a TimeoutError (an asyncio race), which the
+        loop would log and survive; the stop flag ends it at the next turn all the same."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._task.cancel()
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
+            log.warning("%s: refresher did not stop within %s s", self.name, timeout)
+        elif not self._task.cancelled():
+            with contextlib.suppress(Exception):
+                self._task.result()
+        self._task = None
 
     async def run_once(self) -> bool:
         """One tick; True if it succeeded. Unexpected errors are logged, never fatal to the loop."""
@@ -68,6 +78,7 @@ class Refresher:
         self.on_health(ok)
 
     async def _run(self) -> None:
-        while True:  # the first read is the caller's (``run_once`` before ``start``)
+        while not self._stopping:  # the first read is the caller's (``run_once`` before ``start``)
             await asyncio.sleep(self.interval)
-            await self.run_once()
+            if not self._stopping:
+                await self.run_once()
