@@ -10,6 +10,7 @@ no worker will ever look.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import random
 from collections.abc import Mapping
@@ -23,6 +24,11 @@ from jobqueue.binding import bind_async
 from jobqueue.traffic import Weights, read_traffic
 
 _read_traffic = bind_async(read_traffic)
+
+
+def _unit(key: str) -> float:
+    """A uniform number in [0, 1) fixed by ``key``."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +87,13 @@ class TrafficRouter:
     async def refresh(self, client: redis.asyncio.Redis) -> None:
         self.set_live(await _read_traffic(client, settings=self.settings))
 
-    def resolve(self, model: str, version: str | None) -> str:
-        """The queue for a request, or a 422 :class:`ApiError` saying why there is none."""
+    def resolve(self, model: str, version: str | None, sticky: str | None = None) -> str:
+        """The queue for a request, or a 422 :class:`ApiError` saying why there is none.
+
+        With ``sticky`` (the idempotency key) the weighted draw is a hash of it instead of a random
+        number: a retried submission lands on the same version, where its key is remembered, so
+        the retry finds the first job instead of creating a second one on the other version.
+        """
         if not self.known(model):
             raise ApiError(
                 422,
@@ -93,7 +104,7 @@ class TrafficRouter:
         if version is None:
             split = self._splits.get(model)
             if split is not None:
-                version = split.draw(self._rng.random())
+                version = split.draw(_unit(sticky) if sticky is not None else self._rng.random())
             elif self.default_version is not None:
                 version = self.default_version
             else:  # unreachable with a validated config, kept for live weights being removed

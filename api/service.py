@@ -85,7 +85,7 @@ class JobService:
         metadata: dict[str, Any] | None = None,
     ) -> Accepted:
         self.auth.authenticate(api_key)
-        queue = self.router.resolve(model, version)
+        queue = self.router.resolve(model, version, sticky=idempotency_key)
         self.auth.authorize(api_key, model)
         limit, ttl, settings = self.config.rate_limit, self.config.result_cache_ttl, self.settings
         checks: dict[str, Op[Any]] = {}  # independent reads: one round trip for all of them

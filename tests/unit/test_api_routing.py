@@ -30,6 +30,14 @@ def test_unversioned_requests_follow_the_weights() -> None:
     assert r.resolve("default", None) == "default:v1"  # MODEL_REF's version when no weights
 
 
+def test_an_idempotency_key_always_routes_to_the_same_version() -> None:
+    r = router(resnet={"v1": 50, "v2": 50})
+    for key in ("order-1", "order-2", "order-3", "order-4"):
+        assert len({r.resolve("resnet", None, sticky=key) for _ in range(20)}) == 1
+    counts = Counter(r.resolve("resnet", None, sticky=f"k{i}") for i in range(2000))
+    assert 850 <= counts["resnet:v2"] <= 1150  # and keys still split by the weights
+
+
 def test_live_weights_override_and_clearing_restores() -> None:
     r = router(resnet={"v1": 90, "v2": 10})
     r.set_live({"resnet": {"v1": 0, "v2": 1}, "bert": {"v1": 1}})
