@@ -33,7 +33,7 @@ def input_digest(input: Any) -> str:
 
 
 def cache_key(queue: str, input: Any, *, settings: Settings = DEFAULT_SETTINGS) -> str:
-    return f"{Keyspace(settings.prefix).queue(queue).base}:cache:{input_digest(input)}"
+    return Keyspace(settings.prefix).queue(queue).result_cache(input_digest(input))
 
 
 def lookup(queue: str, input: Any, *, settings: Settings = DEFAULT_SETTINGS) -> Op[Job | None]:

@@ -12,6 +12,9 @@ software and ``SCAN jq:*`` shows exactly what this system owns. A queue is named
     jq:q:<queue>:dead              STREAM  capped dead letters: job, attempts, error, dead_at
     jq:q:<queue>:workers           ZSET    worker name -> last heartbeat (epoch seconds)
     jq:q:<queue>:idem:<key>        STRING  idempotency key -> job id (SET NX EX)
+    jq:q:<queue>:cache:<digest>    STRING  result cache: input digest -> id of a job that ran it (EX)
+    jq:ratelimit:<digest>          HASH    token bucket of one client identity (hashed)
+    jq:traffic                     HASH    model -> version weights as JSON (canary / A-B split)
     jq:job:<id>                    HASH    the job record (see ``jobqueue.types.Job``)
     jq:worker:<name>               HASH    worker registry entry, EXPIREs unless heartbeats renew it
     jq:done:<id>                   PUBSUB  channel; a message is published when the job reaches a
@@ -79,6 +82,13 @@ class Keyspace:
     def queue(self, queue: str) -> QueueKeys:
         return QueueKeys(f"{self.prefix}:q:{validate_queue(queue)}")
 
+    @property
+    def traffic(self) -> str:
+        return f"{self.prefix}:traffic"
+
+    def rate_bucket(self, client_digest: str) -> str:
+        return f"{self.prefix}:ratelimit:{client_digest}"
+
 
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
@@ -117,3 +127,6 @@ class QueueKeys:
 
     def idempotency(self, key: str) -> str:
         return f"{self.base}:idem:{key}"
+
+    def result_cache(self, input_digest: str) -> str:
+        return f"{self.base}:cache:{input_digest}"

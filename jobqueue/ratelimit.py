@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from jobqueue.driver import Eval, Op
+from jobqueue.keys import Keyspace
 from jobqueue.ops import DEFAULT_SETTINGS
 from jobqueue.scripts import Script
 from jobqueue.types import Settings
@@ -67,7 +68,7 @@ class RateDecision:
 def bucket_key(client: str, *, settings: Settings = DEFAULT_SETTINGS) -> str:
     """The bucket of one client identity (hashed, see the module docstring)."""
     digest = hashlib.sha256(client.encode()).hexdigest()[:32]
-    return f"{settings.prefix}:ratelimit:{digest}"
+    return Keyspace(settings.prefix).rate_bucket(digest)
 
 
 def take_token(

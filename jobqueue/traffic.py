@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from jobqueue import codec
 from jobqueue.driver import Op, call
-from jobqueue.keys import queue_name
+from jobqueue.keys import Keyspace, queue_name
 from jobqueue.ops import DEFAULT_SETTINGS
 from jobqueue.types import Settings
 
@@ -21,7 +21,7 @@ Weights = dict[str, float]
 
 
 def traffic_key(*, settings: Settings = DEFAULT_SETTINGS) -> str:
-    return f"{settings.prefix}:traffic"
+    return Keyspace(settings.prefix).traffic
 
 
 def validate_weights(model: str, weights: Mapping[str, float]) -> Weights:
