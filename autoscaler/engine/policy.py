@@ -156,7 +156,7 @@ class StartupAwarePolicy:
             min_replicas=wl.min_replicas,
             max_replicas=wl.max_replicas,
             window_peak=self._window_peak(snapshot.now, window),
-            standing_pool=self._standing_pool(snapshot),
+            standing_pool=self._standing_pool(snapshot, horizon, window),
             max_step_up=cfg.max_step_up,
             max_step_down=cfg.max_step_down,
         )
@@ -173,15 +173,13 @@ class StartupAwarePolicy:
     def _window_peak(self, now: float, window: float) -> int | None:
         while self._recent and self._recent[0][0] < now - window:
             self._recent.popleft()
-        return max((r for _, r in self._recent), default=None)
+        return self._recent[0][1] if self._recent else None  # monotone deque: the front is the peak
 
-    def _standing_pool(self, snapshot: Snapshot) -> int:
+    def _standing_pool(self, snapshot: Snapshot, lag: float, hold: float) -> int:
         if self._pool is None:
             return 0
         # Pods reactive scaling alone would have had ready now: the most it asked for between one
-        # warm-up plus one scale-down window ago and one warm-up ago (ordered, ready, still held).
-        lag = self.startup_estimate + self.workload.tick_seconds
-        hold = self.config.scale_down_window_startups * self.startup_estimate + self.workload.tick_seconds
+        # horizon plus one scale-down window ago and one horizon ago (ordered, ready, still held).
         while self._raw_history and self._raw_history[0][0] < snapshot.now - lag - hold:
             self._raw_history.popleft()
         asked = max((r for t, r in self._raw_history if t <= snapshot.now - lag), default=0)
