@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +26,7 @@ from autoscaler.engine.registry import STARTUP_AWARE, PolicySpecError, make_poli
 from experiments import keda_sweep, record, scorecard, tune
 from experiments.distributions import duration
 from experiments.generators import SHAPES, generate
-from experiments.render import COLUMNS, METRICS, Column, rich_table
+from experiments.render import COLUMNS, METRICS, Column, invocation, rich_table
 from experiments.replay import SERVICE_FROM_TRACE, Outcome, Setup, prepare, replay
 from experiments.sim import ProgressFn, SimulationError
 from experiments.traces import AZURE_COLUMNS, Trace, TraceError, load_trace, write_trace
@@ -291,8 +290,7 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
         _console(stderr=True).print(f"note: {azure} not found; scoring the synthetic traces only")
     traces = scorecard.reference_traces(azure, args.seed)
     rows = scorecard.score_traces(traces, setup, args.policy or list(scorecard.POLICIES))
-    command = "python -m experiments " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    text = scorecard.render(rows, setup, command)
+    text = scorecard.render(rows, setup, invocation())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")

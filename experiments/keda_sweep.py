@@ -7,16 +7,12 @@ cost-versus-SLO plane beside the startup-aware policy on the same traces, and wr
 
 from __future__ import annotations
 
-import datetime as dt
-import platform
-import shlex
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from autoscaler.engine.registry import STARTUP_AWARE
 from experiments.generators import OnOff, Poisson, Ramp, Shape, Step, generate
-from experiments.render import COLUMNS, markdown_table
+from experiments.render import COLUMNS, invocation, markdown_table, report_header
 from experiments.replay import Outcome, Setup, prepare, run_policy
 from experiments.traces import Trace
 from experiments.tune import grid_points, run_grid
@@ -94,16 +90,10 @@ def _verdict(section: Section, compare: Sequence[str]) -> str:
 
 
 def render(sections: Sequence[Section], setup: Setup, compare: Sequence[str], notes: Sequence[str]) -> str:
-    command = "python -m experiments " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
-        "# KEDA `listLength` sweep versus the startup-aware policy",
-        "",
-        f"Generated {dt.date.today().isoformat()} on {platform.machine()}, "
-        f"Python {platform.python_version()}, by:",
-        "",
-        f"    {command}",
-        "",
-        f"Workload: {setup.describe()}.",
+        *report_header(
+            "KEDA `listLength` sweep versus the startup-aware policy", invocation(), setup.describe()
+        ),
         "Cost is pod-seconds (creation to exit) divided by the zero-wait clairvoyant oracle's; "
         '"within SLO" is the share of jobs whose latency (arrival to completion) is within the SLO.',
         "KEDA is modelled as its Redis scaler feeding the HPA with default behaviour "

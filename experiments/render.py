@@ -1,7 +1,14 @@
-"""One column layout for policy outcomes, rendered as a terminal table or as Markdown."""
+"""One column layout for policy outcomes, rendered as a terminal table or as Markdown.
+
+Also the header every committed Markdown report starts with, so each says how to regenerate it.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import platform
+import shlex
+import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -42,3 +49,22 @@ def markdown_table(rows: Sequence[Row], columns: Sequence[Column[Row]]) -> str:
     ]
     lines += ["| " + " | ".join(cell(row) for _, cell in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def invocation() -> str:
+    """The command line this process was started with, as a user would type it."""
+    return "python -m experiments " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def report_header(title: str, command: str, workload: str) -> list[str]:
+    """Title, date and machine, the command that regenerates the report, and the workload."""
+    return [
+        f"# {title}",
+        "",
+        f"Generated {dt.date.today().isoformat()} on {platform.machine()}, "
+        f"Python {platform.python_version()}, by:",
+        "",
+        f"    {command}",
+        "",
+        f"Workload: {workload}.",
+    ]

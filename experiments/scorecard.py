@@ -7,15 +7,13 @@ code trace from ``../shared/traces`` when it is there.
 
 from __future__ import annotations
 
-import datetime as dt
-import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.generators import Diurnal, generate
 from experiments.keda_sweep import SYNTHETIC, synthetic_trace
-from experiments.render import COLUMNS, markdown_table
+from experiments.render import COLUMNS, markdown_table, report_header
 from experiments.replay import Outcome, Setup, prepare, run_policy
 from experiments.traces import Trace, load_trace
 
@@ -80,14 +78,11 @@ def score_traces(traces: Sequence[tuple[Trace, str]], setup: Setup, policies: Se
 
 def render(rows: Sequence[Row], setup: Setup, command: str) -> str:
     lines = [
-        "# Scorecard: startup-aware versus KEDA and other baselines",
-        "",
-        f"Generated {dt.date.today().isoformat()} on {platform.machine()}, "
-        f"Python {platform.python_version()}, by:",
-        "",
-        f"    {command}",
-        "",
-        f"Workload: {setup.describe()}. Default configuration for every trace, no per-trace tuning.",
+        *report_header(
+            "Scorecard: startup-aware versus KEDA and other baselines",
+            command,
+            f"{setup.describe()}. Default configuration for every trace, no per-trace tuning",
+        ),
         "Cost is pod-seconds divided by the zero-wait clairvoyant oracle's; `keda:syncOffset=5` is KEDA",
         "with its 15 s HPA sync grid shifted by 5 s (the phase the independent reference used).",
         "",
