@@ -34,3 +34,9 @@ def test_rows_without_a_target_say_so() -> None:
     trace = Trace("synthetic:bursts", np.array([0.0, 1.0]))
     text = render([Row(trace, "two jobs", 10.0, [outcome("startup-aware", 1.0, 1.0)])], Setup(), "cmd")
     assert "| synthetic:bursts | (none) | 100.0% at 1.00x | - |" in text
+
+
+def test_summary_scores_a_startup_aware_variant_with_knobs() -> None:
+    trace = Trace("synthetic:ramp", np.array([0.0, 1.0]))
+    row = Row(trace, "two jobs", 10.0, [outcome("startup-aware:confidence=0.8", 0.99, 0.9)])
+    assert "| synthetic:ramp | >= 98.0% at <= 1x | 99.0% at 0.90x | yes |" in render([row], Setup(), "cmd")
