@@ -10,6 +10,22 @@ from __future__ import annotations
 import math
 
 
+def _erlang_c_from_b(servers: int, load: float, blocking: float) -> float:
+    """Erlang C from Erlang B for the same size (``servers > load``)."""
+    return blocking / (1.0 - (load / servers) * (1.0 - blocking))
+
+
+def _tail(p_wait: float, servers: int, load: float, wait: float, *, service_time: float, cv2: float) -> float:
+    """P(wait > ``wait``) given P(wait > 0).
+
+    M/M/c's tail ``exp(-(c - a) * wait / S)`` with the heavy-traffic (Kingman / Allen-Cunneen)
+    correction for M/G/c: it decays 2 / (1 + cv^2) times as fast, so near-constant model latencies
+    need fewer slots than exponential ones.
+    """
+    decay = 2.0 / (1.0 + max(cv2, 0.0))
+    return p_wait * math.exp(-(servers - load) * max(wait, 0.0) * decay / service_time)
+
+
 def erlang_c(servers: int, offered_load: float) -> float:
     """Probability that an arriving job has to wait, for ``servers`` slots at ``offered_load`` Erlangs.
 
@@ -23,17 +39,18 @@ def erlang_c(servers: int, offered_load: float) -> float:
     blocking = 1.0
     for k in range(1, servers + 1):
         blocking = offered_load * blocking / (k + offered_load * blocking)
-    rho = offered_load / servers
-    return blocking / (1.0 - rho * (1.0 - blocking))
+    return _erlang_c_from_b(servers, offered_load, blocking)
 
 
-def wait_exceedance(servers: int, arrival_rate: float, service_time: float, wait: float) -> float:
-    """P(queueing delay > ``wait``) in M/M/c: ``C(c, a) * exp(-(c - a) * wait / S)``."""
+def wait_exceedance(
+    servers: int, arrival_rate: float, service_time: float, wait: float, service_cv2: float = 1.0
+) -> float:
+    """P(queueing delay > ``wait``) with ``servers`` slots (M/M/c when ``service_cv2`` is 1)."""
     load = arrival_rate * service_time
     p_wait = erlang_c(servers, load)
     if p_wait >= 1.0:
         return 1.0
-    return p_wait * math.exp(-(servers - load) * max(wait, 0.0) / service_time)
+    return _tail(p_wait, servers, load, wait, service_time=service_time, cv2=service_cv2)
 
 
 def slots_for_wait_slo(
@@ -43,7 +60,7 @@ def slots_for_wait_slo(
     miss_probability: float,
     service_cv2: float = 1.0,
 ) -> int:
-    """Smallest number of job slots for which P(wait > ``max_wait``) <= ``miss_probability``.
+    """Smallest number of job slots for which :func:`wait_exceedance` <= ``miss_probability``.
 
     Walks the Erlang-B recursion upward from one slot, testing each stable size as it goes, so
     the whole search costs O(answer) arithmetic steps, not O(answer) Erlang evaluations.
@@ -51,9 +68,6 @@ def slots_for_wait_slo(
     if arrival_rate <= 0:
         return 0
     load = arrival_rate * service_time
-    # Heavy-traffic (Kingman / Allen-Cunneen) correction: the waiting-time tail of M/G/c decays
-    # 2 / (1 + cv^2) times as fast as M/M/c's, so near-constant model latencies need fewer slots.
-    decay = 2.0 / (1.0 + max(service_cv2, 0.0))
     blocking = 1.0
     servers = 0
     while True:
@@ -61,7 +75,7 @@ def slots_for_wait_slo(
         blocking = load * blocking / (servers + load * blocking)
         if servers <= load:
             continue
-        p_wait = blocking / (1.0 - (load / servers) * (1.0 - blocking))
-        miss = p_wait * math.exp(-(servers - load) * max(max_wait, 0.0) * decay / service_time)
+        p_wait = _erlang_c_from_b(servers, load, blocking)
+        miss = _tail(p_wait, servers, load, max_wait, service_time=service_time, cv2=service_cv2)
         if miss <= miss_probability:
             return servers

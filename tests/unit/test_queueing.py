@@ -36,5 +36,13 @@ def test_slots_for_wait_slo_is_the_smallest_sufficient_size() -> None:
         assert n - 1 <= rate * service or wait_exceedance(n - 1, rate, service, wait) > miss
 
 
+def test_deterministic_service_needs_fewer_slots_and_the_size_stays_minimal() -> None:
+    for rate, service, wait, miss in [(10, 5, 5, 0.05), (40, 5, 5, 0.01), (2, 1, 3, 0.001)]:
+        n = slots_for_wait_slo(rate, service, wait, miss, service_cv2=0.0)
+        assert n <= slots_for_wait_slo(rate, service, wait, miss)
+        assert wait_exceedance(n, rate, service, wait, service_cv2=0.0) <= miss
+        assert n - 1 <= rate * service or wait_exceedance(n - 1, rate, service, wait, service_cv2=0.0) > miss
+
+
 def test_no_demand_needs_no_slots() -> None:
     assert slots_for_wait_slo(0.0, 5.0, 5.0, 0.05) == 0
