@@ -16,10 +16,10 @@ from statistics import NormalDist
 from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.engine.estimators import SampleQuantiles, WindowedRate
-from autoscaler.engine.floor import StandingPool
 from autoscaler.engine.forecast import HoltParams, RateForecaster
 from autoscaler.engine.sizing import SizingInputs, size
 from autoscaler.engine.snapshot import Decision, Snapshot
+from autoscaler.engine.standing_pool import StandingPool
 from autoscaler.engine.target import WorkloadSpec
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from autoscaler.engine.floor import StandingPool, fluid_attainment
+from autoscaler.engine.standing_pool import StandingPool, fluid_attainment
 
 BURST = [(0.0, 5.0, 0.0), (0.0, 5.0, 0.0), (200.0, 5.0, 0.0), (0.0, 5.0, 0.0), (0.0, 5.0, 0.0)]
 
