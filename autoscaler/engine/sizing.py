@@ -16,7 +16,7 @@ from autoscaler.engine.snapshot import Decision, PodPhase, PodView, removal_orde
 
 # The first job after new pods arrive may use only this share of its waiting budget behind the
 # backlog: the projection is uncertain and later arrivals queue behind the same backlog.
-CATCH_UP_SHARE = 0.5
+CATCH_UP_SHARE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,23 +57,27 @@ def keep_order(pods: tuple[PodView, ...]) -> list[PodView]:
     return serving + starting
 
 
-def projected_backlog(inp: SizingInputs, demand_rate: float, kept: list[PodView] | None = None) -> float:
-    """Jobs still queued when a pod ordered now would be ready (fluid model, never negative).
+def ready_time(inp: SizingInputs, pod: PodView) -> float:
+    """When ``pod`` serves: now if it already does, else its creation plus the startup estimate."""
+    if pod.phase is PodPhase.STARTING:
+        return max(inp.now, pod.created_at + inp.startup_time)
+    return inp.now
 
-    Queue now, plus arrivals over the warm-up at ``demand_rate``, minus what the ``kept`` pods
-    (default: all of them) finish by then: ready ones serve the whole warm-up, starting ones from
+
+def projected_backlog(
+    inp: SizingInputs, demand_rate: float, kept: list[PodView] | None = None, horizon: float | None = None
+) -> float:
+    """Jobs still queued ``horizon`` seconds from now (fluid model, never negative).
+
+    Queue now, plus arrivals over the horizon at ``demand_rate``, minus what the ``kept`` pods
+    (default: all of them) finish by then: ready ones serve the whole horizon, starting ones from
     their expected ready time; in-flight jobs hold their slots for about half a service time first.
+    The default horizon is one startup: when a pod ordered now would be ready.
     """
-    horizon = inp.startup_time
-    ready_at_horizon = inp.now + horizon
-    slot_seconds = 0.0
-    for pod in inp.pods if kept is None else kept:
-        if pod.phase is PodPhase.READY:
-            slot_seconds += horizon * inp.slots_per_pod
-        elif pod.phase is PodPhase.STARTING:
-            expected_ready = pod.created_at + inp.startup_time
-            slot_seconds += max(0.0, ready_at_horizon - max(expected_ready, inp.now)) * inp.slots_per_pod
-    served = max(0.0, slot_seconds - 0.5 * inp.in_flight * inp.service_time) / inp.service_time
+    horizon = inp.startup_time if horizon is None else horizon
+    until = inp.now + horizon
+    slot_seconds = sum(max(0.0, until - ready_time(inp, pod)) for pod in (inp.pods if kept is None else kept))
+    served = slot_seconds * inp.slots_per_pod / inp.service_time
     return max(0.0, inp.waiting + demand_rate * horizon - served)
 
 
@@ -96,12 +100,13 @@ def pool_for_backlog(inp: SizingInputs, slo_pods: int, backlog: float) -> int:
 def required_pods(inp: SizingInputs, slo_pods: int, backlog_rate: float) -> tuple[int, float]:
     """Smallest pool that meets the SLO term and drains the backlog the pool itself leaves.
 
-    A pool of ``n`` pods needs ``slo_pods + drain(backlog(n))``, where the backlog depends on
-    which pods exist before the new ones are ready. Growing the pool leaves that backlog as it is
-    (new pods arrive exactly at the horizon); shrinking it cancels starting pods, which raises it.
-    So when the current pool suffices, search down for the smallest self-consistent size;
-    otherwise add what the current pool's backlog asks for. This is what stops the policy from
-    cancelling the very pods whose expected capacity made the backlog look drained.
+    If the current pool leaves more backlog at the horizon (when pods ordered now are ready) than
+    it can work off, order what it asks for. Otherwise look for pods to let go, youngest first,
+    and test each cut at the moment it matters: keeping the first ``n`` pods must handle the
+    backlog at the horizon, and, if the first pod cut is still starting, the backlog at its ready
+    time too. A pod ordered for a burst is needed when it comes up behind a queue, however well
+    the queue looks drained thirty seconds later; testing the horizon alone cancelled such pods
+    a tick at a time, paying part of their startup for nothing and leaving the queue to the FIFO.
     """
     kept = keep_order(inp.pods)
     current = len(kept)
@@ -109,16 +114,41 @@ def required_pods(inp: SizingInputs, slo_pods: int, backlog_rate: float) -> tupl
     need_now = pool_for_backlog(inp, slo_pods, backlog_now)
     if need_now > current:
         return need_now, backlog_now
-    lo, hi = 0, current  # invariant: hi satisfies k >= need(k)
-    best_backlog = backlog_now
-    while lo < hi:
+
+    def backlog_if_cut(n: int) -> float:
+        """The backlog that decides whether keeping only ``kept[:n]`` is enough (or +inf)."""
+        backlog = projected_backlog(inp, backlog_rate, kept[:n])
+        if n < current and kept[n].phase is PodPhase.STARTING:
+            at = ready_time(inp, kept[n])
+            at_ready = projected_backlog(inp, backlog_rate, kept[:n], at - inp.now)
+            if n < pool_for_backlog(inp, slo_pods, at_ready):
+                return math.inf
+        return backlog
+
+    def enough(n: int) -> bool:
+        backlog = backlog_if_cut(n)
+        return backlog != math.inf and n >= pool_for_backlog(inp, slo_pods, backlog)
+
+    # Pods with one ready time form a group; whole groups go while they can, then the smallest
+    # pool inside the first group that must stay (within a group the test is monotone in n).
+    hi = current
+    while hi > 0:
+        at = ready_time(inp, kept[hi - 1])
+        lo = hi - 1
+        while lo > 0 and ready_time(inp, kept[lo - 1]) == at:
+            lo -= 1
+        if not enough(lo):
+            break
+        hi = lo
+    else:
+        lo = 0
+    while lo < hi:  # invariant: enough(hi)
         mid = (lo + hi) // 2
-        backlog = projected_backlog(inp, backlog_rate, kept[:mid])
-        if mid >= pool_for_backlog(inp, slo_pods, backlog):
-            hi, best_backlog = mid, backlog
+        if enough(mid):
+            hi = mid
         else:
             lo = mid + 1
-    return hi, best_backlog
+    return hi, backlog_if_cut(hi) if hi < current else backlog_now
 
 
 def backlog_rate(inp: SizingInputs) -> float:

@@ -47,13 +47,13 @@ def test_steady_load_is_sized_by_the_queueing_model() -> None:
 def test_backlog_when_capacity_short_adds_drain_pods() -> None:
     inp = replace(BASE, waiting=40, rate_now=2.0, forecast=RateForecast(2.0, 2.0), pods=ready(10, 10))
     inp = replace(inp, current=10, in_flight=10, drain_seconds=20.0)
-    # 40 + 2*30 arrivals - (10 pods * 30 s - 0.5*10*5) / 5 s served = 100 - 55 = 45 jobs
-    assert projected_backlog(inp, 2.0) == pytest.approx(45.0)
+    # 40 + 2*30 arrivals - 10 pods * 30 s / 5 s served = 100 - 60 = 40 jobs
+    assert projected_backlog(inp, 2.0) == pytest.approx(40.0)
     d = size(inp)
     slo_pods = int(d.terms["slo_pods"])
-    # The first job after the new pods arrive may wait half its 5 s budget behind those 45 jobs,
-    # and the queue must drain within 20 s on top of the SLO term: the larger of the two wins.
-    assert d.desired == max(math.ceil(45 * 5 / 2.5), slo_pods + math.ceil(45 * 5 / 20))
+    # The first job after the new pods arrive may wait its 5 s budget behind those 40 jobs, and
+    # the queue must drain within 20 s on top of the SLO term: the larger of the two wins.
+    assert d.desired == max(math.ceil(40 * 5 / 5), slo_pods + math.ceil(40 * 5 / 20))
     assert d.reason == "backlog"
 
 
@@ -112,8 +112,8 @@ def test_policy_orders_capacity_for_a_burst_and_releases_it_after_the_window() -
 
 def test_starting_pods_that_drain_the_backlog_are_not_cancelled() -> None:
     # 150 pods ordered 10 s ago for a flash crowd: the backlog only looks drained because they are
-    # coming. Only the surplus beyond a self-consistent pool may be cancelled, never the pods whose
-    # capacity the drained-looking backlog counts on.
+    # coming. When they are ready (t=120) 50 + 5*20 - 5*20/5 = 130 jobs are queued, so only the
+    # surplus beyond what catches that queue up may be cancelled.
     starting = tuple(PodView(f"s{i}", PodPhase.STARTING, 90.0) for i in range(150))
     inp = replace(
         BASE,
@@ -125,7 +125,7 @@ def test_starting_pods_that_drain_the_backlog_are_not_cancelled() -> None:
         in_flight=5,
     )
     d = size(inp)
-    assert 60 <= d.desired < 155
+    assert d.desired == 130
     assert len(d.remove) == 155 - d.desired
     assert all(name.startswith("s") for name in d.remove)
     kept = [p for p in inp.pods if p.name not in d.remove]
