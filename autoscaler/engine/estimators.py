@@ -94,3 +94,43 @@ class SampleQuantiles:
             kept = values[cut : len(values) - cut] if len(values) - 2 * cut > 0 else values
             self._cache["tmean"] = float(kept.mean())
         return self._cache["tmean"]
+
+
+class BurstPersistence:
+    """How much of a detected burst's excess rate really lasts over the next horizon (0..1).
+
+    When the short-window rate jumps above the forecast, the policy projects that excess over a
+    whole warm-up. A flash crowd keeps it up; a spiky real trace (hundreds of jobs in ten seconds
+    after idle minutes) often does not, and pods ordered for it come up to an empty queue. This
+    scores every such projection once its horizon has passed (arrivals beyond the forecast that
+    really came, over the excess that was projected) and keeps a recency-weighted ratio. It starts
+    at 1 (trust the burst), so the first flash crowd is met in full.
+    """
+
+    def __init__(self, memory: float = 0.95) -> None:
+        self.memory = memory
+        self._pending: deque[list[float]] = deque()  # [due, projected_excess, baseline, arrived]
+        self._projected = 0.0
+        self._realised = 0.0
+
+    def observe(self, now: float, arrivals: int) -> None:
+        """Count this tick's arrivals into the open projections; score those now due."""
+        for entry in self._pending:
+            entry[3] += arrivals
+        while self._pending and self._pending[0][0] <= now + 1e-9:
+            _, projected, baseline, arrived = self._pending.popleft()
+            realised = min(max(arrived - baseline, 0.0), projected)
+            if self._projected == 0.0:  # the prior: one projection that came true
+                self._projected = self._realised = projected
+            self._projected = self.memory * self._projected + projected
+            self._realised = self.memory * self._realised + realised
+
+    def project(self, now: float, horizon: float, rate_now: float, baseline_rate: float) -> None:
+        """Remember that ``rate_now`` was projected over ``horizon`` against ``baseline_rate``."""
+        if rate_now > baseline_rate and horizon > 0:
+            excess = (rate_now - baseline_rate) * horizon
+            self._pending.append([now + horizon, excess, baseline_rate * horizon, 0.0])
+
+    @property
+    def ratio(self) -> float:
+        return self._realised / self._projected if self._projected > 0 else 1.0

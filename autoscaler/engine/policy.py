@@ -15,9 +15,9 @@ from statistics import NormalDist
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autoscaler.engine.estimators import SampleQuantiles, WindowedRate
+from autoscaler.engine.estimators import BurstPersistence, SampleQuantiles, WindowedRate
 from autoscaler.engine.forecast import HoltParams, RateForecaster
-from autoscaler.engine.sizing import SizingInputs, size
+from autoscaler.engine.sizing import SizingInputs, is_burst, size
 from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.standing_pool import StandingPool
 from autoscaler.engine.target import WorkloadSpec
@@ -29,7 +29,7 @@ class StartupAwareConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     confidence: float = Field(
-        0.9, gt=0.5, lt=1.0, description="The cost-vs-SLO knob: higher buys more headroom."
+        0.8, gt=0.5, lt=1.0, description="The cost-vs-SLO knob: higher buys more headroom."
     )
     drain_seconds: float | None = Field(
         None, gt=0, description="Drain a projected backlog within this long (default: the SLO)."
@@ -66,7 +66,7 @@ class StartupAwareConfig(BaseModel):
     def tuning_grid(cls) -> dict[str, list[float]]:
         """The knobs `experiments tune` searches, with candidate values."""
         return {
-            "confidence": [0.8, 0.9, 0.95, 0.99],
+            "confidence": [0.7, 0.8, 0.9, 0.95],
             "scale_down_window_startups": [1.0, 2.0, 4.0],
             "standing_pool_window_seconds": [0.0, 600.0, 1800.0],
             "standing_pool_attainment": [0.8, 0.9],
@@ -89,6 +89,7 @@ class StartupAwarePolicy:
             HoltParams(alpha=cfg.holt_alpha, beta=cfg.holt_beta, phi=cfg.holt_phi),
             season_seconds=cfg.season_seconds,
         )
+        self._persistence = BurstPersistence()
         self._recent: deque[tuple[float, int]] = deque()
         self._pool = (
             StandingPool(cfg.standing_pool_window_seconds, cfg.standing_pool_attainment)
@@ -126,6 +127,7 @@ class StartupAwarePolicy:
         wl, cfg = self.workload, self.config
         self._rate_now.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
         self.forecaster.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
+        self._persistence.observe(snapshot.now, snapshot.arrivals)
         self._service.extend(snapshot.service_times)
         self._startup.extend(snapshot.startup_times)
 
@@ -159,7 +161,10 @@ class StartupAwarePolicy:
             standing_pool=self._standing_pool(snapshot, horizon, window),
             max_step_up=cfg.max_step_up,
             max_step_down=cfg.max_step_down,
+            burst_persistence=self._persistence.ratio,
         )
+        if is_burst(inputs):
+            self._persistence.project(snapshot.now, startup, inputs.rate_now, inputs.forecast.mean)
         decision = size(inputs)
         # The window holds what the SLO term asked for, not backlog-drain pods: those are wanted
         # only until the backlog is gone, and holding them would pay for a burst twice.

@@ -44,6 +44,7 @@ class SizingInputs:
     standing_pool: int = 0
     max_step_up: int | None = None
     max_step_down: int | None = None
+    burst_persistence: float = 1.0
 
 
 def keep_order(pods: tuple[PodView, ...]) -> list[PodView]:
@@ -151,19 +152,29 @@ def required_pods(inp: SizingInputs, slo_pods: int, backlog_rate: float) -> tupl
     return hi, backlog_if_cut(hi) if hi < current else backlog_now
 
 
-def backlog_rate(inp: SizingInputs) -> float:
-    """Arrival rate to project the backlog with: the forecast, unless "now" is clearly a burst.
+def is_burst(inp: SizingInputs) -> bool:
+    """Whether "now" is clearly more than the forecast: a flash crowd begun, or a queue building.
 
     The short-window rate is noisy; taking it whenever it exceeds the forecast would order pods on
     every Poisson wiggle. Once it exceeds the forecast by more than two standard errors of a
-    Poisson count, the smoothed forecast is the one lagging (a flash crowd has begun), and the
-    short-window rate is the better estimate of what arrives during the warm-up.
+    Poisson count, the smoothed forecast is the one lagging.
     """
     mean = inp.forecast.mean
     noise = 2.0 * math.sqrt(max(mean, 1.0 / inp.short_window_seconds) / inp.short_window_seconds)
     serving = sum(1 for p in inp.pods if p.phase is PodPhase.READY) * inp.slots_per_pod
-    queue_building = inp.waiting > serving
-    return max(mean, inp.rate_now) if inp.rate_now > mean + noise or queue_building else mean
+    return inp.rate_now > mean + noise or inp.waiting > serving
+
+
+def backlog_rate(inp: SizingInputs) -> float:
+    """Arrival rate to project the backlog with: the forecast, plus a burst's lasting excess.
+
+    In a burst the short-window rate is the better estimate of what arrives during the warm-up,
+    discounted by how much of past bursts' excess really lasted a horizon (``burst_persistence``).
+    """
+    mean = inp.forecast.mean
+    if not is_burst(inp):
+        return mean
+    return mean + inp.burst_persistence * max(0.0, inp.rate_now - mean)
 
 
 def size(inp: SizingInputs) -> Decision:

@@ -1,8 +1,8 @@
-"""Windowed rate and robust sample statistics."""
+"""Windowed rate, robust sample statistics and burst persistence."""
 
 import pytest
 
-from autoscaler.engine.estimators import SampleQuantiles, WindowedRate
+from autoscaler.engine.estimators import BurstPersistence, SampleQuantiles, WindowedRate
 
 
 def test_windowed_rate_forgets_old_ticks() -> None:
@@ -40,3 +40,36 @@ def test_window_is_bounded() -> None:
     est = SampleQuantiles(default=1.0, min_samples=1, capacity=4)
     est.extend((100.0, 100.0, 100.0, 100.0, 1.0, 1.0, 1.0, 1.0))
     assert est.quantile(0.99) == pytest.approx(1.0)
+
+
+def test_burst_persistence_trusts_the_first_burst() -> None:
+    assert BurstPersistence().ratio == 1.0
+
+
+def test_burst_persistence_learns_that_spikes_fade() -> None:
+    # Each burst projects 10 jobs/s over a 1 forecast over 30 s (270 excess jobs); only 90 of them come.
+    spiky = BurstPersistence()
+    for burst in range(40):
+        start = 100.0 * burst
+        spiky.project(start, 30.0, 10.0, 1.0)
+        for tick in range(1, 7):
+            spiky.observe(start + 5.0 * tick, 20 if tick == 1 else 0)  # 20 in 5 s, then silence
+    # 20 arrived against a 30-job baseline: nothing of the excess lasted.
+    assert spiky.ratio < 0.05
+
+    lasting = BurstPersistence()
+    for burst in range(40):
+        start = 100.0 * burst
+        lasting.project(start, 30.0, 10.0, 1.0)
+        for tick in range(1, 7):
+            lasting.observe(start + 5.0 * tick, 50)  # 10 jobs/s for the whole horizon
+    assert lasting.ratio == pytest.approx(1.0)
+
+
+def test_burst_persistence_scores_only_due_projections() -> None:
+    p = BurstPersistence()
+    p.project(0.0, 30.0, 10.0, 0.0)
+    p.observe(5.0, 0)
+    assert p.ratio == 1.0  # still open: no evidence yet
+    p.observe(30.0, 150)  # 150 of the 300 projected
+    assert 0.5 < p.ratio < 1.0  # the prior (one projection that came true) is blended in

@@ -138,3 +138,9 @@ def test_flash_crowd_rate_is_used_once_it_is_clearly_a_burst() -> None:
     crowd = replace(calm, rate_now=10.0)
     assert backlog_rate(calm) == 1.0  # a Poisson wiggle
     assert backlog_rate(crowd) == 10.0
+
+
+def test_burst_rate_is_discounted_by_how_much_of_past_bursts_lasted() -> None:
+    crowd = replace(BASE, forecast=RateForecast(1.0, 1.2), rate_now=10.0)
+    assert backlog_rate(replace(crowd, burst_persistence=0.25)) == pytest.approx(1.0 + 0.25 * 9.0)
+    assert backlog_rate(replace(crowd, burst_persistence=0.0)) == 1.0
