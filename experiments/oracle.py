@@ -12,6 +12,7 @@ which is why cost is always read together with SLO attainment.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,3 +65,36 @@ def oracle_pod_seconds(arrivals: np.ndarray, service: np.ndarray, slots: int, st
     gaps = ons[1:][same_level] - offs[:-1][same_level]
     starts = len(ons) - int(np.count_nonzero(same_level))
     return busy + startup * starts + float(np.sum(np.minimum(gaps, startup)))
+
+
+def warmup_bound(
+    arrivals: np.ndarray,
+    service: np.ndarray,
+    *,
+    slots: int,
+    initial_pods: int,
+    startup: float,
+    tick: float,
+    slo: float,
+) -> float:
+    """The best SLO attainment any online policy can reach on a trace that starts busy.
+
+    Until the first pod ordered on evidence can be ready, only the initial pods serve. A policy
+    learns of the first job at the first tick at or after it arrives, so no new pod serves before
+    that tick plus one startup. Give the policy unlimited pods from that instant on: jobs the
+    initial pods cannot start in time are still late, FIFO, whatever the policy does.
+    """
+    if len(arrivals) == 0:
+        return 1.0
+    first_ready = float(np.ceil(arrivals[0] / tick) * tick) + startup
+    free = [0.0] * (initial_pods * slots)  # when each initial slot is next free (a min-heap)
+    met = 0
+    latest_start = 0.0  # FIFO: nobody starts before the job ahead of it
+    for arrival, work in zip(arrivals.tolist(), service.tolist(), strict=True):
+        start = max(arrival, latest_start, first_ready)
+        if free and max(arrival, latest_start, free[0]) < start:
+            start = max(arrival, latest_start, free[0])
+            heapq.heapreplace(free, start + work)
+        latest_start = start
+        met += start - arrival + work <= slo
+    return met / len(arrivals)

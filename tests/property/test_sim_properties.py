@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from autoscaler.engine.registry import make_policy
 from autoscaler.engine.target import WorkloadSpec
 from experiments.distributions import Fixed
-from experiments.oracle import oracle_pod_seconds, zero_wait_profile
+from experiments.oracle import oracle_pod_seconds, warmup_bound, zero_wait_profile
 from experiments.sim import SimConfig, SimResult, simulate
 from tests.unit.test_sim import Scripted
 
@@ -121,3 +121,34 @@ def test_oracle_between_the_work_and_a_static_peak_pool(
     end = float(np.max(arrivals + service))
     assert float(np.sum(service)) / slots <= oracle + 1e-9
     assert oracle <= peak * (end + startup) + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    trace=traces(),
+    slots=st.integers(1, 3),
+    startup=st.sampled_from([0.0, 3.0, 30.0]),
+    initial=st.integers(0, 3),
+    slo=st.sampled_from([2.0, 10.0, 40.0]),
+    script=st.lists(st.integers(0, 8), min_size=1, max_size=12).filter(any),
+)
+def test_no_policy_beats_the_warmup_bound(
+    *,
+    trace: tuple[np.ndarray, np.ndarray],
+    slots: int,
+    startup: float,
+    initial: int,
+    slo: float,
+    script: list[int],
+) -> None:
+    arrivals, service = trace  # the first job arrives at t=0, the first tick
+    policy = Scripted(lambda s: script[int(s.now // 40) % len(script)])
+    result = simulate(arrivals, service, policy, config(slots, 5.0, startup, initial))
+    attainment = float(np.mean(result.latency <= slo))
+    assert (
+        attainment
+        <= warmup_bound(
+            arrivals, service, slots=slots, initial_pods=initial, startup=startup, tick=5.0, slo=slo
+        )
+        + 1e-12
+    )

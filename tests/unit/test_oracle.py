@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.oracle import oracle_pod_seconds, zero_wait_profile
+from experiments.oracle import oracle_pod_seconds, warmup_bound, zero_wait_profile
 from experiments.traces import load_trace
 
 AZURE = Path(__file__).resolve().parents[3] / "shared" / "traces" / "azure_llm_code_2023.csv"
@@ -94,3 +94,13 @@ def test_matches_brute_force_and_bounds(jobs: list[tuple[float, float]], slots: 
     end = float(np.max(arrivals + service))
     assert service.sum() / slots <= cost + 1e-9
     assert cost <= peak * (end - arrivals[0] + startup) + 1e-9
+
+
+def test_warmup_bound_worked_example() -> None:
+    # One job a second from t=0, one warm pod, 5 s jobs, 30 s startup, SLO 10 s. The warm pod
+    # serves jobs 0 and 1 in time (job 2 would start at 10). Pods ordered at the first tick are
+    # ready at 30, in time for jobs that arrived from t=25 on; everything between is late.
+    arrivals, service = np.arange(60.0), np.full(60, 5.0)
+    setup = {"slots": 1, "startup": 30.0, "tick": 5.0, "slo": 10.0}
+    assert warmup_bound(arrivals, service, initial_pods=1, **setup) == pytest.approx((2 + 35) / 60)
+    assert warmup_bound(arrivals, service, initial_pods=60, **setup) == 1.0
