@@ -189,7 +189,10 @@ def size(inp: SizingInputs) -> Decision:
     backlog_pods = raw - slo_pods
     reason = "backlog" if backlog_pods > slo_pods else "slo"
     desired = raw
-    if desired < inp.current and inp.window_peak is not None and inp.window_peak > desired:
+    # The window guards against releasing pods needed again within a warm-up. Once a standing pool
+    # covers the need, the pool is that guard: pods above it were ordered for a burst and go.
+    held = inp.standing_pool == 0 or raw > inp.standing_pool
+    if held and desired < inp.current and inp.window_peak is not None and inp.window_peak > desired:
         desired, reason = min(inp.window_peak, inp.current), "scale-down-window"
     if inp.standing_pool > desired:
         desired, reason = inp.standing_pool, "standing-pool"

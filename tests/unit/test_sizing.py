@@ -86,6 +86,16 @@ def test_window_peak_holds_capacity_and_bounds_win() -> None:
     assert (d.desired, d.reason) == (40, "max-replicas")
 
 
+def test_a_standing_pool_that_covers_the_need_releases_burst_pods_without_the_window() -> None:
+    # Bursty regime: 10 pods stand; 20 were up for a burst that is over (the need is back to 4).
+    calm = replace(BASE, forecast=RateForecast(0.5, 0.6), pods=ready(20), current=20, window_peak=18)
+    d = size(replace(calm, standing_pool=10))
+    assert (d.desired, d.reason) == (10, "standing-pool")
+    # While the need itself is above the pool, the window holds as usual.
+    d = size(replace(calm, standing_pool=2))
+    assert (d.desired, d.reason) == (18, "scale-down-window")
+
+
 def test_step_limits() -> None:
     d = size(replace(BASE, waiting=1000, rate_now=20.0, pods=ready(2), current=2, max_step_up=3))
     assert (d.desired, d.reason) == (5, "step-limit")
