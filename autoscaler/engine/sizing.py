@@ -165,14 +165,14 @@ def is_burst(inp: SizingInputs) -> bool:
     return inp.rate_now > mean + noise or inp.waiting > serving
 
 
-def backlog_rate(inp: SizingInputs) -> float:
+def backlog_rate(inp: SizingInputs, burst: bool | None = None) -> float:
     """Arrival rate to project the backlog with: the forecast, plus a burst's lasting excess.
 
     In a burst the short-window rate is the better estimate of what arrives during the warm-up,
     discounted by how much of past bursts' excess really lasted a horizon (``burst_persistence``).
     """
     mean = inp.forecast.mean
-    if not is_burst(inp):
+    if not (is_burst(inp) if burst is None else burst):
         return mean
     return mean + inp.burst_persistence * max(0.0, inp.rate_now - mean)
 
@@ -183,7 +183,8 @@ def size(inp: SizingInputs) -> Decision:
     max_wait = max(0.0, inp.slo_seconds - inp.service_time)
     slo_slots = slots_for_wait_slo(demand, inp.service_time, max_wait, inp.miss_probability, inp.service_cv2)
     slo_pods = math.ceil(slo_slots / inp.slots_per_pod)
-    raw, backlog = required_pods(inp, slo_pods, backlog_rate(inp))
+    burst = is_burst(inp)
+    raw, backlog = required_pods(inp, slo_pods, backlog_rate(inp, burst))
     if inp.waiting > 0 and raw == 0:
         raw = 1  # queued work with no forecast demand still needs somewhere to run
     backlog_pods = raw - slo_pods
@@ -225,5 +226,7 @@ def size(inp: SizingInputs) -> Decision:
         "standing_pool": float(inp.standing_pool),
         "current": float(inp.current),
         "desired": float(desired),
+        "burst": float(burst),
+        "burst_persistence": inp.burst_persistence,
     }
     return Decision(desired=desired, reason=reason, terms=terms, remove=remove)
