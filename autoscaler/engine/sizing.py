@@ -14,10 +14,6 @@ from autoscaler.engine.forecast import RateForecast
 from autoscaler.engine.queueing import slots_for_wait_slo
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView, removal_order
 
-# The first job after new pods arrive may use only this share of its waiting budget behind the
-# backlog: the projection is uncertain and later arrivals queue behind the same backlog.
-CATCH_UP_SHARE = 1.0
-
 
 @dataclass(frozen=True, slots=True)
 class SizingInputs:
@@ -72,8 +68,9 @@ def projected_backlog(
 
     Queue now, plus arrivals over the horizon at ``demand_rate``, minus what the ``kept`` pods
     (default: all of them) finish by then: ready ones serve the whole horizon, starting ones from
-    their expected ready time; in-flight jobs hold their slots for about half a service time first.
-    The default horizon is one startup: when a pod ordered now would be ready.
+    their expected ready time. In-flight work is not subtracted: at a saturated steady state as
+    much is in flight at the horizon as now, and counting it only once read that as backlog. The
+    default horizon is one startup: when a pod ordered now would be ready.
     """
     horizon = inp.startup_time if horizon is None else horizon
     until = inp.now + horizon
@@ -92,7 +89,7 @@ def pool_for_backlog(inp: SizingInputs, slo_pods: int, backlog: float) -> int:
     crowd's backlog is dominated by it.
     """
     per_job = inp.service_time / inp.slots_per_pod
-    budget = CATCH_UP_SHARE * max(inp.slo_seconds - inp.service_time, inp.service_time * 0.1)
+    budget = max(inp.slo_seconds - inp.service_time, inp.service_time * 0.1)
     catch_up = math.ceil(backlog * per_job / budget - 1e-9)
     drain = slo_pods + math.ceil(backlog * per_job / inp.drain_seconds - 1e-9)
     return max(catch_up, drain)
