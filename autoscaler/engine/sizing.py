@@ -72,9 +72,14 @@ def projected_backlog(
     much is in flight at the horizon as now, and counting it only once read that as backlog. The
     default horizon is one startup: when a pod ordered now would be ready.
     """
-    horizon = inp.startup_time if horizon is None else horizon
+    ready = [ready_time(inp, pod) for pod in (inp.pods if kept is None else kept)]
+    return _backlog(inp, demand_rate, ready, inp.startup_time if horizon is None else horizon)
+
+
+def _backlog(inp: SizingInputs, demand_rate: float, ready: list[float], horizon: float) -> float:
+    """:func:`projected_backlog` for pods given by their ready times."""
     until = inp.now + horizon
-    slot_seconds = sum(max(0.0, until - ready_time(inp, pod)) for pod in (inp.pods if kept is None else kept))
+    slot_seconds = sum(max(0.0, until - at) for at in ready)
     served = slot_seconds * inp.slots_per_pod / inp.service_time
     return max(0.0, inp.waiting + demand_rate * horizon - served)
 
@@ -107,21 +112,20 @@ def required_pods(inp: SizingInputs, slo_pods: int, backlog_rate: float) -> tupl
     a tick at a time, paying part of their startup for nothing and leaving the queue to the FIFO.
     """
     kept = keep_order(inp.pods)
-    current = len(kept)
-    backlog_now = projected_backlog(inp, backlog_rate, kept)
+    ready = [ready_time(inp, pod) for pod in kept]  # non-decreasing: serving pods, then oldest first
+    current, horizon = len(kept), inp.startup_time
+    backlog_now = _backlog(inp, backlog_rate, ready, horizon)
     need_now = pool_for_backlog(inp, slo_pods, backlog_now)
     if need_now > current:
         return need_now, backlog_now
 
     def backlog_if_cut(n: int) -> float:
         """The backlog that decides whether keeping only ``kept[:n]`` is enough (or +inf)."""
-        backlog = projected_backlog(inp, backlog_rate, kept[:n])
         if n < current and kept[n].phase is PodPhase.STARTING:
-            at = ready_time(inp, kept[n])
-            at_ready = projected_backlog(inp, backlog_rate, kept[:n], at - inp.now)
+            at_ready = _backlog(inp, backlog_rate, ready[:n], ready[n] - inp.now)
             if n < pool_for_backlog(inp, slo_pods, at_ready):
                 return math.inf
-        return backlog
+        return _backlog(inp, backlog_rate, ready[:n], horizon)
 
     def enough(n: int) -> bool:
         backlog = backlog_if_cut(n)
@@ -131,9 +135,8 @@ def required_pods(inp: SizingInputs, slo_pods: int, backlog_rate: float) -> tupl
     # pool inside the first group that must stay (within a group the test is monotone in n).
     hi = current
     while hi > 0:
-        at = ready_time(inp, kept[hi - 1])
         lo = hi - 1
-        while lo > 0 and ready_time(inp, kept[lo - 1]) == at:
+        while lo > 0 and ready[lo - 1] == ready[hi - 1]:
             lo -= 1
         if not enough(lo):
             break
