@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.engine.estimators import BurstPersistence, SampleQuantiles, WindowedRate
 from autoscaler.engine.forecast import HoltParams, RateForecaster
-from autoscaler.engine.sizing import SizingInputs, size
+from autoscaler.engine.sizing import SizingInputs, burst_rate, size
 from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.standing_pool import StandingPool
 from autoscaler.engine.target import WorkloadSpec
@@ -162,10 +162,11 @@ class StartupAwarePolicy:
             max_step_up=cfg.max_step_up,
             max_step_down=cfg.max_step_down,
             burst_persistence=self._persistence.ratio,
+            rate_last_tick=snapshot.arrivals / snapshot.interval if snapshot.interval > 0 else 0.0,
         )
         decision = size(inputs)
         if decision.terms["burst"]:
-            self._persistence.project(snapshot.now, startup, inputs.rate_now, inputs.forecast.mean)
+            self._persistence.project(snapshot.now, startup, burst_rate(inputs), inputs.forecast.mean)
         # The window holds what the SLO term asked for, not backlog-drain pods: those are wanted
         # only until the backlog is gone, and holding them would pay for a burst twice.
         self._remember(snapshot.now, int(decision.terms["slo_pods"]))

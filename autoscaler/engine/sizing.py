@@ -41,6 +41,7 @@ class SizingInputs:
     max_step_up: int | None = None
     max_step_down: int | None = None
     burst_persistence: float = 1.0
+    rate_last_tick: float = 0.0
 
 
 def keep_order(pods: tuple[PodView, ...]) -> list[PodView]:
@@ -174,7 +175,18 @@ def backlog_rate(inp: SizingInputs, burst: bool | None = None) -> float:
     mean = inp.forecast.mean
     if not (is_burst(inp) if burst is None else burst):
         return mean
-    return mean + inp.burst_persistence * max(0.0, inp.rate_now - mean)
+    return mean + inp.burst_persistence * max(0.0, burst_rate(inp) - mean)
+
+
+def burst_rate(inp: SizingInputs) -> float:
+    """The rate a detected burst runs at now: the short window or the newest tick, the higher.
+
+    At the onset of a burst the short window still averages in the quiet before it (traffic
+    that starts mid-window reads at half its rate), and pods ordered on that estimate come up
+    behind a queue they cannot start within the wait budget. The newest tick is the rate the
+    burst has reached; the window wins once it is past its peak.
+    """
+    return max(inp.rate_now, inp.rate_last_tick)
 
 
 def size(inp: SizingInputs) -> Decision:

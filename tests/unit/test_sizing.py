@@ -154,3 +154,25 @@ def test_burst_rate_is_discounted_by_how_much_of_past_bursts_lasted() -> None:
     crowd = replace(BASE, forecast=RateForecast(1.0, 1.2), rate_now=10.0)
     assert backlog_rate(replace(crowd, burst_persistence=0.25)) == pytest.approx(1.0 + 0.25 * 9.0)
     assert backlog_rate(replace(crowd, burst_persistence=0.0)) == 1.0
+
+
+def test_a_burst_starting_mid_window_is_projected_at_the_newest_ticks_rate() -> None:
+    # Traffic at 5 jobs/s began half-way through the 10 s window: the window reads 2.5 jobs/s,
+    # the newest 5 s tick the real 5. The backlog at the horizon is projected with the latter.
+    onset = replace(BASE, forecast=RateForecast(0.5, 0.6), rate_now=2.5, rate_last_tick=5.0, waiting=25)
+    assert backlog_rate(onset) == 5.0
+    # Past its peak the window is the higher estimate, and it wins.
+    fading = replace(onset, rate_now=8.0, rate_last_tick=3.0)
+    assert backlog_rate(fading) == 8.0
+    # A quiet tick after a calm window is no burst: the forecast stands.
+    assert backlog_rate(replace(onset, rate_now=0.5, rate_last_tick=0.8, waiting=0)) == 0.5
+
+
+def test_onset_order_starts_the_whole_queue_when_the_pods_come_up() -> None:
+    # One warm pod, 25 queued, 5 jobs/s for the 30 s warm-up: 25 + 150 - 6 = 169 jobs wait when
+    # new pods are ready, and all of them must start within the 5 s budget (1 job per pod).
+    onset = replace(
+        BASE, forecast=RateForecast(0.5, 0.6), rate_now=2.5, rate_last_tick=5.0, waiting=25, pods=ready(1)
+    )
+    assert size(onset).desired == 169
+    assert size(replace(onset, rate_last_tick=0.0)).desired < 169 - 50  # the half-rate window under-orders
