@@ -45,6 +45,8 @@ def sizing_inputs(draw: st.DrawFn) -> SizingInputs:
         current=sum(1 for p in pod_set if p.phase is not PodPhase.DRAINING),
         pods=pod_set,
         rate_now=draw(st.floats(0, 60)),
+        rate_last_tick=draw(st.floats(0, 60)),
+        burst_persistence=draw(st.floats(0, 1)),
         short_window_seconds=draw(st.floats(5, 60)),
         forecast=RateForecast(mean, mean + draw(st.floats(0, 20))),
         service_time=draw(st.floats(0.1, 30)),
@@ -93,6 +95,12 @@ def test_non_decreasing_in_waiting_jobs(inp: SizingInputs, extra: int) -> None:
 def test_non_decreasing_in_forecast_rate(inp: SizingInputs, more_mean: float, more_upper: float) -> None:
     higher = RateForecast(inp.forecast.mean + more_mean, inp.forecast.upper + more_mean + more_upper)
     assert size(replace(inp, forecast=higher)).desired >= size(inp).desired
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizing_inputs(), st.floats(0, 60))
+def test_non_decreasing_in_the_newest_ticks_rate(inp: SizingInputs, more: float) -> None:
+    assert size(replace(inp, rate_last_tick=inp.rate_last_tick + more)).desired >= size(inp).desired
 
 
 @settings(max_examples=300, deadline=None)
