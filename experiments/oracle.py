@@ -76,25 +76,30 @@ def warmup_bound(
     startup: float,
     tick: float,
     slo: float,
+    max_pods: int | None = None,
 ) -> float:
     """The best SLO attainment any online policy can reach on a trace that starts busy.
 
     Until the first pod ordered on evidence can be ready, only the initial pods serve. A policy
     learns of the first job at the first tick at or after it arrives, so no new pod serves before
-    that tick plus one startup. Give the policy unlimited pods from that instant on: jobs the
-    initial pods cannot start in time are still late, FIFO, whatever the policy does.
+    that tick plus one startup. Give the policy every pod it may have (``max_pods``, unlimited
+    when None) from that instant on: jobs the pods cannot start in time are still late, FIFO,
+    whatever the policy does. FIFO start times only move earlier when servers free up earlier,
+    so no scaling schedule does better.
     """
     if len(arrivals) == 0:
         return 1.0
     first_ready = float(np.ceil(arrivals[0] / tick) * tick) + startup
-    free = [0.0] * (initial_pods * slots)  # when each initial slot is next free (a min-heap)
+    later = len(arrivals) if max_pods is None else max(0, max_pods - initial_pods)
+    # When each slot is next free, a min-heap: the initial ones now, the rest at first_ready.
+    free = [0.0] * (initial_pods * slots) + [first_ready] * (later * slots)
+    if not free:
+        return 0.0
     met = 0
     latest_start = 0.0  # FIFO: nobody starts before the job ahead of it
     for arrival, work in zip(arrivals.tolist(), service.tolist(), strict=True):
-        start = max(arrival, latest_start, first_ready)
-        if free and max(arrival, latest_start, free[0]) < start:
-            start = max(arrival, latest_start, free[0])
-            heapq.heapreplace(free, start + work)
+        start = max(arrival, latest_start, free[0])
+        heapq.heapreplace(free, start + work)
         latest_start = start
         met += start - arrival + work <= slo
     return met / len(arrivals)

@@ -83,6 +83,7 @@ def score_traces(traces: Sequence[tuple[Trace, str]], setup: Setup, policies: Se
             startup=setup.startup,
             tick=setup.tick,
             slo=setup.slo,
+            max_pods=setup.max_replicas,
         )
         rows.append(Row(trace, about, prepared.oracle, outcomes, bound))
     return rows
@@ -99,7 +100,8 @@ def render(rows: Sequence[Row], setup: Setup, command: str) -> str:
         "with its 15 s HPA sync grid shifted by 5 s (the phase the independent reference used).",
         "*Best possible* is the attainment no online policy can beat: jobs that arrive before the",
         "first pod ordered on seeing traffic can be ready, and that the initial pods cannot start in",
-        "time, are late whatever the policy does (`experiments.oracle.warmup_bound`).",
+        "time, are late whatever the policy does, and so are those that even the maximum pool,",
+        "all of it ready from that moment, cannot start in time (`experiments.oracle.warmup_bound`).",
         "",
         "| trace | target (startup-aware) | startup-aware | met | best possible | KEDA default | static:60 |",
         "|:---|:---|---:|:---:|---:|---:|---:|",

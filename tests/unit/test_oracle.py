@@ -105,3 +105,10 @@ def test_warmup_bound_worked_example() -> None:
     bound = partial(warmup_bound, arrivals, service, slots=1, startup=30.0, tick=5.0, slo=10.0)
     assert bound(initial_pods=1) == pytest.approx((2 + 35) / 60)
     assert bound(initial_pods=60) == 1.0
+    # A cap on pods is a cap on the catch-up: at most 60 pods start the 25 queued jobs at t=30
+    # as unlimited pods would; 3 pods serve 0.6 jobs/s against 1 arriving, so after the warm
+    # pod's two jobs none is ever in time again; with no pod beyond the warm one, the same.
+    assert bound(initial_pods=1, max_pods=60) == pytest.approx((2 + 35) / 60)
+    assert bound(initial_pods=1, max_pods=3) == pytest.approx(2 / 60)
+    assert bound(initial_pods=1, max_pods=1) == pytest.approx(2 / 60)
+    assert bound(initial_pods=0, max_pods=0) == 0.0
