@@ -171,8 +171,7 @@ def test_a_burst_starting_mid_window_is_projected_at_the_newest_ticks_rate() -> 
 def test_onset_order_starts_the_whole_queue_when_the_pods_come_up() -> None:
     # One warm pod, 25 queued, 5 jobs/s for the 30 s warm-up: 25 + 150 - 6 = 169 jobs wait when
     # new pods are ready, and all of them must start within the 5 s budget (1 job per pod).
-    onset = replace(
-        BASE, forecast=RateForecast(0.5, 0.6), rate_now=2.5, rate_last_tick=5.0, waiting=25, pods=ready(1)
-    )
+    burst = replace(BASE, forecast=RateForecast(0.5, 0.6), rate_now=2.5, rate_last_tick=5.0, waiting=25)
+    onset = replace(burst, pods=ready(1), current=1)
     assert size(onset).desired == 169
     assert size(replace(onset, rate_last_tick=0.0)).desired < 169 - 50  # the half-rate window under-orders
