@@ -288,7 +288,13 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
     azure = Path(args.azure_trace) if args.azure_trace else None
     if azure is not None and not azure.exists():
         _console(stderr=True).print(f"note: {azure} not found; scoring the synthetic traces only")
-    traces = scorecard.reference_traces(azure, args.seed)
+    conv = Path(args.conv_trace) if args.conv_trace else None
+    if conv is not None and not conv.exists():
+        raise UsageError(
+            f"--conv-trace {conv} not found: download AzureLLMInferenceTrace_conv.csv from the "
+            "Azure/AzurePublicDataset repository on GitHub (data/)"
+        )
+    traces = scorecard.reference_traces(azure, args.seed, conv)
     rows = scorecard.score_traces(traces, setup, args.policy or list(scorecard.POLICIES))
     text = scorecard.render(rows, setup, invocation())
     out = Path(args.out)
@@ -419,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--azure-trace",
         default=str(DEFAULT_AZURE_TRACE),
         help="the real Azure trace [../shared/traces/azure_llm_code_2023.csv]",
+    )
+    card.add_argument(
+        "--conv-trace",
+        help="also score the Azure LLM conversation trace (AzureLLMInferenceTrace_conv.csv) [off]",
     )
     card.add_argument(
         "--policy", action="append", help=f"policy spec, repeatable [{', '.join(scorecard.POLICIES)}]"

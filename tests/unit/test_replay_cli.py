@@ -194,3 +194,16 @@ def test_keda_sweep_writes_markdown(trace: Path, tmp_path: Path, capsys: pytest.
     assert "Not compared: unknown policy 'nonsense'" in text
     status, _, err = run_cli(capsys, "keda-sweep", "--out", str(report))
     assert status == 2 and "--trace" in err
+
+
+def test_scorecard_names_a_missing_conversation_trace_and_where_to_get_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "card.md"
+    status, stdout, err = run_cli(
+        capsys, "scorecard", "--conv-trace", str(tmp_path / "conv.csv"), "--out", str(out)
+    )
+    assert status == 2 and stdout == "" and not out.exists()
+    assert (
+        err.startswith("error: --conv-trace") and "Azure/AzurePublicDataset" in err and err.count("\n") == 1
+    )

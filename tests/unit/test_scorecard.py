@@ -1,9 +1,12 @@
 """The scorecard's target checks and report layout."""
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from experiments.replay import Outcome, Setup
-from experiments.scorecard import TARGETS, Row, Target, render, score_traces
+from experiments.scorecard import CONV_NAME, TARGETS, Row, Target, reference_traces, render, score_traces
 from experiments.traces import Trace
 
 
@@ -40,3 +43,19 @@ def test_summary_scores_a_startup_aware_variant_with_knobs() -> None:
     trace = Trace("synthetic:ramp", np.array([0.0, 1.0]))
     row = Row(trace, "two jobs", 10.0, [outcome("startup-aware:confidence=0.8", 0.99, 0.9)])
     assert "| synthetic:ramp | >= 98.0% at <= 1x | 99.0% at 0.90x | yes |" in render([row], Setup(), "cmd")
+
+
+def test_the_conversation_trace_is_scored_under_its_target_name(tmp_path: Path) -> None:
+    conv = tmp_path / "AzureLLMInferenceTrace_conv.csv"
+    conv.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,374,44\n"
+        "2023-11-16 18:15:50.9951690,396,109\n",
+        encoding="utf-8",
+    )
+    traces = reference_traces(None, 0, conv)
+    assert traces[0][0].name == CONV_NAME
+    assert list(traces[0][0].arrivals) == pytest.approx([0.0, 4.314579])
+    assert TARGETS[CONV_NAME] == Target(0.993, 0.95, TARGETS[CONV_NAME].note)
+    # Without the download the scorecard scores the synthetic traces only.
+    assert all(t.name != CONV_NAME for t, _ in reference_traces(None, 0, tmp_path / "absent.csv"))
