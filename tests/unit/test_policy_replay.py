@@ -1,9 +1,13 @@
-"""The startup-aware policy end to end in the simulator: behaviours an operator relies on."""
+"""The startup-aware policy over many ticks, driven directly or in the simulator."""
 
 import numpy as np
+import pytest
 
 from autoscaler.engine.policy import StartupAwareConfig, StartupAwarePolicy
+from autoscaler.engine.queueing import slots_for_wait_slo
+from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
+from experiments.generators import Poisson, generate
 from experiments.sim import SimConfig, simulate
 
 
@@ -36,3 +40,41 @@ def test_a_load_reactive_scaling_handles_gets_no_standing_pool() -> None:
     with_pool = replay(arrivals, StartupAwareConfig())
     without = replay(arrivals, StartupAwareConfig(standing_pool_window_seconds=0))
     assert with_pool[1] <= without[1] * 1.01
+
+
+def steady_decision(config: StartupAwareConfig, rate: float = 1.0, ticks: int = 60) -> Decision:
+    """The decision after ``ticks`` ticks of exactly ``rate`` jobs/s served by 8 idle-ish pods."""
+    policy = StartupAwarePolicy(WorkloadSpec(), config)
+    pods = tuple(PodView(f"p{i}", PodPhase.READY, 0.0, busy_slots=int(i < 5)) for i in range(8))
+    decision = None
+    for k in range(ticks):
+        snap = Snapshot(k * 5.0, 0, 5, int(rate * 5), 5.0, 8, pods, service_times=(5.0,) * 5)
+        decision = policy.decide(snap)
+    assert decision is not None
+    return decision
+
+
+def test_the_queueing_term_allows_at_most_the_queue_miss_probability() -> None:
+    default = steady_decision(StartupAwareConfig())
+    # Fixed 5 s service (cv^2 = 0), a 5 s wait budget: the term is Erlang C at 0.1.
+    expected = slots_for_wait_slo(default.terms["demand_rate"], 5.0, 5.0, 0.1, 0.0)
+    assert default.terms["slo_pods"] == expected
+    looser = steady_decision(StartupAwareConfig(queue_miss_probability=0.2))
+    assert looser.terms["demand_rate"] == default.terms["demand_rate"]
+    assert looser.terms["slo_pods"] == slots_for_wait_slo(looser.terms["demand_rate"], 5.0, 5.0, 0.2, 0.0)
+    # Where the two allowances differ, the default buys the extra pod (1.05 jobs/s: 7 vs 6).
+    assert slots_for_wait_slo(1.05, 5.0, 5.0, 0.1, 0.0) == slots_for_wait_slo(1.05, 5.0, 5.0, 0.2, 0.0) + 1
+    # 1 - confidence caps it too: at 0.95 the 0.5 allowance is never used.
+    strict = steady_decision(StartupAwareConfig(confidence=0.95, queue_miss_probability=0.5))
+    assert strict.terms["slo_pods"] == slots_for_wait_slo(strict.terms["demand_rate"], 5.0, 5.0, 0.05, 0.0)
+
+
+@pytest.mark.parametrize(("rate", "seed"), [(0.5, 2), (1.0, 3)])
+def test_steady_low_rate_traffic_stays_within_the_slo(rate: float, seed: int) -> None:
+    # Both runs left 0.4-1 % late with the queueing term allowed 0.2 (before queue_miss_probability).
+    arrivals, _ = generate(Poisson(rate=rate, duration=7200.0), seed=seed)
+    workload = WorkloadSpec()
+    policy = StartupAwarePolicy(workload, StartupAwareConfig())
+    result = simulate(arrivals, np.full(len(arrivals), 5.0), policy, SimConfig(workload=workload))
+    steady = arrivals >= 600.0  # past the first warm-up
+    assert np.mean(result.latency[steady] <= 10.0) >= 0.995
