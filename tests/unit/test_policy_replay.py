@@ -71,10 +71,11 @@ def test_the_queueing_term_allows_at_most_the_queue_miss_probability() -> None:
 
 @pytest.mark.parametrize(("rate", "seed"), [(0.5, 2), (1.0, 3)])
 def test_steady_low_rate_traffic_stays_within_the_slo(rate: float, seed: int) -> None:
-    # Both runs left 0.4-1 % late with the queueing term allowed 0.2 (before queue_miss_probability).
+    # With the queueing term allowed 0.2 (before queue_miss_probability) these runs had 1.0 % and
+    # 0.4 % late; with 0.1, 0.2 % and 0.03 %.
     arrivals, _ = generate(Poisson(rate=rate, duration=7200.0), seed=seed)
     workload = WorkloadSpec()
     policy = StartupAwarePolicy(workload, StartupAwareConfig())
     result = simulate(arrivals, np.full(len(arrivals), 5.0), policy, SimConfig(workload=workload))
     steady = arrivals >= 600.0  # past the first warm-up
-    assert np.mean(result.latency[steady] <= 10.0) >= 0.995
+    assert np.mean(result.latency[steady] <= 10.0) >= 0.997
