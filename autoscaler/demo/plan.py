@@ -39,6 +39,7 @@ TIME_KNOBS: dict[str, tuple[str, ...]] = {
         "short_window_seconds",
         "season_seconds",
         "standing_pool_window_seconds",
+        "steady_window_seconds",
     ),
 }
 """Per live policy, the knobs that are durations in seconds: divided by the speedup in the live run.

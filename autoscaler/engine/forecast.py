@@ -1,9 +1,12 @@
 """Forecast of the arrival rate over the horizon in which newly ordered pods become ready.
 
-Two layers:
+Three layers:
 
 * an online damped Holt filter (level + trend) on the per-tick arrival rate, updated in O(1) per
   tick, with an exponentially weighted residual variance for the upper quantile;
+* a steady-traffic line (:class:`SteadyRate`): least squares through the last minutes without a
+  level shift. It replaces the Holt level whenever the two agree within noise, which is most of
+  the time on steady or slowly moving traffic, and is about three times less noisy;
 * once two full seasons of history exist, an additive seasonal profile fitted by statsmodels'
   Holt-Winters on a bounded, bucketed history. The Holt filter then runs on the deseasonalised
   rate. Refits happen every ``refit_every_seconds`` on at most three seasons of buckets, so the
@@ -21,15 +24,22 @@ import numpy as np
 
 # Enough buckets per season to see a daily shape, few enough for a refit to take well under a second.
 MAX_BUCKETS_PER_SEASON = 288
+# The steady-traffic line stands in for the Holt level when the two differ by at most this many
+# standard errors of their difference (Poisson noise of each).
+STEADY_AGREEMENT_Z = 3.0
 
 
 @dataclass(frozen=True, slots=True)
 class RateForecast:
-    """Average arrival rate (jobs/s) expected over a horizon, and an upper quantile of it."""
+    """Average arrival rate (jobs/s) expected over a horizon, and an upper quantile of it.
+
+    ``steady`` says the mean came from the steady-traffic line, not from the Holt filter.
+    """
 
     mean: float
     upper: float
     seasonal: bool = False
+    steady: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +125,98 @@ class SeasonalProfile:
         return sum(self.offset(start + i * (end - start) / steps) for i in range(steps)) / steps
 
 
+class SteadyRate:
+    """The arrival rate as a least-squares line through the longest recent stretch without a shift.
+
+    Why it exists: a Holt filter quick enough to follow a ramp also follows Poisson noise. At one
+    job per second its level wanders about 20 % from tick to tick; sizing for those wiggles, then
+    holding each peak through the scale-down window and paying a warm-up for every pod ordered on
+    one, cost 5-10 % more pod-seconds than the right fixed pool on steady traffic while still
+    missing more jobs than it. A line fitted to ``window_seconds`` of counts is about three times
+    steadier and, being a line, follows a slow trend (a daily swing) without lagging behind it.
+
+    It must not average across a change, so the window is cut at a level shift: when its newest
+    5, 10, 20 or 40 % (30 s to 4 min of the default ten minutes) differ from the rest by more than
+    ``cut_z`` Poisson standard errors, the older part is dropped. Until a tenth of the window is
+    shift-free it offers nothing and the Holt filter stands alone. All of it scales with the
+    window, so a time-compressed run keeps the same shape. Per-tick cost is O(window / tick).
+    """
+
+    RECENT_SHARES = (0.05, 0.1, 0.2, 0.4)
+
+    def __init__(self, window_seconds: float, cut_z: float = 3.0) -> None:
+        self.window_seconds = window_seconds
+        self.splits = tuple(share * window_seconds for share in self.RECENT_SHARES)
+        self.min_seconds = 0.1 * window_seconds
+        self.cut_z = cut_z
+        self._ticks: deque[tuple[float, float, float]] = deque()  # (end time, arrivals, interval)
+        self._last_fit = (0.0, 0.0)  # (mean tick time relative to the fit's origin, spread of times)
+
+    @property
+    def covered(self) -> float:
+        """Seconds of shift-free history the line is fitted to."""
+        return sum(interval for _, _, interval in self._ticks)
+
+    def observe(self, now: float, arrivals: float, interval: float) -> None:
+        if interval <= 0:
+            return
+        self._ticks.append((now, arrivals, interval))
+        while self._ticks and self._ticks[0][0] <= now - self.window_seconds:
+            self._ticks.popleft()
+        self._cut_at_shift(now)
+
+    def _cut_at_shift(self, now: float) -> None:
+        total_arrivals = sum(a for _, a, _ in self._ticks)
+        total_covered = sum(i for _, _, i in self._ticks)
+        pooled = max(total_arrivals / total_covered, 1e-9) if total_covered > 0 else 0.0
+        recent_arrivals = recent_covered = 0.0
+        splits = iter(self.splits)
+        split = next(splits)
+        for end, arrivals, interval in reversed(self._ticks):  # one pass, newest first
+            while end <= now - split:  # this tick and all before it are "older" for this split
+                older_covered = total_covered - recent_covered
+                if older_covered >= self.splits[0] and recent_covered > 0:
+                    older_rate = (total_arrivals - recent_arrivals) / older_covered
+                    noise = math.sqrt(pooled * (1.0 / older_covered + 1.0 / recent_covered))
+                    if abs(recent_arrivals / recent_covered - older_rate) > self.cut_z * noise:
+                        while self._ticks and self._ticks[0][0] <= now - split:
+                            self._ticks.popleft()
+                        return
+                next_split = next(splits, None)
+                if next_split is None:
+                    return
+                split = next_split
+            recent_arrivals += arrivals
+            recent_covered += interval
+
+    def _fit(self, at: float) -> tuple[float, float, float, float] | None:
+        """Weighted least squares of per-tick rates on tick mid-times: (rate at ``at``, slope,
+        seconds covered, mean rate), or None without ticks. Weights are tick lengths, so each
+        tick's rate has variance rate / length."""
+        covered = sum(i for _, _, i in self._ticks)
+        if covered <= 0:
+            return None
+        mean_rate = sum(a for _, a, _ in self._ticks) / covered
+        mid = [(t - i / 2 - at, a, i) for t, a, i in self._ticks]  # times relative to ``at``
+        t_bar = sum(t * i for t, _, i in mid) / covered
+        spread = sum(i * (t - t_bar) ** 2 for t, _, i in mid)
+        slope = sum((t - t_bar) * a for t, a, _ in mid) / spread if spread > 0 else 0.0
+        self._last_fit = (t_bar, spread)
+        return mean_rate - slope * t_bar, slope, covered, max(mean_rate, 1e-9)
+
+    def line(self, at: float) -> tuple[float, float] | None:
+        """The fitted rate at time ``at`` and its Poisson variance, or None while history is short."""
+        if len(self._ticks) < 3:
+            return None
+        fit = self._fit(at)
+        if fit is None or fit[2] < self.min_seconds:
+            return None
+        rate, _, covered, poisson = fit
+        t_bar, spread = self._last_fit
+        variance = poisson / covered + (poisson / spread * t_bar * t_bar if spread > 0 else 0.0)
+        return max(rate, 0.0), variance
+
+
 class RateForecaster:
     """Online arrival-rate forecaster; see the module docstring for the model."""
 
@@ -124,12 +226,14 @@ class RateForecaster:
         params: HoltParams | None = None,
         season_seconds: float | None = None,
         refit_every_seconds: float | None = None,
+        steady_window_seconds: float = 600.0,
     ) -> None:
         self.tick_seconds = tick_seconds
         self.params = params or HoltParams()
         self.level: float | None = None
         self.trend = 0.0
         self.variance = 0.0
+        self.steady = SteadyRate(steady_window_seconds) if steady_window_seconds > 0 else None
         self.seasonal: SeasonalProfile | None = None
         if season_seconds:
             refit = refit_every_seconds or season_seconds / 24
@@ -144,6 +248,8 @@ class RateForecaster:
             rate = arrivals / interval - self.seasonal.offset(now - interval / 2)
         else:
             rate = arrivals / interval
+        if self.steady is not None:
+            self.steady.observe(now, arrivals, interval)
         p = self.params
         if self.level is None:
             self.level = rate
@@ -174,9 +280,20 @@ class RateForecaster:
             mean += self.seasonal.mean_offset(now, now + horizon_seconds)
         # The queueing model already prices Poisson arrival noise, so only the variability beyond
         # it counts here: residual variance in excess of a Poisson process at this level (bursts,
-        # regime changes), spread along the horizon, plus the filter's own error in the level.
+        # regime changes), spread along the horizon, plus the estimate's own error in the level.
         poisson = max(mean, 0.0) / self.tick_seconds
-        excess = max(0.0, self.variance - poisson)
         level_error = poisson * p.alpha / (2.0 - p.alpha)
+        steady = None if seasonal or self.steady is None else self.steady.line(now + horizon_seconds / 2)
+        if steady is not None:
+            rate, rate_error = steady
+            either = max(mean, rate, 0.0) / self.tick_seconds
+            holt_error = either * p.alpha / (2.0 - p.alpha)
+            # Take the line only where the Holt level agrees with it: a ramp or a flash crowd
+            # the line has not caught up with shows up here first, and Holt answers it at once.
+            if abs(mean - rate) <= STEADY_AGREEMENT_Z * math.sqrt(holt_error + rate_error):
+                mean, level_error, poisson = rate, rate_error, either
+            else:
+                steady = None
+        excess = max(0.0, self.variance - poisson)
         spread = math.sqrt(excess * (1.0 / steps + p.alpha**2 * (steps - 1) / 2) + level_error)
-        return RateForecast(mean=mean, upper=mean + z * spread, seasonal=seasonal)
+        return RateForecast(mean=mean, upper=mean + z * spread, seasonal=seasonal, steady=steady is not None)

@@ -33,13 +33,22 @@ class StartupAwareConfig(BaseModel):
         0.8, gt=0.5, lt=1.0, description="The cost-vs-SLO knob: higher buys more headroom."
     )
     queue_miss_probability: float = Field(
-        0.1,
+        0.01,
         gt=0,
         lt=1,
         description=(
             "At most this chance that a job waits past the SLO at the forecast rate (the queueing "
-            "term; also capped by 1 - confidence). Small pools have long waiting tails: steady "
-            "Poisson traffic at 0.5-1 job/s left up to 1.5 % of jobs late with 0.2, 0.7 % with 0.1."
+            "term; also capped by 1 - confidence). With the steady-traffic rate estimate the "
+            "forecast no longer carries tick-to-tick noise as headroom, so this is the SLO budget "
+            "itself: 1 % keeps steady Poisson traffic from 0.5 job/s up at >= 99.7 % on time."
+        ),
+    )
+    steady_window_seconds: float = Field(
+        600.0,
+        ge=0,
+        description=(
+            "Fit the arrival rate as a line through up to this many seconds without a level shift, "
+            "and use it instead of the Holt level whenever the two agree within noise. 0 turns it off."
         ),
     )
     drain_seconds: float | None = Field(
@@ -99,6 +108,7 @@ class StartupAwarePolicy:
             workload.tick_seconds,
             HoltParams(alpha=cfg.holt_alpha, beta=cfg.holt_beta, phi=cfg.holt_phi),
             season_seconds=cfg.season_seconds,
+            steady_window_seconds=cfg.steady_window_seconds,
         )
         self._persistence = BurstPersistence()
         self._recent: deque[tuple[float, int]] = deque()

@@ -228,6 +228,7 @@ def size(inp: SizingInputs) -> Decision:
         "rate_now": inp.rate_now,
         "forecast_mean": inp.forecast.mean,
         "forecast_upper": inp.forecast.upper,
+        "forecast_steady": float(inp.forecast.steady),
         "demand_rate": demand,
         "service_time": inp.service_time,
         "startup_time": inp.startup_time,

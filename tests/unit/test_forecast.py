@@ -1,12 +1,14 @@
-"""Holt filter and the seasonal Holt-Winters layer."""
+"""Holt filter, the steady-traffic line and the seasonal Holt-Winters layer."""
 
 import math
 import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from autoscaler.engine.forecast import HoltParams, RateForecaster
+from autoscaler.engine.forecast import HoltParams, RateForecaster, SteadyRate
 
 
 def feed(f: RateForecaster, rates: list[float], tick: float = 5.0, start: float = 0.0) -> float:
@@ -18,13 +20,94 @@ def feed(f: RateForecaster, rates: list[float], tick: float = 5.0, start: float 
 
 
 def test_constant_rate_converges_and_keeps_only_level_error() -> None:
-    f = RateForecaster(5.0)
+    f = RateForecaster(5.0, steady_window_seconds=0)
     now = feed(f, [10.0] * 100)
     fc = f.forecast(now, 35.0, z=1.64)
     assert fc.mean == pytest.approx(10.0, rel=1e-3)
+    assert not fc.steady
     # No variability beyond Poisson: the spread is the filter's own level error at this rate.
     alpha = f.params.alpha
     assert fc.upper - fc.mean == pytest.approx(1.64 * math.sqrt(10.0 / 5.0 * alpha / (2 - alpha)), rel=0.02)
+
+
+def test_steady_traffic_is_sized_on_the_line_with_its_smaller_error() -> None:
+    f = RateForecaster(5.0)
+    now = feed(f, [10.0] * 100)
+    fc = f.forecast(now, 35.0, z=1.64)
+    assert fc.steady
+    assert fc.mean == pytest.approx(10.0, rel=1e-9)
+    # 500 s of 5 s ticks, read 267.5 s past their centre (the middle of the horizon).
+    ticks = np.arange(100) * 5.0
+    spread_s2 = 5.0 * np.sum((ticks - ticks.mean()) ** 2)
+    line_variance = 10.0 / 500.0 + 10.0 / spread_s2 * 267.5**2
+    assert fc.upper - fc.mean == pytest.approx(1.64 * math.sqrt(line_variance), rel=1e-6)
+    alpha = f.params.alpha
+    assert fc.upper - fc.mean < 0.6 * 1.64 * math.sqrt(10.0 / 5.0 * alpha / (2 - alpha))
+
+
+def poisson_counts(rates: list[float], seed: int, tick: float = 5.0) -> list[float]:
+    """Per-tick Poisson draws at ``rates`` (jobs/s), returned as rates for :func:`feed`."""
+    rng = np.random.default_rng(seed)
+    return [float(c) / tick for c in rng.poisson(np.asarray(rates) * tick)]
+
+
+def test_the_steady_line_is_far_less_noisy_than_the_holt_level_on_poisson_traffic() -> None:
+    counts = poisson_counts([1.0] * 1440, seed=4)  # two hours at 1 job/s
+    means: dict[float, list[float]] = {0.0: [], 600.0: []}
+    for window, series in means.items():
+        f = RateForecaster(5.0, steady_window_seconds=window)
+        now = 0.0
+        for i, rate in enumerate(counts):
+            now = feed(f, [rate], start=now)
+            if i >= 120:
+                series.append(f.forecast(now, 35.0, 0.0).mean)
+    assert np.std(means[600.0]) < 0.5 * np.std(means[0.0])
+    assert abs(np.mean(means[600.0]) - 1.0) < 0.05
+
+
+def test_a_level_shift_is_followed_at_once_and_the_line_refits_after_it() -> None:
+    f = RateForecaster(5.0)
+    now = feed(f, poisson_counts([2.0] * 120, seed=5))  # ten calm minutes: the line has the rate
+    assert f.forecast(now, 35.0, 0.0).steady
+    surge = poisson_counts([10.0] * 24, seed=6)
+    now = feed(f, surge[:2], start=now)
+    first = f.forecast(now, 35.0, 0.0)
+    assert not first.steady and first.mean > 5.0  # Holt answers, the stale line is not used
+    now = feed(f, surge[2:], start=now)
+    after = f.forecast(now, 35.0, 0.0)
+    assert f.steady is not None and f.steady.covered < 120.0  # the calm minutes were cut away
+    assert after.mean == pytest.approx(10.0, abs=1.5)
+
+
+def test_a_slow_trend_is_followed_closer_than_by_holt_and_without_a_window_average_lag() -> None:
+    errors: dict[float, list[float]] = {0.0: [], 600.0: []}
+    rates = [5.0 + 0.004 * 5.0 * i for i in range(240)]  # +0.24 jobs/s per minute for 20 minutes
+    for seed in range(20):
+        counts = poisson_counts(rates, seed=seed)
+        for window, found in errors.items():
+            f = RateForecaster(5.0, steady_window_seconds=window)
+            now = feed(f, counts)
+            found.append(f.forecast(now, 35.0, 0.0).mean - (5.0 + 0.004 * (now + 17.5)))
+    steady, holt = np.asarray(errors[600.0]), np.asarray(errors[0.0])
+    assert np.sqrt(np.mean(steady**2)) < 0.85 * np.sqrt(np.mean(holt**2))
+    # A flat ten-minute average would sit 0.004 * 317.5 = 1.27 jobs/s behind; the line, cut short
+    # now and then by the shift test, is a little behind on average.
+    assert abs(np.mean(steady)) < 0.5
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=500), min_size=1, max_size=300))
+def test_the_steady_line_keeps_a_bounded_window_and_a_non_negative_rate(counts: list[int]) -> None:
+    line = SteadyRate(600.0)
+    now = 0.0
+    for count in counts:
+        now += 5.0
+        line.observe(now, count, 5.0)
+        assert line.covered <= 600.0
+        fitted = line.line(now + 17.5)
+        if fitted is not None:
+            assert line.covered >= 60.0
+            assert fitted[0] >= 0.0 and fitted[1] > 0.0
 
 
 def test_upper_quantile_grows_with_variability_beyond_poisson() -> None:

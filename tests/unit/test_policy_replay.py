@@ -8,6 +8,7 @@ from autoscaler.engine.queueing import slots_for_wait_slo
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 from experiments.generators import Poisson, generate
+from experiments.oracle import oracle_pod_seconds
 from experiments.sim import SimConfig, simulate
 
 
@@ -56,26 +57,33 @@ def steady_decision(config: StartupAwareConfig, rate: float = 1.0, ticks: int = 
 
 def test_the_queueing_term_allows_at_most_the_queue_miss_probability() -> None:
     default = steady_decision(StartupAwareConfig())
-    # Fixed 5 s service (cv^2 = 0), a 5 s wait budget: the term is Erlang C at 0.1.
-    expected = slots_for_wait_slo(default.terms["demand_rate"], 5.0, 5.0, 0.1, 0.0)
+    # Fixed 5 s service (cv^2 = 0), a 5 s wait budget: the term is Erlang C at 0.01.
+    expected = slots_for_wait_slo(default.terms["demand_rate"], 5.0, 5.0, 0.01, 0.0)
     assert default.terms["slo_pods"] == expected
     looser = steady_decision(StartupAwareConfig(queue_miss_probability=0.2))
     assert looser.terms["demand_rate"] == default.terms["demand_rate"]
     assert looser.terms["slo_pods"] == slots_for_wait_slo(looser.terms["demand_rate"], 5.0, 5.0, 0.2, 0.0)
-    # Where the two allowances differ, the default buys the extra pod (1.05 jobs/s: 7 vs 6).
-    assert slots_for_wait_slo(1.05, 5.0, 5.0, 0.1, 0.0) == slots_for_wait_slo(1.05, 5.0, 5.0, 0.2, 0.0) + 1
+    # The two allowances differ here, and the default buys the extra pod.
+    assert default.terms["slo_pods"] > looser.terms["slo_pods"]
     # 1 - confidence caps it too: at 0.95 the 0.5 allowance is never used.
     strict = steady_decision(StartupAwareConfig(confidence=0.95, queue_miss_probability=0.5))
     assert strict.terms["slo_pods"] == slots_for_wait_slo(strict.terms["demand_rate"], 5.0, 5.0, 0.05, 0.0)
 
 
 @pytest.mark.parametrize(("rate", "seed"), [(0.5, 2), (1.0, 3)])
-def test_steady_low_rate_traffic_stays_within_the_slo(rate: float, seed: int) -> None:
-    # With the queueing term allowed 0.2 (before queue_miss_probability) these runs had 1.0 % and
-    # 0.4 % late; with 0.1, 0.2 % and 0.03 %.
+def test_steady_low_rate_traffic_meets_the_smooth_load_target(rate: float, seed: int) -> None:
+    # The smooth-load target, >= 99.5 % within the SLO at <= 0.95x the oracle. Sizing on
+    # the Holt level alone (steady_window_seconds=0) held 99.8-100 % here but at 0.92-0.95x with
+    # a 0.1 queueing allowance and 1.02-1.10x with the default 0.01; the steady line gives
+    # 99.75-99.9 % at 0.89-0.94x.
     arrivals, _ = generate(Poisson(rate=rate, duration=7200.0), seed=seed)
     workload = WorkloadSpec()
+    service = np.full(len(arrivals), 5.0)
     policy = StartupAwarePolicy(workload, StartupAwareConfig())
-    result = simulate(arrivals, np.full(len(arrivals), 5.0), policy, SimConfig(workload=workload))
+    result = simulate(arrivals, service, policy, SimConfig(workload=workload))
     steady = arrivals >= 600.0  # past the first warm-up
-    assert np.mean(result.latency[steady] <= 10.0) >= 0.997
+    assert np.mean(result.latency[steady] <= 10.0) >= 0.995
+    assert result.pod_seconds <= 0.95 * oracle_pod_seconds(arrivals, service, 1, workload.startup_seconds)
+    holt_only = StartupAwarePolicy(workload, StartupAwareConfig(steady_window_seconds=0))
+    noisier = simulate(arrivals, service, holt_only, SimConfig(workload=workload))
+    assert result.pod_seconds < 0.9 * noisier.pod_seconds
