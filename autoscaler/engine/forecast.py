@@ -150,7 +150,6 @@ class SteadyRate:
         self.min_seconds = 0.1 * window_seconds
         self.cut_z = cut_z
         self._ticks: deque[tuple[float, float, float]] = deque()  # (end time, arrivals, interval)
-        self._last_fit = (0.0, 0.0)  # (mean tick time relative to the fit's origin, spread of times)
 
     @property
     def covered(self) -> float:
@@ -189,30 +188,22 @@ class SteadyRate:
             recent_arrivals += arrivals
             recent_covered += interval
 
-    def _fit(self, at: float) -> tuple[float, float, float, float] | None:
-        """Weighted least squares of per-tick rates on tick mid-times: (rate at ``at``, slope,
-        seconds covered, mean rate), or None without ticks. Weights are tick lengths, so each
-        tick's rate has variance rate / length."""
-        covered = sum(i for _, _, i in self._ticks)
-        if covered <= 0:
+    def line(self, at: float) -> tuple[float, float] | None:
+        """The fitted rate at time ``at`` and its Poisson variance, or None while history is short.
+
+        Weighted least squares of per-tick rates on tick mid-times, weighted by tick length (a
+        tick's rate has variance rate / length); the variance is that of the fitted value at ``at``.
+        """
+        covered = self.covered
+        if covered < self.min_seconds or len(self._ticks) < 3:
             return None
         mean_rate = sum(a for _, a, _ in self._ticks) / covered
         mid = [(t - i / 2 - at, a, i) for t, a, i in self._ticks]  # times relative to ``at``
         t_bar = sum(t * i for t, _, i in mid) / covered
         spread = sum(i * (t - t_bar) ** 2 for t, _, i in mid)
         slope = sum((t - t_bar) * a for t, a, _ in mid) / spread if spread > 0 else 0.0
-        self._last_fit = (t_bar, spread)
-        return mean_rate - slope * t_bar, slope, covered, max(mean_rate, 1e-9)
-
-    def line(self, at: float) -> tuple[float, float] | None:
-        """The fitted rate at time ``at`` and its Poisson variance, or None while history is short."""
-        if len(self._ticks) < 3:
-            return None
-        fit = self._fit(at)
-        if fit is None or fit[2] < self.min_seconds:
-            return None
-        rate, _, covered, poisson = fit
-        t_bar, spread = self._last_fit
+        rate = mean_rate - slope * t_bar  # the line at relative time 0, i.e. at ``at``
+        poisson = max(mean_rate, 1e-9)
         variance = poisson / covered + (poisson / spread * t_bar * t_bar if spread > 0 else 0.0)
         return max(rate, 0.0), variance
 
