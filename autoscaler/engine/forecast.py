@@ -150,23 +150,28 @@ class SteadyRate:
         self.min_seconds = 0.1 * window_seconds
         self.cut_z = cut_z
         self._ticks: deque[tuple[float, float, float]] = deque()  # (end time, arrivals, interval)
-
-    @property
-    def covered(self) -> float:
+        self._arrivals = 0.0  # running totals over ``_ticks``
+        self.covered = 0.0
         """Seconds of shift-free history the line is fitted to."""
-        return sum(interval for _, _, interval in self._ticks)
 
     def observe(self, now: float, arrivals: float, interval: float) -> None:
         if interval <= 0:
             return
         self._ticks.append((now, arrivals, interval))
-        while self._ticks and self._ticks[0][0] <= now - self.window_seconds:
-            self._ticks.popleft()
+        self._arrivals += arrivals
+        self.covered += interval
+        self._drop_through(now - self.window_seconds)
         self._cut_at_shift(now)
 
+    def _drop_through(self, until: float) -> None:
+        """Forget the ticks that ended at or before ``until``."""
+        while self._ticks and self._ticks[0][0] <= until:
+            _, arrivals, interval = self._ticks.popleft()
+            self._arrivals -= arrivals
+            self.covered -= interval
+
     def _cut_at_shift(self, now: float) -> None:
-        total_arrivals = sum(a for _, a, _ in self._ticks)
-        total_covered = sum(i for _, _, i in self._ticks)
+        total_arrivals, total_covered = self._arrivals, self.covered
         pooled = max(total_arrivals / total_covered, 1e-9) if total_covered > 0 else 0.0
         recent_arrivals = recent_covered = 0.0
         splits = iter(self.splits)
@@ -178,8 +183,7 @@ class SteadyRate:
                     older_rate = (total_arrivals - recent_arrivals) / older_covered
                     noise = math.sqrt(pooled * (1.0 / older_covered + 1.0 / recent_covered))
                     if abs(recent_arrivals / recent_covered - older_rate) > self.cut_z * noise:
-                        while self._ticks and self._ticks[0][0] <= now - split:
-                            self._ticks.popleft()
+                        self._drop_through(now - split)
                         return
                 next_split = next(splits, None)
                 if next_split is None:
@@ -197,7 +201,7 @@ class SteadyRate:
         covered = self.covered
         if covered < self.min_seconds or len(self._ticks) < 3:
             return None
-        mean_rate = sum(a for _, a, _ in self._ticks) / covered
+        mean_rate = self._arrivals / covered
         mid = [(t - i / 2 - at, a, i) for t, a, i in self._ticks]  # times relative to ``at``
         t_bar = sum(t * i for t, _, i in mid) / covered
         spread = sum(i * (t - t_bar) ** 2 for t, _, i in mid)
