@@ -160,22 +160,32 @@ def is_burst(inp: SizingInputs) -> bool:
     every Poisson wiggle. Once it exceeds the forecast by more than two standard errors of a
     Poisson count, the smoothed forecast is the one lagging.
     """
-    mean = inp.forecast.mean
-    noise = 2.0 * math.sqrt(max(mean, 1.0 / inp.short_window_seconds) / inp.short_window_seconds)
+    return inp.rate_now > inp.forecast.mean + wiggle_band(inp) or queue_building(inp)
+
+
+def wiggle_band(inp: SizingInputs) -> float:
+    """Two standard errors of the short-window rate, as a Poisson count read at its own level."""
+    window = inp.short_window_seconds
+    return 2.0 * math.sqrt(max(inp.rate_now, 1.0 / window) / window)
+
+
+def queue_building(inp: SizingInputs) -> bool:
     serving = sum(1 for p in inp.pods if p.phase is PodPhase.READY) * inp.slots_per_pod
-    return inp.rate_now > mean + noise or inp.waiting > serving
+    return inp.waiting > serving
 
 
-def backlog_rate(inp: SizingInputs, burst: bool | None = None) -> float:
+def backlog_rate(inp: SizingInputs) -> float:
     """Arrival rate to project the backlog with: the forecast, plus a burst's lasting excess.
 
     In a burst the short-window rate is the better estimate of what arrives during the warm-up,
     discounted by how much of past bursts' excess really lasted a horizon (``burst_persistence``).
+    Only the excess beyond the Poisson wiggle band counts, unless a queue is already building; the
+    band is read at the observed rate, not at the forecast, so the projection never falls when the
+    forecast rises (a forecast just high enough to hide a burst must not order fewer pods).
     """
     mean = inp.forecast.mean
-    if not (is_burst(inp) if burst is None else burst):
-        return mean
-    return mean + inp.burst_persistence * max(0.0, burst_rate(inp) - mean)
+    band = 0.0 if queue_building(inp) else wiggle_band(inp)
+    return mean + inp.burst_persistence * max(0.0, burst_rate(inp) - mean - band)
 
 
 def burst_rate(inp: SizingInputs) -> float:
@@ -196,7 +206,7 @@ def size(inp: SizingInputs) -> Decision:
     slo_slots = slots_for_wait_slo(demand, inp.service_time, max_wait, inp.miss_probability, inp.service_cv2)
     slo_pods = math.ceil(slo_slots / inp.slots_per_pod)
     burst = is_burst(inp)
-    raw, backlog = required_pods(inp, slo_pods, backlog_rate(inp, burst))
+    raw, backlog = required_pods(inp, slo_pods, backlog_rate(inp))
     if inp.waiting > 0 and raw == 0:
         raw = 1  # queued work with no forecast demand still needs somewhere to run
     backlog_pods = raw - slo_pods

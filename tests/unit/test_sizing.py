@@ -143,17 +143,41 @@ def test_starting_pods_that_drain_the_backlog_are_not_cancelled() -> None:
     assert d.desired >= pool_for_backlog(inp, int(d.terms["slo_pods"]), backlog)
 
 
-def test_flash_crowd_rate_is_used_once_it_is_clearly_a_burst() -> None:
+def test_flash_crowd_rate_is_used_beyond_the_poisson_wiggle_band() -> None:
     calm = replace(BASE, forecast=RateForecast(1.0, 1.2), rate_now=1.5)
     crowd = replace(calm, rate_now=10.0)
-    assert backlog_rate(calm) == 1.0  # a Poisson wiggle
-    assert backlog_rate(crowd) == 10.0
+    assert backlog_rate(calm) == 1.0  # a Poisson wiggle: within 2 standard errors of 1.5 in 10 s
+    # 10 jobs/s over a 10 s window read at their own level: the band is 2 * sqrt(10 / 10) = 2.
+    assert backlog_rate(crowd) == pytest.approx(10.0 - 2.0)
+    # Once a queue is building, the whole excess counts.
+    assert backlog_rate(replace(crowd, waiting=5)) == pytest.approx(10.0)
 
 
 def test_burst_rate_is_discounted_by_how_much_of_past_bursts_lasted() -> None:
-    crowd = replace(BASE, forecast=RateForecast(1.0, 1.2), rate_now=10.0)
+    crowd = replace(BASE, forecast=RateForecast(1.0, 1.2), rate_now=10.0, waiting=5)
     assert backlog_rate(replace(crowd, burst_persistence=0.25)) == pytest.approx(1.0 + 0.25 * 9.0)
     assert backlog_rate(replace(crowd, burst_persistence=0.0)) == 1.0
+
+
+def test_a_forecast_just_high_enough_to_hide_a_burst_orders_no_fewer_pods() -> None:
+    # Found by the monotonicity property: with the band read at the forecast, a 0 forecast saw a
+    # burst (and projected the newest tick's 2 jobs/s, 4 pods) and a 1 job/s forecast did not (2).
+    low = replace(
+        BASE,
+        pods=ready(1),
+        current=1,
+        rate_now=1.0,
+        rate_last_tick=2.0,
+        burst_persistence=1.0,
+        short_window_seconds=5.0,
+        service_time=1.0,
+        service_cv2=0.0,
+        miss_probability=0.1,
+        max_replicas=4,
+    )
+    high = replace(low, forecast=RateForecast(1.0, 1.0))
+    assert backlog_rate(high) >= backlog_rate(low)
+    assert size(high).desired >= size(low).desired
 
 
 def test_a_burst_starting_mid_window_is_projected_at_the_newest_ticks_rate() -> None:
