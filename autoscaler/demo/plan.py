@@ -37,6 +37,7 @@ TIME_KNOBS: dict[str, tuple[str, ...]] = {
     STARTUP_AWARE: (
         "drain_seconds",
         "short_window_seconds",
+        "long_window_seconds",
         "season_seconds",
         "standing_pool_window_seconds",
         "steady_window_seconds",

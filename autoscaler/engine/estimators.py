@@ -33,6 +33,11 @@ class WindowedRate:
             self._covered -= old_interval
 
     @property
+    def covered_seconds(self) -> float:
+        """Seconds of observations the window holds (less than the window early on)."""
+        return self._covered
+
+    @property
     def rate(self) -> float:
         """Jobs per second over the window (0 before any observation)."""
         return self._arrivals / self._covered if self._covered > 1e-9 else 0.0
@@ -97,7 +102,10 @@ class SampleQuantiles:
 
 
 class BurstPersistence:
-    """How much of a detected burst's excess rate really lasts over the next horizon (0..1).
+    """How much of a projected excess rate really lasts over the next horizon (0..1).
+
+    The policy keeps two: one for the short-window rate of a detected burst (the backlog
+    projection), one for the forecast's excess over the long-run rate (the SLO term).
 
     When the short-window rate jumps above the forecast, the policy projects that excess over a
     whole warm-up. A flash crowd keeps it up; a spiky real trace (hundreds of jobs in ten seconds

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.engine.estimators import BurstPersistence, SampleQuantiles, WindowedRate
 from autoscaler.engine.forecast import HoltParams, RateForecaster
-from autoscaler.engine.sizing import SizingInputs, burst_rate, size
+from autoscaler.engine.sizing import SizingInputs, burst_rate, forecast_excess_floor, size
 from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.standing_pool import StandingPool
 from autoscaler.engine.target import WorkloadSpec
@@ -60,6 +60,16 @@ class StartupAwareConfig(BaseModel):
         description="Hold the peak recommendation this many startup times (+1 tick) before scaling down.",
     )
     short_window_seconds: float = Field(10.0, gt=0, description="Window of the 'rate now' estimate.")
+    long_window_seconds: float = Field(
+        300.0,
+        ge=0,
+        description=(
+            "Window of the long-run arrival rate. The part of the forecast above it (beyond Poisson "
+            "noise) is sized for only as far as such excesses have lasted one horizon in the past: "
+            "after a ten-second spike the forecast still reads high, and pods ordered on it come up "
+            "to an empty queue. 0 takes every forecast at its word."
+        ),
+    )
     season_seconds: float | None = Field(
         None, gt=0, description="Season length for Holt-Winters (e.g. 86400); off when unset."
     )
@@ -102,6 +112,11 @@ class StartupAwarePolicy:
         cfg = self.config
         self._z = NormalDist().inv_cdf(cfg.confidence)
         self._rate_now = WindowedRate(max(cfg.short_window_seconds, workload.tick_seconds))
+        self._rate_long = (
+            WindowedRate(max(cfg.long_window_seconds, workload.tick_seconds))
+            if cfg.long_window_seconds > 0
+            else None
+        )
         self._service = SampleQuantiles(workload.service_seconds, cfg.service_min_samples)
         self._startup = SampleQuantiles(workload.startup_seconds, cfg.startup_min_samples, capacity=64)
         self.forecaster = RateForecaster(
@@ -111,6 +126,7 @@ class StartupAwarePolicy:
             steady_window_seconds=cfg.steady_window_seconds,
         )
         self._persistence = BurstPersistence()
+        self._forecast_persistence = BurstPersistence()
         self._recent: deque[tuple[float, int]] = deque()
         self._pool = (
             StandingPool(cfg.standing_pool_window_seconds, cfg.standing_pool_attainment)
@@ -149,6 +165,9 @@ class StartupAwarePolicy:
         self._rate_now.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
         self.forecaster.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
         self._persistence.observe(snapshot.now, snapshot.arrivals)
+        self._forecast_persistence.observe(snapshot.now, snapshot.arrivals)
+        if self._rate_long is not None:
+            self._rate_long.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
         self._service.extend(snapshot.service_times)
         self._startup.extend(snapshot.startup_times)
 
@@ -184,10 +203,15 @@ class StartupAwarePolicy:
             max_step_down=cfg.max_step_down,
             burst_persistence=self._persistence.ratio,
             rate_last_tick=snapshot.arrivals / snapshot.interval if snapshot.interval > 0 else 0.0,
+            long_rate=self._long_rate(),
+            forecast_persistence=self._forecast_persistence.ratio,
         )
         decision = size(inputs)
         if decision.terms["burst"]:
             self._persistence.project(snapshot.now, startup, burst_rate(inputs), inputs.forecast.mean)
+        if inputs.long_rate is not None:
+            floor = forecast_excess_floor(inputs)
+            self._forecast_persistence.project(snapshot.now, horizon, inputs.forecast.mean, floor)
         # The window holds what the SLO term asked for, not backlog-drain pods: those are wanted
         # only until the backlog is gone, and holding them would pay for a burst twice.
         self._remember(snapshot.now, int(decision.terms["slo_pods"]))
@@ -196,6 +220,17 @@ class StartupAwarePolicy:
         terms["horizon"] = horizon
         terms["scale_down_window"] = window
         return Decision(decision.desired, decision.reason, terms, decision.remove)
+
+    def _long_rate(self) -> float | None:
+        """The long-run rate once its window is covered; None before (no spike discount yet).
+
+        Until then the "long run" is the first minutes, and scoring the forecast against them
+        would learn from the start-up transient, not from bursts.
+        """
+        long = self._rate_long
+        if long is None or long.covered_seconds < long.window_seconds - self.workload.tick_seconds:
+            return None
+        return long.rate
 
     def _window_peak(self, now: float, window: float) -> int | None:
         while self._recent and self._recent[0][0] < now - window:

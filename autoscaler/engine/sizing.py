@@ -42,6 +42,8 @@ class SizingInputs:
     max_step_down: int | None = None
     burst_persistence: float = 1.0
     rate_last_tick: float = 0.0
+    long_rate: float | None = None
+    forecast_persistence: float = 1.0
 
 
 def keep_order(pods: tuple[PodView, ...]) -> list[PodView]:
@@ -165,8 +167,37 @@ def is_burst(inp: SizingInputs) -> bool:
 
 def wiggle_band(inp: SizingInputs) -> float:
     """Two standard errors of the short-window rate, as a Poisson count read at its own level."""
-    window = inp.short_window_seconds
-    return 2.0 * math.sqrt(max(inp.rate_now, 1.0 / window) / window)
+    return poisson_band(inp.rate_now, inp.short_window_seconds)
+
+
+def poisson_band(rate: float, window: float) -> float:
+    """Two standard errors of a rate read off a Poisson count over ``window`` seconds."""
+    return 2.0 * math.sqrt(max(rate, 1.0 / window) / window)
+
+
+def forecast_excess_floor(inp: SizingInputs) -> float:
+    """The rate above which the forecast counts as a burst's excess: the long-run rate plus noise.
+
+    The band is that of a short-window reading at the long-run level, so Poisson wiggles and
+    the steady part of a ramp stay below it and are always sized for in full.
+    """
+    long_rate = inp.long_rate or 0.0
+    return long_rate + poisson_band(long_rate, inp.short_window_seconds)
+
+
+def slo_demand(inp: SizingInputs) -> float:
+    """The arrival rate the SLO term sizes for: the forecast's upper quantile, a spike discounted.
+
+    The forecast follows a spike within a tick or two and still reads high once it is over;
+    pods ordered on that come up a warm-up later to an empty queue. Its excess above the long-run
+    rate counts only in the proportion such excesses really lasted a horizon before
+    (``forecast_persistence``). The demand never falls when the forecast rises: the discount
+    grows at most as fast as the mean, and the upper quantile at least as fast.
+    """
+    if inp.long_rate is None:
+        return inp.forecast.upper
+    excess = max(0.0, inp.forecast.mean - forecast_excess_floor(inp))
+    return inp.forecast.upper - (1.0 - inp.forecast_persistence) * excess
 
 
 def queue_building(inp: SizingInputs) -> bool:
@@ -201,7 +232,7 @@ def burst_rate(inp: SizingInputs) -> float:
 
 def size(inp: SizingInputs) -> Decision:
     """Replicas needed at now + startup for the SLO, plus those to drain the projected backlog."""
-    demand = inp.forecast.upper
+    demand = slo_demand(inp)
     max_wait = max(0.0, inp.slo_seconds - inp.service_time)
     slo_slots = slots_for_wait_slo(demand, inp.service_time, max_wait, inp.miss_probability, inp.service_cv2)
     slo_pods = math.ceil(slo_slots / inp.slots_per_pod)
@@ -251,5 +282,8 @@ def size(inp: SizingInputs) -> Decision:
         "desired": float(desired),
         "burst": float(burst),
         "burst_persistence": inp.burst_persistence,
+        "forecast_persistence": inp.forecast_persistence,
     }
+    if inp.long_rate is not None:
+        terms["long_rate"] = inp.long_rate
     return Decision(desired=desired, reason=reason, terms=terms, remove=remove)

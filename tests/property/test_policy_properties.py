@@ -47,6 +47,8 @@ def sizing_inputs(draw: st.DrawFn) -> SizingInputs:
         rate_now=draw(st.floats(0, 60)),
         rate_last_tick=draw(st.floats(0, 60)),
         burst_persistence=draw(st.floats(0, 1)),
+        long_rate=draw(st.none() | st.floats(0, 60)),
+        forecast_persistence=draw(st.floats(0, 1)),
         short_window_seconds=draw(st.floats(5, 60)),
         forecast=RateForecast(mean, mean + draw(st.floats(0, 20))),
         service_time=draw(st.floats(0.1, 30)),

@@ -7,7 +7,14 @@ import pytest
 
 from autoscaler.engine.forecast import RateForecast
 from autoscaler.engine.policy import StartupAwareConfig, StartupAwarePolicy
-from autoscaler.engine.sizing import SizingInputs, backlog_rate, pool_for_backlog, projected_backlog, size
+from autoscaler.engine.sizing import (
+    SizingInputs,
+    backlog_rate,
+    pool_for_backlog,
+    projected_backlog,
+    size,
+    slo_demand,
+)
 from autoscaler.engine.snapshot import PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 
@@ -199,3 +206,54 @@ def test_onset_order_starts_the_whole_queue_when_the_pods_come_up() -> None:
     onset = replace(burst, pods=ready(1), current=1)
     assert size(onset).desired == 169
     assert size(replace(onset, rate_last_tick=0.0)).desired < 169 - 50  # the half-rate window under-orders
+
+
+def test_the_slo_term_discounts_only_a_forecast_spike_beyond_the_long_run_band() -> None:
+    # Long-run 1 job/s; a 10 s reading at that level wiggles by 2 * sqrt(1 / 10) = 0.63.
+    spike = replace(BASE, forecast=RateForecast(9.0, 11.0), long_rate=1.0, forecast_persistence=0.25)
+    floor = 1.0 + 2.0 * math.sqrt(0.1)
+    assert slo_demand(spike) == pytest.approx(11.0 - 0.75 * (9.0 - floor))
+    # Excesses that lasted in full, no long-run rate yet (or the discount off): taken at its word.
+    assert slo_demand(replace(spike, forecast_persistence=1.0)) == 11.0
+    assert slo_demand(replace(spike, long_rate=None)) == 11.0
+    # A forecast within Poisson noise of the long-run rate is never discounted.
+    wiggle = replace(spike, forecast=RateForecast(1.5, 2.5), forecast_persistence=0.0)
+    assert slo_demand(wiggle) == 2.5
+    # The pods follow: after a faded spike the SLO term sizes for the long-run rate plus noise.
+    faded = size(replace(spike, forecast_persistence=0.0))
+    assert faded.terms["demand_rate"] == pytest.approx(11.0 - (9.0 - floor))
+    assert faded.terms["slo_pods"] < size(replace(spike, forecast_persistence=1.0)).terms["slo_pods"]
+
+
+def after_spikes(config: StartupAwareConfig) -> list[dict[str, float]]:
+    """Decision terms 10 s after each of 30 ten-second spikes, 3 min apart, idle in between."""
+    policy = StartupAwarePolicy(WorkloadSpec(min_replicas=1), config)
+    pods = ready(1)
+    terms: list[dict[str, float]] = []
+    for i in range(30 * 36):
+        phase = i % 36
+        arrivals = 60 if phase in (0, 1) else 0  # 12 jobs/s for 10 s
+        d = policy.decide(Snapshot(5.0 * (i + 1), 0, 0, arrivals, 5.0, len(pods), pods))
+        if phase == 4:  # the spike is over, the forecast still reads it
+            terms.append(dict(d.terms))
+        pods = ready(d.desired)
+    return terms
+
+
+def test_pods_are_not_ordered_on_a_forecast_that_still_reads_a_spike_that_never_lasts() -> None:
+    no_pool = {"standing_pool_window_seconds": 0.0}
+    discounted = after_spikes(StartupAwareConfig(**no_pool))
+    literal = after_spikes(StartupAwareConfig(long_window_seconds=0.0, **no_pool))
+    # Before the long window is covered every forecast is taken at its word.
+    assert discounted[0]["slo_pods"] == literal[0]["slo_pods"]
+    assert "long_rate" not in discounted[0]
+    last = discounted[-1]
+    assert last["forecast_persistence"] < 0.1  # the spikes' excess never lasted a horizon
+    assert last["forecast_mean"] > 3 * last["long_rate"]  # while the forecast still reads them high
+    # So the SLO term sizes for little more than the long-run rate and the forecast's spread...
+    floor = last["long_rate"] + 2.0 * math.sqrt(last["long_rate"] / 10.0)
+    spread = last["forecast_upper"] - last["forecast_mean"]
+    assert last["demand_rate"] <= floor + spread + 0.1 * (last["forecast_mean"] - floor)
+    # ...and orders fewer pods for every spike once it has learned.
+    pairs = zip(discounted[-10:], literal[-10:], strict=True)
+    assert all(d["slo_pods"] < lit["slo_pods"] for d, lit in pairs)
