@@ -52,7 +52,8 @@ class TlsRelay:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self.handshakes = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         while True:
@@ -74,6 +75,18 @@ class TlsRelay:
         _pump(tls, upstream)
 
     def close(self) -> None:
+        """Stop the accept loop before closing the listener, never the other way round.
+
+        A thread left blocked in ``accept()`` on a closed listener outlives it: it accepted a later
+        test's connection once the listener's file descriptor number was reused (the daemon's
+        ``/readyz``, which the relay then dropped mid-request as a failed TLS handshake: a
+        "connection reset" in an unrelated test). ``shutdown()`` wakes the blocked ``accept()``
+        (EINVAL on Linux), so the thread has returned before the descriptor is released.
+        """
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self._acceptor.join(timeout=5)
+        assert not self._acceptor.is_alive(), "the relay's accept loop did not stop"
         self.listener.close()
 
 
