@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.engine.estimators import BurstPersistence, SampleQuantiles, WindowedRate
 from autoscaler.engine.forecast import HoltParams, RateForecaster
-from autoscaler.engine.sizing import SizingInputs, burst_rate, forecast_excess_floor, size
+from autoscaler.engine.sizing import SizingInputs, burst_rate, size
 from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.standing_pool import StandingPool
 from autoscaler.engine.target import WorkloadSpec
@@ -209,8 +209,8 @@ class StartupAwarePolicy:
         decision = size(inputs)
         if decision.terms["burst"]:
             self._persistence.project(snapshot.now, startup, burst_rate(inputs), inputs.forecast.mean)
-        if inputs.long_rate is not None:
-            floor = forecast_excess_floor(inputs)
+        if "forecast_floor" in decision.terms:
+            floor = decision.terms["forecast_floor"]
             self._forecast_persistence.project(snapshot.now, horizon, inputs.forecast.mean, floor)
         # The window holds what the SLO term asked for, not backlog-drain pods: those are wanted
         # only until the backlog is gone, and holding them would pay for a burst twice.

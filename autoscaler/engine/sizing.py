@@ -286,4 +286,5 @@ def size(inp: SizingInputs) -> Decision:
     }
     if inp.long_rate is not None:
         terms["long_rate"] = inp.long_rate
+        terms["forecast_floor"] = forecast_excess_floor(inp)
     return Decision(desired=desired, reason=reason, terms=terms, remove=remove)

@@ -252,6 +252,7 @@ def test_pods_are_not_ordered_on_a_forecast_that_still_reads_a_spike_that_never_
     assert last["forecast_mean"] > 3 * last["long_rate"]  # while the forecast still reads them high
     # So the SLO term sizes for little more than the long-run rate and the forecast's spread...
     floor = last["long_rate"] + 2.0 * math.sqrt(last["long_rate"] / 10.0)
+    assert last["forecast_floor"] == pytest.approx(floor)
     spread = last["forecast_upper"] - last["forecast_mean"]
     assert last["demand_rate"] <= floor + spread + 0.1 * (last["forecast_mean"] - floor)
     # ...and orders fewer pods for every spike once it has learned.
