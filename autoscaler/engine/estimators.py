@@ -13,24 +13,38 @@ import numpy as np
 
 
 class WindowedRate:
-    """Arrival rate over a sliding time window, from per-tick (arrivals, interval) counts."""
+    """Arrival rate over a sliding time window, from per-tick (arrivals, interval) counts.
+
+    Keeps the ticks and running totals, so reading the rate is O(1); the forecaster's steady line
+    reads the same ticks for its fit and drops the older ones at a level shift.
+    """
 
     def __init__(self, window_seconds: float) -> None:
         if window_seconds <= 0:
             raise ValueError("window_seconds must be > 0")
         self.window_seconds = window_seconds
-        self._ticks: deque[tuple[float, int, float]] = deque()
-        self._arrivals = 0
+        self.ticks: deque[tuple[float, float, float]] = deque()
+        """(end time, arrivals, interval) of each tick in the window, oldest first."""
+        self._arrivals = 0.0
         self._covered = 0.0
 
-    def observe(self, now: float, arrivals: int, interval: float) -> None:
-        self._ticks.append((now, arrivals, interval))
+    def observe(self, now: float, arrivals: float, interval: float) -> None:
+        self.ticks.append((now, arrivals, interval))
         self._arrivals += arrivals
         self._covered += interval
-        while self._ticks and self._ticks[0][0] <= now - self.window_seconds:
-            _, old_arrivals, old_interval = self._ticks.popleft()
+        self.forget_through(now - self.window_seconds)
+
+    def forget_through(self, until: float) -> None:
+        """Drop the ticks that ended at or before ``until``."""
+        while self.ticks and self.ticks[0][0] <= until:
+            _, old_arrivals, old_interval = self.ticks.popleft()
             self._arrivals -= old_arrivals
             self._covered -= old_interval
+
+    @property
+    def arrivals(self) -> float:
+        """Jobs counted in the window."""
+        return self._arrivals
 
     @property
     def covered_seconds(self) -> float:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoscaler.engine.estimators import WindowedRate
+
 # Enough buckets per season to see a daily shape, few enough for a refit to take well under a second.
 MAX_BUCKETS_PER_SEASON = 288
 # The steady-traffic line stands in for the Holt level when the two differ by at most this many
@@ -149,41 +151,33 @@ class SteadyRate:
         self.splits = tuple(share * window_seconds for share in self.RECENT_SHARES)
         self.min_seconds = 0.1 * window_seconds
         self.cut_z = cut_z
-        self._ticks: deque[tuple[float, float, float]] = deque()  # (end time, arrivals, interval)
-        self._arrivals = 0.0  # running totals over ``_ticks``
-        self.covered = 0.0
+        self._window = WindowedRate(window_seconds)
+
+    @property
+    def covered(self) -> float:
         """Seconds of shift-free history the line is fitted to."""
+        return self._window.covered_seconds
 
     def observe(self, now: float, arrivals: float, interval: float) -> None:
         if interval <= 0:
             return
-        self._ticks.append((now, arrivals, interval))
-        self._arrivals += arrivals
-        self.covered += interval
-        self._drop_through(now - self.window_seconds)
+        self._window.observe(now, arrivals, interval)
         self._cut_at_shift(now)
 
-    def _drop_through(self, until: float) -> None:
-        """Forget the ticks that ended at or before ``until``."""
-        while self._ticks and self._ticks[0][0] <= until:
-            _, arrivals, interval = self._ticks.popleft()
-            self._arrivals -= arrivals
-            self.covered -= interval
-
     def _cut_at_shift(self, now: float) -> None:
-        total_arrivals, total_covered = self._arrivals, self.covered
+        total_arrivals, total_covered = self._window.arrivals, self._window.covered_seconds
         pooled = max(total_arrivals / total_covered, 1e-9) if total_covered > 0 else 0.0
         recent_arrivals = recent_covered = 0.0
         splits = iter(self.splits)
         split = next(splits)
-        for end, arrivals, interval in reversed(self._ticks):  # one pass, newest first
+        for end, arrivals, interval in reversed(self._window.ticks):  # one pass, newest first
             while end <= now - split:  # this tick and all before it are "older" for this split
                 older_covered = total_covered - recent_covered
                 if older_covered >= self.splits[0] and recent_covered > 0:
                     older_rate = (total_arrivals - recent_arrivals) / older_covered
                     noise = math.sqrt(pooled * (1.0 / older_covered + 1.0 / recent_covered))
                     if abs(recent_arrivals / recent_covered - older_rate) > self.cut_z * noise:
-                        self._drop_through(now - split)
+                        self._window.forget_through(now - split)
                         return
                 next_split = next(splits, None)
                 if next_split is None:
@@ -198,11 +192,11 @@ class SteadyRate:
         Weighted least squares of per-tick rates on tick mid-times, weighted by tick length (a
         tick's rate has variance rate / length); the variance is that of the fitted value at ``at``.
         """
-        covered = self.covered
-        if covered < self.min_seconds or len(self._ticks) < 3:
+        ticks, covered = self._window.ticks, self._window.covered_seconds
+        if covered < self.min_seconds or len(ticks) < 3:
             return None
-        mean_rate = self._arrivals / covered
-        mid = [(t - i / 2 - at, a, i) for t, a, i in self._ticks]  # times relative to ``at``
+        mean_rate = self._window.arrivals / covered
+        mid = [(t - i / 2 - at, a, i) for t, a, i in ticks]  # times relative to ``at``
         t_bar = sum(t * i for t, _, i in mid) / covered
         spread = sum(i * (t - t_bar) ** 2 for t, _, i in mid)
         slope = sum((t - t_bar) * a for t, a, _ in mid) / spread if spread > 0 else 0.0
