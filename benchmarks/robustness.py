@@ -71,10 +71,7 @@ def render(rows: list[Row], command: str) -> str:
     ]
     for (name, _, seed, target), row in zip(VARIANTS, rows, strict=True):
         outcome = row.outcomes[0]
-        met = (
-            outcome.slo_attainment >= min(target.attainment, row.bound)
-            and outcome.cost_vs_oracle <= target.cost
-        )
+        met = target.met(outcome, row.bound)
         lines.append(
             f"| {name} | {seed} | >= {target.attainment:.1%} at <= {target.cost:g}x | "
             f"{outcome.slo_attainment:.2%} at {outcome.cost_vs_oracle:.3f}x | {row.bound:.2%} | "

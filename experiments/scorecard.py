@@ -31,8 +31,10 @@ class Target:
     cost: float
     note: str = ""
 
-    def met(self, outcome: Outcome) -> bool:
-        return outcome.slo_attainment >= self.attainment and outcome.cost_vs_oracle <= self.cost
+    def met(self, outcome: Outcome, bound: float = 1.0) -> bool:
+        """Reached at the cost, with attainment capped at ``bound`` (the best possible, if given)."""
+        attainment = min(self.attainment, bound)
+        return outcome.slo_attainment >= attainment and outcome.cost_vs_oracle <= self.cost
 
 
 CONV_NAME = "azure_llm_conv_2023.csv"
