@@ -45,11 +45,9 @@ TIME_KNOBS: dict[str, tuple[str, ...]] = {
 }
 """Per live policy, the knobs that are durations in seconds: divided by the speedup in the live run.
 
-KEDA runs in the replays only: ``KedaPolicy`` steps its 15 s sync grid from t = 0 up to the first
-snapshot's time one period at a time, which on the daemon's epoch clock stalls the first tick (about
-8 s at 15 s periods, over a minute at a compressed 1.5 s). Its duration knobs are ``sync_period``,
-``sync_offset``, ``scale_up_period``, ``scale_down_period`` and ``scale_down_stabilization``, to add
-here once it can run live.
+KEDA runs in the replays only. Its duration knobs are ``sync_period``, ``sync_offset``,
+``scale_up_period``, ``scale_down_period`` and ``scale_down_stabilization``, to add here (with a
+live test) when the demo offers it.
 """
 
 PLAN_UTILIZATION = 0.8

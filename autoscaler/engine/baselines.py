@@ -45,9 +45,12 @@ class KedaConfig:
 
     list_length: float = 5.0
     sync_period: float = 15.0
-    # Where the HPA's 15 s grid falls against the trace: on bursty traffic the phase alone moves
-    # results (on the Azure code trace, offset 5 s: 44 % within SLO at 0.83x the pod-seconds of 0 s).
-    sync_offset: float = 0.0
+    # Where the HPA's 15 s grid falls against the trace. None: its first sync is the first control
+    # tick after the start (t = tick), not t = 0, when the queue has had no time to show anything.
+    # On bursty traffic the phase alone moves results: on the Azure code trace the default (5 s)
+    # gives 44 % within SLO at 119k pod-seconds, the independent reference's numbers, and 0 s gives
+    # 48 % at 142k.
+    sync_offset: float | None = None
     tolerance: float = 0.1
     scale_up_percent: float = 100.0
     scale_up_pods: int = 4
@@ -62,7 +65,8 @@ class KedaConfig:
             {
                 "list_length > 0": self.list_length > 0,
                 "sync_period > 0": self.sync_period > 0,
-                "0 <= sync_offset < sync_period": 0 <= self.sync_offset < self.sync_period,
+                "0 <= sync_offset < sync_period": self.sync_offset is None
+                or 0 <= self.sync_offset < self.sync_period,
                 "tolerance >= 0": self.tolerance >= 0,
                 "scale_up_percent >= 0": self.scale_up_percent >= 0,
                 "scale_up_pods >= 0": self.scale_up_pods >= 0,
@@ -94,7 +98,8 @@ class KedaPolicy:
         self.workload = workload
         self.config = config or KedaConfig()
         self._desired: int | None = None
-        self._next_sync = self.config.sync_offset
+        offset = self.config.sync_offset
+        self._next_sync = workload.tick_seconds % self.config.sync_period if offset is None else offset
         self._recommendations: deque[tuple[float, int]] = deque()
         self._up_events: deque[tuple[float, int]] = deque()
         self._down_events: deque[tuple[float, int]] = deque()

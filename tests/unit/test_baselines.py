@@ -9,6 +9,8 @@ from autoscaler.engine.snapshot import PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 
 WORKLOAD = WorkloadSpec(max_replicas=200, min_replicas=0)
+ON_ZERO = KedaConfig(sync_offset=0.0)
+"""A sync grid through t = 0, so the steps below read as multiples of 15 s."""
 
 
 def snap(now: float, waiting: int, current: int, *, in_flight: int = 0, ready: int | None = None) -> Snapshot:
@@ -19,19 +21,19 @@ def snap(now: float, waiting: int, current: int, *, in_flight: int = 0, ready: i
 
 class TestKeda:
     def test_desired_is_queue_over_list_length_within_the_up_limit(self) -> None:
-        keda = KedaPolicy(WORKLOAD)
+        keda = KedaPolicy(WORKLOAD, ON_ZERO)
         assert keda.decide(snap(0, 30, 4)).desired == 6  # ceil(30 / 5), within max(8, 8)
-        keda = KedaPolicy(WORKLOAD, KedaConfig(list_length=10))
+        keda = KedaPolicy(WORKLOAD, KedaConfig(list_length=10, sync_offset=0.0))
         assert keda.decide(snap(0, 31, 2)).desired == 4  # ceil(31 / 10)
 
     def test_tolerance_keeps_current_within_ten_percent(self) -> None:
-        assert KedaPolicy(WORKLOAD).decide(snap(0, 21, 4)).desired == 4  # ratio 1.05
-        assert KedaPolicy(WORKLOAD).decide(snap(0, 22, 4)).desired == 4  # ratio 1.10, boundary holds
-        assert KedaPolicy(WORKLOAD).decide(snap(0, 23, 4)).desired == 5  # ratio 1.15
-        assert KedaPolicy(WORKLOAD).decide(snap(0, 18, 4)).desired == 4  # ratio 0.90
+        assert KedaPolicy(WORKLOAD, ON_ZERO).decide(snap(0, 21, 4)).desired == 4  # ratio 1.05
+        assert KedaPolicy(WORKLOAD, ON_ZERO).decide(snap(0, 22, 4)).desired == 4  # ratio 1.10, boundary holds
+        assert KedaPolicy(WORKLOAD, ON_ZERO).decide(snap(0, 23, 4)).desired == 5  # ratio 1.15
+        assert KedaPolicy(WORKLOAD, ON_ZERO).decide(snap(0, 18, 4)).desired == 4  # ratio 0.90
 
     def test_syncs_every_15_seconds_and_repeats_itself_in_between(self) -> None:
-        keda = KedaPolicy(WORKLOAD)
+        keda = KedaPolicy(WORKLOAD, ON_ZERO)
         assert keda.decide(snap(0, 50, 1)).desired == 5
         for now in (5.0, 10.0):
             decision = keda.decide(snap(now, 0, 5))
@@ -40,21 +42,36 @@ class TestKeda:
         assert keda.decide(snap(20, 1000, 10)).desired == 10
 
     def test_sync_grid_is_independent_of_a_slower_tick(self) -> None:
-        keda = KedaPolicy(WORKLOAD)
+        keda = KedaPolicy(WORKLOAD, ON_ZERO)
         keda.decide(snap(0, 10, 2))
         assert keda.decide(snap(10, 100, 2)).reason == "hpa-between-syncs"
         assert keda.decide(snap(20, 100, 2)).reason != "hpa-between-syncs"  # the 15 s sync, seen late
         assert keda.decide(snap(30, 100, 4)).reason != "hpa-between-syncs"  # and the 30 s one
 
     def test_sync_offset_shifts_the_grid_and_holds_before_the_first_sync(self) -> None:
-        keda = KedaPolicy(WORKLOAD, KedaConfig(sync_offset=5.0))
-        assert keda.decide(snap(0, 50, 3)).desired == 3
+        keda = KedaPolicy(WORKLOAD, KedaConfig(sync_offset=10.0))
+        for now in (0.0, 5.0):
+            assert keda.decide(snap(now, 50, 3)).desired == 3
+        assert keda.decide(snap(10, 50, 3)).desired == 7
+        assert keda.decide(snap(20, 500, 7)).reason == "hpa-between-syncs"
+        assert keda.decide(snap(25, 500, 7)).desired == 14
+
+    def test_by_default_the_first_sync_is_one_control_tick_in(self) -> None:
+        keda = KedaPolicy(WORKLOAD)  # 5 s ticks: the grid is 5, 20, 35, ...
+        assert keda.decide(snap(0, 50, 3)).reason == "hpa-between-syncs"
         assert keda.decide(snap(5, 50, 3)).desired == 7
         assert keda.decide(snap(15, 500, 7)).reason == "hpa-between-syncs"
         assert keda.decide(snap(20, 500, 7)).desired == 14
+        one_second = KedaPolicy(WorkloadSpec(tick_seconds=1.0, min_replicas=0))
+        assert one_second.decide(snap(0, 50, 3)).reason == "hpa-between-syncs"
+        assert one_second.decide(snap(1, 50, 3)).desired == 7
+        # A tick as long as the sync period lands every sync on the grid through t = 0.
+        assert KedaPolicy(WorkloadSpec(tick_seconds=15.0, min_replicas=0)).decide(snap(0, 50, 3)).desired == 7
+        with pytest.raises(ValueError, match="sync_offset < sync_period"):
+            KedaConfig(sync_offset=15.0)
 
     def test_scale_up_limit_is_max_of_double_and_plus_four_per_period(self) -> None:
-        keda = KedaPolicy(WORKLOAD)
+        keda = KedaPolicy(WORKLOAD, ON_ZERO)
         steps = [(1, 5), (5, 10), (10, 20), (20, 40), (40, 80), (80, 160), (160, 200)]
         for i, (current, expected) in enumerate(steps):
             decision = keda.decide(snap(15.0 * i, 10_000, current))
@@ -62,7 +79,7 @@ class TestKeda:
             assert decision.reason == "hpa-scale-up-limit" or expected == 200
 
     def test_scale_down_waits_for_the_highest_recommendation_in_300_seconds(self) -> None:
-        keda = KedaPolicy(WORKLOAD)
+        keda = KedaPolicy(WORKLOAD, ON_ZERO)
         assert keda.decide(snap(0, 50, 10)).desired == 10
         assert keda.decide(snap(105, 30, 10)).desired == 10  # recommends 6, held by the 10 at t=0
         for now in range(120, 300, 15):
@@ -73,20 +90,20 @@ class TestKeda:
         assert keda.decide(snap(405, 0, 6)).desired == 1  # never below minReplicas 1
 
     def test_never_below_one_and_activates_from_zero(self) -> None:
-        keda = KedaPolicy(WORKLOAD)
+        keda = KedaPolicy(WORKLOAD, ON_ZERO)
         decision = keda.decide(snap(0, 0, 1))
         assert (decision.desired, decision.reason) == (1, "hpa-min-replicas")
-        assert KedaPolicy(WORKLOAD).decide(snap(0, 0, 0)).desired == 1
-        assert KedaPolicy(WORKLOAD).decide(snap(0, 40, 0)).desired == 1  # HPA: below min -> min first
+        assert KedaPolicy(WORKLOAD, ON_ZERO).decide(snap(0, 0, 0)).desired == 1
+        assert KedaPolicy(WORKLOAD, ON_ZERO).decide(snap(0, 40, 0)).desired == 1  # below min: min first
 
     def test_never_names_pods_and_holds_on_stale_signals(self) -> None:
-        keda = KedaPolicy(WORKLOAD)
+        keda = KedaPolicy(WORKLOAD, ON_ZERO)
         assert keda.decide(snap(0, 0, 7)).remove == ()
         stale = Snapshot(15, 500, 0, 0, 5.0, 3, stale=True)
         assert keda.decide(stale).desired == 3
 
     def test_above_max_is_clamped(self) -> None:
-        assert KedaPolicy(WorkloadSpec(max_replicas=10)).decide(snap(0, 0, 12)).desired == 10
+        assert KedaPolicy(WorkloadSpec(max_replicas=10), ON_ZERO).decide(snap(0, 0, 12)).desired == 10
 
     def test_config_validation(self) -> None:
         with pytest.raises(ValueError, match="list_length > 0"):
@@ -147,7 +164,7 @@ def test_static_is_static() -> None:
 
 
 def test_keda_first_tick_on_an_epoch_clock_lands_on_the_sync_grid() -> None:
-    policy = KedaPolicy(WorkloadSpec())
+    policy = KedaPolicy(WorkloadSpec(), ON_ZERO)
     now = 1_795_000_008.0  # a live daemon's clock: epoch seconds, 3 s past a 15 s grid point
     first = policy.decide(Snapshot(now, 100, 0, 100, 5.0, 1))
     assert first.desired > 1
