@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+import httpx2  # what the TestClient returns (see pyproject: dev)
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -71,7 +71,7 @@ def test_infer_timeout_is_504_and_the_job_lives_on(
 
 def test_max_concurrency_refuses_the_excess_with_429(redis_url: str) -> None:
     with api_client(redis_url, MAX_CONCURRENCY="2", INFER_TIMEOUT="2") as c:
-        results: list[httpx.Response] = []
+        results: list[httpx2.Response] = []
 
         def call() -> None:
             results.append(c.post("/infer", json={"prompt": "p"}))
@@ -110,7 +110,7 @@ def test_infer_bad_input(redis_url: str) -> None:
 def test_redis_lost_while_waiting_is_503_with_the_job_id(valkey_factory: Callable[..., ValkeyServer]) -> None:
     server = valkey_factory()
     with api_client(server.url, INFER_TIMEOUT="10") as c:
-        answer: list[httpx.Response] = []
+        answer: list[httpx2.Response] = []
         waiting = threading.Thread(target=lambda: answer.append(c.post("/infer", json={"prompt": "p"})))
         waiting.start()
         direct = redis.Redis.from_url(server.url)
