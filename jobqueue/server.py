@@ -10,6 +10,7 @@ test suite and by ``python -m autoscaler demo``: ``VALKEY_SERVER_BIN``, else the
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -48,11 +49,38 @@ def find_server_binary() -> Path:
     raise ServerBinaryNotFoundError(INSTALL_HINT)
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback TCP port free right now, for a child process to listen on a moment later.
+
+    Chosen below the kernel's ephemeral range: a port from that range (``bind(0)``) can be handed
+    to any outgoing connection on the machine between our check and the child's ``bind``, and the
+    child then dies with "Address already in use" (seen in CI with a worker's probe port). Below
+    the range only another listener picking the same number at random can take it.
+    """
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(64):
+        port = rng.randrange(max(1024, low - 16384), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded low range: let the kernel pick
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """Where the kernel's ephemeral ports start (Linux's default 32768 elsewhere)."""
+    try:
+        return max(2048, int(EPHEMERAL_RANGE_FILE.read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class ValkeyServer:

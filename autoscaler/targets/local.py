@@ -28,7 +28,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +42,7 @@ from typing import IO
 from autoscaler.config import LocalTargetConfig, StreamSourceConfig, TargetConfig
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView, removal_order
 from autoscaler.targets.base import TargetState
+from jobqueue.server import free_port
 
 log = logging.getLogger("autoscaler.targets.local")
 
@@ -59,12 +59,6 @@ def http_ready(port: int) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> Callable[[], None] | None:
