@@ -25,9 +25,9 @@ from autoscaler.engine.baselines import StaticPolicy
 from autoscaler.engine.registry import STARTUP_AWARE, make_policy
 from autoscaler.engine.snapshot import Decision, Policy, Snapshot
 from experiments.render import report_header
-from experiments.replay import Outcome, Prepared, Setup, prepare, score
+from experiments.replay import Outcome, Prepared, Setup, prepare
+from experiments.replay import run as replay
 from experiments.scorecard import TARGETS
-from experiments.sim import simulate
 from experiments.traces import load_trace
 
 TARGET = TARGETS["azure_llm_code_2023.csv"]
@@ -53,17 +53,12 @@ class ThenStatic:
         return self.static.decide(snapshot)
 
 
-def run(prepared: Prepared, policy: Policy) -> Outcome:
-    result = simulate(prepared.trace.arrivals, prepared.service, policy, prepared.sim, None)
-    return score(policy.name, result, prepared.setup.slo, prepared.oracle)
-
-
 def outcomes(prepared: Prepared) -> list[Outcome]:
-    rows = [run(prepared, make_policy(STARTUP_AWARE, prepared.workload))]
-    rows += [run(prepared, StaticPolicy(n)) for n in POOLS]
+    rows = [replay(prepared, make_policy(STARTUP_AWARE, prepared.workload))[0]]
+    rows += [replay(prepared, StaticPolicy(n))[0] for n in POOLS]
     for at in SWITCH_TIMES:
         for n in POOLS:
-            rows.append(run(prepared, ThenStatic(make_policy(STARTUP_AWARE, prepared.workload), at, n)))
+            rows.append(replay(prepared, ThenStatic(make_policy(STARTUP_AWARE, prepared.workload), at, n))[0])
     return rows
 
 

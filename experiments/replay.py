@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from autoscaler.engine.registry import Value, make_policy
+from autoscaler.engine.snapshot import Policy
 from autoscaler.engine.target import WorkloadSpec
 from experiments.distributions import duration
 from experiments.oracle import oracle_pod_seconds
@@ -158,8 +159,15 @@ def run_policy(
 ) -> tuple[Outcome, SimResult]:
     """Replay ``prepared`` under the policy ``spec`` names (``ValueError`` if it names none)."""
     policy = make_policy(spec, prepared.workload, **(overrides or {}))
+    return run(prepared, policy, spec, progress)
+
+
+def run(
+    prepared: Prepared, policy: Policy, label: str | None = None, progress: ProgressFn | None = None
+) -> tuple[Outcome, SimResult]:
+    """Replay ``prepared`` under a policy object (one no spec can name, too), scored as ``label``."""
     result = simulate(prepared.trace.arrivals, prepared.service, policy, prepared.sim, progress)
-    return score(spec, result, prepared.setup.slo, prepared.oracle), result
+    return score(label or policy.name, result, prepared.setup.slo, prepared.oracle), result
 
 
 @dataclass(slots=True)
