@@ -170,6 +170,28 @@ class LocalTargetConfig(_Strict):
 TargetKindConfig = Annotated[KubernetesTargetConfig | LocalTargetConfig, Field(discriminator="kind")]
 
 
+class StateConfig(_Strict):
+    """Keeping the policy's learned state in the source's Redis, so a restart does not forget it.
+
+    The leader saves it every ``save_every_seconds`` and when it stops; a new process restores it
+    before its first decision (see :mod:`autoscaler.engine.state` for what that buys).
+    """
+
+    persist: bool = Field(
+        True, description="Save and restore the learned state (false: every start is cold)."
+    )
+    save_every_seconds: float = Field(30.0, gt=0, description="How often the leader saves it.")
+    ttl_seconds: float = Field(
+        86400.0, gt=0, description="Redis expiry of the saved state: a target gone this long is forgotten."
+    )
+
+    @model_validator(mode="after")
+    def _outlives_saves(self) -> StateConfig:
+        if self.ttl_seconds <= self.save_every_seconds:
+            raise ValueError("ttl_seconds must be > save_every_seconds, or the state expires between saves")
+        return self
+
+
 class PolicyConfig(BaseModel):
     """Which policy sizes the target, and its knobs (the policy config's fields, inline).
 
@@ -215,6 +237,7 @@ class TargetConfig(_Strict):
     tick_seconds: float = Field(5.0, gt=0, le=300)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     shadow: bool = Field(False, description="Compute and publish decisions without acting.")
+    state: StateConfig = Field(default_factory=StateConfig)
 
     @field_validator("max_replicas")
     @classmethod

@@ -43,6 +43,7 @@ from autoscaler.loop import AlwaysLeader, HistoryReader, LeaderGate, LoopSetting
 from autoscaler.metrics import Metrics, MetricsServer
 from autoscaler.sources.base import SignalSource
 from autoscaler.sources.redis_source import StreamSource, make_source
+from autoscaler.state_store import StateStore, build_state_store
 from autoscaler.targets.base import ScaleTarget
 from autoscaler.targets.local import LocalProcessTarget
 
@@ -55,6 +56,7 @@ unhealthy. Longer than the loop's longest backoff, so an API outage alone never 
 
 SourceFactory = Callable[[TargetConfig], SignalSource]
 TargetFactory = Callable[[TargetConfig], ScaleTarget]
+StateStoreFactory = Callable[[TargetConfig], StateStore | None]
 
 
 def build_source(config: TargetConfig) -> SignalSource:
@@ -104,14 +106,20 @@ def _history_reader(source: SignalSource, config: TargetConfig) -> HistoryReader
     return read
 
 
+def _loop_settings(config: TargetConfig) -> LoopSettings:
+    return LoopSettings(config.workload(), config.shadow, config.state.save_every_seconds)
+
+
 def _rebuild_key(config: TargetConfig) -> tuple[Any, ...]:
     """What, when changed, needs a new source and target (not just new knobs on the running loop).
 
     The Kubernetes target decides at build time whether to tolerate another autoscaler on the same
-    workload (it does in shadow mode), so there the shadow flag is part of the key.
+    workload (it does in shadow mode), so there the shadow flag is part of the key. The state
+    store is built with the loop too; the old loop saves on its way out and the new one restores.
     """
     shadow = config.shadow if isinstance(config.target, KubernetesTargetConfig) else None
-    return (config.source, config.target, shadow)
+    state = (config.state.persist, config.state.ttl_seconds)
+    return (config.source, config.target, shadow, state)
 
 
 @dataclass
@@ -135,12 +143,14 @@ class Daemon:
         leader: LeaderGate | None = None,
         source_factory: SourceFactory = build_source,
         target_factory: TargetFactory = build_target,
+        state_store_factory: StateStoreFactory = build_state_store,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
         self.leader = leader or make_leader(config.leader_election)
         self._source_factory = source_factory
         self._target_factory = target_factory
+        self._state_store_factory = state_store_factory
         self._running: dict[str, _Running] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -208,7 +218,7 @@ class Daemon:
     def _build(self, config: TargetConfig, reuse: _Running | None = None) -> _Running:
         """A loop for ``config``; ``reuse`` donates its source and target when only knobs changed."""
         policy = build_policy(config)
-        settings = LoopSettings(config.workload(), config.shadow)
+        settings = _loop_settings(config)
         if reuse is not None:
             source, target = reuse.loop.source, reuse.loop.target
         else:
@@ -218,6 +228,13 @@ class Daemon:
             except Exception:
                 source.close()
                 raise
+        try:
+            store = self._state_store_factory(config)
+        except Exception:
+            if reuse is None:
+                source.close()
+                target.close()
+            raise
         loop = TargetLoop(
             config.name,
             source,
@@ -227,6 +244,7 @@ class Daemon:
             leader=self.leader,
             observer=self.metrics,
             history=_history_reader(source, config),
+            state_store=store,
         )
         return _Running(config, loop)
 
@@ -264,7 +282,7 @@ class Daemon:
                 self._retire(self._running.pop(name), forget_metrics=name not in names)
             for name, target in retuned.items():
                 running = self._running[name]
-                running.loop.reconfigure(LoopSettings(target.workload(), target.shadow), build_policy(target))
+                running.loop.reconfigure(_loop_settings(target), build_policy(target))
                 running.config = target
                 log.info("target retuned", extra={"fields": {"target": name}})
             for running in fresh.values():
@@ -301,7 +319,9 @@ class Daemon:
 
     @staticmethod
     def _close_components(running: _Running) -> None:
-        for component in (running.loop.target, running.loop.source):
+        for component in (running.loop.target, running.loop.source, running.loop.state_store):
+            if component is None:
+                continue
             try:
                 component.close()
             except Exception:

@@ -14,6 +14,13 @@ Failure behaviour, the part an operator cares about most:
   jitter, so a fleet of daemons does not hammer a recovering API server in lockstep.
 * A bug in a policy is logged with its traceback and treated like a target error: hold and retry.
 
+Learned state: with a :class:`~autoscaler.state_store.StateStore`, a fresh policy first restores
+what the previous process learned (its standing pool above all), and the leader saves the state
+every ``state_save_seconds`` and when the loop stops. Nothing is saved before the store has been
+read once, so a start during a Redis outage never overwrites good state with a cold one. A policy
+replaced by a hot reload hands its state to the new one. Without saved state the forecaster is
+warmed from the source's history instead, when the source keeps one.
+
 Arrivals: with a counter (our streams, or a list with ``arrivals_key``) they are the counter's delta
 (a decrease is a reset, counted from zero as Prometheus does). Without one (a plain list) they are
 estimated by conservation: arrivals = Δ(waiting + in-flight) + completions, clipped at 0. A plain
@@ -33,13 +40,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from autoscaler.engine.forecast import RateForecaster
 from autoscaler.engine.snapshot import Decision, PodPhase, Policy, Snapshot
+from autoscaler.engine.state import StateError, StatefulPolicy
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.sources.base import QueueSignals, SignalSource, SourceUnavailableError
 from autoscaler.targets.base import ScaleTarget, TargetState, TargetUnavailableError
+
+if TYPE_CHECKING:
+    from autoscaler.state_store import StateStore
 
 log = logging.getLogger("autoscaler.loop")
 decision_log = logging.getLogger("autoscaler.decision")
@@ -111,6 +122,7 @@ class LoopSettings:
 
     workload: WorkloadSpec
     shadow: bool = False
+    state_save_seconds: float = 30.0
 
 
 def _arrivals_between(previous: QueueSignals, current: QueueSignals) -> int:
@@ -158,6 +170,7 @@ class TargetLoop:
         clock: Clock = time.time,
         rng: random.Random | None = None,
         history: HistoryReader | None = None,
+        state_store: StateStore | None = None,
     ) -> None:
         self.name = name
         self.source = source
@@ -179,6 +192,9 @@ class TargetLoop:
         self.last_report: TickReport | None = None
         self._history = history
         self._needs_warm_start = history is not None
+        self.state_store = state_store
+        self._needs_restore = state_store is not None
+        self._last_saved: float | None = None
 
     @property
     def policy(self) -> Policy:
@@ -189,12 +205,26 @@ class TargetLoop:
         return self._settings
 
     def reconfigure(self, settings: LoopSettings, policy: Policy | None = None) -> None:
-        """Apply a hot-reloaded config between two ticks; a new policy starts its estimators afresh."""
+        """Apply a hot-reloaded config between two ticks; a new policy inherits what the old one learned."""
         with self._lock:
             self._settings = settings
             if policy is not None:
+                inherited = self._hand_over(self._policy, policy)
                 self._policy = policy
-                self._needs_warm_start = self._history is not None
+                self._needs_warm_start = self._history is not None and not inherited
+
+    def _hand_over(self, old: Policy, new: Policy) -> bool:
+        """Restore ``old``'s learned state into ``new`` when both are the same kind of policy."""
+        if not (isinstance(old, StatefulPolicy) and isinstance(new, StatefulPolicy)) or old.name != new.name:
+            return False
+        fields: dict[str, object] = {"target": self.name}
+        try:
+            fields["skipped"] = new.restore_state(old.export_state())
+        except StateError as exc:
+            log.warning("new policy starts cold", extra={"fields": {**fields, "error": str(exc)}})
+            return False
+        log.info("new policy inherits the learned state", extra={"fields": fields})
+        return True
 
     def warm_start(self, arrival_times: Sequence[float], service_times: Sequence[float] = ()) -> int:
         """Feed past arrivals (epoch seconds) to the policy's forecaster, tick by tick, up to now.
@@ -243,7 +273,69 @@ class TargetLoop:
         fields = {"target": self.name, "arrivals": len(arrivals), "ticks": ticks}
         log.info("forecaster warmed from history", extra={"fields": fields})
 
+    def _restore_saved_state(self) -> None:
+        """Once per process, before the first decision: continue from the saved state, if any.
+
+        An unreachable store is asked again next tick (and nothing is saved meanwhile); an
+        unusable document is logged and the policy starts cold.
+        """
+        store, policy = self.state_store, self._policy
+        if store is None or not isinstance(policy, StatefulPolicy):
+            self._needs_restore = False
+            return
+        fields: dict[str, object] = {"target": self.name, "store": store.location}
+        problem: str | None = None
+        try:
+            document = store.load()
+        except StateError as exc:
+            document, problem = None, str(exc)
+        except Exception as exc:
+            log.warning("saved state unreadable, will retry", extra={"fields": {**fields, "error": str(exc)}})
+            return
+        self._needs_restore = False
+        if document is not None:
+            try:
+                fields["skipped"] = policy.restore_state(document)
+            except StateError as exc:
+                problem = str(exc)
+            else:
+                self._needs_warm_start = False
+                saved_at = document.get("saved_at")
+                if isinstance(saved_at, int | float):
+                    fields["age_seconds"] = round(self._clock() - saved_at, 1)
+                log.info("learned state restored", extra={"fields": fields})
+                return
+        if problem is None:
+            log.info("no saved state, starting cold", extra={"fields": fields})
+        else:
+            log.warning("saved state unusable, starting cold", extra={"fields": {**fields, "error": problem}})
+
+    def save_state(self, now: float | None = None, *, force: bool = False) -> bool:
+        """Save the policy's state if this replica is the acting leader and a save is due.
+
+        Never raises: a failed save is logged and tried again at the next tick.
+        """
+        store, policy, settings = self.state_store, self._policy, self._settings
+        if store is None or self._needs_restore or not isinstance(policy, StatefulPolicy):
+            return False
+        if settings.shadow or not self.leader.is_leader():
+            return False
+        now = self._clock() if now is None else now
+        last = self._last_saved
+        if not force and last is not None and now - last < settings.state_save_seconds:
+            return False
+        try:
+            store.save({**policy.export_state(), "saved_at": now, "target": self.name})
+        except Exception as exc:
+            fields = {"target": self.name, "store": store.location, "error": str(exc)}
+            log.warning("saving the learned state failed", extra={"fields": fields})
+            return False
+        self._last_saved = now
+        return True
+
     def _tick(self) -> TickReport:
+        if self._needs_restore:
+            self._restore_saved_state()
         if self._needs_warm_start:
             self._warm_start_from_history()
         now = self._clock()
@@ -264,6 +356,7 @@ class TargetLoop:
             self._pending_startups.clear()
             self._pending_services.clear()
             self._previous, self._last_fresh_at = signals, now
+            self.save_state(now)
 
         acted, detail, delay = False, None, settings.workload.tick_seconds
         leader = self.leader.is_leader()  # asked as late as possible: leadership can move mid-tick
@@ -421,3 +514,5 @@ class TargetLoop:
                 log.exception("tick crashed", extra={"fields": {"target": self.name}})
                 delay = self._backoff.next_delay()
             stop.wait(max(0.0, delay - (time.monotonic() - started)))
+        with self._lock:
+            self.save_state(force=True)  # what the next process starts from

@@ -19,6 +19,8 @@ software and ``SCAN jq:*`` shows exactly what this system owns. A queue is named
     jq:worker:<name>               HASH    worker registry entry, EXPIREs unless heartbeats renew it
     jq:done:<id>                   PUBSUB  channel; a message is published when the job reaches a
                                            terminal state (for push-style waiters)
+    jq:autoscaler:<target>:state   STRING  the autoscaler's learned policy state for one target, as
+                                           JSON (see ``autoscaler.engine.state``), EX a day
 
 Job and worker keys are not scoped by queue because callers look a job up by id alone (the API's
 ``GET /jobs/{id}``) and a worker is named by its pod. Keys of one queue are not hash-tagged and the
@@ -88,6 +90,10 @@ class Keyspace:
 
     def rate_bucket(self, client_digest: str) -> str:
         return f"{self.prefix}:ratelimit:{client_digest}"
+
+    def autoscaler_state(self, target: str) -> str:
+        """Where the autoscaler keeps one target's learned state (``target`` is a config name)."""
+        return f"{self.prefix}:autoscaler:{target}:state"
 
 
 @dataclass(frozen=True, slots=True)

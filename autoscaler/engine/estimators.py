@@ -8,6 +8,7 @@ configured default stands in: a fresh daemon must not guess from two data points
 from __future__ import annotations
 
 from collections import deque
+from typing import ClassVar
 
 import numpy as np
 
@@ -18,6 +19,8 @@ class WindowedRate:
     Keeps the ticks and running totals, so reading the rate is O(1); the forecaster's steady line
     reads the same ticks for its fit and drops the older ones at a level shift.
     """
+
+    STATE: ClassVar[tuple[str, ...]] = ("ticks", "_arrivals", "_covered")
 
     def __init__(self, window_seconds: float) -> None:
         if window_seconds <= 0:
@@ -64,6 +67,8 @@ class SampleQuantiles:
     pathological job dominate); startup times by a high quantile (the warm-up we must plan for).
     """
 
+    STATE: ClassVar[tuple[str, ...]] = ("_samples",)
+
     def __init__(self, default: float, min_samples: int, capacity: int = 512) -> None:
         self.default = default
         self.min_samples = min_samples
@@ -75,6 +80,9 @@ class SampleQuantiles:
         if valid:
             self._samples.extend(valid)
             self._cache.clear()
+
+    def after_restore(self) -> None:
+        self._cache.clear()
 
     @property
     def count(self) -> int:
@@ -128,6 +136,8 @@ class BurstPersistence:
     really came, over the excess that was projected) and keeps a recency-weighted ratio. It starts
     at 1 (trust the burst), so the first flash crowd is met in full.
     """
+
+    STATE: ClassVar[tuple[str, ...]] = ("_pending", "_projected", "_realised")
 
     def __init__(self, memory: float = 0.95) -> None:
         self.memory = memory

@@ -19,6 +19,7 @@ import math
 import warnings
 from collections import deque
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -57,6 +58,17 @@ class HoltParams:
 class SeasonalProfile:
     """Additive seasonal offsets (jobs/s) by phase of the season, refitted from bucketed history."""
 
+    STATE: ClassVar[tuple[str, ...]] = (
+        "_buckets",
+        "_bucket_index",
+        "_bucket_arrivals",
+        "_bucket_covered",
+        "_offsets",
+        "_last_fit",
+        "fits",
+    )
+    SHAPE: ClassVar[tuple[str, ...]] = ("periods", "bucket_seconds")
+
     def __init__(self, season_seconds: float, tick_seconds: float, refit_every_seconds: float) -> None:
         self.bucket_seconds = max(tick_seconds, season_seconds / MAX_BUCKETS_PER_SEASON)
         self.periods = max(2, round(season_seconds / self.bucket_seconds))
@@ -67,7 +79,6 @@ class SeasonalProfile:
         self._bucket_arrivals = 0.0
         self._bucket_covered = 0.0
         self._offsets: np.ndarray | None = None
-        self._first_bucket_index = 0
         self._last_fit: float | None = None
         self.fits = 0
 
@@ -145,6 +156,7 @@ class SteadyRate:
     """
 
     RECENT_SHARES = (0.05, 0.1, 0.2, 0.4)
+    STATE: ClassVar[tuple[str, ...]] = ("_window",)
 
     def __init__(self, window_seconds: float, cut_z: float = 3.0) -> None:
         self.window_seconds = window_seconds
@@ -208,6 +220,8 @@ class SteadyRate:
 
 class RateForecaster:
     """Online arrival-rate forecaster; see the module docstring for the model."""
+
+    STATE: ClassVar[tuple[str, ...]] = ("level", "trend", "variance", "steady", "seasonal")
 
     def __init__(
         self,

@@ -12,7 +12,9 @@ than 1 - confidence, and at most ``queue_miss_probability``).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from statistics import NormalDist
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +23,7 @@ from autoscaler.engine.forecast import HoltParams, RateForecaster
 from autoscaler.engine.sizing import SizingInputs, burst_rate, size
 from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.standing_pool import StandingPool
+from autoscaler.engine.state import FORMAT, StateError, dump, load
 from autoscaler.engine.target import WorkloadSpec
 
 
@@ -106,6 +109,21 @@ class StartupAwareConfig(BaseModel):
 class StartupAwarePolicy:
     """Sizes a worker pool for a latency SLO, ordering capacity one warm-up ahead."""
 
+    STATE: ClassVar[tuple[str, ...]] = (
+        "_rate_now",
+        "_rate_long",
+        "_service",
+        "_startup",
+        "forecaster",
+        "_persistence",
+        "_forecast_persistence",
+        "_recent",
+        "_pool",
+        "_last_decision_at",
+        "_raw_history",
+    )
+    """What it has learned (see :mod:`autoscaler.engine.state`); everything else is configuration."""
+
     def __init__(self, workload: WorkloadSpec, config: StartupAwareConfig | None = None) -> None:
         self.workload = workload
         self.config = config or StartupAwareConfig()
@@ -153,6 +171,26 @@ class StartupAwarePolicy:
     @property
     def service_estimate(self) -> float:
         return self._service.trimmed_mean()
+
+    def export_state(self) -> dict[str, Any]:
+        """Everything learned so far as a JSON-ready document, for :meth:`restore_state`."""
+        return {"format": FORMAT, "policy": self.name, "state": dump(self)}
+
+    def restore_state(self, document: Mapping[str, Any]) -> list[str]:
+        """Continue from an :meth:`export_state` document, all or nothing; returns the parts skipped.
+
+        The knobs stay this policy's own: windows shorter than the saving policy's trim what they
+        inherit at the next tick, and a part this config turns off (or on, or reshapes, such as the
+        season) is skipped and named in the result. Raises :class:`StateError` for a document of
+        another format or policy, or a malformed one; the policy is then unchanged.
+        """
+        if document.get("format") != FORMAT:
+            raise StateError(f"format: expected {FORMAT}, got {document.get('format')!r}")
+        if document.get("policy") != self.name:
+            raise StateError(f"policy: saved by {document.get('policy')!r}, this is {self.name!r}")
+        skipped: list[str] = []
+        load(self, document.get("state"), "state", skipped)
+        return skipped
 
     def decide(self, snapshot: Snapshot) -> Decision:
         if snapshot.stale:

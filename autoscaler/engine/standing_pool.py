@@ -15,6 +15,7 @@ The replay is O(window / tick) per candidate size, binary-searched, and refreshe
 from __future__ import annotations
 
 from collections import deque
+from typing import ClassVar
 
 
 def fluid_attainment(
@@ -50,6 +51,8 @@ def fluid_attainment(
 
 class StandingPool:
     """Keeps recent per-tick arrivals and the learned pool size derived from them."""
+
+    STATE: ClassVar[tuple[str, ...]] = ("_ticks", "_last_refresh", "pods", "refreshes")
 
     def __init__(self, window_seconds: float, target: float, refresh_seconds: float = 30.0) -> None:
         self.window_seconds = window_seconds

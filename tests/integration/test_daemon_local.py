@@ -26,6 +26,7 @@ from autoscaler.metrics import Metrics
 from autoscaler.targets.local import LocalProcessTarget
 from jobqueue import JobStatus
 from jobqueue import sync as jq
+from jobqueue.keys import Keyspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -210,6 +211,19 @@ def test_load_step_scales_up_ahead_of_the_backlog_and_back_down_without_losing_a
     assert 'autoscaler_desired_replicas{target="itest"} 1.0' in exported
     assert 'autoscaler_decisions_total{reason="scale-down-window",target="itest"}' in exported
     assert "autoscaler_config_valid 1.0" in exported
+
+    # The leader keeps what it learned in Redis, for the next process to start from.
+    key = Keyspace().autoscaler_state("itest")
+
+    def saved_startups() -> list[float]:
+        raw = redis_client.get(key)
+        document = json.loads(raw) if raw else {}
+        if document.get("policy") != "startup-aware" or document.get("target") != "itest":
+            return []
+        return list(document["state"]["_startup"]["object"]["_samples"]["deque"])
+
+    # Those of this step, and the min_replicas worker's from before it.
+    wait_for("the measured warm-ups to be saved", lambda: set(startups) < set(saved_startups()), 35)
 
 
 def test_a_bad_config_reload_keeps_scaling_with_the_old_one(

@@ -6,9 +6,13 @@ the integration tests run the real sources and targets.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from autoscaler.engine.snapshot import Decision, PodView
+from autoscaler.engine.state import StateError
 from autoscaler.sources.base import QueueSignals, SourceUnavailableError
 from autoscaler.targets.base import TargetState, TargetUnavailableError
 
@@ -85,6 +89,39 @@ class MemoryTarget:
             raise TargetUnavailableError("409 conflict")
         self.scaled.append((decision, state))
         self.replicas = decision.desired
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class MemoryStateStore:
+    """OUR StateStore protocol in memory; ``down`` makes it unreachable, ``document`` is what it holds."""
+
+    document: dict[str, Any] | None = None
+    down: bool = False
+    corrupt: bool = False
+    saves: int = 0
+    closed: bool = False
+
+    @property
+    def location(self) -> str:
+        return "memory"
+
+    def load(self) -> dict[str, Any] | None:
+        if self.down:
+            raise ConnectionError("connection refused")
+        if self.corrupt:
+            raise StateError("memory: not JSON")
+        # Through JSON, as the real store does: what is saved must survive it exactly.
+        return None if self.document is None else json.loads(json.dumps(self.document))
+
+    def save(self, document: Mapping[str, Any]) -> None:
+        if self.down:
+            raise ConnectionError("connection refused")
+        self.document = json.loads(json.dumps(document, allow_nan=False))
+        self.corrupt = False
+        self.saves += 1
 
     def close(self) -> None:
         self.closed = True

@@ -68,6 +68,8 @@ def test_a_valid_file_gets_every_default() -> None:
     assert legacy.policy.name == "keda:listLength=10" and legacy.shadow
     workload = resnet.workload()
     assert (workload.max_replicas, workload.slo_seconds, workload.startup_seconds) == (40, 10.0, 30.0)
+    assert resnet.state.persist and resnet.state.save_every_seconds == 30.0
+    assert resnet.state.ttl_seconds == 86400.0
 
 
 def test_the_effective_config_round_trips() -> None:
@@ -107,6 +109,13 @@ def test_errors_name_the_field(change: str, expected: str) -> None:
     }[change]
     assert change in VALID
     assert expected in error_of(VALID.replace(change, broken, 1))
+
+
+def test_saved_state_must_outlive_the_time_between_saves() -> None:
+    text = VALID.replace("shadow: true", "shadow: true\n    state: {save_every_seconds: 60, ttl_seconds: 60}")
+    assert "targets[1].state: ttl_seconds must be > save_every_seconds" in error_of(text)
+    text = VALID.replace("shadow: true", "shadow: true\n    state: {persist: false, every: 1}")
+    assert "targets[1].state.every: Extra inputs are not permitted" in error_of(text)
 
 
 def test_duplicate_names_empty_targets_and_non_yaml_are_refused() -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from autoscaler.config import AppConfig, TargetConfig, parse_config
 from autoscaler.daemon import Daemon
+from autoscaler.engine.policy import StartupAwarePolicy
 from autoscaler.loop import AlwaysLeader
-from tests.unit.doubles import Clock, MemorySource, MemoryTarget
+from tests.unit.doubles import Clock, MemorySource, MemoryStateStore, MemoryTarget
 
 BASE = textwrap.dedent(
     """
@@ -29,13 +32,36 @@ BASE = textwrap.dedent(
 
 
 @dataclass
+class Connection:
+    """One loop's handle on a target's saved state, which outlives it (as a Redis key does)."""
+
+    shared: MemoryStateStore
+    closed: bool = False
+
+    @property
+    def location(self) -> str:
+        return self.shared.location
+
+    def load(self) -> Mapping[str, Any] | None:
+        return self.shared.load()
+
+    def save(self, document: Mapping[str, Any]) -> None:
+        self.shared.save(document)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
 class Factories:
     """Builds in-memory components and remembers them, so tests can see what was rebuilt or closed."""
 
-    clock: Clock = field(default_factory=Clock)
+    clock: Clock = field(default_factory=lambda: Clock(time.time()))  # the loops read the wall clock
     sources: dict[str, list[MemorySource]] = field(default_factory=dict)
     targets: dict[str, list[MemoryTarget]] = field(default_factory=dict)
     fail_for: str | None = None
+    saved: dict[str, MemoryStateStore] = field(default_factory=dict)
+    connections: dict[str, list[Connection]] = field(default_factory=dict)
 
     def source(self, config: TargetConfig) -> MemorySource:
         made = MemorySource(self.clock)
@@ -49,6 +75,11 @@ class Factories:
         self.targets.setdefault(config.name, []).append(made)
         return made
 
+    def state_store(self, config: TargetConfig) -> Connection:
+        made = Connection(self.saved.setdefault(config.name, MemoryStateStore()))
+        self.connections.setdefault(config.name, []).append(made)
+        return made
+
 
 @pytest.fixture
 def rig() -> Iterator[tuple[Daemon, Factories]]:
@@ -58,6 +89,7 @@ def rig() -> Iterator[tuple[Daemon, Factories]]:
         leader=AlwaysLeader(),
         source_factory=factories.source,
         target_factory=factories.target,
+        state_store_factory=factories.state_store,
     ).start(serve_http=False)
     yield daemon, factories
     daemon.stop()
@@ -83,6 +115,35 @@ def test_a_changed_source_rebuilds_that_target_only(rig: tuple[Daemon, Factories
     daemon.apply(edited("key: qa", "key: qa2"))
     assert len(made.sources["a"]) == 2 and made.sources["a"][0].closed and made.targets["a"][0].closed
     assert daemon.loops["b"] is loop_b
+
+
+def first_decision(daemon: Daemon, name: str) -> None:
+    deadline = time.monotonic() + 5
+    while daemon.loops[name].last_report is None:
+        assert time.monotonic() < deadline, f"loop {name} never ticked"
+        time.sleep(0.01)
+
+
+def test_a_rebuilt_loop_continues_from_the_state_the_old_one_saved(rig: tuple[Daemon, Factories]) -> None:
+    daemon, made = rig
+    first_decision(daemon, "a")
+    old = daemon.loops["a"].policy
+    assert isinstance(old, StartupAwarePolicy)
+    daemon.apply(edited("key: qa", "key: qa2"))
+    first_decision(daemon, "a")
+    new = daemon.loops["a"].policy
+    assert new is not old and isinstance(new, StartupAwarePolicy)
+    saved = made.saved["a"].document
+    assert saved is not None  # the old loop saved on its way out ...
+    old_connection, new_connection = made.connections["a"]
+    assert old_connection.closed and not new_connection.closed
+
+    # ... and the new one started from it: its pool history begins with the old loop's ticks.
+    def pool_ticks(document: Mapping[str, Any]) -> list[float]:
+        return [row[0] for row in document["state"]["_pool"]["object"]["_ticks"]["deque"]]
+
+    old_ticks = pool_ticks(saved)
+    assert old_ticks and pool_ticks(new.export_state())[: len(old_ticks)] == old_ticks
 
 
 def test_targets_are_added_and_removed(rig: tuple[Daemon, Factories]) -> None:

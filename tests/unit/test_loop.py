@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from autoscaler.engine.policy import StartupAwarePolicy
+from autoscaler.engine.policy import StartupAwareConfig, StartupAwarePolicy
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.logs import JsonFormatter
 from autoscaler.loop import STALE_TICKS, Backoff, LoopSettings, TargetLoop, TickReport
-from tests.unit.doubles import TICK, Clock, MemorySource, MemoryTarget
+from tests.unit.doubles import TICK, Clock, MemorySource, MemoryStateStore, MemoryTarget
 
 
 @dataclass
@@ -326,3 +326,151 @@ def test_run_ticks_until_stopped() -> None:
     stop.set()
     thread.join(timeout=2)
     assert not thread.is_alive()
+
+
+# ---- learned state across processes and reloads -------------------------------------------------
+
+
+@dataclass
+class StatefulRig:
+    loop: TargetLoop
+    source: MemorySource
+    policy: StartupAwarePolicy
+    gate: Gate
+    history_calls: list[int]
+
+
+def stateful_rig(
+    store: MemoryStateStore, clock: Clock, *, leader: bool = True, shadow: bool = False
+) -> StatefulRig:
+    """A loop around a real startup-aware policy, with a history reader that counts its calls."""
+    workload = WorkloadSpec(tick_seconds=TICK)
+    calls: list[int] = []
+
+    def read_history() -> tuple[list[float], list[float]]:
+        calls.append(1)
+        return [clock.now - 60.0 + i for i in range(60)], []
+
+    source, policy, gate = MemorySource(clock), StartupAwarePolicy(workload), Gate(leader)
+    settings = LoopSettings(workload, shadow=shadow, state_save_seconds=30.0)
+    loop = TargetLoop(
+        "t",
+        source,
+        MemoryTarget(clock),
+        policy,
+        settings,
+        leader=gate,
+        clock=clock,
+        history=read_history,
+        state_store=store,
+    )
+    return StatefulRig(loop, source, policy, gate, calls)
+
+
+BURSTY = [0] * 10 + [80, 80]
+"""Arrivals per tick: idle, then a burst, which is what the standing pool learns from."""
+
+
+def drive(r: StatefulRig, clock: Clock, ticks: int) -> None:
+    for i in range(ticks):
+        clock.advance()
+        assert r.source.arrivals_total is not None
+        r.source.arrivals_total += BURSTY[i % len(BURSTY)]
+        r.loop.tick()
+
+
+def test_a_new_process_continues_from_the_saved_state_instead_of_warming_up() -> None:
+    clock, store = Clock(), MemoryStateStore()
+    first = stateful_rig(store, clock)
+    drive(first, clock, 60)
+    assert first.loop.save_state(force=True)
+    saved = first.policy.export_state()["state"]
+    assert saved["_pool"]["object"]["pods"] > 0
+
+    second = stateful_rig(store, clock)
+    second.source.arrivals_total = first.source.arrivals_total
+    clock.advance()
+    second.loop.tick()
+    assert second.history_calls == []  # the saved state made the history warm start unnecessary
+    restored = second.policy.export_state()["state"]
+    # The new process's first tick has nothing to difference yet, so it adds no data to these.
+    assert restored["forecaster"] == saved["forecaster"]
+    assert restored["_service"] == saved["_service"]
+    assert restored["_pool"]["object"]["pods"] == saved["_pool"]["object"]["pods"]
+    assert restored["_pool"]["object"]["_ticks"]["deque"][:-1] == saved["_pool"]["object"]["_ticks"]["deque"]
+
+
+def test_without_saved_state_the_forecaster_is_warmed_from_history() -> None:
+    clock = Clock()
+    r = stateful_rig(MemoryStateStore(), clock)
+    drive(r, clock, 1)
+    assert r.history_calls == [1]
+
+
+def test_only_the_acting_leader_saves_every_save_period_and_on_stop() -> None:
+    clock = Clock()
+    for leader, shadow in ((False, False), (True, True)):
+        store = MemoryStateStore()
+        drive(stateful_rig(store, clock, leader=leader, shadow=shadow), clock, 20)
+        assert store.saves == 0 and store.document is None
+
+    store = MemoryStateStore()
+    r = stateful_rig(store, clock)
+    drive(r, clock, 1)
+    assert store.saves == 1  # the first fresh tick, right after reading the store
+    drive(r, clock, 13)  # 65 s more: every 30 s
+    assert store.saves == 3
+    assert store.document is not None and store.document["target"] == "t"
+    assert store.document["saved_at"] == clock.now - 5.0
+    stop = threading.Event()
+    stop.set()
+    r.loop.run(stop)
+    assert store.saves == 4 and store.document["saved_at"] == clock.now
+
+
+def test_nothing_is_saved_before_the_store_could_be_read() -> None:
+    clock, store = Clock(), MemoryStateStore()
+    first = stateful_rig(store, clock)
+    drive(first, clock, 30)
+    first.loop.save_state(force=True)
+    saved, saves = store.document, store.saves
+    assert saved is not None
+
+    store.down = True
+    second = stateful_rig(store, clock)
+    drive(second, clock, 10)  # decides meanwhile (warmed from history), but saves nothing
+    assert store.document == saved and store.saves == saves
+    store.down = False
+    drive(second, clock, 1)
+    assert store.saves == saves + 1 and store.document is not None and store.document["saved_at"] == clock.now
+    assert (
+        second.policy.export_state()["state"]["_pool"]["object"]["pods"]
+        == saved["state"]["_pool"]["object"]["pods"]
+    )
+
+
+def test_an_unusable_saved_state_starts_cold_and_is_replaced() -> None:
+    clock = Clock()
+    for store in (MemoryStateStore(corrupt=True), MemoryStateStore(document={"format": 1, "policy": "keda"})):
+        r = stateful_rig(store, clock)
+        drive(r, clock, 3)
+        assert r.history_calls == [1]  # cold: warmed from history instead
+        assert store.document is not None and store.document["policy"] == "startup-aware"
+
+
+def test_a_reload_hands_the_learned_state_to_a_policy_of_the_same_kind_only() -> None:
+    clock = Clock()
+    r = stateful_rig(MemoryStateStore(), clock)
+    drive(r, clock, 60)
+    workload = WorkloadSpec(tick_seconds=TICK)
+    retuned = StartupAwarePolicy(workload, StartupAwareConfig(confidence=0.9))
+    r.loop.reconfigure(LoopSettings(workload), retuned)
+    assert retuned.export_state() == r.policy.export_state()
+    drive(r, clock, 1)
+    assert r.history_calls == [1]  # once, for the very first policy; the retuned one inherited
+
+    other = ScriptedPolicy()
+    r.loop.reconfigure(LoopSettings(workload), other)
+    fresh = StartupAwarePolicy(workload)
+    r.loop.reconfigure(LoopSettings(workload), fresh)
+    assert fresh.export_state() == StartupAwarePolicy(workload).export_state()

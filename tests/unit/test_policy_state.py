@@ -1,0 +1,167 @@
+"""Saving and restoring what the startup-aware policy learned (autoscaler.engine.state), no I/O.
+
+The central property: a policy restored, through JSON, from another's export decides exactly as
+the original would have, so a daemon restart changes nothing the simulator can see.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from autoscaler.engine.policy import StartupAwareConfig, StartupAwarePolicy
+from autoscaler.engine.snapshot import Decision, Snapshot
+from autoscaler.engine.state import StateError
+from autoscaler.engine.target import WorkloadSpec
+from experiments.generators import OnOff, Step, generate
+from experiments.sim import SimConfig, SimResult, simulate
+
+WORKLOAD = WorkloadSpec(max_replicas=80)
+
+
+def through_json(document: dict[str, Any]) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(json.dumps(document, allow_nan=False))
+    return loaded
+
+
+class RestartedAt:
+    """A policy that, at ``restart_at``, is replaced by a fresh one restored from its export."""
+
+    def __init__(self, restart_at: float, config: StartupAwareConfig) -> None:
+        self.config = config
+        self.policy = StartupAwarePolicy(WORKLOAD, config)
+        self.restart_at = restart_at
+        self.restored = False
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        if not self.restored and snapshot.now >= self.restart_at:
+            document = through_json(self.policy.export_state())
+            self.policy = StartupAwarePolicy(WORKLOAD, self.config)
+            assert self.policy.restore_state(document) == []
+            self.restored = True
+        return self.policy.decide(snapshot)
+
+
+def replay(arrivals: np.ndarray, policy: Any) -> SimResult:
+    return simulate(arrivals, np.full(len(arrivals), 5.0), policy, SimConfig(WORKLOAD))
+
+
+def same_run(a: SimResult, b: SimResult) -> bool:
+    return (
+        np.array_equal(a.start, b.start)
+        and np.array_equal(a.pod_created, b.pod_created)
+        and np.array_equal(a.pod_exit, b.pod_exit)
+    )
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rate=st.floats(2.0, 12.0),
+    on=st.floats(10.0, 60.0),
+    off=st.floats(20.0, 200.0),
+    seed=st.integers(0, 10_000),
+    restart_tick=st.integers(1, 250),
+)
+def test_a_restored_policy_decides_exactly_as_the_original(
+    rate: float, on: float, off: float, seed: int, restart_tick: int
+) -> None:
+    arrivals, _ = generate(OnOff(rate=rate, on_seconds=on, off_seconds=off, duration=1500.0), seed=seed)
+    config = StartupAwareConfig(standing_pool_window_seconds=900.0)
+    restarted = RestartedAt(restart_tick * WORKLOAD.tick_seconds, config)
+    assert same_run(replay(arrivals, StartupAwarePolicy(WORKLOAD, config)), replay(arrivals, restarted))
+    assert restarted.restored
+
+
+def test_the_seasonal_profile_is_restored_too() -> None:
+    # A 200 s season has two seasons of history by t = 400 s; restart after its first refits.
+    arrivals, _ = generate(Step(base_rate=2.0, step_at=500.0, step_seconds=200.0, duration=1200.0), seed=3)
+    config = StartupAwareConfig(season_seconds=200.0)
+    restarted = RestartedAt(700.0, config)
+    original = StartupAwarePolicy(WORKLOAD, config)
+    assert same_run(replay(arrivals, original), replay(arrivals, restarted))
+    assert original.forecaster.seasonal is not None and original.forecaster.seasonal.fits > 0
+
+
+def learned(config: StartupAwareConfig | None = None) -> StartupAwarePolicy:
+    """A policy that has seen a burst: every part of it holds something."""
+    policy = StartupAwarePolicy(WORKLOAD, config)
+    replay(generate(OnOff(rate=8.0, on_seconds=30.0, off_seconds=120.0, duration=900.0), seed=1)[0], policy)
+    return policy
+
+
+def test_the_export_holds_the_learned_pool_and_is_plain_json() -> None:
+    policy = learned()
+    document = policy.export_state()
+    assert document["format"] == 1 and document["policy"] == "startup-aware"
+    assert policy._pool is not None and policy._pool.pods > 0
+    restored = StartupAwarePolicy(WORKLOAD)
+    restored.restore_state(through_json(document))
+    assert restored._pool is not None and restored._pool.pods == policy._pool.pods
+    assert restored.export_state() == through_json(document)
+
+
+def test_other_knobs_keep_their_own_values_and_skip_what_they_turn_off() -> None:
+    document = through_json(learned().export_state())
+    other = StartupAwarePolicy(
+        WORKLOAD, StartupAwareConfig(steady_window_seconds=0.0, standing_pool_window_seconds=300.0)
+    )
+    skipped = other.restore_state(document)
+    assert skipped == ["state.forecaster.steady"]
+    assert other.config.standing_pool_window_seconds == 300.0
+    assert other._pool is not None and other._pool.window_seconds == 300.0
+    # The inherited arrivals are trimmed to the new window at the next tick.
+    last = document["state"]["_last_decision_at"]
+    other.decide(
+        Snapshot(now=last + 5.0, waiting=0, in_flight=0, arrivals=0, interval=5.0, current_replicas=1)
+    )
+    assert all(t > last + 5.0 - 300.0 for t, *_ in other._pool._ticks)
+
+
+def test_a_changed_season_is_skipped_not_mixed() -> None:
+    document = through_json(learned(StartupAwareConfig(season_seconds=300.0)).export_state())
+    other = StartupAwarePolicy(WORKLOAD, StartupAwareConfig(season_seconds=600.0))
+    assert other.restore_state(document) == ["state.forecaster.seasonal"]
+    none = StartupAwarePolicy(WORKLOAD)
+    assert none.restore_state(document) == ["state.forecaster.seasonal"]
+
+
+def corrupted(path: list[str | int], value: Any) -> dict[str, Any]:
+    document = through_json(learned().export_state())
+    node: Any = document
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return document
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({**through_json(learned().export_state()), "format": 2}, "format: expected 1, got 2"),
+        ({**through_json(learned().export_state()), "policy": "keda"}, "saved by 'keda'"),
+        (
+            corrupted(["state", "_pool", "object", "pods"], "many"),
+            "state._pool.pods: expected a finite number",
+        ),
+        (corrupted(["state", "forecaster", "object", "level"], math.inf), "state.forecaster.level"),
+        (corrupted(["state", "_recent"], [1, 2]), "state._recent: expected a saved deque"),
+        (corrupted(["state", "_service"], 3.0), "state._service: expected a saved object"),
+        (corrupted(["state"], {}), "state._rate_now: missing"),
+    ],
+)
+def test_a_malformed_document_is_refused_and_changes_nothing(document: dict[str, Any], message: str) -> None:
+    policy = learned()
+    before = policy.export_state()
+    with pytest.raises(StateError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        policy.restore_state(document)
+    assert policy.export_state() == before
