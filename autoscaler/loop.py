@@ -34,7 +34,6 @@ arrivals counter to remove the bias.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
@@ -235,19 +234,9 @@ class TargetLoop:
         """
         forecaster = getattr(self._policy, "forecaster", None)
         self._pending_services.extend(service_times)
-        if not isinstance(forecaster, RateForecaster) or not arrival_times:
+        if not isinstance(forecaster, RateForecaster):
             return 0
-        tick = self._settings.workload.tick_seconds
-        now = self._clock()
-        start = min(arrival_times)
-        ticks = max(1, math.ceil((now - start) / tick))
-        counts = [0] * ticks
-        for t in arrival_times:
-            index = min(ticks - 1, max(0, int((t - (now - ticks * tick)) // tick)))
-            counts[index] += 1
-        for i, count in enumerate(counts):
-            forecaster.observe(now - (ticks - 1 - i) * tick, count, tick)
-        return ticks
+        return forecaster.warm_start(arrival_times, self._clock())
 
     # ---- one tick ---------------------------------------------------------------------------
 

@@ -18,13 +18,12 @@ About two seconds.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from autoscaler.engine.baselines import StaticPolicy
 from autoscaler.engine.registry import STARTUP_AWARE, make_policy
 from autoscaler.engine.snapshot import Decision, Policy, Snapshot
-from experiments.render import report_header
+from experiments.render import benchmark_command, publish, report_header
 from experiments.replay import Outcome, Prepared, Setup, prepare
 from experiments.replay import run as replay
 from experiments.scorecard import TARGETS
@@ -88,11 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/azure_hindsight.md"))
     args = parser.parse_args(argv)
     prepared = prepare(load_trace(args.trace), Setup())
-    command = "python benchmarks/azure_hindsight.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
+    command = benchmark_command("benchmarks/azure_hindsight.py", argv)
     text = render(prepared, outcomes(prepared), command)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text, end="")
+    publish(text, args.out)
     return 0
 
 

@@ -10,6 +10,7 @@ import platform
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from rich.table import Table
@@ -68,3 +69,15 @@ def report_header(title: str, command: str, workload: str) -> list[str]:
         "",
         f"Workload: {workload}.",
     ]
+
+
+def benchmark_command(script: str, argv: list[str] | None) -> str:
+    """How a benchmark script was run, for its report's header: ``python benchmarks/x.py --flag``."""
+    return " ".join(shlex.quote(a) for a in ["python", script, *(sys.argv[1:] if argv is None else argv)])
+
+
+def publish(text: str, out: Path) -> None:
+    """Write a report (creating its folder) and echo it, as every benchmark script does."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text, end="")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -262,6 +263,24 @@ class RateForecaster:
         self.level = predicted + p.alpha * error
         self.trend = p.phi * self.trend + p.alpha * p.beta * error
         self.variance += p.variance_gain * (error * error - self.variance)
+
+    def warm_start(self, arrival_times: Sequence[float], now: float) -> int:
+        """Fold in past arrivals (same clock as ``now``) as whole ticks ending at ``now``.
+
+        For a policy that has no saved state: a level and trend from recent history beat starting
+        from zero. Returns the number of ticks folded in.
+        """
+        if not arrival_times:
+            return 0
+        tick = self.tick_seconds
+        ticks = max(1, math.ceil((now - min(arrival_times)) / tick))
+        counts = [0] * ticks
+        first = now - ticks * tick
+        for t in arrival_times:
+            counts[min(ticks - 1, max(0, int((t - first) // tick)))] += 1
+        for i, count in enumerate(counts):
+            self.observe(now - (ticks - 1 - i) * tick, count, tick)
+        return ticks
 
     def forecast(self, now: float, horizon_seconds: float, z: float) -> RateForecast:
         """Average rate over (now, now + horizon] and its upper quantile at ``z`` standard errors."""

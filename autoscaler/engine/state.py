@@ -4,7 +4,7 @@ Why: on bursty traffic the startup-aware policy's most valuable knowledge is slo
 quick to lose. Its standing pool is fitted to up to an hour of bursts; a daemon that restarts (a
 rollout, a crash, a node drain) without it scales that pool away one scale-down window later and
 meets the next burst with reactive capacity only, which comes up a warm-up too late. Replayed on
-the Azure code trace, one such restart costs 4 to 8 points of SLO attainment
+the Azure code trace, one such restart costs 3.6 to 8.1 points of SLO attainment
 (``benchmarks/restart.py``). The daemon therefore saves this state and a new process restores it.
 
 How: every stateful part of the engine lists its learned attributes in a ``STATE`` class

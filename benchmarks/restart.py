@@ -1,0 +1,120 @@
+"""What a restart of the autoscaler costs, and what restoring its saved state buys back.
+
+A daemon restarts for ordinary reasons: a rollout, a node drain, a crash, a config change that
+rebuilds a target. This replays the scorecard's traces with the default policy replaced, at
+one moment, by a new process in one of three ways:
+
+* cold: a fresh policy that knows nothing;
+* history: a fresh policy whose forecaster is warmed from the last hour of arrivals (what the
+  daemon does when no saved state exists; from the true arrival times here, its best case);
+* restored: a fresh policy restored from the old one's saved state, through JSON
+  (``autoscaler.engine.state``), which the daemon does when the state is in Redis.
+
+    .venv/bin/python benchmarks/restart.py [--conv-trace PATH] [--out reports/restart.md]
+
+About five seconds on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from autoscaler.engine.policy import StartupAwarePolicy
+from autoscaler.engine.snapshot import Decision, Snapshot
+from experiments.render import benchmark_command, publish, report_header
+from experiments.replay import Outcome, Prepared, Setup, prepare
+from experiments.replay import run as replay
+from experiments.scorecard import reference_traces
+from experiments.traces import Trace
+
+RESTART_TIMES = (900.0, 1800.0, 2700.0)
+MODES = ("cold", "history", "restored")
+HISTORY_SECONDS = 3600.0  # the stream source's default warm_start_seconds
+DIURNAL = "synthetic:diurnal"
+
+
+class RestartedAt:
+    """The default policy until ``at``, then a new process's policy, started as ``mode`` says."""
+
+    def __init__(self, prepared: Prepared, at: float, mode: str) -> None:
+        self.prepared = prepared
+        self.policy = StartupAwarePolicy(prepared.workload)
+        self.at = at
+        self.mode = mode
+        self.restarted = False
+
+    @property
+    def name(self) -> str:
+        return f"restart at {self.at:g} s, {self.mode}"
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        if not self.restarted and snapshot.now >= self.at:
+            self.restarted = True
+            saved = json.loads(json.dumps(self.policy.export_state()))
+            self.policy = StartupAwarePolicy(self.prepared.workload)
+            if self.mode == "restored":
+                self.policy.restore_state(saved)
+            elif self.mode == "history":
+                arrivals = self.prepared.trace.arrivals
+                seen = arrivals[(arrivals < snapshot.now) & (arrivals >= snapshot.now - HISTORY_SECONDS)]
+                self.policy.forecaster.warm_start(seen.tolist(), snapshot.now)
+        return self.policy.decide(snapshot)
+
+
+def runs(trace: Trace) -> tuple[Trace, list[Outcome]]:
+    prepared = prepare(trace, Setup())
+    outcomes = [replay(prepared, StartupAwarePolicy(prepared.workload), "no restart")[0]]
+    end = float(np.max(trace.arrivals))
+    for at in (t for t in RESTART_TIMES if t < end):
+        outcomes += [replay(prepared, RestartedAt(prepared, at, mode))[0] for mode in MODES]
+    return trace, outcomes
+
+
+def render(results: list[tuple[Trace, list[Outcome]]], command: str) -> str:
+    lines = [
+        *report_header(
+            "Restarting the autoscaler: cold, warmed from history, or restored",
+            command,
+            f"{Setup().describe()}. Default configuration",
+        ),
+        "Each row replaces the default policy at one moment by a new process's policy. *Restored*",
+        "must equal *no restart* exactly (the test suite checks the same property on generated",
+        "traces); the other two show what is lost without the saved state.",
+        "",
+        "| trace | run | within SLO | × oracle | change in SLO points |",
+        "|:---|:---|---:|---:|---:|",
+    ]
+    for trace, outcomes in results:
+        base = outcomes[0].slo_attainment
+        for row in outcomes:
+            delta = (row.slo_attainment - base) * 100
+            lines.append(
+                f"| {trace.name} | {row.policy} | {row.slo_attainment:.2%} | {row.cost_vs_oracle:.3f} "
+                f"| {delta:+.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trace", type=Path, default=Path("../shared/traces/azure_llm_code_2023.csv"))
+    parser.add_argument("--conv-trace", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("reports/restart.md"))
+    args = parser.parse_args(argv)
+    # The day-long diurnal trace is left out: a restart in its first hour says nothing new.
+    traces = [t for t, _ in reference_traces(args.trace, seed=0, conv=args.conv_trace) if t.name != DIURNAL]
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(runs, traces))
+    command = benchmark_command("benchmarks/restart.py", argv)
+    text = render(results, command)
+    publish(text, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
