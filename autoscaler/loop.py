@@ -91,6 +91,7 @@ class TickReport:
     error: str | None = None  # kind: source-unavailable, source-error, target-unavailable, ...
     detail: str | None = None
     estimates: Mapping[str, float] | None = None
+    state_saved_at: float | None = None  # last successful save of the learned state by this process
 
 
 class TickObserver(Protocol):
@@ -371,6 +372,7 @@ class TargetLoop:
             error=error,
             detail=detail,
             estimates=policy_estimates(self._policy, decision),
+            state_saved_at=self._last_saved,
         )
         self._log_decision(report)
         self._emit(report)

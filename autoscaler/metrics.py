@@ -44,6 +44,10 @@ _PER_TARGET_GAUGES = {
     "signals_stale": "1 when the last tick held because signals were missing or stale.",
     "shadow": "1 when the target is in shadow mode (decisions are published, not applied).",
     "last_tick_timestamp_seconds": "When the target's loop last ticked (epoch seconds).",
+    "state_saved_timestamp_seconds": (
+        "When this replica last saved the learned policy state to Redis (epoch seconds; the leader "
+        "saves every state.save_every_seconds, so an old value means saves fail)."
+    ),
 }
 
 
@@ -87,6 +91,8 @@ class Metrics:
         self.leader.set(float(report.leader))
         if report.signal_age is not None:
             g["signal_age_seconds"].set(report.signal_age)
+        if report.state_saved_at is not None:
+            g["state_saved_timestamp_seconds"].set(report.state_saved_at)
         if report.error:
             self._count(self.errors, target, report.error)
         snap, decision = report.snapshot, report.decision

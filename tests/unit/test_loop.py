@@ -420,6 +420,7 @@ def test_only_the_acting_leader_saves_every_save_period_and_on_stop() -> None:
     assert store.saves == 1  # the first fresh tick, right after reading the store
     drive(r, clock, 13)  # 65 s more: every 30 s
     assert store.saves == 3
+    assert r.loop.last_report is not None and r.loop.last_report.state_saved_at == clock.now - 5.0
     assert store.document is not None and store.document["target"] == "t"
     assert store.document["saved_at"] == clock.now - 5.0
     stop = threading.Event()

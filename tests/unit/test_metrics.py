@@ -31,6 +31,7 @@ def report(**overrides: Any) -> TickReport:
         "signal_age": 0.2,
         "next_delay": 5.0,
         "estimates": {"rate_now": 1.6, "forecast_mean": 1.5, "forecast_upper": 2.5, "startup_seconds": 31.0},
+        "state_saved_at": 95.0,
     }
     values.update(overrides)
     return TickReport(**values)
@@ -57,6 +58,9 @@ def test_a_tick_sets_the_per_target_series() -> None:
     assert sample(metrics, "autoscaler_decisions_total", target="resnet", reason="backlog") == 1
     assert sample(metrics, "autoscaler_scale_actions_total", target="resnet", direction="up") == 1
     assert sample(metrics, "autoscaler_leader") == 1
+    assert sample(metrics, "autoscaler_state_saved_timestamp_seconds", **t) == 95.0
+    metrics.observe_tick(report(state_saved_at=None))  # a replica that never saved keeps no value
+    assert sample(metrics, "autoscaler_state_saved_timestamp_seconds", **t) == 95.0
 
 
 def test_a_stale_tick_keeps_the_last_queue_numbers_and_counts_the_error() -> None:
