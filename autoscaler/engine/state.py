@@ -94,6 +94,8 @@ def _shape(value: Any) -> dict[str, Any]:
 
 
 def _encode(value: Any) -> Any:
+    if isinstance(value, bool):  # a number to Python, refused by _number: keep dump and load symmetric
+        raise TypeError("cannot save a bool as state: learned attributes are numbers")
     if value is None or isinstance(value, int | float):
         return value
     if _has_state(value):
