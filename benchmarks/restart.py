@@ -18,52 +18,21 @@ About five seconds on two cores.
 from __future__ import annotations
 
 import argparse
-import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from autoscaler.engine.policy import StartupAwarePolicy
-from autoscaler.engine.snapshot import Decision, Snapshot
 from experiments.render import benchmark_command, publish, report_header
-from experiments.replay import Outcome, Prepared, Setup, prepare
+from experiments.replay import Outcome, Setup, prepare
 from experiments.replay import run as replay
+from experiments.restart import MODES, RestartedAt
 from experiments.scorecard import reference_traces
 from experiments.traces import Trace
 
 RESTART_TIMES = (900.0, 1800.0, 2700.0)
-MODES = ("cold", "history", "restored")
-HISTORY_SECONDS = 3600.0  # the stream source's default warm_start_seconds
 DIURNAL = "synthetic:diurnal"
-
-
-class RestartedAt:
-    """The default policy until ``at``, then a new process's policy, started as ``mode`` says."""
-
-    def __init__(self, prepared: Prepared, at: float, mode: str) -> None:
-        self.prepared = prepared
-        self.policy = StartupAwarePolicy(prepared.workload)
-        self.at = at
-        self.mode = mode
-        self.restarted = False
-
-    @property
-    def name(self) -> str:
-        return f"restart at {self.at:g} s, {self.mode}"
-
-    def decide(self, snapshot: Snapshot) -> Decision:
-        if not self.restarted and snapshot.now >= self.at:
-            self.restarted = True
-            saved = json.loads(json.dumps(self.policy.export_state()))
-            self.policy = StartupAwarePolicy(self.prepared.workload)
-            if self.mode == "restored":
-                self.policy.restore_state(saved)
-            elif self.mode == "history":
-                arrivals = self.prepared.trace.arrivals
-                seen = arrivals[(arrivals < snapshot.now) & (arrivals >= snapshot.now - HISTORY_SECONDS)]
-                self.policy.forecaster.warm_start(seen.tolist(), snapshot.now)
-        return self.policy.decide(snapshot)
 
 
 def runs(trace: Trace) -> tuple[Trace, list[Outcome]]:
@@ -71,7 +40,12 @@ def runs(trace: Trace) -> tuple[Trace, list[Outcome]]:
     outcomes = [replay(prepared, StartupAwarePolicy(prepared.workload), "no restart")[0]]
     end = float(np.max(trace.arrivals))
     for at in (t for t in RESTART_TIMES if t < end):
-        outcomes += [replay(prepared, RestartedAt(prepared, at, mode))[0] for mode in MODES]
+
+        def make() -> StartupAwarePolicy:
+            return StartupAwarePolicy(prepared.workload)
+
+        arrivals = prepared.trace.arrivals.tolist()
+        outcomes += [replay(prepared, RestartedAt(make, at, mode, arrivals))[0] for mode in MODES]
     return trace, outcomes
 
 

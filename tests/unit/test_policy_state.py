@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autoscaler.engine.policy import StartupAwareConfig, StartupAwarePolicy
-from autoscaler.engine.snapshot import Decision, Snapshot
+from autoscaler.engine.snapshot import Snapshot
 from autoscaler.engine.state import StateError
 from autoscaler.engine.target import WorkloadSpec
 from experiments.generators import OnOff, Step, generate
+from experiments.restart import RestartedAt
 from experiments.sim import SimConfig, SimResult, simulate
 
 WORKLOAD = WorkloadSpec(max_replicas=80)
@@ -28,28 +29,6 @@ WORKLOAD = WorkloadSpec(max_replicas=80)
 def through_json(document: dict[str, Any]) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(json.dumps(document, allow_nan=False))
     return loaded
-
-
-class RestartedAt:
-    """A policy that, at ``restart_at``, is replaced by a fresh one restored from its export."""
-
-    def __init__(self, restart_at: float, config: StartupAwareConfig) -> None:
-        self.config = config
-        self.policy = StartupAwarePolicy(WORKLOAD, config)
-        self.restart_at = restart_at
-        self.restored = False
-
-    @property
-    def name(self) -> str:
-        return self.policy.name
-
-    def decide(self, snapshot: Snapshot) -> Decision:
-        if not self.restored and snapshot.now >= self.restart_at:
-            document = through_json(self.policy.export_state())
-            self.policy = StartupAwarePolicy(WORKLOAD, self.config)
-            assert self.policy.restore_state(document) == []
-            self.restored = True
-        return self.policy.decide(snapshot)
 
 
 def replay(arrivals: np.ndarray, policy: Any) -> SimResult:
@@ -77,18 +56,21 @@ def test_a_restored_policy_decides_exactly_as_the_original(
 ) -> None:
     arrivals, _ = generate(OnOff(rate=rate, on_seconds=on, off_seconds=off, duration=1500.0), seed=seed)
     config = StartupAwareConfig(standing_pool_window_seconds=900.0)
-    restarted = RestartedAt(restart_tick * WORKLOAD.tick_seconds, config)
+    restarted = RestartedAt(
+        lambda: StartupAwarePolicy(WORKLOAD, config), restart_tick * WORKLOAD.tick_seconds
+    )
     assert same_run(replay(arrivals, StartupAwarePolicy(WORKLOAD, config)), replay(arrivals, restarted))
-    assert restarted.restored
+    assert restarted.restarted and restarted.skipped == []
 
 
 def test_the_seasonal_profile_is_restored_too() -> None:
     # A 200 s season has two seasons of history by t = 400 s; restart after its first refits.
     arrivals, _ = generate(Step(base_rate=2.0, step_at=500.0, step_seconds=200.0, duration=1200.0), seed=3)
     config = StartupAwareConfig(season_seconds=200.0)
-    restarted = RestartedAt(700.0, config)
+    restarted = RestartedAt(lambda: StartupAwarePolicy(WORKLOAD, config), 700.0)
     original = StartupAwarePolicy(WORKLOAD, config)
     assert same_run(replay(arrivals, original), replay(arrivals, restarted))
+    assert restarted.restarted and restarted.skipped == []
     assert original.forecaster.seasonal is not None and original.forecaster.seasonal.fits > 0
 
 
