@@ -22,7 +22,14 @@ import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from autoscaler.engine.registry import STARTUP_AWARE, PolicySpecError, make_policy, tuning_grid
+from autoscaler.engine.registry import (
+    STARTUP_AWARE,
+    PolicySpecError,
+    format_option,
+    make_policy,
+    starting_point,
+    tuning_grid,
+)
 from experiments import keda_sweep, record, scorecard, tune
 from experiments.distributions import duration
 from experiments.generators import SHAPES, generate
@@ -141,7 +148,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str], ProgressFn | None]]:
 def _console(*, stderr: bool = False) -> Console:
     """A console that does not squeeze tables to 80 columns when writing to a file or pipe."""
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, width=None if stream.isatty() else 140)
+    return Console(stderr=stderr, width=None if stream.isatty() else 1000)
 
 
 # -- replay --------------------------------------------------------------------------------------
@@ -216,9 +223,13 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def cmd_tune(args: argparse.Namespace) -> int:
     setup = _setup(args)
     trace = _trace(args.trace)
-    _check_policies([args.policy], setup)
+    grid = tuning_grid(args.policy, dict(args.grid or []))
+    points = tune.grid_points(grid)
+    start = starting_point(args.policy, grid)
+    workload = setup.nominal_workload()
+    for point in points:  # every value must build a policy before any replay starts
+        make_policy(args.policy, workload, **point)
     prepared = prepare(trace, setup)
-    points = tune.grid_points(tuning_grid(args.policy))
     console = _console()
     err = _console(stderr=True)
     err.print(f"tuning {args.policy} on {trace.name}: {len(points)} grid points, {args.processes} processes")
@@ -235,17 +246,41 @@ def cmd_tune(args: argparse.Namespace) -> int:
         trials = tune.run_grid(prepared, args.policy, points, args.processes, on_result)
     front = tune.pareto_front(trials)
     title = f"Pareto front (cost vs SLO attainment), {len(front)} of {len(trials)} grid points"
-    knobs: list[Column[tune.Trial]] = [(k, _knob(k)) for k in points[0]] if points else []
+    knobs: list[Column[tune.Trial]] = [(k, _knob(k)) for k in grid]
     metrics: list[Column[tune.Trial]] = [(h, _of_outcome(cell)) for h, cell in METRICS]
     console.print(rich_table(front, title, [*knobs, *metrics]))
+    console.print(_starting_row(next(t for t in trials if t.options == start), front), soft_wrap=True)
     best, met = tune.recommend(trials, args.target_attainment)
     console.print("\nRecommended config:\n")
     sys.stdout.write(tune.yaml_snippet(args.policy, best, prepared, args.target_attainment, met))
     return 0
 
 
+def _grid_option(text: str) -> tuple[str, list[str]]:
+    """``--grid knob=v1,v2,...`` as (knob, values); the registry checks the knob and values."""
+    knob, sep, values = text.partition("=")
+    listed = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not knob.strip() or not listed:
+        raise argparse.ArgumentTypeError(f"expected KNOB=VALUE[,VALUE...], got {text!r}")
+    return knob.strip(), listed
+
+
+def _starting_row(trial: tune.Trial, front: Sequence[tune.Trial]) -> str:
+    """Where the configuration the user started from stands against the front."""
+    o = trial.outcome
+    where = (
+        "on the front"
+        if any(t is trial for t in front)
+        else "off the front: a point on it is cheaper at equal or better attainment"
+    )
+    return (
+        f"Starting config ({', '.join(f'{k}={format_option(v)}' for k, v in trial.options.items())}): "
+        f"{o.slo_attainment:.1%} within SLO at {o.cost_vs_oracle:.2f}x oracle, {where}"
+    )
+
+
 def _knob(name: str) -> Callable[[tune.Trial], str]:
-    return lambda trial: f"{trial.options[name]:g}"
+    return lambda trial: format_option(trial.options[name])
 
 
 def _of_outcome(cell: Callable[[Outcome], str]) -> Callable[[tune.Trial], str]:
@@ -398,6 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
     tun.add_argument("--policy", default=STARTUP_AWARE, help="policy spec to tune [startup-aware]")
     tun.add_argument("--target-attainment", type=float, default=0.99, help="SLO attainment to meet [0.99]")
     tun.add_argument("--processes", type=int, default=2, help="replays in parallel [2]")
+    tun.add_argument(
+        "--grid",
+        type=_grid_option,
+        action="append",
+        metavar="KNOB=V1,V2",
+        help="search these values of KNOB instead of its default candidates (repeatable; any "
+        "config field, 'none' unsets an optional one); the --policy values are always searched too",
+    )
     _add_workload(tun)
     tun.set_defaults(handler=cmd_tune)
 

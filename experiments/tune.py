@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import yaml
 
+from autoscaler.engine.registry import Value, format_option
 from experiments.replay import Outcome, Prepared, run_policy
 
-Point = dict[str, float]
+Point = dict[str, Value]
 
 _WORKER: tuple[Prepared, str] | None = None
 
@@ -28,14 +29,14 @@ class Trial:
     outcome: Outcome
 
 
-def grid_points(grid: Mapping[str, Sequence[float]]) -> list[Point]:
+def grid_points(grid: Mapping[str, Sequence[Value]]) -> list[Point]:
     """Every combination of the grid's values, in a stable order."""
     names = list(grid)
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
 def _label(spec: str, point: Point) -> str:
-    options = ",".join(f"{k}={v:g}" for k, v in point.items())
+    options = ",".join(f"{k}={format_option(v)}" for k, v in point.items())
     return f"{spec}{',' if ':' in spec else ':'}{options}" if options else spec
 
 

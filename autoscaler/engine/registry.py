@@ -13,7 +13,7 @@ import importlib
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from autoscaler.engine.baselines import KedaConfig, KedaPolicy, KpaConfig, KpaPolicy, StaticPolicy
@@ -30,7 +30,7 @@ POLICY_SPELLINGS = (
     "static:N",
 )
 
-Value = str | float | int | bool
+Value = str | float | int | bool | None  # None unsets an optional knob
 
 
 class PolicySpecError(ValueError):
@@ -75,13 +75,15 @@ def _field_types(config_cls: type[Any]) -> dict[str, Any]:
     return {name: hints[name] for name in names}
 
 
-def _coerce(raw: Value, hint: Any, key: str) -> Value | None:
+def _coerce(raw: Value, hint: Any, key: str) -> Value:
     """Turn an option string (or a grid value) into the field's type, with a readable error."""
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     text = str(raw).strip().lower()
     if type(None) in allowed and text in {"none", "null", ""}:
         return None
     try:
+        if raw is None:
+            raise ValueError
         if bool in allowed:
             if text not in {"true", "false", "1", "0", "yes", "no"}:
                 raise ValueError
@@ -168,9 +170,68 @@ def make_policy(spec: str, workload: WorkloadSpec, **overrides: Value) -> Policy
     return _BASELINES[name][1](workload, config)
 
 
-def tuning_grid(spec: str) -> dict[str, list[float]]:
-    """The knobs worth sweeping for a policy (its config's ``tuning_grid``)."""
+def format_option(value: Value) -> str:
+    """An option value spelled as in a spec (``none``, ``0.9``, ``3600``); ``_coerce`` reads it back."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return value
+
+
+def starting_point(spec: str, knobs: Iterable[str]) -> dict[str, Value]:
+    """What ``spec`` sets each knob to: its own option, else the config's default."""
+    name, positional, options = parse_spec(spec)
+    if name == "static":
+        policy = _make_static(positional, dict(options))
+        assert isinstance(policy, StaticPolicy)
+        return {knob: policy.replicas for knob in knobs if knob == "n"}
+    config_cls = _config_class(name)
+    _no_positional(name, positional)
+    config = build_config(config_cls, options, name)
+    return {knob: getattr(config, knob) for knob in knobs}
+
+
+def tuning_grid(spec: str, extra: Mapping[str, Sequence[Value]] | None = None) -> dict[str, list[Value]]:
+    """The knobs worth sweeping for a policy, and their candidate values.
+
+    The config's own ``tuning_grid``, with ``extra`` replacing a knob's values or adding a knob
+    (values are read like spec options, so ``"none"`` unsets an optional one). Every knob's value
+    in ``spec`` (its default unless the spec sets it) is always a candidate, so the configuration
+    a user starts from is one of the grid points and a tuning run shows where it stands.
+    """
     name, _, _ = parse_spec(spec)
     if name == "static":
-        return {"n": [float(n) for n in (10, 20, 40, 60, 80, 120)]}
-    return cast(dict[str, list[float]], _config_class(name).tuning_grid())
+        fields: dict[str, Any] = {"n": int}
+        grid: dict[str, list[Value]] = {"n": [10, 20, 40, 60, 80, 120]}
+    else:
+        config_cls = _config_class(name)
+        fields = _field_types(config_cls)
+        grid = {key: list(values) for key, values in config_cls.tuning_grid().items()}
+    for raw_key, values in (extra or {}).items():
+        key = _snake(raw_key)
+        if key not in fields:
+            raise PolicySpecError(
+                f"unknown knob {raw_key!r} to tune for policy {name!r}; valid: {', '.join(fields)}"
+            )
+        if not values:
+            raise PolicySpecError(f"no values to tune {key!r} over")
+        grid[key] = [_coerce(value, fields[key], key) for value in values]
+    for key, value in starting_point(spec, grid).items():
+        if value not in grid[key]:
+            grid[key].append(value)
+    return {key: _sorted(values) for key, values in grid.items()}
+
+
+def _sorted(values: list[Value]) -> list[Value]:
+    """Distinct values, ``None`` first, then ascending (left in order if they do not compare)."""
+    distinct = list(dict.fromkeys(values))
+    try:
+        return sorted(distinct, key=lambda v: (v is not None, v if v is not None else 0))
+    except TypeError:
+        return distinct

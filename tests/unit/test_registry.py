@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from autoscaler.engine.baselines import KedaPolicy, KpaPolicy, StaticPolicy
-from autoscaler.engine.registry import PolicySpecError, make_policy, parse_spec, tuning_grid
+from autoscaler.engine.policy import StartupAwareConfig
+from autoscaler.engine.registry import (
+    PolicySpecError,
+    format_option,
+    make_policy,
+    parse_spec,
+    starting_point,
+    tuning_grid,
+)
 from autoscaler.engine.target import WorkloadSpec
 
 WORKLOAD = WorkloadSpec()
@@ -72,6 +84,69 @@ def test_mistakes_are_one_line_value_errors(spec: str, fragment: str) -> None:
 def test_tuning_grids() -> None:
     assert tuning_grid("keda") == {"list_length": [1.0, 2.0, 5.0, 10.0, 20.0, 50.0]}
     assert "utilization" in tuning_grid("kpa:target=2")
-    assert "n" in tuning_grid("static:3")
+    assert tuning_grid("static:3") == {"n": [3, 10, 20, 40, 60, 80, 120]}
     with pytest.raises(PolicySpecError):
         tuning_grid("nope")
+
+
+def test_the_starting_config_is_always_a_grid_point() -> None:
+    """Tuning from the defaults searches the defaults too, so a run shows where they stand."""
+    default = StartupAwareConfig()
+    grid = tuning_grid("startup-aware")
+    start = starting_point("startup-aware", grid)
+    assert start["standing_pool_window_seconds"] == default.standing_pool_window_seconds
+    assert start["standing_pool_attainment"] == default.standing_pool_attainment
+    for knob, value in start.items():
+        assert value in grid[knob], knob
+        assert grid[knob] == sorted(set(grid[knob])), knob  # ascending, each once
+    mine = tuning_grid("keda:listLength=7")
+    assert mine["list_length"] == [1.0, 2.0, 5.0, 7.0, 10.0, 20.0, 50.0]
+    assert starting_point("keda:listLength=7", mine) == {"list_length": 7.0}
+
+
+def test_extra_knobs_replace_or_add_candidates() -> None:
+    grid = tuning_grid(
+        "startup-aware:confidence=0.9",
+        {"confidence": ["0.7"], "queueMissProbability": ["0.02", "0.005"], "drain_seconds": ["20", "none"]},
+    )
+    assert grid["confidence"] == [0.7, 0.9]  # the given values, plus the spec's own
+    assert grid["queue_miss_probability"] == [0.005, 0.01, 0.02]  # camelCase read, default added
+    assert grid["drain_seconds"] == [None, 20.0]  # 'none' unsets an optional knob
+    assert "scale_down_window_startups" in grid  # the other default knobs stay
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({"warp": ["9"]}, "unknown knob 'warp' to tune for policy 'startup-aware'; valid: confidence"),
+        ({"confidence": []}, "no values to tune 'confidence' over"),
+        ({"confidence": ["high"]}, "confidence='high' is not a valid float"),
+        ({"startup_min_samples": ["2.5"]}, "startup_min_samples='2.5' is not a valid int"),
+        ({"confidence": ["none"]}, "confidence='none' is not a valid float"),
+    ],
+)
+def test_bad_grids_say_what_is_wrong(extra: dict[str, list[str]], fragment: str) -> None:
+    with pytest.raises(PolicySpecError) as caught:
+        tuning_grid("startup-aware", extra)
+    assert fragment in str(caught.value)
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**9), 10**9),
+        st.floats(allow_nan=False, allow_infinity=False),
+    )
+)
+def test_format_option_reads_back_exactly(value: float | int | bool | None) -> None:
+    """What the tune table and labels print is the value itself, not a rounded neighbour."""
+    text = format_option(value)
+    if value is None:
+        policy = make_policy(f"startup-aware:drain_seconds={text}", WORKLOAD)
+        assert policy.config.drain_seconds is None  # type: ignore[attr-defined]
+    elif isinstance(value, bool):
+        assert text in {"true", "false"} and (text == "true") is value
+    else:
+        assert float(text) == value and not math.isnan(float(text))
+        assert "," not in text and "=" not in text  # safe inside a spec

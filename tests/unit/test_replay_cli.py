@@ -172,6 +172,35 @@ def test_tune_prints_a_front_and_a_yaml_recommendation(
     assert PolicyConfig.model_validate(block).name == "keda"  # the daemon accepts it as written
 
 
+def test_tune_searches_given_knobs_and_shows_where_the_starting_config_stands(
+    trace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run_cli(
+        capsys,
+        "tune",
+        "--trace",
+        str(trace),
+        "--policy",
+        "keda:listLength=3",
+        "--grid",
+        "listLength=1,8",
+        "--grid",
+        "scale_up_pods=2,4",
+        "--processes",
+        "1",
+    )
+    assert status == 0, err
+    assert "6 grid points" in err  # list_length 1, 3 (the spec's), 8; scale_up_pods 2, 4 (default)
+    line = out[out.index("Starting config (") :].splitlines()[0]
+    assert "list_length=3, scale_up_pods=4" in line and "within SLO at" in line
+    status, _, err = run_cli(capsys, "tune", "--trace", str(trace), "--grid", "warp=9")
+    assert status == 2 and "unknown knob 'warp'" in err
+    status, _, err = run_cli(capsys, "tune", "--trace", str(trace), "--grid", "confidence=0.9,2")
+    assert status == 2 and "confidence" in err and "less than 1" in err
+    status, _, err = run_cli(capsys, "tune", "--trace", str(trace), "--grid", "confidence")
+    assert status == 2 and "expected KNOB=VALUE" in err
+
+
 def test_keda_sweep_writes_markdown(trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = tmp_path / "sweep.md"
     status, _, _ = run_cli(
