@@ -222,17 +222,18 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 # -- tune ----------------------------------------------------------------------------------------
 def cmd_tune(args: argparse.Namespace) -> int:
     setup = _setup(args)
-    trace = _trace(args.trace)
+    traces = [_trace(path) for path in args.trace]
     grid = tuning_grid(args.policy, dict(args.grid or []))
     points = tune.grid_points(grid)
     start = starting_point(args.policy, grid)
     workload = setup.nominal_workload()
     for point in points:  # every value must build a policy before any replay starts
         make_policy(args.policy, workload, **point)
-    prepared = prepare(trace, setup)
+    prepared = [prepare(trace, setup) for trace in traces]
     console = _console()
     err = _console(stderr=True)
-    err.print(f"tuning {args.policy} on {trace.name}: {len(points)} grid points, {args.processes} processes")
+    names = ", ".join(trace.name for trace in traces)
+    err.print(f"tuning {args.policy} on {names}: {len(points)} grid points, {args.processes} processes")
     with _progress(sys.stderr.isatty()) as progress_for:
         tick = progress_for(f"{len(points)} replays")
         count = 0
@@ -248,6 +249,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     title = f"Pareto front (cost vs SLO attainment), {len(front)} of {len(trials)} grid points"
     knobs: list[Column[tune.Trial]] = [(k, _knob(k)) for k in grid]
     metrics: list[Column[tune.Trial]] = [(h, _of_outcome(cell)) for h, cell in METRICS]
+    if len(traces) > 1:  # all traces' jobs together, then the trace a recommendation must also meet
+        metrics.insert(1, ("worst trace", lambda trial: f"{trial.worst_attainment:.1%}"))
     console.print(rich_table(front, title, [*knobs, *metrics]))
     console.print(_starting_row(next(t for t in trials if t.options == start), front), soft_wrap=True)
     best, met = tune.recommend(trials, args.target_attainment)
@@ -429,7 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
 
     tun = sub.add_parser("tune", help="grid-search a policy's knobs; Pareto front + recommended config")
-    tun.add_argument("--trace", required=True, help="trace CSV (Azure LLM or generic)")
+    tun.add_argument(
+        "--trace",
+        required=True,
+        action="append",
+        help="trace CSV (Azure LLM or generic); repeat to tune one config for several, scored together",
+    )
     tun.add_argument("--policy", default=STARTUP_AWARE, help="policy spec to tune [startup-aware]")
     tun.add_argument("--target-attainment", type=float, default=0.99, help="SLO attainment to meet [0.99]")
     tun.add_argument("--processes", type=int, default=2, help="replays in parallel [2]")

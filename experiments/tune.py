@@ -1,7 +1,10 @@
-"""Grid search of a policy's knobs on a trace: the cost-vs-SLO Pareto front and a recommendation.
+"""Grid search of a policy's knobs on traces: the cost-vs-SLO Pareto front and a recommendation.
 
-Each grid point is one full replay, independent of the others, so the grid runs in a small process
-pool (forked, so the prepared trace is shared rather than pickled per task).
+Each grid point is one full replay per trace, independent of the others, so the grid runs in a
+small process pool (forked, so the prepared traces are shared rather than pickled per task).
+Several traces (days of the same workload, say) are scored together: every job counts once and the
+cost is over their summed oracle; a recommendation must meet the target on each trace alone, since
+one configuration will serve all of them.
 """
 
 from __future__ import annotations
@@ -14,19 +17,24 @@ from dataclasses import dataclass
 import yaml
 
 from autoscaler.engine.registry import Value, format_option
-from experiments.replay import Outcome, Prepared, run_policy
+from experiments.replay import Outcome, Prepared, pooled_score, run_policy
 
 Point = dict[str, Value]
 
-_WORKER: tuple[Prepared, str] | None = None
+_WORKER: tuple[Sequence[Prepared], str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Trial:
-    """One grid point and how the policy did with it."""
+    """One grid point and how the policy did with it: on all traces together, and on each."""
 
     options: Point
     outcome: Outcome
+    per_trace: tuple[Outcome, ...]
+
+    @property
+    def worst_attainment(self) -> float:
+        return min(o.slo_attainment for o in self.per_trace)
 
 
 def grid_points(grid: Mapping[str, Sequence[Value]]) -> list[Point]:
@@ -40,7 +48,7 @@ def _label(spec: str, point: Point) -> str:
     return f"{spec}{',' if ':' in spec else ':'}{options}" if options else spec
 
 
-def _init_worker(prepared: Prepared, spec: str) -> None:
+def _init_worker(prepared: Sequence[Prepared], spec: str) -> None:
     global _WORKER
     _WORKER = (prepared, spec)
 
@@ -48,18 +56,26 @@ def _init_worker(prepared: Prepared, spec: str) -> None:
 def _run_point(point: Point) -> Trial:
     assert _WORKER is not None, "worker not initialised"
     prepared, spec = _WORKER
-    outcome, _ = run_policy(prepared, spec, point)
-    return Trial(point, Outcome(**{**outcome.as_json(), "policy": _label(spec, point)}))
+    label = _label(spec, point)
+    runs = [run_policy(p, spec, point) for p in prepared]
+    per_trace = tuple(Outcome(**{**outcome.as_json(), "policy": label}) for outcome, _ in runs)
+    if len(runs) == 1:
+        return Trial(point, per_trace[0], per_trace)
+    slo = prepared[0].setup.slo
+    pooled = pooled_score(label, [result for _, result in runs], slo, [p.oracle for p in prepared])
+    return Trial(point, pooled, per_trace)
 
 
 def run_grid(
-    prepared: Prepared,
+    prepared: Prepared | Sequence[Prepared],
     spec: str,
     points: Sequence[Point],
     processes: int = 2,
     on_result: Callable[[Trial], None] | None = None,
 ) -> list[Trial]:
-    """Replay ``prepared`` once per point (``spec`` with the point's options), in grid order."""
+    """Replay the prepared trace(s) once per point (``spec`` with its options), in grid order."""
+    if isinstance(prepared, Prepared):
+        prepared = [prepared]
     trials: list[Trial] = []
     if processes <= 1 or len(points) <= 1:
         _init_worker(prepared, spec)
@@ -89,29 +105,44 @@ def pareto_front(trials: Sequence[Trial]) -> list[Trial]:
 
 
 def recommend(trials: Sequence[Trial], target: float) -> tuple[Trial, bool]:
-    """The cheapest trial meeting ``target`` attainment, else the best-attaining one (and False)."""
-    meeting = [t for t in trials if t.outcome.slo_attainment >= target]
+    """The cheapest trial meeting ``target`` attainment on every trace, else the one whose worst
+    trace attains the most (and False)."""
+    meeting = [t for t in trials if t.worst_attainment >= target]
     if meeting:
         return min(meeting, key=lambda t: t.outcome.cost_vs_oracle), True
-    best = max(trials, key=lambda t: (t.outcome.slo_attainment, -t.outcome.cost_vs_oracle))
+    best = max(trials, key=lambda t: (t.worst_attainment, -t.outcome.cost_vs_oracle))
     return best, False
 
 
-def yaml_snippet(spec: str, trial: Trial, prepared: Prepared, target: float, met: bool) -> str:
+def yaml_snippet(
+    spec: str, trial: Trial, prepared: Prepared | Sequence[Prepared], target: float, met: bool
+) -> str:
     """A config fragment for the recommended knobs, with where it came from as comments."""
-    o = trial.outcome
+    traces = [prepared] if isinstance(prepared, Prepared) else list(prepared)
+    every = " on every trace" if len(traces) > 1 else ""
     why = (
-        f"cheapest grid point with SLO attainment >= {target:g}"
+        f"cheapest grid point with SLO attainment >= {target:g}{every}"
         if met
-        else f"no grid point reached {target:g}; this one attains the most"
+        else f"no grid point reached {target:g}{every}; this one's worst trace attains the most"
     )
     name = spec.partition(":")[0]
     header = [
-        f"# experiments tune on {prepared.trace.name}: {why}",
-        f"# attainment {o.slo_attainment:.4f}, {o.cost_vs_oracle:.2f}x oracle pod-seconds, "
-        f"p99 latency {o.latency_p99:.1f} s",
-        f"# workload: {prepared.setup.describe()}",
+        f"# experiments tune on {', '.join(p.trace.name for p in traces)}: {why}",
+        *(
+            f"# {label}attainment {o.slo_attainment:.4f}, {o.cost_vs_oracle:.2f}x oracle pod-seconds, "
+            f"p99 latency {o.latency_p99:.1f} s"
+            for label, o in _scored(trial, traces)
+        ),
+        f"# workload: {traces[0].setup.describe()}",
     ]
     header.append("# paste under the target in the autoscaler ConfigMap (autoscaler/config.py)")
     body = yaml.safe_dump({"policy": {"name": name, **trial.options}}, sort_keys=False)
     return "\n".join(header) + "\n" + body
+
+
+def _scored(trial: Trial, traces: Sequence[Prepared]) -> list[tuple[str, Outcome]]:
+    """The trial's outcome, then each trace's (labelled) when there are several."""
+    if len(traces) == 1:
+        return [("", trial.outcome)]
+    each = [(f"{p.trace.name}: ", o) for p, o in zip(traces, trial.per_trace, strict=True)]
+    return [("all traces: ", trial.outcome), *each]

@@ -201,6 +201,21 @@ def test_tune_searches_given_knobs_and_shows_where_the_starting_config_stands(
     assert status == 2 and "expected KNOB=VALUE" in err
 
 
+def test_tune_on_several_traces_recommends_for_each(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "busier.csv"
+    write_trace(other, generate(Poisson(rate=3.0, duration=300.0), seed=6)[0])
+    status, out, err = run_cli(
+        capsys, "tune", "--trace", str(trace), "--trace", str(other), "--policy", "keda", "--processes", "1"
+    )
+    assert status == 0, err
+    assert "small.csv, busier.csv" in err and "worst trace" in out
+    snippet = out[out.index("# experiments tune") :]
+    assert "# small.csv: attainment" in snippet and "# busier.csv: attainment" in snippet
+    assert yaml.safe_load(snippet)["policy"]["name"] == "keda"
+
+
 def test_keda_sweep_writes_markdown(trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = tmp_path / "sweep.md"
     status, _, _ = run_cli(
