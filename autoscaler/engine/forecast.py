@@ -38,12 +38,18 @@ class RateForecast:
     """Average arrival rate (jobs/s) expected over a horizon, and an upper quantile of it.
 
     ``steady`` says the mean came from the steady-traffic line, not from the Holt filter.
+    ``seasonal_offset`` is the part of the mean the seasonal profile adds (its average over the
+    horizon) and ``seasonal_at_ready`` the profile's offset in the horizon's last tick, when pods
+    ordered now first serve: a season's shape is known ahead, so a peak that begins there is sized
+    for where it will be rather than averaged with the quiet before it. Both are 0 without one.
     """
 
     mean: float
     upper: float
     seasonal: bool = False
     steady: bool = False
+    seasonal_offset: float = 0.0
+    seasonal_at_ready: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +94,12 @@ class SeasonalProfile:
         return self._offsets is not None
 
     def observe(self, now: float, arrivals: float, interval: float) -> None:
-        index = math.floor(now / self.bucket_seconds)
+        """Count a tick's ``arrivals`` (the ``interval`` seconds before ``now``) in its bucket.
+
+        The tick belongs to the phase of its middle, as :meth:`offset` is read: stamped with its
+        end, every count would land one tick late, and a short season's peak with it.
+        """
+        index = math.floor((now - interval / 2) / self.bucket_seconds)
         if self._bucket_index is None:
             self._bucket_index = index
         while index > self._bucket_index:  # close finished buckets (empty ones count as zero load)
@@ -298,8 +309,12 @@ class RateForecaster:
             cumulative += damp
         mean = self.level + self.trend * cumulative / steps
         seasonal = self.seasonal is not None and self.seasonal.ready
+        offset = at_ready = 0.0
         if self.seasonal is not None:
-            mean += self.seasonal.mean_offset(now, now + horizon_seconds)
+            offset = self.seasonal.mean_offset(now, now + horizon_seconds)
+            end = now + horizon_seconds
+            at_ready = self.seasonal.mean_offset(max(now, end - self.tick_seconds), end)
+            mean += offset
         # The queueing model already prices Poisson arrival noise, so only the variability beyond
         # it counts here: residual variance in excess of a Poisson process at this level (bursts,
         # regime changes), spread along the horizon, plus the estimate's own error in the level.
@@ -318,4 +333,11 @@ class RateForecaster:
                 steady = None
         excess = max(0.0, self.variance - poisson)
         spread = math.sqrt(excess * (1.0 / steps + p.alpha**2 * (steps - 1) / 2) + level_error)
-        return RateForecast(mean=mean, upper=mean + z * spread, seasonal=seasonal, steady=steady is not None)
+        return RateForecast(
+            mean=mean,
+            upper=mean + z * spread,
+            seasonal=seasonal,
+            steady=steady is not None,
+            seasonal_offset=offset,
+            seasonal_at_ready=at_ready,
+        )

@@ -193,11 +193,25 @@ def slo_demand(inp: SizingInputs) -> float:
     rate counts only in the proportion such excesses really lasted a horizon before
     (``forecast_persistence``). The demand never falls when the forecast rises: the discount
     grows at most as fast as the mean, and the upper quantile at least as fast.
+
+    A seasonal profile's part is a prediction, not the echo of a spike, so it is never discounted;
+    and it is read where the pods ordered now first serve (``seasonal_at_ready``), not averaged
+    over the horizon, so a daily or cron-like peak has its pods ready when it begins.
     """
+    season_ahead = inp.forecast.seasonal_at_ready - inp.forecast.seasonal_offset
     if inp.long_rate is None:
-        return inp.forecast.upper
-    excess = max(0.0, inp.forecast.mean - forecast_excess_floor(inp))
-    return inp.forecast.upper - (1.0 - inp.forecast_persistence) * excess
+        return inp.forecast.upper + season_ahead
+    return inp.forecast.upper - (1.0 - inp.forecast_persistence) * forecast_excess(inp) + season_ahead
+
+
+def forecast_excess(inp: SizingInputs) -> float:
+    """How far the forecast, less a seasonal lift, stands above the long-run rate and its noise.
+
+    A seasonal lift (a positive offset) is predicted, so it is no excess. A seasonal dip is not
+    added back: the long-run rate is read off raw arrivals, which already show the dip.
+    """
+    lift = max(0.0, inp.forecast.seasonal_offset)
+    return max(0.0, inp.forecast.mean - lift - forecast_excess_floor(inp))
 
 
 def queue_building(inp: SizingInputs) -> bool:

@@ -50,7 +50,12 @@ def sizing_inputs(draw: st.DrawFn) -> SizingInputs:
         long_rate=draw(st.none() | st.floats(0, 60)),
         forecast_persistence=draw(st.floats(0, 1)),
         short_window_seconds=draw(st.floats(5, 60)),
-        forecast=RateForecast(mean, mean + draw(st.floats(0, 20))),
+        forecast=RateForecast(
+            mean,
+            mean + draw(st.floats(0, 20)),
+            seasonal_offset=draw(st.floats(-10, 10)),
+            seasonal_at_ready=draw(st.floats(-10, 20)),
+        ),
         service_time=draw(st.floats(0.1, 30)),
         startup_time=draw(st.floats(0, 120)),
         service_cv2=draw(st.floats(0, 4)),
@@ -95,8 +100,17 @@ def test_non_decreasing_in_waiting_jobs(inp: SizingInputs, extra: int) -> None:
 @settings(max_examples=300, deadline=None)
 @given(sizing_inputs(), st.floats(0, 30), st.floats(0, 30))
 def test_non_decreasing_in_forecast_rate(inp: SizingInputs, more_mean: float, more_upper: float) -> None:
-    higher = RateForecast(inp.forecast.mean + more_mean, inp.forecast.upper + more_mean + more_upper)
+    higher = replace(
+        inp.forecast, mean=inp.forecast.mean + more_mean, upper=inp.forecast.upper + more_mean + more_upper
+    )
     assert size(replace(inp, forecast=higher)).desired >= size(inp).desired
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizing_inputs(), st.floats(0, 30))
+def test_non_decreasing_in_the_season_ahead(inp: SizingInputs, more: float) -> None:
+    ahead = replace(inp.forecast, seasonal_at_ready=inp.forecast.seasonal_at_ready + more)
+    assert size(replace(inp, forecast=ahead)).desired >= size(inp).desired
 
 
 @settings(max_examples=300, deadline=None)

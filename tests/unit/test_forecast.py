@@ -169,6 +169,25 @@ def test_seasonal_profile_predicts_the_coming_phase() -> None:
     assert np.mean(errors_seasonal) < 1.5
 
 
+def test_a_seasonal_peak_is_read_where_pods_ordered_now_first_serve() -> None:
+    """A cron-like season: 10 jobs/s for 30 s every 5 min. The forecast, 30 s before a burst with a
+    35 s horizon, averages the burst into the horizon but reports it in full at the ready tick."""
+    period, tick, horizon = 300.0, 5.0, 35.0
+    f = RateForecaster(tick, season_seconds=period, refit_every_seconds=period / 4)
+    now = 0.0
+    for _ in range(int(3 * period / tick)):
+        now += tick
+        f.observe(now, 50 if (now - tick) % period < 30 else 0, tick)
+    ahead = now + (period - now % period) - 30.0  # 30 s before the next burst begins
+    assert f.seasonal is not None and f.seasonal.ready
+    forecast = f.forecast(ahead, horizon, 0.0)
+    assert forecast.seasonal_at_ready == pytest.approx(f.seasonal.offset(ahead + horizon - tick / 2))
+    assert forecast.seasonal_at_ready > 5.0  # the burst's 10 jobs/s, less the season's mean of 1
+    assert forecast.seasonal_offset == pytest.approx(f.seasonal.mean_offset(ahead, ahead + horizon))
+    assert forecast.seasonal_offset < forecast.seasonal_at_ready - 3.0  # the average dilutes it
+    assert RateForecaster(tick).forecast(now, horizon, 0.0).seasonal_at_ready == 0.0
+
+
 def test_per_tick_cost_does_not_grow_with_history() -> None:
     f = RateForecaster(5.0, season_seconds=600.0, refit_every_seconds=1e12)  # one refit, then none
 

@@ -225,6 +225,25 @@ def test_the_slo_term_discounts_only_a_forecast_spike_beyond_the_long_run_band()
     assert faded.terms["slo_pods"] < size(replace(spike, forecast_persistence=1.0)).terms["slo_pods"]
 
 
+def test_a_seasonal_lift_is_taken_where_the_new_pods_serve_and_never_discounted() -> None:
+    # The profile adds 6 jobs/s on average over the horizon, and 9 in its last tick (a cron peak
+    # starting there); the long run is 1 job/s and no past spike lasted (persistence 0).
+    cron = RateForecast(7.0, 8.0, seasonal=True, seasonal_offset=6.0, seasonal_at_ready=9.0)
+    inp = replace(BASE, forecast=cron, long_rate=1.0, forecast_persistence=0.0)
+    floor = 1.0 + 2.0 * math.sqrt(0.1)
+    assert slo_demand(inp) == pytest.approx(8.0 - (7.0 - 6.0 - floor) * 0.0 + 3.0)  # 1 job/s is no excess
+    assert slo_demand(inp) == pytest.approx(11.0)
+    # Without a profile the same numbers are a spike's echo and are discounted to the floor.
+    echo = replace(inp, forecast=RateForecast(7.0, 8.0))
+    assert slo_demand(echo) == pytest.approx(8.0 - (7.0 - floor))
+    # A seasonal dip is not an excess either way: the long-run rate already shows it.
+    dip = replace(
+        inp, forecast=RateForecast(0.5, 0.8, seasonal=True, seasonal_offset=-4.0, seasonal_at_ready=-4.5)
+    )
+    assert slo_demand(dip) == pytest.approx(0.8 - 0.5)
+    assert size(inp).terms["slo_pods"] > size(echo).terms["slo_pods"]
+
+
 def after_spikes(config: StartupAwareConfig) -> list[dict[str, float]]:
     """Decision terms 10 s after each of 30 ten-second spikes, 3 min apart, idle in between."""
     policy = StartupAwarePolicy(WorkloadSpec(min_replicas=1), config)
