@@ -1,16 +1,18 @@
-"""Traffic with a known period: what configuring ``season_seconds`` buys.
+"""Traffic on a clock: what finding (or configuring) its period buys.
 
 Batch pipelines and cron jobs submit bursts on a clock: 30 s of jobs every five minutes, say.
 Such a burst is over within one warm-up, so nothing reactive serves it, and the learned standing
-pool serves it only by keeping pods warm through every quiet minute. With the period configured,
-the seasonal profile (fitted once two seasons exist) orders the pods one warm-up ahead of each
-burst. This replays such traces, and smooth daily-like swings for contrast, three ways: the
-default configuration, the period configured, and the period configured with the standing pool
-off. "After two seasons" counts the jobs that arrive once the profile can have been fitted.
+pool serves it only by keeping pods warm through every quiet minute. With a season, the
+seasonal profile orders the pods one warm-up ahead of each burst. The default configuration
+looks for the period itself (``autoscaler.engine.period``; it needs three cycles); it can also
+be configured (``season_seconds``). This replays such traces, and smooth swings for contrast,
+four ways: the period search off, the default, the period configured, and the period configured
+with the standing pool off. "After two seasons" counts the jobs that arrive once a configured
+season's profile can have been fitted.
 
     .venv/bin/python benchmarks/seasonal.py [--out reports/seasonal.md]
 
-About two and a half minutes on two cores (the seasonal refits of the 8 h trace dominate).
+About a minute and a half on two cores (the seasonal refits of the 8 h trace dominate).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ CASES: tuple[tuple[str, Shape, float], ...] = (
 )
 # Knob overrides per run; a None value stands for the trace's period.
 CONFIGS: tuple[tuple[str, dict[str, float | None]], ...] = (
-    ("default", {}),
+    ("no season (search off)", {"season_detect_max_seconds": 0.0}),
+    ("default (searches for a period)", {}),
     ("season configured", {"season_seconds": None}),
     ("season, no standing pool", {"season_seconds": None, "standing_pool_window_seconds": 0.0}),
 )

@@ -39,6 +39,7 @@ TIME_KNOBS: dict[str, tuple[str, ...]] = {
         "short_window_seconds",
         "long_window_seconds",
         "season_seconds",
+        "season_detect_max_seconds",
         "standing_pool_window_seconds",
         "steady_window_seconds",
     ),

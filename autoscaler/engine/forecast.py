@@ -93,11 +93,12 @@ class SeasonalProfile:
     def ready(self) -> bool:
         return self._offsets is not None
 
-    def observe(self, now: float, arrivals: float, interval: float) -> None:
+    def observe(self, now: float, arrivals: float, interval: float, *, refit: bool = True) -> None:
         """Count a tick's ``arrivals`` (the ``interval`` seconds before ``now``) in its bucket.
 
         The tick belongs to the phase of its middle, as :meth:`offset` is read: stamped with its
-        end, every count would land one tick late, and a short season's peak with it.
+        end, every count would land one tick late, and a short season's peak with it. Then refit
+        when due, unless ``refit`` is false (history being replayed: one refit at its end does).
         """
         index = math.floor((now - interval / 2) / self.bucket_seconds)
         if self._bucket_index is None:
@@ -110,6 +111,11 @@ class SeasonalProfile:
             self._bucket_covered = 0.0
         self._bucket_arrivals += arrivals
         self._bucket_covered += interval
+        if refit:
+            self.refit_if_due(now)
+
+    def refit_if_due(self, now: float) -> None:
+        """Refit once two seasons are bucketed and ``refit_every_seconds`` have passed."""
         due = self._last_fit is None or now - self._last_fit >= self.refit_every_seconds
         if due and len(self._buckets) >= 2 * self.periods:
             self._refit()
@@ -249,10 +255,29 @@ class RateForecaster:
         self.trend = 0.0
         self.variance = 0.0
         self.steady = SteadyRate(steady_window_seconds) if steady_window_seconds > 0 else None
+        self.refit_every_seconds = refit_every_seconds
         self.seasonal: SeasonalProfile | None = None
-        if season_seconds:
-            refit = refit_every_seconds or season_seconds / 24
-            self.seasonal = SeasonalProfile(season_seconds, tick_seconds, refit)
+        self.set_season(season_seconds)
+
+    def set_season(self, season_seconds: float | None, now: float = 0.0, past: Sequence[float] = ()) -> None:
+        """Use a seasonal profile of this length from now on (None: none), fed ``past`` first.
+
+        ``past`` are per-tick arrival counts, oldest first, the newest for the tick ending at
+        ``now``; with two seasons of them the profile is fitted at once. The Holt level is left
+        as it is: it follows the deseasonalised rate within a few ticks.
+        """
+        if not season_seconds:
+            self.seasonal = None
+            return
+        # A day's profile is refitted hourly; a short season's not more often than every minute
+        # (twelve ticks): the fit costs tens of milliseconds, and a cron's shape hardly moves.
+        refit = self.refit_every_seconds or max(season_seconds / 24, 12 * self.tick_seconds)
+        self.seasonal = SeasonalProfile(season_seconds, self.tick_seconds, refit)
+        tick = self.tick_seconds
+        for i, count in enumerate(past):
+            self.seasonal.observe(now - (len(past) - 1 - i) * tick, count, tick, refit=False)
+        if past:
+            self.seasonal.refit_if_due(now)
 
     def observe(self, now: float, arrivals: int, interval: float) -> None:
         """Fold in one tick: ``arrivals`` jobs in the ``interval`` seconds before ``now``."""

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.engine.estimators import BurstPersistence, SampleQuantiles, WindowedRate
 from autoscaler.engine.forecast import HoltParams, RateForecaster
+from autoscaler.engine.period import PeriodDetector
 from autoscaler.engine.sizing import SizingInputs, burst_rate, size
 from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.standing_pool import StandingPool
@@ -76,6 +77,15 @@ class StartupAwareConfig(BaseModel):
     season_seconds: float | None = Field(
         None, gt=0, description="Season length for Holt-Winters (e.g. 86400); off when unset."
     )
+    season_detect_max_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description=(
+            "While `season_seconds` is unset, look for a period of up to this long in the arrivals "
+            "(traffic on a clock: a batch every few minutes) and use it as the season once it has "
+            "repeated three times. 0 turns the search off."
+        ),
+    )
     holt_alpha: float = Field(0.3, gt=0, le=1)
     holt_beta: float = Field(0.05, ge=0, le=1)
     holt_phi: float = Field(0.95, gt=0, le=1)
@@ -121,6 +131,7 @@ class StartupAwarePolicy:
         "_pool",
         "_last_decision_at",
         "_raw_history",
+        "_detector",
     )
     """What it has learned (see :mod:`autoscaler.engine.state`); everything else is configuration."""
 
@@ -153,6 +164,11 @@ class StartupAwarePolicy:
         )
         self._last_decision_at: float | None = None
         self._raw_history: deque[tuple[float, int]] = deque()
+        self._detector = (
+            PeriodDetector(workload.tick_seconds, max_seconds=cfg.season_detect_max_seconds)
+            if cfg.season_seconds is None and cfg.season_detect_max_seconds > 0
+            else None
+        )
 
     @property
     def name(self) -> str:
@@ -160,9 +176,10 @@ class StartupAwarePolicy:
 
     @property
     def refits(self) -> int:
-        """Amortised heavy steps so far (seasonal refits, standing-pool refreshes), for benchmarks."""
+        """Amortised heavy steps so far (seasonal refits, pool refreshes, period checks), for benchmarks."""
         seasonal = self.forecaster.seasonal.fits if self.forecaster.seasonal else 0
-        return seasonal + (self._pool.refreshes if self._pool else 0)
+        checks = self._detector.checks if self._detector else 0
+        return seasonal + (self._pool.refreshes if self._pool else 0) + checks
 
     @property
     def startup_estimate(self) -> float:
@@ -189,7 +206,15 @@ class StartupAwarePolicy:
         if document.get("policy") != self.name:
             raise StateError(f"policy: saved by {document.get('policy')!r}, this is {self.name!r}")
         skipped: list[str] = []
-        load(self, document.get("state"), "state", skipped)
+        before = self.forecaster.seasonal
+        season = _detected_season(document) if self._detector is not None else None
+        if season is not None:  # a detected season's profile exists only once found: make it to load into
+            self.forecaster.set_season(season)
+        try:
+            load(self, document.get("state"), "state", skipped)
+        except StateError:
+            self.forecaster.seasonal = before
+            raise
         return skipped
 
     def decide(self, snapshot: Snapshot) -> Decision:
@@ -208,6 +233,8 @@ class StartupAwarePolicy:
             self._rate_long.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
         self._service.extend(snapshot.service_times)
         self._startup.extend(snapshot.startup_times)
+        if self._detector is not None:
+            self._follow_period(snapshot)
 
         if self._last_decision_at is None:
             # A fresh policy (new daemon, restart) inherits the running count as its window peak:
@@ -259,7 +286,18 @@ class StartupAwarePolicy:
         terms = dict(decision.terms)
         terms["horizon"] = horizon
         terms["scale_down_window"] = window
+        if self.forecaster.seasonal is not None:
+            terms["season_seconds"] = self.forecaster.seasonal.season_seconds
         return Decision(decision.desired, decision.reason, terms, decision.remove)
+
+    def _follow_period(self, snapshot: Snapshot) -> None:
+        """Feed the period detector; when the period it finds changes, so does the season."""
+        assert self._detector is not None
+        self._detector.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
+        period = self._detector.period
+        current = self.forecaster.seasonal.season_seconds if self.forecaster.seasonal else None
+        if period != current:
+            self.forecaster.set_season(period, snapshot.now, self._detector.history())
 
     def _long_rate(self) -> float | None:
         """The long-run rate once its window is covered; None before (no spike discount yet).
@@ -301,3 +339,16 @@ class StartupAwarePolicy:
         while self._recent and self._recent[-1][1] <= clamped:
             self._recent.pop()
         self._recent.append((now, clamped))
+
+
+def _detected_season(document: Mapping[str, Any]) -> float | None:
+    """The period a saved policy had detected, if the document says so (else None)."""
+    try:
+        period = document["state"]["_detector"]["object"]["period"]
+    except (KeyError, TypeError):
+        return None
+    return (
+        float(period)
+        if isinstance(period, int | float) and not isinstance(period, bool) and period > 0
+        else None
+    )

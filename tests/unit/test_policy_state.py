@@ -113,8 +113,29 @@ def test_a_changed_season_is_skipped_not_mixed() -> None:
     document = through_json(learned(StartupAwareConfig(season_seconds=300.0)).export_state())
     other = StartupAwarePolicy(WORKLOAD, StartupAwareConfig(season_seconds=600.0))
     assert other.restore_state(document) == ["state.forecaster.seasonal"]
-    none = StartupAwarePolicy(WORKLOAD)
-    assert none.restore_state(document) == ["state.forecaster.seasonal"]
+    searching = StartupAwarePolicy(WORKLOAD)  # no season set: it looks for one, the saver did not
+    assert searching.restore_state(document) == ["state.forecaster.seasonal", "state._detector"]
+
+
+def test_a_detected_season_is_restored_with_its_profile() -> None:
+    """Bursts every 150 s: the period is found by t = 600 s; a restart at 900 s keeps it exactly."""
+    arrivals, _ = generate(OnOff(rate=8.0, on_seconds=30.0, off_seconds=120.0, duration=1500.0), seed=2)
+    restarted = RestartedAt(lambda: StartupAwarePolicy(WORKLOAD), 900.0)
+    original = StartupAwarePolicy(WORKLOAD)
+    assert same_run(replay(arrivals, original), replay(arrivals, restarted))
+    assert restarted.restarted and restarted.skipped == []
+    assert original._detector is not None and original._detector.period == 150.0
+    assert original.forecaster.seasonal is not None and original.forecaster.seasonal.season_seconds == 150.0
+
+
+def test_a_failed_restore_leaves_no_detected_season_behind() -> None:
+    document = through_json(learned().export_state())
+    assert document["state"]["_detector"]["object"]["period"] == 150.0  # learned() bursts every 150 s
+    document["state"]["_service"] = "garbage"
+    fresh = StartupAwarePolicy(WORKLOAD)
+    with pytest.raises(StateError):
+        fresh.restore_state(document)
+    assert fresh.forecaster.seasonal is None
 
 
 def corrupted(path: list[str | int], value: Any) -> dict[str, Any]:
