@@ -142,6 +142,7 @@ def policy_estimates(policy: Policy, decision: Decision | None) -> dict[str, flo
     for name, attribute, term in (
         ("startup_seconds", "startup_estimate", "startup_time"),
         ("service_seconds", "service_estimate", "service_time"),
+        ("season_seconds", "season_seconds", "season_seconds"),
     ):
         value = getattr(policy, attribute, None)
         if isinstance(value, int | float):
@@ -195,6 +196,7 @@ class TargetLoop:
         self.state_store = state_store
         self._needs_restore = state_store is not None
         self._last_saved: float | None = None
+        self._season = 0.0  # the season the policy's forecast last used (0: none), to log changes
 
     @property
     def policy(self) -> Policy:
@@ -484,6 +486,11 @@ class TargetLoop:
             "error": report.error,
         }
         decision_log.info("decision", extra={"fields": fields})
+        season = (report.estimates or {}).get("season_seconds", self._season)
+        if season != self._season:  # found in the arrivals, or dropped: worth a line of its own
+            change = {"target": self.name, "season_seconds": season, "previous": self._season}
+            log.info("forecast season changed", extra={"fields": change})
+            self._season = season
 
     def _emit(self, report: TickReport) -> None:
         self.last_report = report

@@ -40,6 +40,10 @@ _PER_TARGET_GAUGES = {
     "forecast_rate_upper": "Upper quantile of the forecast arrival rate, jobs per second.",
     "startup_seconds": "Startup (creation to Ready) estimate the policy plans with (p90 once measured).",
     "service_seconds": "Service-time estimate the policy plans with.",
+    "season_seconds": (
+        "Season length the forecast uses: configured, or the period found in the arrivals of "
+        "traffic on a clock (0: none)."
+    ),
     "signal_age_seconds": "Age of the newest fresh queue signals.",
     "signals_stale": "1 when the last tick held because signals were missing or stale.",
     "shadow": "1 when the target is in shadow mode (decisions are published, not applied).",
@@ -114,6 +118,7 @@ class Metrics:
             ("forecast_rate_upper", "forecast_upper"),
             ("startup_seconds", "startup_seconds"),
             ("service_seconds", "service_seconds"),
+            ("season_seconds", "season_seconds"),
         ):
             if key in estimates:
                 g[gauge].set(estimates[key])

@@ -189,6 +189,11 @@ class StartupAwarePolicy:
     def service_estimate(self) -> float:
         return self._service.trimmed_mean()
 
+    @property
+    def season_seconds(self) -> float:
+        """The season the forecast uses, configured or found in the arrivals (0: none)."""
+        return self.forecaster.seasonal.season_seconds if self.forecaster.seasonal else 0.0
+
     def export_state(self) -> dict[str, Any]:
         """Everything learned so far as a JSON-ready document, for :meth:`restore_state`."""
         return {"format": FORMAT, "policy": self.name, "state": dump(self)}

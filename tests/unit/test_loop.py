@@ -294,6 +294,27 @@ def test_one_json_log_line_per_decision(caplog: pytest.LogCaptureFixture) -> Non
     assert line["terms"] == {"x": 1.0}
 
 
+def test_a_season_found_in_the_arrivals_is_exported_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """30 jobs in the first 5 s of every 2 min: by the fourth cycle the period is the season."""
+    clock = Clock(now=0.0)
+    source, target = MemorySource(clock), MemoryTarget(clock, replicas=1)
+    policy = StartupAwarePolicy(WorkloadSpec(tick_seconds=TICK))
+    loop = TargetLoop("t", source, target, policy, LoopSettings(policy.workload), clock=clock)
+    seasons = []
+    with caplog.at_level(logging.INFO, logger="autoscaler.loop"):
+        for i in range(24 * 6):  # six cycles of 24 ticks
+            clock.advance()
+            assert source.arrivals_total is not None
+            source.arrivals_total += 30 if i % 24 == 0 else 0
+            report = loop.tick()
+            seasons.append((report.estimates or {})["season_seconds"])
+    assert seasons[0] == 0.0 and seasons[-1] == 120.0
+    assert seasons.index(120.0) >= 3 * 24  # three cycles first
+    changes = [r for r in caplog.records if r.getMessage() == "forecast season changed"]
+    assert len(changes) == 1
+    assert changes[0].fields == {"target": "t", "season_seconds": 120.0, "previous": 0.0}  # type: ignore[attr-defined]
+
+
 def test_warm_start_gives_the_forecaster_the_recent_rate() -> None:
     clock = Clock(now=10_000.0)
     workload = WorkloadSpec(tick_seconds=TICK)

@@ -30,7 +30,13 @@ def report(**overrides: Any) -> TickReport:
         "shadow": False,
         "signal_age": 0.2,
         "next_delay": 5.0,
-        "estimates": {"rate_now": 1.6, "forecast_mean": 1.5, "forecast_upper": 2.5, "startup_seconds": 31.0},
+        "estimates": {
+            "rate_now": 1.6,
+            "forecast_mean": 1.5,
+            "forecast_upper": 2.5,
+            "startup_seconds": 31.0,
+            "season_seconds": 600.0,
+        },
         "state_saved_at": 95.0,
     }
     values.update(overrides)
@@ -54,6 +60,7 @@ def test_a_tick_sets_the_per_target_series() -> None:
     assert sample(metrics, "autoscaler_arrival_rate", **t) == 1.6
     assert sample(metrics, "autoscaler_forecast_rate_upper", **t) == 2.5
     assert sample(metrics, "autoscaler_startup_seconds", **t) == 31.0
+    assert sample(metrics, "autoscaler_season_seconds", **t) == 600.0
     assert sample(metrics, "autoscaler_signal_age_seconds", **t) == 0.2
     assert sample(metrics, "autoscaler_decisions_total", target="resnet", reason="backlog") == 1
     assert sample(metrics, "autoscaler_scale_actions_total", target="resnet", direction="up") == 1
