@@ -11,6 +11,7 @@ than 1 - confidence, and at most ``queue_miss_probability``).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 from statistics import NormalDist
@@ -300,8 +301,8 @@ class StartupAwarePolicy:
         assert self._detector is not None
         self._detector.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
         period = self._detector.period
-        current = self.forecaster.seasonal.season_seconds if self.forecaster.seasonal else None
-        if period != current:
+        # The profile rounds a long season to whole buckets: compare lengths, not float bits.
+        if not math.isclose(period or 0.0, self.season_seconds, abs_tol=1e-6):
             self.forecaster.set_season(period, snapshot.now, self._detector.history())
 
     def _long_rate(self) -> float | None:
