@@ -252,7 +252,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if len(traces) > 1:  # all traces' jobs together, then the trace a recommendation must also meet
         metrics.insert(1, ("worst trace", lambda trial: f"{trial.worst_attainment:.1%}"))
     console.print(rich_table(front, title, [*knobs, *metrics]))
-    console.print(_starting_row(next(t for t in trials if t.options == start), front), soft_wrap=True)
+    starting = next((t for t in trials if t.options == start), None)
+    if starting is not None:  # always a grid point (tuning_grid adds it); guarded all the same
+        console.print(_starting_row(starting, front), soft_wrap=True)
     best, met = tune.recommend(trials, args.target_attainment)
     console.print("\nRecommended config:\n")
     sys.stdout.write(tune.yaml_snippet(args.policy, best, prepared, args.target_attainment, met))
