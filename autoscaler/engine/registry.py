@@ -156,15 +156,22 @@ def _config_class(name: str) -> type[Any]:
     raise PolicySpecError(f"unknown policy {name!r}; valid: {', '.join(POLICY_SPELLINGS)}")
 
 
-def make_policy(spec: str, workload: WorkloadSpec, **overrides: Value) -> Policy:
-    """Parse ``spec`` and build the policy for ``workload``; ``ValueError`` says what is wrong."""
+def _configure(spec: str, overrides: Mapping[str, Value]) -> tuple[str, Any]:
+    """The policy ``spec`` names and what configures it: its built config, or the static pool."""
     name, positional, parsed = parse_spec(spec)
     options: dict[str, Value] = {**parsed, **{_snake(k): v for k, v in overrides.items()}}
     if name == "static":
-        return _make_static(positional, options)
+        return name, _make_static(positional, options)
     config_cls = _config_class(name)
     _no_positional(name, positional)
-    config = build_config(config_cls, options, name)
+    return name, build_config(config_cls, options, name)
+
+
+def make_policy(spec: str, workload: WorkloadSpec, **overrides: Value) -> Policy:
+    """Parse ``spec`` and build the policy for ``workload``; ``ValueError`` says what is wrong."""
+    name, config = _configure(spec, overrides)
+    if name == "static":
+        return cast(Policy, config)
     if name == STARTUP_AWARE:
         return cast(Policy, _startup_aware()[0](workload, config))
     return _BASELINES[name][1](workload, config)
@@ -186,14 +193,9 @@ def format_option(value: Value) -> str:
 
 def starting_point(spec: str, knobs: Iterable[str]) -> dict[str, Value]:
     """What ``spec`` sets each knob to: its own option, else the config's default."""
-    name, positional, options = parse_spec(spec)
-    if name == "static":
-        policy = _make_static(positional, dict(options))
-        assert isinstance(policy, StaticPolicy)
-        return {knob: policy.replicas for knob in knobs if knob == "n"}
-    config_cls = _config_class(name)
-    _no_positional(name, positional)
-    config = build_config(config_cls, options, name)
+    _, config = _configure(spec, {})
+    if isinstance(config, StaticPolicy):
+        return {knob: config.replicas for knob in knobs if knob == "n"}
     return {knob: getattr(config, knob) for knob in knobs}
 
 
