@@ -51,6 +51,11 @@ class RateForecast:
     seasonal_offset: float = 0.0
     seasonal_at_ready: float = 0.0
 
+    @property
+    def mean_without_lift(self) -> float:
+        """The mean less a seasonal lift: the part that may be a spike's echo (a dip stays in)."""
+        return self.mean - max(0.0, self.seasonal_offset)
+
 
 @dataclass(frozen=True, slots=True)
 class HoltParams:

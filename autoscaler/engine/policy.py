@@ -283,8 +283,9 @@ class StartupAwarePolicy:
         if "forecast_floor" in decision.terms:
             # Scored as slo_demand discounts it: the seasonal part is not a spike's echo.
             floor = decision.terms["forecast_floor"]
-            projected = inputs.forecast.mean - max(0.0, inputs.forecast.seasonal_offset)
-            self._forecast_persistence.project(snapshot.now, horizon, projected, floor)
+            self._forecast_persistence.project(
+                snapshot.now, horizon, inputs.forecast.mean_without_lift, floor
+            )
         # The window holds what the SLO term asked for, not backlog-drain pods: those are wanted
         # only until the backlog is gone, and holding them would pay for a burst twice.
         self._remember(snapshot.now, int(decision.terms["slo_pods"]))

@@ -210,8 +210,7 @@ def forecast_excess(inp: SizingInputs) -> float:
     A seasonal lift (a positive offset) is predicted, so it is no excess. A seasonal dip is not
     added back: the long-run rate is read off raw arrivals, which already show the dip.
     """
-    lift = max(0.0, inp.forecast.seasonal_offset)
-    return max(0.0, inp.forecast.mean - lift - forecast_excess_floor(inp))
+    return max(0.0, inp.forecast.mean_without_lift - forecast_excess_floor(inp))
 
 
 def queue_building(inp: SizingInputs) -> bool:
