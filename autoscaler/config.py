@@ -235,6 +235,15 @@ class TargetConfig(_Strict):
     service_seconds: float = Field(5.0, gt=0, description="Service-time default until measured.")
     slots_per_pod: int = Field(1, ge=1, description="Jobs one worker serves at once.")
     tick_seconds: float = Field(5.0, gt=0, le=300)
+    watch_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=300,
+        description=(
+            "Between ticks, read the queue's counts this often and let the policy order pods for a "
+            "surge at once instead of at the next tick. 0 (or >= tick_seconds) turns it off."
+        ),
+    )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     shadow: bool = Field(False, description="Compute and publish decisions without acting.")
     state: StateConfig = Field(default_factory=StateConfig)
@@ -256,6 +265,7 @@ class TargetConfig(_Strict):
             tick_seconds=self.tick_seconds,
             min_replicas=self.min_replicas,
             max_replicas=self.max_replicas,
+            watch_seconds=self.watch_seconds,
         )
 
     def policy_spec(self) -> str:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from autoscaler.engine.forecast import RateForecaster
-from autoscaler.engine.snapshot import Decision, PodPhase, Policy, Snapshot
+from autoscaler.engine.snapshot import Decision, PodPhase, Policy, Snapshot, SurgeResponder
 from autoscaler.engine.state import StateError, StatefulPolicy
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.sources.base import QueueSignals, SignalSource, SourceUnavailableError
@@ -353,14 +353,39 @@ class TargetLoop:
         acted, detail, delay = False, None, settings.workload.tick_seconds
         leader = self.leader.is_leader()  # asked as late as possible: leadership can move mid-tick
         if self._should_act(snapshot, decision, leader, settings.shadow):
-            try:
-                self.target.scale(decision, replace(state, pods=snapshot.pods))
+            failure = self._scale(decision, state, snapshot)
+            if failure is None:
                 acted = True
-            except Exception as exc:
-                error, detail, delay = "scale-failed", str(exc), self._backoff.next_delay()
-                self._log_failure(error, exc, delay)
+            else:
+                error, detail, delay = "scale-failed", str(failure), self._backoff.next_delay()
+                self._log_failure(error, failure, delay)
         if error != "scale-failed":
             self._backoff.reset()
+        return self._decided(
+            now, snapshot, decision, acted=acted, leader=leader, delay=delay, error=error, detail=detail
+        )
+
+    def _scale(self, decision: Decision, state: TargetState, snapshot: Snapshot) -> Exception | None:
+        """Apply ``decision``; returns what went wrong, or None."""
+        try:
+            self.target.scale(decision, replace(state, pods=snapshot.pods))
+        except Exception as exc:
+            return exc
+        return None
+
+    def _decided(
+        self,
+        now: float,
+        snapshot: Snapshot,
+        decision: Decision,
+        *,
+        acted: bool,
+        leader: bool,
+        delay: float,
+        error: str | None = None,
+        detail: str | None = None,
+    ) -> TickReport:
+        """Report a decision (of a tick or of the watch): log it, hand it to the observer, return it."""
         report = TickReport(
             target=self.name,
             now=now,
@@ -368,7 +393,7 @@ class TargetLoop:
             decision=decision,
             acted=acted,
             leader=leader,
-            shadow=settings.shadow,
+            shadow=self._settings.shadow,
             signal_age=now - self._previous.observed_at if self._previous else None,
             next_delay=delay,
             error=error,
@@ -379,6 +404,62 @@ class TargetLoop:
         self._log_decision(report)
         self._emit(report)
         return report
+
+    # ---- between ticks --------------------------------------------------------------------------
+
+    def watch(self) -> TickReport | None:
+        """Between ticks: read the queue's counts and let the policy answer a surge now.
+
+        Waiting for the next tick costs a burst up to a tick of warm-up on every pod it needs. So
+        every ``watch_seconds`` the acting leader of a live target reads the counts alone (one
+        Redis round trip), and only when jobs wait that arrived since the tick does it read the
+        target and ask the policy (:class:`~autoscaler.engine.snapshot.SurgeResponder`). A
+        scale-up the policy answers is applied and reported like a tick's decision, with reason
+        ``surge``. Returns that report, else None. Never raises: whatever fails here, the next
+        tick reads everything again and handles it.
+        """
+        with self._lock:
+            try:
+                return self._watch()
+            except (SourceUnavailableError, TargetUnavailableError):
+                return None  # the tick will say so, once
+            except Exception:
+                log.exception("watch failed", extra={"fields": {"target": self.name}})
+                return None
+
+    def _watch(self) -> TickReport | None:
+        settings, policy, previous = self._settings, self._policy, self._previous
+        if not (settings.workload.watching and isinstance(policy, SurgeResponder)) or previous is None:
+            return None
+        if settings.shadow or not self.leader.is_leader():
+            return None
+        pulse = self.source.pulse()
+        if pulse.waiting <= 0 or _arrivals_between(previous, pulse) <= 0:
+            return None
+        state = self.target.observe()
+        self._pending_startups.extend(state.startup_times)  # the next tick's to report
+        now = self._clock()
+        # A pulse has no worker states: the tick's are the newest known.
+        signals = replace(pulse, busy_by_worker=previous.busy_by_worker)
+        snapshot = self._snapshot(now, state, signals, settings.workload)
+        snapshot = replace(snapshot, service_times=(), startup_times=())
+        decision = policy.surge(snapshot)
+        if decision is None or decision.desired <= snapshot.current_replicas:
+            return None
+        failure = self._scale(decision, state, snapshot)
+        if failure is not None:
+            fields = {"target": self.name, "error": "scale-failed", "detail": str(failure)}
+            log.warning("surge scale-up failed", extra={"fields": fields})
+        return self._decided(
+            now,
+            snapshot,
+            decision,
+            acted=failure is None,
+            leader=True,
+            delay=settings.workload.watch_seconds,
+            error=None if failure is None else "scale-failed",
+            detail=None if failure is None else str(failure),
+        )
 
     def _read_source(self) -> tuple[QueueSignals | None, str | None]:
         """The signals, or None and the error kind (the tick then holds on a stale snapshot)."""
@@ -503,14 +584,31 @@ class TargetLoop:
     # ---- running ------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Tick until ``stop`` is set; the time a tick takes is part of its period, not added to it."""
+        """Tick until ``stop`` is set; the time a tick takes is part of its period, not added to it.
+
+        After a tick that went well, the wait for the next one is spent watching (:meth:`watch`).
+        """
         while not stop.is_set():
             started = time.monotonic()
+            healthy = False
             try:
-                delay = self.tick().next_delay
+                report = self.tick()
+                delay, healthy = report.next_delay, report.error is None
             except Exception:  # tick() handles its failures; this is the last line of defence
                 log.exception("tick crashed", extra={"fields": {"target": self.name}})
                 delay = self._backoff.next_delay()
-            stop.wait(max(0.0, delay - (time.monotonic() - started)))
+            self._wait(stop, started + delay, watching=healthy)
         with self._lock:
             self.save_state(force=True)  # what the next process starts from
+
+    def _wait(self, stop: threading.Event, until: float, *, watching: bool) -> None:
+        """Sleep until ``until`` (monotonic) or ``stop``; watch every ``watch_seconds`` meanwhile."""
+        while not stop.is_set():
+            left = until - time.monotonic()
+            step = self._settings.workload.watch_seconds
+            if not (watching and self._settings.workload.watching) or left <= step:
+                stop.wait(max(0.0, left))
+                return
+            if stop.wait(step):
+                return
+            self.watch()

@@ -76,6 +76,12 @@ def _add_workload(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--service-p90", type=float, help="service p90: draws lognormal service times")
     group.add_argument("--slo", type=float, default=10.0, help="latency SLO in seconds [10]")
     group.add_argument("--tick", type=float, default=5.0, help="control tick in seconds [5]")
+    group.add_argument(
+        "--watch",
+        type=float,
+        default=1.0,
+        help="between ticks, look at the queue this often and let the policy answer a surge (0: off) [1]",
+    )
     group.add_argument("--slots", type=int, default=1, help="job slots per pod [1]")
     group.add_argument("--initial-replicas", type=int, default=1, help="warm pods at t=0 [1]")
     group.add_argument("--min-replicas", type=int, default=0, help="policy floor [0]")
@@ -91,6 +97,7 @@ def _setup(args: argparse.Namespace) -> Setup:
         service_p90=args.service_p90,
         slo=args.slo,
         tick=args.tick,
+        watch=args.watch,
         slots=args.slots,
         initial_replicas=args.initial_replicas,
         min_replicas=args.min_replicas,

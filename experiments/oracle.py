@@ -81,11 +81,12 @@ def warmup_bound(
     """The best SLO attainment any online policy can reach on a trace that starts busy.
 
     Until the first pod ordered on evidence can be ready, only the initial pods serve. A policy
-    learns of the first job at the first tick at or after it arrives, so no new pod serves before
-    that tick plus one startup. Give the policy every pod it may have (``max_pods``, unlimited
-    when None) from that instant on: jobs the pods cannot start in time are still late, FIFO,
-    whatever the policy does. FIFO start times only move earlier when servers free up earlier,
-    so no scaling schedule does better.
+    learns of the first job at the first look at the queue at or after it arrives (``tick`` is the
+    interval between looks: the control tick, or the watch's between ticks when there is one), so
+    no new pod serves before that instant plus one startup. Give the policy every pod it may have
+    (``max_pods``, unlimited when None) from that instant on: jobs the pods cannot start in time
+    are still late, FIFO, whatever the policy does. FIFO start times only move earlier when servers
+    free up earlier, so no scaling schedule does better.
     """
     if len(arrivals) == 0:
         return 1.0

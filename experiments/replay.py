@@ -39,6 +39,7 @@ class Setup:
     service_p90: float | None = None
     slo: float = 10.0
     tick: float = 5.0
+    watch: float = 1.0
     slots: int = 1
     initial_replicas: int = 1
     min_replicas: int = 0
@@ -63,6 +64,7 @@ class Setup:
             tick_seconds=self.tick,
             min_replicas=self.min_replicas,
             max_replicas=self.max_replicas,
+            watch_seconds=self.watch,
         )
 
     def nominal_workload(self) -> WorkloadSpec:
@@ -77,6 +79,7 @@ class Setup:
             service += f" (p90 {self.service_p90:g} s)"
         return (
             f"startup {startup}, service {service}, SLO {self.slo:g} s, tick {self.tick:g} s, "
+            f"watch {self.watch:g} s, "
             f"{self.slots} slot(s)/pod, {self.initial_replicas} initial pod(s), "
             f"replicas {self.min_replicas}..{self.max_replicas}, seed {self.seed}"
         )

@@ -59,3 +59,7 @@ class RestartedAt:
                 seen = [t for t in self.arrivals if now - HISTORY_SECONDS <= t < now]
                 self.policy.forecaster.warm_start(seen, now)
         return self.policy.decide(snapshot)
+
+    def surge(self, snapshot: Snapshot) -> Decision | None:
+        """The current policy answers the watch between ticks, as the daemon's would."""
+        return self.policy.surge(snapshot)

@@ -2,7 +2,9 @@
 
 The model (DESIGN.md, "Simulator"): pods have ``slots_per_pod`` job slots and become ready a
 startup time after creation; one FIFO queue; the policy is asked every ``tick_seconds`` from t=0 with
-a :class:`Snapshot` built from the simulated state, exactly what the daemon would observe.
+a :class:`Snapshot` built from the simulated state, exactly what the daemon would observe. Between
+ticks, a policy that answers surges is shown the queue every ``watch_seconds``, as the daemon's
+watch does, and may scale up at once.
 
 Speed is the point of the design, because tuning replays the same trace hundreds of times:
 
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Policy, Snapshot
+from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Policy, Snapshot, SurgeResponder
 from autoscaler.engine.target import WorkloadSpec
 from experiments.distributions import Distribution, Fixed
 
@@ -234,8 +236,8 @@ class _Cluster:
             self.views[pod] = view
         return view
 
-    def snapshot(self, now: float, interval: float, previous: float) -> Snapshot:
-        arrived = bisect_right(self.arrivals, now)
+    def _views(self, now: float, previous: float | None) -> tuple[list[PodView], list[float]]:
+        """Every pod as seen at ``now``, and the startups of pods that became ready after ``previous``."""
         startups: list[float] = []
         views: list[PodView] = []
         for pod in self.live:
@@ -243,10 +245,15 @@ class _Cluster:
             if ready > now:
                 views.append(self._view(pod, PodPhase.STARTING, now))
                 continue
-            if previous < ready and not self.warm_at_start[pod]:
+            if previous is not None and previous < ready and not self.warm_at_start[pod]:
                 startups.append(ready - self.created[pod])
             views.append(self._view(pod, PodPhase.READY, now))
         views += [self._view(pod, PodPhase.DRAINING, now) for pod in self.draining]
+        return views, startups
+
+    def snapshot(self, now: float, interval: float, previous: float) -> Snapshot:
+        arrived = bisect_right(self.arrivals, now)
+        views, startups = self._views(now, previous)
         service = self.service
         completed = tuple(service[j] for j in self.done)
         self.reported += len(completed)
@@ -265,6 +272,28 @@ class _Cluster:
         )
         self.arrived_before = arrived
         return snap
+
+    def peek(self, now: float, last_tick: float) -> Snapshot | None:
+        """What the watch sees at ``now`` between ticks, or None when no job waits that arrived since.
+
+        Arrivals and interval count from ``last_tick``; completions and startups are left for the
+        next tick to report (each exactly once), so peeking changes nothing a tick will see.
+        """
+        arrived = bisect_right(self.arrivals, now)
+        if arrived in {self.arrived_before, self.next_job}:
+            return None
+        self.settle(now)
+        views, _ = self._views(now, None)
+        return Snapshot(
+            now=now,
+            waiting=arrived - self.next_job,
+            in_flight=sum(self.busy.values()),
+            arrivals=arrived - self.arrived_before,
+            interval=now - last_tick,
+            current_replicas=len(self.live),
+            pods=tuple(views),
+            slots_per_pod=self.slots,
+        )
 
     def ready_count(self, now: float) -> int:
         return sum(1 for p in self.live if self.ready_at[p] <= now)
@@ -301,6 +330,7 @@ def simulate(
     peak = config.initial_replicas
     end = math.inf
     stall = _StallGuard(max(config.stall_seconds, 10 * float(np.max(service))))
+    responder = policy if workload.watching and isinstance(policy, SurgeResponder) else None
     k = 0
     while True:
         now = k * tick  # multiplied, not accumulated, so tick times stay exact
@@ -314,6 +344,8 @@ def simulate(
         if now >= end:
             break
         scale_events += _apply(cluster, decision, workload, now)
+        if responder is not None:
+            scale_events += _watch(cluster, responder, workload, now)
         peak = max(peak, len(cluster.live))
         times.append(now)
         replicas.append(len(cluster.live))
@@ -357,6 +389,27 @@ def _apply(cluster: _Cluster, decision: Decision, workload: WorkloadSpec, now: f
     elif desired < current:
         cluster.remove(current - desired, decision.remove, now)
     return int(desired != current)
+
+
+def _watch(cluster: _Cluster, policy: SurgeResponder, workload: WorkloadSpec, tick_at: float) -> int:
+    """Between the tick at ``tick_at`` and the next, look every ``watch_seconds`` for a surge.
+
+    The policy may then scale up at once; the timeline still records ticks only. Returns the
+    number of scale events.
+    """
+    events = 0
+    step, next_tick = workload.watch_seconds, tick_at + workload.tick_seconds
+    i = 1
+    while (now := tick_at + i * step) < next_tick - 1e-9:  # multiplied, not accumulated
+        i += 1
+        cluster.assign(now)
+        snap = cluster.peek(now, tick_at)
+        if snap is None:
+            continue
+        decision = policy.surge(snap)
+        if decision is not None and decision.desired > len(cluster.live):
+            events += _apply(cluster, decision, workload, now)
+    return events
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from jobqueue import codec
 from jobqueue.driver import Arg, Command, Eval, Op, Sleep, call
-from jobqueue.keys import GROUP, Keyspace, split_queue, validate_queue
+from jobqueue.keys import GROUP, Keyspace, QueueKeys, split_queue, validate_queue
 from jobqueue.scripts import CANCEL, SUBMIT
 from jobqueue.types import (
     DeadLetter,
@@ -22,6 +22,7 @@ from jobqueue.types import (
     JobStatus,
     ListQueueStats,
     Priority,
+    QueueCounts,
     QueueStats,
     Settings,
     Submitted,
@@ -134,6 +135,42 @@ def _stream_counts(info: dict[str, Any] | None, length: int) -> tuple[int, int, 
     return int(lag), pending, True
 
 
+def _count_commands(qk: QueueKeys) -> list[Command]:
+    """The reads behind :class:`QueueCounts`: the arrivals counter, then each stream's group and length."""
+    return [
+        call("GET", qk.arrivals),
+        *(call("XINFO", "GROUPS", s, allow_error=True) for s in qk.streams),
+        *(call("XLEN", s) for s in qk.streams),
+    ]
+
+
+def _queue_counts(queue: str, replies: list[Any]) -> QueueCounts:
+    """:class:`QueueCounts` from the replies to :func:`_count_commands`, in its order."""
+    arrivals, info_high, info_normal, len_high, len_normal = replies
+    counts = [
+        _stream_counts(codec.group_info(info, GROUP), int(length))
+        for info, length in ((info_high, len_high), (info_normal, len_normal))
+    ]
+    return QueueCounts(
+        queue=queue,
+        waiting=sum(c[0] for c in counts),
+        in_flight=sum(c[1] for c in counts),
+        arrivals_total=int(arrivals or 0),
+        waiting_exact=all(c[2] for c in counts),
+    )
+
+
+def read_queue_counts(queue: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[QueueCounts]:
+    """Waiting, in-flight and arrivals counts of a queue in one round trip, moving no cursor.
+
+    The autoscaler's watch reads this every second between ticks; the tick's
+    :func:`read_queue_stats` still returns every completion since its own cursor.
+    """
+    qk = Keyspace(settings.prefix).queue(queue)
+    replies = yield _count_commands(qk)
+    return _queue_counts(queue, replies)
+
+
 def read_queue_stats(
     queue: str,
     *,
@@ -156,18 +193,10 @@ def read_queue_stats(
         if since
         else call("XREVRANGE", qk.completions, "+", "-", "COUNT", limit)
     )
-    replies = yield [
-        call("GET", qk.arrivals),
-        *(call("XINFO", "GROUPS", s, allow_error=True) for s in qk.streams),
-        *(call("XLEN", s) for s in qk.streams),
-        completions,
-        call("ZRANGE", qk.workers, 0, -1),
-    ]
-    arrivals, info_high, info_normal, len_high, len_normal, done, names = replies
-    counts = [
-        _stream_counts(codec.group_info(info, GROUP), int(length))
-        for info, length in ((info_high, len_high), (info_normal, len_normal))
-    ]
+    counting = _count_commands(qk)
+    replies = yield [*counting, completions, call("ZRANGE", qk.workers, 0, -1)]
+    counts = _queue_counts(queue, replies[: len(counting)])
+    done, names = replies[len(counting) :]
     entries = codec.stream_entries(done)
     if not since:
         entries.reverse()
@@ -175,13 +204,13 @@ def read_queue_stats(
     workers = [codec.worker_from_fields(f) for f in map(codec.as_map, workers_raw) if f]
     return QueueStats(
         queue=queue,
-        waiting=sum(c[0] for c in counts),
-        in_flight=sum(c[1] for c in counts),
-        arrivals_total=int(arrivals or 0),
+        waiting=counts.waiting,
+        in_flight=counts.in_flight,
+        arrivals_total=counts.arrivals_total,
         completions=tuple(codec.completion_from_entry(i, f) for i, f in entries),
         completions_cursor=entries[-1][0] if entries else (since or "0-0"),
         workers=tuple(sorted(workers, key=lambda w: w.name)),
-        waiting_exact=all(c[2] for c in counts),
+        waiting_exact=counts.waiting_exact,
     )
 
 

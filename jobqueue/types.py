@@ -139,6 +139,21 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """The counters of one queue alone: what the autoscaler's watch reads between ticks.
+
+    The same numbers as :class:`QueueStats` (``waiting_exact`` as there), without completions or
+    workers, so reading them moves no cursor and costs one round trip.
+    """
+
+    queue: str
+    waiting: int
+    in_flight: int
+    arrivals_total: int
+    waiting_exact: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStats:
     """What the autoscaler reads each tick about one queue.
 

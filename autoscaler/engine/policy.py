@@ -11,6 +11,7 @@ than 1 - confidence, and at most ``queue_miss_probability``).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from autoscaler.engine.sizing import SizingInputs, burst_rate, size
 from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.standing_pool import StandingPool
 from autoscaler.engine.state import FORMAT, StateError, dump, load
+from autoscaler.engine.surge import late_already, poisson_tail
 from autoscaler.engine.target import WorkloadSpec
 
 
@@ -103,6 +105,16 @@ class StartupAwareConfig(BaseModel):
         ),
     )
     standing_pool_attainment: float = Field(0.85, gt=0, lt=1)
+    surge_significance: float = Field(
+        1e-5,
+        gt=0,
+        lt=1,
+        description=(
+            "Between ticks (the loop's watch), order pods at once when the queue is already too long "
+            "for the ready pods and the arrivals since the tick are this unlikely at the rate the "
+            "tick sized for. Steady Poisson traffic stays far above it."
+        ),
+    )
     max_step_up: int | None = Field(None, ge=1)
     max_step_down: int | None = Field(None, ge=1)
 
@@ -170,6 +182,9 @@ class StartupAwarePolicy:
             if cfg.season_seconds is None and cfg.season_detect_max_seconds > 0
             else None
         )
+        # The rate the last decision sized for, what a surge between ticks is measured against.
+        # Not learned state: a restored policy decides once before it answers surges.
+        self._sized_rate: float | None = None
 
     @property
     def name(self) -> str:
@@ -278,6 +293,7 @@ class StartupAwarePolicy:
             forecast_persistence=self._forecast_persistence.ratio,
         )
         decision = size(inputs)
+        self._sized_rate = max(inputs.forecast.upper, inputs.rate_now)
         if decision.terms["burst"]:
             self._persistence.project(snapshot.now, startup, burst_rate(inputs), inputs.forecast.mean)
         if "forecast_floor" in decision.terms:
@@ -296,6 +312,29 @@ class StartupAwarePolicy:
         if self.forecaster.seasonal is not None:
             terms["season_seconds"] = self.forecaster.seasonal.season_seconds
         return Decision(decision.desired, decision.reason, terms, decision.remove)
+
+    def surge(self, snapshot: Snapshot) -> Decision | None:
+        """Between ticks: on a burst, what the next tick would order, ordered now (or None).
+
+        The loop's watch asks every ``watch_seconds`` while jobs wait (the contract is
+        :class:`~autoscaler.engine.snapshot.SurgeResponder`; the tests, :mod:`autoscaler.engine.surge`).
+        The answer is the tick's own rule applied to the interval so far, on a copy of the policy,
+        so nothing read off a partial interval stays learned. A tick that has not happened yet in
+        this process (nothing sized for) means no answer.
+        """
+        if snapshot.stale or self._sized_rate is None or snapshot.interval <= 0:
+            return None
+        slots = snapshot.ready * snapshot.slots_per_pod
+        if not late_already(snapshot.waiting, slots, self.service_estimate, self.workload.slo_seconds):
+            return None
+        surprise = poisson_tail(snapshot.arrivals, self._sized_rate * snapshot.interval)
+        if surprise >= self.config.surge_significance:
+            return None
+        decision = copy.deepcopy(self).decide(snapshot)
+        if decision.desired <= snapshot.current_replicas:
+            return None
+        terms = {**decision.terms, "surge_tail_probability": surprise, "surge_interval": snapshot.interval}
+        return Decision(decision.desired, "surge", terms)
 
     def _follow_period(self, snapshot: Snapshot) -> None:
         """Feed the period detector; when the period it finds changes, so does the season."""

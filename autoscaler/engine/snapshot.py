@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class PodPhase(StrEnum):
@@ -104,6 +104,21 @@ class Policy(Protocol):
 
     def decide(self, snapshot: Snapshot) -> Decision:
         """Observe one tick and answer it. Called once per tick, in time order."""
+        ...
+
+
+@runtime_checkable
+class SurgeResponder(Protocol):
+    """A policy that can answer between ticks, when the queue surges (the loop's watch)."""
+
+    def surge(self, snapshot: Snapshot) -> Decision | None:
+        """A scale-up to make now, before the next tick, or None to wait for the tick.
+
+        ``snapshot`` is read between two ticks: ``arrivals`` and ``interval`` count from the last
+        :meth:`Policy.decide`, and it carries no service or startup samples (the next tick gets
+        them). Answering must not change what the policy has learned: the next ``decide`` sees the
+        whole interval as usual. Callers apply an answer only if it is above the current count.
+        """
         ...
 
 

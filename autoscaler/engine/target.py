@@ -10,7 +10,10 @@ class WorkloadSpec:
     """What the operator knows about a worker Deployment before anything is measured.
 
     ``startup_seconds`` and ``service_seconds`` are defaults used until enough live samples exist;
-    ``slo_seconds`` bounds a job's latency from submission to completion.
+    ``slo_seconds`` bounds a job's latency from submission to completion. ``tick_seconds`` is the
+    control period; between ticks the loop checks the queue every ``watch_seconds`` (0: never) so a
+    policy that answers surges (:class:`~autoscaler.engine.snapshot.SurgeResponder`) can order pods
+    for a burst at its first second instead of at the next tick.
     """
 
     slo_seconds: float = 10.0
@@ -20,6 +23,7 @@ class WorkloadSpec:
     tick_seconds: float = 5.0
     min_replicas: int = 0
     max_replicas: int = 200
+    watch_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -28,9 +32,20 @@ class WorkloadSpec:
             "service_seconds": self.service_seconds > 0,
             "slots_per_pod": self.slots_per_pod >= 1,
             "tick_seconds": self.tick_seconds > 0,
+            "watch_seconds": self.watch_seconds >= 0,
             "min_replicas": self.min_replicas >= 0,
             "max_replicas": self.max_replicas >= max(self.min_replicas, 1),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid WorkloadSpec field(s): {', '.join(bad)} in {self!r}")
+
+    @property
+    def watching(self) -> bool:
+        """Whether the queue is checked between ticks at all (a watch as long as the tick is not)."""
+        return 0 < self.watch_seconds < self.tick_seconds
+
+    @property
+    def look_seconds(self) -> float:
+        """How often the queue is looked at: the watch's interval when watching, else the tick."""
+        return self.watch_seconds if self.watching else self.tick_seconds

@@ -32,6 +32,14 @@ class SignalSource(Protocol):
 
     def read(self) -> QueueSignals: ...
 
+    def pulse(self) -> QueueSignals:
+        """The counts alone (waiting, in flight, arrivals), cheaply, for the watch between ticks.
+
+        No completions and no worker states; reading it consumes nothing the next :meth:`read`
+        would return.
+        """
+        ...
+
     def close(self) -> None: ...
 
 

@@ -81,6 +81,18 @@ class StreamSource:
             busy_by_worker={w.name: _busy_slots(w) for w in stats.workers},
         )
 
+    def pulse(self) -> QueueSignals:
+        try:
+            counts = jq.read_queue_counts(self._client, self.queue, settings=self._settings)
+        except redis.RedisError as exc:
+            raise SourceUnavailableError(f"queue {self.queue}: {exc}") from exc
+        return QueueSignals(
+            observed_at=self._clock(),
+            waiting=counts.waiting,
+            in_flight=counts.in_flight,
+            arrivals_total=counts.arrivals_total,
+        )
+
     def history(self, seconds: float) -> ArrivalHistory:
         """Rebuild the last ``seconds`` of arrivals from the completions stream, for a warm restart.
 
@@ -140,6 +152,10 @@ class ListSource:
             in_flight=0,
             arrivals_total=stats.arrivals_total,
         )
+
+    def pulse(self) -> QueueSignals:
+        """The same two reads as :meth:`read`: a list has nothing more to skip."""
+        return self.read()
 
     def close(self) -> None:
         self._client.close()

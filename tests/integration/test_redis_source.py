@@ -50,6 +50,33 @@ def test_stream_source_reads_waiting_in_flight_arrivals_completions_and_busy_wor
     source.close()
 
 
+def test_a_pulse_reads_the_counts_alone_and_leaves_the_completions_to_the_next_read(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    source = make_source(StreamSourceConfig(queue=QUEUE, redis_url=redis_url))
+    assert source.read().arrivals_total == 0
+    for n in range(6):
+        jq.submit_job(redis_client, QUEUE, {"n": n})
+    jq.ensure_groups(redis_client, QUEUE)
+    (entry,) = jq.fetch(redis_client, QUEUE, "w1", block_ms=100)
+    jq.start(redis_client, entry, "w1")
+    jq.finish(redis_client, entry, "w1", Outcome.SUCCEEDED, {}, 0.75)
+    (entry,) = jq.fetch(redis_client, QUEUE, "w1", block_ms=100)
+    jq.start(redis_client, entry, "w1")  # one in flight
+    pulse = source.pulse()
+    assert (pulse.waiting, pulse.in_flight, pulse.arrivals_total) == (4, 1, 6)
+    assert (pulse.completions, pulse.service_times, pulse.busy_by_worker) == (0, (), {})
+    counts = jq.read_queue_counts(redis_client, QUEUE)
+    assert (counts.waiting, counts.in_flight, counts.arrivals_total, counts.waiting_exact) == (4, 1, 6, True)
+    read = source.read()  # the completion the pulse passed over is still the tick's
+    assert (read.waiting, read.in_flight, read.arrivals_total, read.service_times) == (4, 1, 6, (0.75,))
+    source.close()
+    redis_client.rpush("celery", 1, 2)
+    plain = ListSource(redis.Redis.from_url(redis_url), "celery")
+    assert plain.pulse().waiting == 2 and plain.pulse().arrivals_total is None
+    plain.close()
+
+
 def test_stream_history_approximates_past_arrivals_from_completions(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
@@ -102,6 +129,8 @@ def test_password_from_env_and_an_unreachable_server(
     started = time.monotonic()
     with pytest.raises(SourceUnavailableError):
         source.read()
+    with pytest.raises(SourceUnavailableError):
+        source.pulse()
     assert time.monotonic() - started < 3  # a dead server costs a bounded wait, never a hang
     server.start()
     assert source.read().waiting == 0  # reconnects by itself

@@ -43,6 +43,7 @@ class MemorySource:
     down: bool = False
     age: float = 0.0  # how old the reading is (a source serving a cached value)
     closed: bool = False
+    pulses: int = 0
 
     def read(self) -> QueueSignals:
         if self.down:
@@ -59,6 +60,13 @@ class MemorySource:
         self.service_times = ()
         return signals
 
+    def pulse(self) -> QueueSignals:
+        """The counts alone; the service times stay for the next :meth:`read`."""
+        self.pulses += 1
+        if self.down:
+            raise SourceUnavailableError("connection refused")
+        return QueueSignals(self.clock() - self.age, self.waiting, self.in_flight, self.arrivals_total)
+
     def close(self) -> None:
         self.closed = True
 
@@ -73,12 +81,14 @@ class MemoryTarget:
     fail_scale: bool = False
     scaled: list[tuple[Decision, TargetState]] = field(default_factory=list)
     closed: bool = False
+    observes: int = 0
 
     @property
     def name(self) -> str:
         return "memory"
 
     def observe(self) -> TargetState:
+        self.observes += 1
         if self.fail_observe:
             raise TargetUnavailableError("api server down")
         startups, self.startups = tuple(self.startups), []

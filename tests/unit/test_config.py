@@ -68,6 +68,7 @@ def test_a_valid_file_gets_every_default() -> None:
     assert legacy.policy.name == "keda:listLength=10" and legacy.shadow
     workload = resnet.workload()
     assert (workload.max_replicas, workload.slo_seconds, workload.startup_seconds) == (40, 10.0, 30.0)
+    assert resnet.watch_seconds == 1.0 and workload.watch_seconds == 1.0 and workload.watching
     assert resnet.state.persist and resnet.state.save_every_seconds == 30.0
     assert resnet.state.ttl_seconds == 86400.0
 
@@ -109,6 +110,13 @@ def test_errors_name_the_field(change: str, expected: str) -> None:
     }[change]
     assert change in VALID
     assert expected in error_of(VALID.replace(change, broken, 1))
+
+
+def test_the_watch_is_set_per_target_and_checked() -> None:
+    text = VALID.replace("shadow: true", "shadow: true\n    watch_seconds: 0")
+    assert not parse_config(text).targets[1].workload().watching
+    text = VALID.replace("shadow: true", "shadow: true\n    watch_seconds: -1")
+    assert "targets[1].watch_seconds: Input should be greater than or equal to 0" in error_of(text)
 
 
 def test_saved_state_must_outlive_the_time_between_saves() -> None:

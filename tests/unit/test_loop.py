@@ -22,11 +22,13 @@ from tests.unit.doubles import TICK, Clock, MemorySource, MemoryStateStore, Memo
 
 @dataclass
 class ScriptedPolicy:
-    """Answers ``desired`` and records every snapshot it was shown."""
+    """Answers ``desired`` and records every snapshot it was shown; ``surge_to`` answers the watch."""
 
     desired: int = 5
     seen: list[Snapshot] = field(default_factory=list)
     fail: bool = False
+    surge_to: int | None = None
+    surges: list[Snapshot] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -37,6 +39,10 @@ class ScriptedPolicy:
         if self.fail:
             raise ZeroDivisionError("bug")
         return Decision(self.desired, "scripted", {"x": 1.0})
+
+    def surge(self, snapshot: Snapshot) -> Decision | None:
+        self.surges.append(snapshot)
+        return None if self.surge_to is None else Decision(self.surge_to, "surge", {"y": 2.0})
 
 
 class Gate:
@@ -347,6 +353,144 @@ def test_run_ticks_until_stopped() -> None:
     stop.set()
     thread.join(timeout=2)
     assert not thread.is_alive()
+
+
+# ---- between ticks: the watch ------------------------------------------------------------------------
+
+
+def watching_rig(**kwargs: bool) -> Rig:
+    """A rig after one tick (desired 5 = the target's count after it), with a surge answer of 9."""
+    r = rig(**kwargs)
+    r.policy.surge_to = 9
+    r.source.arrivals_total, r.target.replicas = 100, 5
+    r.source.busy = {"pod-a": 1}
+    r.tick()
+    return r
+
+
+def test_a_surge_between_ticks_scales_up_at_once_and_is_reported() -> None:
+    r = watching_rig()
+    r.clock.advance(1.0)
+    r.source.arrivals_total, r.source.waiting, r.source.in_flight = 160, 40, 5
+    report = r.loop.watch()
+    assert report is not None and report.acted and report.decision is not None
+    assert report.decision.reason == "surge" and r.target.replicas == 9
+    (seen,) = r.policy.surges
+    # Counted from the last tick, with the tick's worker states; no samples (the tick's to report).
+    assert (seen.arrivals, seen.interval, seen.waiting, seen.in_flight) == (60, 1.0, 40, 5)
+    assert seen.service_times == () and seen.startup_times == () and not seen.stale
+    assert r.loop.last_report is report
+
+
+def test_the_watch_reads_only_the_counts_until_jobs_wait_that_arrived_since_the_tick() -> None:
+    r = watching_rig()
+    observes = r.target.observes
+    r.clock.advance(1.0)
+    r.source.waiting = 30  # a queue, but nothing new: the tick has seen it
+    assert r.loop.watch() is None
+    r.source.arrivals_total, r.source.waiting = 120, 0  # new jobs, all taken already
+    assert r.loop.watch() is None
+    assert r.source.pulses == 2 and r.target.observes == observes and r.policy.surges == []
+
+
+def test_no_answer_means_no_action() -> None:
+    r = watching_rig()
+    r.policy.surge_to = None
+    r.clock.advance(1.0)
+    r.source.arrivals_total, r.source.waiting = 160, 40
+    assert r.loop.watch() is None
+    assert len(r.policy.surges) == 1 and r.target.scaled == []
+
+
+def test_an_answer_below_the_current_count_is_never_applied() -> None:
+    r = watching_rig()
+    r.policy.surge_to = 3
+    r.clock.advance(1.0)
+    r.source.arrivals_total, r.source.waiting = 160, 40
+    assert r.loop.watch() is None
+    assert r.target.replicas == 5
+
+
+@pytest.mark.parametrize("kwargs", [{"shadow": True}, {"leader": False}])
+def test_shadow_targets_and_standbys_do_not_watch(kwargs: dict[str, bool]) -> None:
+    r = watching_rig(**kwargs)
+    r.clock.advance(1.0)
+    r.source.arrivals_total, r.source.waiting = 160, 40
+    assert r.loop.watch() is None
+    assert r.source.pulses == 0 and r.policy.surges == []
+
+
+def test_no_watch_before_a_tick_read_fresh_signals_or_when_switched_off() -> None:
+    r = rig()
+    r.policy.surge_to = 9
+    r.source.arrivals_total, r.source.waiting = 50, 40
+    assert r.loop.watch() is None  # nothing to count arrivals from yet
+    r.tick()
+    r.loop.reconfigure(LoopSettings(WorkloadSpec(tick_seconds=TICK, watch_seconds=0.0)))
+    r.source.arrivals_total = 90
+    assert r.loop.watch() is None
+    assert r.source.pulses == 0
+
+
+def test_failures_in_the_watch_are_left_to_the_next_tick() -> None:
+    r = watching_rig()
+    r.clock.advance(1.0)
+    r.source.arrivals_total, r.source.waiting = 160, 40
+    r.source.down = True
+    assert r.loop.watch() is None
+    r.source.down, r.target.fail_observe = False, True
+    assert r.loop.watch() is None
+    r.target.fail_observe, r.target.fail_scale = False, True
+    report = r.loop.watch()
+    assert report is not None and not report.acted and report.error == "scale-failed"
+
+
+def test_samples_met_by_the_watch_reach_the_next_tick() -> None:
+    r = watching_rig()
+    r.clock.advance(1.0)
+    r.source.arrivals_total, r.source.waiting = 160, 40
+    r.source.service_times, r.target.startups = (4.0, 6.0), [31.0]
+    assert r.loop.watch() is not None
+    r.tick(advance=4.0)
+    tick = r.policy.seen[-1]
+    assert tick.service_times == (4.0, 6.0) and tick.startup_times == (31.0,)
+    assert (tick.arrivals, tick.interval) == (60, 5.0)  # the tick still counts its whole interval
+
+
+def test_the_real_policy_answers_a_burst_between_ticks_and_not_steady_traffic() -> None:
+    clock = Clock()
+    source, target = MemorySource(clock), MemoryTarget(clock, replicas=2)
+    target.pods = [PodView(f"p{i}", PodPhase.READY, 0.0, ready_at=30.0) for i in range(2)]
+    policy = StartupAwarePolicy(WorkloadSpec(tick_seconds=TICK))
+    loop = TargetLoop("t", source, target, policy, LoopSettings(policy.workload), clock=clock)
+    loop.tick()
+    for _ in range(24):  # two minutes at 0.2 job/s: two pods are plenty
+        clock.advance(1.0)
+        source.arrivals_total = (source.arrivals_total or 0) + 1
+        source.waiting = 1
+        assert loop.watch() is None  # a job waiting a moment is no surge
+        clock.advance(TICK - 1.0)
+        source.waiting = 0
+        loop.tick()
+    clock.advance(1.0)
+    source.arrivals_total, source.waiting = (source.arrivals_total or 0) + 120, 118
+    report = loop.watch()
+    assert report is not None and report.decision is not None and report.decision.reason == "surge"
+    assert target.replicas == report.decision.desired > 20
+
+
+def test_run_watches_between_ticks() -> None:
+    r = watching_rig()
+    r.loop.reconfigure(LoopSettings(WorkloadSpec(tick_seconds=0.2, watch_seconds=0.02)))
+    stop = threading.Event()
+    thread = threading.Thread(target=r.loop.run, args=(stop,))
+    thread.start()
+    while r.source.pulses < 10:
+        stop.wait(0.01)
+    stop.set()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+    assert r.source.pulses >= 10
 
 
 # ---- learned state across processes and reloads -------------------------------------------------

@@ -1,0 +1,186 @@
+"""Answering a burst between ticks: the two tests, the policy's answer, and the simulator's watch.
+
+No I/O: the loop's side of the watch is in test_loop.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoscaler.engine.policy import StartupAwareConfig, StartupAwarePolicy
+from autoscaler.engine.registry import make_policy
+from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
+from autoscaler.engine.surge import late_already, poisson_tail
+from autoscaler.engine.target import WorkloadSpec
+from experiments.generators import Poisson, generate
+from experiments.sim import SimConfig, SimResult, simulate
+
+WORKLOAD = WorkloadSpec()
+
+
+# ---- the two tests ----------------------------------------------------------------------------------
+
+
+def test_late_already_compares_the_queue_with_what_ready_slots_start_within_the_budget() -> None:
+    # SLO 10 s, service 5 s: a wait budget of 5 s, one more job per ready slot.
+    assert not late_already(4, 4, 5.0, 10.0)
+    assert late_already(5, 4, 5.0, 10.0)
+    assert late_already(1, 0, 5.0, 10.0)  # no ready pod: any queue is late
+    assert not late_already(8, 4, 2.0, 10.0)  # 2 s jobs: four starts per slot within 8 s
+    assert late_already(1, 4, 10.0, 10.0)  # no wait budget at all
+
+
+def test_poisson_tail_matches_the_sum_of_the_distribution() -> None:
+    for count, mean in ((1, 0.5), (3, 2.0), (10, 4.0), (40, 10.0)):
+        below = sum(math.exp(-mean) * mean**k / math.factorial(k) for k in range(count))
+        assert poisson_tail(count, mean) == pytest.approx(1.0 - below, rel=1e-9, abs=1e-15)
+    assert poisson_tail(0, 3.0) == 1.0
+    assert poisson_tail(1, 0.0) == 0.0
+
+
+@given(count=st.integers(0, 500), mean=st.floats(0.0, 300.0), more=st.integers(1, 50))
+def test_more_arrivals_are_never_less_surprising(count: int, mean: float, more: int) -> None:
+    assert poisson_tail(count + more, mean) <= poisson_tail(count, mean)
+    assert poisson_tail(count, mean) <= poisson_tail(count, mean + 1.0) + 1e-12
+
+
+# ---- the policy's answer ------------------------------------------------------------------------------
+
+
+def ready_pods(n: int) -> tuple[PodView, ...]:
+    return tuple(PodView(f"p{i}", PodPhase.READY, 0.0, ready_at=30.0) for i in range(n))
+
+
+def steady(policy: StartupAwarePolicy, rate: float, seconds: float, pods: int) -> float:
+    """Tick ``policy`` on exactly ``rate`` jobs/s with ``pods`` ready and no queue; returns the time."""
+    now = 0.0
+    while now < seconds:
+        policy.decide(Snapshot(now, 0, pods, round(rate * 5.0), 5.0, pods, ready_pods(pods)))
+        now += 5.0
+    return now
+
+
+def between(now: float, arrivals: int, waiting: int, pods: int, after: float = 1.0) -> Snapshot:
+    """What the watch shows ``after`` seconds into the tick that began at ``now - 5``."""
+    return Snapshot(now - 5.0 + after, waiting, pods, arrivals, after, pods, ready_pods(pods))
+
+
+def test_a_burst_between_ticks_is_answered_with_what_the_next_tick_would_order() -> None:
+    policy = StartupAwarePolicy(WORKLOAD)
+    now = steady(policy, 2.0, 300.0, 12)
+    answer = policy.surge(between(now, 150, 140, 12))
+    assert answer is not None and answer.reason == "surge"
+    assert answer.desired > 12 and answer.remove == ()
+    assert answer.terms["surge_tail_probability"] < 1e-5 and answer.terms["surge_interval"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "waiting"),
+    [
+        (150, 10),  # a burst, but the ready pods start the queue in time
+        (4, 20),  # a long queue (slow workers), but the arrivals are as forecast
+    ],
+)
+def test_no_answer_unless_both_tests_say_surge(arrivals: int, waiting: int) -> None:
+    policy = StartupAwarePolicy(WORKLOAD)
+    now = steady(policy, 2.0, 300.0, 12)
+    assert policy.surge(between(now, arrivals, waiting, 12)) is None
+
+
+def test_no_answer_before_the_first_tick_or_on_stale_signals() -> None:
+    policy = StartupAwarePolicy(WORKLOAD)
+    assert policy.surge(between(5.0, 150, 140, 1)) is None  # nothing sized for yet
+    now = steady(policy, 2.0, 60.0, 12)
+    stale = Snapshot(now - 4.0, 140, 12, 150, 1.0, 12, ready_pods(12), stale=True)
+    assert policy.surge(stale) is None
+
+
+def test_the_significance_knob_sets_what_counts_as_a_surge() -> None:
+    strict = StartupAwarePolicy(WORKLOAD, StartupAwareConfig(surge_significance=1e-12))
+    loose = StartupAwarePolicy(WORKLOAD, StartupAwareConfig(surge_significance=0.05))
+    for policy in (strict, loose):
+        now = steady(policy, 2.0, 300.0, 12)
+    seen = between(now, 12, 20, 12)  # 12 jobs in a second against 2/s forecast: p ~ 1e-7
+    assert strict.surge(seen) is None
+    assert loose.surge(seen) is not None
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rate=st.floats(0.2, 20.0),
+    arrivals=st.integers(0, 400),
+    waiting=st.integers(0, 400),
+    after=st.sampled_from([1.0, 2.0, 3.0, 4.0]),
+)
+def test_answering_changes_nothing_the_policy_has_learned(
+    rate: float, arrivals: int, waiting: int, after: float
+) -> None:
+    policy = StartupAwarePolicy(WORKLOAD)
+    now = steady(policy, rate, 200.0, 10)
+    before = json.dumps(policy.export_state(), sort_keys=True)
+    policy.surge(between(now, arrivals, waiting, 10, after))
+    assert json.dumps(policy.export_state(), sort_keys=True) == before
+
+
+@settings(max_examples=10, deadline=None)
+@given(rate=st.floats(0.05, 40.0), seed=st.integers(0, 1000))
+def test_steady_poisson_traffic_is_answered_at_most_at_the_cold_start(rate: float, seed: int) -> None:
+    class Counting(StartupAwarePolicy):
+        answered: list[float]
+
+        def surge(self, snapshot: Snapshot) -> Decision | None:
+            answer = super().surge(snapshot)
+            if answer is not None:
+                self.answered.append(snapshot.now)
+            return answer
+
+    arrivals, _ = generate(Poisson(rate=rate, duration=1200.0), seed=seed)
+    policy = Counting(WORKLOAD)
+    policy.answered = []
+    simulate(arrivals, np.full(len(arrivals), 5.0), policy, SimConfig(WORKLOAD))
+    assert [t for t in policy.answered if t > 60.0] == []
+
+
+# ---- the simulator's watch ----------------------------------------------------------------------------
+
+
+def burst_replay(watch: float, spec: str = "startup-aware") -> SimResult:
+    """Two minutes at 1 job/s, then 300 jobs in the second just after the tick at 120 s."""
+    quiet = np.arange(0.0, 120.0, 1.0)
+    burst = np.linspace(120.5, 121.5, 300)
+    arrivals = np.concatenate([quiet, burst, np.arange(122.0, 240.0, 1.0)])
+    workload = WorkloadSpec(watch_seconds=watch)
+    return simulate(arrivals, np.full(len(arrivals), 5.0), make_policy(spec, workload), SimConfig(workload))
+
+
+def test_the_watch_orders_pods_for_a_burst_before_the_next_tick() -> None:
+    watched, ticks_only = burst_replay(1.0), burst_replay(0.0)
+    created = watched.pod_created[watched.pod_created > 120.0]
+    assert created.size and created.min() == 121.0  # the first watch into the burst, 4 s before the tick
+    assert np.all(ticks_only.pod_created % 5.0 == 0.0)
+    late_watched = int(np.sum(watched.latency > 10.0))
+    late_ticks = int(np.sum(ticks_only.latency > 10.0))
+    assert late_watched < late_ticks
+
+
+@pytest.mark.parametrize("spec", ["keda", "kpa", "static:3"])
+def test_policies_without_a_surge_answer_run_exactly_as_without_the_watch(spec: str) -> None:
+    watched, ticks_only = burst_replay(1.0, spec), burst_replay(0.0, spec)
+    assert np.array_equal(watched.start, ticks_only.start)
+    assert np.array_equal(watched.pod_created, ticks_only.pod_created)
+
+
+def test_a_watch_as_long_as_the_tick_is_no_watch() -> None:
+    assert not WorkloadSpec(watch_seconds=5.0).watching
+    assert WorkloadSpec(watch_seconds=5.0).look_seconds == 5.0
+    assert WorkloadSpec().look_seconds == 1.0
+    with pytest.raises(ValueError, match="watch_seconds"):
+        WorkloadSpec(watch_seconds=-1.0)
+    same = burst_replay(5.0)
+    assert np.array_equal(same.pod_created, burst_replay(0.0).pod_created)
