@@ -22,7 +22,7 @@ from pathlib import Path
 
 from autoscaler.engine.baselines import StaticPolicy
 from autoscaler.engine.registry import STARTUP_AWARE, make_policy
-from autoscaler.engine.snapshot import Decision, Policy, Snapshot
+from autoscaler.engine.snapshot import Decision, Policy, Snapshot, SurgeResponder
 from experiments.render import benchmark_command, publish, report_header
 from experiments.replay import Outcome, Prepared, Setup, prepare
 from experiments.replay import run as replay
@@ -50,6 +50,12 @@ class ThenStatic:
         if snapshot.now < self.switch_at:
             return self.first.decide(snapshot)
         return self.static.decide(snapshot)
+
+    def surge(self, snapshot: Snapshot) -> Decision | None:
+        """``first`` answers the watch until the switch; the fixed pool never does."""
+        if snapshot.now < self.switch_at and isinstance(self.first, SurgeResponder):
+            return self.first.surge(snapshot)
+        return None
 
 
 def outcomes(prepared: Prepared) -> list[Outcome]:

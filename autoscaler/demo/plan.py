@@ -133,6 +133,7 @@ class Plan:
             "startup_seconds": self.wall(w.startup_seconds),
             "service_seconds": self.wall(w.service_seconds),
             "tick_seconds": self.wall(w.tick_seconds),
+            "watch_seconds": self.wall(w.watch_seconds),
             "policy": {"name": self.policy, **self.policy_knobs()},
         }
         return AppConfig.model_validate(

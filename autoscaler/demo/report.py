@@ -160,6 +160,7 @@ def sim_setup(plan: Plan, run: LiveRun, recorded: Recording) -> tuple[Setup, int
         service="trace" if recorded.service is not None else w.service_seconds,
         slo=w.slo_seconds,
         tick=w.tick_seconds,
+        watch=w.watch_seconds,
         slots=w.slots_per_pod,
         initial_replicas=max(1, w.min_replicas),
         min_replicas=w.min_replicas,

@@ -41,8 +41,14 @@ def test_app_config_is_the_reference_workload_compressed(tmp_path: Path) -> None
     plan = Plan(speedup=20, max_workers=6, queue="demo:run-1")
     config = plan.app_config("redis://127.0.0.1:6379/0", 0, tmp_path)
     (target,) = config.targets
-    timings = [target.slo_seconds, target.startup_seconds, target.service_seconds, target.tick_seconds]
-    assert timings == pytest.approx([0.5, 1.5, 0.25, 0.25])
+    timings = [
+        target.slo_seconds,
+        target.startup_seconds,
+        target.service_seconds,
+        target.tick_seconds,
+        target.watch_seconds,
+    ]
+    assert timings == pytest.approx([0.5, 1.5, 0.25, 0.25, 0.05])
     assert (target.min_replicas, target.max_replicas) == (REFERENCE.min_replicas, 6)
     assert isinstance(target.source, StreamSourceConfig) and target.source.queue == "demo:run-1"
     assert isinstance(target.target, LocalTargetConfig)
