@@ -5,10 +5,11 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from autoscaler.engine.registry import make_policy
+from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 from experiments.distributions import Fixed
 from experiments.oracle import oracle_pod_seconds, warmup_bound, zero_wait_profile
@@ -152,3 +153,46 @@ def test_no_policy_beats_the_warmup_bound(
     bound = partial(warmup_bound, arrivals, service, slots=slots, initial_pods=initial, startup=startup)
     assert attainment <= bound(tick=5.0, slo=slo, max_pods=cap) + 1e-12
     assert bound(tick=5.0, slo=slo, max_pods=cap) <= bound(tick=5.0, slo=slo) + 1e-12  # a cap never helps
+
+
+class ScriptedWatch(Scripted):
+    """Follows its script once it has seen a job, at ticks and at the watch's looks between them."""
+
+    def __init__(self, script: list[int]) -> None:
+        self.seen_a_job = False
+        super().__init__(self.follow)
+        self.script = script
+
+    def follow(self, snapshot: Snapshot) -> int:
+        self.seen_a_job = self.seen_a_job or snapshot.arrivals > 0
+        if not self.seen_a_job:
+            return snapshot.current_replicas
+        return self.script[int(snapshot.now // 40) % len(self.script)]
+
+    def surge(self, snapshot: Snapshot) -> Decision | None:
+        return self.decide(snapshot)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    trace=traces(),
+    startup=st.sampled_from([3.0, 30.0]),
+    watch=st.sampled_from([0.5, 1.0, 2.5]),
+    script=st.lists(st.integers(0, 8), min_size=1, max_size=12).filter(any),
+)
+# Four jobs at once: pods ordered at the first look serve all in time, at the first tick only two.
+@example(trace=(np.zeros(4), np.full(4, 5.0)), startup=3.0, watch=1.0, script=[4])
+def test_a_watch_between_ticks_never_beats_the_bound_at_its_own_interval(
+    trace: tuple[np.ndarray, np.ndarray], startup: float, watch: float, script: list[int]
+) -> None:
+    arrivals, service = trace
+    arrivals = arrivals + 0.3  # the first job lands between looks, so when it is seen matters
+    policy = ScriptedWatch(script)
+    workload = WorkloadSpec(max_replicas=8, watch_seconds=watch)
+    sim = SimConfig(workload=workload, startup=Fixed(startup), initial_replicas=1)
+    result = simulate(arrivals, service, policy, sim)
+    check_invariants(result, 1)
+    attainment = float(np.mean(result.latency <= 10.0))
+    bound = partial(warmup_bound, arrivals, service, slots=1, initial_pods=1, startup=startup, slo=10.0)
+    assert attainment <= bound(tick=workload.look_seconds, max_pods=8) + 1e-12
+    assert bound(tick=workload.look_seconds, max_pods=8) >= bound(tick=5.0, max_pods=8) - 1e-12
