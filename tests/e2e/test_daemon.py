@@ -36,7 +36,8 @@ SERVICE = 1.0  # MODEL_PREDICT_SECONDS of the worker processes
 LEASE = "startup-autoscaler"
 
 
-def daemon_config(installed: Install, redis_url: str) -> dict[str, Any]:
+def daemon_config(installed: Install, redis_url: str, **target: Any) -> dict[str, Any]:
+    """The daemon's config file; ``target`` overrides fields of the one target."""
     return {
         "port": 0,
         "log_level": "INFO",
@@ -65,6 +66,7 @@ def daemon_config(installed: Install, redis_url: str) -> dict[str, Any]:
                 "service_seconds": SERVICE,
                 "tick_seconds": 1,
                 "policy": "startup-aware",
+                **target,
             }
         ],
     }
@@ -107,35 +109,48 @@ class Kubelet:
 
 
 @pytest.fixture
-def daemon(installed: Install, redis_url: str, tmp_path: Path) -> Any:
-    installed.set_worker_ready_delay(STARTUP)
-    installed.wait_worker_rollout()
-    config = tmp_path / "autoscaler.yaml"
-    config.write_text(yaml.safe_dump(daemon_config(installed, redis_url)))
-    log_path = tmp_path / "daemon.log"
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(installed.sa_kubeconfig()),  # the ServiceAccount's token, nothing else
-        "HOSTNAME": "autoscaler-e2e",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "autoscaler", "run", "--config", str(config)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    yield proc, log_path
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def start_daemon(installed: Install, redis_url: str, tmp_path: Path) -> Any:
+    """Starts ``python -m autoscaler run`` with the given target overrides; stops it afterwards."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(**target: Any) -> tuple[subprocess.Popen[bytes], Path]:
+        installed.set_worker_ready_delay(STARTUP)
+        installed.wait_worker_rollout()
+        config = tmp_path / "autoscaler.yaml"
+        config.write_text(yaml.safe_dump(daemon_config(installed, redis_url, **target)))
+        log_path = tmp_path / "daemon.log"
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(installed.sa_kubeconfig()),  # the ServiceAccount's token, nothing else
+            "HOSTNAME": "autoscaler-e2e",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "autoscaler", "run", "--config", str(config)],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        procs.append(proc)
+        return proc, log_path
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def daemon(start_daemon: Any) -> Any:
+    return start_daemon()
 
 
 def lease_holder(installed: Install) -> str | None:
@@ -148,6 +163,13 @@ def lease_holder(installed: Install) -> str | None:
 
 def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def decisions(path: Path) -> list[dict[str, Any]]:
+    """The daemon's decision log lines so far (one per tick, and one per answer of the watch)."""
+    lines = path.read_text(errors="replace").splitlines()
+    logged = (json.loads(line) for line in lines if line.startswith("{"))
+    return [d for d in logged if d.get("msg") == "decision"]
 
 
 def test_replicas_rise_before_a_backlog_forms(
@@ -207,11 +229,37 @@ def test_replicas_rise_before_a_backlog_forms(
     assert any(e.reporting_instance == "autoscaler-e2e" for e in events)
 
     # A decision log line per tick, with its explanation.
-    decisions = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-    assert decisions, tail(log_path)
+    assert decisions(log_path), tail(log_path)
 
     # SIGTERM: the daemon stops and releases the lease for a standby.
     proc.send_signal(signal.SIGTERM)
     proc.wait(20)
     assert lease_holder(installed) is None, tail(log_path)
+    client.close()
+
+
+def test_a_burst_is_answered_between_ticks(installed: Install, start_daemon: Any, redis_url: str) -> None:
+    """With a 20 s tick, a burst submitted just after a tick gets its pods within seconds."""
+    proc, log_path = start_daemon(tick_seconds=20, watch_seconds=0.5)
+    client = redis.Redis.from_url(redis_url)
+    wait_for(
+        "the daemon to take the lease",
+        lambda: (lease_holder(installed) or "").startswith("autoscaler-e2e"),
+        30,
+    )
+    wait_for("two ticks", lambda: len(decisions(log_path)) >= 2, 60, interval=0.1)
+    ticks = len(decisions(log_path))
+    wait_for("the next tick", lambda: len(decisions(log_path)) > ticks, 30, interval=0.05)
+    ticked = time.monotonic()
+    before = installed.worker_replicas()
+    for n in range(60):  # no worker runs in this test: the queue stays as submitted
+        jq.submit_job(client, QUEUE, {"n": n})
+    risen = wait_for("a scale-up before the next tick", lambda: installed.worker_replicas() > before, 15, 0.1)
+    took = time.monotonic() - ticked
+    answered = [d for d in decisions(log_path) if d.get("reason") == "surge"]
+    assert risen and answered, tail(log_path)
+    assert took < 10, f"scaled up {took:.1f} s after the tick: that was the next tick, not the watch"
+    assert answered[0]["acted"] and answered[0]["desired"] > before
+    assert answered[0]["terms"]["surge_tail_probability"] < 1e-5
+    assert proc.poll() is None, tail(log_path)
     client.close()
