@@ -92,6 +92,7 @@ def test_table_json_file_and_plots(trace: Path, tmp_path: Path, capsys: pytest.C
         (["--trace", "/no/such/trace.csv"], "/no/such/trace.csv: no such file"),
         (["--policy", "kedda"], "unknown policy 'kedda'"),
         (["--slo", "0"], "bad workload options"),
+        (["--watch", "-1"], "watch_seconds"),
         (["--startup-p90", "10"], "lognormal"),
         (["--service", "trace"], "no service_s column"),
     ],
@@ -103,6 +104,20 @@ def test_user_errors_are_one_line_and_exit_2(
     status, out, err = run_cli(capsys, *argv)
     assert status == 2 and out == ""
     assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
+
+
+def test_the_watch_is_an_option_of_the_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Ten quiet minutes, then a minute at 10 jobs/s that begins just after a tick.
+    arrivals = np.concatenate([np.arange(0.0, 600.0, 2.0), np.arange(600.5, 660.5, 0.1)])
+    path = tmp_path / "burst.csv"
+    write_trace(path, arrivals)
+    results = {}
+    for watch in ("1", "0"):
+        argv = ["replay", "--trace", str(path), "--watch", watch, "--policy", "startup-aware", "--json", "-"]
+        status, out, _ = run_cli(capsys, *argv)
+        assert status == 0
+        results[watch] = json.loads(out)["policies"][0]["slo_attainment"]
+    assert results["1"] > results["0"]  # pods ordered at the first look into the burst, not at 605 s
 
 
 def test_service_times_from_the_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
