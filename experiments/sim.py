@@ -344,8 +344,6 @@ def simulate(
         if now >= end:
             break
         scale_events += _apply(cluster, decision, workload, now)
-        if responder is not None:
-            scale_events += _watch(cluster, responder, workload, now)
         peak = max(peak, len(cluster.live))
         times.append(now)
         replicas.append(len(cluster.live))
@@ -353,6 +351,9 @@ def simulate(
         waiting.append(snap.waiting)
         in_flight.append(snap.in_flight)
         stall.check(cluster.next_job, snap, policy)
+        if responder is not None:
+            scale_events += _watch(cluster, responder, workload, now)
+            peak = max(peak, len(cluster.live))
         if progress is not None and k % _PROGRESS_EVERY_TICKS == 0:
             progress(cluster.next_job, n)
         k += 1

@@ -167,6 +167,9 @@ def test_the_watch_orders_pods_for_a_burst_before_the_next_tick() -> None:
     late_watched = int(np.sum(watched.latency > 10.0))
     late_ticks = int(np.sum(ticks_only.latency > 10.0))
     assert late_watched < late_ticks
+    # The timeline stays a record of ticks: at 120 s both runs had what that tick decided.
+    at = np.flatnonzero(watched.timeline.times == 120.0)
+    assert watched.timeline.replicas[at] == ticks_only.timeline.replicas[at]
 
 
 @pytest.mark.parametrize("spec", ["keda", "kpa", "static:3"])
