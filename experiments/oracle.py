@@ -74,15 +74,15 @@ def warmup_bound(
     slots: int,
     initial_pods: int,
     startup: float,
-    tick: float,
+    look_seconds: float,
     slo: float,
     max_pods: int | None = None,
 ) -> float:
     """The best SLO attainment any online policy can reach on a trace that starts busy.
 
     Until the first pod ordered on evidence can be ready, only the initial pods serve. A policy
-    learns of the first job at the first look at the queue at or after it arrives (``tick`` is the
-    interval between looks: the control tick, or the watch's between ticks when there is one), so
+    learns of the first job at the first look at the queue at or after it arrives (``look_seconds``
+    apart: the control tick, or the watch's interval between ticks when there is one), so
     no new pod serves before that instant plus one startup. Give the policy every pod it may have
     (``max_pods``, unlimited when None) from that instant on: jobs the pods cannot start in time
     are still late, FIFO, whatever the policy does. FIFO start times only move earlier when servers
@@ -90,7 +90,7 @@ def warmup_bound(
     """
     if len(arrivals) == 0:
         return 1.0
-    first_ready = float(np.ceil(arrivals[0] / tick) * tick) + startup
+    first_ready = float(np.ceil(arrivals[0] / look_seconds) * look_seconds) + startup
     later = len(arrivals) if max_pods is None else max(0, max_pods - initial_pods)
     # When each slot is next free, a min-heap: the initial ones now, the rest at first_ready.
     free = [0.0] * (initial_pods * slots) + [first_ready] * (later * slots)

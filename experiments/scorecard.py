@@ -97,7 +97,7 @@ def score_traces(traces: Sequence[tuple[Trace, str]], setup: Setup, policies: Se
             slots=setup.slots,
             initial_pods=setup.initial_replicas,
             startup=setup.startup,
-            tick=prepared.workload.look_seconds,
+            look_seconds=prepared.workload.look_seconds,
             slo=setup.slo,
             max_pods=setup.max_replicas,
         )

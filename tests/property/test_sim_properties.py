@@ -151,8 +151,9 @@ def test_no_policy_beats_the_warmup_bound(
     result = simulate(arrivals, service, policy, config(slots, 5.0, startup, initial, max_replicas=cap))
     attainment = float(np.mean(result.latency <= slo))
     bound = partial(warmup_bound, arrivals, service, slots=slots, initial_pods=initial, startup=startup)
-    assert attainment <= bound(tick=5.0, slo=slo, max_pods=cap) + 1e-12
-    assert bound(tick=5.0, slo=slo, max_pods=cap) <= bound(tick=5.0, slo=slo) + 1e-12  # a cap never helps
+    assert attainment <= bound(look_seconds=5.0, slo=slo, max_pods=cap) + 1e-12
+    capped = bound(look_seconds=5.0, slo=slo, max_pods=cap)
+    assert capped <= bound(look_seconds=5.0, slo=slo) + 1e-12  # a cap never helps
 
 
 class ScriptedWatch(Scripted):
@@ -194,5 +195,6 @@ def test_a_watch_between_ticks_never_beats_the_bound_at_its_own_interval(
     check_invariants(result, 1)
     attainment = float(np.mean(result.latency <= 10.0))
     bound = partial(warmup_bound, arrivals, service, slots=1, initial_pods=1, startup=startup, slo=10.0)
-    assert attainment <= bound(tick=workload.look_seconds, max_pods=8) + 1e-12
-    assert bound(tick=workload.look_seconds, max_pods=8) >= bound(tick=5.0, max_pods=8) - 1e-12
+    at_looks = bound(look_seconds=workload.look_seconds, max_pods=8)
+    assert attainment <= at_looks + 1e-12
+    assert at_looks >= bound(look_seconds=5.0, max_pods=8) - 1e-12

@@ -102,7 +102,7 @@ def test_warmup_bound_worked_example() -> None:
     # serves jobs 0 and 1 in time (job 2 would start at 10). Pods ordered at the first tick are
     # ready at 30, in time for jobs that arrived from t=25 on; everything between is late.
     arrivals, service = np.arange(60.0), np.full(60, 5.0)
-    bound = partial(warmup_bound, arrivals, service, slots=1, startup=30.0, tick=5.0, slo=10.0)
+    bound = partial(warmup_bound, arrivals, service, slots=1, startup=30.0, look_seconds=5.0, slo=10.0)
     assert bound(initial_pods=1) == pytest.approx((2 + 35) / 60)
     assert bound(initial_pods=60) == 1.0
     # A cap on pods is a cap on the catch-up: at most 60 pods start the 25 queued jobs at t=30
