@@ -199,19 +199,9 @@ def slo_demand(inp: SizingInputs) -> float:
     over the horizon, so a daily or cron-like peak has its pods ready when it begins.
     """
     season_ahead = inp.forecast.seasonal_at_ready - inp.forecast.seasonal_offset
-    return inp.forecast.upper - unsustained_excess(inp) + season_ahead
-
-
-def unsustained_excess(inp: SizingInputs) -> float:
-    """The part of the forecast's excess that past excesses did not sustain over a horizon.
-
-    Both the SLO term and the backlog projection take it off the forecast: they look over the
-    same horizon, and a spike's echo is no more arrivals in the backlog than it is load for the
-    queueing model. Before the long-run rate is known nothing is discounted.
-    """
     if inp.long_rate is None:
-        return 0.0
-    return (1.0 - inp.forecast_persistence) * forecast_excess(inp)
+        return inp.forecast.upper + season_ahead
+    return inp.forecast.upper - (1.0 - inp.forecast_persistence) * forecast_excess(inp) + season_ahead
 
 
 def forecast_excess(inp: SizingInputs) -> float:
@@ -231,16 +221,13 @@ def queue_building(inp: SizingInputs) -> bool:
 def backlog_rate(inp: SizingInputs) -> float:
     """Arrival rate to project the backlog with: the forecast, plus a burst's lasting excess.
 
-    The forecast counts as the SLO term counts it (:func:`unsustained_excess` taken off): on
-    spiky traffic the forecast has jumped with the spike, and projecting it in full over the
-    warm-up ordered pods for a backlog that the spike's end never delivered.
     In a burst the short-window rate is the better estimate of what arrives during the warm-up,
     discounted by how much of past bursts' excess really lasted a horizon (``burst_persistence``).
     Only the excess beyond the Poisson wiggle band counts, unless a queue is already building; the
     band is read at the observed rate, not at the forecast, so the projection never falls when the
     forecast rises (a forecast just high enough to hide a burst must not order fewer pods).
     """
-    mean = inp.forecast.mean - unsustained_excess(inp)
+    mean = inp.forecast.mean
     band = 0.0 if queue_building(inp) else wiggle_band(inp)
     return mean + inp.burst_persistence * max(0.0, burst_rate(inp) - mean - band)
 

@@ -225,25 +225,6 @@ def test_the_slo_term_discounts_only_a_forecast_spike_beyond_the_long_run_band()
     assert faded.terms["slo_pods"] < size(replace(spike, forecast_persistence=1.0)).terms["slo_pods"]
 
 
-def test_the_backlog_projection_discounts_a_forecast_spike_like_the_slo_term() -> None:
-    # After a spike the forecast reads 9 jobs/s; the long run is 1 and no past excess lasted.
-    # Projected in full over the warm-up, 9 jobs/s is a backlog the ended spike never brings.
-    echo = replace(BASE, forecast=RateForecast(9.0, 11.0), long_rate=1.0, forecast_persistence=0.0)
-    floor = 1.0 + 2.0 * math.sqrt(0.1)
-    assert backlog_rate(echo) == pytest.approx(floor)
-    quarter = replace(echo, forecast_persistence=0.25)
-    assert backlog_rate(quarter) == pytest.approx(floor + 0.25 * (9.0 - floor))
-    # Excesses that lasted, or no long-run rate yet: the forecast is taken at its word.
-    assert backlog_rate(replace(echo, forecast_persistence=1.0)) == 9.0
-    assert backlog_rate(replace(echo, long_rate=None)) == 9.0
-    # A burst still in progress adds its own lasting excess on top of the discounted forecast.
-    burst = replace(echo, rate_now=20.0, waiting=40, burst_persistence=0.5)
-    assert backlog_rate(burst) == pytest.approx(floor + 0.5 * (20.0 - floor))
-    # Fewer pods for the echo than for the same forecast taken at its word, behind the same queue.
-    queued = replace(echo, waiting=60, pods=ready(5), current=5)
-    assert size(queued).desired < size(replace(queued, forecast_persistence=1.0)).desired
-
-
 def test_a_seasonal_lift_is_taken_where_the_new_pods_serve_and_never_discounted() -> None:
     # The profile adds 6 jobs/s on average over the horizon, and 9 in its last tick (a cron peak
     # starting there); the long run is 1 job/s and no past spike lasted (persistence 0).
