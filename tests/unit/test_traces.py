@@ -9,7 +9,7 @@ import pytest
 
 from experiments.distributions import MAX_P90_OVER_MEAN, Fixed, LogNormal, duration
 from experiments.generators import SHAPES, Diurnal, OnOff, Poisson, Ramp, Step, generate
-from experiments.traces import TraceError, load_trace, write_trace
+from experiments.traces import Trace, TraceError, load_trace, shuffle_blocks, write_trace
 
 AZURE_HEAD = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 
@@ -122,3 +122,29 @@ def test_durations() -> None:
             LogNormal(mean, p90)
     with pytest.raises(ValueError):
         Fixed(-1.0)
+
+
+def test_shuffled_blocks_keep_every_block_whole_and_only_change_their_order() -> None:
+    # Three 10 s blocks, each starting on its boundary (so the shuffled trace needs no new origin);
+    # the service times name the jobs and must travel with them.
+    arrivals = np.array([0.0, 1.0, 2.0, 10.0, 13.0, 20.0])
+    block = np.array([0, 0, 0, 1, 1, 2])
+    trace = Trace("t", arrivals, np.arange(6.0))
+    orders = set()
+    for seed in range(30):
+        shuffled = shuffle_blocks(trace, 10.0, seed)
+        assert shuffled.service is not None and len(shuffled) == 6
+        assert np.all(np.diff(shuffled.arrivals) >= 0) and shuffled.arrivals[0] == 0.0
+        job = shuffled.service.astype(int)
+        assert sorted(job.tolist()) == list(range(6))  # every job once
+        # Each job moved by a whole number of blocks, the same number for its whole block.
+        moved = (shuffled.arrivals - arrivals[job]) / 10.0
+        assert np.allclose(moved, np.round(moved))
+        position = block[job] + np.round(moved).astype(int)
+        assert all(len(set(position[block[job] == b].tolist())) == 1 for b in range(3))
+        assert sorted(set(position.tolist())) == [0, 1, 2]  # the blocks fill the three slots
+        orders.add(tuple(job.tolist()))
+        assert shuffle_blocks(trace, 10.0, seed).arrivals.tolist() == shuffled.arrivals.tolist()
+    assert len(orders) == 6  # all 3! orders of the blocks occur
+    with pytest.raises(ValueError, match="block_seconds"):
+        shuffle_blocks(trace, 0.0, 1)
