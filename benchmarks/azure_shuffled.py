@@ -9,7 +9,7 @@ when changing a default: a change that helps the real order and hurts these is f
 
     .venv/bin/python benchmarks/azure_shuffled.py [--trace PATH] [--seeds 8] [--out reports/azure_shuffled.md]
 
-About twenty seconds on two cores.
+About five seconds on two cores.
 """
 
 from __future__ import annotations

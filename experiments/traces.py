@@ -140,8 +140,10 @@ def shuffle_blocks(trace: Trace, block_seconds: float, seed: int) -> Trace:
     """
     if block_seconds <= 0:
         raise ValueError(f"block_seconds must be > 0, got {block_seconds}")
+    if len(trace) == 0:
+        return trace
     index = np.floor(trace.arrivals / block_seconds).astype(np.int64)
-    blocks = int(index[-1]) + 1 if len(index) else 0
+    blocks = int(index[-1]) + 1
     slot = np.empty(blocks, np.int64)
     slot[np.random.default_rng(seed).permutation(blocks)] = np.arange(blocks)
     moved = trace.arrivals + (slot[index] - index) * block_seconds

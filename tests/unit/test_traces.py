@@ -148,3 +148,5 @@ def test_shuffled_blocks_keep_every_block_whole_and_only_change_their_order() ->
     assert len(orders) == 6  # all 3! orders of the blocks occur
     with pytest.raises(ValueError, match="block_seconds"):
         shuffle_blocks(trace, 0.0, 1)
+    empty = Trace("empty", np.array([]))
+    assert shuffle_blocks(empty, 10.0, 1) is empty
