@@ -92,6 +92,8 @@ class TickReport:
     detail: str | None = None
     estimates: Mapping[str, float] | None = None
     state_saved_at: float | None = None  # last successful save of the learned state by this process
+    latencies: tuple[float, ...] = ()  # of jobs that got their final answer since the last read
+    slo_seconds: float | None = None  # the latency bound those are held to
 
 
 class TickObserver(Protocol):
@@ -340,10 +342,11 @@ class TargetLoop:
 
         signals, error = self._read_source()
         snapshot = self._snapshot(now, state, signals, settings.workload)
+        latencies = signals.latencies if signals else ()
         try:
             decision = self._policy.decide(snapshot)
         except Exception as exc:
-            return self._failed(now, "policy-error", exc)
+            return self._failed(now, "policy-error", exc, latencies)
         if not snapshot.stale:
             self._pending_startups.clear()
             self._pending_services.clear()
@@ -362,7 +365,15 @@ class TargetLoop:
         if error != "scale-failed":
             self._backoff.reset()
         return self._decided(
-            now, snapshot, decision, acted=acted, leader=leader, delay=delay, error=error, detail=detail
+            now,
+            snapshot,
+            decision,
+            acted=acted,
+            leader=leader,
+            delay=delay,
+            error=error,
+            detail=detail,
+            latencies=latencies,
         )
 
     def _scale(self, decision: Decision, state: TargetState, snapshot: Snapshot) -> Exception | None:
@@ -384,6 +395,7 @@ class TargetLoop:
         delay: float,
         error: str | None = None,
         detail: str | None = None,
+        latencies: tuple[float, ...] = (),
     ) -> TickReport:
         """Report a decision (of a tick or of the watch): log it, hand it to the observer, return it."""
         report = TickReport(
@@ -400,6 +412,8 @@ class TargetLoop:
             detail=detail,
             estimates=policy_estimates(self._policy, decision),
             state_saved_at=self._last_saved,
+            latencies=latencies,
+            slo_seconds=self._settings.workload.slo_seconds,
         )
         self._log_decision(report)
         self._emit(report)
@@ -517,7 +531,7 @@ class TargetLoop:
         active = sum(1 for p in snapshot.pods if p.phase is not PodPhase.DRAINING)
         return bool(decision.remove) and decision.desired < active
 
-    def _failed(self, now: float, kind: str, exc: Exception) -> TickReport:
+    def _failed(self, now: float, kind: str, exc: Exception, latencies: tuple[float, ...] = ()) -> TickReport:
         """A tick that could not decide: hold (do nothing) and come back after a backoff."""
         delay = self._backoff.next_delay()
         self._log_failure(kind, exc, delay)
@@ -534,6 +548,8 @@ class TargetLoop:
             next_delay=delay,
             error=kind,
             detail=str(exc),
+            latencies=latencies,
+            slo_seconds=self._settings.workload.slo_seconds,
         )
         self._emit(report)
         return report

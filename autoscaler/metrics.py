@@ -18,7 +18,14 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from autoscaler.loop import TickReport
 
@@ -44,6 +51,7 @@ _PER_TARGET_GAUGES = {
         "Season length the forecast uses: configured, or the period found in the arrivals of "
         "traffic on a clock (0: none)."
     ),
+    "slo_seconds": "Latency bound (submission to completion) the target is sized for.",
     "signal_age_seconds": "Age of the newest fresh queue signals.",
     "signals_stale": "1 when the last tick held because signals were missing or stale.",
     "shadow": "1 when the target is in shadow mode (decisions are published, not applied).",
@@ -53,6 +61,8 @@ _PER_TARGET_GAUGES = {
         "saves every state.save_every_seconds, so an old value means saves fail)."
     ),
 }
+LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+"""Job latency histogram bounds (seconds): dense around the usual SLOs of a few seconds to a minute."""
 
 
 class Metrics:
@@ -73,6 +83,27 @@ class Metrics:
         )
         self.errors = Counter(
             "autoscaler_errors", "Failed reads and actions by kind.", ["target", "kind"], registry=r
+        )
+        # What the scaling is for: how long jobs took, read from the queue's completions stream.
+        self.job_latency = Histogram(
+            "autoscaler_job_latency_seconds",
+            "Submission to final answer of the jobs that finished while this process watched.",
+            ["target"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.jobs_finished = Counter(
+            "autoscaler_jobs_finished",
+            "Jobs that got their final answer (succeeded, failed, or dead-lettered by a worker).",
+            ["target"],
+            registry=r,
+        )
+        self.jobs_within_slo = Counter(
+            "autoscaler_jobs_within_slo",
+            "Finished jobs whose latency was within the target's slo_seconds. SLO attainment is "
+            "rate(autoscaler_jobs_within_slo_total) / rate(autoscaler_jobs_finished_total).",
+            ["target"],
+            registry=r,
         )
         self.leader = Gauge("autoscaler_leader", "1 when this replica holds the lease and acts.", registry=r)
         self.config_valid = Gauge(
@@ -99,6 +130,7 @@ class Metrics:
             g["state_saved_timestamp_seconds"].set(report.state_saved_at)
         if report.error:
             self._count(self.errors, target, report.error)
+        self._observe_latencies(target, report.latencies, report.slo_seconds)
         snap, decision = report.snapshot, report.decision
         if snap is None or decision is None:
             return
@@ -127,6 +159,16 @@ class Metrics:
             direction = "up" if decision.desired > snap.current_replicas else "down"
             self._count(self.scale_actions, target, direction)
 
+    def _observe_latencies(self, target: str, latencies: tuple[float, ...], slo: float | None) -> None:
+        histogram = self.job_latency.labels(target)
+        for latency in latencies:
+            histogram.observe(latency)
+        self.jobs_finished.labels(target).inc(len(latencies))
+        within = self.jobs_within_slo.labels(target)  # created at 0, so rate() has a series from the start
+        if slo is not None:
+            within.inc(sum(1 for latency in latencies if latency <= slo))
+            self.gauges["slo_seconds"].labels(target).set(slo)
+
     def _count(self, counter: Counter, target: str, label: str) -> None:
         counter.labels(target, label).inc()
         with self._lock:
@@ -134,9 +176,9 @@ class Metrics:
 
     def forget_target(self, target: str) -> None:
         """Drop a removed target's series so dashboards do not show a ghost."""
-        for gauge in self.gauges.values():
+        for family in (*self.gauges.values(), self.job_latency, self.jobs_finished, self.jobs_within_slo):
             with contextlib.suppress(KeyError):
-                gauge.remove(target)
+                family.remove(target)
         with self._lock:
             seen = self._seen.pop(target, set())
         for counter, label in seen:

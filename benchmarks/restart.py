@@ -6,7 +6,8 @@ one moment, by a new process in one of three ways:
 
 * cold: a fresh policy that knows nothing;
 * history: a fresh policy whose forecaster is warmed from the last hour of arrivals (what the
-  daemon does when no saved state exists; from the true arrival times here, its best case);
+  daemon does when no saved state exists, from the submission times in the completions stream;
+  here the true arrival times, which differ only by the jobs unfinished at the restart);
 * restored: a fresh policy restored from the old one's saved state, through JSON
   (``autoscaler.engine.state``), which the daemon does when the state is in Redis.
 

@@ -23,7 +23,8 @@ class RestartedAt:
 
     * cold: knows nothing;
     * history: its forecaster warmed from the last hour of ``arrivals`` (what the daemon does
-      without saved state; from the true arrival times here, its best case);
+      without saved state: the completions stream carries each job's submission time, so it reads
+      these same times, less the jobs still queued or running at the restart);
     * restored: restored from the old policy's export, through JSON, as the daemon does from Redis.
       The parts the restore skipped are kept in ``skipped``.
     """

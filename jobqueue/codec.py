@@ -122,6 +122,7 @@ def completion_from_entry(stream_id: str, fields: Mapping[str, str]) -> Completi
         duration=float(fields["duration"]),
         status=JobStatus(fields["status"]),
         worker=fields.get("worker", ""),
+        submitted_at=opt_float(fields.get("submitted_at")),
     )
 
 

@@ -126,7 +126,7 @@ FINISH = Script(
 -- Returns the job's resulting status, 'lost' if this worker no longer holds the job (it was
 -- reclaimed by another: that worker's delivery must stay pending, so nothing is acked), or
 -- 'missing' if the record is gone.
-local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts', 'entry')
+local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts', 'entry', 'submitted_at')
 if not h[1] then
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
   redis.call('XDEL', KEYS[2], ARGV[2])
@@ -152,8 +152,9 @@ else
   redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[6], 'entry', entry)
   result = 'queued'
 end
+-- submitted_at rides along so a reader of the stream alone knows each job's latency.
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', 'job', ARGV[12], 'finished_at', ARGV[4],
-           'duration', ARGV[7], 'worker', ARGV[3], 'status', result)
+           'duration', ARGV[7], 'worker', ARGV[3], 'status', result, 'submitted_at', h[5] or '')
 if result == 'succeeded' or result == 'failed' then
   redis.call('EXPIRE', KEYS[1], ARGV[9])
   redis.call('PUBLISH', ARGV[13], result)

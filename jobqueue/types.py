@@ -109,7 +109,11 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One finished job in the completions stream; ``duration`` is its service time in seconds."""
+    """One finished attempt in the completions stream; ``duration`` is its service time in seconds.
+
+    ``submitted_at`` is the job's submission time, copied from its record when the attempt
+    finished; None on entries written before the field existed.
+    """
 
     stream_id: str
     job_id: str
@@ -117,6 +121,14 @@ class Completion:
     duration: float
     status: JobStatus
     worker: str
+    submitted_at: float | None = None
+
+    @property
+    def latency(self) -> float | None:
+        """Submission to this finish, for a job whose answer is final; None while it is retried."""
+        if self.submitted_at is None or not self.status.terminal:
+            return None
+        return self.finished_at - self.submitted_at
 
 
 @dataclass(frozen=True, slots=True)

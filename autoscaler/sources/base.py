@@ -16,6 +16,8 @@ class QueueSignals:
     them from queue deltas plus completions. ``service_times`` are the durations of jobs that
     completed since the previous read. ``busy_by_worker`` maps worker (pod) names to the number of
     jobs each is serving now, from worker heartbeats; pods missing from it are treated as idle.
+    ``latencies`` are submission-to-finish times of jobs that reached a final outcome since the
+    previous read (for the SLO metrics; sources that cannot know them report none).
     """
 
     observed_at: float
@@ -25,6 +27,7 @@ class QueueSignals:
     service_times: tuple[float, ...] = ()
     completions: int = 0
     busy_by_worker: Mapping[str, int] = field(default_factory=dict)
+    latencies: tuple[float, ...] = ()
 
 
 class SignalSource(Protocol):

@@ -70,7 +70,9 @@ class StreamSource:
             stats = jq.read_queue_stats(self._client, self.queue, since=self._cursor, settings=self._settings)
         except redis.RedisError as exc:
             raise SourceUnavailableError(f"queue {self.queue}: {exc}") from exc
-        self._cursor = stats.completions_cursor
+        # The first read seeds service times from the newest completions; those finished before this
+        # process was watching (a previous one already counted them), so they carry no latencies.
+        seeding, self._cursor = self._cursor is None, stats.completions_cursor
         return QueueSignals(
             observed_at=self._clock(),
             waiting=stats.waiting,
@@ -79,6 +81,7 @@ class StreamSource:
             service_times=tuple(c.duration for c in stats.completions),
             completions=len(stats.completions),
             busy_by_worker={w.name: _busy_slots(w) for w in stats.workers},
+            latencies=() if seeding else tuple(c.latency for c in stats.completions if c.latency is not None),
         )
 
     def pulse(self) -> QueueSignals:
@@ -97,11 +100,13 @@ class StreamSource:
         """Rebuild the last ``seconds`` of arrivals from the completions stream, for a warm restart.
 
         Acknowledged job entries are deleted from the job stream, so the only durable trace of past
-        load is the capped completions stream. A job's arrival is approximated by its start
-        (``finished_at - duration``): this lags the true arrival by the queue wait, which is small
-        whenever the SLO was met, and a retried job counts once per attempt. Good enough to give the
-        forecaster a level and trend instead of starting from zero after a restart. The completion
-        cursor moves past what was read, so the first tick does not count these again.
+        load is the capped completions stream. Each entry carries its job's submission time, the
+        exact arrival; a retried job has one entry per attempt and counts once. Entries written
+        before that field existed fall back to the attempt's start (``finished_at - duration``),
+        which lags the arrival by the queue wait. Jobs still waiting or running are not in the
+        stream yet, so the most recent seconds read low; the first ticks' own arrivals make that
+        up. The completion cursor moves past what was read, so the first tick does not count
+        these again.
         """
         try:
             stats = jq.read_queue_stats(
@@ -111,11 +116,14 @@ class StreamSource:
             raise SourceUnavailableError(f"queue {self.queue}: {exc}") from exc
         self._cursor = stats.completions_cursor
         since = self._clock() - seconds
-        recent = [c for c in stats.completions if c.finished_at - c.duration >= since]
-        return ArrivalHistory(
-            arrival_times=tuple(sorted(c.finished_at - c.duration for c in recent)),
-            service_times=tuple(c.duration for c in recent),
-        )
+        arrivals: dict[str, float] = {}
+        services: list[float] = []
+        for c in stats.completions:
+            arrival = c.submitted_at if c.submitted_at is not None else c.finished_at - c.duration
+            if arrival >= since:
+                arrivals.setdefault(c.job_id, arrival)
+                services.append(c.duration)
+        return ArrivalHistory(arrival_times=tuple(sorted(arrivals.values())), service_times=tuple(services))
 
     def close(self) -> None:
         self._client.close()

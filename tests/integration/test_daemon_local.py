@@ -34,6 +34,7 @@ QUEUE = "itest:v1"
 TICK = 0.5
 RATE = 14.0  # jobs/s: ~3 workers' worth at 0.2 s per job
 STEP_SECONDS = 8.0
+SLO_SECONDS = 2.0
 
 CONFIG = """
 host: 127.0.0.1
@@ -54,7 +55,7 @@ targets:
         POLL_SECONDS: "0.2"
     min_replicas: 1
     max_replicas: 8
-    slo_seconds: 2
+    slo_seconds: {slo}
     startup_seconds: 2
     service_seconds: 0.2
     tick_seconds: {tick}
@@ -115,7 +116,7 @@ def http_json(port: int, path: str) -> tuple[int, dict[str, Any]]:
 
 @pytest.fixture
 def daemon(redis_url: str, tmp_path: Path) -> Iterator[tuple[Daemon, RecordingMetrics]]:
-    text = CONFIG.format(queue=QUEUE, url=redis_url, logs=tmp_path / "workers", tick=TICK)
+    text = CONFIG.format(queue=QUEUE, url=redis_url, logs=tmp_path / "workers", tick=TICK, slo=SLO_SECONDS)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(text)
     metrics = RecordingMetrics()
@@ -211,6 +212,15 @@ def test_load_step_scales_up_ahead_of_the_backlog_and_back_down_without_losing_a
     assert 'autoscaler_desired_replicas{target="itest"} 1.0' in exported
     assert 'autoscaler_decisions_total{reason="scale-down-window",target="itest"}' in exported
     assert "autoscaler_config_valid 1.0" in exported
+    # Every job's latency reached the SLO counters, read from the completions stream alone: the
+    # same numbers as the job records' own submitted_at -> finished_at.
+    within = sum(
+        1
+        for j in jobs
+        if j is not None and j.finished_at is not None and j.finished_at - j.submitted_at <= SLO_SECONDS
+    )
+    assert f'autoscaler_jobs_finished_total{{target="itest"}} {float(len(ids))}' in exported
+    assert f'autoscaler_jobs_within_slo_total{{target="itest"}} {float(within)}' in exported
 
     # The leader keeps what it learned in Redis, for the next process to start from.
     key = Keyspace().autoscaler_state("itest")

@@ -83,6 +83,10 @@ def test_submit_get_and_run_to_success(client: redis.Redis) -> None:
     assert [(c.job_id, c.duration, c.status) for c in stats.completions] == [
         (sub.job_id, 0.5, JobStatus.SUCCEEDED)
     ]
+    # The completion carries the job's submission time, so its latency needs no record read.
+    (completion,) = stats.completions
+    assert completion.submitted_at == done.submitted_at and completion.finished_at == done.finished_at
+    assert completion.latency == done.finished_at - done.submitted_at
     assert jq.list_queues(client) == [Q]
 
 
@@ -159,6 +163,10 @@ def test_errors_retry_then_dead_letter_with_error_kept(redis_client: redis.Redis
     stats = jq.read_queue_stats(redis_client, Q)
     assert (stats.waiting, stats.in_flight, stats.arrivals_total) == (0, 0, 1)  # a retry is no arrival
     assert [c.status for c in stats.completions] == [JobStatus.QUEUED, JobStatus.DEAD]
+    retried, dead_letter = stats.completions
+    assert retried.submitted_at == dead_letter.submitted_at == job.submitted_at
+    assert retried.latency is None  # a retry is no answer yet; the dead letter is the final one
+    assert dead_letter.latency is not None and dead_letter.latency >= 0
 
 
 def test_permanent_failure_is_not_retried(redis_client: redis.Redis) -> None:

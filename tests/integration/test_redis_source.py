@@ -14,6 +14,7 @@ from autoscaler.sources.redis_source import ListSource, StreamSource, make_sourc
 from jobqueue import WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome
+from jobqueue.keys import Keyspace
 from tests.support.valkey import ValkeyServer
 
 pytestmark = pytest.mark.integration
@@ -45,8 +46,11 @@ def test_stream_source_reads_waiting_in_flight_arrivals_completions_and_busy_wor
     jq.finish(redis_client, entry, "w1", Outcome.SUCCEEDED, {"ok": True}, 0.25)
     done = source.read()
     assert (done.waiting, done.in_flight, done.completions, done.service_times) == (4, 0, 1, (0.25,))
+    record = jq.get_job(redis_client, entry.job_id)
+    assert record is not None and record.finished_at is not None
+    assert done.latencies == (record.finished_at - record.submitted_at,)
     again = source.read()  # completions are reported once
-    assert (again.completions, again.service_times) == (0, ())
+    assert (again.completions, again.service_times, again.latencies) == (0, (), ())
     source.close()
 
 
@@ -77,20 +81,62 @@ def test_a_pulse_reads_the_counts_alone_and_leaves_the_completions_to_the_next_r
     plain.close()
 
 
-def test_stream_history_approximates_past_arrivals_from_completions(
+def test_stream_history_has_each_job_once_at_its_submission(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     jq.ensure_groups(redis_client, QUEUE)
+    submitted = []
     for n in range(3):
-        jq.submit_job(redis_client, QUEUE, {"n": n})
+        submitted.append(jq.submit_job(redis_client, QUEUE, {"n": n}).job_id)
         (entry,) = jq.fetch(redis_client, QUEUE, "w1", block_ms=100)
         jq.start(redis_client, entry, "w1")
+        # The first job fails once and is retried: two completions, one arrival.
+        if n == 0:
+            jq.finish(redis_client, entry, "w1", Outcome.ERROR, "transient", 0.25)
+            (entry,) = jq.fetch(redis_client, QUEUE, "w1", block_ms=100)
+            jq.start(redis_client, entry, "w1")
         jq.finish(redis_client, entry, "w1", Outcome.SUCCEEDED, {}, 0.5)
+    records = [jq.get_job(redis_client, job_id) for job_id in submitted]
     source = StreamSource(redis.Redis.from_url(redis_url), QUEUE)
     history = source.history(3600)
-    assert len(history.arrival_times) == 3 and history.service_times == (0.5, 0.5, 0.5)
-    assert all(time.time() - 5 < t <= time.time() for t in history.arrival_times)
+    assert history.arrival_times == tuple(r.submitted_at for r in records if r is not None)
+    assert history.service_times == (0.25, 0.5, 0.5, 0.5)  # every attempt is a service sample
+    assert source.history(0).arrival_times == ()  # nothing was submitted within the last 0 s
     assert source.read().completions == 0  # the first tick does not count the history again
+    source.close()
+
+
+def test_the_first_read_seeds_service_times_but_reports_no_latencies(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """What finished before this process watched was counted by the one before: no double count."""
+    jq.ensure_groups(redis_client, QUEUE)
+    jq.submit_job(redis_client, QUEUE, 1)
+    (entry,) = jq.fetch(redis_client, QUEUE, "w1", block_ms=100)
+    jq.start(redis_client, entry, "w1")
+    jq.finish(redis_client, entry, "w1", Outcome.SUCCEEDED, {}, 0.5)
+    source = StreamSource(redis.Redis.from_url(redis_url), QUEUE)
+    first = source.read()
+    assert (first.service_times, first.latencies) == ((0.5,), ())
+    source.close()
+
+
+def test_completions_written_before_submitted_at_fall_back_to_the_start(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Entries of an older worker (no submitted_at): arrival ~ start, no latency, nothing fails."""
+    completions = Keyspace().queue(QUEUE).completions
+    now = time.time()
+    redis_client.xadd(
+        completions, {"job": "old", "finished_at": now - 1, "duration": 0.5, "status": "succeeded"}
+    )
+    source = StreamSource(redis.Redis.from_url(redis_url), QUEUE)
+    assert source.history(3600).arrival_times == ((now - 1) - 0.5,)
+    redis_client.xadd(
+        completions, {"job": "old2", "finished_at": now, "duration": 0.5, "status": "succeeded"}
+    )
+    read = source.read()
+    assert (read.service_times, read.latencies) == ((0.5,), ())
     source.close()
 
 

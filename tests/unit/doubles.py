@@ -40,6 +40,7 @@ class MemorySource:
     arrivals_total: int | None = 0
     busy: dict[str, int] = field(default_factory=dict)
     service_times: tuple[float, ...] = ()
+    latencies: tuple[float, ...] = ()
     down: bool = False
     age: float = 0.0  # how old the reading is (a source serving a cached value)
     closed: bool = False
@@ -56,8 +57,9 @@ class MemorySource:
             service_times=self.service_times,
             completions=len(self.service_times),
             busy_by_worker=dict(self.busy),
+            latencies=self.latencies,
         )
-        self.service_times = ()
+        self.service_times, self.latencies = (), ()
         return signals
 
     def pulse(self) -> QueueSignals:

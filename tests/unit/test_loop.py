@@ -266,9 +266,23 @@ def test_a_failed_scale_is_retried_after_a_backoff() -> None:
 def test_a_policy_bug_holds_instead_of_crashing_the_loop() -> None:
     r = rig()
     r.policy.fail = True
+    r.source.latencies = (12.0,)
     report = r.tick()
     assert report.error == "policy-error" and report.decision is None
     assert r.target.scaled == []
+    assert report.latencies == (12.0,)  # the read consumed them: they are reported all the same
+
+
+def test_job_latencies_are_reported_once_with_the_slo_they_are_held_to() -> None:
+    r = rig()
+    r.source.latencies = (3.0, 11.0)
+    first = r.tick()
+    assert (first.latencies, first.slo_seconds) == ((3.0, 11.0), WorkloadSpec().slo_seconds)
+    assert r.tick().latencies == ()
+    r.source.latencies, r.source.down = (4.0,), True
+    assert r.tick().latencies == ()  # not read while the source is down: still there for later
+    r.source.down = False
+    assert r.tick().latencies == (4.0,)
 
 
 def test_backoff_is_capped() -> None:

@@ -91,6 +91,33 @@ def test_a_stale_tick_keeps_the_last_queue_numbers_and_counts_the_error() -> Non
     assert sample(metrics, "autoscaler_errors_total", target="resnet", kind="source-unavailable") is None
 
 
+def test_job_latencies_feed_the_histogram_and_the_slo_counters() -> None:
+    metrics = Metrics()
+    t = {"target": "resnet"}
+    metrics.observe_tick(report(slo_seconds=10.0))  # no job finished yet: the series exist at 0
+    assert sample(metrics, "autoscaler_jobs_finished_total", **t) == 0
+    assert sample(metrics, "autoscaler_jobs_within_slo_total", **t) == 0
+    assert sample(metrics, "autoscaler_slo_seconds", **t) == 10.0
+    metrics.observe_tick(report(latencies=(5.2, 10.0, 12.5), slo_seconds=10.0))
+    # A tick that could not decide still reports the jobs its read consumed.
+    metrics.observe_tick(
+        report(snapshot=None, decision=None, error="policy-error", latencies=(40.0,), slo_seconds=10.0)
+    )
+    assert sample(metrics, "autoscaler_jobs_finished_total", **t) == 4
+    assert sample(metrics, "autoscaler_jobs_within_slo_total", **t) == 2  # the bound itself is within
+    assert sample(metrics, "autoscaler_job_latency_seconds_count", **t) == 4
+    assert sample(metrics, "autoscaler_job_latency_seconds_sum", **t) == 5.2 + 10.0 + 12.5 + 40.0
+    assert sample(metrics, "autoscaler_job_latency_seconds_bucket", le="10.0", **t) == 2
+    assert sample(metrics, "autoscaler_job_latency_seconds_bucket", le="60.0", **t) == 4
+    metrics.forget_target("resnet")
+    for name in (
+        "autoscaler_jobs_finished_total",
+        "autoscaler_job_latency_seconds_count",
+        "autoscaler_slo_seconds",
+    ):
+        assert sample(metrics, name, **t) is None
+
+
 def get(port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
