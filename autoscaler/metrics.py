@@ -128,6 +128,8 @@ class Metrics:
             g["signal_age_seconds"].set(report.signal_age)
         if report.state_saved_at is not None:
             g["state_saved_timestamp_seconds"].set(report.state_saved_at)
+        if report.slo_seconds is not None:
+            g["slo_seconds"].set(report.slo_seconds)
         if report.error:
             self._count(self.errors, target, report.error)
         self._observe_latencies(target, report.latencies, report.slo_seconds)
@@ -167,7 +169,6 @@ class Metrics:
         within = self.jobs_within_slo.labels(target)  # created at 0, so rate() has a series from the start
         if slo is not None:
             within.inc(sum(1 for latency in latencies if latency <= slo))
-            self.gauges["slo_seconds"].labels(target).set(slo)
 
     def _count(self, counter: Counter, target: str, label: str) -> None:
         counter.labels(target, label).inc()
