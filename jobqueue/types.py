@@ -154,8 +154,9 @@ class WorkerInfo:
 class QueueCounts:
     """The counters of one queue alone: what the autoscaler's watch reads between ticks.
 
-    The same numbers as :class:`QueueStats` (``waiting_exact`` as there), without completions or
-    workers, so reading them moves no cursor and costs one round trip.
+    ``arrivals_total`` is a monotonic counter: subtract the previous reading for the arrivals in
+    between. ``waiting_exact`` is False when the consumer-group lag was unknown and ``waiting``
+    fell back to ``XLEN - pending``. Reading them moves no cursor and costs one round trip.
     """
 
     queue: str
@@ -165,24 +166,17 @@ class QueueCounts:
     waiting_exact: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """What the autoscaler reads each tick about one queue.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueStats(QueueCounts):
+    """What the autoscaler reads each tick about one queue: its counts, plus completions and workers.
 
-    ``arrivals_total`` is a monotonic counter: subtract the previous tick's value for the arrivals
-    in between. ``completions`` are those after the ``since`` cursor passed to the read, oldest
-    first; pass ``completions_cursor`` as ``since`` next time. ``waiting_exact`` is False when the
-    consumer-group lag was unknown and ``waiting`` fell back to ``XLEN - pending``.
+    ``completions`` are those after the ``since`` cursor passed to the read, oldest first; pass
+    ``completions_cursor`` as ``since`` next time.
     """
 
-    queue: str
-    waiting: int
-    in_flight: int
-    arrivals_total: int
     completions: tuple[Completion, ...]
     completions_cursor: str
     workers: tuple[WorkerInfo, ...]
-    waiting_exact: bool = True
 
 
 @dataclass(frozen=True, slots=True)
