@@ -94,7 +94,7 @@ class Metrics:
         )
         self.jobs_finished = Counter(
             "autoscaler_jobs_finished",
-            "Jobs that got their final answer (succeeded, failed, or dead-lettered by a worker).",
+            "Jobs that got their final answer: succeeded, failed or dead-lettered (worker died, too).",
             ["target"],
             registry=r,
         )

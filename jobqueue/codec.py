@@ -119,7 +119,7 @@ def completion_from_entry(stream_id: str, fields: Mapping[str, str]) -> Completi
         stream_id=stream_id,
         job_id=fields["job"],
         finished_at=float(fields["finished_at"]),
-        duration=float(fields["duration"]),
+        duration=opt_float(fields.get("duration")),
         status=JobStatus(fields["status"]),
         worker=fields.get("worker", ""),
         submitted_at=opt_float(fields.get("submitted_at")),

@@ -137,7 +137,8 @@ def reclaim(
 def start(entry: Entry, worker: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[Started]:
     """Atomically turn a delivered entry into a running attempt, or acknowledge and skip it."""
     ks = Keyspace(settings.prefix)
-    keys = (ks.job(entry.job_id), entry.stream, ks.queue(entry.queue).dead)
+    qk = ks.queue(entry.queue)
+    keys = (ks.job(entry.job_id), entry.stream, qk.dead, qk.completions)
     args = (
         GROUP,
         entry.entry_id,
@@ -148,6 +149,7 @@ def start(entry: Entry, worker: str, *, settings: Settings = DEFAULT_SETTINGS) -
         settings.dead_letter_maxlen,
         entry.job_id,
         ks.done_channel(entry.job_id),
+        settings.completions_maxlen,
     )
     (reply,) = yield [Eval(START, keys, args)]
     if reply[0] == "run":

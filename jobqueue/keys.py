@@ -9,7 +9,9 @@ software and ``SCAN jq:*`` shows exactly what this system owns. A queue is named
     jq:q:<queue>:stream:high       STREAM  high-priority entries, always read before the normal stream
     jq:q:<queue>:arrivals          STRING  INCR'd once per accepted submission (monotonic arrivals)
     jq:q:<queue>:completions       STREAM  capped (MAXLEN ~): finished_at, duration, job, worker, status,
-                                           submitted_at (of the job, so latency needs no record read)
+                                           submitted_at (of the job, so latency needs no record read);
+                                           one entry per ended attempt, plus one (duration '') for a
+                                           job dead-lettered because its last worker died
     jq:q:<queue>:dead              STREAM  capped dead letters: job, attempts, error, dead_at
     jq:q:<queue>:workers           ZSET    worker name -> last heartbeat (epoch seconds)
     jq:q:<queue>:idem:<key>        STRING  idempotency key -> job id (SET NX EX)

@@ -71,7 +71,8 @@ return 'cancelled'
 )
 
 # The dead-letter transition is shared by START (a reclaimed job whose last attempt's worker died)
-# and FINISH (the last attempt raised): one Lua function, spliced into both scripts.
+# and FINISH (the last attempt raised): one Lua function, spliced into both scripts. So is the
+# completions-stream entry, which both write for the attempt that ended.
 _DEAD_LETTER = """
 local function dead_letter(job, dead, job_id, attempts, err, now, ttl, maxlen, channel)
   redis.call('HSET', job, 'status', 'dead', 'error', err, 'finished_at', now)
@@ -80,20 +81,27 @@ local function dead_letter(job, dead, job_id, attempts, err, now, ttl, maxlen, c
              'job', job_id, 'attempts', attempts, 'error', err, 'dead_at', now)
   redis.call('PUBLISH', channel, 'dead')
 end
+-- submitted_at rides along so a reader of the stream alone knows each job's latency. duration is
+-- '' for an attempt lost with its worker: its service time is unknown.
+local function completed(completions, maxlen, job_id, now, duration, worker, status, submitted_at)
+  redis.call('XADD', completions, 'MAXLEN', '~', maxlen, '*', 'job', job_id, 'finished_at', now,
+             'duration', duration, 'worker', worker, 'status', status, 'submitted_at', submitted_at)
+end
 """
 
 START = Script(
     "start",
     _DEAD_LETTER
     + """
--- KEYS: job hash, stream, dead-letter stream
--- ARGV: group, entry id, worker, now, max attempts, result ttl, dead maxlen, job id, channel
+-- KEYS: job hash, stream, dead-letter stream, completions stream
+-- ARGV: group, entry id, worker, now, max attempts, result ttl, dead maxlen, job id, channel,
+--       completions maxlen
 -- Returns {'run', flat job hash} or {reason} when the entry must not run (it is then acked).
 local function drop()
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
   redis.call('XDEL', KEYS[2], ARGV[2])
 end
-local h = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'error', 'entry', 'worker')
+local h = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'error', 'entry', 'worker', 'submitted_at')
 local status = h[1]
 if not status then drop(); return {'missing'} end
 if h[4] and h[4] ~= ARGV[2] then drop(); return {'stale'} end
@@ -106,6 +114,8 @@ if status == 'running' then
 end
 if attempts >= tonumber(ARGV[5]) then
   dead_letter(KEYS[1], KEYS[3], ARGV[8], attempts, err, ARGV[4], ARGV[6], ARGV[7], ARGV[9])
+  -- The job's final answer, for whoever counts latencies off the completions stream.
+  completed(KEYS[4], ARGV[10], ARGV[8], ARGV[4], '', h[5] or '', 'dead', h[6] or '')
   drop()
   return {'dead'}
 end
@@ -152,9 +162,7 @@ else
   redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[6], 'entry', entry)
   result = 'queued'
 end
--- submitted_at rides along so a reader of the stream alone knows each job's latency.
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', 'job', ARGV[12], 'finished_at', ARGV[4],
-           'duration', ARGV[7], 'worker', ARGV[3], 'status', result, 'submitted_at', h[5] or '')
+completed(KEYS[3], ARGV[10], ARGV[12], ARGV[4], ARGV[7], ARGV[3], result, h[5] or '')
 if result == 'succeeded' or result == 'failed' then
   redis.call('EXPIRE', KEYS[1], ARGV[9])
   redis.call('PUBLISH', ARGV[13], result)

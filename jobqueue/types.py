@@ -111,14 +111,16 @@ class Entry:
 class Completion:
     """One finished attempt in the completions stream; ``duration`` is its service time in seconds.
 
-    ``submitted_at`` is the job's submission time, copied from its record when the attempt
-    finished; None on entries written before the field existed.
+    ``duration`` is None for an attempt lost with its worker: the reclaimer that dead-letters such
+    a job writes its entry, and nobody timed the attempt. ``submitted_at`` is the job's
+    submission time, copied from its record when the attempt finished; None on entries written
+    before the field existed.
     """
 
     stream_id: str
     job_id: str
     finished_at: float
-    duration: float
+    duration: float | None
     status: JobStatus
     worker: str
     submitted_at: float | None = None

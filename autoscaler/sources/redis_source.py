@@ -17,7 +17,7 @@ import redis
 from autoscaler.config import ListSourceConfig, StreamSourceConfig
 from autoscaler.sources.base import QueueSignals, SourceUnavailableError
 from jobqueue import sync as jq
-from jobqueue.types import Settings, WorkerInfo, WorkerState
+from jobqueue.types import Completion, Settings, WorkerInfo, WorkerState
 
 Clock = Callable[[], float]
 HISTORY_LIMIT = 10_000
@@ -38,6 +38,15 @@ def connect(config: StreamSourceConfig | ListSourceConfig) -> redis.Redis:
 def _busy_slots(worker: WorkerInfo) -> int:
     """A worker serves one job at a time; a draining one still finishing its job is busy too."""
     return 1 if worker.job and worker.state in (WorkerState.BUSY, WorkerState.DRAINING) else 0
+
+
+def _arrival(completion: Completion) -> float | None:
+    """When the job arrived: its submission time, else its attempt's start, else unknown (None)."""
+    if completion.submitted_at is not None:
+        return completion.submitted_at
+    if completion.duration is not None:
+        return completion.finished_at - completion.duration
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +87,7 @@ class StreamSource:
             waiting=stats.waiting,
             in_flight=stats.in_flight,
             arrivals_total=stats.arrivals_total,
-            service_times=tuple(c.duration for c in stats.completions),
+            service_times=tuple(c.duration for c in stats.completions if c.duration is not None),
             completions=len(stats.completions),
             busy_by_worker={w.name: _busy_slots(w) for w in stats.workers},
             latencies=() if seeding else tuple(c.latency for c in stats.completions if c.latency is not None),
@@ -103,10 +112,10 @@ class StreamSource:
         load is the capped completions stream. Each entry carries its job's submission time, the
         exact arrival; a retried job has one entry per attempt and counts once. Entries written
         before that field existed fall back to the attempt's start (``finished_at - duration``),
-        which lags the arrival by the queue wait. Jobs still waiting or running are not in the
-        stream yet, so the most recent seconds read low; the first ticks' own arrivals make that
-        up. The completion cursor moves past what was read, so the first tick does not count
-        these again.
+        which lags the arrival by the queue wait (an entry with neither tells nothing). Jobs still
+        waiting or running are not in the stream yet, so the most recent seconds read low; the
+        first ticks' own arrivals make that up. The completion cursor moves past what was read, so
+        the first tick does not count these again.
         """
         try:
             stats = jq.read_queue_stats(
@@ -119,10 +128,11 @@ class StreamSource:
         arrivals: dict[str, float] = {}
         services: list[float] = []
         for c in stats.completions:
-            arrival = c.submitted_at if c.submitted_at is not None else c.finished_at - c.duration
-            if arrival >= since:
+            arrival = _arrival(c)
+            if arrival is not None and arrival >= since:
                 arrivals.setdefault(c.job_id, arrival)
-                services.append(c.duration)
+                if c.duration is not None:
+                    services.append(c.duration)
         return ArrivalHistory(arrival_times=tuple(sorted(arrivals.values())), service_times=tuple(services))
 
     def close(self) -> None:

@@ -220,7 +220,34 @@ def test_worker_lost_on_last_attempt_is_dead_lettered(redis_client: redis.Redis)
     assert jq.start(redis_client, entry, "w2", settings=settings).skipped == "dead"
     [dead] = jq.read_dead_letters(redis_client, Q)
     assert dead.job_id == job_id and "dead-worker" in dead.error
-    assert jq.read_queue_stats(redis_client, Q).in_flight == 0
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert stats.in_flight == 0
+    # Nobody timed the lost attempt, but the job's final answer is on the completions stream, so
+    # whoever counts latencies off it (the autoscaler's SLO counters) sees this job end too.
+    [completion] = stats.completions
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and job.finished_at is not None
+    assert (completion.job_id, completion.status, completion.worker, completion.duration) == (
+        job_id,
+        JobStatus.DEAD,
+        "dead-worker",
+        None,
+    )
+    assert completion.latency == job.finished_at - job.submitted_at
+
+
+def test_a_queued_job_past_lowered_max_attempts_is_dead_lettered_with_its_final_entry(
+    redis_client: redis.Redis,
+) -> None:
+    """max_attempts lowered while a retry waits: START dead-letters it, and says so on the stream."""
+    job_id = jq.submit_job(redis_client, Q, 1).job_id
+    three, one = Settings(max_attempts=3), Settings(max_attempts=1)
+    assert run_once(redis_client, Outcome.ERROR, "boom", settings=three) is JobStatus.QUEUED
+    assert jq.start(redis_client, take(redis_client), "w2", settings=one).skipped == "dead"
+    retried, final = jq.read_queue_stats(redis_client, Q).completions
+    assert (retried.status, retried.latency) == (JobStatus.QUEUED, None)
+    assert (final.job_id, final.status, final.duration) == (job_id, JobStatus.DEAD, None)
+    assert final.latency is not None and final.latency >= 0
 
 
 def test_queue_stats_counts_and_cursor(redis_client: redis.Redis) -> None:

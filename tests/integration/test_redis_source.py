@@ -10,11 +10,12 @@ import redis
 
 from autoscaler.config import ListSourceConfig, StreamSourceConfig
 from autoscaler.sources.base import SourceUnavailableError
-from autoscaler.sources.redis_source import ListSource, StreamSource, make_source
+from autoscaler.sources.redis_source import ArrivalHistory, ListSource, StreamSource, make_source
 from jobqueue import WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome
 from jobqueue.keys import Keyspace
+from jobqueue.types import Settings
 from tests.support.valkey import ValkeyServer
 
 pytestmark = pytest.mark.integration
@@ -180,4 +181,27 @@ def test_password_from_env_and_an_unreachable_server(
     assert time.monotonic() - started < 3  # a dead server costs a bounded wait, never a hang
     server.start()
     assert source.read().waiting == 0  # reconnects by itself
+    source.close()
+
+
+def test_a_job_dead_lettered_by_the_reclaimer_counts_once_with_no_service_sample(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Its worker died on the last attempt: a latency for the SLO count, no made-up service time."""
+    settings = Settings(max_attempts=1)
+    source = StreamSource(redis.Redis.from_url(redis_url), QUEUE)
+    source.read()  # seeded: later completions carry latencies
+    job_id = jq.submit_job(redis_client, QUEUE, 1).job_id
+    jq.ensure_groups(redis_client, QUEUE)
+    (lost,) = jq.fetch(redis_client, QUEUE, "gone", block_ms=100)
+    jq.start(redis_client, lost, "gone", settings=settings)
+    time.sleep(0.06)
+    entry = jq.reclaim(redis_client, QUEUE, "w2", 50)
+    assert entry is not None and jq.start(redis_client, entry, "w2", settings=settings).skipped == "dead"
+    record = jq.get_job(redis_client, job_id)
+    assert record is not None and record.finished_at is not None
+    read = source.read()
+    assert (read.completions, read.service_times) == (1, ())
+    assert read.latencies == (record.finished_at - record.submitted_at,)
+    assert source.history(3600) == ArrivalHistory(arrival_times=(record.submitted_at,), service_times=())
     source.close()

@@ -74,7 +74,7 @@ def test_lifecycle_probes_registry_and_metrics(redis_client: redis.Redis, worker
     assert job is not None and job.status is JobStatus.SUCCEEDED and job.worker == "pod-a"
     assert "with input x was successful!" in job.output["output"]
     [c] = jq.read_queue_stats(redis_client, Q).completions
-    assert 0.6 <= c.duration < 1.0
+    assert c.duration is not None and 0.6 <= c.duration < 1.0
 
     code, body = w.get("/metrics")
     assert code == 200
