@@ -590,12 +590,13 @@ class TargetLoop:
             self._season = season
 
     def _emit(self, report: TickReport) -> None:
-        self.last_report = report
+        # Metrics first: whoever sees this report as ``last_report`` finds /metrics already counting it.
         if self._observer is not None:
             try:
                 self._observer.observe_tick(report)
             except Exception:  # metrics must never stop scaling
                 log.exception("metrics observer failed")
+        self.last_report = report
 
     # ---- running ------------------------------------------------------------------------------
 

@@ -654,3 +654,30 @@ def test_a_reload_hands_the_learned_state_to_a_policy_of_the_same_kind_only() ->
     fresh = StartupAwarePolicy(workload)
     r.loop.reconfigure(LoopSettings(workload), fresh)
     assert fresh.export_state() == StartupAwarePolicy(workload).export_state()
+
+
+def test_the_observer_has_counted_a_report_before_it_becomes_last_report() -> None:
+    """Whoever waits for ``last_report`` and then scrapes /metrics (the demo) sees that tick counted."""
+    seen_before: list[TickReport | None] = []
+
+    class Observer:
+        def __init__(self) -> None:
+            self.loop: TargetLoop | None = None
+
+        def observe_tick(self, report: TickReport) -> None:
+            assert self.loop is not None
+            seen_before.append(self.loop.last_report)
+
+    observer = Observer()
+    clock = Clock()
+    settings = LoopSettings(WorkloadSpec(tick_seconds=TICK))
+    loop = TargetLoop(
+        "t", MemorySource(clock), MemoryTarget(clock), ScriptedPolicy(3), settings, clock=clock,
+        observer=observer,
+    )  # fmt: skip
+    observer.loop = loop
+    clock.advance(TICK)
+    first = loop.tick()
+    clock.advance(TICK)
+    second = loop.tick()
+    assert seen_before == [None, first] and loop.last_report is second
