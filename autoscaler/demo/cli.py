@@ -218,6 +218,7 @@ def _live_run(opts: Options, console: Console, run_dir: Path) -> report.LiveRun:
         ledger = Ledger()
         with View(plan, console) as view:
             asyncio.run(_session(stack, opts, ledger, monitor, view))
+        counters = _daemon_counters(stack, monitor, plan)
         client = redis.Redis.from_url(stack.redis_url, socket_timeout=10)
         try:
             jobs = bind_sync(scan_job_times)(client, plan.queue, since=since - 1)
@@ -225,7 +226,7 @@ def _live_run(opts: Options, console: Console, run_dir: Path) -> report.LiveRun:
             client.close()
         monitor.stop()
         rejected = ledger.sent - len(ledger.submitted)  # refused by the API or never answered
-        return report.LiveRun(jobs, len(ledger.submitted), rejected, monitor.reports, monitor.lives)
+        return report.LiveRun(jobs, len(ledger.submitted), rejected, monitor.reports, monitor.lives, counters)
     finally:
         with _signals_ignored():
             if stack.running:
@@ -233,6 +234,29 @@ def _live_run(opts: Options, console: Console, run_dir: Path) -> report.LiveRun:
             if monitor is not None:
                 monitor.stop()
             stack.close()
+
+
+def _daemon_counters(stack: Stack, monitor: Monitor, plan: Plan) -> report.SloCounters | None:
+    """The daemon's SLO counters once it has read every completion: scraped after its next tick.
+
+    Every job has finished by now, so the first tick that starts after this moment reads the last
+    completions. None (with a warning) if no such tick comes or the scrape fails: the counters
+    are shown, never required.
+    """
+    done = time.time()
+    deadline = time.monotonic() + 2 * plan.wall(plan.workload.tick_seconds) + 5.0
+    while (latest := monitor.latest) is None or latest.now <= done:
+        if time.monotonic() > deadline:
+            log.warning("the daemon did not tick after the last job finished: no SLO counters")
+            return None
+        time.sleep(0.05)
+    try:
+        response = httpx.get(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10.0)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        log.warning("could not scrape the daemon's /metrics: %s", exc)
+        return None
+    return report.slo_counters(response.text, plan.target_name)
 
 
 def _conclude(opts: Options, run: report.LiveRun, console: Console) -> int:
@@ -262,6 +286,13 @@ def _conclude(opts: Options, run: report.LiveRun, console: Console) -> int:
         f"warm-up measured on {verdict.startup_samples} worker start(s)",
         highlight=False,
     )
+    counters = verdict.counters
+    if counters is not None and counters.attainment is not None:
+        console.print(
+            f"the daemon's own SLO counters (/metrics): {counters.within_slo} of {counters.finished} "
+            f"finished jobs within {plan.workload.slo_seconds:g} s ({counters.attainment:.1%})",
+            highlight=False,
+        )
     for path in (*plots, recorded):
         console.print(f"wrote {path}", highlight=False)
     if opts.report is not None:

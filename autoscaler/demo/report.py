@@ -10,6 +10,8 @@ Everything is in trace time (the real system's seconds): wall times multiplied b
   clipped, as in the simulator, to the span from the first arrival to the last completion.
 * The replays use the recorded arrivals and per-job service times, and the warm-up the live workers
   actually showed (mean and p90 of spawn-to-Ready), with one warm worker at the start as live.
+* The daemon's own SLO counters, scraped off its ``/metrics`` once every job has finished, are shown
+  beside the score: what an operator's dashboard would have said about the same run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from autoscaler.demo.monitor import WorkerLife
 from autoscaler.demo.plan import Plan, Traffic
@@ -43,6 +46,33 @@ def sim_label(spec: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class SloCounters:
+    """The daemon's ``autoscaler_jobs_finished_total`` and ``autoscaler_jobs_within_slo_total``."""
+
+    finished: int
+    within_slo: int
+
+    @property
+    def attainment(self) -> float | None:
+        return self.within_slo / self.finished if self.finished else None
+
+
+def slo_counters(exposition: str, target: str) -> SloCounters | None:
+    """The SLO counters of ``target`` in a Prometheus text exposition; None if it has none."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.labels.get("target") == target:
+                values[sample.name] = sample.value
+    try:
+        finished = values["autoscaler_jobs_finished_total"]
+        within = values["autoscaler_jobs_within_slo_total"]
+    except KeyError:
+        return None
+    return SloCounters(round(finished), round(within))
+
+
+@dataclass(frozen=True, slots=True)
 class LiveRun:
     """What the live run left behind (wall epoch seconds, as measured)."""
 
@@ -51,6 +81,7 @@ class LiveRun:
     rejected: int
     ticks: Sequence[TickReport]
     lives: Sequence[WorkerLife]
+    counters: SloCounters | None = None  # the daemon's, after the last job finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +93,7 @@ class Verdict:
     completed: int
     rejected: int
     startup_samples: int
+    counters: SloCounters | None = None
 
     @property
     def outcomes(self) -> list[Outcome]:
@@ -85,6 +117,11 @@ class Verdict:
             "traffic": traffic.describe(),
             "keep_every": traffic.keep_every,
             "jobs_rejected": self.rejected,
+            "daemon_slo_counters": (
+                {"finished": self.counters.finished, "within_slo": self.counters.within_slo}
+                if self.counters
+                else None
+            ),
             "oracle_pod_seconds": self.report.prepared.oracle,
             "sim_setup": self.report.prepared.setup.describe(),
             "units": "seconds of trace time (wall seconds x speedup)",
@@ -191,7 +228,7 @@ def judge(plan: Plan, run: LiveRun) -> Verdict:
         ],
         results=[live, *simulated.results],
     )
-    return Verdict(report, run.submitted, completed, run.rejected, samples)
+    return Verdict(report, run.submitted, completed, run.rejected, samples, run.counters)
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

@@ -55,6 +55,13 @@ def test_a_short_run_finishes_every_job_and_reports_each_policy(
     for png in ("replicas.png", "latency_cdf.png"):
         assert (demo.out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "demo-live" in demo.stdout and "sim-keda" in demo.stdout  # the table
+    # The daemon's own counters, scraped off its /metrics, count the same jobs as the score: every
+    # job finished once, and as many within the SLO (give or take one job on the bound itself,
+    # where the daemon compares wall seconds and the score trace seconds).
+    counters = report["daemon_slo_counters"]
+    assert counters["finished"] == live["jobs_completed"]
+    assert abs(counters["within_slo"] - live["slo_attainment"] * live["jobs_submitted"]) <= 1
+    assert "the daemon's own SLO counters (/metrics)" in demo.stdout
 
 
 def test_nothing_is_left_running_after_a_run(finished: tuple[DemoProcess, int, dict[str, Any]]) -> None:

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from autoscaler.demo.monitor import WorkerLife
 from autoscaler.demo.plan import Plan, Traffic
-from autoscaler.demo.report import LIVE, LiveRun, judge, live_result, measured_startup, write_json
+from autoscaler.demo.report import (
+    LIVE,
+    LiveRun,
+    SloCounters,
+    judge,
+    live_result,
+    measured_startup,
+    slo_counters,
+    write_json,
+)
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
 from autoscaler.loop import TickReport
+from autoscaler.metrics import Metrics
 from jobqueue import JobStatus
 from jobqueue.records import JobTimes
 
@@ -95,6 +107,7 @@ def test_judge_scores_live_beside_both_simulated_policies(tmp_path: Path) -> Non
     assert live["slo_attainment"] == pytest.approx(2 / 3)  # 5 s and 10 s are within 10 s, 20 s is not
     assert live["pod_seconds"] == pytest.approx(70.0)
     assert "startup 35 s" in document["sim_setup"]  # mean of the measured 4 and 3 wall s, scaled back
+    assert document["daemon_slo_counters"] is None  # none scraped
     path = tmp_path / "r" / "report.json"
     write_json(path, document)
     assert json.loads(path.read_text())["policies"]["sim-keda"]["jobs_completed"] == 3
@@ -107,3 +120,19 @@ def test_jobs_that_never_finished_count_against_the_slo() -> None:
     live = verdict.as_json(plan, traffic())["policies"]["demo-live"]
     assert (live["jobs_submitted"], live["jobs_completed"]) == (3, 2)
     assert live["slo_attainment"] == pytest.approx(2 / 3)
+
+
+def test_the_daemons_slo_counters_are_read_off_its_exposition_and_reported() -> None:
+    metrics = Metrics()
+    for target, latencies in (("demo", (0.5, 1.0, 1.5)), ("other", (9.0,))):
+        report = TickReport(target, T0, None, None, False, True, False, None, 0.5)
+        metrics.observe_tick(replace(report, latencies=latencies, slo_seconds=1.0))
+    exposition = generate_latest(metrics.registry).decode()
+    counters = slo_counters(exposition, "demo")
+    assert counters == SloCounters(finished=3, within_slo=2) and counters.attainment == pytest.approx(2 / 3)
+    assert slo_counters(exposition, "nobody") is None
+    assert SloCounters(0, 0).attainment is None
+    plan = Plan(speedup=SPEEDUP, max_workers=4)
+    jobs = [job(0, 0.0, 0.0), job(1, 1.0, 0.5), job(2, 2.0, 1.5)]
+    verdict = judge(plan, replace(run(jobs), counters=counters))
+    assert verdict.as_json(plan, traffic())["daemon_slo_counters"] == {"finished": 3, "within_slo": 2}
