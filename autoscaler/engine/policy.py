@@ -145,8 +145,10 @@ class StartupAwarePolicy:
         "_last_decision_at",
         "_raw_history",
         "_detector",
+        "_season_model",
     )
     """What it has learned (see :mod:`autoscaler.engine.state`); everything else is configuration."""
+    STATE_ADDED: ClassVar[tuple[str, ...]] = ("_season_model",)
 
     def __init__(self, workload: WorkloadSpec, config: StartupAwareConfig | None = None) -> None:
         self.workload = workload
@@ -177,6 +179,8 @@ class StartupAwarePolicy:
         )
         self._last_decision_at: float | None = None
         self._raw_history: deque[tuple[float, int]] = deque()
+        # The season the forecast predicted with at the last decision (0: none); None before it.
+        self._season_model: float | None = None
         self._detector = (
             PeriodDetector(workload.tick_seconds, max_seconds=cfg.season_detect_max_seconds)
             if cfg.season_seconds is None and cfg.season_detect_max_seconds > 0
@@ -265,6 +269,7 @@ class StartupAwarePolicy:
         startup = self.startup_estimate
         horizon = startup + wl.tick_seconds
         window = cfg.scale_down_window_startups * startup + wl.tick_seconds
+        self._watch_season(snapshot.now, horizon)
         inputs = SizingInputs(
             now=snapshot.now,
             waiting=snapshot.waiting,
@@ -344,6 +349,22 @@ class StartupAwarePolicy:
         # The profile rounds a long season to whole buckets: compare lengths, not float bits.
         if not math.isclose(period or 0.0, self.season_seconds, abs_tol=1e-6):
             self.forecaster.set_season(period, snapshot.now, self._detector.history())
+
+    def _watch_season(self, now: float, horizon: float) -> None:
+        """When a seasonal profile starts predicting, put it on probation before the pool.
+
+        A first fit, or a new season found, changes what reactive scaling does: the pods for a
+        burst on the clock are ordered a warm-up ahead of it instead of after it. The standing
+        pool's history was judged against the old forecaster, so the new one gets to show that
+        it serves a whole season alone, starting when the pods it orders now are first ready
+        (:meth:`~autoscaler.engine.standing_pool.StandingPool.prove`).
+        """
+        seasonal = self.forecaster.seasonal
+        model = seasonal.season_seconds if seasonal is not None and seasonal.ready else 0.0
+        changed = self._season_model is not None and model != self._season_model
+        if changed and model > 0 and self._pool is not None:
+            self._pool.prove(now + horizon, model)
+        self._season_model = model
 
     def _long_rate(self) -> float | None:
         """The long-run rate once its window is covered; None before (no spike discount yet).

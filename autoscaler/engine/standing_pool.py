@@ -10,6 +10,14 @@ nothing; after a long quiet spell it falls to zero by itself.
 
 The replay is O(window / tick) per candidate size, binary-searched, and refreshed every
 ``refresh_seconds``, so its cost per tick is bounded whatever the history.
+
+The window judges each tick against what reactive scaling provided *then*. When the forecaster
+changes under it (a season found in the arrivals, a seasonal profile fitted for the first time),
+reactive scaling becomes a different thing, and bursts it used to miss it now orders for a
+warm-up ahead; yet the window would keep the pool those old misses asked for until they age out,
+an hour of warm pods that nothing needs. :meth:`StandingPool.prove` lets the new forecaster show
+it: once it has served one whole season with no job late on reactive capacity alone, the history
+from before it is dropped. A season found by chance proves nothing and changes nothing.
 """
 
 from __future__ import annotations
@@ -52,7 +60,15 @@ def fluid_attainment(
 class StandingPool:
     """Keeps recent per-tick arrivals and the learned pool size derived from them."""
 
-    STATE: ClassVar[tuple[str, ...]] = ("_ticks", "_last_refresh", "pods", "refreshes")
+    STATE: ClassVar[tuple[str, ...]] = (
+        "_ticks",
+        "_last_refresh",
+        "pods",
+        "refreshes",
+        "_probation_start",
+        "_probation_length",
+    )
+    STATE_ADDED: ClassVar[tuple[str, ...]] = ("_probation_start", "_probation_length")
 
     def __init__(self, window_seconds: float, target: float, refresh_seconds: float = 30.0) -> None:
         self.window_seconds = window_seconds
@@ -62,6 +78,20 @@ class StandingPool:
         self._last_refresh: float | None = None
         self.pods = 0
         self.refreshes = 0
+        # The span a new forecaster is on probation for (see prove): from start, length long.
+        self._probation_start: float | None = None
+        self._probation_length = 0.0
+
+    def prove(self, start: float, length: float) -> None:
+        """Put a new forecaster on probation from ``start``, one ``length`` (a season) at a time.
+
+        At the end of each span :meth:`size` checks it: if reactive scaling alone met every job
+        in it, the ticks before ``start`` no longer describe the system and are forgotten; if not,
+        the next span is checked, until one passes or :meth:`prove` is called again.
+        """
+        if length <= 0:
+            raise ValueError("a probation span must be longer than 0 s")
+        self._probation_start, self._probation_length = start, length
 
     def observe(self, now: float, arrivals: int, interval: float, reactive_pods: int) -> None:
         """Record one tick: its arrivals and the ready pods reactive scaling alone provided."""
@@ -71,6 +101,7 @@ class StandingPool:
 
     def size(self, now: float, slots: int, service: float, max_wait: float, limit: int) -> int:
         """Recompute the pool size when due; return the current learned size."""
+        self._end_probation(now, slots, service, max_wait)
         if self._last_refresh is not None and now - self._last_refresh < self.refresh_seconds:
             return self.pods
         self._last_refresh = now
@@ -88,3 +119,18 @@ class StandingPool:
                 lo = mid + 1
         self.pods = hi
         return hi
+
+    def _end_probation(self, now: float, slots: int, service: float, max_wait: float) -> None:
+        """Judge every span of the probation that has ended by ``now`` (see :meth:`prove`)."""
+        length = self._probation_length
+        while self._probation_start is not None and now >= self._probation_start + length:
+            start = self._probation_start
+            span = [(a, i, r) for t, a, i, r in self._ticks if start <= t < start + length]
+            served = sum(a for a, _, _ in span) > 0  # a season without jobs proves nothing
+            if not served or fluid_attainment(span, 0, slots, service, max_wait) < 1.0:
+                self._probation_start = start + length
+                continue
+            while self._ticks and self._ticks[0][0] < start:
+                self._ticks.popleft()
+            self._probation_start = None
+            self._last_refresh = None  # the pool the remaining history asks for, at once

@@ -64,14 +64,21 @@ def load(obj: HasState, data: Any, path: str, skipped: list[str] | None = None) 
 
     ``path`` names ``obj`` in messages. A part the saving config had and this one has not (or the
     reverse, or one whose shape the config changed, such as a season's length) stays as this
-    config made it, and its path is appended to ``skipped``. Raises :class:`StateError` if a
-    field is missing or malformed; ``obj`` is then unchanged.
+    config made it, and its path is appended to ``skipped``; so does a field listed in the
+    class's ``STATE_ADDED`` (learned attributes newer than the first documents of this
+    :data:`FORMAT`) that the document lacks, because an older version saved it. Raises
+    :class:`StateError` if any other field is missing, or one is malformed; ``obj`` is then
+    unchanged.
     """
     if not isinstance(data, Mapping):
         raise StateError(f"{path}: expected an object, got {type(data).__name__}")
     decoded: dict[str, Any] = {}
     notes: list[str] = []
+    added = getattr(type(obj), "STATE_ADDED", ())
     for name in type(obj).STATE:
+        if name not in data and name in added:
+            notes.append(f"{path}.{name}")
+            continue
         if name not in data:
             raise StateError(f"{path}.{name}: missing")
         decoded[name] = _decode(data[name], getattr(obj, name), f"{path}.{name}", notes)

@@ -63,6 +63,26 @@ def test_a_configured_season_has_pods_warm_for_each_cron_burst() -> None:
     assert cost[0] < 0.7 * cost[1]
 
 
+def test_a_season_found_in_the_arrivals_retires_the_standing_pool_once_it_serves_the_bursts() -> None:
+    """The same cron bursts with the defaults: the pool serves them until the season takes over.
+
+    The period is found after three cycles. Until then only the standing pool serves the bursts,
+    and it is held warm between them. Once the season has served a whole cycle on its own, the
+    misses from before it no longer count, and the pool is released a whole window (an hour)
+    before they would have aged out: between bursts only a pod or two stay up.
+    """
+    arrivals, _ = generate(OnOff(rate=10.0, on_seconds=30.0, off_seconds=270.0, duration=7200.0), seed=0)
+    arrivals -= arrivals[0]
+    workload = WorkloadSpec()
+    policy = StartupAwarePolicy(workload, StartupAwareConfig())
+    result = simulate(arrivals, np.full(len(arrivals), 5.0), policy, SimConfig(workload=workload))
+    replicas, times = result.timeline.replicas, result.timeline.times
+    assert policy.season_seconds == pytest.approx(300.0)
+    assert replicas[(times >= 300.0) & (times < 900.0)].min() >= 30  # the pool, before the season
+    assert replicas[(times >= 1800.0) & (times < 3600.0)].min() <= 5  # released within the hour
+    assert np.all(result.latency[arrivals >= 1800.0] <= 10.0)
+
+
 def test_a_load_reactive_scaling_handles_gets_no_standing_pool() -> None:
     rng = np.random.default_rng(5)
     arrivals = np.sort(rng.uniform(0, 1800, 9000))  # smooth 5 jobs/s

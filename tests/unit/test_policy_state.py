@@ -117,6 +117,26 @@ def test_a_changed_season_is_skipped_not_mixed() -> None:
     assert searching.restore_state(document) == ["state.forecaster.seasonal", "state._detector"]
 
 
+def test_a_document_from_before_the_probation_restores_the_rest_and_names_what_it_lacks() -> None:
+    """Fields added since the first documents of this format: an older document restores."""
+    original = learned()
+    document = through_json(original.export_state())
+    del document["state"]["_season_model"]
+    del document["state"]["_pool"]["object"]["_probation_start"]
+    del document["state"]["_pool"]["object"]["_probation_length"]
+    restored = StartupAwarePolicy(WORKLOAD)
+    assert restored.restore_state(document) == [
+        "state._pool._probation_start",
+        "state._pool._probation_length",
+        "state._season_model",
+    ]
+    assert restored._pool is not None and original._pool is not None
+    assert restored._pool.pods == original._pool.pods and restored._season_model is None
+    del document["state"]["_pool"]["object"]["pods"]  # an older version had this one: corrupt
+    with pytest.raises(StateError, match=r"state\._pool\.pods: missing"):
+        StartupAwarePolicy(WORKLOAD).restore_state(document)
+
+
 def test_a_detected_season_is_restored_with_its_profile() -> None:
     """Bursts every 150 s: the period is found by t = 600 s; a restart at 900 s keeps it exactly."""
     arrivals, _ = generate(OnOff(rate=8.0, on_seconds=30.0, off_seconds=120.0, duration=1500.0), seed=2)

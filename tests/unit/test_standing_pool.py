@@ -68,3 +68,60 @@ def test_refresh_is_amortised() -> None:
     pool.observe(10.0, 1000, 5.0, 0)
     assert pool.size(10.0, 1, 5.0, 5.0, 500) == first  # not due yet
     assert pool.size(40.0, 1, 5.0, 5.0, 500) > first
+
+
+def _burst_history(pool: StandingPool) -> float:
+    """Three bursts that reactive scaling missed outright; returns the time of the last tick."""
+    now = 0.0
+    for _ in range(3):
+        for arrivals in (100, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0):
+            now += 5.0
+            pool.observe(now, arrivals, 5.0, 0)
+    return now
+
+
+def _season(pool: StandingPool, now: float, reactive: list[int]) -> float:
+    """A minute of the same bursts, with ``reactive`` ready pods tick by tick."""
+    for arrivals, ready in zip((100, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), reactive, strict=True):
+        now += 5.0
+        pool.observe(now, arrivals, 5.0, ready)
+    return now
+
+
+def test_a_forecaster_that_serves_a_whole_season_alone_retires_the_history_before_it() -> None:
+    pool = StandingPool(window_seconds=3600.0, target=0.85, refresh_seconds=0.0)
+    now = _burst_history(pool)
+    assert pool.size(now, 1, 5.0, 5.0, 500) > 0
+    pool.prove(now, 60.0)
+    now = _season(pool, now, [200] * 12)  # pods ordered ahead: every job on time
+    assert pool.size(now - 5.0, 1, 5.0, 5.0, 500) > 0  # on probation until the season is over
+    assert pool.size(now, 1, 5.0, 5.0, 500) == 0
+
+
+def test_one_late_job_in_the_season_keeps_the_history_and_the_next_season_is_judged() -> None:
+    pools = [StandingPool(window_seconds=3600.0, target=0.85, refresh_seconds=0.0) for _ in range(2)]
+    on_probation, plain = pools
+    for pool in pools:
+        now = _burst_history(pool)
+    on_probation.prove(now, 60.0)
+    for pool in pools:
+        later = _season(pool, now, [200, 20] + [200] * 10)  # the burst's second tick half covered
+    assert on_probation.size(later, 1, 5.0, 5.0, 500) == plain.size(later, 1, 5.0, 5.0, 500) > 0
+    later = _season(on_probation, later, [200] * 12)
+    assert on_probation.size(later, 1, 5.0, 5.0, 500) == 0
+
+
+def test_a_season_without_jobs_proves_nothing() -> None:
+    pool = StandingPool(window_seconds=3600.0, target=0.85, refresh_seconds=0.0)
+    now = _burst_history(pool)
+    held = pool.size(now, 1, 5.0, 5.0, 500)
+    pool.prove(now, 60.0)
+    for _ in range(12):
+        now += 5.0
+        pool.observe(now, 0, 5.0, 0)
+    assert pool.size(now, 1, 5.0, 5.0, 500) == held > 0
+
+
+def test_a_probation_needs_a_season_longer_than_zero() -> None:
+    with pytest.raises(ValueError, match="longer than 0"):
+        StandingPool(window_seconds=60.0, target=0.9).prove(0.0, 0.0)
