@@ -362,8 +362,11 @@ class StartupAwarePolicy:
         seasonal = self.forecaster.seasonal
         model = seasonal.season_seconds if seasonal is not None and seasonal.ready else 0.0
         changed = self._season_model is not None and model != self._season_model
-        if changed and model > 0 and self._pool is not None:
-            self._pool.prove(now + horizon, model)
+        if changed and self._pool is not None:
+            if model > 0:
+                self._pool.prove(now + horizon, model)
+            else:
+                self._pool.cancel_probation()
         self._season_model = model
 
     def _long_rate(self) -> float | None:

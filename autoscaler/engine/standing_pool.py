@@ -93,6 +93,10 @@ class StandingPool:
             raise ValueError("a probation span must be longer than 0 s")
         self._probation_start, self._probation_length = start, length
 
+    def cancel_probation(self) -> None:
+        """The forecaster on probation is gone (its season lost): nothing is left to prove."""
+        self._probation_start = None
+
     def observe(self, now: float, arrivals: int, interval: float, reactive_pods: int) -> None:
         """Record one tick: its arrivals and the ready pods reactive scaling alone provided."""
         self._ticks.append((now, float(arrivals), interval, float(reactive_pods)))

@@ -122,6 +122,15 @@ def test_a_season_without_jobs_proves_nothing() -> None:
     assert pool.size(now, 1, 5.0, 5.0, 500) == held > 0
 
 
+def test_a_cancelled_probation_retires_nothing() -> None:
+    pool = StandingPool(window_seconds=3600.0, target=0.85, refresh_seconds=0.0)
+    now = _burst_history(pool)
+    pool.prove(now, 60.0)
+    pool.cancel_probation()  # the season was lost before its first cycle was over
+    now = _season(pool, now, [200] * 12)  # a cycle that would have passed
+    assert pool.size(now, 1, 5.0, 5.0, 500) > 0
+
+
 def test_a_probation_needs_a_season_longer_than_zero() -> None:
     with pytest.raises(ValueError, match="longer than 0"):
         StandingPool(window_seconds=60.0, target=0.9).prove(0.0, 0.0)
