@@ -17,7 +17,7 @@ reactive scaling becomes a different thing, and bursts it used to miss it now or
 warm-up ahead; yet the window would keep the pool those old misses asked for until they age out,
 an hour of warm pods that nothing needs. :meth:`StandingPool.prove` lets the new forecaster show
 it: once it has served one whole season with no job late on reactive capacity alone, the history
-from before it is dropped. A season found by chance proves nothing and changes nothing.
+from before it is dropped. A season that does not serve the bursts never passes, and changes nothing.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ class StandingPool:
 
         At the end of each span :meth:`size` checks it: if reactive scaling alone met every job
         in it, the ticks before ``start`` no longer describe the system and are forgotten; if not,
-        the next span is checked, until one passes or :meth:`prove` is called again.
+        the next span is checked, until one passes, :meth:`prove` is called again, or
+        :meth:`cancel_probation` ends it.
         """
         if length <= 0:
             raise ValueError("a probation span must be longer than 0 s")
