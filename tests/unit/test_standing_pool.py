@@ -70,21 +70,19 @@ def test_refresh_is_amortised() -> None:
     assert pool.size(40.0, 1, 5.0, 5.0, 500) > first
 
 
-def _burst_history(pool: StandingPool) -> float:
-    """Three bursts that reactive scaling missed outright; returns the time of the last tick."""
-    now = 0.0
-    for _ in range(3):
-        for arrivals in (100, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0):
-            now += 5.0
-            pool.observe(now, arrivals, 5.0, 0)
-    return now
-
-
 def _season(pool: StandingPool, now: float, reactive: list[int]) -> float:
-    """A minute of the same bursts, with ``reactive`` ready pods tick by tick."""
+    """A minute with a 10 s burst at its start, with ``reactive`` ready pods tick by tick."""
     for arrivals, ready in zip((100, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), reactive, strict=True):
         now += 5.0
         pool.observe(now, arrivals, 5.0, ready)
+    return now
+
+
+def _burst_history(pool: StandingPool) -> float:
+    """Three such minutes that reactive scaling missed outright; returns the last tick's time."""
+    now = 0.0
+    for _ in range(3):
+        now = _season(pool, now, [0] * 12)
     return now
 
 
