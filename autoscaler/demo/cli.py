@@ -37,7 +37,7 @@ from autoscaler.demo import report
 from autoscaler.demo.monitor import Monitor
 from autoscaler.demo.plan import TIME_KNOBS, Plan, Traffic, run_queue, select_traffic
 from autoscaler.demo.stack import DemoError, Stack
-from autoscaler.demo.traffic import Ledger, follow, play
+from autoscaler.demo.traffic import Ledger, follow, play, reraise_lost_cancel
 from autoscaler.demo.view import View, status_of
 from autoscaler.engine.registry import STARTUP_AWARE
 from experiments.render import COLUMNS, rich_table
@@ -182,6 +182,7 @@ async def _session(stack: Stack, opts: Options, ledger: Ledger, monitor: Monitor
             try:
                 cursor, deadline = "0-0", math.inf
                 while True:
+                    reraise_lost_cancel()
                     cursor = await follow(client, plan.queue, ledger, cursor)
                     view.show(status_of(plan, traffic, loop.time() - started, ledger, monitor.latest))
                     if player.done():

@@ -112,6 +112,21 @@ async def play(http: httpx.AsyncClient, plan: Plan, traffic: Traffic, ledger: Le
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def reraise_lost_cancel() -> None:
+    """Raise CancelledError if the current task was cancelled and something swallowed it.
+
+    Ctrl-C and SIGTERM reach the demo's session as a cancellation of its task (asyncio.run's SIGINT
+    handler). On Python 3.11, asyncio.wait_for returns its result instead of raising when the
+    cancellation lands just after the awaited operation finished, and redis-py wraps every send in
+    wait_for (its default socket timeout is 5 s): the interrupt can vanish and the run go on to the
+    end. The task still counts the request (``Task.cancelling()``), so a loop that calls this once
+    a turn stops within a turn all the same.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def follow(client: redis.asyncio.Redis, queue: str, ledger: Ledger, cursor: str = "0-0") -> str:
     """Fold the completions after ``cursor`` (from the start: ``0-0``) into ``ledger``; returns the
     cursor to pass next time."""

@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from autoscaler.demo.plan import Plan, Traffic
-from autoscaler.demo.traffic import Ledger, play
+from autoscaler.demo.traffic import Ledger, play, reraise_lost_cancel
 from autoscaler.demo.view import View, line, status_of
 from jobqueue import JobStatus
 
@@ -29,6 +29,41 @@ def test_ledger_matches_a_completion_read_before_its_acceptance() -> None:
     summary = ledger.latency_summary(speedup=10, slo=7.0)
     assert summary is not None
     assert list(summary) == pytest.approx([7.5, 9.75, 0.5])
+
+
+def test_a_cancellation_swallowed_by_wait_for_still_stops_the_loop() -> None:
+    """Ctrl-C cancels the session's task just after a Redis send finished: Python 3.11's
+    asyncio.wait_for then returns the send's result and the cancellation is gone (later Pythons
+    raise it). Either way the loop must stop at its next turn, not play the trace to the end."""
+
+    async def session() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        turns = 0
+
+        async def send() -> str:
+            if turns == 2:  # the cancel is queued before wait_for hears that the send finished
+                asyncio.get_running_loop().call_soon(task.cancel)
+            return "sent"
+
+        while turns < 10:
+            reraise_lost_cancel()
+            turns += 1
+            await asyncio.wait_for(send(), timeout=5)
+        return turns
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(session())
+
+
+def test_a_task_nobody_cancelled_runs_on() -> None:
+    async def turns() -> int:
+        for _ in range(3):
+            reraise_lost_cancel()
+            await asyncio.sleep(0)
+        return 3
+
+    assert asyncio.run(turns()) == 3
 
 
 def test_play_paces_posts_at_compressed_trace_times_and_counts_refusals() -> None:
