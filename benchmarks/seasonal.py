@@ -10,9 +10,12 @@ four ways: the period search off, the default, the period configured, and the pe
 with the standing pool off. The last hour shows each once settled: by then the standing pool has
 forgotten the bursts it saw before a season was found (its window is an hour).
 
+Real clocks are loosely kept: the last cases start each burst up to 15 s or 30 s late (uniform,
+drawn per burst), which smears the seasonal profile and tests the probation that retires the pool.
+
     .venv/bin/python benchmarks/seasonal.py [--out reports/seasonal.md]
 
-About two minutes on two cores.
+About three minutes on two cores.
 """
 
 from __future__ import annotations
@@ -28,12 +31,19 @@ from experiments.render import benchmark_command, publish, report_header
 from experiments.replay import Setup, prepare, run_policy
 from experiments.traces import Trace
 
-CASES: tuple[tuple[str, Shape, float], ...] = (
-    ("30 s at 10 jobs/s every 5 min", OnOff(on_seconds=30.0, off_seconds=270.0, duration=14400.0), 300.0),
-    ("30 s at 10 jobs/s every 10 min", OnOff(on_seconds=30.0, off_seconds=570.0, duration=14400.0), 600.0),
-    ("60 s at 10 jobs/s every 10 min", OnOff(on_seconds=60.0, off_seconds=540.0, duration=14400.0), 600.0),
-    ("sine 5 jobs/s ±80 %, 30 min period", Diurnal(period=1800.0, duration=14400.0), 1800.0),
-    ("sine 5 jobs/s ±80 %, 2 h period", Diurnal(period=7200.0, duration=28800.0), 7200.0),
+FOUR_HOURS = 14400.0
+EVERY_5_MIN = OnOff(on_seconds=30.0, off_seconds=270.0, duration=FOUR_HOURS)
+EVERY_10_MIN = OnOff(on_seconds=30.0, off_seconds=570.0, duration=FOUR_HOURS)
+MINUTE_EVERY_10_MIN = OnOff(on_seconds=60.0, off_seconds=540.0, duration=FOUR_HOURS)
+# (name, shape, period, jitter): each burst of an OnOff shape starts up to ``jitter`` s late.
+CASES: tuple[tuple[str, Shape, float, float], ...] = (
+    ("30 s at 10 jobs/s every 5 min", EVERY_5_MIN, 300.0, 0.0),
+    ("30 s at 10 jobs/s every 10 min", EVERY_10_MIN, 600.0, 0.0),
+    ("60 s at 10 jobs/s every 10 min", MINUTE_EVERY_10_MIN, 600.0, 0.0),
+    ("sine 5 jobs/s ±80 %, 30 min period", Diurnal(period=1800.0, duration=FOUR_HOURS), 1800.0, 0.0),
+    ("sine 5 jobs/s ±80 %, 2 h period", Diurnal(period=7200.0, duration=28800.0), 7200.0, 0.0),
+    ("30 s every 5 min, each up to 15 s late", EVERY_5_MIN, 300.0, 15.0),
+    ("30 s every 10 min, each up to 30 s late", EVERY_10_MIN, 600.0, 30.0),
 )
 # Knob overrides per run; a None value stands for the trace's period.
 CONFIGS: tuple[tuple[str, dict[str, float | None]], ...] = (
@@ -44,9 +54,25 @@ CONFIGS: tuple[tuple[str, dict[str, float | None]], ...] = (
 )
 
 
-def runs(case: tuple[str, Shape, float]) -> list[str]:
-    name, shape, season = case
-    arrivals, _ = generate(shape, seed=0)
+def loose_clock(shape: OnOff, jitter: float, seed: int = 0) -> np.ndarray:
+    """``shape``'s bursts, each started late by its own uniform draw in [0, ``jitter``) seconds."""
+    rng = np.random.default_rng(seed)
+    period = shape.on_seconds + shape.off_seconds
+    starts = np.arange(0.0, shape.duration, period)
+    starts = starts + rng.uniform(0.0, jitter, len(starts))
+    bursts = [
+        s + rng.uniform(0.0, shape.on_seconds, rng.poisson(shape.rate * shape.on_seconds)) for s in starts
+    ]
+    return np.sort(np.concatenate(bursts))
+
+
+def runs(case: tuple[str, Shape, float, float]) -> list[str]:
+    name, shape, season, jitter = case
+    if jitter > 0:
+        assert isinstance(shape, OnOff)
+        arrivals = loose_clock(shape, jitter)
+    else:
+        arrivals, _ = generate(shape, seed=0)
     prepared = prepare(Trace(name, arrivals - arrivals[0]), Setup())
     end = float(prepared.trace.arrivals.max())
     hours = end / 3600.0

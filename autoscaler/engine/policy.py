@@ -146,9 +146,10 @@ class StartupAwarePolicy:
         "_raw_history",
         "_detector",
         "_season_model",
+        "_season_orders",
     )
     """What it has learned (see :mod:`autoscaler.engine.state`); everything else is configuration."""
-    STATE_ADDED: ClassVar[tuple[str, ...]] = ("_season_model",)
+    STATE_ADDED: ClassVar[tuple[str, ...]] = ("_season_model", "_season_orders")
 
     def __init__(self, workload: WorkloadSpec, config: StartupAwareConfig | None = None) -> None:
         self.workload = workload
@@ -181,6 +182,8 @@ class StartupAwarePolicy:
         self._raw_history: deque[tuple[float, int]] = deque()
         # The season the forecast predicted with at the last decision (0: none); None before it.
         self._season_model: float | None = None
+        # Pods sized for a predicted seasonal lift, by the moment they were ordered to serve from.
+        self._season_orders: deque[tuple[float, int]] = deque()
         self._detector = (
             PeriodDetector(workload.tick_seconds, max_seconds=cfg.season_detect_max_seconds)
             if cfg.season_seconds is None and cfg.season_detect_max_seconds > 0
@@ -296,8 +299,11 @@ class StartupAwarePolicy:
             rate_last_tick=snapshot.arrivals / snapshot.interval if snapshot.interval > 0 else 0.0,
             long_rate=self._long_rate(),
             forecast_persistence=self._forecast_persistence.ratio,
+            season_hold=self._season_hold(snapshot.now),
         )
         decision = size(inputs)
+        if inputs.forecast.seasonal and inputs.forecast.seasonal_at_ready > 0:
+            self._order_for_season(snapshot.now + horizon, int(decision.terms["slo_pods"]))
         self._sized_rate = max(inputs.forecast.upper, inputs.rate_now)
         if decision.terms["burst"]:
             self._persistence.project(snapshot.now, startup, burst_rate(inputs), inputs.forecast.mean)
@@ -384,6 +390,23 @@ class StartupAwarePolicy:
         while self._recent and self._recent[0][0] < now - window:
             self._recent.popleft()
         return self._recent[0][1] if self._recent else None  # monotone deque: the front is the peak
+
+    def _season_hold(self, now: float) -> int:
+        """Pods sized for a seasonal lift whose predicted moment has not come yet: kept till then.
+
+        The SLO term reads the profile where pods ordered *now* first serve, so once that point is
+        past a predicted peak it asks for less, and the pods ordered for the peak, still warming
+        up, would go a few seconds before it (with a standing pool, nothing else holds them). A
+        burst on a loose clock, a little later than its profile, then met a cancelled order.
+        """
+        while self._season_orders and self._season_orders[0][0] <= now:
+            self._season_orders.popleft()
+        return self._season_orders[0][1] if self._season_orders else 0  # monotone: front is the peak
+
+    def _order_for_season(self, ready_at: float, pods: int) -> None:
+        while self._season_orders and self._season_orders[-1][1] <= pods:
+            self._season_orders.pop()
+        self._season_orders.append((ready_at, pods))
 
     def _standing_pool(self, snapshot: Snapshot, lag: float, hold: float) -> int:
         if self._pool is None:

@@ -44,6 +44,7 @@ class SizingInputs:
     rate_last_tick: float = 0.0
     long_rate: float | None = None
     forecast_persistence: float = 1.0
+    season_hold: int = 0
 
 
 def keep_order(pods: tuple[PodView, ...]) -> list[PodView]:
@@ -263,6 +264,9 @@ def size(inp: SizingInputs) -> Decision:
         desired, reason = min(inp.window_peak, inp.current), "scale-down-window"
     if inp.standing_pool > desired:
         desired, reason = inp.standing_pool, "standing-pool"
+    # Pods ordered for a predicted seasonal peak stay until its moment, pool or not (it never adds).
+    if desired < min(inp.season_hold, inp.current):
+        desired, reason = min(inp.season_hold, inp.current), "season-hold"
     if inp.max_step_up is not None and desired > inp.current + inp.max_step_up:
         desired, reason = inp.current + inp.max_step_up, "step-limit"
     if inp.max_step_down is not None and desired < inp.current - inp.max_step_down:
@@ -291,6 +295,7 @@ def size(inp: SizingInputs) -> Decision:
         "backlog_pods": float(backlog_pods),
         "raw": float(raw),
         "standing_pool": float(inp.standing_pool),
+        "season_hold": float(inp.season_hold),
         "current": float(inp.current),
         "desired": float(desired),
         "burst": float(burst),

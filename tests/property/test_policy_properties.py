@@ -60,6 +60,7 @@ def sizing_inputs(draw: st.DrawFn) -> SizingInputs:
         startup_time=draw(st.floats(0, 120)),
         service_cv2=draw(st.floats(0, 4)),
         standing_pool=draw(st.integers(0, 60)),
+        season_hold=draw(st.integers(0, 60)),
         slots_per_pod=draw(st.integers(1, 4)),
         slo_seconds=draw(st.floats(1, 60)),
         miss_probability=draw(st.floats(0.001, 0.4)),
@@ -111,6 +112,13 @@ def test_non_decreasing_in_forecast_rate(inp: SizingInputs, more_mean: float, mo
 def test_non_decreasing_in_the_season_ahead(inp: SizingInputs, more: float) -> None:
     ahead = replace(inp.forecast, seasonal_at_ready=inp.forecast.seasonal_at_ready + more)
     assert size(replace(inp, forecast=ahead)).desired >= size(inp).desired
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizing_inputs())
+def test_the_season_hold_keeps_pods_and_never_orders_one(inp: SizingInputs) -> None:
+    without = size(replace(inp, season_hold=0)).desired
+    assert without <= size(inp).desired <= max(without, min(inp.current, inp.max_replicas))
 
 
 @settings(max_examples=300, deadline=None)

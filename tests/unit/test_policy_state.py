@@ -75,8 +75,21 @@ def test_the_seasonal_profile_is_restored_too() -> None:
 
 
 def learned(config: StartupAwareConfig | None = None) -> StartupAwarePolicy:
-    """A policy that has seen a burst: every part of it holds something."""
+    """A policy that has seen bursts: every part of it holds something.
+
+    The bursts keep no clock: bursts on one would be found as a season, whose pods serve them,
+    and the standing pool would retire (test_policy_replay shows that).
+    """
     policy = StartupAwarePolicy(WORKLOAD, config)
+    rng = np.random.default_rng(1)
+    starts = (0.0, 130.0, 330.0, 420.0, 700.0)
+    replay(np.sort(np.concatenate([s + rng.uniform(0.0, 30.0, 240) for s in starts])), policy)
+    return policy
+
+
+def clocked() -> StartupAwarePolicy:
+    """A policy that has found a season: 30 s bursts every 150 s."""
+    policy = StartupAwarePolicy(WORKLOAD)
     replay(generate(OnOff(rate=8.0, on_seconds=30.0, off_seconds=120.0, duration=900.0), seed=1)[0], policy)
     return policy
 
@@ -122,6 +135,7 @@ def test_a_document_from_before_the_probation_restores_the_rest_and_names_what_i
     original = learned()
     document = through_json(original.export_state())
     del document["state"]["_season_model"]
+    del document["state"]["_season_orders"]
     del document["state"]["_pool"]["object"]["_probation_start"]
     del document["state"]["_pool"]["object"]["_probation_length"]
     restored = StartupAwarePolicy(WORKLOAD)
@@ -129,6 +143,7 @@ def test_a_document_from_before_the_probation_restores_the_rest_and_names_what_i
         "state._pool._probation_start",
         "state._pool._probation_length",
         "state._season_model",
+        "state._season_orders",
     ]
     assert restored._pool is not None and original._pool is not None
     assert restored._pool.pods == original._pool.pods and restored._season_model is None
@@ -137,10 +152,12 @@ def test_a_document_from_before_the_probation_restores_the_rest_and_names_what_i
         StartupAwarePolicy(WORKLOAD).restore_state(document)
 
 
-def test_a_detected_season_is_restored_with_its_profile() -> None:
-    """Bursts every 150 s: the period is found by t = 600 s; a restart at 900 s keeps it exactly."""
+@pytest.mark.parametrize("at", [900.0, 745.0, 610.0])
+def test_a_detected_season_is_restored_with_its_profile(at: float) -> None:
+    """Bursts every 150 s: the period is found by t = 600 s; a restart keeps it exactly, also
+    while pods ordered for the next burst are held for it (745 s) or during one (610 s)."""
     arrivals, _ = generate(OnOff(rate=8.0, on_seconds=30.0, off_seconds=120.0, duration=1500.0), seed=2)
-    restarted = RestartedAt(lambda: StartupAwarePolicy(WORKLOAD), 900.0)
+    restarted = RestartedAt(lambda: StartupAwarePolicy(WORKLOAD), at)
     original = StartupAwarePolicy(WORKLOAD)
     assert same_run(replay(arrivals, original), replay(arrivals, restarted))
     assert restarted.restarted and restarted.skipped == []
@@ -149,8 +166,8 @@ def test_a_detected_season_is_restored_with_its_profile() -> None:
 
 
 def test_a_failed_restore_leaves_no_detected_season_behind() -> None:
-    document = through_json(learned().export_state())
-    assert document["state"]["_detector"]["object"]["period"] == 150.0  # learned() bursts every 150 s
+    document = through_json(clocked().export_state())
+    assert document["state"]["_detector"]["object"]["period"] == 150.0
     document["state"]["_service"] = "garbage"
     fresh = StartupAwarePolicy(WORKLOAD)
     with pytest.raises(StateError):

@@ -103,6 +103,20 @@ def test_a_standing_pool_that_covers_the_need_releases_burst_pods_without_the_wi
     assert (d.desired, d.reason) == (18, "scale-down-window")
 
 
+def test_pods_ordered_for_a_predicted_peak_stay_until_its_moment() -> None:
+    # A standing pool of 10 covers the need read now; 8 more pods were ordered for a seasonal peak
+    # still to come and are warming up. The hold keeps them, and never orders a pod itself.
+    pods = ready(10) + tuple(PodView(f"s{i}", PodPhase.STARTING, 90.0) for i in range(8))
+    calm = replace(BASE, forecast=RateForecast(0.5, 0.6), pods=pods, current=18, standing_pool=10)
+    assert (size(calm).desired, size(calm).reason) == (10, "standing-pool")
+    d = size(replace(calm, season_hold=18))
+    assert (d.desired, d.reason, d.remove) == (18, "season-hold", ())
+    d = size(replace(calm, season_hold=14))
+    assert d.desired == 14 and len(d.remove) == 4 and all(name.startswith("s") for name in d.remove)
+    d = size(replace(calm, season_hold=30))
+    assert (d.desired, d.reason) == (18, "season-hold")
+
+
 def test_step_limits() -> None:
     d = size(replace(BASE, waiting=1000, rate_now=20.0, pods=ready(2), current=2, max_step_up=3))
     assert (d.desired, d.reason) == (5, "step-limit")
