@@ -303,7 +303,7 @@ class StartupAwarePolicy:
         )
         decision = size(inputs)
         if inputs.forecast.seasonal and inputs.forecast.seasonal_at_ready > 0:
-            self._order_for_season(snapshot.now + horizon, int(decision.terms["slo_pods"]))
+            _push_peak(self._season_orders, snapshot.now + horizon, int(decision.terms["slo_pods"]))
         self._sized_rate = max(inputs.forecast.upper, inputs.rate_now)
         if decision.terms["burst"]:
             self._persistence.project(snapshot.now, startup, burst_rate(inputs), inputs.forecast.mean)
@@ -387,9 +387,7 @@ class StartupAwarePolicy:
         return long.rate
 
     def _window_peak(self, now: float, window: float) -> int | None:
-        while self._recent and self._recent[0][0] < now - window:
-            self._recent.popleft()
-        return self._recent[0][1] if self._recent else None  # monotone deque: the front is the peak
+        return _front_peak(self._recent, now - window)
 
     def _season_hold(self, now: float) -> int:
         """Pods sized for a seasonal lift whose predicted moment has not come yet: kept till then.
@@ -399,14 +397,8 @@ class StartupAwarePolicy:
         up, would go a few seconds before it (with a standing pool, nothing else holds them). A
         burst on a loose clock, a little later than its profile, then met a cancelled order.
         """
-        while self._season_orders and self._season_orders[0][0] <= now:
-            self._season_orders.popleft()
-        return self._season_orders[0][1] if self._season_orders else 0  # monotone: front is the peak
-
-    def _order_for_season(self, ready_at: float, pods: int) -> None:
-        while self._season_orders and self._season_orders[-1][1] <= pods:
-            self._season_orders.pop()
-        self._season_orders.append((ready_at, pods))
+        # Stamped with their pods' ready time: an order whose pods are ready by now is done.
+        return _front_peak(self._season_orders, math.nextafter(now, math.inf)) or 0
 
     def _standing_pool(self, snapshot: Snapshot, lag: float, hold: float) -> int:
         if self._pool is None:
@@ -427,11 +419,25 @@ class StartupAwarePolicy:
         )
 
     def _remember(self, now: float, raw: int) -> None:
-        # Keep a monotone deque (decreasing recommendations) so the window peak is O(1) amortised.
-        clamped = min(max(raw, self.workload.min_replicas), self.workload.max_replicas)
-        while self._recent and self._recent[-1][1] <= clamped:
-            self._recent.pop()
-        self._recent.append((now, clamped))
+        _push_peak(self._recent, now, min(max(raw, self.workload.min_replicas), self.workload.max_replicas))
+
+
+def _push_peak(peaks: deque[tuple[float, int]], at: float, value: int) -> None:
+    """Add ``value`` stamped ``at`` (stamps non-decreasing) to a deque whose front is its peak.
+
+    Values no larger than a newer one can never be the peak again, so they go: the deque stays
+    decreasing from the front, and the peak of what is kept costs O(1) amortised.
+    """
+    while peaks and peaks[-1][1] <= value:
+        peaks.pop()
+    peaks.append((at, value))
+
+
+def _front_peak(peaks: deque[tuple[float, int]], since: float) -> int | None:
+    """The peak of the values of a :func:`_push_peak` deque stamped ``since`` or later (None: none)."""
+    while peaks and peaks[0][0] < since:
+        peaks.popleft()
+    return peaks[0][1] if peaks else None
 
 
 def _detected_season(document: Mapping[str, Any]) -> float | None:
