@@ -27,7 +27,7 @@ from experiments.render import benchmark_command, publish, report_header
 from experiments.replay import Outcome, Prepared, Setup, prepare
 from experiments.replay import run as replay
 from experiments.scorecard import TARGETS
-from experiments.traces import load_trace
+from experiments.traces import AZURE_CODE_TRACE, load_trace
 
 TARGET = TARGETS["azure_llm_code_2023.csv"]
 POOLS = (54, 56, 58, 60, 62)
@@ -89,7 +89,7 @@ def render(prepared: Prepared, rows: list[Outcome], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace", default="../shared/traces/azure_llm_code_2023.csv")
+    parser.add_argument("--trace", default=str(AZURE_CODE_TRACE))
     parser.add_argument("--out", type=Path, default=Path("reports/azure_hindsight.md"))
     args = parser.parse_args(argv)
     prepared = prepare(load_trace(args.trace), Setup())

@@ -23,7 +23,7 @@ from statistics import mean
 from experiments.render import benchmark_command, publish, report_header
 from experiments.replay import Setup
 from experiments.scorecard import TARGETS, Row, score_traces
-from experiments.traces import Trace, load_trace, shuffle_blocks
+from experiments.traces import AZURE_CODE_TRACE, Trace, load_trace, shuffle_blocks
 
 BLOCK_SECONDS = 300.0
 POLICIES = ("startup-aware", "keda", "static:60")
@@ -66,7 +66,7 @@ def render(rows: list[Row], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace", default="../shared/traces/azure_llm_code_2023.csv")
+    parser.add_argument("--trace", default=str(AZURE_CODE_TRACE))
     parser.add_argument("--seeds", type=int, default=8, help="shuffled orders besides the real one")
     parser.add_argument("--out", type=Path, default=Path("reports/azure_shuffled.md"))
     args = parser.parse_args(argv)

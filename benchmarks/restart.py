@@ -30,7 +30,7 @@ from experiments.replay import Outcome, Setup, prepare
 from experiments.replay import run as replay
 from experiments.restart import MODES, RestartedAt
 from experiments.scorecard import reference_traces
-from experiments.traces import Trace
+from experiments.traces import AZURE_CODE_TRACE, Trace
 
 RESTART_TIMES = (900.0, 1800.0, 2700.0)
 DIURNAL = "synthetic:diurnal"
@@ -77,7 +77,7 @@ def render(results: list[tuple[Trace, list[Outcome]]], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace", type=Path, default=Path("../shared/traces/azure_llm_code_2023.csv"))
+    parser.add_argument("--trace", type=Path, default=AZURE_CODE_TRACE)
     parser.add_argument("--conv-trace", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("reports/restart.md"))
     args = parser.parse_args(argv)

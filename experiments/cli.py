@@ -36,13 +36,12 @@ from experiments.generators import SHAPES, generate
 from experiments.render import COLUMNS, METRICS, Column, invocation, rich_table
 from experiments.replay import SERVICE_FROM_TRACE, Outcome, Setup, prepare, replay
 from experiments.sim import ProgressFn, SimulationError
-from experiments.traces import AZURE_COLUMNS, Trace, TraceError, load_trace, write_trace
+from experiments.traces import AZURE_CODE_TRACE, AZURE_COLUMNS, Trace, TraceError, load_trace, write_trace
 from jobqueue import Settings
 from jobqueue import sync as jq
 from jobqueue.binding import bind_sync
 from jobqueue.records import scan_job_times
 
-DEFAULT_AZURE_TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_code_2023.csv"
 EXIT_USAGE = 2
 TRACE_HINT = (
     f"--trace needs a CSV with the Azure LLM columns ({','.join(AZURE_COLUMNS)}) "
@@ -483,8 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     card = sub.add_parser("scorecard", help="every policy on the reference traces vs the targets; Markdown")
     card.add_argument(
         "--azure-trace",
-        default=str(DEFAULT_AZURE_TRACE),
-        help="the real Azure trace [../shared/traces/azure_llm_code_2023.csv]",
+        default=str(AZURE_CODE_TRACE),
+        help="the real Azure trace [traces/azure_llm_code_2023.csv]",
     )
     card.add_argument(
         "--conv-trace",

@@ -2,7 +2,7 @@
 
 One command regenerates the table (`python -m experiments scorecard`), so every number the
 README quotes can be reproduced. The synthetic traces are seeded; the real traces are the Azure LLM
-code trace from ``../shared/traces`` when it is there, and the Azure LLM conversation trace of the
+code trace shipped in ``traces/``, and the Azure LLM conversation trace of the
 same day when its path is given (``AzureLLMInferenceTrace_conv.csv`` from the public
 Azure/AzurePublicDataset repository; not shipped here).
 """

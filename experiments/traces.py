@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+AZURE_CODE_TRACE = Path(__file__).resolve().parents[1] / "traces" / "azure_llm_code_2023.csv"
+"""The real reference trace, shipped in the repository (``traces/README.md`` says where it is from)."""
 GENERIC_TIME, GENERIC_SERVICE = "timestamp", "service_s"
 
 

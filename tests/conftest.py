@@ -4,7 +4,8 @@
 it and hands a test its URL; ``redis_client`` is a blocking client on it. Tests that stop or
 restart the server get their own with ``valkey_factory`` so they cannot disturb the shared one.
 ``worker_pool`` spawns ``python -m worker`` processes against ``redis_url`` and kills leftovers.
-Nothing starts unless a test asks for it, so unit tests stay server-free.
+Nothing starts unless a test asks for it, so unit tests stay server-free: a test that asks for a
+server is marked ``integration`` here, whatever its module says, so ``make unit`` never starts one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ import redis
 
 from jobqueue.server import ServerBinaryNotFoundError, ValkeyServer
 from tests.support.workers import WorkerPool
+
+SERVER_FIXTURES = frozenset({"valkey_server", "valkey_factory"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts a Valkey server (directly or through a fixture) ``integration``."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 def _server(data_dir: Path, **kwargs: Any) -> ValkeyServer:

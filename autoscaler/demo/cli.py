@@ -41,13 +41,12 @@ from autoscaler.demo.traffic import Ledger, follow, play, reraise_lost_cancel
 from autoscaler.demo.view import View, status_of
 from autoscaler.engine.registry import STARTUP_AWARE
 from experiments.render import COLUMNS, rich_table
-from experiments.traces import TraceError, load_trace, write_trace
+from experiments.traces import AZURE_CODE_TRACE, TraceError, load_trace, write_trace
 from jobqueue.binding import bind_sync
 from jobqueue.records import scan_job_times
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "azure_llm_code_2023.csv"
+DEFAULT_TRACE = AZURE_CODE_TRACE
 WARM_UP_GRACE_WALL = 60.0
 """Wall seconds allowed on top of the model's warm-up for the first worker (imports on a busy box)."""
 
@@ -63,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--trace",
         default=str(DEFAULT_TRACE),
-        help="trace CSV, Azure LLM or generic [../shared/traces/azure_llm_code_2023.csv]",
+        help="trace CSV, Azure LLM or generic [traces/azure_llm_code_2023.csv]",
     )
     parser.add_argument(
         "--speedup", type=float, default=10.0, help="run this many times faster than real time [10]"

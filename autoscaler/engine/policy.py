@@ -12,7 +12,6 @@ than 1 - confidence, and at most ``queue_miss_probability``).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -330,10 +329,9 @@ class StartupAwarePolicy:
 
         The loop's watch asks every ``watch_seconds`` while jobs wait (the contract is
         :class:`~autoscaler.engine.snapshot.SurgeResponder`; the tests, :mod:`autoscaler.engine.surge`).
-        The answer is the tick's own rule applied to the interval so far, completed to a whole
-        tick by :meth:`_to_tick`, on a copy of the policy, so nothing read off a partial interval
-        stays learned. A tick that has not happened yet in this process (nothing sized for) means
-        no answer.
+        The answer is the tick's own rule applied to the interval so far, on a copy of the policy,
+        so nothing read off a partial interval stays learned. A tick that has not happened yet in
+        this process (nothing sized for) means no answer.
         """
         if snapshot.stale or self._sized_rate is None or snapshot.interval <= 0:
             return None
@@ -343,39 +341,11 @@ class StartupAwarePolicy:
         surprise = poisson_tail(snapshot.arrivals, self._sized_rate * snapshot.interval)
         if surprise >= self.config.surge_significance:
             return None
-        as_tick = self._to_tick(snapshot, self._sized_rate)
-        decision = copy.deepcopy(self).decide(as_tick)
+        decision = copy.deepcopy(self).decide(snapshot)
         if decision.desired <= snapshot.current_replicas:
             return None
-        terms = {
-            **decision.terms,
-            "surge_tail_probability": surprise,
-            "surge_interval": snapshot.interval,
-            "surge_arrivals_to_tick": float(as_tick.arrivals - snapshot.arrivals),
-        }
+        terms = {**decision.terms, "surge_tail_probability": surprise, "surge_interval": snapshot.interval}
         return Decision(decision.desired, "surge", terms)
-
-    def _to_tick(self, snapshot: Snapshot, sized_rate: float) -> Snapshot:
-        """The watch's reading completed to a whole tick: what the next tick should see of the burst.
-
-        A rate read off the first second or two of a burst is its peak, not what the tick will
-        count: read as a tick's rate, it fed the forecaster and the backlog projection with it,
-        and the pods ordered on it were cancelled by the tick a few seconds later (on the Azure
-        code trace, 200 ordered and 85 cancelled two seconds on). The rest of the interval is
-        filled at the rate the tick sized for plus the burst's excess in the proportion past bursts'
-        excesses lasted (``burst_persistence``, 1 until a burst has been scored): a flash crowd is
-        extrapolated in full, a spiky trace's burst is not.
-        """
-        rest = self.workload.tick_seconds - snapshot.interval
-        if rest <= 0:
-            return snapshot
-        seen = snapshot.arrivals / snapshot.interval
-        rate = sized_rate + self._persistence.ratio * max(0.0, seen - sized_rate)
-        return dataclasses.replace(
-            snapshot,
-            arrivals=snapshot.arrivals + round(rate * rest),
-            interval=self.workload.tick_seconds,
-        )
 
     def _follow_period(self, snapshot: Snapshot) -> None:
         """Feed the period detector; when the period it finds changes, so does the season."""

@@ -1,8 +1,9 @@
 """e2e fixtures: the real API server of deploy/virtual-cluster and a fresh namespace per module.
 
 The cluster comes from ``KUBECONFIG_E2E`` or ``$VCLUSTER_STATE/kubeconfig`` (default state dir
-/tmp/startup-autoscaler-vcluster). If it is not up, the tests FAIL under CI (``CI=true``) and are
-skipped otherwise; either way the message says to run ``bash deploy/virtual-cluster/up.sh``.
+/tmp/startup-autoscaler-vcluster). If it is not up, the tests FAIL under CI (``CI=true``) and under
+``make test`` (which starts it, and sets ``E2E_REQUIRED=1``), and are skipped otherwise; either way
+the message says to run ``bash deploy/virtual-cluster/up.sh``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from tests.e2e.kube import (
     admin_client,
     close,
     cluster_problem,
+    cluster_required,
     delete_namespace,
-    in_ci,
     install,
     kubeconfig_path,
     unique_namespace,
@@ -33,7 +34,7 @@ def kubeconfig() -> Path:
     problem = cluster_problem(path)
     if problem is not None:
         message = f"e2e: the virtual cluster is not up ({problem}); start it with `{UP_HINT}`"
-        if in_ci():
+        if cluster_required():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     return path

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,10 +9,10 @@ from hypothesis import strategies as st
 
 from autoscaler.engine.period import PeriodDetector, autocorrelation, strongest_peak
 from experiments.generators import Diurnal, OnOff, Poisson, Ramp, Shape, Step, generate
-from experiments.traces import load_trace
+from experiments.traces import AZURE_CODE_TRACE, load_trace
 
 TICK = 5.0
-AZURE = Path(__file__).resolve().parents[3] / "shared" / "traces" / "azure_llm_code_2023.csv"
+AZURE = AZURE_CODE_TRACE
 
 
 def periods_seen(

@@ -27,9 +27,12 @@ def test_scores_every_policy_on_every_trace_and_marks_targets() -> None:
     rows = score_traces([(trace, "tiny")], Setup(), ["startup-aware", "static:5"])
     assert [o.policy for o in rows[0].outcomes] == ["startup-aware", "static:5"]
     text = render(rows, Setup(), "python -m experiments scorecard")
+    # 600 jobs in five minutes from one warm pod: the first warm-up alone leaves the ramp's 98 % out
+    # of reach (the best possible is 92.7 %), and the verdict says so.
+    ours = rows[0].outcomes[0]
+    assert ours.slo_attainment < 0.98
     assert "| synthetic:ramp | >= 98.0% at <= 1x |" in text
-    verdict = "yes" if TARGETS["synthetic:ramp"].met(rows[0].outcomes[0]) else "**no**"
-    assert f"| {verdict} |" in text
+    assert f"| {ours.slo_attainment:.1%} at {ours.cost_vs_oracle:.2f}x | **no** | 92.7% |" in text
     assert "python -m experiments scorecard" in text
 
 

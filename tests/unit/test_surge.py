@@ -5,7 +5,6 @@ No I/O: the loop's side of the watch is in test_loop.py.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
@@ -79,66 +78,6 @@ def test_a_burst_between_ticks_is_answered_with_what_the_next_tick_would_order()
     assert answer is not None and answer.reason == "surge"
     assert answer.desired > 12 and answer.remove == ()
     assert answer.terms["surge_tail_probability"] < 1e-5 and answer.terms["surge_interval"] == 1.0
-
-
-def spiky(policy: StartupAwarePolicy, seconds: float, pods: int) -> float:
-    """2 jobs/s with a one-tick spike of 60 jobs every minute: bursts whose excess never lasts."""
-    now = 0.0
-    while now < seconds:
-        arrivals = 60 if now % 60.0 == 30.0 else 10
-        policy.decide(Snapshot(now, 0, pods, arrivals, 5.0, pods, ready_pods(pods)))
-        now += 5.0
-    return now
-
-
-def tick_order(policy: StartupAwarePolicy, snapshot: Snapshot) -> int:
-    """What ``policy`` would decide on ``snapshot`` as a tick, learning nothing from it."""
-    return copy.deepcopy(policy).decide(snapshot).desired
-
-
-def test_a_burst_read_one_second_in_is_extrapolated_to_the_tick_as_far_as_bursts_last() -> None:
-    roomy = WorkloadSpec(max_replicas=1000)  # no answer below is cut by the pod cap
-    # Bursts have always lasted here (no burst scored yet): the rest of the tick is filled at the
-    # rate seen, so the answer is what a tick seeing 20 jobs/s for all five seconds orders.
-    trusting = StartupAwarePolicy(roomy)
-    now = steady(trusting, 2.0, 300.0, 12)
-    answer = trusting.surge(between(now, 20, 15, 12))
-    whole_tick = Snapshot(now - 4.0, 15, 12, 100, 5.0, 12, ready_pods(12))
-    assert answer is not None and answer.terms["surge_arrivals_to_tick"] == 80.0
-    assert answer.desired == tick_order(trusting, whole_tick) == 543
-
-    # Spikes that never lasted: the same reading is extrapolated mostly at the rate sized for.
-    doubting = StartupAwarePolicy(roomy)
-    now = spiky(doubting, 900.0, 12)
-    assert doubting._persistence.ratio < 0.2  # what the spikes taught it (sanity of the setup)
-    answer = doubting.surge(between(now, 20, 15, 12))
-    whole_tick = Snapshot(now - 4.0, 15, 12, 100, 5.0, 12, ready_pods(12))
-    assert answer is not None and 8.0 <= answer.terms["surge_arrivals_to_tick"] < 80.0
-    assert answer.desired == 127 < tick_order(doubting, whole_tick) == 238
-
-
-def test_a_spike_answered_between_ticks_orders_little_that_the_tick_lets_go() -> None:
-    # Two seconds into a tick, 60 jobs; then the spike is over and the tick counts 8 more.
-    policy = StartupAwarePolicy(WorkloadSpec(max_replicas=1000))
-    now = spiky(policy, 900.0, 12)
-    seen = between(now, 60, 55, 12, after=2.0)
-    answer = policy.surge(seen)
-    assert answer is not None
-    at_tick = tick_order(policy, Snapshot(now, 55, 12, 68, 5.0, 12, ready_pods(12)))
-    # Read as a tick's own rate, the first two seconds ordered 385 pods, 172 more than the tick
-    # wants (213); completed to a tick as far as this traffic's bursts last, 219.
-    read_as_tick = tick_order(policy, seen)
-    assert at_tick < read_as_tick and answer.desired < read_as_tick
-    assert answer.desired - at_tick < (read_as_tick - at_tick) / 10
-
-
-def test_a_reading_as_long_as_the_tick_is_taken_as_it_is() -> None:
-    policy = StartupAwarePolicy(WORKLOAD)
-    now = steady(policy, 2.0, 300.0, 12)
-    late = Snapshot(now + 1.0, 140, 12, 150, 6.0, 12, ready_pods(12))  # the tick is overdue
-    answer = policy.surge(late)
-    assert answer is not None and answer.terms["surge_arrivals_to_tick"] == 0.0
-    assert answer.desired == tick_order(policy, late)
 
 
 @pytest.mark.parametrize(
