@@ -166,7 +166,9 @@ def test_errors_retry_then_dead_letter_with_error_kept(redis_client: redis.Redis
     retried, dead_letter = stats.completions
     assert retried.submitted_at == dead_letter.submitted_at == job.submitted_at
     assert retried.latency is None  # a retry is no answer yet; the dead letter is the final one
-    assert dead_letter.latency is not None and dead_letter.latency >= 0
+    assert job.finished_at is not None
+    assert dead_letter.latency == pytest.approx(job.finished_at - job.submitted_at, abs=1e-3)
+    assert dead_letter.latency is not None and 0 < dead_letter.latency < 60
 
 
 def test_permanent_failure_is_not_retried(redis_client: redis.Redis) -> None:
@@ -200,11 +202,13 @@ def test_heartbeat_lease_prevents_reclaim(redis_client: redis.Redis) -> None:
     jq.submit_job(redis_client, Q, 1)
     entry = take(redis_client)
     jq.start(redis_client, entry, "w1")
-    for _ in range(3):
-        time.sleep(0.06)
+    # 1.2 s of heartbeats against a 400 ms visibility timeout: without the lease renewal the entry
+    # would be reclaimable three times over; the 400 ms leave room for a stall on a loaded machine.
+    for _ in range(4):
+        time.sleep(0.3)
         info = WorkerInfo("w1", Q, WorkerState.BUSY, time.time(), time.time(), job=entry.job_id)
         assert jq.heartbeat(redis_client, info, lease=entry) is True
-    assert jq.reclaim(redis_client, Q, "w2", 100) is None
+    assert jq.reclaim(redis_client, Q, "w2", 400) is None
     # Another consumer's heartbeat cannot renew (or steal) w1's entry.
     thief = WorkerInfo("w2", Q, WorkerState.IDLE, time.time(), time.time())
     assert jq.heartbeat(redis_client, thief, lease=entry) is False
@@ -247,7 +251,10 @@ def test_a_queued_job_past_lowered_max_attempts_is_dead_lettered_with_its_final_
     retried, final = jq.read_queue_stats(redis_client, Q).completions
     assert (retried.status, retried.latency) == (JobStatus.QUEUED, None)
     assert (final.job_id, final.status, final.duration) == (job_id, JobStatus.DEAD, None)
-    assert final.latency is not None and final.latency >= 0
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and job.finished_at is not None
+    assert final.latency == pytest.approx(job.finished_at - job.submitted_at, abs=1e-3)
+    assert final.latency is not None and 0 < final.latency < 60
 
 
 def test_queue_stats_counts_and_cursor(redis_client: redis.Redis) -> None:
