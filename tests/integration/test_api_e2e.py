@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
@@ -15,6 +17,8 @@ import redis
 
 from api.client import JobClient, RetryPolicy
 from jobqueue import sync as jq
+from jobqueue.server import free_port
+from tests.support import api as support_api
 from tests.support.api import api_client, api_process
 from tests.support.valkey import ValkeyServer
 from tests.support.workers import WorkerPool
@@ -130,3 +134,34 @@ def test_high_priority_jumps_the_backlog_of_a_real_worker(redis_url: str, worker
         started = {i: c.get(f"/v1/jobs/{i}").json()["started_at"] for i in [high, *normal]}
     assert min(started, key=lambda i: started[i]) == high
     assert sorted(normal, key=lambda i: started[i]) == normal  # FIFO within a priority
+
+
+def test_a_port_taken_before_the_api_binds_it_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The harness never mistakes another server on the API's port for the API (CI: a 501 to POST)."""
+    taken = free_port()
+    other = HTTPServer(("127.0.0.1", taken), _ProbeLike)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    picks = [taken, free_port()]
+    monkeypatch.setattr(support_api, "free_port", lambda: picks.pop(0))
+    try:
+        with api_process("redis://127.0.0.1:1/0", tmp_path) as api:
+            assert api.port != taken
+            assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok"}
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert "address already in use" in (tmp_path / f"api-{taken}.log").read_text().lower()
+
+
+class _ProbeLike(BaseHTTPRequestHandler):
+    """Answers GET /healthz with 200 like a worker's probe server, and nothing else."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+
+    def log_message(self, format: str, *args: object) -> None:
+        return

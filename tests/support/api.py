@@ -67,13 +67,45 @@ class ApiProcess:
             self.proc.wait()
             raise AssertionError(f"api did not stop on SIGTERM:\n{self.log()}") from None
 
+    def kill(self) -> None:
+        """SIGKILL it unless it has exited already (a test may have stopped it on purpose)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
 
 @contextmanager
 def api_process(redis_url: str, log_dir: Path, **env: str) -> Iterator[ApiProcess]:
     """``python -m api`` on a free port; waits for /healthz (not /readyz: Redis may be down on
-    purpose); SIGKILLs it at the end if the test did not stop it."""
-    port = free_port()
+    purpose); SIGKILLs it at the end if the test did not stop it.
+
+    A free port can be taken between the pick and the API's bind (another process on a shared
+    machine, or a worker's probe server started by the same test): the API then exits, and some
+    other server may answer on its port. So the health check must come from *this* API, and a
+    lost port is retried on another one.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(PORT_ATTEMPTS):
+        api = _start_api(redis_url, log_dir, free_port(), env)
+        try:
+            if _wait_healthy(api):
+                break
+        except BaseException:
+            api.kill()
+            raise
+        api.kill()
+    else:
+        raise AssertionError(f"api could not bind a port in {PORT_ATTEMPTS} attempts:\n{api.log()}")
+    try:
+        yield api
+    finally:
+        api.kill()
+
+
+PORT_ATTEMPTS = 3
+
+
+def _start_api(redis_url: str, log_dir: Path, port: int, env: dict[str, str]) -> ApiProcess:
     log_path = log_dir / f"api-{port}.log"
     full = {
         **os.environ, **FAST_API_ENV, "REDIS_URL": redis_url, "PORT": str(port), "HOST": "127.0.0.1",
@@ -83,22 +115,31 @@ def api_process(redis_url: str, log_dir: Path, **env: str) -> Iterator[ApiProces
         proc = subprocess.Popen(
             [sys.executable, "-m", "api"], cwd=REPO, env=full, stdout=log, stderr=subprocess.STDOUT
         )
-    api = ApiProcess(proc, port, log_path)
+    return ApiProcess(proc, port, log_path)
+
+
+def _wait_healthy(api: ApiProcess, timeout: float = 20.0) -> bool:
+    """True once this API answers /healthz; False if it lost its port; raises on any other failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if api.proc.poll() is not None:
+            if "address already in use" in api.log().lower():
+                return False
+            raise AssertionError(f"api exited with {api.proc.returncode}:\n{api.log()}")
+        try:
+            reply = httpx.get(f"{api.url}/healthz", timeout=1)
+            # The API's own answer: a worker probe says "ok\n", the autoscaler's adds its detail.
+            if reply.status_code == 200 and _json(reply) == {"status": "ok"}:
+                return True
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"api not up after {timeout:g} s:\n{api.log()}")
+        time.sleep(0.05)
+
+
+def _json(reply: httpx.Response) -> object:
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"api exited with {proc.returncode}:\n{api.log()}")
-            try:
-                if httpx.get(f"{api.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"api not up after 20 s:\n{api.log()}")
-            time.sleep(0.05)
-        yield api
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        return reply.json()
+    except ValueError:
+        return None
