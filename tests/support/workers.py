@@ -52,7 +52,9 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker {self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            if self.get("/readyz")[0] == 200:
+            status, body = self.get("/readyz")
+            # This worker's own answer (a ready state), not another server's that took its port.
+            if status == 200 and body.strip() in {"idle", "busy"}:
                 return
             time.sleep(0.05)
         raise AssertionError(f"worker {self.name} not ready after {timeout} s:\n{self.log()}")
