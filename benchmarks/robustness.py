@@ -46,6 +46,9 @@ VARIANTS: list[tuple[str, Shape, int, Target]] = [
     ("flash 2 -> 20/s", Step(base_rate=2.0), 0, FLASH),
     ("flash 1 -> 5/s", Step(factor=5.0), 0, FLASH),
     ("flash 1 -> 10/s for 15 min", Step(step_seconds=900.0), 0, FLASH),
+    ("flash 3 -> 30/s", Step(base_rate=3.0), 0, FLASH),
+    ("flash 1 -> 10/s for 3 min", Step(step_seconds=180.0), 0, FLASH),
+    ("flash 1 -> 10/s for 2 min", Step(step_seconds=120.0), 0, FLASH),
     ("flash 1 -> 10/s for 1 min", Step(step_seconds=60.0), 0, FLASH),
 ]
 
