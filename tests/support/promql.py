@@ -39,24 +39,15 @@ def children(node: Any) -> list[Any]:
     return out + list(args or ())
 
 
-def selectors(node: Any) -> list[Any]:
-    """Every vector selector in the expression tree."""
+def selectors(node: Any, *, labelled: bool = False) -> list[Any]:
+    """Every vector selector in the expression tree; with ``labelled``, those whose labels reach
+    its result: ``a and b`` and ``a unless b`` keep ``a``'s series and labels, while ``b`` only
+    filters them and need not carry the labels a surrounding ``by`` groups on."""
+    if labelled and type(node).__name__ == "BinaryExpr" and str(node.op) in {"and", "unless"}:
+        return selectors(node.lhs, labelled=True)
     if type(node).__name__ == "VectorSelector":
         return [node]
-    return [s for child in children(node) for s in selectors(child)]
-
-
-def labelled(node: Any) -> list[Any]:
-    """The selectors whose labels reach the result of ``node``.
-
-    ``a and b`` and ``a unless b`` keep ``a``'s series and labels: ``b`` only filters them, so
-    it need not carry the labels a surrounding ``by`` groups on.
-    """
-    if type(node).__name__ == "BinaryExpr" and str(node.op) in {"and", "unless"}:
-        return labelled(node.lhs)
-    if type(node).__name__ == "VectorSelector":
-        return [node]
-    return [s for child in children(node) for s in labelled(child)]
+    return [s for child in children(node) for s in selectors(child, labelled=labelled)]
 
 
 def grouped_by(node: Any) -> list[tuple[list[str], list[Any]]]:
@@ -64,7 +55,7 @@ def grouped_by(node: Any) -> list[tuple[list[str], list[Any]]]:
     found = []
     modifier = getattr(node, "modifier", None)
     if type(node).__name__ == "AggregateExpr" and modifier is not None:
-        found.append((list(modifier.labels), labelled(node)))
+        found.append((list(modifier.labels), selectors(node, labelled=True)))
     return found + [g for child in children(node) for g in grouped_by(child)]
 
 
