@@ -46,7 +46,6 @@ from jobqueue.binding import bind_sync
 from jobqueue.records import scan_job_times
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-DEFAULT_TRACE = AZURE_CODE_TRACE
 WARM_UP_GRACE_WALL = 60.0
 """Wall seconds allowed on top of the model's warm-up for the first worker (imports on a busy box)."""
 
@@ -61,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--trace",
-        default=str(DEFAULT_TRACE),
+        default=str(AZURE_CODE_TRACE),
         help="trace CSV, Azure LLM or generic [traces/azure_llm_code_2023.csv]",
     )
     parser.add_argument(

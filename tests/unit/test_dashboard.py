@@ -35,14 +35,17 @@ def as_promql(expr: str) -> str:
     return expr.replace("$target", "resnet")
 
 
-@pytest.mark.parametrize(("title", "expr"), queries(), ids=[f"{t}:{e[:40]}" for t, e in queries()])
+QUERIES = queries()
+
+
+@pytest.mark.parametrize(("title", "expr"), QUERIES, ids=[f"{t}:{e[:40]}" for t, e in QUERIES])
 def test_each_query_is_valid_promql_over_exported_series(title: str, expr: str) -> None:
     assert problems(as_promql(expr), exported()) == [], title
 
 
 def test_every_per_target_query_follows_the_target_variable() -> None:
     series = exported()
-    for title, expr in queries():
+    for title, expr in QUERIES:
         for name in re.findall(r"\b(autoscaler_\w+)\{", expr):
             if "target" in series[name]:
                 assert re.search(name + r'\{target=~"\$target"\}', expr), f"{title}: {name} ignores $target"
