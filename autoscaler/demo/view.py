@@ -129,13 +129,13 @@ def panel(plan: Plan, s: Status) -> Table:
 
 
 def line(s: Status) -> str:
-    """The same numbers on one line, for logs."""
+    """The same numbers on one line, for logs (the decision last: the reason the policy gave)."""
     return (
         f"t={s.elapsed:.0f}/{s.duration:.0f}s ready={s.ready} starting={s.starting} "
         f"draining={s.draining} desired={s.desired} waiting={s.waiting} in_flight={s.in_flight} "
         f"rate={_num(s.rate, '.2f', '/s')} forecast={_num(s.forecast, '.2f', '/s')} "
         f"sent={s.sent}/{s.total} finished={s.finished} p50={_num(s.p50, '.1f', 's')} "
-        f"p95={_num(s.p95, '.1f', 's')} slo={_percent(s.within_slo, '%')}"
+        f"p95={_num(s.p95, '.1f', 's')} slo={_percent(s.within_slo, '%')} decision={s.reason or '-'}"
     )
 
 

@@ -8,6 +8,7 @@ everything; mistakes a user can fix end with one ``error:`` line and status 2.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 from collections.abc import Iterator
@@ -62,6 +63,31 @@ def test_a_short_run_finishes_every_job_and_reports_each_policy(
     assert counters["finished"] == live["jobs_completed"]
     assert abs(counters["within_slo"] - live["slo_attainment"] * live["jobs_submitted"]) <= 1
     assert "the daemon's own SLO counters (/metrics)" in demo.stdout
+
+
+def test_the_live_run_can_be_keda_on_the_same_stack(tmp_path: Path) -> None:
+    """``--policy keda``: the baseline itself scales the real workers, on its compressed HPA clock."""
+    trace = poisson_trace(tmp_path / "trace.csv", rate=0.5, seconds=120)
+    report_path = tmp_path / "report.json"
+    demo = DemoProcess(
+        tmp_path, "--trace", str(trace), *SHORT, "--policy", "keda", "--report", str(report_path)
+    )
+    try:
+        code = demo.wait(timeout=120)
+        assert code == 0, f"{demo.stdout}\n{demo.stderr}"
+        report = json.loads(report_path.read_text())
+        assert report["live_policy"] == "keda" and list(report["policies"]) == list(POLICIES)
+        live = report["policies"]["demo-live"]
+        assert live["jobs_submitted"] == live["jobs_completed"] > 30
+        # One warm worker serves 0.5 job/s of 5 s jobs at 250 % load: the queue grows past
+        # listLength per replica, and the HPA arithmetic scales up from the single pod.
+        assert live["max_replicas"] > 1
+        decisions = set(re.findall(r"decision=(\S+)", demo.stdout))
+        assert decisions and all(d.startswith("hpa-") for d in decisions - {"-"}), decisions
+        assert "live keda at 30x" in demo.stdout
+        assert demo.leftovers() == []
+    finally:
+        demo.kill_leftovers()
 
 
 def test_nothing_is_left_running_after_a_run(finished: tuple[DemoProcess, int, dict[str, Any]]) -> None:

@@ -17,6 +17,7 @@ from autoscaler.demo.plan import (
     run_queue,
     select_traffic,
 )
+from autoscaler.engine.baselines import KedaConfig
 from autoscaler.engine.policy import StartupAwareConfig
 from experiments.traces import Trace
 from jobqueue import validate_queue
@@ -35,6 +36,35 @@ def test_policy_knobs_are_the_current_values_divided_by_the_speedup() -> None:
     assert "season_seconds" not in knobs  # unset stays unset
     spec = Plan(speedup=10, max_workers=8, policy="startup-aware:standingPoolWindowSeconds=600")
     assert spec.policy_knobs()["standing_pool_window_seconds"] == pytest.approx(60.0)
+
+
+def test_every_duration_knob_of_keda_is_compressed() -> None:
+    """KEDA's durations are HPA periods, its sync phase and its stabilization window."""
+    durations = {
+        name
+        for name in KedaConfig.__dataclass_fields__
+        if name.endswith(("_period", "_offset", "_stabilization"))
+    }
+    assert durations == set(TIME_KNOBS["keda"])
+
+
+def test_live_keda_runs_on_the_compressed_clock() -> None:
+    """--policy keda: a 15 s sync and a 300 s stabilization at 10x are 1.5 and 30 wall seconds."""
+    plan = Plan(speedup=10, max_workers=8, policy="keda")
+    defaults = KedaConfig()
+    assert plan.policy_knobs() == pytest.approx(
+        {
+            "sync_period": defaults.sync_period / 10,
+            "scale_up_period": defaults.scale_up_period / 10,
+            "scale_down_period": defaults.scale_down_period / 10,
+            "scale_down_stabilization": defaults.scale_down_stabilization / 10,
+        }
+    )  # sync_offset unset: one tick in, and the tick is compressed too
+    tuned = Plan(speedup=10, max_workers=8, policy="keda:listLength=10,syncOffset=5")
+    assert tuned.policy_knobs()["sync_offset"] == pytest.approx(0.5)
+    (target,) = tuned.app_config("redis://127.0.0.1:6379/0", 0, Path("logs")).targets
+    assert target.policy.name == "keda:listLength=10,syncOffset=5"
+    assert target.policy.knobs["sync_offset"] == pytest.approx(0.5)
 
 
 def test_app_config_is_the_reference_workload_compressed(tmp_path: Path) -> None:
@@ -63,7 +93,8 @@ def test_app_config_is_the_reference_workload_compressed(tmp_path: Path) -> None
         ({"speedup": 0.0, "max_workers": 4}, "speedup"),
         ({"speedup": float("inf"), "max_workers": 4}, "speedup"),
         ({"speedup": 10.0, "max_workers": 0}, "max-workers"),
-        ({"speedup": 10.0, "max_workers": 4, "policy": "keda"}, "policy"),
+        ({"speedup": 10.0, "max_workers": 4, "policy": "kpa"}, "policy"),
+        ({"speedup": 10.0, "max_workers": 4, "policy": "static:3"}, "policy"),
     ],
 )
 def test_bad_plans_name_the_option(kwargs: dict[str, object], message: str) -> None:

@@ -103,6 +103,7 @@ def test_plain_lines_carry_trace_units() -> None:
     assert status.elapsed == 30.0 and status.p50 == pytest.approx(6.0) and status.within_slo == 1.0
     text = line(status)
     assert "t=30/100s" in text and "sent=2/5" in text and "p50=6.0s" in text and "slo=100.0%" in text
+    assert text.endswith(" decision=-")  # no tick seen yet
     console = Console(record=True, width=200)
     with View(plan, console, live=False) as view:
         view.show(status)
