@@ -167,7 +167,8 @@ def tail(path: Path, lines: int = 40) -> str:
 
 def decisions(path: Path) -> list[dict[str, Any]]:
     """The daemon's decision log lines so far (one per tick, and one per answer of the watch)."""
-    lines = path.read_text(errors="replace").splitlines()
+    # Only whole lines: the daemon may be halfway through writing the last one.
+    lines = path.read_text(errors="replace").split("\n")[:-1]
     logged = (json.loads(line) for line in lines if line.startswith("{"))
     return [d for d in logged if d.get("msg") == "decision"]
 
@@ -256,7 +257,13 @@ def test_a_burst_is_answered_between_ticks(installed: Install, start_daemon: Any
         jq.submit_job(client, QUEUE, {"n": n})
     risen = wait_for("a scale-up before the next tick", lambda: installed.worker_replicas() > before, 15, 0.1)
     took = time.monotonic() - ticked
-    answered = [d for d in decisions(log_path) if d.get("reason") == "surge"]
+    # The decision is logged once the scale has been written, so its line can trail the new count.
+    answered = wait_for(
+        "the surge decision in the log",
+        lambda: [d for d in decisions(log_path) if d.get("reason") == "surge"],
+        5,
+        0.05,
+    )
     assert risen and answered, tail(log_path)
     assert took < 10, f"scaled up {took:.1f} s after the tick: that was the next tick, not the watch"
     assert answered[0]["acted"] and answered[0]["desired"] > before
