@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.config import ApiConfig
 from tests.support.valkey import free_port
-from tests.support.workers import REPO
+from tests.support.workers import REPO, log_tail
 
 FAST_API_ENV = {
     "MODEL_REF": "default:v1",  # the queue tests.support.workers' FAST_ENV workers serve
@@ -51,10 +51,7 @@ class ApiProcess:
         return httpx.Client(base_url=self.url, timeout=timeout)
 
     def log(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM (uvicorn's graceful shutdown); returns the exit code."""

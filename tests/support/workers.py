@@ -29,6 +29,14 @@ FAST_ENV = {
 """Short timings so the integration suite finishes in well under a minute and a half."""
 
 
+def log_tail(path: Path, lines: int = 60) -> str:
+    """The last ``lines`` lines of a process's log, for failure messages ("(no log)" if none)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 @dataclass
 class WorkerProcess:
     name: str
@@ -71,10 +79,7 @@ class WorkerProcess:
             ) from None
 
     def log(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
 
 class WorkerPool:
