@@ -292,7 +292,7 @@ class StartupAwarePolicy:
             min_replicas=wl.min_replicas,
             max_replicas=wl.max_replicas,
             window_peak=self._window_peak(snapshot.now, window),
-            standing_pool=self._standing_pool(snapshot, horizon, window),
+            standing_pool=self._standing_pool(snapshot, startup, window),
             max_step_up=cfg.max_step_up,
             max_step_down=cfg.max_step_down,
             burst_persistence=self._persistence.ratio,
@@ -404,7 +404,11 @@ class StartupAwarePolicy:
         if self._pool is None:
             return 0
         # Pods reactive scaling alone would have had ready now: the most it asked for between one
-        # horizon plus one scale-down window ago and one horizon ago (ordered, ready, still held).
+        # warm-up plus one scale-down window ago and one warm-up ago (ordered, ready, still held).
+        # A pod serves one warm-up after its order; the horizon's extra tick is where the next
+        # decision looks, not when pods serve. Counted a tick late, a burst's reactive pods
+        # missed jobs in the replay that they served in fact (a third more after a 2-min flash
+        # crowd), and the pool was kept for those misses.
         while self._raw_history and self._raw_history[0][0] < snapshot.now - lag - hold:
             self._raw_history.popleft()
         asked = max((r for t, r in self._raw_history if t <= snapshot.now - lag), default=0)
