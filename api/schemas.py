@@ -6,9 +6,10 @@ normal-priority job.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from jobqueue import Job, JobStatus, Priority
 
@@ -31,10 +32,46 @@ VersionName = Annotated[
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
+def storable(value: Any) -> Any:
+    """Refuse what a JSON body can carry in but the job store cannot give back.
+
+    Python's JSON parser takes ``NaN``, ``Infinity`` and overflowing numbers such as ``1e400``
+    (read as infinity), and ``\\ud800`` escapes that leave a lone UTF-16 surrogate in a string.
+    Strict JSON cannot write either back: such a job failed with a 500 on submission, or was
+    accepted and then every read of it failed. Refused here, they are a 422 naming the field.
+    """
+    stack = [value]
+    while stack:  # iterative: a deeply nested body must not hit the recursion limit
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("numbers must be finite (NaN, Infinity or one too large for a double)")
+        if isinstance(item, str):
+            _unicode(item)
+        elif isinstance(item, dict):
+            for key in item:
+                _unicode(key)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
+def _unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = f"U+{ord(text[exc.start]):04X} at {exc.start}"
+        raise ValueError(f"strings must be valid Unicode ({bad} is a lone surrogate)") from None
+
+
+StorableJson = Annotated[JsonValue, AfterValidator(storable)]
+"""Any JSON value the job store can round-trip (see :func:`storable`)."""
+
+
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input: JsonValue = Field(description="Any JSON value; handed to the model as is", examples=["a cat"])
+    input: StorableJson = Field(description="Any JSON value; handed to the model as is", examples=["a cat"])
     model: ModelName
     version: VersionName | None = None
     priority: Priority = Field(Priority.NORMAL, description="`high` jobs are served before `normal` ones")
@@ -44,7 +81,7 @@ class JobRequest(BaseModel):
         description="A repeated submission with the same key (per model version, for a day) returns "
         "the first job instead of creating another: safe retries",
     )
-    metadata: dict[str, JsonValue] = Field(
+    metadata: Annotated[dict[str, JsonValue], AfterValidator(storable)] = Field(
         default_factory=dict, description="Stored with the job, returned as is"
     )
 

@@ -90,7 +90,10 @@ class JobService:
         limit, ttl, settings = self.config.rate_limit, self.config.result_cache_ttl, self.settings
         checks: dict[str, Op[Any]] = {}  # independent reads: one round trip for all of them
         if limit is not None:
-            who = f"key:{api_key}" if api_key else f"addr:{client_addr}"
+            # A key names the caller only once it is checked: with authentication off, any header
+            # value would do, and a fresh one per request would be a fresh bucket.
+            keyed = self.auth.enabled and api_key
+            who = f"key:{api_key}" if keyed else f"addr:{client_addr}"
             checks["rate"] = take_token(who, limit, settings=settings)
         if ttl:
             checks["cache"] = cache.lookup(queue, input, settings=settings)

@@ -127,7 +127,7 @@ def test_unknown_id_is_404(redis_url: str, method: str, path: str) -> None:
     assert r.json()["error"] == "not_found" and "0123456789abcdef" in r.json()["detail"]
 
 
-BAD_BODIES = [
+BAD_BODIES: list[tuple[dict[str, Any] | str, str]] = [
     ({"model": "default"}, "body.input: Field required"),
     (
         {"input": 1, "model": "default", "priority": "urgent"},
@@ -140,15 +140,28 @@ BAD_BODIES = [
     ({"input": 1, "model": "default", "metadata": [1]}, "body.metadata: Input should be a valid dictionary"),
     ({"input": 1, "model": "default", "idempotency_key": "k" * 200}, "body.idempotency_key: String should"),
     ({"input": 1, "model": "nope"}, "model 'nope' is not served here; known models: default"),
+    # JSON the parser reads but the job store could not write back (NaN, 1e400 read as infinity,
+    # a lone surrogate escape): refused up front, never a 500 or a job whose every read fails.
+    ('{"input": NaN, "model": "default"}', "body.input: Value error, numbers must be finite"),
+    ('{"input": [1e400], "model": "default"}', "body.input: Value error, numbers must be finite"),
+    ('{"input": 1, "model": "default", "metadata": {"a": -Infinity}}', "body.metadata: Value error, numbers"),
+    ('{"input": "a\\ud800b", "model": "default"}', "body.input: Value error, strings must be valid Unicode"),
+    ('{"input": 1, "model": "default", "metadata": {"\\udc00": 1}}', "body.metadata: Value error, strings"),
 ]
 
 
 @pytest.mark.parametrize(("body", "message"), BAD_BODIES)
-def test_each_bad_submission_gets_a_clear_422(redis_url: str, body: dict[str, Any], message: str) -> None:
+def test_each_bad_submission_gets_a_clear_422(
+    redis_url: str, redis_client: redis.Redis, body: dict[str, Any] | str, message: str
+) -> None:
     with api_client(redis_url) as c:
-        r = c.post("/v1/jobs", json=body)
+        if isinstance(body, str):  # raw text: JSON that json= could not produce
+            r = c.post("/v1/jobs", content=body.encode(), headers={"content-type": "application/json"})
+        else:
+            r = c.post("/v1/jobs", json=body)
     assert r.status_code == 422, r.text
     assert message in r.json()["detail"]
+    assert arrivals(redis_client) == 0
 
 
 def test_malformed_requests_outside_the_json_body(redis_url: str, redis_client: redis.Redis) -> None:
@@ -206,18 +219,32 @@ def test_circuit_breaker_refuses_above_max_waiting(redis_url: str, redis_client:
     assert arrivals(redis_client) == 6
 
 
-def test_rate_limit_per_api_key(redis_url: str) -> None:
+def test_rate_limit_per_client_address_when_keys_are_not_checked(redis_url: str) -> None:
     with api_client(redis_url, RATE_LIMIT="3/m") as c:
         a = [submit(c, input=i) for i in range(4)]
         assert [r.status_code for r in a] == [202, 202, 202, 429]
         assert a[3].json()["error"] == "rate_limited"
         assert 15 <= int(a[3].headers["Retry-After"]) <= 21  # one token per 20 s
-        keyed = [c.post("/v1/jobs", json={"input": 1, "model": "default"}, headers={"X-API-Key": "k1"})]
-        keyed += [c.post("/v1/jobs", json={"input": 1, "model": "default"}, headers={"X-API-Key": "k1"})]
-        other = c.post("/v1/jobs", json={"input": 1, "model": "default"}, headers={"X-API-Key": "k2"})
-        assert [r.status_code for r in keyed] == [202, 202] and other.status_code == 202
+        # With API_KEYS unset a key is any string: a new one per request must not buy a new bucket.
+        rotated = [
+            c.post("/v1/jobs", json={"input": 1, "model": "default"}, headers={"X-API-Key": f"k{i}"})
+            for i in range(2)
+        ]
+        assert [r.status_code for r in rotated] == [429, 429]
         assert c.get("/v1/models").status_code == 200  # reads are not rate limited
-        assert 'api_rejections_total{reason="rate_limited"} 1.0' in c.get("/metrics").text
+        assert 'api_rejections_total{reason="rate_limited"} 3.0' in c.get("/metrics").text
+
+
+def test_rate_limit_per_api_key_when_keys_are_checked(redis_url: str) -> None:
+    with api_client(redis_url, RATE_LIMIT="2/m", API_KEYS="key-number-one=*,key-number-two=*") as c:
+        one = [
+            c.post("/v1/jobs", json={"input": i, "model": "default"}, headers={"X-API-Key": "key-number-one"})
+            for i in range(3)
+        ]
+        key_two = {"X-API-Key": "key-number-two"}
+        two = c.post("/v1/jobs", json={"input": 1, "model": "default"}, headers=key_two)
+    assert [r.status_code for r in one] == [202, 202, 429]
+    assert two.status_code == 202  # same address, another caller: its own bucket
 
 
 def test_api_keys_401_403(redis_url: str) -> None:
