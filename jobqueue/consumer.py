@@ -44,7 +44,8 @@ class Outcome(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Started:
     """Answer of :func:`start`: ``job`` is set iff the entry must run; else ``skipped`` says why
-    (a job status such as ``cancelled``/``dead``, or ``missing``/``stale``)."""
+    (a job status such as ``cancelled``/``dead``, or ``missing``/``stale``; ``not-held`` when the
+    entry was reclaimed by another worker before it started)."""
 
     job: Job | None
     skipped: str = ""

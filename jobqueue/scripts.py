@@ -96,11 +96,19 @@ START = Script(
 -- KEYS: job hash, stream, dead-letter stream, completions stream
 -- ARGV: group, entry id, worker, now, max attempts, result ttl, dead maxlen, job id, channel,
 --       completions maxlen
--- Returns {'run', flat job hash} or {reason} when the entry must not run (it is then acked).
+-- Returns {'run', flat job hash}, {reason} when the entry must not run (it is then acked), or
+-- {'not-held'} when this worker no longer holds the entry (nothing is touched: it is another's).
 local function drop()
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
   redis.call('XDEL', KEYS[2], ARGV[2])
 end
+-- A delivery can go stale before it starts: a second entry fetched with the first waits,
+-- unrenewed, while the first runs, and another worker may reclaim it meanwhile. Starting it
+-- then would take the job over from a live holder, so only the entry's holder may start it,
+-- and starting renews its lease (its idle clock ran while it waited).
+local held = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1)
+if #held == 0 or held[1][2] ~= ARGV[3] then return {'not-held'} end
+redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 local h = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'error', 'entry', 'worker', 'submitted_at')
 local status = h[1]
 if not status then drop(); return {'missing'} end

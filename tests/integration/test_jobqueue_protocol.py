@@ -198,6 +198,38 @@ def test_reclaim_after_visibility_timeout_counts_the_attempt(redis_client: redis
     assert job is not None and (job.output, job.attempts, job.worker, job.error) == ("ok", 2, "w2", None)
 
 
+def test_a_delivery_reclaimed_before_it_started_cannot_take_the_job_back(redis_client: redis.Redis) -> None:
+    """Two entries fetched together: the second waits unrenewed while the first runs, and another
+    worker reclaims it. The first worker's late START must leave the job with its new holder."""
+    job_id = jq.submit_job(redis_client, Q, 1).job_id
+    waiting = take(redis_client, "w1")
+    time.sleep(0.06)
+    entry = jq.reclaim(redis_client, Q, "w2", 50)
+    assert entry is not None and entry.entry_id == waiting.entry_id
+    started = jq.start(redis_client, entry, "w2")
+    assert started.job is not None and started.job.attempts == 1
+    assert jq.start(redis_client, waiting, "w1").skipped == "not-held"
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.status, job.worker, job.attempts, job.error) == (
+        JobStatus.RUNNING,
+        "w2",
+        1,
+        None,
+    )
+    assert jq.read_queue_stats(redis_client, Q).in_flight == 1  # w2's delivery is untouched
+    assert jq.finish(redis_client, entry, "w2", Outcome.SUCCEEDED, "ok", 1.0) is JobStatus.SUCCEEDED
+
+
+def test_starting_renews_the_lease_of_an_entry_that_waited(redis_client: redis.Redis) -> None:
+    """The entry's idle clock ran while it waited behind another job: START resets it, so the
+    job is not reclaimable the moment it begins."""
+    jq.submit_job(redis_client, Q, 1)
+    entry = take(redis_client, "w1")
+    time.sleep(0.3)
+    assert jq.start(redis_client, entry, "w1").job is not None
+    assert jq.reclaim(redis_client, Q, "w2", 250) is None
+
+
 def test_heartbeat_lease_prevents_reclaim(redis_client: redis.Redis) -> None:
     jq.submit_job(redis_client, Q, 1)
     entry = take(redis_client)
@@ -247,7 +279,7 @@ def test_a_queued_job_past_lowered_max_attempts_is_dead_lettered_with_its_final_
     job_id = jq.submit_job(redis_client, Q, 1).job_id
     three, one = Settings(max_attempts=3), Settings(max_attempts=1)
     assert run_once(redis_client, Outcome.ERROR, "boom", settings=three) is JobStatus.QUEUED
-    assert jq.start(redis_client, take(redis_client), "w2", settings=one).skipped == "dead"
+    assert jq.start(redis_client, take(redis_client, "w2"), "w2", settings=one).skipped == "dead"
     retried, final = jq.read_queue_stats(redis_client, Q).completions
     assert (retried.status, retried.latency) == (JobStatus.QUEUED, None)
     assert (final.job_id, final.status, final.duration) == (job_id, JobStatus.DEAD, None)
