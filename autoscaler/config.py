@@ -278,7 +278,11 @@ class LeaderElectionConfig(_Strict):
     enabled: bool = False
     lease_name: str = "startup-autoscaler"
     lease_namespace: str | None = Field(None, description="Default: the pod's namespace, else 'default'.")
-    identity: str | None = Field(None, description="Default: HOSTNAME (the pod name).")
+    identity: str | None = Field(
+        None,
+        description="Holder identity prefix (default: the pod name); a random suffix per process "
+        "keeps replicas that share this config apart.",
+    )
     lease_duration_seconds: float = Field(15.0, gt=0)
     renew_deadline_seconds: float = Field(10.0, gt=0)
     retry_period_seconds: float = Field(2.0, gt=0)

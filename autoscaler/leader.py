@@ -374,8 +374,9 @@ def leader_election_from_config(
 ) -> LeaderElector | AlwaysLeader:
     """``AlwaysLeader`` when disabled, else a (not yet started) ``LeaderElector`` for the lease.
 
-    The identity is the configured one verbatim, else ``<HOSTNAME>_<8 hex>``; the namespace is the
-    configured one, else this pod's own.
+    The identity is ``<configured identity or pod name>_<8 hex>``: the configured value lives in
+    the ConfigMap every replica reads, so taken verbatim it named them all alike, and each saw the
+    lease as its own and acted. The namespace is the configured one, else this pod's own.
     """
     if not spec.enabled:
         return AlwaysLeader(spec.identity)
@@ -383,7 +384,7 @@ def leader_election_from_config(
         api_client or shared_api_client(kubeconfig),
         spec.lease_namespace or own_namespace(),
         spec.lease_name,
-        identity=spec.identity or default_identity(),
+        identity=default_identity(spec.identity),
         lease_duration=spec.lease_duration_seconds,
         renew_deadline=spec.renew_deadline_seconds,
         retry_period=spec.retry_period_seconds,

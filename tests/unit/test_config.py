@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
 
 from autoscaler.__main__ import main
 from autoscaler.config import (
@@ -14,6 +15,7 @@ from autoscaler.config import (
     ConfigStatus,
     ConfigWatcher,
     KubernetesTargetConfig,
+    LeaderElectionConfig,
     ListSourceConfig,
     LocalTargetConfig,
     StreamSourceConfig,
@@ -23,6 +25,7 @@ from autoscaler.config import (
     parse_config,
 )
 from autoscaler.keda_import import KedaImportError, convert_text
+from autoscaler.leader import leader_election_from_config
 
 VALID = textwrap.dedent(
     """
@@ -333,3 +336,12 @@ def test_import_keda_refuses_other_triggers_clearly(
     path.write_text(streams)
     assert main(["import-keda", str(path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {path}: ScaledObject ml/inference: no 'redis'")
+
+
+def test_replicas_sharing_a_configured_leader_identity_still_elect_one_leader() -> None:
+    """The ConfigMap is every replica's: a configured identity is a prefix, never the whole name."""
+    spec = LeaderElectionConfig(enabled=True, lease_namespace="default", identity="scaler")
+    api = k8s.ApiClient(k8s.Configuration())  # never called: building an elector is offline
+    a, b = (leader_election_from_config(spec, api_client=api) for _ in range(2))
+    assert a.identity != b.identity
+    assert a.identity.startswith("scaler_") and b.identity.startswith("scaler_")
