@@ -60,8 +60,19 @@ class Heartbeat(threading.Thread):
             )
 
     def run(self) -> None:
+        failing: str | None = None
         while not self._stop_event.is_set():
-            self.beat()
+            # The lease of a running job lives on this thread. Any other refusal (MISCONF while the
+            # server cannot persist, say) must not end it: the job would then be reclaimed and run
+            # twice once the condition cleared, and the autoscaler would lose sight of this pod.
+            try:
+                self.beat()
+                failing = None
+            except Exception as exc:
+                self.metrics.redis_errors.labels(self.metrics.queue).inc()
+                if failing != str(exc):  # once per distinct error, not every interval
+                    log.exception("heartbeat failed; will keep trying")
+                failing = str(exc)
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:

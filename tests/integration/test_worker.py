@@ -9,9 +9,12 @@ from collections import Counter
 import pytest
 import redis
 
-from jobqueue import JobStatus, Keyspace, Priority, WorkerState
+from jobqueue import JobStatus, Keyspace, Priority, Settings, WorkerState
 from jobqueue import sync as jq
 from tests.support.workers import WorkerPool
+from worker.heartbeat import Heartbeat
+from worker.metrics import WorkerMetrics
+from worker.status import LiveStatus
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +185,21 @@ def test_sigterm_during_setup_exits_at_once(redis_client: redis.Redis, worker_po
     assert w.wait(5) == 0
     assert time.monotonic() - t0 < 2
     assert jq.read_queue_stats(redis_client, Q).workers == ()
+
+
+def test_the_heartbeat_outlives_a_refusal_that_is_not_an_outage(redis_client: redis.Redis) -> None:
+    """A command error (here WRONGTYPE on the registry key; MISCONF in the wild) must not end the
+    thread that renews the running job's lease: once the error clears, heartbeats resume."""
+    name, key = "hb-worker", Keyspace().worker("hb-worker")
+    redis_client.set(key, "not a hash")
+    metrics = WorkerMetrics(Q)
+    beat = Heartbeat(redis_client, LiveStatus(name, Q), metrics, 0.05, Settings())
+    beat.start()
+    try:
+        sample = metrics.registry.get_sample_value
+        wait_until(lambda: (sample("worker_redis_errors_total", {"queue": Q}) or 0) >= 2)
+        assert beat.is_alive()
+        redis_client.delete(key)
+        wait_until(lambda: redis_client.type(key) == b"hash")
+    finally:
+        beat.stop()
