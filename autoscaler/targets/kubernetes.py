@@ -28,7 +28,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -677,12 +677,7 @@ class KubernetesTarget:
         desired = max(0, decision.desired)
         if desired >= current:
             return desired
-        busy = [p for p in state.pods if p.busy and p.phase is not PodPhase.DRAINING]
-        if self.kind == "StatefulSet":
-            # A StatefulSet removes the highest ordinals first and ignores deletion cost.
-            floor = max((_ordinal(p.name, self.workload) + 1 for p in busy), default=0)
-        else:
-            floor = len(busy)
+        floor = scale_down_floor(state.pods, self.kind, self.workload)
         if desired < floor:
             log.info(
                 "kubernetes: %s: holding %d replicas instead of %d to spare busy pods",
@@ -931,6 +926,24 @@ def rescale_message(desired: int, decision: Decision) -> str:
     """Like the HPA's ``New size: 4; reason: ...``, with the numbers behind the reason."""
     terms = ", ".join(f"{k}={v:.3g}" for k, v in list(decision.terms.items())[:8])
     return f"New size: {desired}; reason: {decision.reason}" + (f" ({terms})" if terms else "")
+
+
+def scale_down_floor(pods: Sequence[PodView], kind: str, workload: str) -> int:
+    """The fewest replicas that leave every busy pod alone, given how the controller picks victims.
+
+    A StatefulSet removes the highest ordinals first and ignores deletion cost. A ReplicaSet ranks
+    pods that are not Ready before Ready ones, and only then by deletion cost: a busy pod whose
+    readiness probe just failed goes before every idle Ready pod, however high its cost. Only the
+    idle pods still starting rank ahead of it then, so no more than those may go.
+    """
+    live = [p for p in pods if p.phase is not PodPhase.DRAINING]
+    busy = [p for p in live if p.busy]
+    if kind == "StatefulSet":
+        return max((_ordinal(p.name, workload) + 1 for p in busy), default=0)
+    if any(p.phase is PodPhase.STARTING for p in busy):
+        spare = sum(1 for p in live if p.phase is PodPhase.STARTING and not p.busy)
+        return len(live) - spare
+    return len(busy)
 
 
 def _ordinal(pod: str, workload: str) -> int:
