@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -16,8 +17,19 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw) if raw else default
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a number") from None
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+    if not math.isfinite(value) or value < 0:  # nan/inf parse, then fail deep in the loop
+        raise ValueError(f"{name} must be a finite number >= 0, got {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name, "")
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
@@ -54,14 +66,14 @@ class WorkerConfig:
             name=env.get("HOSTNAME") or socket.gethostname(),
             queue=validate_queue(env.get("QUEUE", "default:v1")),
             model_class=env.get("MODEL_CLASS", "worker.model:ReferenceModel"),
-            port=int(env.get("PORT", "8080")),
+            port=_int(env, "PORT", 8080, 0),
             visibility_timeout=visibility,
             heartbeat_seconds=heartbeat,
             poll_seconds=max(0.05, _float(env, "POLL_SECONDS", 1.0)),
             forget_consumers_after=_float(env, "FORGET_CONSUMERS_AFTER", 600.0),
             settings=Settings(
-                max_attempts=int(env.get("MAX_ATTEMPTS", "3")),
-                result_ttl=int(env.get("RESULT_TTL", str(24 * 3600))),
+                max_attempts=_int(env, "MAX_ATTEMPTS", 3, 1),
+                result_ttl=_int(env, "RESULT_TTL", 24 * 3600, 1),
                 worker_ttl=_float(env, "WORKER_TTL", max(3 * heartbeat, 5.0)),
             ),
         )

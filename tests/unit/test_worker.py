@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -41,11 +42,20 @@ def test_config_defaults_and_overrides() -> None:
 
 
 @pytest.mark.parametrize(
-    "env",
-    [{"VISIBILITY_TIMEOUT": "1", "HEARTBEAT_SECONDS": "2"}, {"QUEUE": "bad queue"}, {"POLL_SECONDS": "x"}],
+    ("env", "message"),
+    [
+        ({"VISIBILITY_TIMEOUT": "1", "HEARTBEAT_SECONDS": "2"}, "HEARTBEAT_SECONDS < VISIBILITY_TIMEOUT"),
+        ({"QUEUE": "bad queue"}, "bad queue"),
+        ({"POLL_SECONDS": "x"}, "POLL_SECONDS='x' is not a number"),
+        ({"VISIBILITY_TIMEOUT": "nan"}, "VISIBILITY_TIMEOUT must be a finite number"),
+        ({"WORKER_TTL": "inf"}, "WORKER_TTL must be a finite number"),
+        ({"MAX_ATTEMPTS": "three"}, "MAX_ATTEMPTS='three' is not a whole number"),
+        ({"MAX_ATTEMPTS": "0"}, "MAX_ATTEMPTS must be >= 1"),
+        ({"PORT": "80.5"}, "PORT='80.5' is not a whole number"),
+    ],
 )
-def test_config_rejects_nonsense(env: dict[str, str]) -> None:
-    with pytest.raises(ValueError):
+def test_config_rejects_nonsense_naming_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
         WorkerConfig.from_env(env)
 
 
