@@ -46,7 +46,7 @@ from autoscaler.engine.snapshot import Decision, PodPhase, Policy, Snapshot, Sur
 from autoscaler.engine.state import StateError, StatefulPolicy
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.sources.base import QueueSignals, SignalSource, SourceUnavailableError
-from autoscaler.targets.base import ScaleTarget, TargetState, TargetUnavailableError
+from autoscaler.targets.base import LeadershipLostError, ScaleTarget, TargetState, TargetUnavailableError
 
 if TYPE_CHECKING:
     from autoscaler.state_store import StateStore
@@ -359,6 +359,9 @@ class TargetLoop:
             failure = self._scale(decision, state, snapshot)
             if failure is None:
                 acted = True
+            elif isinstance(failure, LeadershipLostError):  # not a fault: the new leader acts now
+                error, detail, leader = "leadership-lost", str(failure), False
+                log.info("leadership lost while scaling", extra={"fields": {"target": self.name}})
             else:
                 error, detail, delay = "scale-failed", str(failure), self._backoff.next_delay()
                 self._log_failure(error, failure, delay)
@@ -377,12 +380,21 @@ class TargetLoop:
         )
 
     def _scale(self, decision: Decision, state: TargetState, snapshot: Snapshot) -> Exception | None:
-        """Apply ``decision``; returns what went wrong, or None."""
+        """Apply ``decision``; returns what went wrong, or None.
+
+        The target asks :meth:`may_act` before each of its writes, not only this tick before the
+        first: applying a decision can take several calls and retries, and leadership (or the
+        shadow switch of a hot reload) can change meanwhile.
+        """
         try:
-            self.target.scale(decision, replace(state, pods=snapshot.pods))
+            self.target.scale(decision, replace(state, pods=snapshot.pods), self.may_act)
         except Exception as exc:
             return exc
         return None
+
+    def may_act(self) -> bool:
+        """Whether this replica may write to the target right now: a live target and the leader."""
+        return not self._settings.shadow and self.leader.is_leader()
 
     def _decided(
         self,
@@ -461,17 +473,19 @@ class TargetLoop:
         if decision is None or decision.desired <= snapshot.current_replicas:
             return None
         failure = self._scale(decision, state, snapshot)
+        lost = isinstance(failure, LeadershipLostError)
+        error = None if failure is None else "leadership-lost" if lost else "scale-failed"
         if failure is not None:
-            fields = {"target": self.name, "error": "scale-failed", "detail": str(failure)}
+            fields = {"target": self.name, "error": error, "detail": str(failure)}
             log.warning("surge scale-up failed", extra={"fields": fields})
         return self._decided(
             now,
             snapshot,
             decision,
             acted=failure is None,
-            leader=True,
+            leader=not lost,
             delay=settings.workload.watch_seconds,
-            error=None if failure is None else "scale-failed",
+            error=error,
             detail=None if failure is None else str(failure),
         )
 

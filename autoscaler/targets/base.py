@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from autoscaler.engine.snapshot import Decision, PodView
+
+ActGate = Callable[[], bool]
+"""Asked before each write a target makes: may this replica still act (leader, not shadow)?
+
+A decision takes several writes (one annotation per pod, then the scale, each retried on
+transient errors) and can outlast the leadership it started under; a standby that took over
+meanwhile must not find its own writes overwritten by the old leader's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +42,21 @@ class ScaleTarget(Protocol):
         """Current replicas and pods. Raises ``TargetUnavailableError`` when it cannot be read."""
         ...
 
-    def scale(self, decision: Decision, state: TargetState) -> None:
+    def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> None:
         """Apply ``decision.desired``; on scale-down prefer the pods in ``decision.remove``.
 
         Must never choose a busy pod over an idle one (Kubernetes: pod-deletion-cost annotations
-        before patching the scale subresource; local: SIGTERM idle processes first).
+        before patching the scale subresource; local: SIGTERM idle processes first). ``may_act`` is
+        asked before every write: when it says no, the target stops and raises
+        :class:`LeadershipLostError`, leaving the rest to whoever acts now.
         """
         ...
 
     def close(self) -> None: ...
+
+
+class LeadershipLostError(RuntimeError):
+    """This replica stopped being the one that acts while applying a decision; the rest was left undone."""
 
 
 class TargetUnavailableError(RuntimeError):

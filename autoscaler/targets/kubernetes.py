@@ -16,6 +16,11 @@ What one :class:`KubernetesTarget` does against the API server, and nothing else
 API errors are retried with capped exponential backoff and full jitter (429, 5xx, connection
 errors); a 409 on the scale patch re-reads the scale; anything that still fails surfaces as
 :class:`~autoscaler.targets.base.TargetUnavailableError`, on which the loop holds the replica count.
+
+Every write (each annotation, each scale patch, each of their retries) first asks the loop's
+``may_act`` gate whether this replica still leads: a decision whose writes outlast the leadership
+it was made under stops half way (:class:`~autoscaler.targets.base.LeadershipLostError`) rather than
+undo what the new leader wrote meanwhile.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView
-from autoscaler.targets.base import TargetState, TargetUnavailableError
+from autoscaler.targets.base import ActGate, LeadershipLostError, TargetState, TargetUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -457,7 +462,7 @@ class _EventRecord:
 class ScaleOutcome:
     """What the last call to :meth:`KubernetesTarget.scale` did, for logs, metrics and tests."""
 
-    action: str  # scaled | unchanged | shadow | refused | failed
+    action: str  # scaled | unchanged | shadow | refused | failed | abandoned (leadership lost)
     replicas: int | None = None
     detail: str = ""
     cost_patches: int = 0
@@ -600,9 +605,13 @@ class KubernetesTarget:
             self._reported &= {p.uid for p in watch.pods()}
         return TargetState(observed_at=time.time(), replicas=scale[0], pods=pods, startup_times=startups)
 
-    def scale(self, decision: Decision, state: TargetState) -> None:
+    def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> None:
         try:
-            self.last_outcome = self._scale(decision, state)
+            self.last_outcome = self._scale(decision, state, may_act or _always)
+        except LeadershipLostError as exc:
+            self.last_outcome = ScaleOutcome("abandoned", detail=str(exc))
+            log.warning("kubernetes: %s: %s", self.name, exc)
+            raise
         except TargetUnavailableError as exc:
             self.last_outcome = ScaleOutcome("failed", detail=str(exc))
             self._event(
@@ -617,7 +626,7 @@ class KubernetesTarget:
             self._watch.stop()
 
     # -- scaling --
-    def _scale(self, decision: Decision, state: TargetState) -> ScaleOutcome:
+    def _scale(self, decision: Decision, state: TargetState, may_act: ActGate) -> ScaleOutcome:
         if self.shadow:
             log.info(
                 "kubernetes: %s: shadow mode, not setting replicas to %d (%s)",
@@ -650,12 +659,13 @@ class KubernetesTarget:
         desired = self._safe_desired(decision, state, current)
         if desired == current:
             return ScaleOutcome("unchanged", current, "already at the desired size")
-        patches = self._mark_deletion_costs(decision, state) if desired < current else 0
+        patches = self._mark_deletion_costs(decision, state, may_act) if desired < current else 0
         for _ in range(3):
             try:
                 self._call(
                     f"patch {self.kind} {self.namespace}/{self.workload} scale",
                     functools.partial(self._patch_scale, desired, rv),
+                    may_act,
                 )
                 break
             except TargetUnavailableError as exc:
@@ -687,7 +697,7 @@ class KubernetesTarget:
             )
         return min(current, max(desired, floor))
 
-    def _mark_deletion_costs(self, decision: Decision, state: TargetState) -> int:
+    def _mark_deletion_costs(self, decision: Decision, state: TargetState, may_act: ActGate) -> int:
         """Annotate pods so that the ReplicaSet controller removes the chosen ones and spares busy ones.
 
         Pods in ``decision.remove`` get a low cost, busy pods a high one, every other pod none. Only
@@ -717,6 +727,7 @@ class KubernetesTarget:
                         _content_type=MERGE_PATCH,
                         _request_timeout=self._timeout,
                     ),
+                    may_act,
                 )
             except TargetUnavailableError as exc:
                 if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
@@ -726,9 +737,18 @@ class KubernetesTarget:
         return patches
 
     # -- API calls --
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], may_act: ActGate | None = None) -> T:
+        """``fn`` with retries; a write passes ``may_act``, asked before each attempt (retries too)."""
+
+        def attempt() -> T:
+            if may_act is not None and not may_act():
+                raise LeadershipLostError(f"no longer the acting leader; not done: {what}")
+            return fn()
+
         try:
-            return with_retries(what, fn, self._backoff, self._rng)
+            return with_retries(what, attempt, self._backoff, self._rng)
+        except LeadershipLostError:
+            raise
         except Exception as exc:
             hint = " (RBAC: see deploy/kustomize/base/rbac.yaml)" if status_of(exc) == 403 else ""
             raise TargetUnavailableError(f"{self.name}: {what}: {describe(exc)}{hint}") from exc
@@ -920,6 +940,10 @@ class KubernetesTarget:
                 del self._events[oldest]
         except Exception as exc:
             log.warning("kubernetes: %s: could not record event %s: %s", self.name, reason, describe(exc))
+
+
+def _always() -> bool:
+    return True
 
 
 def rescale_message(desired: int, decision: Decision) -> str:

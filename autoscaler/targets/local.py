@@ -41,7 +41,7 @@ from typing import IO
 
 from autoscaler.config import LocalTargetConfig, StreamSourceConfig, TargetConfig
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView, removal_order
-from autoscaler.targets.base import TargetState
+from autoscaler.targets.base import ActGate, LeadershipLostError, TargetState
 from jobqueue.server import free_port
 
 log = logging.getLogger("autoscaler.targets.local")
@@ -169,8 +169,10 @@ class LocalProcessTarget:
                 startup_times=tuple(startups),
             )
 
-    def scale(self, decision: Decision, state: TargetState) -> None:
+    def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> None:
         with self._lock:
+            if may_act is not None and not may_act():  # one write: it happens whole or not at all
+                raise LeadershipLostError("no longer the acting leader; not scaled")
             self._desired = max(0, decision.desired)
             busy = {p.name for p in state.pods if p.busy}
             self._replace_missing()

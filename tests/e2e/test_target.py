@@ -17,8 +17,15 @@ from kubernetes import client as k8s
 
 from autoscaler.engine.snapshot import Decision, PodPhase, removal_order
 from autoscaler.sources.redis_source import StreamSource
-from autoscaler.targets.base import TargetState, TargetUnavailableError
-from autoscaler.targets.kubernetes import COST_BUSY, DELETION_COST, Backoff, KubernetesTarget, PodWatch
+from autoscaler.targets.base import LeadershipLostError, TargetState, TargetUnavailableError
+from autoscaler.targets.kubernetes import (
+    COST_BUSY,
+    COST_REMOVE,
+    DELETION_COST,
+    Backoff,
+    KubernetesTarget,
+    PodWatch,
+)
 from jobqueue import WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from tests.e2e.kube import Install, wait_for
@@ -155,6 +162,45 @@ def test_rescale_events_carry_the_reason(installed: Install, target: KubernetesT
 
     [event] = wait_for("the rescale event", ours, 10)
     assert (event.involved_object.kind, event.type) == ("Deployment", "Normal")
+
+
+def test_a_decision_stops_at_the_first_write_after_leadership_is_lost(
+    installed: Install, target: KubernetesTarget
+) -> None:
+    """The target asks the gate before every write: a leader that loses its lease half way through
+    a scale-down leaves the rest (the other annotations, the scale) to the new leader."""
+    state = target.observe()
+    if state.replicas != 3:
+        target.scale(Decision(desired=3, reason="scene"), state)
+    state = wait_for("3 Ready pods", lambda: all_ready(target, 3, []), 30)
+
+    with pytest.raises(LeadershipLostError):
+        target.scale(Decision(desired=5, reason="lost-before-any-write"), state, lambda: False)
+    assert target.last_outcome is not None and target.last_outcome.action == "abandoned"
+    assert installed.worker_replicas() == 3
+
+    def annotations() -> dict[str, str | None]:
+        return {
+            p.metadata.name: (p.metadata.annotations or {}).get(DELETION_COST)
+            for p in installed.worker_pods()
+        }
+
+    remove = removal_order(state.pods, 2)
+    before = annotations()
+    wanted = {name: str(COST_REMOVE) if name in remove else None for name in before}
+    assert sum(before[n] != wanted[n] for n in before) >= 2  # at least two writes to make
+    answers = [True]  # leader for exactly one write
+    with pytest.raises(LeadershipLostError):
+        target.scale(
+            Decision(desired=1, reason="lost-half-way", remove=remove),
+            state,
+            lambda: bool(answers and answers.pop()),
+        )
+    assert target.last_outcome is not None and target.last_outcome.action == "abandoned"
+    after = annotations()
+    assert sum(before[n] != after[n] for n in before) == 1, (before, after)
+    time.sleep(1.0)  # a scale patch would have made the controller act by now
+    assert installed.worker_replicas() == 3 and len(installed.worker_pods()) == 3
 
 
 def test_an_unreachable_api_server_makes_the_target_unavailable(installed: Install) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from autoscaler.engine.snapshot import Decision, PodView
 from autoscaler.engine.state import StateError
 from autoscaler.sources.base import QueueSignals, SourceUnavailableError
-from autoscaler.targets.base import TargetState, TargetUnavailableError
+from autoscaler.targets.base import ActGate, LeadershipLostError, TargetState, TargetUnavailableError
 
 TICK = 5.0
 
@@ -96,9 +96,11 @@ class MemoryTarget:
         startups, self.startups = tuple(self.startups), []
         return TargetState(self.clock(), self.replicas, tuple(self.pods), startups)
 
-    def scale(self, decision: Decision, state: TargetState) -> None:
+    def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> None:
         if self.fail_scale:
             raise TargetUnavailableError("409 conflict")
+        if may_act is not None and not may_act():  # asked right before the write, as the real ones do
+            raise LeadershipLostError("no longer the acting leader")
         self.scaled.append((decision, state))
         self.replicas = decision.desired
 

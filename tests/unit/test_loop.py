@@ -222,6 +222,44 @@ def test_a_standby_decides_but_only_the_leader_scales() -> None:
     assert r.target.scaled[-1][0].desired == 9
 
 
+class FadingGate:
+    """Leader for the first ``answers`` questions, then not: leadership lost in the middle of a tick."""
+
+    def __init__(self, answers: int) -> None:
+        self.answers = answers
+
+    def is_leader(self) -> bool:
+        self.answers -= 1
+        return self.answers >= 0
+
+
+def test_leadership_lost_between_the_decision_and_the_write_writes_nothing() -> None:
+    r = rig(desired=9)
+    r.loop.leader = FadingGate(answers=1)  # the tick's own check passes, the target's does not
+    report = r.tick()
+    assert r.target.scaled == [] and r.target.replicas == 2
+    assert report.error == "leadership-lost" and not report.acted and not report.leader
+    assert report.next_delay == TICK  # not a fault of the target: no backoff
+
+
+def test_a_surge_is_not_applied_by_a_replica_that_lost_leadership_meanwhile() -> None:
+    r = rig(desired=2)
+    r.policy.surge_to = 8
+    r.tick()
+    r.loop.leader = FadingGate(answers=1)  # the watch's check passes, the target's does not
+    r.source.waiting, r.source.arrivals_total = 30, 30
+    report = r.loop.watch()
+    assert report is not None and report.error == "leadership-lost" and not report.acted
+    assert r.target.scaled == []
+
+
+def test_may_act_is_false_once_a_reload_makes_the_target_shadow() -> None:
+    r = rig(desired=9)
+    assert r.loop.may_act()
+    r.loop.reconfigure(LoopSettings(WorkloadSpec(tick_seconds=TICK), shadow=True))
+    assert not r.loop.may_act()
+
+
 def test_no_scale_call_when_the_count_is_already_right() -> None:
     r = rig(desired=2)
     assert not r.tick().acted
