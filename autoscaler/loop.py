@@ -187,7 +187,6 @@ class TargetLoop:
         self._backoff = Backoff(base=min(1.0, tick), cap=max(60.0, tick), rng=rng)
         self._lock = threading.Lock()
         self._previous: QueueSignals | None = None  # last fresh signals
-        self._last_fresh_at: float | None = None
         # Samples that arrived on a tick the policy could not use (stale, error): delivered later,
         # because targets report each startup once and losing one would bias the warm-up estimate.
         self._pending_startups: list[float] = []
@@ -332,15 +331,17 @@ class TargetLoop:
             self._restore_saved_state()
         if self._needs_warm_start:
             self._warm_start_from_history()
-        now = self._clock()
         settings = self._settings
         try:
             state = self.target.observe()
         except Exception as exc:
-            return self._failed(now, "target-unavailable", exc)
+            return self._failed(self._clock(), "target-unavailable", exc)
         self._pending_startups.extend(state.startup_times)
 
         signals, error = self._read_source()
+        # The tick's time is taken after both reads: observing the target can take seconds (a pod
+        # list not synced yet), and signals must never look as if read after "now".
+        now = self._clock()
         snapshot = self._snapshot(now, state, signals, settings.workload)
         latencies = signals.latencies if signals else ()
         try:
@@ -350,7 +351,7 @@ class TargetLoop:
         if not snapshot.stale:
             self._pending_startups.clear()
             self._pending_services.clear()
-            self._previous, self._last_fresh_at = signals, now
+            self._previous = signals
             self.save_state(now)
 
         acted, detail, delay = False, None, settings.workload.tick_seconds
@@ -521,14 +522,16 @@ class TargetLoop:
             # Keep the last known queue numbers for the log; the policy must hold either way.
             last = self._previous
             return replace(base, waiting=last.waiting, in_flight=last.in_flight) if last else base
-        previous, last_at = self._previous, self._last_fresh_at
+        previous = self._previous
         return replace(
             base,
             waiting=signals.waiting,
             in_flight=signals.in_flight,
             arrivals=_arrivals_between(previous, signals) if previous else 0,
+            # The span the arrivals were counted over: between the two reads of the counter, not
+            # between two ticks' clocks (a slow target read would stretch one and not the other).
             # The first tick has nothing to difference: interval 0 tells the estimators "no data".
-            interval=now - last_at if last_at is not None else 0.0,
+            interval=max(0.0, signals.observed_at - previous.observed_at) if previous else 0.0,
             service_times=(*self._pending_services, *signals.service_times),
             startup_times=tuple(self._pending_startups),
             stale=False,

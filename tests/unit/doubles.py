@@ -84,6 +84,7 @@ class MemoryTarget:
     scaled: list[tuple[Decision, TargetState]] = field(default_factory=list)
     closed: bool = False
     observes: int = 0
+    observe_seconds: float = 0.0  # how long a read takes (the clock moves on meanwhile)
 
     @property
     def name(self) -> str:
@@ -91,6 +92,7 @@ class MemoryTarget:
 
     def observe(self) -> TargetState:
         self.observes += 1
+        self.clock.advance(self.observe_seconds)
         if self.fail_observe:
             raise TargetUnavailableError("api server down")
         startups, self.startups = tuple(self.startups), []

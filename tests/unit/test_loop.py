@@ -95,6 +95,18 @@ def test_arrivals_are_the_counter_delta_and_interval_the_time_between_ticks() ->
     assert [s.interval for s in r.policy.seen] == [0.0, 5.0, 7.0]  # nothing to difference at first
 
 
+def test_a_slow_target_read_does_not_shrink_the_interval_the_arrivals_were_counted_over() -> None:
+    r = rig()
+    r.source.arrivals_total = 100
+    r.tick()
+    r.source.arrivals_total = 160
+    r.target.observe_seconds = 7.0  # e.g. a pod list that took seconds to sync
+    report = r.tick()
+    assert report.snapshot is not None
+    assert (report.snapshot.arrivals, report.snapshot.interval) == (60, TICK + 7.0)
+    assert report.now == r.clock.now  # the tick's time is after its reads
+
+
 def test_a_counter_that_goes_down_was_reset_and_counts_from_zero() -> None:
     r = rig()
     r.source.arrivals_total = 500
