@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import redis
 
@@ -29,8 +30,11 @@ class Heartbeat(threading.Thread):
         metrics: WorkerMetrics,
         interval: float,
         settings: Settings,
+        *,
+        on_redis_error: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name="heartbeat", daemon=True)
+        self._on_redis_error = on_redis_error
         self.client = client
         self.status = status
         self.metrics = metrics
@@ -46,7 +50,7 @@ class Heartbeat(threading.Thread):
         try:
             held = jq.heartbeat(self.client, info, lease=lease, settings=self.settings)
         except RETRYABLE as exc:
-            self.metrics.redis_errors.labels(self.metrics.queue).inc()
+            self._failed()
             if not self._down:
                 log.warning("heartbeat failed (%s); will keep trying", exc)
             self._down = True
@@ -69,11 +73,16 @@ class Heartbeat(threading.Thread):
                 self.beat()
                 failing = None
             except Exception as exc:
-                self.metrics.redis_errors.labels(self.metrics.queue).inc()
+                self._failed()
                 if failing != str(exc):  # once per distinct error, not every interval
                     log.exception("heartbeat failed; will keep trying")
                 failing = str(exc)
             self._stop_event.wait(self.interval)
+
+    def _failed(self) -> None:
+        self.metrics.redis_errors.labels(self.metrics.queue).inc()
+        if self._on_redis_error is not None:
+            self._on_redis_error()
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -59,8 +59,15 @@ class Worker:
         self.metrics = WorkerMetrics(config.queue)
         self.metrics.state.labels(config.queue).state(self.status.state.value)
         self.draining = threading.Event()
+        # Set by any failed Redis call, of the job loop or of the heartbeat thread (see _next_entries).
+        self._outage = threading.Event()
         self.heartbeat = Heartbeat(
-            self.client, self.status, self.metrics, config.heartbeat_seconds, config.settings
+            self.client,
+            self.status,
+            self.metrics,
+            config.heartbeat_seconds,
+            config.settings,
+            on_redis_error=self._outage.set,
         )
         self._reclaim_every = min(config.visibility_timeout / 4, 5.0)
         self._next_reclaim = 0.0
@@ -128,8 +135,12 @@ class Worker:
             what=what,
             wake=self.draining if until_drained else None,
             give_up=self.draining.is_set if until_drained else lambda: False,
-            on_error=self.metrics.redis_errors.labels(self.config.queue).inc,
+            on_error=self._redis_failed,
         )
+
+    def _redis_failed(self) -> None:
+        self.metrics.redis_errors.labels(self.config.queue).inc()
+        self._outage.set()
 
     def _loop(self) -> None:
         while not self.draining.is_set():
@@ -139,6 +150,14 @@ class Worker:
     def _next_entries(self) -> list[Entry]:
         now = time.monotonic()
         cfg = self.config
+        if self._outage.is_set():
+            # Redis was unreachable: no lease was renewed meanwhile, the live workers' as little as
+            # the dead ones'. Reclaiming right after it returns would take running jobs from live
+            # holders before their heartbeats renew them; a visibility timeout from now, only the
+            # dead ones' are still idle. The flag is cleared before this call: if Redis is still
+            # down, the call fails, sets it again, and the wait counts from the next attempt.
+            self._outage.clear()
+            self._next_reclaim = max(self._next_reclaim, now + cfg.visibility_timeout)
         if now >= self._next_reclaim:
             self._next_reclaim = now + self._reclaim_every
             entry = jq.reclaim(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
 
-from jobqueue import JobStatus
+from jobqueue import JobStatus, WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from tests.support.valkey import ValkeyServer
 from tests.support.workers import WorkerPool
@@ -17,6 +19,7 @@ from tests.support.workers import WorkerPool
 pytestmark = pytest.mark.integration
 
 Q = "default:v1"
+T = TypeVar("T")
 
 
 def test_worker_reconnects_and_queued_jobs_complete(
@@ -54,6 +57,59 @@ def test_worker_reconnects_and_queued_jobs_complete(
         late = jq.submit_job(r, Q, "after").job_id
         job = jq.wait_for_job(r, late, 15)
         assert job is not None and job.status is JobStatus.SUCCEEDED, w.log()
+    finally:
+        r.close()
+        pool.kill_all()
+
+
+def _retrying(fn: Callable[[], T]) -> T:
+    """``fn`` once the restarted server answers (the first command after a restart may find the
+    client's old connection closed)."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return fn()
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_after_an_outage_longer_than_the_visibility_timeout_live_holders_keep_their_jobs(
+    valkey_factory: Callable[..., ValkeyServer], tmp_path: Path
+) -> None:
+    """No lease is renewed while Redis is down, so when it returns every running job looks
+    abandoned. A worker that reclaimed at once would take them from live holders before their
+    heartbeats renew them; it waits a visibility timeout from the end of the outage instead."""
+    visibility = 5.0
+    server = valkey_factory(appendonly=True)
+    pool = WorkerPool(server.url, tmp_path / "workers")
+    r = redis.Redis.from_url(server.url)
+    try:
+        # The holder is this test (it renews when told to, like a heartbeat that resumes a little
+        # late); the worker that might reclaim is a real one.
+        job_id = jq.submit_job(r, Q, "long").job_id
+        [entry] = jq.fetch(r, Q, "holder", block_ms=100)
+        assert jq.start(r, entry, "holder").job is not None
+        info = WorkerInfo("holder", Q, WorkerState.BUSY, time.time(), time.time(), job=job_id)
+        w = pool.spawn("reclaimer", VISIBILITY_TIMEOUT=str(visibility), HEARTBEAT_SECONDS="0.5")
+        assert jq.heartbeat(r, info, lease=entry) is True
+
+        server.stop()
+        time.sleep(visibility + 1)  # the lease is now older than the visibility timeout
+        server.start()
+        # The holder's heartbeat comes back 3 s later, then keeps beating.
+        time.sleep(3.0)
+        held = []
+        for _ in range(5):
+            beat = replace(info, heartbeat_at=time.time())
+            held.append(_retrying(lambda: jq.heartbeat(r, beat, lease=entry)))  # noqa: B023
+            time.sleep(1.0)
+        assert held == [True] * 5, w.log()
+        job = jq.get_job(r, job_id)
+        assert job is not None and (job.status, job.attempts) == (JobStatus.RUNNING, 1), w.log()
+        assert "redis unavailable" in w.log(200) and "reclaimed job" not in w.log(200)
+        assert w.proc.poll() is None
     finally:
         r.close()
         pool.kill_all()
