@@ -7,6 +7,7 @@ right. With ``API_KEYS`` unset every request is allowed (a private network deplo
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 
@@ -39,6 +40,18 @@ class Authenticator:
         if found is None:
             raise ApiError(401, "unauthorized", "unknown API key", reason="unauthorized", headers=CHALLENGE)
         return found
+
+    def principal(self, key: str | None) -> str | None:
+        """A stable name for the caller that is safe to store: a digest of its API key when keys are
+        checked, else None (every caller is then the same anonymous principal).
+
+        Per-caller state in Redis (idempotency keys) is scoped by it, so tenants cannot see each
+        other's entries; the key itself, a secret, never becomes part of a key name. Only an
+        authenticated key counts: with authentication off, a header value proves nothing.
+        """
+        if not (self.enabled and key):
+            return None
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
 
     def authenticate(self, key: str | None) -> None:
         """Any valid key (for requests not tied to a model yet)."""

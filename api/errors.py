@@ -2,8 +2,9 @@
 
 Every error body is ``{"error": <machine code>, "detail": <sentence for a human>, ...extra}``, so
 clients branch on ``error`` and people read ``detail``. Refusals a client should retry (overload,
-rate limit, Redis unavailable, sync timeout) carry ``Retry-After``. Redis being unreachable is an
-expected operating condition, answered 503, never a 500 with a traceback.
+rate limit, Redis unavailable, sync timeout) carry ``Retry-After``. Redis being unreachable, or
+refusing writes because its persistence failed (``MISCONF``), is an expected operating condition,
+answered 503 with advice that fits the endpoint, never a 500 with a traceback.
 """
 
 from __future__ import annotations
@@ -36,6 +37,53 @@ REDIS_UNAVAILABLE = (
 later retry may succeed, so 503 + Retry-After rather than 500."""
 
 REDIS_RETRY_AFTER = 2
+
+MISCONF = "MISCONF"
+"""Error prefix of a Redis that refuses writes because persistence failed (``stop-writes-on-bgsave-
+error``: an RDB save failed, e.g. a full disk; or AOF writes fail). redis-py has no exception class
+for it, so it arrives as a plain ``ResponseError``; reads still work, and writes resume by themselves
+once a save succeeds, so it is an outage to retry (503), not a bug (500)."""
+
+
+def refuses_writes(exc: BaseException) -> bool:
+    """True for a ``MISCONF`` refusal (see :data:`MISCONF`)."""
+    return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(MISCONF)
+
+
+def retry_advice(method: str, path: str) -> str:
+    """How to retry a request that failed because Redis was unavailable, for this endpoint.
+
+    Only ``POST /v1/jobs`` takes an idempotency key; a resubmission to ``/push`` or ``/infer`` after
+    a failure that struck once the job was stored (a lost reply) queues it a second time, and the
+    client should know. Reads, and cancelling (idempotent), can simply be retried.
+    """
+    if method == "POST" and path == "/v1/jobs":
+        return (
+            "retry later, resubmitting with the same idempotency_key (send one: it makes a retry "
+            "return the job if the first attempt stored it)"
+        )
+    if method == "POST" and path in ("/push", "/infer"):
+        return (
+            "retry later; this endpoint takes no idempotency key, so if the job was stored before the "
+            "failure a retry queues it again (POST /v1/jobs with an idempotency_key retries safely)"
+        )
+    return "retry later"
+
+
+def redis_failure_response(exc: BaseException, method: str, path: str) -> Response | None:
+    """The 503 for a Redis failure a later retry may fix (unavailable, or refusing writes), with
+    advice for the endpoint (``path`` is the route's template); None for any other exception."""
+    if refuses_writes(exc):
+        cause = (
+            "refuses writes because its persistence failed (MISCONF: it cannot save to disk); "
+            "nothing was stored"
+        )
+    elif isinstance(exc, REDIS_UNAVAILABLE):
+        cause = f"is unavailable ({type(exc).__name__})"
+    else:
+        return None
+    detail = f"the job store (Redis) {cause}; {retry_advice(method, path)}"
+    return error_response(503, "redis_unavailable", detail, REDIS_RETRY_AFTER)
 
 
 class ApiError(Exception):
@@ -110,18 +158,17 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
         names = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
         return error_response(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail))
 
-    async def _redis_down(_: Request, exc: Exception) -> Response:
+    async def _redis_down(request: Request, exc: Exception) -> Response:
+        route = request.scope.get("route")
+        response = redis_failure_response(exc, request.method, getattr(route, "path", request.url.path))
+        if response is None:  # another command error (WRONGTYPE, ...): a bug, answered by _unexpected
+            raise exc
         metrics.rejections.labels("redis_unavailable").inc()
         log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
-        return error_response(
-            503,
-            "redis_unavailable",
-            f"the job store (Redis) is unavailable ({type(exc).__name__}); retry later, resubmitting "
-            "with the same idempotency_key",
-            REDIS_RETRY_AFTER,
-        )
+        return response
 
-    for exc_type in REDIS_UNAVAILABLE:
+    # ResponseError covers MISCONF; its subclasses listed in REDIS_UNAVAILABLE match themselves first.
+    for exc_type in (*REDIS_UNAVAILABLE, redis.exceptions.ResponseError):
         app.add_exception_handler(exc_type, _redis_down)
 
     @app.exception_handler(Exception)

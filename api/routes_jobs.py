@@ -14,13 +14,20 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or unknown API key (when API_KEYS is set)"},
     403: {"model": Problem, "description": "The API key may not use this model"},
-    503: {"model": Problem, "description": "Redis unreachable; retry after Retry-After"},
+    503: {
+        "model": Problem,
+        "description": "Redis unreachable, or refusing writes (persistence failed); retry after Retry-After",
+    },
 }
 SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
     200: {"model": JobAccepted, "description": "Answered from the result cache: the job already succeeded"},
     413: {"model": Problem, "description": "Body larger than MAX_BODY_BYTES"},
-    422: {"model": Problem, "description": "Malformed request, or unknown model"},
+    422: {
+        "model": Problem,
+        "description": "Malformed request, unknown model or version, or an idempotency_key already "
+        "used for a different request",
+    },
     429: {"model": Problem, "description": "Overloaded (MAX_WAITING) or rate limited; see Retry-After"},
 }
 

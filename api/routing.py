@@ -3,8 +3,15 @@
 Weights come from ``TRAFFIC_WEIGHTS`` at start and are overridden per model by the live split in
 Redis (:mod:`jobqueue.traffic`), refreshed in the background, so a canary or a rollback is a
 weight change that every replica follows within seconds. A model with no weights anywhere uses the
-version pinned by ``MODEL_REF``. Models the API does not know are refused rather than queued where
-no worker will ever look.
+version pinned by ``MODEL_REF``. Models and versions the API does not know are refused rather than
+queued where no worker will ever look (and rather than adding a queue per made-up name to the set
+of queues the autoscaler and workers watch).
+
+A version is known if it appears in the weights of its model, configured or live (weight 0
+included: that is how a version is made addressable by name before it takes any weighted traffic,
+e.g. ``python -m api.traffic set resnet v1=100 v2=0``), or is ``MODEL_REF``'s version of the default
+model. Registered workers do not make a version known: the API keeps no refreshed view of the
+worker registry, and reading it per request would add a round trip to every submission.
 """
 
 from __future__ import annotations
@@ -65,9 +72,26 @@ class TrafficRouter:
         self.live: dict[str, Weights] = {}
         self._rng = rng or random.Random()
         self._splits = self._prepare()
+        self._versions = self._known_versions()
 
     def _prepare(self) -> dict[str, _Split]:
         return {model: _Split.of(w) for model, w in {**self.configured, **self.live}.items()}
+
+    def _known_versions(self) -> dict[str, frozenset[str]]:
+        """Per model, the versions a request may name: every version in its configured or live
+        weights (a live split overrides the configured one for draws, but the configured versions
+        are deployed all the same), plus MODEL_REF's for the default model."""
+        known: dict[str, set[str]] = {}
+        for weights in (self.configured, self.live):
+            for model, split in weights.items():
+                known.setdefault(model, set()).update(split)
+        if self.default_version is not None:
+            known.setdefault(self.default_model, set()).add(self.default_version)
+        return {model: frozenset(versions) for model, versions in known.items()}
+
+    def versions(self, model: str) -> list[str]:
+        """The versions of ``model`` a request may name, sorted (empty for an unknown model)."""
+        return sorted(self._versions.get(model, ()))
 
     def effective(self) -> dict[str, Weights]:
         """Every model's split as requests see it now (live overrides configured)."""
@@ -83,12 +107,14 @@ class TrafficRouter:
         if live != self.live:
             self.live = dict(live)
             self._splits = self._prepare()
+            self._versions = self._known_versions()
 
     async def refresh(self, client: redis.asyncio.Redis) -> None:
         self.set_live(await _read_traffic(client, settings=self.settings))
 
     def resolve(self, model: str, version: str | None, sticky: str | None = None) -> str:
-        """The queue for a request, or a 422 :class:`ApiError` saying why there is none.
+        """The queue for a request, or a 422 :class:`ApiError` saying why there is none (unknown
+        model, or a named version that is not known: see the module docstring).
 
         With ``sticky`` (the idempotency key) the weighted draw is a hash of it instead of a random
         number: a retried submission lands on the same version, where its key is remembered, so
@@ -101,14 +127,28 @@ class TrafficRouter:
                 f"model {model!r} is not served here; known models: {', '.join(self.models())}",
                 reason="invalid",
             )
-        if version is None:
-            split = self._splits.get(model)
-            if split is not None:
-                version = split.draw(_unit(sticky) if sticky is not None else self._rng.random())
-            elif self.default_version is not None:
-                version = self.default_version
-            else:  # unreachable with a validated config, kept for live weights being removed
-                raise ApiError(422, "version_required", f"model {model!r} has no default version: name one")
+        if version is not None:
+            queue = self._queue(model, version)  # a malformed name says so before "unknown"
+            if version not in self._versions.get(model, ()):
+                known = self.versions(model)
+                raise ApiError(
+                    422, "unknown_version",
+                    f"version {version!r} of model {model!r} is not served here; known versions: "
+                    f"{', '.join(known) or '(none)'}; omit the version to follow the traffic weights",
+                    reason="invalid", known_versions=known,
+                )  # fmt: skip
+            return queue
+        split = self._splits.get(model)
+        if split is not None:
+            version = split.draw(_unit(sticky) if sticky is not None else self._rng.random())
+        elif self.default_version is not None:
+            version = self.default_version
+        else:  # unreachable with a validated config, kept for live weights being removed
+            raise ApiError(422, "version_required", f"model {model!r} has no default version: name one")
+        return self._queue(model, version)
+
+    @staticmethod
+    def _queue(model: str, version: str) -> str:
         try:
             return queue_name(model, version)
         except ValueError as exc:

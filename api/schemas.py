@@ -25,7 +25,8 @@ VersionName = Annotated[
     str,
     Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-        description="Model version, e.g. `v2`; omitted: chosen by the traffic weights",
+        description="Model version, e.g. `v2`: one listed in the model's traffic weights (weight 0 "
+        "counts) or MODEL_REF's; omitted: chosen by the traffic weights",
         examples=["v1"],
     ),
 ]
@@ -78,8 +79,10 @@ class JobRequest(BaseModel):
     idempotency_key: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._:@/+=-]{1,128}$",
-        description="A repeated submission with the same key (per model version, for a day) returns "
-        "the first job instead of creating another: safe retries",
+        description="A repeated submission of the same request with the same key returns the first "
+        "job instead of creating another: safe retries. Keys are per caller (API key, when keys are "
+        "checked) and model version, kept for IDEMPOTENCY_TTL (a day). Reusing a key for a different "
+        "request (model, version, input, priority or metadata) is refused: 422 `idempotency_key_reused`",
     )
     metadata: Annotated[dict[str, JsonValue], AfterValidator(storable)] = Field(
         default_factory=dict, description="Stored with the job, returned as is"

@@ -1,8 +1,8 @@
 """The submission pipeline every endpoint shares (``/push``, ``/v1/jobs``, ``/infer``), in the order
 that keeps refusals cheap and honest:
 
-1. authenticate the key (401), route model and version to a queue (422 for an unknown model),
-   authorize the key on the model (403);
+1. authenticate the key (401), route model and version to a queue (422 for an unknown model or
+   version), authorize the key on the model (403);
 2. rate limit the client (429) and look the input up in the result cache (a hit answers without
    queueing, so it skips the backlog check): both reads in one round trip, each only when
    configured;
@@ -10,6 +10,8 @@ that keeps refusals cheap and honest:
 4. submit: the job record and its stream entry are written by one script (with the cache entry in
    the same round trip); the caller answers 202 only after that returned, so an accepted job is in
    Redis, never only in this process.
+   An idempotency key is scoped to the caller (a digest of its API key, when keys are checked) and
+   bound to a fingerprint of the request: reusing it for a different request is a 422.
 
 Without rate limit and cache, a submission is exactly one round trip to Redis.
 """
@@ -29,11 +31,11 @@ from api.config import ApiConfig
 from api.errors import ApiError
 from api.metrics import ApiMetrics
 from api.routing import TrafficRouter
-from jobqueue import Job, JobStatus, Priority, cache
+from jobqueue import IdempotencyKeyReusedError, Job, JobStatus, Priority, cache
 from jobqueue import aio as jq
 from jobqueue.combine import concurrently
 from jobqueue.driver import Op, arun
-from jobqueue.ops import submit_job
+from jobqueue.ops import request_fingerprint, submit_job
 from jobqueue.ratelimit import RateDecision, take_token
 
 
@@ -112,15 +114,32 @@ class JobService:
             return Accepted(hit.id, queue, created=False, cached_job=hit)
         self.backlog.check(queue)
         job_id = uuid.uuid4().hex
+        scope = fingerprint = None
+        if idempotency_key is not None:
+            # Keys are per caller, and bound to the request as the client sent it: the version it
+            # named (None when routed by weight), so a retry matches wherever it was routed.
+            scope = self.auth.principal(api_key)
+            fingerprint = request_fingerprint(model, version, input, priority, metadata)
         write = submit_job(
-            queue, input, priority=priority, idempotency_key=idempotency_key, metadata=metadata,
-            job_id=job_id, settings=settings,
+            queue, input, priority=priority, idempotency_key=idempotency_key, idempotency_scope=scope,
+            fingerprint=fingerprint, metadata=metadata, job_id=job_id, settings=settings,
         )  # fmt: skip
-        if ttl:  # the cache entry rides along; if an idempotency key matched an older job instead,
-            # the entry names an id that never existed, and the next lookup drops it
-            sub, _ = await arun(self.client, concurrently(write, cache.remember(queue, input, job_id, ttl)))
-        else:
-            sub = await arun(self.client, write)
+        try:
+            if ttl:  # the cache entry rides along; if an idempotency key matched (or refused) an
+                # older job instead, the entry names an id that never existed: the next lookup drops it
+                sub, _ = await arun(
+                    self.client, concurrently(write, cache.remember(queue, input, job_id, ttl))
+                )
+            else:
+                sub = await arun(self.client, write)
+        except IdempotencyKeyReusedError:
+            raise ApiError(
+                422, "idempotency_key_reused",
+                f"idempotency_key {idempotency_key!r} was already used for a different request (model, "
+                "version, input, priority or metadata differ); nothing was queued. Use a new key for a "
+                "new request; resend the identical request to get the first job",
+                reason="invalid",
+            ) from None  # fmt: skip
         if sub.created:
             self.backlog.accepted(queue)
         self.metrics.submissions.labels(queue, "created" if sub.created else "duplicate").inc()

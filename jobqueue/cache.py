@@ -15,8 +15,6 @@ never see (or cancel) a job another client is still waiting for.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from jobqueue import codec
@@ -28,8 +26,7 @@ from jobqueue.types import Job, JobStatus, Settings
 
 def input_digest(input: Any) -> str:
     """SHA-256 of the input's canonical JSON (sorted keys), so key order does not defeat the cache."""
-    text = json.dumps(input, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return codec.digest(input)
 
 
 def cache_key(queue: str, input: Any, *, settings: Settings = DEFAULT_SETTINGS) -> str:

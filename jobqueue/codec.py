@@ -6,6 +6,7 @@ record can always be written whole with one HSET (no HDEL bookkeeping).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,13 @@ from jobqueue.types import Completion, DeadLetter, Entry, Job, JobStatus, Priori
 def dumps(value: Any) -> str:
     """Compact JSON; refuses NaN/Infinity, which other languages' JSON parsers reject."""
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def digest(value: Any) -> str:
+    """SHA-256 (hex) of ``value``'s canonical JSON: sorted keys, compact, so two equal values digest
+    alike whatever their key order (the result cache and idempotency fingerprints compare these)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def fmt_time(value: float | None) -> str:

@@ -14,7 +14,14 @@ software and ``SCAN jq:*`` shows exactly what this system owns. A queue is named
                                            job dead-lettered because its last worker died
     jq:q:<queue>:dead              STREAM  capped dead letters: job, attempts, error, dead_at
     jq:q:<queue>:workers           ZSET    worker name -> last heartbeat (epoch seconds)
-    jq:q:<queue>:idem:<key>        STRING  idempotency key -> job id (SET NX EX)
+    jq:q:<queue>:idem:<key>        HASH    idempotency record of a key used without a scope: ``job`` (its
+                                           id) and ``fingerprint`` (digest of the request that created
+                                           it), EX; a STRING holding only the job id if written before
+                                           fingerprints were stored (still honoured as a match)
+    jq:q:<queue>:idem-by:<scope>:<key>
+                                   HASH    the same for a key scoped to one principal (the API scopes
+                                           keys to a digest of the caller's API key when keys are
+                                           checked), so two tenants' equal keys never meet
     jq:q:<queue>:cache:<digest>    STRING  result cache: input digest -> id of a job that ran it (EX)
     jq:ratelimit:<digest>          HASH    token bucket of one client identity (hashed)
     jq:traffic                     HASH    model -> version weights as JSON (canary / A-B split)
@@ -41,6 +48,7 @@ GROUP = "workers"
 """The one consumer group all workers of a queue read through (at-least-once delivery)."""
 
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$")
+_SCOPE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def validate_queue(queue: str) -> str:
@@ -134,8 +142,19 @@ class QueueKeys:
     def workers(self) -> str:
         return f"{self.base}:workers"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.base}:idem:{key}"
+    def idempotency(self, key: str, scope: str | None = None) -> str:
+        """The record of idempotency key ``key``, in the namespace of ``scope`` if given.
+
+        Scoped records live under their own segment (``idem-by``) and a scope has no colon, so
+        ``<scope>:<key>`` splits at its first colon and an unscoped key can never spell a scoped
+        one (keys may contain colons). Unscoped records keep their original name, so entries
+        written before scopes existed are still found.
+        """
+        if scope is None:
+            return f"{self.base}:idem:{key}"
+        if not _SCOPE_RE.match(scope):
+            raise ValueError(f"invalid idempotency scope {scope!r}: use 1-64 of [A-Za-z0-9_-]")
+        return f"{self.base}:idem-by:{scope}:{key}"
 
     def result_cache(self, input_digest: str) -> str:
         return f"{self.base}:cache:{input_digest}"

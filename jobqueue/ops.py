@@ -18,6 +18,7 @@ from jobqueue.keys import GROUP, Keyspace, QueueKeys, split_queue, validate_queu
 from jobqueue.scripts import CANCEL, SUBMIT
 from jobqueue.types import (
     DeadLetter,
+    IdempotencyKeyReusedError,
     Job,
     JobStatus,
     ListQueueStats,
@@ -31,24 +32,67 @@ from jobqueue.types import (
 DEFAULT_SETTINGS = Settings()
 
 
+def request_fingerprint(
+    model: str,
+    version: str | None,
+    input: Any,
+    priority: Priority | str = Priority.NORMAL,
+    metadata: Mapping[str, Any] | None = None,
+) -> str:
+    """Digest of a submission as its client made it, stored with its idempotency key.
+
+    A retry carrying the key must be the same request, or it would be answered with a job made
+    for another one. ``version`` is the version the client *named* (None when the router chose
+    it), so a retry of an unversioned request matches whatever version it was routed to. The
+    digest is of canonical JSON, so the key order of ``input`` and ``metadata`` does not matter.
+    """
+    return codec.digest(
+        {
+            "model": model,
+            "version": version,
+            "input": input,
+            "priority": _priority(priority).value,
+            "metadata": dict(metadata or {}),
+        }
+    )
+
+
+def _priority(value: Priority | str) -> Priority:
+    """``value`` as a :class:`Priority`; its string values (``"high"``) are accepted, as JSON has them."""
+    try:
+        return Priority(value)
+    except ValueError:
+        choices = ", ".join(repr(p.value) for p in Priority)
+        raise ValueError(f"priority must be one of {choices}, got {value!r}") from None
+
+
 def submit_job(
     queue: str,
     input: Any,
     *,
-    priority: Priority = Priority.NORMAL,
+    priority: Priority | str = Priority.NORMAL,
     idempotency_key: str | None = None,
+    idempotency_scope: str | None = None,
+    fingerprint: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     job_id: str | None = None,
     settings: Settings = DEFAULT_SETTINGS,
 ) -> Op[Submitted]:
     """Create a job record and enqueue it, atomically, in one round trip.
 
-    ``input`` and ``metadata`` must be JSON-serialisable (checked before anything is written). With
-    an ``idempotency_key`` (scoped to the queue, remembered for ``settings.idempotency_ttl``) a
-    repeated submission returns the first job's id with ``created=False`` and enqueues nothing; the
-    same holds for a caller-chosen ``job_id`` whose record still exists. Counts one arrival per
-    created job.
+    ``input`` and ``metadata`` must be JSON-serialisable and ``priority`` a :class:`Priority` or one
+    of its values (checked before anything is written). With an ``idempotency_key`` (remembered for
+    ``settings.idempotency_ttl`` per queue, and per ``idempotency_scope`` when given: the API passes
+    a digest of the caller's API key so tenants never share keys) a repeated submission of the same
+    request returns the first job's id with ``created=False`` and enqueues nothing; a submission
+    that reuses the key for a different request raises :class:`IdempotencyKeyReusedError` and writes
+    nothing. "The same request" means an equal ``fingerprint``, by default
+    :func:`request_fingerprint` of this call's queue, input, priority and metadata; a caller that
+    routes requests to queues passes the fingerprint of what its client sent instead. A
+    caller-chosen ``job_id`` whose record still exists also returns ``created=False``. Counts one
+    arrival per created job.
     """
+    priority = _priority(priority)
     ks = Keyspace(settings.prefix)
     qk = ks.queue(queue)
     model, version = split_queue(queue)
@@ -67,12 +111,16 @@ def submit_job(
     stream = qk.high_stream if priority is Priority.HIGH else qk.stream
     keys = [ks.job(job.id), stream, qk.arrivals, ks.queues]
     if idempotency_key is not None:
-        keys.append(qk.idempotency(idempotency_key))
-    args: list[Arg] = [job.id, GROUP, queue, settings.idempotency_ttl]
+        keys.append(qk.idempotency(idempotency_key, idempotency_scope))
+        if fingerprint is None:
+            fingerprint = request_fingerprint(model, version, input, priority, metadata)
+    args: list[Arg] = [job.id, GROUP, queue, settings.idempotency_ttl, fingerprint or ""]
     args += [x for kv in fields.items() for x in kv]
     (reply,) = yield [Eval(SUBMIT, tuple(keys), tuple(args))]
-    created, the_id = reply
-    return Submitted(job_id=str(the_id), created=bool(created))
+    outcome, the_id = reply
+    if int(outcome) < 0:
+        raise IdempotencyKeyReusedError(str(idempotency_key), str(the_id))
+    return Submitted(job_id=str(the_id), created=int(outcome) == 1)
 
 
 def get_job(job_id: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[Job | None]:

@@ -34,19 +34,35 @@ class Script:
 SUBMIT = Script(
     "submit",
     """
--- KEYS: job hash, stream, arrivals counter, queues set, [idempotency key]
--- ARGV: job id, group, queue, idempotency ttl, hash field/value pairs...
+-- KEYS: job hash, stream, arrivals counter, queues set, [idempotency record]
+-- ARGV: job id, group, queue, idempotency ttl, request fingerprint, hash field/value pairs...
+-- Returns {1, id} for a created job, {0, id} for an earlier one (same idempotency key and request,
+-- or a caller-chosen id that exists), {-1, id} when the key is bound to a different request.
 if KEYS[5] then
-  local existing = redis.call('GET', KEYS[5])
-  if existing then return {0, existing} end
+  local kind = redis.call('TYPE', KEYS[5])['ok']
+  if kind == 'hash' then
+    local seen = redis.call('HMGET', KEYS[5], 'job', 'fingerprint')
+    if seen[1] then
+      if seen[2] and seen[2] ~= ARGV[5] then return {-1, seen[1]} end
+      return {0, seen[1]}
+    end  -- a record without a job is no record: the write below replaces it
+  elseif kind == 'string' then
+    -- Written before fingerprints were stored: only the job id is known, not its request, so it
+    -- counts as a match (as it did then) rather than refusing every retry across the upgrade.
+    return {0, redis.call('GET', KEYS[5])}
+  end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end  -- caller-chosen id reused
-if KEYS[5] then redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[4]) end
+if KEYS[5] then
+  redis.call('DEL', KEYS[5])
+  redis.call('HSET', KEYS[5], 'job', ARGV[1], 'fingerprint', ARGV[5])
+  redis.call('EXPIRE', KEYS[5], ARGV[4])
+end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[2], '0', 'MKSTREAM')
 end
 local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
 redis.call('HSET', KEYS[1], 'entry', entry)

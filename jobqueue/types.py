@@ -97,6 +97,21 @@ class Submitted:
     created: bool
 
 
+class IdempotencyKeyReusedError(Exception):
+    """A submission reused an idempotency key that an earlier, *different* request created a job with.
+
+    Answering with the earlier job would hand the caller a result for a request it did not make
+    (the key collided, or the client reused it by mistake), so the submission is refused and
+    nothing is queued (the IETF Idempotency-Key draft answers this case with 422). ``job_id`` is the
+    job the key is bound to, for callers that want to inspect it.
+    """
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(f"idempotency key {key!r} was already used for a different request (job {job_id})")
+        self.key = key
+        self.job_id = job_id
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A stream entry a worker has been handed (by XREADGROUP or XAUTOCLAIM)."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from jobqueue import JobStatus, Keyspace
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome
 from tests.support.api import api_client
+from tests.support.valkey import ValkeyServer
 from tests.support.workers import REPO
 
 pytestmark = pytest.mark.integration
@@ -88,12 +91,78 @@ def test_submit_get_and_seed_endpoints(redis_url: str, redis_client: redis.Redis
 
 def test_idempotency_key_returns_the_first_job(redis_url: str, redis_client: redis.Redis) -> None:
     with api_client(redis_url) as c:
-        first = submit(c, idempotency_key="order-42").json()
-        again = submit(c, idempotency_key="order-42", input="different").json()
+        first = submit(c, idempotency_key="order-42", input={"a": 1, "b": 2}).json()
+        again = submit(c, idempotency_key="order-42", input={"b": 2, "a": 1}).json()  # same request
         other = submit(c, idempotency_key="order-43").json()
     assert again["id"] == first["id"] and (first["created"], again["created"]) == (True, False)
     assert other["id"] != first["id"]
     assert arrivals(redis_client) == 2
+
+
+def test_an_idempotency_key_reused_for_another_request_is_422(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    with api_client(redis_url) as c:
+        first = submit(c, idempotency_key="order-42").json()
+        # Any difference in what the client sent, naming the version it was routed to included.
+        for change in ({"input": "y"}, {"priority": "high"}, {"metadata": {"a": 1}}, {"version": "v1"}):
+            r = submit(c, idempotency_key="order-42", **change)
+            assert r.status_code == 422, (change, r.text)
+            assert r.json()["error"] == "idempotency_key_reused"
+            assert "'order-42' was already used for a different request" in r.json()["detail"]
+        retry = submit(c, idempotency_key="order-42").json()
+        metrics = c.get("/metrics").text
+    assert (retry["id"], retry["created"]) == (first["id"], False)
+    assert arrivals(redis_client) == 1  # nothing refused was queued
+    assert 'api_rejections_total{reason="invalid"} 4.0' in metrics
+
+
+def test_idempotency_keys_are_scoped_to_the_api_key(redis_url: str, redis_client: redis.Redis) -> None:
+    with api_client(redis_url, API_KEYS="tenant-key-aaa=*,tenant-key-bbb=*") as c:
+
+        def submit_as(key: str, input: str) -> Any:
+            body = {"input": input, "model": "default", "idempotency_key": "order-1"}
+            return c.post("/v1/jobs", json=body, headers={"X-API-Key": key})
+
+        a = submit_as("tenant-key-aaa", "a").json()
+        b = submit_as("tenant-key-bbb", "b").json()
+        assert a["created"] and b["created"] and a["id"] != b["id"]  # neither sees the other's job
+        again = submit_as("tenant-key-aaa", "a").json()
+        assert (again["id"], again["created"]) == (a["id"], False)
+        assert submit_as("tenant-key-bbb", "a").json()["error"] == "idempotency_key_reused"
+    names = [name.decode() for name in redis_client.scan_iter("*")]
+    records = [n for n in names if ":idem" in n]
+    assert len(records) == 2 and all(":idem-by:" in n for n in records), records
+    assert not any("tenant-key" in n for n in names)  # the secret never names a key
+    assert arrivals(redis_client) == 2
+
+
+def test_unversioned_retries_with_a_key_find_their_job_across_the_split(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    with api_client(redis_url, TRAFFIC_WEIGHTS="resnet:v1=50,resnet:v2=50") as c:
+        first = [submit(c, model="resnet", input=i, idempotency_key=f"k{i}").json() for i in range(20)]
+        again = [submit(c, model="resnet", input=i, idempotency_key=f"k{i}").json() for i in range(20)]
+    assert {f["queue"] for f in first} == {"resnet:v1", "resnet:v2"}
+    assert [(a["id"], a["queue"], a["created"]) for a in again] == [
+        (f["id"], f["queue"], False) for f in first
+    ]
+
+
+def test_an_unknown_version_is_422_and_queues_nothing(redis_url: str, redis_client: redis.Redis) -> None:
+    queues = Keyspace().queues
+    with api_client(redis_url, TRAFFIC_WEIGHTS="resnet:v1=100,resnet:v2=0") as c:
+        named = submit(c, model="resnet", version="v2")  # weight 0: addressable by name
+        assert named.status_code == 202 and named.json()["queue"] == "resnet:v2"
+        before = redis_client.smembers(queues)
+        for model, version, known in [("resnet", "v3", ["v1", "v2"]), ("default", "made-up-7", ["v1"])]:
+            r = submit(c, model=model, version=version, idempotency_key="k")
+            assert r.status_code == 422, r.text
+            body = r.json()
+            assert body["error"] == "unknown_version" and body["known_versions"] == known
+            assert f"version {version!r} of model {model!r} is not served here" in body["detail"]
+    assert redis_client.smembers(queues) == before == {b"resnet:v2"}  # the watched set did not grow
+    assert redis_client.keys("jq:q:resnet:v3*") == [] and redis_client.keys("jq:q:default:*") == []
 
 
 def test_cancel_queued_then_conflict_when_running_or_finished(
@@ -140,6 +209,7 @@ BAD_BODIES: list[tuple[dict[str, Any] | str, str]] = [
     ({"input": 1, "model": "default", "metadata": [1]}, "body.metadata: Input should be a valid dictionary"),
     ({"input": 1, "model": "default", "idempotency_key": "k" * 200}, "body.idempotency_key: String should"),
     ({"input": 1, "model": "nope"}, "model 'nope' is not served here; known models: default"),
+    ({"input": 1, "model": "default", "version": "v2"}, "version 'v2' of model 'default' is not served"),
     # JSON the parser reads but the job store could not write back (NaN, 1e400 read as infinity,
     # a lone surrogate escape): refused up front, never a 500 or a job whose every read fails.
     ('{"input": NaN, "model": "default"}', "body.input: Value error, numbers must be finite"),
@@ -291,7 +361,8 @@ def test_traffic_weights_split_and_live_rollback(redis_url: str, redis_client: r
         queues = [submit(c, model="resnet", input=i).json()["queue"] for i in range(300)]
         v2 = queues.count("resnet:v2")
         assert 30 <= v2 <= 90, v2  # 60 expected; binomial sd ~7
-        assert submit(c, model="resnet", version="v7").json()["queue"] == "resnet:v7"  # explicit wins
+        assert submit(c, model="resnet", version="v2").json()["queue"] == "resnet:v2"  # explicit wins
+        assert submit(c, model="resnet", version="v7").json()["error"] == "unknown_version"
         shown = traffic_cli(redis_url, "set", "resnet", "v1=100", "v2=0")  # roll the canary back
         assert json.loads(shown) == {"resnet": {"v1": 100.0, "v2": 0.0}}
         deadline = time.monotonic() + 5
@@ -308,7 +379,8 @@ def test_traffic_weights_split_and_live_rollback(redis_url: str, redis_client: r
 
 
 def test_result_cache_answers_identical_requests(redis_url: str, redis_client: redis.Redis) -> None:
-    with api_client(redis_url, RESULT_CACHE_TTL="60") as c:
+    # v2 takes no weighted traffic but may be named: the cache is per version
+    with api_client(redis_url, RESULT_CACHE_TTL="60", TRAFFIC_WEIGHTS="default:v1=1,default:v2=0") as c:
         first = submit(c, input={"image": "cat.jpg", "size": 224}).json()
         while_queued = submit(c, input={"image": "cat.jpg", "size": 224}).json()
         assert while_queued["id"] != first["id"]  # only successes are served from the cache
@@ -346,8 +418,46 @@ def test_probes_metrics_and_openapi(redis_url: str) -> None:
 
 def test_a_corrupt_record_is_a_500_in_the_usual_shape(redis_url: str, redis_client: redis.Redis) -> None:
     redis_client.hset(Keyspace().job("c0ffee"), mapping={"status": "queued"})  # no queue, no input
+    redis_client.set(Keyspace().job("badtype"), "x")  # WRONGTYPE: a command error that is no outage
     with api_client(redis_url) as c:
         r = c.get("/v1/jobs/c0ffee")
+        wrong_type = c.get("/v1/jobs/badtype")
         metrics = c.get("/metrics").text
     assert r.status_code == 500 and r.json()["error"] == "internal_error"
-    assert 'api_requests_total{code="500",method="GET",route="/v1/jobs/{job_id}"} 1.0' in metrics
+    assert wrong_type.status_code == 500 and wrong_type.json()["error"] == "internal_error"
+    assert 'api_requests_total{code="500",method="GET",route="/v1/jobs/{job_id}"} 2.0' in metrics
+
+
+def test_redis_refusing_writes_after_a_failed_save_is_a_503(
+    valkey_factory: Callable[..., ValkeyServer],
+) -> None:
+    server = valkey_factory()
+    r = redis.Redis.from_url(server.url)
+    try:
+        with api_client(server.url) as c:
+            job = submit(c).json()
+            # Make a save fail for real: the data directory (the server's cwd) disappears, then a
+            # save point is configured and a background save started; Redis then refuses writes.
+            shutil.rmtree(server.data_dir)
+            r.config_set("save", "3600 1")
+            r.bgsave()
+            deadline = time.monotonic() + 10
+            while r.info("persistence")["rdb_last_bgsave_status"] != "err":
+                assert time.monotonic() < deadline, "the save did not fail"
+                time.sleep(0.02)
+            refused = submit(c, idempotency_key="order-1")
+            pushed = c.post("/push", params={"input": "x"})
+            read = c.get(job["url"])  # reads still work
+            metrics = c.get("/metrics").text
+    finally:
+        r.config_set("save", "")  # writes resume, and the stop need not save into a missing directory
+        r.close()
+    for reply in (refused, pushed):
+        assert reply.status_code == 503, reply.text
+        assert reply.json()["error"] == "redis_unavailable" and reply.headers["Retry-After"] == "2"
+        assert "refuses writes because its persistence failed (MISCONF" in reply.json()["detail"]
+    assert "resubmitting with the same idempotency_key" in refused.json()["detail"]
+    assert "takes no idempotency key" in pushed.json()["detail"]
+    assert "same idempotency_key" not in pushed.json()["detail"]
+    assert read.status_code == 200
+    assert 'api_rejections_total{reason="redis_unavailable"} 2.0' in metrics

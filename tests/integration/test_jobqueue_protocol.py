@@ -11,7 +11,16 @@ import pytest
 import redis
 import redis.asyncio
 
-from jobqueue import JobStatus, Keyspace, Priority, Settings, WorkerInfo, WorkerState, aio
+from jobqueue import (
+    IdempotencyKeyReusedError,
+    JobStatus,
+    Keyspace,
+    Priority,
+    Settings,
+    WorkerInfo,
+    WorkerState,
+    aio,
+)
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome
 from jobqueue.types import Entry
@@ -112,14 +121,67 @@ def test_high_priority_is_served_first(redis_client: redis.Redis) -> None:
 
 
 def test_idempotency_key_returns_the_first_job(redis_client: redis.Redis) -> None:
-    first = jq.submit_job(redis_client, Q, 1, idempotency_key="k")
-    again = jq.submit_job(redis_client, Q, 2, idempotency_key="k")
+    first = jq.submit_job(redis_client, Q, {"a": 1, "b": 2}, idempotency_key="k", metadata={"m": 1})
+    again = jq.submit_job(redis_client, Q, {"b": 2, "a": 1}, idempotency_key="k", metadata={"m": 1})
     other = jq.submit_job(redis_client, Q, 3, idempotency_key="k2")
     assert (again.job_id, again.created, first.created) == (first.job_id, False, True)
     assert other.job_id != first.job_id
     stats = jq.read_queue_stats(redis_client, Q)
     assert (stats.arrivals_total, stats.waiting) == (2, 2)
     assert redis_client.ttl(KS.queue(Q).idempotency("k")) > 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"input": 2}, {"priority": Priority.HIGH}, {"metadata": {"m": 2}}, {"fingerprint": "other"}],
+    ids=["input", "priority", "metadata", "fingerprint"],
+)
+def test_an_idempotency_key_reused_for_another_request_is_refused(
+    redis_client: redis.Redis, change: dict[str, Any]
+) -> None:
+    request: dict[str, Any] = {"input": 1, "priority": Priority.NORMAL, "metadata": {"m": 1}}
+    first = jq.submit_job(redis_client, Q, idempotency_key="k", **request)
+    before = redis_client.dbsize()
+    with pytest.raises(IdempotencyKeyReusedError) as exc:
+        jq.submit_job(redis_client, Q, idempotency_key="k", **{**request, **change})
+    assert (exc.value.key, exc.value.job_id) == ("k", first.job_id)
+    assert redis_client.dbsize() == before  # no job record, no new stream
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert (stats.arrivals_total, stats.waiting) == (1, 1)
+    assert jq.submit_job(redis_client, Q, idempotency_key="k", **request).job_id == first.job_id
+
+
+def test_idempotency_scopes_are_separate_namespaces(redis_client: redis.Redis) -> None:
+    a = jq.submit_job(redis_client, Q, 1, idempotency_key="k", idempotency_scope="tenant-a")
+    b = jq.submit_job(redis_client, Q, 2, idempotency_key="k", idempotency_scope="tenant-b")
+    plain = jq.submit_job(redis_client, Q, 3, idempotency_key="k")
+    assert a.created and b.created and plain.created
+    assert len({a.job_id, b.job_id, plain.job_id}) == 3
+    again = jq.submit_job(redis_client, Q, 1, idempotency_key="k", idempotency_scope="tenant-a")
+    assert (again.job_id, again.created) == (a.job_id, False)
+    record = redis_client.hgetall(KS.queue(Q).idempotency("k", "tenant-b"))
+    assert record[b"job"] == b.job_id.encode() and len(record[b"fingerprint"]) == 64
+
+
+def test_an_idempotency_record_of_the_old_format_still_matches(redis_client: redis.Redis) -> None:
+    # Before fingerprints, the record was a plain string holding the job id (SET NX EX); its request
+    # is unknown, so any request with the key gets that job, as it did then, instead of an error.
+    old = jq.submit_job(redis_client, Q, 1, job_id="old-job")
+    redis_client.set(KS.queue(Q).idempotency("k"), old.job_id, ex=3600)
+    again = jq.submit_job(redis_client, Q, "anything", idempotency_key="k")
+    assert (again.job_id, again.created) == ("old-job", False)
+    assert jq.read_queue_stats(redis_client, Q).arrivals_total == 1
+
+
+def test_priority_may_be_given_as_its_string_value(redis_client: redis.Redis) -> None:
+    normal = jq.submit_job(redis_client, Q, 1).job_id
+    high = jq.submit_job(redis_client, Q, 2, priority="high").job_id
+    job = jq.get_job(redis_client, high)
+    assert job is not None and job.priority is Priority.HIGH
+    assert [take(redis_client).job_id for _ in range(2)] == [high, normal]  # on the high stream
+    with pytest.raises(ValueError, match=r"priority must be one of 'normal', 'high', got 'urgent'"):
+        jq.submit_job(redis_client, Q, 3, priority="urgent")
+    assert jq.read_queue_stats(redis_client, Q).arrivals_total == 2
 
 
 def test_caller_chosen_job_id_is_not_overwritten(redis_client: redis.Redis) -> None:

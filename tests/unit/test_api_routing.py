@@ -1,17 +1,19 @@
-"""Version routing, admission control and authentication: the API's pure decisions."""
+"""Version routing, admission control, authentication and error mapping: the API's pure decisions."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 
 import pytest
+import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from api.admission import BacklogMonitor, ConcurrencyGate
 from api.auth import Authenticator
-from api.errors import ApiError, describe_validation
+from api.errors import ApiError, describe_validation, redis_failure_response, retry_advice
 from api.metrics import ApiMetrics
 from api.routing import TrafficRouter, _Split
 from jobqueue import Settings
@@ -26,7 +28,7 @@ def test_unversioned_requests_follow_the_weights() -> None:
     counts = Counter(r.resolve("resnet", None) for _ in range(10_000))
     assert set(counts) == {"resnet:v1", "resnet:v2"}
     assert 800 <= counts["resnet:v2"] <= 1200
-    assert r.resolve("resnet", "v9") == "resnet:v9"  # a named version always wins
+    assert r.resolve("resnet", "v2") == "resnet:v2"  # a named (known) version always wins
     assert r.resolve("default", None) == "default:v1"  # MODEL_REF's version when no weights
 
 
@@ -56,6 +58,25 @@ def test_unknown_model_and_bad_version_are_422() -> None:
     with pytest.raises(ApiError) as exc:
         r.resolve("default", "v 1")
     assert exc.value.status == 422
+
+
+def test_only_known_versions_may_be_named() -> None:
+    r = router(resnet={"v1": 100, "v2": 0})
+    assert r.resolve("resnet", "v2") == "resnet:v2"  # weight 0: addressable by name, never drawn
+    assert {r.resolve("resnet", None) for _ in range(50)} == {"resnet:v1"}
+    assert r.resolve("default", "v1") == "default:v1"  # MODEL_REF's version
+    for model, version, known in [("resnet", "v9", ["v1", "v2"]), ("default", "v2", ["v1"])]:
+        with pytest.raises(ApiError) as exc:
+            r.resolve(model, version)
+        assert (exc.value.status, exc.value.error, exc.value.reason) == (422, "unknown_version", "invalid")
+        assert f"known versions: {', '.join(known)}" in exc.value.detail
+        assert exc.value.extra["known_versions"] == known
+    r.set_live({"resnet": {"v3": 1}, "bert": {"b1": 1}})  # live splits add versions
+    assert r.versions("resnet") == ["v1", "v2", "v3"]  # configured ones stay addressable
+    assert r.resolve("bert", "b1") == "bert:b1" and r.resolve("resnet", "v3") == "resnet:v3"
+    r.set_live({})
+    with pytest.raises(ApiError, match="known versions: v1, v2"):
+        r.resolve("resnet", "v3")
 
 
 @given(
@@ -122,3 +143,34 @@ def test_validation_errors_become_one_sentence() -> None:
     sentence, items = describe_validation([missing, broken])
     assert sentence == "body.input: Field required; body: not valid JSON (Expecting value)"
     assert all("input" not in i for i in items)  # request values are never echoed
+
+
+def test_redis_misconf_is_a_503_saying_writes_are_refused() -> None:
+    misconf = redis.exceptions.ResponseError(
+        "MISCONF Valkey is configured to save RDB snapshots, but it's currently unable to persist to disk."
+    )
+    response = redis_failure_response(misconf, "POST", "/v1/jobs")
+    assert response is not None and response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
+    body = json.loads(bytes(response.body))
+    assert body["error"] == "redis_unavailable"
+    assert "refuses writes because its persistence failed" in body["detail"]
+    assert "same idempotency_key" in body["detail"]
+    down = redis_failure_response(redis.exceptions.ConnectionError("refused"), "GET", "/v1/jobs/{job_id}")
+    assert down is not None and down.status_code == 503
+    # Other command errors are bugs (500 elsewhere), not outages.
+    assert redis_failure_response(redis.exceptions.ResponseError("WRONGTYPE Operation"), "GET", "/x") is None
+    assert redis_failure_response(ValueError("MISCONF"), "GET", "/x") is None
+
+
+def test_retry_advice_names_the_idempotency_key_only_where_there_is_one() -> None:
+    assert "same idempotency_key" in retry_advice("POST", "/v1/jobs")
+    for path in ("/push", "/infer"):
+        advice = retry_advice("POST", path)
+        assert "takes no idempotency key" in advice and "queues it again" in advice
+    for method, path in [
+        ("GET", "/v1/jobs/{job_id}"),
+        ("DELETE", "/v1/jobs/{job_id}"),
+        ("GET", "/data/{job_id}"),
+    ]:
+        assert retry_advice(method, path) == "retry later"

@@ -21,7 +21,7 @@ from jobqueue import (
     split_queue,
 )
 from jobqueue.driver import Call, Eval, Sleep, _round_trips, decode
-from jobqueue.ops import _stream_counts, get_job, wait_for_job
+from jobqueue.ops import _stream_counts, get_job, request_fingerprint, submit_job, wait_for_job
 from jobqueue.scripts import SUBMIT
 
 json_values = st.recursive(
@@ -43,6 +43,41 @@ def test_key_layout() -> None:
     )
     assert ks.job("abc") == "jq:job:abc" and ks.worker("pod-1") == "jq:worker:pod-1"
     assert Keyspace("x").queues == "x:queues"
+
+
+def test_idempotency_records_are_named_per_scope() -> None:
+    qk = Keyspace().queue("resnet:v1")
+    assert qk.idempotency("order:1") == "jq:q:resnet:v1:idem:order:1"  # unscoped: the original name
+    assert qk.idempotency("1", scope="ab12") == "jq:q:resnet:v1:idem-by:ab12:1"
+    # an unscoped key that looks like a scoped one cannot name its record
+    assert qk.idempotency("ab12:1") != qk.idempotency("1", scope="ab12")
+    for bad in ("", "a:b", "a b", "x" * 65):
+        with pytest.raises(ValueError, match="invalid idempotency scope"):
+            qk.idempotency("k", scope=bad)
+
+
+def test_request_fingerprint_is_of_what_the_client_sent() -> None:
+    base = request_fingerprint("resnet", None, {"a": 1, "b": [1, 2]}, "normal", {"x": 1})
+    assert base == request_fingerprint("resnet", None, {"b": [1, 2], "a": 1}, Priority.NORMAL, {"x": 1})
+    assert request_fingerprint("m", None, 1) == request_fingerprint("m", None, 1, metadata={})
+    others = {
+        request_fingerprint("resnet", "v1", {"a": 1, "b": [1, 2]}, "normal", {"x": 1}),  # version named
+        request_fingerprint("bert", None, {"a": 1, "b": [1, 2]}, "normal", {"x": 1}),
+        request_fingerprint("resnet", None, {"a": 1, "b": [2, 1]}, "normal", {"x": 1}),
+        request_fingerprint("resnet", None, {"a": 1, "b": [1, 2]}, "high", {"x": 1}),
+        request_fingerprint("resnet", None, {"a": 1, "b": [1, 2]}, "normal", {"x": 2}),
+    }
+    assert len(others) == 5 and base not in others
+
+
+def test_a_bad_priority_is_refused_before_any_command() -> None:
+    op = submit_job("resnet:v1", 1, priority="urgent")
+    with pytest.raises(ValueError, match="priority must be one of 'normal', 'high', got 'urgent'"):
+        next(op)
+    step = next(submit_job("resnet:v1", 1, priority="high"))
+    assert isinstance(step, list)
+    [script] = step
+    assert isinstance(script, Eval) and script.keys[1] == "jq:q:resnet:v1:stream:high"
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "q{1}", "q*", ":lead", "x" * 201])
