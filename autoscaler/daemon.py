@@ -152,6 +152,10 @@ class Daemon:
         self._target_factory = target_factory
         self._state_store_factory = state_store_factory
         self._running: dict[str, _Running] = {}
+        # What the probes and ``loops`` read, replaced whole under the lock and read without it: a
+        # reload holds the lock while it waits for loops (a tick in progress, a retiring thread),
+        # and a liveness probe that waited with it would get the daemon restarted mid-reload.
+        self._view: tuple[_Running, ...] = ()
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._server: MetricsServer | None = None
@@ -197,16 +201,21 @@ class Daemon:
 
     @property
     def loops(self) -> dict[str, TargetLoop]:
-        with self._lock:
-            return {name: r.loop for name, r in self._running.items()}
+        return {r.config.name: r.loop for r in self._view}
+
+    def _publish(self) -> None:
+        """Make the running loops as they are now what the probes see (call with the lock held)."""
+        self._view = tuple(self._running.values())
 
     def stop(self) -> None:
         """Stop every loop, drain local workers, release the Lease, close the HTTP server."""
         self._stop.set()
         with self._lock:
-            for running in list(self._running.values()):
-                self._retire(running)
+            retiring = list(self._running.values())
             self._running.clear()
+            self._publish()
+            for running in retiring:
+                self._retire(running)
         _call_if_present(self.leader, "stop")
         if self._server is not None:
             self._server.stop()
@@ -278,8 +287,11 @@ class Daemon:
                     self._close_components(running)
                 raise
             names = {t.name for t in config.targets}
-            for name in [n for n in self._running if n not in names or n in fresh]:
-                self._retire(self._running.pop(name), forget_metrics=name not in names)
+            leaving = [n for n in self._running if n not in names or n in fresh]
+            retiring = [(self._running.pop(name), name not in names) for name in leaving]
+            self._publish()
+            for running, forget in retiring:
+                self._retire(running, forget_metrics=forget)
             for name, target in retuned.items():
                 running = self._running[name]
                 running.loop.reconfigure(_loop_settings(target), build_policy(target))
@@ -301,6 +313,7 @@ class Daemon:
             target=self._run_loop, args=(running,), name=f"loop-{running.config.name}", daemon=True
         )
         self._running[running.config.name] = running
+        self._publish()
         running.thread.start()
         log.info("target started", extra={"fields": {"target": running.config.name}})
 
@@ -336,9 +349,7 @@ class Daemon:
     def _targets_detail(self) -> dict[str, dict[str, Any]]:
         now = time.time()
         detail: dict[str, dict[str, Any]] = {}
-        with self._lock:
-            running = list(self._running.values())
-        for r in running:
+        for r in self._view:
             report = r.loop.last_report
             tick = r.config.tick_seconds
             since = now - (report.now if report else r.started_at)

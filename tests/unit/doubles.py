@@ -7,6 +7,7 @@ the integration tests run the real sources and targets.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,7 @@ class MemoryTarget:
     closed: bool = False
     observes: int = 0
     observe_seconds: float = 0.0  # how long a read takes (the clock moves on meanwhile)
+    hold: threading.Event | None = None  # when set to an unset event, a read waits for it (a hung API)
 
     @property
     def name(self) -> str:
@@ -92,6 +94,8 @@ class MemoryTarget:
 
     def observe(self) -> TargetState:
         self.observes += 1
+        if self.hold is not None:
+            self.hold.wait(30)
         self.clock.advance(self.observe_seconds)
         if self.fail_observe:
             raise TargetUnavailableError("api server down")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -174,3 +175,29 @@ def test_probes_report_each_target(rig: tuple[Daemon, Factories]) -> None:
     assert ok and set(detail["targets"]) == {"a", "b"} and detail["config"] == {"valid": True}
     healthy, _ = daemon.health()
     assert healthy
+
+
+def test_probes_answer_while_a_reload_waits_for_a_tick_in_progress(rig: tuple[Daemon, Factories]) -> None:
+    """A reload holds the daemon's lock while it waits for the loops; the liveness probe must not
+    wait with it, or a slow API server during a reload gets the daemon restarted."""
+    daemon, made = rig
+    first_decision(daemon, "a")
+    hung = made.targets["a"][0].hold = threading.Event()
+    ticking = threading.Thread(target=daemon.loops["a"].tick)  # holds the loop's lock, hung in observe
+    ticking.start()
+    reloading = threading.Thread(target=daemon.apply, args=(edited("tick_seconds: 60", "tick_seconds: 30"),))
+    try:
+        reloading.start()  # waits for the tick, holding the daemon's lock
+        time.sleep(0.2)
+        assert reloading.is_alive()
+        answers: list[bool] = []
+        probe = threading.Thread(target=lambda: answers.append(daemon.health()[0] and daemon.ready()[0]))
+        probe.start()
+        probe.join(timeout=2)
+        assert answers == [True], "a probe waited for the reload"
+        assert set(daemon.loops) == {"a", "b"}
+    finally:
+        hung.set()
+        ticking.join(5)
+        reloading.join(5)
+    assert daemon.loops["a"].settings.workload.tick_seconds == 30
