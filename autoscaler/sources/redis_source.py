@@ -35,6 +35,23 @@ def connect(config: StreamSourceConfig | ListSourceConfig) -> redis.Redis:
     )
 
 
+def unavailable(what: str, client: redis.Redis, exc: redis.RedisError) -> SourceUnavailableError:
+    """The error for a failed read, saying what to check: an operator reading "Error 111" in a
+    log should not have to know which setting holds the address or the password."""
+    kwargs = client.connection_pool.connection_kwargs
+    where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+    if isinstance(exc, redis.AuthenticationError) or str(exc).startswith(("NOAUTH", "WRONGPASS")):
+        hint = "Redis refused the credentials: check the source's password_env (or the URL's password)"
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        hint = (
+            f"cannot reach Redis at {where}: check the source's redis_url (by default $REDIS_URL) "
+            "and that the server is running and reachable from this pod"
+        )
+    else:
+        hint = f"Redis at {where} refused the read"
+    return SourceUnavailableError(f"{what}: {exc} ({hint})")
+
+
 def _busy_slots(worker: WorkerInfo) -> int:
     """A worker serves one job at a time; a draining one still finishing its job is busy too."""
     return 1 if worker.job and worker.state in (WorkerState.BUSY, WorkerState.DRAINING) else 0
@@ -78,7 +95,7 @@ class StreamSource:
         try:
             stats = jq.read_queue_stats(self._client, self.queue, since=self._cursor, settings=self._settings)
         except redis.RedisError as exc:
-            raise SourceUnavailableError(f"queue {self.queue}: {exc}") from exc
+            raise unavailable(f"queue {self.queue}", self._client, exc) from exc
         # The first read seeds service times from the newest completions; those finished before this
         # process was watching (a previous one already counted them), so they carry no latencies.
         seeding, self._cursor = self._cursor is None, stats.completions_cursor
@@ -97,7 +114,7 @@ class StreamSource:
         try:
             counts = jq.read_queue_counts(self._client, self.queue, settings=self._settings)
         except redis.RedisError as exc:
-            raise SourceUnavailableError(f"queue {self.queue}: {exc}") from exc
+            raise unavailable(f"queue {self.queue}", self._client, exc) from exc
         return QueueSignals(
             observed_at=self._clock(),
             waiting=counts.waiting,
@@ -122,7 +139,7 @@ class StreamSource:
                 self._client, self.queue, limit=HISTORY_LIMIT, settings=self._settings
             )
         except redis.RedisError as exc:
-            raise SourceUnavailableError(f"queue {self.queue}: {exc}") from exc
+            raise unavailable(f"queue {self.queue}", self._client, exc) from exc
         self._cursor = stats.completions_cursor
         since = self._clock() - seconds
         arrivals: dict[str, float] = {}
@@ -163,7 +180,7 @@ class ListSource:
         try:
             stats = jq.read_list_queue_stats(self._client, self.key, self.arrivals_key)
         except redis.RedisError as exc:
-            raise SourceUnavailableError(f"list {self.key}: {exc}") from exc
+            raise unavailable(f"list {self.key}", self._client, exc) from exc
         return QueueSignals(
             observed_at=self._clock(),
             waiting=stats.waiting,

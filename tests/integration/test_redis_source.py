@@ -174,7 +174,8 @@ def test_password_from_env_and_an_unreachable_server(
     assert source.read().waiting == 0
     server.stop()
     started = time.monotonic()
-    with pytest.raises(SourceUnavailableError):
+    # The error names the address and the setting to check, not just "Error 111".
+    with pytest.raises(SourceUnavailableError, match=rf"127\.0\.0\.1:{server.port}.*redis_url"):
         source.read()
     with pytest.raises(SourceUnavailableError):
         source.pulse()
@@ -182,6 +183,12 @@ def test_password_from_env_and_an_unreachable_server(
     server.start()
     assert source.read().waiting == 0  # reconnects by itself
     source.close()
+
+    monkeypatch.setenv("QUEUE_REDIS_PASSWORD", "wrong")
+    wrong = make_source(config)
+    with pytest.raises(SourceUnavailableError, match="password_env"):
+        wrong.read()
+    wrong.close()
 
 
 def test_a_job_dead_lettered_by_the_reclaimer_counts_once_with_no_service_sample(
