@@ -49,7 +49,8 @@ def as_map(reply: Any) -> dict[str, Any]:
 
 
 def job_fields(job: Job) -> dict[str, str]:
-    """The hash fields that represent ``job`` (the ``entry`` field is managed by the scripts)."""
+    """The hash fields that represent ``job`` (``entry`` and ``attempt_token`` are managed by the
+    scripts: the stream entry that delivers the job, and the token of the attempt that started)."""
     return {
         "id": job.id,
         "queue": job.queue,

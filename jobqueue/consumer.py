@@ -5,10 +5,12 @@ the worker's name (its pod name). The life of an entry:
 
 1. :func:`fetch` hands out one new entry, the high-priority stream first; :func:`reclaim` hands out
    one entry another consumer has held idle for longer than the visibility timeout (its worker
-   died: heartbeats renew the entries of live workers, see :func:`heartbeat`).
+   died: heartbeats renew the entries of live workers, see :func:`heartbeat`), scanning the pending
+   entries from a caller-kept :class:`ReclaimCursor` so long lists are covered in turns.
 2. :func:`start` decides atomically whether the entry runs: cancelled, finished, stale or vanished
    jobs are acknowledged and skipped; a job whose attempts are exhausted is dead-lettered;
-   otherwise the job becomes ``running`` with ``attempts + 1``.
+   otherwise the job becomes ``running`` with ``attempts + 1``. A retried start carrying the same
+   attempt token as the one that began the attempt returns that attempt without counting again.
 3. :func:`finish` records the outcome if this worker still holds the job: ``succeeded``,
    ``failed`` (permanent), or a retryable error, which re-enqueues the job at the tail of its
    stream until ``max_attempts`` is reached and then dead-letters it with the error kept. Every
@@ -19,7 +21,7 @@ the worker's name (its pod name). The life of an entry:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -117,26 +119,83 @@ def fetch(
     return []
 
 
+RECLAIM_BATCHES = 10
+"""XAUTOCLAIM round trips one :func:`reclaim` call may make per stream. Each examines at most ten
+pending entries (the server scans COUNT * 10 of them and reclaim claims one at a time), so one
+call looks at up to 100 entries per stream and a worker's cursor covers a longer list in turns."""
+
+
+@dataclass(slots=True)
+class ReclaimCursor:
+    """Where :func:`reclaim` resumes its scan of each stream's pending entries list, per stream.
+
+    Why it exists: XAUTOCLAIM examines at most ``COUNT * 10`` pending entries per call (a limit
+    hard-coded in the server's ``xautoclaimCommand``) and returns the id to continue from. A scan
+    that always restarts at ``0-0`` therefore never reaches an abandoned entry queued behind more
+    entries than that, all held by live workers. The operation stays stateless; the caller (the
+    worker) keeps one cursor across calls, and :func:`reclaim` advances it, wrapping to ``0-0`` at
+    the end of the list so entries that went idle behind the cursor are found on the next lap.
+    """
+
+    positions: dict[str, str] = field(default_factory=dict)
+
+
 def reclaim(
-    queue: str, consumer: str, min_idle_ms: int, *, settings: Settings = DEFAULT_SETTINGS
+    queue: str,
+    consumer: str,
+    min_idle_ms: int,
+    *,
+    cursor: ReclaimCursor | None = None,
+    max_batches: int = RECLAIM_BATCHES,
+    settings: Settings = DEFAULT_SETTINGS,
 ) -> Op[Entry | None]:
-    """Take over one entry idle (unrenewed) for ``min_idle_ms`` or more, high priority first."""
+    """Take over one entry idle (unrenewed) for ``min_idle_ms`` or more, high priority first.
+
+    Scans each stream's pending entries from ``cursor``'s position (``0-0`` without one) for up to
+    ``max_batches`` round trips, at most one lap. Without a cursor only the first
+    ``max_batches * 10`` pending entries of a stream are ever looked at; a caller that reclaims
+    repeatedly should keep a :class:`ReclaimCursor` so the whole list is covered in turns.
+    """
+    if max_batches < 1:
+        raise ValueError("max_batches must be >= 1")
     qk = Keyspace(settings.prefix).queue(queue)
     for stream in qk.streams:
-        (reply,) = yield [
-            call("XAUTOCLAIM", stream, GROUP, consumer, min_idle_ms, "0-0", "COUNT", 1, allow_error=True)
-        ]
-        if isinstance(reply, Exception):
-            if _is_error(reply, "NOGROUP"):
-                continue
-            raise reply
-        for entry_id, fields in codec.stream_entries(reply[1]):
-            return Entry(queue, stream, entry_id, fields.get("job", ""))
+        start = cursor.positions.get(stream, "0-0") if cursor is not None else "0-0"
+        lapped = start == "0-0"  # a scan from the list's head is one whole lap already
+        for _ in range(max_batches):
+            (reply,) = yield [
+                call("XAUTOCLAIM", stream, GROUP, consumer, min_idle_ms, start, "COUNT", 1, allow_error=True)
+            ]
+            if isinstance(reply, Exception):
+                if not _is_error(reply, "NOGROUP"):
+                    raise reply
+                if cursor is not None:  # no group, no list: a recreated one is scanned from its head
+                    cursor.positions.pop(stream, None)
+                break
+            start = str(reply[0])
+            if cursor is not None:
+                cursor.positions[stream] = start
+            for entry_id, fields in codec.stream_entries(reply[1]):
+                return Entry(queue, stream, entry_id, fields.get("job", ""))
+            if start == "0-0":  # end of the list: wrap to its head once, then leave this stream
+                if lapped:
+                    break
+                lapped = True
     return None
 
 
-def start(entry: Entry, worker: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[Started]:
-    """Atomically turn a delivered entry into a running attempt, or acknowledge and skip it."""
+def start(
+    entry: Entry, worker: str, *, token: str = "", settings: Settings = DEFAULT_SETTINGS
+) -> Op[Started]:
+    """Atomically turn a delivered entry into a running attempt, or acknowledge and skip it.
+
+    ``token`` makes the call safe to retry: the caller picks one per delivery it starts (a random
+    hex string) and passes the same one on every retry of that start. If the script ran but its
+    reply was lost, the retry finds the job already running for this worker under this token and
+    returns it unchanged instead of counting a second attempt (which could dead-letter a job that
+    never ran twice). Without a token (the default, kept for callers that never retry) every call
+    starts a new attempt.
+    """
     ks = Keyspace(settings.prefix)
     qk = ks.queue(entry.queue)
     keys = (ks.job(entry.job_id), entry.stream, qk.dead, qk.completions)
@@ -151,6 +210,7 @@ def start(entry: Entry, worker: str, *, settings: Settings = DEFAULT_SETTINGS) -
         entry.job_id,
         ks.done_channel(entry.job_id),
         settings.completions_maxlen,
+        token,
     )
     (reply,) = yield [Eval(START, keys, args)]
     if reply[0] == "run":

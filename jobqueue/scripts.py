@@ -111,7 +111,7 @@ START = Script(
     + """
 -- KEYS: job hash, stream, dead-letter stream, completions stream
 -- ARGV: group, entry id, worker, now, max attempts, result ttl, dead maxlen, job id, channel,
---       completions maxlen
+--       completions maxlen, attempt token ('' for none)
 -- Returns {'run', flat job hash}, {reason} when the entry must not run (it is then acked), or
 -- {'not-held'} when this worker no longer holds the entry (nothing is touched: it is another's).
 local function drop()
@@ -125,11 +125,18 @@ end
 local held = redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[2], ARGV[2], 1)
 if #held == 0 or held[1][2] ~= ARGV[3] then return {'not-held'} end
 redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
-local h = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'error', 'entry', 'worker', 'submitted_at')
+local h = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'error', 'entry', 'worker', 'submitted_at',
+                     'attempt_token')
 local status = h[1]
 if not status then drop(); return {'missing'} end
 if h[4] and h[4] ~= ARGV[2] then drop(); return {'stale'} end
 if status ~= 'queued' and status ~= 'running' then drop(); return {status} end
+-- The caller's retry of a START whose reply was lost (the connection dropped after the script
+-- ran): the attempt it began is this one, so it is handed back as is, not counted again. A new
+-- delivery (a reclaim, a restarted process under the same name) brings a new token.
+if status == 'running' and ARGV[11] ~= '' and h[7] == ARGV[11] and h[5] == ARGV[3] then
+  return {'run', redis.call('HGETALL', KEYS[1])}
+end
 local attempts = tonumber(h[2] or '0')
 local err = h[3] or ''
 if status == 'running' then
@@ -144,7 +151,7 @@ if attempts >= tonumber(ARGV[5]) then
   return {'dead'}
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4], 'worker', ARGV[3],
-           'attempts', attempts + 1, 'error', err)
+           'attempts', attempts + 1, 'error', err, 'attempt_token', ARGV[11])
 return {'run', redis.call('HGETALL', KEYS[1])}
 """,
 )

@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from jobqueue import Settings, validate_queue
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, *, positive: bool = False) -> float:
+    """``positive``: 0 is refused too (a limit of 0 s is no setting anyone means)."""
     raw = env.get(name, "")
     try:
         value = float(raw) if raw else default
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:  # nan/inf parse, then fail deep in the loop
-        raise ValueError(f"{name} must be a finite number >= 0, got {raw!r}")
+    # nan/inf parse, then fail deep in the loop
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {raw!r}")
     return value
 
 
@@ -41,6 +43,11 @@ class WorkerConfig:
     ``visibility_timeout`` is how long an entry of a worker that stopped heartbeating stays pending
     before another worker reclaims it; live workers renew their entry every heartbeat, so it bounds
     the recovery time after a crash, not the job duration.
+
+    ``job_timeout`` (JOB_TIMEOUT) bounds the job duration instead: the heartbeat would renew the
+    lease of a model call that never returns forever, so past this many seconds the worker records
+    the attempt as timed out (retried, or dead-lettered at MAX_ATTEMPTS) and exits non-zero to be
+    restarted (see :mod:`worker.watchdog`). Set it above the longest legitimate job.
     """
 
     redis_url: str
@@ -52,6 +59,7 @@ class WorkerConfig:
     heartbeat_seconds: float
     poll_seconds: float
     forget_consumers_after: float
+    job_timeout: float
     settings: Settings
 
     @classmethod
@@ -71,6 +79,7 @@ class WorkerConfig:
             heartbeat_seconds=heartbeat,
             poll_seconds=max(0.05, _float(env, "POLL_SECONDS", 1.0)),
             forget_consumers_after=_float(env, "FORGET_CONSUMERS_AFTER", 600.0),
+            job_timeout=_float(env, "JOB_TIMEOUT", 600.0, positive=True),
             settings=Settings(
                 max_attempts=_int(env, "MAX_ATTEMPTS", 3, 1),
                 result_ttl=_int(env, "RESULT_TTL", 24 * 3600, 1),

@@ -1,18 +1,22 @@
 """The job loop: set up the model, then take, run and finish jobs until asked to drain.
 
-Threads: this loop (main thread, the only one calling the model), the heartbeat, the probe server.
-Signals: SIGTERM/SIGINT request a drain: no new job is taken, the current one is finished and
-recorded, the worker deregisters and the process exits 0. Redis outages are waited out with
-back-off; a job's result is kept in memory and recorded once Redis is back, and if the worker dies
-meanwhile the job's entry is still pending and another worker reclaims it.
+Threads: this loop (main thread, the only one calling the model), the heartbeat, the job watchdog,
+the probe server. Signals: SIGTERM/SIGINT request a drain: no new job is taken, the current one is
+finished and recorded, the worker deregisters and the process exits 0. Redis outages are waited out
+with back-off; a job's result is kept in memory and recorded once Redis is back, and if the worker
+dies meanwhile the job's entry is still pending and another worker reclaims it. A model call that
+outlives JOB_TIMEOUT (draining or not) is recorded as a timed-out attempt and the process exits
+with :data:`worker.watchdog.EXIT_JOB_TIMEOUT` (see :mod:`worker.watchdog`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,7 +26,7 @@ from redis.retry import Retry
 
 from jobqueue import Entry, codec
 from jobqueue import sync as jq
-from jobqueue.consumer import Outcome
+from jobqueue.consumer import Outcome, ReclaimCursor
 from worker.config import WorkerConfig
 from worker.heartbeat import Heartbeat
 from worker.metrics import WorkerMetrics
@@ -30,6 +34,7 @@ from worker.model import Model, PermanentJobError
 from worker.probes import start_probe_server
 from worker.retry import GaveUp, with_retry
 from worker.status import LiveStatus
+from worker.watchdog import EXIT_JOB_TIMEOUT, JobWatchdog
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -69,8 +74,12 @@ class Worker:
             config.settings,
             on_redis_error=self._outage.set,
         )
+        self.watchdog = JobWatchdog(self.status, config.job_timeout, self._abandon_hung_job)
         self._reclaim_every = min(config.visibility_timeout / 4, 5.0)
         self._next_reclaim = 0.0
+        # Kept across calls so each reclaim continues where the last one stopped (XAUTOCLAIM looks
+        # at a bounded number of pending entries per call; see jobqueue.consumer.ReclaimCursor).
+        self._reclaim_cursor = ReclaimCursor()
         self._next_forget = time.monotonic() + config.forget_consumers_after
         self._in_setup = False
 
@@ -98,6 +107,7 @@ class Worker:
         """Serve until drained; returns the process exit code."""
         probes = start_probe_server(self.status, self.metrics, self.config.port)
         self.heartbeat.start()
+        self.watchdog.start()
         try:
             self._setup()
             if not self.draining.is_set():
@@ -110,6 +120,7 @@ class Worker:
         except GaveUp as what:
             log.warning("drained while redis was unavailable (during %s)", what)
         finally:
+            self.watchdog.stop()
             self.heartbeat.stop()
             self._deregister()
             probes.shutdown()
@@ -161,7 +172,12 @@ class Worker:
         if now >= self._next_reclaim:
             self._next_reclaim = now + self._reclaim_every
             entry = jq.reclaim(
-                self.client, cfg.queue, cfg.name, int(cfg.visibility_timeout * 1000), settings=cfg.settings
+                self.client,
+                cfg.queue,
+                cfg.name,
+                int(cfg.visibility_timeout * 1000),
+                cursor=self._reclaim_cursor,
+                settings=cfg.settings,
             )
             if entry is not None:
                 log.info("reclaimed job %s from a worker that stopped heartbeating", entry.job_id)
@@ -177,9 +193,13 @@ class Worker:
 
     def _process(self, entry: Entry) -> None:
         cfg = self.config
+        # One token per delivery, reused by every retry of this start: a retry after a lost reply
+        # then gets the attempt it began back instead of counting another (see jobqueue.consumer.start).
+        token = uuid.uuid4().hex
         try:
             started = self._redis(
-                lambda: jq.start(self.client, entry, cfg.name, settings=cfg.settings), "starting a job"
+                lambda: jq.start(self.client, entry, cfg.name, token=token, settings=cfg.settings),
+                "starting a job",
             )
         except GaveUp:
             return  # still pending under our name: reclaimed by another worker later
@@ -192,6 +212,10 @@ class Worker:
         t0 = time.monotonic()
         outcome, payload = self._predict(started.job.input)
         duration = time.monotonic() - t0
+        if not self.status.returned():
+            # Too late: the watchdog gave this attempt up as timed out, records it so and ends the
+            # process; recording this result too would race it. Wait for the end.
+            threading.Event().wait()
         status = self._redis(
             lambda: jq.finish(
                 self.client, entry, cfg.name, outcome, payload, duration, settings=cfg.settings
@@ -207,6 +231,46 @@ class Worker:
             status.value if status else "discarded (reclaimed)",
             duration,
         )
+
+    def _abandon_hung_job(self, entry: Entry, elapsed: float) -> None:
+        """Watchdog callback (its thread; the main thread is stuck in the model): record the attempt
+        as a retryable timeout, deregister, and end the process with EXIT_JOB_TIMEOUT. Never returns.
+
+        Recording is retried through a Redis outage for up to a visibility timeout; if it still
+        fails, the entry, no longer renewed, is reclaimed by another worker after the visibility
+        timeout, which counts the attempt as lost instead, so the job is not stranded either way.
+        """
+        cfg = self.config
+        try:
+            log.error(
+                "job %s: the model call has not returned after %.1f s (JOB_TIMEOUT=%g s); recording "
+                "the attempt as timed out and exiting so the container is restarted",
+                entry.job_id,
+                elapsed,
+                cfg.job_timeout,
+            )
+            error = (
+                f"timed out after {cfg.job_timeout:g} s (JOB_TIMEOUT): the model call did not return; "
+                f"worker {cfg.name} exited to be restarted"
+            )
+            deadline = time.monotonic() + cfg.visibility_timeout
+            status = with_retry(
+                lambda: jq.finish(
+                    self.client, entry, cfg.name, Outcome.ERROR, error, elapsed, settings=cfg.settings
+                ),
+                what="recording a timed-out job",
+                give_up=lambda: time.monotonic() > deadline,
+                on_error=self._redis_failed,
+            )
+            log.error("job %s -> %s (timed out)", entry.job_id, status.value if status else "discarded")
+            self.heartbeat.stop()  # else a last beat could re-register the worker after it left
+            self._deregister()
+        except Exception:  # GaveUp included: whatever happened, the process must still end
+            log.exception("could not record the timed-out job %s; it is reclaimed later", entry.job_id)
+        finally:
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(EXIT_JOB_TIMEOUT)
 
     def _predict(self, input: Any) -> tuple[Outcome, Any]:
         """Run the model; a model exception is retryable unless it is a PermanentJobError."""

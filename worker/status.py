@@ -31,6 +31,10 @@ class LiveStatus:
         self._state = WorkerState.STARTING
         self._entry: Entry | None = None
         self._ready_at: float | None = None
+        # The running job's model call: when it began (monotonic; None when no call is running)
+        # and whether the watchdog gave the attempt up (see overdue).
+        self._called_at: float | None = None
+        self._abandoned = False
 
     def mark_ready(self) -> float:
         """Setup is done; returns the measured warm-up in seconds."""
@@ -41,14 +45,42 @@ class LiveStatus:
             return self._ready_at - self.started_at
 
     def busy(self, entry: Entry) -> None:
+        """The job loop starts running ``entry``'s job: its lease is renewed and its clock runs."""
         with self._lock:
             self._entry = entry
+            self._called_at = time.monotonic()
             if self._state is not WorkerState.DRAINING:
                 self._state = WorkerState.BUSY
+
+    def returned(self) -> bool:
+        """The model call returned: stop the job's clock. False if :meth:`overdue` gave the attempt
+        up first; its result must then not be recorded (the timeout was, and the process is exiting).
+        One lock decides between the two, so exactly one of them records the attempt."""
+        with self._lock:
+            if self._abandoned:
+                return False
+            self._called_at = None
+            return True
+
+    def overdue(self, limit: float) -> tuple[Entry, float] | None:
+        """If the running model call has lasted ``limit`` seconds, give its attempt up and return the
+        entry and the seconds it ran; else None. A given-up attempt's lease is no longer renewed
+        (so if the timeout cannot be recorded, another worker reclaims the entry) and the worker
+        reports ``draining`` (not ready): it is about to exit."""
+        with self._lock:
+            if self._entry is None or self._called_at is None or self._abandoned:
+                return None
+            elapsed = time.monotonic() - self._called_at
+            if elapsed < limit:
+                return None
+            self._abandoned = True
+            self._state = WorkerState.DRAINING
+            return self._entry, elapsed
 
     def idle(self) -> None:
         with self._lock:
             self._entry = None
+            self._called_at = None
             if self._state is WorkerState.BUSY:
                 self._state = WorkerState.IDLE
 
@@ -68,7 +100,8 @@ class LiveStatus:
             return self._ready_at is not None and self._state is not WorkerState.DRAINING
 
     def snapshot(self) -> tuple[WorkerInfo, Entry | None]:
-        """The registry entry to publish now, and the entry whose lease must be renewed."""
+        """The registry entry to publish now, and the entry whose lease must be renewed (none once
+        the attempt was given up as timed out)."""
         with self._lock:
             info = WorkerInfo(
                 name=self.name,
@@ -81,4 +114,4 @@ class LiveStatus:
                 warmup_seconds=None if self._ready_at is None else self._ready_at - self.started_at,
                 pid=os.getpid(),
             )
-            return info, self._entry
+            return info, None if self._abandoned else self._entry

@@ -21,6 +21,7 @@ from jobqueue import (
     WorkerState,
     aio,
 )
+from jobqueue import consumer as jq_consumer
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome
 from jobqueue.types import Entry
@@ -260,6 +261,55 @@ def test_reclaim_after_visibility_timeout_counts_the_attempt(redis_client: redis
     assert job is not None and (job.output, job.attempts, job.worker, job.error) == ("ok", 2, "w2", None)
 
 
+def make_idle(r: redis.Redis, entry: Entry, ms: int) -> None:
+    """Backdate ``entry``'s last delivery by ``ms`` (its holder stays), as if it stopped renewing."""
+    r.xclaim(entry.stream, "workers", entry_holder(r, entry), 0, [entry.entry_id], idle=ms, justid=True)
+
+
+def entry_holder(r: redis.Redis, entry: Entry) -> str:
+    [row] = r.xpending_range(entry.stream, "workers", entry.entry_id, entry.entry_id, 1)
+    consumer = row["consumer"]
+    return consumer.decode() if isinstance(consumer, bytes) else str(consumer)
+
+
+def test_reclaim_reaches_an_idle_entry_behind_many_live_ones(redis_client: redis.Redis) -> None:
+    """XAUTOCLAIM looks at ten pending entries per claim of one: the idle entry sits behind 25 held
+    by a live worker, so only a scan that continues from its cursor ever gets to it."""
+    live_ids = [jq.submit_job(redis_client, Q, i).job_id for i in range(25)]
+    lost_id = jq.submit_job(redis_client, Q, "lost").job_id
+    live = [take(redis_client, "live") for _ in live_ids]
+    lost = take(redis_client, "dead-worker")
+    assert [e.job_id for e in live] == live_ids and lost.job_id == lost_id
+    make_idle(redis_client, lost, 60_000)
+
+    cursor = jq_consumer.ReclaimCursor()
+    got = [jq.reclaim(redis_client, Q, "w2", 30_000, cursor=cursor, max_batches=1) for _ in range(4)]
+    assert got[:2] == [None, None]  # entries 1-10, then 11-20: all live
+    assert got[2] is not None and (got[2].entry_id, got[2].job_id) == (lost.entry_id, lost_id)
+    assert got[3] is None  # the lap ended and restarted at the head: still nothing idle there
+    assert entry_holder(redis_client, lost) == "w2"
+
+    # The cursor wraps: an entry that goes idle behind it is found on the next lap.
+    make_idle(redis_client, live[4], 60_000)
+    again = [jq.reclaim(redis_client, Q, "w2", 30_000, cursor=cursor, max_batches=1) for _ in range(4)]
+    assert [e.entry_id for e in again if e is not None] == [live[4].entry_id]
+    # Entries of the live worker are never taken, however many times the list is scanned.
+    for _ in range(10):
+        assert jq.reclaim(redis_client, Q, "w2", 30_000, cursor=cursor) is None
+    assert [entry_holder(redis_client, e) for e in live] == ["live"] * 4 + ["w2"] + ["live"] * 20
+
+
+def test_reclaim_without_a_cursor_scans_several_batches(redis_client: redis.Redis) -> None:
+    """A one-off caller keeps no cursor: one call still reaches past the first ten entries."""
+    for i in range(26):
+        jq.submit_job(redis_client, Q, i)
+    entries = [take(redis_client, "live") for _ in range(26)]
+    make_idle(redis_client, entries[-1], 60_000)
+    assert jq.reclaim(redis_client, Q, "w2", 30_000, max_batches=2) is None  # 20 entries looked at
+    got = jq.reclaim(redis_client, Q, "w2", 30_000)
+    assert got is not None and got.entry_id == entries[-1].entry_id
+
+
 def test_a_delivery_reclaimed_before_it_started_cannot_take_the_job_back(redis_client: redis.Redis) -> None:
     """Two entries fetched together: the second waits unrenewed while the first runs, and another
     worker reclaims it. The first worker's late START must leave the job with its new holder."""
@@ -290,6 +340,40 @@ def test_starting_renews_the_lease_of_an_entry_that_waited(redis_client: redis.R
     time.sleep(0.3)
     assert jq.start(redis_client, entry, "w1").job is not None
     assert jq.reclaim(redis_client, Q, "w2", 250) is None
+
+
+def test_a_retried_start_with_the_same_token_is_the_same_attempt(redis_client: redis.Redis) -> None:
+    """START's reply can be lost after the script ran; the worker's retry carries the same token
+    and must get the running attempt back, not count a second one."""
+    settings = Settings(max_attempts=1)  # an extra count would dead-letter the job outright
+    job_id = jq.submit_job(redis_client, Q, 1).job_id
+    entry = take(redis_client, "w1")
+    first = jq.start(redis_client, entry, "w1", token="t-1", settings=settings)
+    again = jq.start(redis_client, entry, "w1", token="t-1", settings=settings)
+    assert first.job is not None and first.job.attempts == 1 and first.job.status is JobStatus.RUNNING
+    assert again == first
+    assert jq.get_job(redis_client, job_id) == first.job
+    assert jq.finish(redis_client, entry, "w1", Outcome.SUCCEEDED, "ok", 0.5) is JobStatus.SUCCEEDED
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.status, job.attempts, job.output) == (JobStatus.SUCCEEDED, 1, "ok")
+    [completion] = jq.read_queue_stats(redis_client, Q).completions  # one attempt, one completion
+    assert completion.status is JobStatus.SUCCEEDED
+
+
+def test_a_start_with_another_token_is_a_new_attempt(redis_client: redis.Redis) -> None:
+    """A new delivery of a running job (the process restarted under the same name and reclaimed its
+    own entry) brings a new token: the lost attempt counts, as without tokens."""
+    job_id = jq.submit_job(redis_client, Q, 1).job_id
+    entry = take(redis_client, "w1")
+    assert jq.start(redis_client, entry, "w1", token="before-restart").job is not None
+    started = jq.start(redis_client, entry, "w1", token="after-restart")
+    assert started.job is not None and started.job.attempts == 2
+    assert started.job.error is not None and "stopped heartbeating" in started.job.error
+    assert jq.start(redis_client, entry, "w1", token="after-restart") == started
+    assert jq.start(redis_client, entry, "w1").job is not None  # no token: never deduplicated
+    assert jq.start(redis_client, entry, "w1", settings=Settings(max_attempts=3)).skipped == "dead"
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.status, job.attempts) == (JobStatus.DEAD, 3)
 
 
 def test_heartbeat_lease_prevents_reclaim(redis_client: redis.Redis) -> None:

@@ -11,10 +11,16 @@ import redis
 
 from jobqueue import JobStatus, Keyspace, Priority, Settings, WorkerState
 from jobqueue import sync as jq
-from tests.support.workers import WorkerPool
+from jobqueue.scripts import START
+from tests.support.proxy import ReplyDropper
+from tests.support.workers import FAST_ENV, WorkerPool, WorkerProcess
+from worker.config import WorkerConfig
 from worker.heartbeat import Heartbeat
 from worker.metrics import WorkerMetrics
+from worker.model import ReferenceModel
+from worker.runner import Worker
 from worker.status import LiveStatus
+from worker.watchdog import EXIT_JOB_TIMEOUT
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +209,75 @@ def test_the_heartbeat_outlives_a_refusal_that_is_not_an_outage(redis_client: re
         wait_until(lambda: redis_client.type(key) == b"hash")
     finally:
         beat.stop()
+
+
+def test_a_start_whose_reply_was_lost_is_retried_without_counting_twice(redis_client: redis.Redis) -> None:
+    """The connection drops after START ran on the server: the worker's retry must find the attempt
+    it began (same token), so the job runs once with attempts 1, and not dead-lettered at 1."""
+    port = redis_client.connection_pool.connection_kwargs["port"]
+    redis_client.script_load(START.source)  # so the dropped reply is the script's, not NOSCRIPT
+    with ReplyDropper(port) as proxy:
+        env = {**FAST_ENV, "HOSTNAME": "w-lossy", "REDIS_URL": proxy.url, "MAX_ATTEMPTS": "1"}
+        worker = Worker(WorkerConfig.from_env(env), ReferenceModel(setup_seconds=0, predict_seconds=0))
+        job_id = jq.submit_job(redis_client, Q, "once").job_id
+        [entry] = jq.fetch(redis_client, Q, "w-lossy", block_ms=50)
+        proxy.drop_reply_to(START.sha.encode())
+        worker._process(entry)
+        assert proxy.dropped.is_set()
+        worker.client.close()
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.status, job.attempts, job.error) == (JobStatus.SUCCEEDED, 1, None)
+    assert jq.read_dead_letters(redis_client, Q) == []
+
+
+def test_the_worker_reclaims_past_a_long_list_of_live_entries(redis_client: redis.Redis) -> None:
+    """150 entries held by a live worker sit ahead of an abandoned one: a reclaim looks at 100 per
+    stream, so the worker's second reclaim must continue where the first stopped."""
+    for i in range(151):
+        jq.submit_job(redis_client, Q, i)
+    live = [e for _ in range(150) for e in jq.fetch(redis_client, Q, "live", block_ms=50)]
+    [lost] = jq.fetch(redis_client, Q, "dead-worker", block_ms=50)
+    assert len(live) == 150
+    redis_client.xclaim(lost.stream, "workers", "dead-worker", 0, [lost.entry_id], idle=60_000, justid=True)
+    env = {**FAST_ENV, "HOSTNAME": "rescuer", "REDIS_URL": "unused", "VISIBILITY_TIMEOUT": "30"}
+    worker = Worker(WorkerConfig.from_env(env), ReferenceModel(0, 0), client=redis_client)
+    found = []
+    for _ in range(3):
+        worker._next_reclaim = 0.0  # reclaim on every call, not every few seconds
+        found.append(worker._next_entries())
+    assert found == [[], [lost], []], found
+    pending = redis_client.xpending(lost.stream, "workers")
+    assert {c["name"]: c["pending"] for c in pending["consumers"]} == {b"live": 150, b"rescuer": 1}
+
+
+def test_a_hung_job_times_out_is_retried_then_dead_lettered_and_each_worker_exits(
+    redis_client: redis.Redis, worker_pool: WorkerPool
+) -> None:
+    """The heartbeat would renew a hung model call's lease forever. Past JOB_TIMEOUT the attempt is
+    recorded as a timeout (retried, then dead-lettered at MAX_ATTEMPTS) and the process exits
+    non-zero so Kubernetes restarts it."""
+
+    def spawn(name: str) -> WorkerProcess:
+        return worker_pool.spawn(
+            name, MODEL_CLASS="tests.support.models:Hangs", JOB_TIMEOUT="1", MAX_ATTEMPTS="2"
+        )
+
+    job_id = jq.submit_job(redis_client, Q, "stuck").job_id
+    first = spawn("hung-1")
+    assert first.wait(15) == EXIT_JOB_TIMEOUT, first.log()
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.status, job.attempts) == (JobStatus.QUEUED, 1)
+    assert job.error is not None and job.error.startswith("timed out after 1 s"), job.error
+    [retry] = jq.read_queue_stats(redis_client, Q).completions
+    assert (retry.status, retry.worker) == (JobStatus.QUEUED, "hung-1")
+    assert retry.duration is not None and 1.0 <= retry.duration < 5.0
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert (stats.waiting, stats.in_flight, stats.workers) == (1, 0, ())  # re-queued, deregistered
+
+    second = spawn("hung-2")
+    assert second.wait(15) == EXIT_JOB_TIMEOUT, second.log()
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.status, job.attempts, job.worker) == (JobStatus.DEAD, 2, "hung-2")
+    [dead] = jq.read_dead_letters(redis_client, Q)
+    assert (dead.job_id, dead.attempts) == (job_id, 2) and dead.error.startswith("timed out after 1 s")
+    assert "JOB_TIMEOUT" in second.log()

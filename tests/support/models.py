@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -24,3 +25,11 @@ class RejectsInput(ReferenceModel):
         if isinstance(input, dict) and input.get("bad"):
             raise PermanentJobError("input rejected")
         return super().predict(input)
+
+
+class Hangs(ReferenceModel):
+    """Every prediction blocks forever (a deadlocked model): only JOB_TIMEOUT gets the job back."""
+
+    def predict(self, input: Any) -> dict[str, Any]:
+        threading.Event().wait()
+        raise AssertionError("unreachable")

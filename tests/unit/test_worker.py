@@ -17,6 +17,7 @@ from worker.model import PermanentJobError, ReferenceModel, load_model
 from worker.retry import GaveUp, with_retry
 from worker.runner import Worker
 from worker.status import LiveStatus, process_start_time
+from worker.watchdog import JobWatchdog
 
 
 def test_config_defaults_and_overrides() -> None:
@@ -28,6 +29,8 @@ def test_config_defaults_and_overrides() -> None:
         3,
     )
     assert cfg.model_class == "worker.model:ReferenceModel" and cfg.port == 8080
+    assert cfg.job_timeout == 600
+    assert WorkerConfig.from_env({"JOB_TIMEOUT": "0.5"}).job_timeout == 0.5
     cfg = WorkerConfig.from_env(
         {
             "HOSTNAME": "p",
@@ -52,6 +55,10 @@ def test_config_defaults_and_overrides() -> None:
         ({"MAX_ATTEMPTS": "three"}, "MAX_ATTEMPTS='three' is not a whole number"),
         ({"MAX_ATTEMPTS": "0"}, "MAX_ATTEMPTS must be >= 1"),
         ({"PORT": "80.5"}, "PORT='80.5' is not a whole number"),
+        ({"JOB_TIMEOUT": "0"}, "JOB_TIMEOUT must be a finite number > 0, got '0'"),
+        ({"JOB_TIMEOUT": "-5"}, "JOB_TIMEOUT must be a finite number > 0, got '-5'"),
+        ({"JOB_TIMEOUT": "ten"}, "JOB_TIMEOUT='ten' is not a number"),
+        ({"JOB_TIMEOUT": "inf"}, "JOB_TIMEOUT must be a finite number"),
     ],
 )
 def test_config_rejects_nonsense_naming_the_variable(env: dict[str, str], message: str) -> None:
@@ -143,3 +150,50 @@ def test_live_status_transitions() -> None:
 
 def test_process_start_time_is_in_the_past() -> None:
     assert 0 <= time.time() - process_start_time() < 3600
+
+
+def test_a_timed_out_call_is_recorded_by_exactly_one_party() -> None:
+    """The watchdog and the job loop race when the model returns just at the limit: the status
+    lock lets exactly one of them record the attempt, and a given-up lease is no longer renewed."""
+    status = LiveStatus("w", "q:v")
+    status.mark_ready()
+    entry = Entry("q:v", "s", "1-0", "job1")
+    status.busy(entry)
+    assert status.overdue(60) is None  # not yet
+    overdue = status.overdue(0)
+    assert overdue is not None and overdue[0] == entry and overdue[1] >= 0
+    assert status.overdue(0) is None  # given up once
+    assert status.returned() is False  # the late result is not recorded
+    info, lease = status.snapshot()
+    assert (info.state, info.job, lease, status.ready) == (WorkerState.DRAINING, "job1", None, False)
+
+    status = LiveStatus("w", "q:v")
+    status.busy(entry)
+    assert status.returned() is True  # returned in time: the clock stops
+    assert status.overdue(0) is None
+    assert status.snapshot()[1] == entry  # still renewed while the result is being recorded
+
+
+def test_the_watchdog_reports_an_overdue_call_once() -> None:
+    status = LiveStatus("w", "q:v")
+    calls: list[tuple[Entry, float]] = []
+    done = threading.Event()
+
+    def overdue(entry: Entry, seconds: float) -> None:
+        calls.append((entry, seconds))
+        done.set()
+
+    dog = JobWatchdog(status, 0.2, overdue)
+    dog.start()
+    try:
+        time.sleep(0.3)
+        assert calls == []  # no job, nothing to time
+        entry = Entry("q:v", "s", "1-0", "job1")
+        status.busy(entry)
+        assert done.wait(2)
+        dog.join(1)
+        assert not dog.is_alive()
+        [(got, seconds)] = calls
+        assert got == entry and 0.2 <= seconds < 1.0
+    finally:
+        dog.stop()

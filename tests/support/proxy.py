@@ -1,0 +1,105 @@
+"""A TCP proxy in front of the real Valkey that can lose one reply on the way back to the client.
+
+Why: "the command ran but its reply never arrived" is the failure that makes a non-idempotent
+write count twice when the caller retries. It cannot be produced by stopping the server (then the
+command never runs); it takes a connection that dies between the server's execution and the
+client's read, which is what this proxy does, once, for the first request containing a marker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from types import TracebackType
+
+from tests.support.valkey import free_port
+
+
+class ReplyDropper:
+    """Forwards ``127.0.0.1:<port>`` to ``upstream_port``; after :meth:`drop_reply_to` it closes
+    the client's connection instead of forwarding the reply to the next request containing the
+    marker (the server has executed that request by then)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._lock = threading.Lock()
+        self._marker: bytes | None = None
+        self.dropped = threading.Event()
+        self._closing = threading.Event()
+        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def drop_reply_to(self, marker: bytes) -> None:
+        with self._lock:
+            self._marker = marker
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            doomed = threading.Event()  # set when this connection's next reply must be lost
+            threading.Thread(target=self._up, args=(client, upstream, doomed), daemon=True).start()
+            threading.Thread(target=self._down, args=(upstream, client, doomed), daemon=True).start()
+
+    def _up(self, client: socket.socket, upstream: socket.socket, doomed: threading.Event) -> None:
+        while data := _recv(client):
+            with self._lock:
+                if self._marker is not None and self._marker in data:
+                    self._marker = None
+                    doomed.set()  # before forwarding, so the reply cannot overtake the flag
+            if not _send(upstream, data):
+                break
+        _close(client, upstream)
+
+    def _down(self, upstream: socket.socket, client: socket.socket, doomed: threading.Event) -> None:
+        while data := _recv(upstream):
+            if doomed.is_set():
+                _close(client, upstream)
+                self.dropped.set()
+                return
+            if not _send(client, data):
+                break
+        _close(client, upstream)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._listener.close()
+
+    def __enter__(self) -> ReplyDropper:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
+
+
+def _send(sock: socket.socket, data: bytes) -> bool:
+    try:
+        sock.sendall(data)
+    except OSError:
+        return False
+    return True
+
+
+def _close(*socks: socket.socket) -> None:
+    for sock in socks:
+        with contextlib.suppress(OSError):  # already shut by the other direction
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
