@@ -169,7 +169,9 @@ class JobClient:
 
     def infer(self, prompt: str, timeout: float | None = None) -> dict[str, Any]:
         """Synchronous inference. If the server times out (504), the job keeps running: this
-        follows it by id for the rest of ``timeout`` instead of submitting it again."""
+        follows it by id for the rest of ``timeout`` instead of submitting it again. A 504 for a
+        submission that did not complete names a job that may not exist: if it does not (404),
+        :class:`JobTimeoutError` as for any timeout."""
         start = time.monotonic()
         body: dict[str, Any] = {"prompt": prompt}
         if timeout is not None:
@@ -181,7 +183,12 @@ class JobClient:
             left = (timeout or 0) - (time.monotonic() - start)
             if not job_id or left <= 0:
                 raise JobTimeoutError(job_id, body)
-            job = self.wait(job_id, left)
+            try:
+                job = self.wait(job_id, left)
+            except ApiClientError as exc:
+                if exc.status != 404:
+                    raise
+                raise JobTimeoutError(job_id, body) from exc
             if job["status"] != "succeeded":
                 raise ApiClientError(
                     502, {"error": "job_failed", "detail": job.get("error") or job["status"]}

@@ -28,6 +28,13 @@ REJECTION_REASONS = (
     "timeout",  # sync /infer did not finish in time (504)
 )
 
+ABANDON_OUTCOMES = (
+    "cancelled",  # the job was still queued: cancelled, so no worker spends time on it
+    "running",  # a worker had started it: left to finish (its result stays fetchable by id)
+    "finished",  # it had already finished: nothing to do
+    "unknown",  # the cancel failed (Redis unavailable) or the job record was gone
+)
+
 
 class ApiMetrics:
     def __init__(self) -> None:
@@ -52,6 +59,12 @@ class ApiMetrics:
             "api_queue_waiting_jobs", "Waiting jobs per queue as last read by the admission check",
             ["queue"], registry=r,
         )  # fmt: skip
+        self.infer_abandoned = Counter(
+            "api_infer_abandoned", "Sync /infer requests whose client disconnected before the answer, "
+            "by what became of the job", ["outcome"], registry=r,
+        )  # fmt: skip
+        for outcome in ABANDON_OUTCOMES:
+            self.infer_abandoned.labels(outcome)
         self.inflight_sync = Gauge("api_infer_in_flight", "Synchronous /infer requests in flight", registry=r)
         self.redis_up = Gauge("api_redis_up", "1 if the last Redis read succeeded, else 0", registry=r)
 

@@ -172,7 +172,11 @@ class InferRequest(BaseModel):
         min_length=1, description="Handed to the model as the job's input", examples=["hello"]
     )
     timeout: float | None = Field(
-        None, ge=1, le=3600, description="Seconds to wait, 1 or more (capped by the server's INFER_TIMEOUT)"
+        None,
+        ge=1,
+        le=3600,
+        description="Deadline of the whole request (submission and wait) in seconds, 1 or more, capped by "
+        "the server's INFER_TIMEOUT",
     )
 
 

@@ -9,7 +9,8 @@ that keeps refusals cheap and honest:
 3. circuit breaker on the queue's backlog (429, a dictionary lookup, no Redis);
 4. submit: the job record and its stream entry are written by one script (with the cache entry in
    the same round trip); the caller answers 202 only after that returned, so an accepted job is in
-   Redis, never only in this process.
+   Redis, never only in this process (in its memory and AOF, not necessarily fsynced yet: see
+   "Durability" in docs/api.md).
    An idempotency key is scoped to the caller (a digest of its API key, when keys are checked) and
    bound to a fingerprint of the request: reusing it for a different request is a 422.
 
@@ -18,17 +19,19 @@ Without rate limit and cache, a submission is exactly one round trip to Redis.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio
+import redis.exceptions
 
 from api.admission import BacklogMonitor, ConcurrencyGate
 from api.auth import Authenticator
 from api.config import ApiConfig
-from api.errors import ApiError
+from api.errors import REDIS_UNAVAILABLE, ApiError, refuses_writes
 from api.metrics import ApiMetrics
 from api.routing import TrafficRouter
 from jobqueue import IdempotencyKeyReusedError, Job, JobStatus, Priority, cache
@@ -37,6 +40,8 @@ from jobqueue.combine import concurrently
 from jobqueue.driver import Op, arun
 from jobqueue.ops import request_fingerprint, submit_job
 from jobqueue.ratelimit import RateDecision, take_token
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +90,10 @@ class JobService:
         priority: Priority = Priority.NORMAL,
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
+        job_id: str | None = None,
     ) -> Accepted:
+        """Authenticate, route, admit and write the job; ``job_id`` (default: a new one) lets a caller
+        that may give up before the write returns (``/infer``'s deadline) name the job all the same."""
         self.auth.authenticate(api_key)
         queue = self.router.resolve(model, version, sticky=idempotency_key)
         self.auth.authorize(api_key, model)
@@ -113,7 +121,7 @@ class JobService:
             self.metrics.submissions.labels(queue, "cached").inc()
             return Accepted(hit.id, queue, created=False, cached_job=hit)
         self.backlog.check(queue)
-        job_id = uuid.uuid4().hex
+        job_id = job_id or new_job_id()
         scope = fingerprint = None
         if idempotency_key is not None:
             # Keys are per caller, and bound to the request as the client sent it: the version it
@@ -170,8 +178,37 @@ class JobService:
     async def wait(self, job_id: str, timeout: float) -> Job | None:
         return await jq.wait_for_job(self.client, job_id, timeout, settings=self.settings)
 
+    async def abandon(self, job_id: str) -> str:
+        """The client of a synchronous request left before its answer: cancel the job if it is still
+        queued (no worker then spends time on a result nobody reads), leave it if a worker started
+        it (cancelling cannot stop a running job). Counted and logged; returns the outcome
+        (a label of ``api_infer_abandoned``). Never raises for Redis being unavailable: nobody is
+        left to answer, and the job then simply runs."""
+        try:
+            status = await jq.cancel_job(self.client, job_id, settings=self.settings)
+        except redis.exceptions.RedisError as exc:
+            if not (isinstance(exc, REDIS_UNAVAILABLE) or refuses_writes(exc)):
+                raise
+            log.warning("job %s: client gone, cancel failed (%s); the job will run", job_id, exc)
+            status = None
+        if status is JobStatus.CANCELLED:
+            outcome = "cancelled"
+        elif status is JobStatus.RUNNING:
+            outcome = "running"
+        elif status is not None and status.terminal:
+            outcome = "finished"
+        else:
+            outcome = "unknown"
+        self.metrics.infer_abandoned.labels(outcome).inc()
+        log.info("job %s: client disconnected before the answer; job %s", job_id, outcome)
+        return outcome
+
     async def ping(self) -> bool:
         return bool(await self.client.ping())
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
 
 
 def elapsed_ms(since: float) -> float:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
+import httpx
 import httpx2  # what the TestClient returns (see pyproject: dev)
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from api.client import JobClient, JobTimeoutError
-from jobqueue import Keyspace
-from tests.support.api import api_client, api_process
+from jobqueue import JobStatus, Keyspace
+from jobqueue import sync as jqs
+from tests.support.api import ApiProcess, api_client, api_process
 from tests.support.valkey import ValkeyServer
 from tests.support.workers import WorkerPool
 
@@ -124,3 +129,96 @@ def test_redis_lost_while_waiting_is_503_with_the_job_id(valkey_factory: Callabl
     [r] = answer
     assert r.status_code == 503 and r.json()["error"] == "redis_unavailable", r.text
     assert r.json()["url"] == f"/v1/jobs/{r.json()['id']}" and "Retry-After" in r.headers
+
+
+def eventually(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Seconds until ``check()`` held; fails the test after ``timeout``."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout, f"{what}: not within {timeout:g} s"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def open_infer(api: ApiProcess, prompt: str) -> socket.socket:
+    """A raw HTTP/1.1 ``POST /infer`` left waiting for its answer, so the test can hang up on it."""
+    body = json.dumps({"prompt": prompt}).encode()
+    head = (
+        f"POST /infer HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", api.port), timeout=5)
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def queued_job_id(r: redis.Redis, timeout: float = 10) -> str:
+    """The id of the one job in default:v1's stream, once the API has written it."""
+    stream = Keyspace().queue("default:v1").stream
+    eventually(lambda: r.xlen(stream) > 0, timeout, "the job was never queued")
+    [(_, fields)] = cast(list[tuple[bytes, dict[bytes, bytes]]], r.xrange(stream))
+    return fields[b"job"].decode()
+
+
+def metric(api: ApiProcess, line: str) -> bool:
+    return line in httpx.get(f"{api.url}/metrics", timeout=5).text
+
+
+def test_client_disconnect_stops_the_wait_and_cancels_the_queued_job(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    with api_process(redis_url, tmp_path, INFER_TIMEOUT="30") as api:
+        sock = open_infer(api, "nobody reads this")
+        job_id = queued_job_id(redis_client)  # no worker: it stays queued
+        assert metric(api, "api_infer_in_flight 1.0")
+        sock.close()
+        took = eventually(lambda: metric(api, "api_infer_in_flight 0.0"), 5, "still waiting after hang-up")
+        assert took < 5  # not INFER_TIMEOUT (30 s)
+        job = jqs.get_job(redis_client, job_id)
+        assert job is not None and job.status is JobStatus.CANCELLED, job
+        assert metric(api, 'api_infer_abandoned_total{outcome="cancelled"} 1.0')
+        assert metric(api, 'api_requests_total{code="499",method="POST",route="/infer"} 1.0')
+        with api.http() as http:  # the slot is free again and the API serves as before
+            assert http.post("/v1/jobs", json={"input": 1, "model": "default"}).status_code == 202
+
+
+def test_client_disconnect_leaves_a_running_job_to_finish(
+    redis_url: str, redis_client: redis.Redis, worker_pool: WorkerPool, tmp_path: Path
+) -> None:
+    worker_pool.spawn("w0", MODEL_PREDICT_SECONDS="3")
+    with api_process(redis_url, tmp_path, INFER_TIMEOUT="30") as api:
+        sock = open_infer(api, "started")
+        job_id = queued_job_id(redis_client)
+
+        def running() -> bool:
+            job = jqs.get_job(redis_client, job_id)
+            return job is not None and job.status is JobStatus.RUNNING
+
+        eventually(running, 10, "the worker never started the job")
+        sock.close()
+        eventually(lambda: metric(api, 'api_infer_abandoned_total{outcome="running"} 1.0'), 2.5, "abandon")
+        assert metric(api, "api_infer_in_flight 0.0")
+        assert metric(api, 'api_infer_abandoned_total{outcome="cancelled"} 0.0')
+        done = jqs.wait_for_job(redis_client, job_id, 10)
+        assert done is not None and done.status is JobStatus.SUCCEEDED, done
+
+
+def test_the_deadline_covers_a_slow_submission(redis_url: str, redis_client: redis.Redis) -> None:
+    """Redis holds the write (CLIENT PAUSE WRITE, 4 s) past INFER_TIMEOUT (1 s): the 504 comes at the
+    deadline, not after the submission returns plus a full wait (5 s)."""
+    with api_client(redis_url, INFER_TIMEOUT="1") as c:
+        redis_client.client_pause(4000, all=False)  # WRITE mode: the API's reads still run
+        try:
+            start = time.monotonic()
+            r = c.post("/infer", json={"prompt": "slow write"})
+            took = time.monotonic() - start
+        finally:
+            redis_client.client_unpause()
+        assert r.status_code == 504 and r.json()["error"] == "timeout", r.text
+        assert 0.9 <= took < 2.5, took
+        body = r.json()
+        assert "submission did not complete" in body["detail"] and int(r.headers["Retry-After"]) >= 1
+        assert body["url"] == f"/v1/jobs/{body['id']}"
+        # The API gave up on the write and closed its connection, so the paused write never ran.
+        assert c.get(body["url"]).status_code == 404
+        assert 'api_rejections_total{reason="timeout"} 1.0' in c.get("/metrics").text

@@ -99,6 +99,19 @@ def test_infer_504_without_time_left_raises_with_the_job_id() -> None:
     assert exc.value.job_id == "j9"
 
 
+def test_infer_504_for_a_submission_never_stored_is_a_timeout_not_a_404() -> None:
+    """The deadline can strike while the submission is in flight: the 504 names an id that may not
+    exist; following it must end as a timeout, not as a 404 about a job the caller never named."""
+    timed_out = {"error": "timeout", "detail": "submission", "id": "j7", "url": "/v1/jobs/j7"}
+    client, _, seen = scripted(
+        httpx.Response(504, json=timed_out), httpx.Response(404, json={"error": "not_found", "detail": "d"})
+    )
+    with pytest.raises(JobTimeoutError) as exc:
+        client.infer("p", timeout=30)
+    assert exc.value.job_id == "j7" and exc.value.body == timed_out
+    assert [r.url.path for r in seen] == ["/infer", "/v1/jobs/j7"]
+
+
 args = st.lists(
     st.one_of(st.text(max_size=20), st.binary(max_size=20), st.integers(), st.floats(allow_nan=False)),
     max_size=50,
