@@ -43,7 +43,8 @@ def load_trace(path: str | Path) -> Trace:
     """Read ``path`` in whichever supported format its header names."""
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a CSV saved by a spreadsheet starts with a byte-order mark, not part of the header.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
     except FileNotFoundError:
         raise TraceError(f"{path}: no such file") from None

@@ -41,6 +41,14 @@ def test_generic_format_sorts_and_keeps_service_aligned(tmp_path: Path) -> None:
     assert trace.span == 3.0 and len(trace) == 3
 
 
+def test_spreadsheet_exports_with_a_byte_order_mark_and_crlf_load(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbftimestamp,service_s\r\n10,4\r\n12.5,6\r\n")
+    trace = load_trace(path)
+    assert trace.arrivals.tolist() == [0.0, 2.5]
+    assert trace.service is not None and trace.service.tolist() == [4.0, 6.0]
+
+
 def test_round_trip_through_write_trace(tmp_path: Path) -> None:
     arrivals, service = np.array([0.0, 0.25, 9.5]), np.array([1.0, 2.0, 3.0])
     path = tmp_path / "rt.csv"
