@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+WATCH_READ_SLACK_SECONDS = 30
+"""A watch stream's read timeout is its server-side timeout plus this: a silent stream fails then."""
+
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 """Honoured by the ReplicaSet controller (beta, on by default since 1.22): lower cost goes first."""
 COST_REMOVE = -1000
@@ -290,6 +293,7 @@ class PodWatch:
         self._thread: threading.Thread | None = None
         self._resp: Any = None
         self.last_sync: float | None = None  # monotonic time of the last successful list or event
+        self.last_open: float | None = None  # monotonic time the newest watch stream was opened
         self.last_error: str | None = None
         self.failing_since: float | None = None  # monotonic time of the first error of an outage
         self.lists = 0  # how many full lists were made (1 + re-lists): exposed for tests/metrics
@@ -316,6 +320,20 @@ class PodWatch:
 
     def wait_synced(self, timeout: float) -> bool:
         return self._synced.wait(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread still runs (it ends only on :meth:`stop`, or on a bug)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def silent_seconds(self) -> float:
+        """Seconds since the server last answered: a list, an event, a bookmark or a new stream.
+
+        A healthy watch is reopened at least every ``watch_timeout_seconds`` (upper end), so
+        silence much longer than that, with no error recorded, means the thread is stuck.
+        """
+        heard = max((t for t in (self.last_sync, self.last_open) if t is not None), default=None)
+        return 0.0 if heard is None else time.monotonic() - heard
 
     def pods(self) -> list[WatchedPod]:
         with self._lock:
@@ -397,10 +415,11 @@ class PodWatch:
             resource_version=rv,
             timeout_seconds=timeout,
             _preload_content=False,
-            _request_timeout=(5, timeout + 30),
+            _request_timeout=(5, timeout + WATCH_READ_SLACK_SECONDS),
         )
         self._resp = resp
         self.watches += 1
+        self.last_open = time.monotonic()
         self.last_error = None
         self.failing_since = None
         try:
@@ -579,6 +598,8 @@ class KubernetesTarget:
 
     def observe(self) -> TargetState:
         watch = self._ensure_watch()
+        if self._drop_if_stalled(watch):
+            watch = self._ensure_watch()
         if not watch.wait_synced(self._sync_timeout):
             raise TargetUnavailableError(
                 f"{self.name}: pod list not synced yet ({watch.last_error or 'waiting'})"
@@ -604,6 +625,24 @@ class KubernetesTarget:
             startups, self._startups = tuple(self._startups), []
             self._reported &= {p.uid for p in watch.pods()}
         return TargetState(observed_at=time.time(), replicas=scale[0], pods=pods, startup_times=startups)
+
+    def _drop_if_stalled(self, watch: PodWatch) -> bool:
+        """Drop a watch that stopped without an error (then ``observe`` starts a new one).
+
+        Errors are the watch's own business: it re-lists with backoff, and ``observe`` reports an
+        outage that lasts. This is for a thread that ended, or hangs with no error and no read
+        timeout firing: its pod list would otherwise be served, older every tick, for as long as
+        the daemon runs.
+        """
+        limit = self._watch_timeout[1] + WATCH_READ_SLACK_SECONDS + self._stale_after
+        silent = watch.silent_seconds()
+        if watch.alive and (watch.failing_since is not None or silent <= limit):
+            return False
+        why = "its thread ended" if not watch.alive else f"nothing heard for {silent:.0f}s"
+        log.error("kubernetes: %s: pod watch stalled (%s); starting a new one", self.name, why)
+        watch.stop(timeout=0)
+        self._watch = None
+        return True
 
     def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> None:
         try:

@@ -81,12 +81,58 @@ def test_scale_up_and_measured_startup_matches_the_ready_delay(
 
 
 def test_the_pod_watch_is_resumed_not_relisted(target: KubernetesTarget) -> None:
+    target.observe()  # starts the watch when this test runs alone
     watch = target.pod_watch
     assert watch is not None
     time.sleep(3.5)  # at least one server-side watch timeout
     target.observe()
     assert watch.lists == 1, "a list per tick (or a re-list) instead of a resumed watch"
     assert watch.watches >= 2
+
+
+@pytest.fixture
+def quiet_target(installed: Install) -> Iterator[KubernetesTarget]:
+    """A target of its own whose watch stream is not reopened during a test (30 s timeout)."""
+    t = KubernetesTarget(installed.sa, installed.namespace, "worker", watch_timeout_seconds=(30, 30))
+    yield t
+    t.close()
+
+
+def pod_names(installed: Install) -> set[str]:
+    return {p.metadata.name for p in installed.worker_pods()}
+
+
+def test_a_pod_watch_whose_thread_ended_is_replaced(
+    installed: Install, quiet_target: KubernetesTarget
+) -> None:
+    quiet_target.observe()
+    old = quiet_target.pod_watch
+    assert old is not None and old.alive
+    old.stop()  # the thread ends and the target is not told, as when a bug ends it
+    wait_for("the watch thread to end", lambda: not old.alive, 5, interval=0.05)
+    state = quiet_target.observe()
+    new = quiet_target.pod_watch
+    assert new is not None and new is not old and new.alive and new.lists == 1
+    assert {p.name for p in state.pods} == pod_names(installed)
+
+
+def test_a_pod_watch_silent_for_longer_than_its_timeouts_is_replaced(
+    installed: Install, quiet_target: KubernetesTarget
+) -> None:
+    quiet_target.observe()
+    old = quiet_target.pod_watch
+    assert old is not None
+    # A thread stuck with no error and no read timeout firing: the server last heard an hour ago.
+    old.last_sync = old.last_open = time.monotonic() - 3600.0
+    state = quiet_target.observe()
+    new = quiet_target.pod_watch
+    assert new is not None and new is not old
+    assert {p.name for p in state.pods} == pod_names(installed)
+    wait_for("the stalled watch's thread to be stopped", lambda: not old.alive, 5, interval=0.05)
+    # Silence within the limit (30 s stream + 30 s read slack + 30 s staleness) is a quiet cluster.
+    new.last_sync = new.last_open = time.monotonic() - 80.0
+    quiet_target.observe()
+    assert quiet_target.pod_watch is new
 
 
 def test_scale_down_removes_idle_pods_and_spares_busy_ones(
