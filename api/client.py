@@ -4,6 +4,8 @@ Retries: on 429 (overloaded, rate limited), 503 (Redis unavailable) and connecti
 exponential back-off and jitter (so a fleet of clients refused together does not come back together),
 waiting at least what ``Retry-After`` asks. Submissions carry an idempotency key (generated unless
 given), so a retry after a lost answer returns the first job instead of creating a second.
+``/infer`` takes no key, so it is resent only when the server cannot have queued it yet (a refused
+connection, a 429, a 503 naming no job): never after a read timeout or a dropped connection.
 
     with JobClient("http://api:8000", api_key="...") as api:
         job = api.submit({"image": "s3://..."}, model="resnet")
@@ -23,6 +25,14 @@ from typing import Any
 import httpx
 
 RETRY_STATUSES = frozenset({429, 503})
+
+UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Transport errors raised before the request reached the server: resending cannot repeat it."""
+
+INFER_READ_CAP = 3605.0
+"""Read timeout of an ``infer`` without ``timeout``: the server answers by its own INFER_TIMEOUT,
+which this client does not know, so it waits for the longest deadline a request may name (3600 s)
+plus slack; finite, so a server that hangs without closing the connection cannot block forever."""
 
 
 class ApiClientError(Exception):
@@ -62,6 +72,15 @@ class RetryPolicy:
         return min(self.cap, self.base * 2.0**attempt) * rng.uniform(0.5, 1.0)
 
 
+def _job_named(response: httpx.Response) -> str:
+    """The job id an error body names (``/infer``'s 503 and 504 for an accepted job), else ''."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("id") or "") if isinstance(body, dict) else ""
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     raw = response.headers.get("Retry-After")
     try:
@@ -95,19 +114,25 @@ class JobClient:
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, path: str, *, resend: bool = True, **kwargs: Any) -> httpx.Response:
         """Send with retries; returns the last response (any status) or raises the last
-        connection error once attempts are exhausted."""
+        connection error once attempts are exhausted.
+
+        ``resend=False`` is for a request that is not safe to repeat once the server may have
+        acted on it (``/infer`` takes no idempotency key): a transport error after it was sent
+        (read timeout, dropped connection) is raised at once, since resending it would queue the
+        job again; only errors raised before it left (:data:`UNSENT`) are retried. A refusal that
+        names a job (``id`` in its body: the job was accepted) is never resent either way."""
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
             try:
                 response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError:
-                if last:
+            except httpx.TransportError as exc:
+                if last or not (resend or isinstance(exc, UNSENT)):
                     raise
                 self.sleep(self.retry.delay(attempt, None, self.rng))
                 continue
-            if response.status_code not in self.retry.statuses or last:
+            if response.status_code not in self.retry.statuses or last or _job_named(response):
                 return response
             self.sleep(self.retry.delay(attempt, _retry_after(response), self.rng))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -169,19 +194,28 @@ class JobClient:
 
     def infer(self, prompt: str, timeout: float | None = None) -> dict[str, Any]:
         """Synchronous inference. If the server times out (504), the job keeps running: this
-        follows it by id for the rest of ``timeout`` instead of submitting it again. A 504 for a
-        submission that did not complete names a job that may not exist: if it does not (404),
-        :class:`JobTimeoutError` as for any timeout."""
+        follows it by id for the rest of ``timeout`` instead of submitting it again; so does a 503
+        for a job accepted before Redis became unavailable. A 504 for a submission that did not
+        complete names a job that may not exist: if it does not (404), :class:`JobTimeoutError` as
+        for any timeout.
+
+        The request is never resent once it may have reached the server (see :meth:`request`):
+        each resend would queue the prompt again. So the read waits for the server's answer, which
+        comes by its deadline (``timeout``, or its ``INFER_TIMEOUT`` when none is given, which
+        this client does not know: up to :data:`INFER_READ_CAP` then) rather than giving up before it."""
         start = time.monotonic()
         body: dict[str, Any] = {"prompt": prompt}
         if timeout is not None:
             body["timeout"] = timeout
-        response = self.request("POST", "/infer", json=body, timeout=(timeout or self.timeout) + 5)
-        if response.status_code == 504:
-            body = self._json(response, ok=(504,))
-            job_id = str(body.get("id", "")) if isinstance(body, dict) else ""
+        limits = httpx.Timeout(self.timeout, read=INFER_READ_CAP if timeout is None else timeout + 5)
+        response = self.request("POST", "/infer", json=body, timeout=limits, resend=False)
+        job_id = _job_named(response) if response.status_code in (503, 504) else ""
+        if response.status_code == 504 or job_id:
+            body = self._json(response, ok=(response.status_code,))
             left = (timeout or 0) - (time.monotonic() - start)
             if not job_id or left <= 0:
+                if response.status_code == 503:
+                    raise ApiClientError(503, body)
                 raise JobTimeoutError(job_id, body)
             try:
                 job = self.wait(job_id, left)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
 
-from api.client import ApiClientError, JobClient, JobTimeoutError, RetryPolicy
+from api.client import INFER_READ_CAP, ApiClientError, JobClient, JobTimeoutError, RetryPolicy
 from api.redis_client import FastPackMixin, _fast
 
 
@@ -110,6 +110,45 @@ def test_infer_504_for_a_submission_never_stored_is_a_timeout_not_a_404() -> Non
         client.infer("p", timeout=30)
     assert exc.value.job_id == "j7" and exc.value.body == timed_out
     assert [r.url.path for r in seen] == ["/infer", "/v1/jobs/j7"]
+
+
+def test_infer_is_not_resent_once_the_server_may_have_queued_it() -> None:
+    """/infer takes no idempotency key: a resend after a read timeout or a dropped connection queued
+    the prompt again (the retry policy resent it up to ``attempts`` times). A refused connection
+    never reached the server and is still retried."""
+    for error in (httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("closed")):
+        client, sleeps, seen = scripted(error, ok({"id": "j2", "output": "o"}, 200))
+        with pytest.raises(type(error)):
+            client.infer("p", timeout=30)
+        assert [r.url.path for r in seen] == ["/infer"] and sleeps == []
+    client, _, seen = scripted(httpx.ConnectError("refused"), ok({"id": "j2", "output": "o"}, 200))
+    assert client.infer("p", timeout=30)["id"] == "j2" and len(seen) == 2
+
+
+def test_infer_without_a_timeout_outwaits_the_servers_deadline() -> None:
+    """Without ``timeout`` the server answers by its INFER_TIMEOUT (30 s by default): the client gave
+    up at its own HTTP timeout + 5 s (15 s by default) and resubmitted, a job per attempt."""
+    client, _, seen = scripted(ok({"id": "j3", "output": "o"}, 200))
+    client.infer("p")
+    assert seen[0].extensions["timeout"]["read"] == INFER_READ_CAP > 3600
+    client, _, seen = scripted(ok({"id": "j3", "output": "o"}, 200))
+    client.infer("p", timeout=30)
+    assert seen[0].extensions["timeout"]["read"] == 35
+
+
+def test_infer_503_for_an_accepted_job_follows_it_instead_of_resubmitting() -> None:
+    """A 503 naming the job (Redis failed while the API waited) means it was queued: resending the
+    prompt queued a second one."""
+    accepted = {"error": "redis_unavailable", "detail": "d", "id": "j4", "url": "/v1/jobs/j4"}
+    client, _, seen = scripted(
+        httpx.Response(503, json=accepted), ok({"status": "succeeded", "output": "o"}, 200)
+    )
+    assert client.infer("p", timeout=30) == {"id": "j4", "prompt": "p", "output": "o", "followed": True}
+    assert [(r.method, r.url.path) for r in seen] == [("POST", "/infer"), ("GET", "/v1/jobs/j4")]
+    client, _, seen = scripted(httpx.Response(503, json=accepted))
+    with pytest.raises(ApiClientError) as exc:
+        client.infer("p")  # no time left to follow it: the 503 is the answer, naming the job
+    assert exc.value.status == 503 and exc.value.body["id"] == "j4" and len(seen) == 1
 
 
 args = st.lists(
