@@ -125,19 +125,47 @@ def error_response(
     return Response(body, status_code=http_status, headers=headers, media_type="application/json")
 
 
-def describe_validation(errors: Sequence[Any]) -> tuple[str, list[dict[str, Any]]]:
+def describe_validation(
+    errors: Sequence[Any], content_type: str | None = None
+) -> tuple[str, list[dict[str, Any]]]:
     """Pydantic's errors as one readable sentence plus a compact list: ``body.priority: Input
-    should be 'normal' or 'high'``. Inputs are left out of the list (they may be large or secret)."""
+    should be 'normal' or 'high'``. Inputs are left out of the list (they may be large or secret).
+
+    ``content_type`` is the request's: FastAPI reads a body as JSON only under a JSON type (or
+    none), and validates any other as raw bytes, which fail as "Input should be a valid
+    dictionary" even when they are one. That is what ``curl -d`` without ``-H`` sends (form
+    encoded), so the message names the header to fix instead."""
     items = []
     for err in errors:
         if err.get("type") == "json_invalid":  # the location is a byte offset, not a field
             why = (err.get("ctx") or {}).get("error", "")
             items.append({"loc": "body", "msg": f"not valid JSON ({why})" if why else "not valid JSON"})
             continue
+        if tuple(err.get("loc", ())) == ("body",) and isinstance(err.get("input"), bytes):
+            sent = f"Content-Type {content_type[:100]!r}" if content_type else "a non-JSON Content-Type"
+            msg = f"not read as JSON: it was sent with {sent}; send it with Content-Type: application/json"
+            items.append({"loc": "body", "msg": msg})
+            continue
         loc = ".".join(str(p) for p in err.get("loc", ()))
         items.append({"loc": loc, "msg": str(err.get("msg", "invalid"))})
     sentence = "; ".join(f"{i['loc']}: {i['msg']}" if i["loc"] else i["msg"] for i in items)
     return sentence or "invalid request", items
+
+
+def unparsable_body(cause: BaseException | None) -> str | None:
+    """What is wrong with a body FastAPI could not read as JSON for a reason other than a syntax
+    error, which it answers with a bare 400 "There was an error parsing the body": bytes that are
+    not UTF-8 (a client encoding its text as Latin-1, as Windows PowerShell 5.1 does), or nesting
+    deeper than Python's JSON parser goes. Both are malformed input, a 422 that says so; None for
+    any other cause (left as it was)."""
+    if isinstance(cause, UnicodeDecodeError):
+        return (
+            f"not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start}); "
+            "send the JSON encoded as UTF-8"
+        )
+    if isinstance(cause, RecursionError):
+        return "JSON nested too deeply (arrays and objects may nest a few hundred levels at most)"
+    return None
 
 
 def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
@@ -148,13 +176,17 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
         return error_response(exc.status, exc.error, exc.detail, exc.retry_after, exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         metrics.rejections.labels("invalid").inc()
-        sentence, items = describe_validation(exc.errors())
+        sentence, items = describe_validation(exc.errors(), request.headers.get("content-type"))
         return error_response(422, "invalid_request", sentence, errors=items)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and (why := unparsable_body(exc.__cause__)):
+            metrics.rejections.labels("invalid").inc()
+            detail, items = f"body: {why}", [{"loc": "body", "msg": why}]
+            return error_response(422, "invalid_request", detail, errors=items)
         names = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
         return error_response(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail))
 

@@ -259,6 +259,29 @@ def test_malformed_requests_outside_the_json_body(redis_url: str, redis_client: 
     assert arrivals(redis_client) == 0  # nothing refused was queued
 
 
+def test_a_body_not_read_as_json_is_a_422_that_says_why(redis_url: str, redis_client: redis.Redis) -> None:
+    """Bodies FastAPI's JSON parsing turns away for something other than a syntax error were a bare
+    400 "There was an error parsing the body" (invalid UTF-8, e.g. Latin-1 text; nesting past
+    Python's recursion limit), or a 422 saying a dictionary was not a dictionary (valid JSON sent
+    with a non-JSON Content-Type, as ``curl -d`` does). Each is a 422 naming the cause."""
+    job = b'{"input": "x", "model": "default"}'
+    cases = [
+        (b'{"input": "caf\xe9", "model": "default"}', "application/json", "not valid UTF-8 (byte 0xe9"),
+        (b'{"input": ' + b"[" * 2000 + b"]" * 2000 + b', "model": "default"}', None, "nested too deeply"),
+        (job, "application/x-www-form-urlencoded", "Content-Type 'application/x-www-form-urlencoded'; send"),
+        (job, "text/plain", "Content-Type 'text/plain'; send it with Content-Type: application/json"),
+    ]
+    with api_client(redis_url) as c:
+        for body, content_type, message in cases:
+            for path in ("/v1/jobs", "/infer"):
+                r = c.post(path, content=body, headers={"content-type": content_type or "application/json"})
+                assert r.status_code == 422, (path, r.text)
+                assert r.json()["error"] == "invalid_request" and message in r.json()["detail"], r.text
+        metrics = c.get("/metrics").text
+    assert 'api_rejections_total{reason="invalid"} 8.0' in metrics
+    assert arrivals(redis_client) == 0
+
+
 def test_high_priority_is_served_first(redis_url: str, redis_client: redis.Redis) -> None:
     with api_client(redis_url) as c:
         normal = [submit(c, input=i).json()["id"] for i in range(3)]
