@@ -105,8 +105,9 @@ class JobService:
             keyed = self.auth.enabled and api_key
             who = f"key:{api_key}" if keyed else f"addr:{client_addr}"
             checks["rate"] = take_token(who, limit, settings=settings)
+        caller = self.auth.principal(api_key)  # None with authentication off: one shared cache
         if ttl:
-            checks["cache"] = cache.lookup(queue, input, settings=settings)
+            checks["cache"] = cache.lookup(queue, input, scope=caller, settings=settings)
         found: dict[str, Any] = {}
         if checks:
             found = dict(zip(checks, await arun(self.client, concurrently(*checks.values())), strict=True))
@@ -126,7 +127,7 @@ class JobService:
         if idempotency_key is not None:
             # Keys are per caller, and bound to the request as the client sent it: the version it
             # named (None when routed by weight), so a retry matches wherever it was routed.
-            scope = self.auth.principal(api_key)
+            scope = caller
             fingerprint = request_fingerprint(model, version, input, priority, metadata)
         write = submit_job(
             queue, input, priority=priority, idempotency_key=idempotency_key, idempotency_scope=scope,
@@ -136,7 +137,10 @@ class JobService:
             if ttl:  # the cache entry rides along; if an idempotency key matched (or refused) an
                 # older job instead, the entry names an id that never existed: the next lookup drops it
                 sub, _ = await arun(
-                    self.client, concurrently(write, cache.remember(queue, input, job_id, ttl))
+                    self.client,
+                    concurrently(
+                        write, cache.remember(queue, input, job_id, ttl, scope=caller, settings=settings)
+                    ),
                 )
             else:
                 sub = await arun(self.client, write)

@@ -10,7 +10,9 @@ in the job record, under its result TTL, and nothing has to be written when a jo
 worker needs no cache logic at all.
 
 Only successes are served, and in-flight jobs are not shared between requests, so a client can
-never see (or cancel) a job another client is still waiting for.
+never see (or cancel) a job another client is still waiting for. With authentication on, entries
+are per caller (``scope``, the API's digest of the key): a hit hands over the earlier job's id,
+which reads its metadata, and one tenant's job is not another's to read.
 """
 
 from __future__ import annotations
@@ -29,29 +31,42 @@ def input_digest(input: Any) -> str:
     return codec.digest(input)
 
 
-def cache_key(queue: str, input: Any, *, settings: Settings = DEFAULT_SETTINGS) -> str:
-    return Keyspace(settings.prefix).queue(queue).result_cache(input_digest(input))
+def cache_key(
+    queue: str, input: Any, *, scope: str | None = None, settings: Settings = DEFAULT_SETTINGS
+) -> str:
+    """The entry for ``input`` on ``queue``, shared by every caller, or only by ``scope``'s."""
+    digest = input_digest(input if scope is None else {"scope": scope, "input": input})
+    return Keyspace(settings.prefix).queue(queue).result_cache(digest)
 
 
-def lookup(queue: str, input: Any, *, settings: Settings = DEFAULT_SETTINGS) -> Op[Job | None]:
+def lookup(
+    queue: str, input: Any, *, scope: str | None = None, settings: Settings = DEFAULT_SETTINGS
+) -> Op[Job | None]:
     """The succeeded job cached for this input, or None (one round trip on a miss, two on a hit)."""
-    (job_id,) = yield [call("GET", cache_key(queue, input, settings=settings))]
+    key = cache_key(queue, input, scope=scope, settings=settings)
+    (job_id,) = yield [call("GET", key)]
     if not job_id:
         return None
     job = yield from get_job(job_id, settings=settings)
     if job is not None and job.status is JobStatus.SUCCEEDED:
         return job
     if job is None or job.status.terminal:  # will never succeed: let the next job take the entry
-        yield [call("DEL", cache_key(queue, input, settings=settings))]
+        yield [call("DEL", key)]
     return None
 
 
 def remember(
-    queue: str, input: Any, job_id: str, ttl: int, *, settings: Settings = DEFAULT_SETTINGS
+    queue: str,
+    input: Any,
+    job_id: str,
+    ttl: int,
+    *,
+    scope: str | None = None,
+    settings: Settings = DEFAULT_SETTINGS,
 ) -> Op[None]:
     """Point the cache entry for this input at ``job_id`` for ``ttl`` seconds, unless an entry
     exists (a job for this input is still in progress: it stays the one to be served)."""
     if ttl < 1:
         raise ValueError("cache ttl must be >= 1 s")
     codec.dumps(input)  # same serialisability rule as submissions
-    yield [call("SET", cache_key(queue, input, settings=settings), job_id, "EX", ttl, "NX")]
+    yield [call("SET", cache_key(queue, input, scope=scope, settings=settings), job_id, "EX", ttl, "NX")]

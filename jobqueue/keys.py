@@ -22,7 +22,8 @@ software and ``SCAN jq:*`` shows exactly what this system owns. A queue is named
                                    HASH    the same for a key scoped to one principal (the API scopes
                                            keys to a digest of the caller's API key when keys are
                                            checked), so two tenants' equal keys never meet
-    jq:q:<queue>:cache:<digest>    STRING  result cache: input digest -> id of a job that ran it (EX)
+    jq:q:<queue>:cache:<digest>    STRING  result cache: digest of the input (and of the caller's scope when
+                                           keys are checked) -> id of a job that ran it (EX)
     jq:ratelimit:<digest>          HASH    token bucket of one client identity (hashed)
     jq:traffic                     HASH    model -> version weights as JSON (canary / A-B split)
     jq:job:<id>                    HASH    the job record (see ``jobqueue.types.Job``)

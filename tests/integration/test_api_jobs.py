@@ -20,7 +20,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from jobqueue import JobStatus, Keyspace
+from jobqueue import JobStatus, Keyspace, Settings
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome
 from tests.support.api import api_client
@@ -418,6 +418,32 @@ def test_result_cache_answers_identical_requests(redis_url: str, redis_client: r
         metrics = c.get("/metrics").text
     assert arrivals(redis_client) == 3
     assert 'api_submissions_total{outcome="cached",queue="default:v1"} 1.0' in metrics
+
+
+def test_result_cache_is_per_tenant_and_honours_the_key_prefix(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A hit hands over the earlier job's id, and the id reads the job's metadata: with API keys,
+    tenant B's identical input was answered with tenant A's job. And the entry was written under
+    the default key prefix while looked up under the configured one, so with KEY_PREFIX set the
+    cache never hit."""
+    settings = Settings(prefix="acme")
+    env = {"RESULT_CACHE_TTL": "60", "API_KEYS": "tenant-key-aaa=*,tenant-key-bbb=*", "KEY_PREFIX": "acme"}
+    with api_client(redis_url, **env) as c:
+
+        def submit_as(key: str) -> Any:
+            body = {"input": "same", "model": "default", "metadata": {"customer": key}}
+            return c.post("/v1/jobs", json=body, headers={"X-API-Key": key})
+
+        a = submit_as("tenant-key-aaa").json()
+        [entry] = jq.fetch(redis_client, Q, "w1", block_ms=50, settings=settings)
+        assert jq.start(redis_client, entry, "w1", settings=settings).job is not None
+        jq.finish(redis_client, entry, "w1", Outcome.SUCCEEDED, "out", 0.01, settings=settings)
+        again = submit_as("tenant-key-aaa")
+        assert again.status_code == 200 and again.json()["id"] == a["id"], again.text  # A's own hit
+        other = submit_as("tenant-key-bbb")
+        assert other.status_code == 202 and other.json()["id"] != a["id"], other.text
+    assert not any(n.startswith(b"jq:") for n in redis_client.scan_iter("*"))  # all under the prefix
 
 
 def test_probes_metrics_and_openapi(redis_url: str) -> None:
