@@ -38,7 +38,8 @@ from jobqueue import IdempotencyKeyReusedError, Job, JobStatus, Priority, cache
 from jobqueue import aio as jq
 from jobqueue.combine import concurrently
 from jobqueue.driver import Op, arun
-from jobqueue.ops import request_fingerprint, submit_job
+from jobqueue.keys import queue_name
+from jobqueue.ops import idempotency_holder, request_fingerprint, submit_job
 from jobqueue.ratelimit import RateDecision, take_token
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,10 @@ class JobService:
         caller = self.auth.principal(api_key)  # None with authentication off: one shared cache
         if ttl:
             checks["cache"] = cache.lookup(queue, input, scope=caller, settings=settings)
+        versions = self.router.versions(model) if version is None and idempotency_key is not None else []
+        if len(versions) > 1:  # routed by weight: the split may have moved since the key was used
+            queues = [queue_name(model, v) for v in versions]
+            checks["held"] = idempotency_holder(queues, str(idempotency_key), caller, settings=settings)
         found: dict[str, Any] = {}
         if checks:
             found = dict(zip(checks, await arun(self.client, concurrently(*checks.values())), strict=True))
@@ -121,6 +126,7 @@ class JobService:
         if hit is not None:
             self.metrics.submissions.labels(queue, "cached").inc()
             return Accepted(hit.id, queue, created=False, cached_job=hit)
+        queue = found.get("held") or queue
         self.backlog.check(queue)
         job_id = job_id or new_job_id()
         scope = fingerprint = None

@@ -66,6 +66,19 @@ def _priority(value: Priority | str) -> Priority:
         raise ValueError(f"priority must be one of {choices}, got {value!r}") from None
 
 
+def idempotency_holder(
+    queues: list[str], key: str, scope: str | None = None, *, settings: Settings = DEFAULT_SETTINGS
+) -> Op[str | None]:
+    """The first of ``queues`` that remembers idempotency ``key`` (in ``scope``), or None.
+
+    A key is remembered per queue, i.e. per model version. A request that names no version is
+    routed by the traffic split, which may change between a submission and its retry (a canary
+    ramp, a rollback): the retry has to go where the key is, not where the split now points.
+    """
+    found = yield [call("EXISTS", Keyspace(settings.prefix).queue(q).idempotency(key, scope)) for q in queues]
+    return next((q for q, n in zip(queues, found, strict=True) if n), None)
+
+
 def submit_job(
     queue: str,
     input: Any,

@@ -22,7 +22,9 @@ from fastapi.testclient import TestClient
 
 from jobqueue import JobStatus, Keyspace, Settings
 from jobqueue import sync as jq
+from jobqueue.binding import bind_sync
 from jobqueue.consumer import Outcome
+from jobqueue.traffic import set_traffic
 from tests.support.api import api_client
 from tests.support.valkey import ValkeyServer
 from tests.support.workers import REPO
@@ -147,6 +149,29 @@ def test_unversioned_retries_with_a_key_find_their_job_across_the_split(
     assert [(a["id"], a["queue"], a["created"]) for a in again] == [
         (f["id"], f["queue"], False) for f in first
     ]
+
+
+def test_a_retry_with_a_key_finds_its_job_after_the_split_moves(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """The key is remembered on the version the split chose; once the split moved (a canary ramp,
+    a rollback), the retry was routed by the new weights to the other version, where the key is
+    unknown, and queued the job a second time."""
+    with api_client(redis_url, TRAFFIC_WEIGHTS="resnet:v1=50,resnet:v2=50") as c:
+        first = [submit(c, model="resnet", input=i, idempotency_key=f"k{i}").json() for i in range(20)]
+        assert {f["queue"] for f in first} == {"resnet:v1", "resnet:v2"}
+        bind_sync(set_traffic)(redis_client, "resnet", {"v1": 0, "v2": 100})
+        deadline = time.monotonic() + 5
+        while c.get("/v1/models").json()["traffic"]["resnet"] != {"v1": 0.0, "v2": 100.0}:
+            assert time.monotonic() < deadline, "live weights not picked up"
+            time.sleep(0.05)
+        again = [submit(c, model="resnet", input=i, idempotency_key=f"k{i}").json() for i in range(20)]
+        fresh = submit(c, model="resnet", input="new", idempotency_key="k-new").json()
+    assert [(a["id"], a["queue"], a["created"]) for a in again] == [
+        (f["id"], f["queue"], False) for f in first
+    ]
+    assert fresh["queue"] == "resnet:v2" and fresh["created"]  # new keys follow the new split
+    assert sum(arrivals(redis_client, q) for q in ("resnet:v1", "resnet:v2")) == 21
 
 
 def test_an_unknown_version_is_422_and_queues_nothing(redis_url: str, redis_client: redis.Redis) -> None:
