@@ -16,7 +16,7 @@ import redis
 from jobqueue import Settings
 from jobqueue import sync as jq
 from worker.metrics import WorkerMetrics
-from worker.retry import RETRYABLE
+from worker.retry import transient
 from worker.status import LiveStatus
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,9 @@ class Heartbeat(threading.Thread):
         info, lease = self.status.snapshot()
         try:
             held = jq.heartbeat(self.client, info, lease=lease, settings=self.settings)
-        except RETRYABLE as exc:
+        except redis.RedisError as exc:
+            if not transient(exc):
+                raise
             self._failed()
             if not self._down:
                 log.warning("heartbeat failed (%s); will keep trying", exc)

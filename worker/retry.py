@@ -19,8 +19,28 @@ RETRYABLE = (
     redis.TimeoutError,
     redis.exceptions.BusyLoadingError,
     redis.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.OutOfMemoryError,
 )
-"""Errors that mean "the server is (re)starting or unreachable", not "the request is wrong"."""
+"""Errors that mean "the server is (re)starting, unreachable, failing over or full", not "the request
+is wrong" (the classes the API answers 503 for, too)."""
+
+MISCONF = "MISCONF"
+"""Error prefix of a server that refuses writes because its persistence failed (an RDB save or AOF
+write failed, e.g. a full disk). redis-py has no class for it: it is a plain ``ResponseError``."""
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a later retry of the same call may succeed: an outage, or a refusal that ends by itself.
+
+    Why MISCONF counts: the server refuses every write until a save succeeds again, then resumes on
+    its own. Treated as a bug, it ended the job loop: a worker whose model had just returned lost the
+    result (the job ran again after the visibility timeout) and every worker of the pool exited and
+    was restarted, paying its warm-up again, for a condition that needed none of that.
+    """
+    if isinstance(exc, RETRYABLE):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(MISCONF)
 
 
 class GaveUp(Exception):  # noqa: N818 - a control-flow signal, not an error condition
@@ -37,15 +57,17 @@ def with_retry(
     first: float = 0.05,
     cap: float = 2.0,
 ) -> T:
-    """Call ``fn`` until it succeeds, or until ``give_up()`` is true after a failure (then
-    :class:`GaveUp`). Back-off sleeps end early when ``wake`` is set (a drain request), so
-    ``give_up`` is re-checked promptly; without ``wake`` they run to term."""
+    """Call ``fn`` until it succeeds, or until ``give_up()`` is true after a :func:`transient` failure
+    (then :class:`GaveUp`); any other error is raised at once. Back-off sleeps end early when ``wake``
+    is set (a drain request), so ``give_up`` is re-checked promptly; without ``wake`` they run to term."""
     delay = first
     failures = 0
     while True:
         try:
             result = fn()
-        except RETRYABLE as exc:
+        except redis.RedisError as exc:
+            if not transient(exc):
+                raise
             failures += 1
             on_error()
             if failures == 1 or failures % 20 == 0:

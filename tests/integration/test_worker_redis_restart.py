@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -111,5 +112,49 @@ def test_after_an_outage_longer_than_the_visibility_timeout_live_holders_keep_th
         assert "redis unavailable" in w.log(200) and "reclaimed job" not in w.log(200)
         assert w.proc.poll() is None
     finally:
+        r.close()
+        pool.kill_all()
+
+
+def test_a_redis_refusing_writes_after_a_failed_save_is_waited_out_not_crashed_on(
+    valkey_factory: Callable[..., ValkeyServer], tmp_path: Path
+) -> None:
+    """MISCONF (a save failed, e.g. a full disk: every write is refused until one succeeds) is an
+    outage like any other. A worker that crashed on it lost the result of the job it had just run (so
+    the job ran again after the visibility timeout), and idle workers crashed too, each restart
+    paying the warm-up again."""
+    server = valkey_factory()
+    pool = WorkerPool(server.url, tmp_path / "workers")
+    r = redis.Redis.from_url(server.url)
+    try:
+        busy = pool.spawn("busy", MODEL_PREDICT_SECONDS="1.0")
+        idle = pool.spawn("idle", QUEUE="other:v1")
+        job_id = jq.submit_job(r, Q, "through a refusal").job_id
+        deadline = time.monotonic() + 10
+        while (job := jq.get_job(r, job_id)) is None or job.status is not JobStatus.RUNNING:
+            assert time.monotonic() < deadline, busy.log()
+            time.sleep(0.02)
+        # Make a save fail for real: the data directory (the server's cwd) disappears, then a save
+        # point is configured and a background save started; the server then refuses writes.
+        shutil.rmtree(server.data_dir)
+        r.config_set("save", "3600 1")
+        r.bgsave()
+        while r.info("persistence")["rdb_last_bgsave_status"] != "err":
+            assert time.monotonic() < deadline, "the save did not fail"
+            time.sleep(0.02)
+        with pytest.raises(redis.ResponseError, match=r"^MISCONF"):
+            r.set("probe", "1")
+        time.sleep(2.0)  # the model returns meanwhile; its result cannot be recorded yet
+        assert (busy.proc.poll(), idle.proc.poll()) == (None, None), busy.log() + idle.log()
+        r.config_set("save", "")  # writes resume
+        job = jq.wait_for_job(r, job_id, 10)
+        assert job is not None and (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1), busy.log()
+        assert "redis unavailable during recording a result" in busy.log(200)
+        later = jq.submit_job(r, Q, "after").job_id
+        done = jq.wait_for_job(r, later, 10)
+        assert done is not None and done.status is JobStatus.SUCCEEDED, busy.log()
+        assert (busy.proc.poll(), idle.proc.poll()) == (None, None)
+    finally:
+        r.config_set("save", "")  # the stop need not save into a missing directory
         r.close()
         pool.kill_all()

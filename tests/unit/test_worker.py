@@ -197,3 +197,26 @@ def test_the_watchdog_reports_an_overdue_call_once() -> None:
         assert got == entry and 0.2 <= seconds < 1.0
     finally:
         dog.stop()
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        redis.ResponseError("MISCONF Valkey is configured to save RDB snapshots, but it's currently unable"),
+        redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        redis.exceptions.MasterDownError("Link with MASTER is down and replica-serve-stale-data is 'no'."),
+    ],
+)
+def test_retry_waits_out_a_server_that_refuses_for_now(refusal: redis.RedisError) -> None:
+    """A server refusing writes until a save succeeds (MISCONF), full (OOM) or cut off from its
+    master recovers by itself: the job loop must wait, not crash and lose the result it holds."""
+    calls = 0
+
+    def refused_twice() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise refusal
+        return "written"
+
+    assert with_retry(refused_twice, what="test", first=0.001) == "written" and calls == 3
