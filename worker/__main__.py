@@ -5,16 +5,25 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 from worker.config import WorkerConfig
 from worker.model import load_model
 from worker.runner import Worker
 
 
+def log_level(env: Mapping[str, str]) -> str:
+    """LOG_LEVEL, checked so a typo names the variable (``basicConfig`` says only "Unknown level")."""
+    level = (env.get("LOG_LEVEL") or "INFO").upper()
+    if level not in logging.getLevelNamesMapping():
+        raise ValueError(f"LOG_LEVEL={env['LOG_LEVEL']!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
+    return level
+
+
 def main() -> int:
     config = WorkerConfig.from_env()
     logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        level=log_level(os.environ),
         format=f"%(asctime)s %(levelname)s {config.name} %(name)s: %(message)s",
         stream=sys.stderr,
     )

@@ -24,7 +24,9 @@ def _float(env: Mapping[str, str], name: str, default: float, *, positive: bool 
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    """``maximum``: checked here so the error names the variable, not the call that fails on it later
+    (a PORT above 65535 was a bare ``OverflowError: bind(): port must be 0-65535``)."""
     raw = env.get(name, "")
     try:
         value = int(raw) if raw else default
@@ -32,6 +34,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
         raise ValueError(f"{name}={raw!r} is not a whole number") from None
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -69,12 +73,20 @@ class WorkerConfig:
         visibility = _float(env, "VISIBILITY_TIMEOUT", 30.0)
         if heartbeat <= 0 or visibility <= heartbeat:
             raise ValueError("need 0 < HEARTBEAT_SECONDS < VISIBILITY_TIMEOUT")
+        # A registry entry that expires before the next heartbeat renews it makes a live worker
+        # vanish between beats: the autoscaler would count it missing (busy pods unprotected).
+        worker_ttl = _float(env, "WORKER_TTL", max(3 * heartbeat, 5.0))
+        if worker_ttl <= heartbeat:
+            raise ValueError(
+                f"need HEARTBEAT_SECONDS < WORKER_TTL (a few heartbeats), got {heartbeat:g} and "
+                f"{worker_ttl:g}"
+            )
         return cls(
             redis_url=env.get("REDIS_URL", "redis://localhost:6379/0"),
             name=env.get("HOSTNAME") or socket.gethostname(),
             queue=validate_queue(env.get("QUEUE", "default:v1")),
             model_class=env.get("MODEL_CLASS", "worker.model:ReferenceModel"),
-            port=_int(env, "PORT", 8080, 0),
+            port=_int(env, "PORT", 8080, 0, 65535),
             visibility_timeout=visibility,
             heartbeat_seconds=heartbeat,
             poll_seconds=max(0.05, _float(env, "POLL_SECONDS", 1.0)),
@@ -83,6 +95,6 @@ class WorkerConfig:
             settings=Settings(
                 max_attempts=_int(env, "MAX_ATTEMPTS", 3, 1),
                 result_ttl=_int(env, "RESULT_TTL", 24 * 3600, 1),
-                worker_ttl=_float(env, "WORKER_TTL", max(3 * heartbeat, 5.0)),
+                worker_ttl=worker_ttl,
             ),
         )

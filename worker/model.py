@@ -8,6 +8,7 @@ A model is any class with a no-argument constructor, ``setup()`` (slow: load wei
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import time
 import uuid
@@ -25,7 +26,17 @@ class Model(Protocol):
 
 
 def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name) or default)
+    """Checked when the model is built, at start, naming the variable: a bad value used to surface as
+    ``could not convert string to float`` or, negative, only once setup began (the worker had already
+    registered as starting) as ``sleep length must be non-negative``."""
+    raw = os.environ.get(name) or ""
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {raw!r}")
+    return value
 
 
 class ReferenceModel:
@@ -59,6 +70,14 @@ def load_model(path: str) -> Model:
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"MODEL_CLASS must look like 'package.module:ClassName', got {path!r}")
-    cls = getattr(importlib.import_module(module_name), attr)
+    # Named so an operator reading the crash knows which setting to fix (a bare "No module named"
+    # does not say where the name came from); the original error stays chained.
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"MODEL_CLASS={path!r}: cannot import {module_name!r}: {exc}") from exc
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise ValueError(f"MODEL_CLASS={path!r}: module {module_name!r} has no attribute {attr!r}")
     model: Model = cls()
     return model

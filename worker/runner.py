@@ -46,13 +46,18 @@ class SetupAborted(Exception):  # noqa: N818 - a control-flow signal, not an err
 
 def connect(config: WorkerConfig) -> redis.Redis:
     """A client whose socket timeout outlasts a blocking read, and with little built-in retrying:
-    outages are handled by :func:`worker.retry.with_retry`, which knows when to give up."""
-    return redis.Redis.from_url(
-        config.redis_url,
-        socket_timeout=config.poll_seconds + 10,
-        socket_connect_timeout=3,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1),
-    )
+    outages are handled by :func:`worker.retry.with_retry`, which knows when to give up.
+
+    A malformed URL is reported naming REDIS_URL (never its value, which may hold a password)."""
+    try:
+        return redis.Redis.from_url(
+            config.redis_url,
+            socket_timeout=config.poll_seconds + 10,
+            socket_connect_timeout=3,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1),
+        )
+    except ValueError as exc:
+        raise ValueError(f"REDIS_URL is not a usable Redis URL: {exc}") from None
 
 
 class Worker:
