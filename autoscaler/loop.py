@@ -22,7 +22,9 @@ replaced by a hot reload hands its state to the new one. Without saved state the
 warmed from the source's history instead, when the source keeps one.
 
 Arrivals: with a counter (our streams, or a list with ``arrivals_key``) they are the counter's delta
-(a decrease is a reset, counted from zero as Prometheus does). Without one (a plain list) they are
+(a decrease is a reset: counted from zero when that many jobs are visible in the queue and its
+completions, else, for that one interval, estimated as below, since a counter restored from an
+older snapshot must not count every job it ever saw as new). Without one (a plain list) they are
 estimated by conservation: arrivals = Δ(waiting + in-flight) + completions, clipped at 0. A plain
 list reports no completions, so this reduces to the growth of the list: jobs that arrive and are
 taken within one tick are invisible and the estimate is biased LOW whenever workers keep up (it
@@ -130,11 +132,52 @@ class LoopSettings:
 def _arrivals_between(previous: QueueSignals, current: QueueSignals) -> int:
     if current.arrivals_total is not None and previous.arrivals_total is not None:
         delta = current.arrivals_total - previous.arrivals_total
-        return delta if delta >= 0 else current.arrivals_total  # counter reset (e.g. Redis flushed)
+        return delta if delta >= 0 else _arrivals_after_reset(previous, current)
     if current.arrivals_total is not None:  # the counter just appeared: nothing to difference yet
         return 0
+    return _queue_growth(previous, current)
+
+
+def _queue_growth(previous: QueueSignals, current: QueueSignals) -> int:
+    """Arrivals by conservation: Δ(waiting + in flight) + completions, clipped at 0 (biased low)."""
     grown = (current.waiting + current.in_flight) - (previous.waiting + previous.in_flight)
     return max(0, grown + current.completions)
+
+
+def _arrivals_after_reset(previous: QueueSignals, current: QueueSignals) -> int:
+    """Arrivals over an interval in which the counter went down.
+
+    A counter can go down two ways, and its value alone cannot tell them apart. Redis lost its
+    data (restart without persistence, FLUSHALL): the counter restarted from 0 and its value is the
+    arrivals since, every one of them still waiting, in flight or among this read's completions.
+    Or Redis came back from an older copy (an RDB snapshot, a replica promoted while it lagged):
+    the counter went back to a value it had before, possibly millions of jobs ago, and taking that
+    value as this interval's arrivals would scale straight to max_replicas and teach the
+    forecaster and the standing pool a burst that never happened. So the value is believed only
+    while that many jobs are visible; otherwise this one interval is estimated as if there were no
+    counter (queue growth plus completions), and the next one differences the counter again.
+    """
+    total = current.arrivals_total or 0
+    visible = current.waiting + current.in_flight + current.completions
+    return total if total <= visible else min(total, _queue_growth(previous, current))
+
+
+def within_bounds(decision: Decision, workload: WorkloadSpec) -> Decision:
+    """``decision`` with its count inside the target's min/max replicas.
+
+    The bounds are the operator's hard limits and win over every other rule, whichever policy
+    decided: the baselines keep their own (``keda`` its HPA ``min_replicas``, 1 by default;
+    ``static:N`` its N), so without this a target with ``min_replicas: 3`` under ``policy: keda``
+    would be scaled to 1 when idle and ``static:50`` would ignore ``max_replicas: 30``. What the
+    policy asked for stays in the terms.
+    """
+    low, high = workload.min_replicas, workload.max_replicas
+    desired = min(max(decision.desired, low), high)
+    if desired == decision.desired:
+        return decision
+    reason = "min-replicas" if desired > decision.desired else "max-replicas"
+    terms = {**decision.terms, "policy_desired": float(decision.desired)}
+    return replace(decision, desired=desired, reason=reason, terms=terms)
 
 
 def policy_estimates(policy: Policy, decision: Decision | None) -> dict[str, float]:
@@ -348,7 +391,8 @@ class TargetLoop:
             decision = self._policy.decide(snapshot)
         except Exception as exc:
             return self._failed(now, "policy-error", exc, latencies)
-        if not snapshot.stale:
+        if not snapshot.stale:  # a hold is never acted on, and its reason says why it held
+            decision = within_bounds(decision, settings.workload)
             self._pending_startups.clear()
             self._pending_services.clear()
             self._previous = signals
@@ -471,7 +515,10 @@ class TargetLoop:
         snapshot = self._snapshot(now, state, signals, settings.workload)
         snapshot = replace(snapshot, service_times=(), startup_times=())
         decision = policy.surge(snapshot)
-        if decision is None or decision.desired <= snapshot.current_replicas:
+        if decision is None:
+            return None
+        decision = within_bounds(decision, settings.workload)
+        if decision.desired <= snapshot.current_replicas:
             return None
         failure = self._scale(decision, state, snapshot)
         lost = isinstance(failure, LeadershipLostError)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import pytest
 import redis
 
 from autoscaler.config import ListSourceConfig, StreamSourceConfig
+from autoscaler.engine.snapshot import Decision, Snapshot
+from autoscaler.engine.target import WorkloadSpec
+from autoscaler.loop import LoopSettings, TargetLoop
 from autoscaler.sources.base import SourceUnavailableError
 from autoscaler.sources.redis_source import ArrivalHistory, ListSource, StreamSource, make_source
 from jobqueue import WorkerInfo, WorkerState
@@ -17,6 +21,7 @@ from jobqueue.consumer import Outcome
 from jobqueue.keys import Keyspace
 from jobqueue.types import Settings
 from tests.support.valkey import ValkeyServer
+from tests.unit.doubles import Clock, MemoryTarget
 
 pytestmark = pytest.mark.integration
 
@@ -212,3 +217,55 @@ def test_a_job_dead_lettered_by_the_reclaimer_counts_once_with_no_service_sample
     assert read.latencies == (record.finished_at - record.submitted_at,)
     assert source.history(3600) == ArrivalHistory(arrival_times=(record.submitted_at,), service_times=())
     source.close()
+
+
+@dataclass
+class _Recorder:
+    """A policy that holds and records what it was shown: the subject here is the arrivals count."""
+
+    seen: list[Snapshot] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "recorder"
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        self.seen.append(snapshot)
+        return Decision(snapshot.current_replicas, "hold")
+
+
+def test_a_redis_restarted_from_an_older_snapshot_does_not_count_the_whole_counter_as_arrivals(
+    valkey_factory: Callable[..., ValkeyServer],
+) -> None:
+    """The server crashes after its last RDB save; it comes back with the list's counter 20 behind."""
+    server = valkey_factory()
+    client = redis.Redis.from_url(server.url)
+    client.set("celery:pushed", 100_000)  # a week of traffic
+    client.rpush("celery", "a", "b")
+    clock = Clock()
+    source = ListSource(redis.Redis.from_url(server.url), "celery", "celery:pushed", clock=clock)
+    policy = _Recorder()
+    settings = LoopSettings(WorkloadSpec(tick_seconds=5.0))
+    loop = TargetLoop("t", source, MemoryTarget(clock), policy, settings, clock=clock)
+    loop.tick()
+    client.save()  # the last snapshot before the crash
+    client.incrby("celery:pushed", 20)
+    clock.advance()
+    loop.tick()
+    assert server.proc is not None
+    server.proc.kill()  # no shutdown save: the restart loads the snapshot
+    server.proc.wait()
+    server.proc = None
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    assert client.get("celery:pushed") == b"100000"
+    client.incr("celery:pushed")  # one real arrival since the restart
+    client.rpush("celery", "c")
+    for _ in range(2):  # the first read after the crash may meet the dead connection and hold
+        clock.advance()
+        loop.tick()
+    fresh = [s.arrivals for s in policy.seen if not s.stale]
+    assert fresh[:2] == [0, 20]
+    assert fresh[2:] in ([1, 0], [1])  # not 100,001 arrivals in one tick (straight to max_replicas)
+    source.close()
+    client.close()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from autoscaler.engine.policy import StartupAwareConfig, StartupAwarePolicy
+from autoscaler.engine.registry import make_policy
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.logs import JsonFormatter
@@ -111,9 +112,26 @@ def test_a_counter_that_goes_down_was_reset_and_counts_from_zero() -> None:
     r = rig()
     r.source.arrivals_total = 500
     r.tick()
-    r.source.arrivals_total = 4  # Redis flushed and 4 jobs arrived since
+    r.source.arrivals_total, r.source.waiting = 4, 4  # Redis flushed and 4 jobs arrived since
     r.tick()
     assert r.policy.seen[-1].arrivals == 4
+
+
+def test_a_counter_restored_from_an_older_snapshot_does_not_count_its_whole_past_as_arrivals() -> None:
+    # A Redis restart from an RDB snapshot (or a failover to a lagging replica) takes the counter
+    # back to a value it had long ago. Its value is every job ever counted, not this tick's arrivals:
+    # taken as such, 100k jobs in 5 s scale straight to max_replicas.
+    r = rig()
+    r.source.arrivals_total, r.source.waiting = 100_000, 5
+    r.tick()
+    r.source.arrivals_total, r.source.waiting = 100_010, 5
+    r.tick()
+    # restored: 30 increments lost, 3 jobs since; 6 waiting now and 2 completed during the tick
+    r.source.arrivals_total, r.source.waiting, r.source.service_times = 99_983, 6, (1.0, 1.0)
+    r.tick()
+    r.source.arrivals_total = 99_990
+    r.tick()
+    assert [s.arrivals for s in r.policy.seen] == [0, 10, 3, 7]
 
 
 def test_without_counter_arrivals_are_queue_growth_plus_completions_clipped_at_zero() -> None:
@@ -731,3 +749,25 @@ def test_the_observer_has_counted_a_report_before_it_becomes_last_report() -> No
     clock.advance(TICK)
     second = loop.tick()
     assert seen_before == [None, first] and loop.last_report is second
+
+
+def test_min_and_max_replicas_bound_every_policy_not_only_the_startup_aware_one() -> None:
+    # keda keeps its own HPA minReplicas (1) and static:N its N; the target's bounds must still win.
+    clock = Clock()
+    workload = WorkloadSpec(tick_seconds=TICK, min_replicas=3, max_replicas=30)
+    for spec, start, expected, reason in (
+        ("keda", 3, 3, "min-replicas"),
+        ("static:50", 3, 30, "max-replicas"),
+    ):
+        target = MemoryTarget(clock)
+        target.replicas = start
+        policy = make_policy(spec, workload)
+        loop = TargetLoop("t", MemorySource(clock), target, policy, LoopSettings(workload), clock=clock)
+        reports = []
+        for _ in range(80):  # past KEDA's 300 s scale-down stabilization on an empty queue
+            clock.advance()
+            reports.append(loop.tick())
+        assert target.replicas == expected, spec
+        assert {r.decision.desired for r in reports if r.decision} == {expected}, spec
+        last = reports[-1].decision
+        assert last is not None and last.reason == reason
