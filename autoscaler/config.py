@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import threading
@@ -35,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from autoscaler.engine.registry import make_policy
+from autoscaler.engine.registry import make_policy, parse_spec
 from autoscaler.engine.target import WorkloadSpec
 
 log = logging.getLogger("autoscaler.config")
@@ -68,7 +69,10 @@ def expand_env(text: str, environ: dict[str, str] | None = None) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # YAML reads ``.inf`` and ``.nan`` as floats, and a lower bound alone lets ``.inf`` through: an
+    # infinite startup_seconds makes every decision fail, an infinite socket timeout every read, an
+    # infinite state TTL every save, each only at run time. No setting here means anything infinite.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _RedisConnection(_Strict):
@@ -192,6 +196,16 @@ class StateConfig(_Strict):
         return self
 
 
+def _finite(knob: object) -> bool:
+    """False for an infinite or NaN knob, spelled as a YAML float (``.inf``) or a string (``inf``)."""
+    if isinstance(knob, str):
+        try:
+            knob = float(knob)
+        except ValueError:
+            return True  # not a number at all: the policy's own check names what it expects
+    return not isinstance(knob, float) or math.isfinite(knob)
+
+
 class PolicyConfig(BaseModel):
     """Which policy sizes the target, and its knobs (the policy config's fields, inline).
 
@@ -218,6 +232,9 @@ class PolicyConfig(BaseModel):
         for key, knob in self.knobs.items():
             if not isinstance(knob, str | int | float | bool):
                 raise ValueError(f"knob {key!r} must be a number, a boolean or a string")
+        for key, knob in (*parse_spec(self.name)[2].items(), *self.knobs.items()):
+            if not _finite(knob):  # the policies' own checks are bounds, which .inf can pass
+                raise ValueError(f"knob {key!r} must be a finite number, got {knob!r}")
         make_policy(self.name, WorkloadSpec(), **self.knobs)
         return self
 

@@ -11,6 +11,7 @@ connects (so the daemon's pod needs those variables, as the scaled pods had them
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,29 @@ def _meta(trigger: Mapping[str, Any], key: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _mapping(value: Any, what: str, where: str) -> Mapping[str, Any]:
+    """``value`` if it is a mapping (or absent); else the error naming the field, not a traceback."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise KedaImportError(f"{where}: {what} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _count(value: Any, what: str, where: str) -> int:
+    """A replica count as KEDA reads it (an integer, possibly quoted); else the error naming the field.
+
+    ScaledObjects are often copied out of Helm charts, where ``"{{ .Values.min }}"`` is a string.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not number.is_integer() or number < 0:
+        raise KedaImportError(f"{where}: {what} must be a whole number >= 0, got {value!r}")
+    return int(number)
+
+
 def _env(name: str) -> str:
     return "${" + name + "}"
 
@@ -61,7 +85,10 @@ def _redis_url(trigger: Mapping[str, Any], where: str) -> str:
     return f"{'rediss' if tls else 'redis'}://{credentials}{address}/{database}"
 
 
-def _pick_trigger(triggers: list[Mapping[str, Any]], where: str, notes: list[str]) -> Mapping[str, Any]:
+def _pick_trigger(raw: Any, where: str, notes: list[str]) -> Mapping[str, Any]:
+    if not isinstance(raw, list):
+        raise KedaImportError(f"{where}: spec.triggers must be a list, got {type(raw).__name__}")
+    triggers = [_mapping(t, f"spec.triggers[{i}]", where) for i, t in enumerate(raw)]
     types = [str(t.get("type", "?")) for t in triggers]
     redis_triggers = [t for t in triggers if t.get("type") == "redis"]
     if not redis_triggers:
@@ -83,14 +110,14 @@ def convert_scaled_object(
     obj: Mapping[str, Any], *, policy: str = "startup-aware", shadow: bool = True
 ) -> Conversion:
     """One ScaledObject -> one target entry (plus notes for the operator)."""
-    meta = obj.get("metadata") or {}
+    meta = _mapping(obj.get("metadata"), "metadata", "ScaledObject")
     name = str(meta.get("name") or "")
     namespace = meta.get("namespace")
-    where = f"ScaledObject {namespace + '/' if namespace else ''}{name or '?'}"
+    where = f"ScaledObject {str(namespace) + '/' if namespace else ''}{name or '?'}"
     if not name:
         raise KedaImportError(f"{where}: metadata.name is missing")
-    spec = obj.get("spec") or {}
-    ref = spec.get("scaleTargetRef") or {}
+    spec = _mapping(obj.get("spec"), "spec", where)
+    ref = _mapping(spec.get("scaleTargetRef"), "spec.scaleTargetRef", where)
     kind = ref.get("kind", "Deployment")
     if kind not in SUPPORTED_KINDS:
         raise KedaImportError(
@@ -99,7 +126,8 @@ def convert_scaled_object(
     if not ref.get("name"):
         raise KedaImportError(f"{where}: scaleTargetRef.name is missing")
     notes: list[str] = []
-    trigger = _pick_trigger(list(spec.get("triggers") or []), where, notes)
+    trigger = _pick_trigger(spec.get("triggers") or [], where, notes)
+    _mapping(trigger.get("metadata"), "the redis trigger's metadata", where)
     list_name = _meta(trigger, "listName")
     if not list_name:
         raise KedaImportError(f"{where}: the redis trigger has no metadata.listName")
@@ -112,7 +140,15 @@ def convert_scaled_object(
             f"{where}: credentials come from TriggerAuthentication {auth!r}; expose that secret to the "
             "autoscaler as an env variable and set source.password_env (or ${VAR} in redis_url)"
         )
-    list_length = float(_meta(trigger, "listLength") or 5)
+    raw_length = _meta(trigger, "listLength") or "5"
+    try:
+        list_length = float(raw_length)
+    except ValueError:
+        list_length = math.nan
+    if not (math.isfinite(list_length) and list_length > 0):
+        raise KedaImportError(
+            f"{where}: the redis trigger's listLength must be a number > 0, got {raw_length!r}"
+        )
     policy_entry: dict[str, Any] = {"name": policy}
     if policy == "keda":
         policy_entry["list_length"] = list_length
@@ -128,8 +164,8 @@ def convert_scaled_object(
         "name": name,
         "source": source,
         "target": target,
-        "min_replicas": int(spec.get("minReplicaCount", 0)),
-        "max_replicas": int(spec.get("maxReplicaCount", 100)),
+        "min_replicas": _count(spec.get("minReplicaCount", 0), "spec.minReplicaCount", where),
+        "max_replicas": _count(spec.get("maxReplicaCount", 100), "spec.maxReplicaCount", where),
         "policy": policy_entry,
         "shadow": shadow,
     }

@@ -129,6 +129,40 @@ def test_saved_state_must_outlive_the_time_between_saves() -> None:
     assert "targets[1].state.every: Extra inputs are not permitted" in error_of(text)
 
 
+@pytest.mark.parametrize(
+    ("change", "broken", "expected"),
+    [
+        # Each passed its lower bound and failed only at run time: every decision (OverflowError),
+        # every read (a socket timeout of inf), every save of the learned state (an inf expiry).
+        ("slo_seconds: 10", "startup_seconds: .inf", "targets[0].startup_seconds: Input should be a finite"),
+        ("slo_seconds: 10", "slo_seconds: .inf", "targets[0].slo_seconds: Input should be a finite number"),
+        (
+            "key: celery",
+            "key: celery, socket_timeout_seconds: .inf",
+            "targets[1].source.socket_timeout_seconds: Input should be a finite number",
+        ),
+        (
+            "shadow: true",
+            "shadow: true\n    state: {ttl_seconds: .inf}",
+            "targets[1].state.ttl_seconds: Input should be a finite number",
+        ),
+        (
+            "confidence: 0.99",
+            "confidence: 0.99, drain_seconds: .inf",
+            "targets[0].policy: knob 'drain_seconds' must be a finite number, got inf",
+        ),
+        (
+            'policy: "keda:listLength=10"',
+            'policy: "keda:listLength=inf"',
+            "targets[1].policy: knob 'list_length' must be a finite number, got 'inf'",
+        ),
+    ],
+)
+def test_infinite_values_are_refused_at_load_time(change: str, broken: str, expected: str) -> None:
+    assert change in VALID
+    assert expected in error_of(VALID.replace(change, broken, 1))
+
+
 def test_duplicate_names_empty_targets_and_non_yaml_are_refused() -> None:
     assert "targets: target names must be unique; repeated: resnet" in error_of(
         VALID.replace("legacy", "resnet")
@@ -336,6 +370,41 @@ def test_import_keda_refuses_other_triggers_clearly(
     path.write_text(streams)
     assert main(["import-keda", str(path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {path}: ScaledObject ml/inference: no 'redis'")
+
+
+@pytest.mark.parametrize(
+    ("change", "broken", "expected"),
+    [
+        # A ScaledObject copied out of a Helm chart keeps its template strings.
+        (
+            "minReplicaCount: 2",
+            'minReplicaCount: "{{ .Values.min }}"',
+            "spec.minReplicaCount must be a whole number >= 0, got '{{ .Values.min }}'",
+        ),
+        ("maxReplicaCount: 30", "maxReplicaCount: 2.5", "spec.maxReplicaCount must be a whole number"),
+        (
+            'listLength: "8"',
+            'listLength: "{{ .Values.len }}"',
+            "the redis trigger's listLength must be a number",
+        ),
+        (
+            "scaleTargetRef: {name: worker, kind: StatefulSet}",
+            "scaleTargetRef: worker",
+            "spec.scaleTargetRef must",
+        ),
+        ("- type: redis", "- redis\n    - type: redis", "spec.triggers[0] must be a mapping, got str"),
+    ],
+)
+def test_import_keda_names_a_malformed_field_instead_of_a_traceback(
+    change: str, broken: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert change in SCALED_OBJECT
+    path = tmp_path / "so.yaml"
+    path.write_text(SCALED_OBJECT.replace(change, broken, 1))
+    assert main(["import-keda", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ScaledObject ml/inference: ") and expected in err
+    assert err.count("\n") == 1
 
 
 def test_replicas_sharing_a_configured_leader_identity_still_elect_one_leader() -> None:
