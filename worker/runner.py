@@ -40,8 +40,12 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class SetupAborted(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """Raised from the signal handler to interrupt the model's setup."""
+class SetupAborted(BaseException):  # a control-flow signal, not an error
+    """Raised from the signal handler to interrupt the model's setup.
+
+    A BaseException, like KeyboardInterrupt: a model whose setup retries on ``except Exception``
+    (a flaky weights download, say) would otherwise swallow it and warm up in full before exiting,
+    burning the pod's grace period on a pod that was released."""
 
 
 def connect(config: WorkerConfig) -> redis.Redis:

@@ -35,6 +35,11 @@ class LiveStatus:
         # and whether the watchdog gave the attempt up (see overdue).
         self._called_at: float | None = None
         self._abandoned = False
+        # Set by drain() without the lock: drain runs in the SIGTERM handler, on the main thread,
+        # which may be holding the lock in the middle of busy()/idle() when the signal lands.
+        # Taking it there again (it is not re-entrant) hung the worker until SIGKILL. The reads
+        # below report it over whatever _state the interrupted update leaves behind.
+        self._drain_requested = False
 
     def mark_ready(self) -> float:
         """Setup is done; returns the measured warm-up in seconds."""
@@ -85,19 +90,22 @@ class LiveStatus:
                 self._state = WorkerState.IDLE
 
     def drain(self) -> None:
-        with self._lock:
-            self._state = WorkerState.DRAINING
+        """Take no new job from now on. Safe in a signal handler: a plain attribute write, no lock."""
+        self._drain_requested = True
+
+    def _current(self) -> WorkerState:
+        return WorkerState.DRAINING if self._drain_requested else self._state
 
     @property
     def state(self) -> WorkerState:
         with self._lock:
-            return self._state
+            return self._current()
 
     @property
     def ready(self) -> bool:
         """Serving jobs: set up and not draining (the readiness probe's answer)."""
         with self._lock:
-            return self._ready_at is not None and self._state is not WorkerState.DRAINING
+            return self._ready_at is not None and self._current() is not WorkerState.DRAINING
 
     def snapshot(self) -> tuple[WorkerInfo, Entry | None]:
         """The registry entry to publish now, and the entry whose lease must be renewed (none once
@@ -106,7 +114,7 @@ class LiveStatus:
             info = WorkerInfo(
                 name=self.name,
                 queue=self.queue,
-                state=self._state,
+                state=self._current(),
                 started_at=self.started_at,
                 heartbeat_at=time.time(),
                 job=self._entry.job_id if self._entry else None,

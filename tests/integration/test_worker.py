@@ -193,6 +193,25 @@ def test_sigterm_during_setup_exits_at_once(redis_client: redis.Redis, worker_po
     assert jq.read_queue_stats(redis_client, Q).workers == ()
 
 
+def test_sigterm_during_a_setup_that_retries_on_any_error_still_exits_at_once(
+    redis_client: redis.Redis, worker_pool: WorkerPool
+) -> None:
+    """The abort raised into setup by the signal handler was an Exception: a setup retrying on
+    ``except Exception`` swallowed it and warmed up in full (30 s here) before the worker exited."""
+    w = worker_pool.spawn(
+        "retrying",
+        ready=False,
+        MODEL_SETUP_SECONDS="30",
+        MODEL_CLASS="tests.support.models:SetupRetriesOnAnyError",
+    )
+    wait_until(
+        lambda: [x.state for x in jq.read_queue_stats(redis_client, Q).workers] == [WorkerState.STARTING]
+    )
+    w.signal(signal.SIGTERM)
+    assert w.wait(5) == 0
+    assert jq.read_queue_stats(redis_client, Q).workers == ()
+
+
 def test_the_heartbeat_outlives_a_refusal_that_is_not_an_outage(redis_client: redis.Redis) -> None:
     """A command error (here WRONGTYPE on the registry key; MISCONF in the wild) must not end the
     thread that renews the running job's lease: once the error clears, heartbeats resume."""

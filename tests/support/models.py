@@ -33,3 +33,15 @@ class Hangs(ReferenceModel):
     def predict(self, input: Any) -> dict[str, Any]:
         threading.Event().wait()
         raise AssertionError("unreachable")
+
+
+class SetupRetriesOnAnyError(ReferenceModel):
+    """A warm-up that retries on ``except Exception`` (a flaky weights download, in the wild)."""
+
+    def setup(self) -> None:
+        deadline = time.monotonic() + self.setup_seconds
+        while time.monotonic() < deadline:
+            try:
+                time.sleep(0.05)
+            except Exception:  # the pattern under test
+                continue

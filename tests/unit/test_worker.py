@@ -220,3 +220,23 @@ def test_retry_waits_out_a_server_that_refuses_for_now(refusal: redis.RedisError
         return "written"
 
     assert with_retry(refused_twice, what="test", first=0.001) == "written" and calls == 3
+
+
+def test_a_drain_requested_while_the_status_lock_is_held_does_not_hang() -> None:
+    """SIGTERM's handler runs on the main thread, which may be inside busy()/idle() holding the
+    status lock; drain() took that lock again (not re-entrant) and the worker hung until SIGKILL."""
+    status = LiveStatus("w", "q:v", started_at=time.time())
+    status.mark_ready()
+    done = threading.Event()
+
+    def handler_lands_mid_update() -> None:
+        with status._lock:  # the job loop's update, interrupted by the signal
+            status.drain()
+            done.set()
+
+    threading.Thread(target=handler_lands_mid_update, daemon=True).start()
+    assert done.wait(5), "drain() blocked on the lock its own thread holds"
+    entry = Entry(queue="q:v", stream="s", entry_id="1-0", job_id="j")
+    status.busy(entry)  # an update the signal interrupted completes afterwards: still draining
+    assert status.state is WorkerState.DRAINING and not status.ready
+    assert status.snapshot()[0].state is WorkerState.DRAINING
