@@ -368,10 +368,30 @@ def describe_error(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping.
+
+    YAML forbids it, but PyYAML keeps the last value silently: ``max_replicas: 5`` followed, forty
+    lines on in a hand-edited ConfigMap, by ``max_replicas: 50`` validated and ran with 50.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (again on line {line})"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_config(text: str, origin: str = "<config>") -> AppConfig:
     """Validate YAML text; ``ConfigError`` carries a one-line message naming the bad field(s)."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: safe on untrusted text
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):

@@ -172,6 +172,16 @@ def test_duplicate_names_empty_targets_and_non_yaml_are_refused() -> None:
     assert "expected a mapping" in error_of("- a\n- b")
 
 
+def test_a_key_given_twice_is_refused_not_last_one_wins() -> None:
+    """PyYAML keeps the last of two equal keys: a second max_replicas further down a hand-edited
+    ConfigMap silently replaced the first."""
+    twice = VALID.replace("slo_seconds: 10", "slo_seconds: 10\n    max_replicas: 400")
+    message = error_of(twice)
+    assert "not valid YAML" in message and "key 'max_replicas' appears twice" in message, message
+    assert "line 10" in message, message
+    assert parse_config(VALID).targets[0].max_replicas == 40
+
+
 def test_env_references_expand_and_a_missing_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUEUE_REDIS", "redis://cache:6380/2")
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
