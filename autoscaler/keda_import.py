@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from autoscaler.keda_behavior import BehaviorError, ignored_by_startup_aware, keda_knobs
+
 SUPPORTED_KINDS = ("Deployment", "StatefulSet")
 UNSUPPORTED_REDIS = {
     "redis-streams": "a Redis stream consumer group (not a list)",
@@ -152,11 +154,19 @@ def convert_scaled_object(
     policy_entry: dict[str, Any] = {"name": policy}
     if policy == "keda":
         policy_entry["list_length"] = list_length
+        behavior_notes: list[str] = []
+        try:
+            policy_entry.update(keda_knobs(spec, trigger, behavior_notes))
+        except BehaviorError as exc:
+            raise KedaImportError(f"{where}: {exc}; convert with the default policy instead") from None
+        notes += [f"{where}: {note}" for note in behavior_notes]
     else:
         notes.append(
             f"{where}: KEDA's listLength={list_length:g} is replaced by slo_seconds (a latency objective); "
-            "use --policy keda to reproduce KEDA's behaviour exactly"
+            "use --policy keda to reproduce KEDA's behaviour"
         )
+        if note := ignored_by_startup_aware(spec):
+            notes.append(f"{where}: {note}")
     target: dict[str, Any] = {"kind": "kubernetes", "workload_kind": kind, "name": ref["name"]}
     if namespace:
         target["namespace"] = namespace

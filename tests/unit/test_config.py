@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
 from autoscaler.__main__ import main
@@ -24,6 +25,9 @@ from autoscaler.config import (
     load_config,
     parse_config,
 )
+from autoscaler.engine.baselines import KedaPolicy
+from autoscaler.engine.registry import make_policy
+from autoscaler.engine.target import WorkloadSpec
 from autoscaler.keda_import import KedaImportError, convert_text
 from autoscaler.leader import leader_election_from_config
 
@@ -344,7 +348,8 @@ def test_import_keda_converts_a_redis_trigger(monkeypatch: pytest.MonkeyPatch) -
     assert (target["min_replicas"], target["max_replicas"], target["shadow"]) == (2, 30, True)
     assert any("listLength=8" in note for note in conversion.notes)
     keda = convert_text(SCALED_OBJECT, policy="keda", shadow=False).targets[0]
-    assert keda["policy"] == {"name": "keda", "list_length": 8.0} and keda["shadow"] is False
+    assert keda["policy"] == {"name": "keda", "list_length": 8.0, "min_replicas": 2}
+    assert keda["shadow"] is False
 
 
 def test_import_keda_output_is_a_valid_config(
@@ -361,7 +366,76 @@ def test_import_keda_output_is_a_valid_config(
     config = parse_config(out)
     target = config.targets[0]
     assert target.source.resolved_url() == "rediss://secret@redis.ml:6379/3"
-    assert target.policy.name == "keda" and target.policy.knobs == {"list_length": 8.0}
+    assert target.policy.name == "keda" and target.policy.knobs == {"list_length": 8.0, "min_replicas": 2}
+
+
+BEHAVIOR = """\
+  advanced:
+    horizontalPodAutoscalerConfig:
+      behavior:
+        scaleDown:
+          stabilizationWindowSeconds: 60
+          policies: [{type: Percent, value: 50, periodSeconds: 30}]
+        scaleUp:
+          policies:
+            - {type: Percent, value: 200, periodSeconds: 10}
+            - {type: Pods, value: 10, periodSeconds: 10}
+"""
+
+
+def test_import_keda_carries_the_hpa_behavior_over_to_the_keda_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ScaledObject's HPA behavior (a 60 s scale-down window instead of 300 s, faster scale-up)
+    was dropped without a word, so --policy keda did not reproduce the KEDA it replaced."""
+    text = SCALED_OBJECT.replace("  minReplicaCount: 2\n", "  minReplicaCount: 2\n" + BEHAVIOR)
+    conversion = convert_text(text, policy="keda")
+    policy = conversion.targets[0]["policy"]
+    assert policy == {
+        "name": "keda",
+        "list_length": 8.0,
+        "scale_up_percent": 200.0,
+        "scale_up_pods": 10,
+        "scale_up_period": 10.0,
+        "scale_down_stabilization": 60.0,
+        "scale_down_percent": 50.0,
+        "scale_down_period": 30.0,
+        "min_replicas": 2,
+    }
+    for name in ("REDIS_HOST", "REDIS_PORT", "REDIS_USER", "REDIS_PASSWORD"):
+        monkeypatch.setenv(name, "6379" if name == "REDIS_PORT" else "x")
+    config = parse_config(yaml.safe_dump({"targets": conversion.targets}))
+    built = make_policy(config.targets[0].policy.name, WorkloadSpec(), **config.targets[0].policy.knobs)
+    assert isinstance(built, KedaPolicy) and built.config.scale_down_stabilization == 60.0
+    assert built.config.scale_up_pods == 10
+    # The default policy replaces the HPA: it says so instead of dropping the settings silently.
+    assert any(
+        "horizontalPodAutoscalerConfig.behavior is not carried over" in n for n in convert_text(text).notes
+    )
+    to_zero = convert_text(text.replace("minReplicaCount: 2", "minReplicaCount: 0"), policy="keda")
+    assert to_zero.targets[0]["policy"]["min_replicas"] == 1
+    assert any("activation" in n and "not modelled" in n for n in to_zero.notes)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("value: 50, periodSeconds: 30", "value: 50, periodSeconds: 0"),
+        ("{type: Percent, value: 50", "{type: Pods, value: 50"),
+        ("type: Pods, value: 10, periodSeconds: 10", "type: Pods, value: 10, periodSeconds: 15"),
+        ("stabilizationWindowSeconds: 60", "stabilizationWindowSeconds: soon"),
+        ("- type: redis", "- type: redis\n      metricType: Value"),
+    ],
+)
+def test_import_keda_refuses_hpa_behavior_it_cannot_reproduce(old: str, new: str) -> None:
+    """Settings the keda policy cannot reproduce (or malformed ones) stop the keda conversion, naming
+    the field, rather than promising KEDA's behaviour and delivering another."""
+    text = SCALED_OBJECT.replace("  minReplicaCount: 2\n", "  minReplicaCount: 2\n" + BEHAVIOR)
+    assert old in text
+    with pytest.raises(
+        KedaImportError, match=r"ScaledObject ml/inference: .*convert with the default policy"
+    ):
+        convert_text(text.replace(old, new, 1), policy="keda")
 
 
 def test_import_keda_refuses_other_triggers_clearly(
