@@ -20,7 +20,8 @@ class BehaviorError(ValueError):
     """A behavior field that is not what the HPA API accepts; the message names it."""
 
 
-def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+def mapping(value: Any, what: str) -> Mapping[str, Any]:
+    """``value`` if it is a mapping ({} if absent); else the error naming ``what``."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -28,8 +29,11 @@ def _mapping(value: Any, what: str) -> Mapping[str, Any]:
     return value
 
 
-def _number(value: Any, what: str) -> float:
-    """A non-negative whole number as the HPA API has it (int32), possibly quoted."""
+def whole_number(value: Any, what: str) -> float:
+    """A non-negative whole number as the Kubernetes API has it (int32), possibly quoted.
+
+    ScaledObjects are often copied out of Helm charts, where ``"{{ .Values.min }}"`` is a string.
+    """
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -48,14 +52,14 @@ def _policies(rules: Mapping[str, Any], what: str) -> dict[str, tuple[float, flo
         raise BehaviorError(f"{what}.policies must be a list, got {type(raw).__name__}")
     found: dict[str, tuple[float, float]] = {}
     for i, item in enumerate(raw):
-        policy = _mapping(item, f"{what}.policies[{i}]")
+        policy = mapping(item, f"{what}.policies[{i}]")
         kind = policy.get("type")
         if kind not in ("Pods", "Percent"):
             raise BehaviorError(f"{what}.policies[{i}].type must be Pods or Percent, got {kind!r}")
         if kind in found:
             raise BehaviorError(f"{what}.policies: more than one {kind} policy is not modelled")
-        value = _number(policy.get("value"), f"{what}.policies[{i}].value")
-        period = _number(policy.get("periodSeconds"), f"{what}.policies[{i}].periodSeconds")
+        value = whole_number(policy.get("value"), f"{what}.policies[{i}].value")
+        period = whole_number(policy.get("periodSeconds"), f"{what}.policies[{i}].periodSeconds")
         if period == 0:
             raise BehaviorError(f"{what}.policies[{i}].periodSeconds must be > 0")
         found[kind] = (value, period)
@@ -87,7 +91,7 @@ def _scale_up(rules: Mapping[str, Any], notes: list[str]) -> Knobs:
     what = f"{HPA_PATH}.scaleUp"
     knobs: Knobs = {}
     window = rules.get("stabilizationWindowSeconds")
-    if window is not None and _number(window, f"{what}.stabilizationWindowSeconds") > 0:
+    if window is not None and whole_number(window, f"{what}.stabilizationWindowSeconds") > 0:
         notes.append(f"{what}.stabilizationWindowSeconds is not modelled: scale-ups are not delayed")
     if _select(rules, what) == "Disabled":
         return {"scale_up_percent": 0.0, "scale_up_pods": 0}
@@ -104,7 +108,7 @@ def _scale_down(rules: Mapping[str, Any]) -> Knobs:
     knobs: Knobs = {}
     window = rules.get("stabilizationWindowSeconds")
     if window is not None:
-        knobs["scale_down_stabilization"] = _number(window, f"{what}.stabilizationWindowSeconds")
+        knobs["scale_down_stabilization"] = whole_number(window, f"{what}.stabilizationWindowSeconds")
     if _select(rules, what) == "Disabled":
         return {**knobs, "scale_down_percent": 0.0}
     policies = _policies(rules, what)
@@ -122,21 +126,21 @@ def keda_knobs(spec: Mapping[str, Any], trigger: Mapping[str, Any], notes: list[
     Raises :class:`BehaviorError` for settings whose effect the policy cannot reproduce at all
     (the import would promise a behaviour it does not deliver) or that are malformed.
     """
-    advanced = _mapping(spec.get("advanced"), "spec.advanced")
-    hpa = _mapping(
+    advanced = mapping(spec.get("advanced"), "spec.advanced")
+    hpa = mapping(
         advanced.get("horizontalPodAutoscalerConfig"), "spec.advanced.horizontalPodAutoscalerConfig"
     )
-    behavior = _mapping(hpa.get("behavior"), HPA_PATH)
+    behavior = mapping(hpa.get("behavior"), HPA_PATH)
     knobs: Knobs = {
-        **_scale_up(_mapping(behavior.get("scaleUp"), f"{HPA_PATH}.scaleUp"), notes),
-        **_scale_down(_mapping(behavior.get("scaleDown"), f"{HPA_PATH}.scaleDown")),
+        **_scale_up(mapping(behavior.get("scaleUp"), f"{HPA_PATH}.scaleUp"), notes),
+        **_scale_down(mapping(behavior.get("scaleDown"), f"{HPA_PATH}.scaleDown")),
     }
     metric_type = trigger.get("metricType", "AverageValue")
     if metric_type != "AverageValue":
         raise BehaviorError(
             f"the redis trigger's metricType {metric_type!r} is not modelled (AverageValue is)"
         )
-    minimum = _number(spec.get("minReplicaCount", 0), "spec.minReplicaCount")
+    minimum = whole_number(spec.get("minReplicaCount", 0), "spec.minReplicaCount")
     knobs["min_replicas"] = max(int(minimum), 1)
     if minimum == 0:
         notes.append(

@@ -18,7 +18,13 @@ from typing import Any
 
 import yaml
 
-from autoscaler.keda_behavior import BehaviorError, ignored_by_startup_aware, keda_knobs
+from autoscaler.keda_behavior import (
+    BehaviorError,
+    ignored_by_startup_aware,
+    keda_knobs,
+    mapping,
+    whole_number,
+)
 
 SUPPORTED_KINDS = ("Deployment", "StatefulSet")
 UNSUPPORTED_REDIS = {
@@ -44,26 +50,17 @@ def _meta(trigger: Mapping[str, Any], key: str) -> str | None:
 
 
 def _mapping(value: Any, what: str, where: str) -> Mapping[str, Any]:
-    """``value`` if it is a mapping (or absent); else the error naming the field, not a traceback."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise KedaImportError(f"{where}: {what} must be a mapping, got {type(value).__name__}")
-    return value
+    try:
+        return mapping(value, what)
+    except BehaviorError as exc:
+        raise KedaImportError(f"{where}: {exc}") from None
 
 
 def _count(value: Any, what: str, where: str) -> int:
-    """A replica count as KEDA reads it (an integer, possibly quoted); else the error naming the field.
-
-    ScaledObjects are often copied out of Helm charts, where ``"{{ .Values.min }}"`` is a string.
-    """
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not number.is_integer() or number < 0:
-        raise KedaImportError(f"{where}: {what} must be a whole number >= 0, got {value!r}")
-    return int(number)
+        return int(whole_number(value, what))
+    except BehaviorError as exc:
+        raise KedaImportError(f"{where}: {exc}") from None
 
 
 def _env(name: str) -> str:
