@@ -8,6 +8,9 @@ back sorted and shifted so the first job arrives at t=0 (the simulator's origin)
 from __future__ import annotations
 
 import csv
+import re
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,11 @@ AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 AZURE_CODE_TRACE = Path(__file__).resolve().parents[1] / "traces" / "azure_llm_code_2023.csv"
 """The real reference trace, shipped in the repository (``traces/README.md`` says where it is from)."""
 GENERIC_TIME, GENERIC_SERVICE = "timestamp", "service_s"
+# What numpy parses that is a date-time: a calendar date, optionally a time and a UTC offset. numpy
+# also reads "", "NaT", "now", "today" and bare integers (as years), none of them an arrival time.
+_DATE_TIME = re.compile(
+    r"\d{4}-\d\d-\d\d(?:[T ]\d\d(?::\d\d(?::\d\d(?:\.\d+)?)?)?)?(?:Z|[+-]\d\d(?::?\d\d)?)?"
+)
 
 
 class TraceError(ValueError):
@@ -89,7 +97,16 @@ def _floats(path: Path, values: list[str], name: str) -> np.ndarray:
         raise TraceError(f"{path}: line {line}: {name} {bad!r} is not a number") from None
 
 
-def _first_bad(values: list[str], parse: type[float] | type[np.datetime64]) -> tuple[int, str]:
+def _date_time(value: str) -> np.datetime64:
+    """One TIMESTAMP as :func:`_azure` accepts it; ``ValueError`` names what numpy alone would take."""
+    if not _DATE_TIME.fullmatch(value):
+        raise ValueError(value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return np.datetime64(value)
+
+
+def _first_bad(values: list[str], parse: Callable[[str], object]) -> tuple[int, str]:
     for line, value in enumerate(values, start=2):
         try:
             parse(value)
@@ -101,11 +118,26 @@ def _first_bad(values: list[str], parse: type[float] | type[np.datetime64]) -> t
 def _azure(path: Path, header: list[str], body: list[list[str]]) -> np.ndarray:
     stamps = _column(path, header, body, AZURE_COLUMNS[0])
     try:
-        # '2023-11-16 18:17:03.9799600': numpy reads the 7-digit fraction that datetime rejects.
-        parsed = np.asarray(stamps, dtype="datetime64[ns]")
+        if not all(map(_DATE_TIME.fullmatch, stamps)):
+            raise ValueError
+        with warnings.catch_warnings():
+            # An offset ('...+01:00', 'Z') is converted to UTC, which is what a trace wants; numpy
+            # only warns that the result keeps no zone.
+            warnings.simplefilter("ignore", UserWarning)
+            # '2023-11-16 18:17:03.9799600': numpy reads the 7-digit fraction that datetime rejects.
+            parsed = np.asarray(stamps, dtype="datetime64[ns]")
+            # Nanoseconds wrap silently outside 1678..2261; microseconds reach any 4-digit year.
+            exact = np.asarray(stamps, dtype="datetime64[us]")
     except ValueError:
-        line, bad = _first_bad(stamps, np.datetime64)
-        raise TraceError(f"{path}: line {line}: TIMESTAMP {bad!r} is not a date-time") from None
+        line, bad = _first_bad(stamps, _date_time)
+        raise TraceError(
+            f"{path}: line {line}: TIMESTAMP {bad!r} is not a date-time like 2023-11-16 18:17:03.98 "
+            f"(for seconds from any origin use a generic CSV with a '{GENERIC_TIME}' header)"
+        ) from None
+    wrapped = np.abs(parsed.astype("datetime64[us]").astype(np.int64) - exact.astype(np.int64)) > 1
+    if np.any(wrapped):
+        line = int(np.flatnonzero(wrapped)[0]) + 2
+        raise TraceError(f"{path}: line {line}: TIMESTAMP {stamps[line - 2]!r} is outside 1678..2261")
     nanos = parsed.astype(np.int64)
     return np.asarray((nanos - nanos.min()) / 1e9, dtype=np.float64)
 

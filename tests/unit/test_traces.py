@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,30 @@ def test_shuffled_blocks_keep_every_block_whole_and_only_change_their_order() ->
         shuffle_blocks(trace, 0.0, 1)
     empty = Trace("empty", np.array([]))
     assert shuffle_blocks(empty, 10.0, 1) is empty
+
+
+@pytest.mark.parametrize(
+    ("stamp", "problem"),
+    [
+        ("", "line 3: TIMESTAMP '' is not a date-time"),
+        ("NaT", "line 3: TIMESTAMP 'NaT' is not a date-time"),
+        ("1700000000", "generic CSV with a 'timestamp' header"),
+        ("now", "line 3: TIMESTAMP 'now' is not a date-time"),
+        ("2300-01-01 00:00:00", "line 3: TIMESTAMP '2300-01-01 00:00:00' is outside 1678..2261"),
+    ],
+)
+def test_azure_timestamps_numpy_would_misread_are_refused(tmp_path: Path, stamp: str, problem: str) -> None:
+    # numpy reads '' and 'NaT' as NaT, bare integers as years and wraps years past 2262, all silently:
+    # the replay then spanned centuries and never ended, or scored a made-up trace.
+    path = write(tmp_path, AZURE_HEAD + f"2023-11-16 18:17:03,1,1\n{stamp},1,1\n2023-11-16 18:17:09,1,1\n")
+    with pytest.raises(TraceError) as caught:
+        load_trace(path)
+    assert str(caught.value).startswith(str(path)) and problem in str(caught.value)
+
+
+def test_azure_timestamps_with_utc_offsets_are_compared_in_utc(tmp_path: Path) -> None:
+    path = write(tmp_path, AZURE_HEAD + "2023-11-16T18:17:03+01:00,1,1\n2023-11-16 17:17:05Z,1,1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "no explicit representation of timezones" is noise
+        trace = load_trace(path)
+    assert trace.arrivals.tolist() == [0.0, 2.0]
