@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -110,6 +113,10 @@ def _setup(args: argparse.Namespace) -> Setup:
         setup.nominal_workload()
         if not 0 <= setup.initial_replicas <= setup.max_replicas:
             raise ValueError(f"--initial-replicas must be within 0..{setup.max_replicas}")
+        if not math.isfinite(setup.tick):  # the spec takes inf, then every forecast horizon is NaN
+            raise ValueError(f"--tick must be a finite number of seconds, got {setup.tick}")
+        if setup.seed < 0:  # numpy's generators take no negative seed
+            raise ValueError(f"--seed must be >= 0, got {setup.seed}")
     except ValueError as exc:
         raise UsageError(f"bad workload options: {exc}") from None
     return setup
@@ -158,11 +165,47 @@ def _console(*, stderr: bool = False) -> Console:
 
 
 # -- replay --------------------------------------------------------------------------------------
+def _outputs_writable(json_path: str | None, plot_dir: str | None) -> None:
+    """Fail before the replay, not after it, when ``--json`` or ``--plot`` cannot be written.
+
+    Otherwise a long replay's results end in a traceback and are lost.
+    """
+    if json_path and json_path != "-":
+        target = Path(json_path)
+        with _writing("--json", target):
+            _make_dir(target.parent)
+            if target.is_dir():
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if not os.access(target if target.exists() else target.parent, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    if plot_dir:
+        with _writing("--plot", Path(plot_dir)):
+            _make_dir(Path(plot_dir))
+
+
+def _make_dir(path: Path) -> None:
+    """``mkdir -p``, saying "not a directory" (not "file exists") when a file is in the way."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+
+
+@contextmanager
+def _writing(option: str, path: Path) -> Iterator[None]:
+    """An ``OSError`` while writing ``path`` as the one-line usage error naming ``option``."""
+    try:
+        yield
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     setup = _setup(args)
     trace = _trace(args.trace)
     specs = args.policy or [STARTUP_AWARE, "keda"]
     _check_policies(specs, setup)
+    _outputs_writable(args.json, args.plot)
     to_stdout = args.json == "-"
     show_progress = not to_stdout and sys.stderr.isatty() and len(trace) >= 50_000
     with _progress(show_progress) as progress_for:
@@ -176,12 +219,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         notes.print(rich_table(report.outcomes, title, COLUMNS))
         notes.print(f"[dim]{setup.describe()}[/dim]", highlight=False)
         if args.json:
-            Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+            with _writing("--json", Path(args.json)):
+                Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
             notes.print(f"wrote {args.json}")
     if args.plot:
         from experiments.plots import plot_report  # matplotlib only when asked for
 
-        for path in plot_report(report, Path(args.plot)):
+        with _writing("--plot", Path(args.plot)):
+            written = plot_report(report, Path(args.plot))
+        for path in written:
             notes.print(f"wrote {path}")
     return 0
 
@@ -198,7 +244,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError(f"bad {args.kind} options: {exc}") from None
     text = write_trace(None, arrivals, service_times)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        with _writing("--out", Path(args.out)):
+            Path(args.out).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0

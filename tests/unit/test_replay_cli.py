@@ -266,3 +266,51 @@ def test_scorecard_names_a_missing_conversation_trace_and_where_to_get_it(
     assert (
         err.startswith("error: --conv-trace") and "Azure/AzurePublicDataset" in err and err.count("\n") == 1
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--tick", "inf"], "--tick must be a finite number"),
+    ],
+)
+def test_numbers_the_workload_spec_lets_through_are_usage_errors(
+    trace: Path, capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
+) -> None:
+    status, out, err = run_cli(capsys, "replay", "--trace", str(trace), "--policy", "keda", *args)
+    assert status == 2 and out == ""
+    assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_an_unwritable_output_is_a_usage_error_before_the_replay(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = blocker / "out"  # under a file, so no user (root included) can create it
+    status, out, err = run_cli(
+        capsys, "replay", "--trace", str(trace), "--policy", "static:1", option, str(target)
+    )
+    assert status == 2 and out == ""  # no table: the replay was not run only to be lost
+    assert err == f"error: {option} {target}: cannot write there (Not a directory)\n"
+
+
+def test_json_into_a_new_directory_is_written(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "new" / "r.json"
+    status, _, _ = run_cli(
+        capsys, "replay", "--trace", str(trace), "--policy", "static:1", "--json", str(target)
+    )
+    assert status == 0 and json.loads(target.read_text())["policies"][0]["policy"] == "static:1"
+
+
+def test_generate_to_an_unwritable_path_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    status, out, err = run_cli(capsys, "generate", "poisson", "--out", str(blocker / "t.csv"))
+    assert status == 2 and out == "" and err.startswith("error: --out ") and "Traceback" not in err
