@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import errno
 import json
-import math
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
 import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -113,8 +113,8 @@ def _setup(args: argparse.Namespace) -> Setup:
         setup.nominal_workload()
         if not 0 <= setup.initial_replicas <= setup.max_replicas:
             raise ValueError(f"--initial-replicas must be within 0..{setup.max_replicas}")
-        if not math.isfinite(setup.tick):  # the spec takes inf, then every forecast horizon is NaN
-            raise ValueError(f"--tick must be a finite number of seconds, got {setup.tick}")
+        if not setup.tick <= MAX_TICK_SECONDS:  # inf too: the spec takes it, then horizons are NaN
+            raise ValueError(f"--tick must be at most {MAX_TICK_SECONDS:g} s, got {setup.tick}")
         if setup.seed < 0:  # numpy's generators take no negative seed
             raise ValueError(f"--seed must be >= 0, got {setup.seed}")
     except ValueError as exc:
@@ -122,11 +122,32 @@ def _setup(args: argparse.Namespace) -> Setup:
     return setup
 
 
-def _trace(path: str) -> Trace:
+MAX_TICKS = 2_000_000
+"""Control ticks one replay may take (about 115 days at a 5 s tick, minutes of wall time): a trace
+spanning more almost always mixes units or origins (relative seconds then epoch seconds), and
+replaying it would tick for hours or years without a word."""
+
+MAX_TICK_SECONDS = 3600.0
+"""Longest control tick: beyond it there is no control loop to speak of, and the watch between
+ticks (every ``--watch`` seconds) would spin for as long as one tick lasts."""
+
+
+def _trace(path: str, setup: Setup) -> Trace:
     try:
-        return load_trace(path)
+        trace = load_trace(path)
     except TraceError as exc:
         raise UsageError(f"{exc}. {TRACE_HINT}") from None
+    arrivals = trace.arrivals
+    ticks = float(arrivals[-1] - arrivals[0]) / setup.tick
+    if ticks > MAX_TICKS:
+        gaps = np.diff(arrivals)
+        at = int(np.argmax(gaps))
+        raise UsageError(
+            f"{path}: the trace spans {ticks * setup.tick / 86400:,.0f} days, {ticks:,.0f} ticks of "
+            f"{setup.tick:g} s to simulate (at most {MAX_TICKS:,}); its largest gap is "
+            f"{gaps[at]:,.0f} s, after job {at + 1}: are its timestamps all in one unit and origin?"
+        )
+    return trace
 
 
 def _check_policies(specs: Sequence[str], setup: Setup) -> None:
@@ -202,7 +223,7 @@ def _writing(option: str, path: Path) -> Iterator[None]:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     setup = _setup(args)
-    trace = _trace(args.trace)
+    trace = _trace(args.trace, setup)
     specs = args.policy or [STARTUP_AWARE, "keda"]
     _check_policies(specs, setup)
     _outputs_writable(args.json, args.plot)
@@ -275,7 +296,7 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 # -- tune ----------------------------------------------------------------------------------------
 def cmd_tune(args: argparse.Namespace) -> int:
     setup = _setup(args)
-    traces = [_trace(path) for path in args.trace]
+    traces = [_trace(path, setup) for path in args.trace]
     grid = tuning_grid(args.policy, dict(args.grid or []))
     points = tune.grid_points(grid)
     start = starting_point(args.policy, grid)
@@ -352,7 +373,7 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
         raise UsageError("keda-sweep needs at least one --trace PATH or --synthetic NAME")
     workload = setup.nominal_workload()
     compare, notes = keda_sweep.available(args.compare or [STARTUP_AWARE], lambda s: make_policy(s, workload))
-    traces = [(_trace(path), f"trace file `{Path(path).name}`") for path in args.trace or []]
+    traces = [(_trace(path, setup), f"trace file `{Path(path).name}`") for path in args.trace or []]
     try:
         traces += [keda_sweep.synthetic_trace(name, args.seed) for name in args.synthetic or []]
     except ValueError as exc:

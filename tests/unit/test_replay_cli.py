@@ -272,7 +272,8 @@ def test_scorecard_names_a_missing_conversation_trace_and_where_to_get_it(
     ("args", "fragment"),
     [
         (["--seed", "-1"], "--seed must be >= 0"),
-        (["--tick", "inf"], "--tick must be a finite number"),
+        (["--tick", "inf"], "--tick must be at most 3600 s"),
+        (["--tick", "1e9"], "--tick must be at most 3600 s"),
     ],
 )
 def test_numbers_the_workload_spec_lets_through_are_usage_errors(
@@ -281,6 +282,17 @@ def test_numbers_the_workload_spec_lets_through_are_usage_errors(
     status, out, err = run_cli(capsys, "replay", "--trace", str(trace), "--policy", "keda", *args)
     assert status == 2 and out == ""
     assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
+
+
+def test_a_trace_mixing_relative_and_epoch_seconds_is_refused_not_replayed_for_ever(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three jobs, the last stamped in epoch seconds: 54 years of 5 s ticks, which ran without end."""
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("timestamp\n0\n1\n1700000000\n")
+    status, out, err = run_cli(capsys, "replay", "--trace", str(mixed), "--policy", "keda", "--json", "-")
+    assert status == 2 and out == ""
+    assert "spans 19,676 days" in err and "largest gap is 1,699,999,999 s, after job 2" in err, err
 
 
 @pytest.mark.parametrize("option", ["--json", "--plot"])
