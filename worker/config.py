@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from jobqueue import Settings, validate_queue
 
 
-def _float(env: Mapping[str, str], name: str, default: float, *, positive: bool = False) -> float:
-    """``positive``: 0 is refused too (a limit of 0 s is no setting anyone means)."""
+def env_float(env: Mapping[str, str], name: str, default: float, *, positive: bool = False) -> float:
+    """A finite number >= 0 from ``env[name]`` (``default`` if unset); errors name the variable.
+
+    ``positive``: 0 is refused too (a limit of 0 s is no setting anyone means)."""
     raw = env.get(name, "")
     try:
         value = float(raw) if raw else default
@@ -69,13 +71,13 @@ class WorkerConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
         env = os.environ if env is None else env
-        heartbeat = _float(env, "HEARTBEAT_SECONDS", 1.0)
-        visibility = _float(env, "VISIBILITY_TIMEOUT", 30.0)
+        heartbeat = env_float(env, "HEARTBEAT_SECONDS", 1.0)
+        visibility = env_float(env, "VISIBILITY_TIMEOUT", 30.0)
         if heartbeat <= 0 or visibility <= heartbeat:
             raise ValueError("need 0 < HEARTBEAT_SECONDS < VISIBILITY_TIMEOUT")
         # A registry entry that expires before the next heartbeat renews it makes a live worker
         # vanish between beats: the autoscaler would count it missing (busy pods unprotected).
-        worker_ttl = _float(env, "WORKER_TTL", max(3 * heartbeat, 5.0))
+        worker_ttl = env_float(env, "WORKER_TTL", max(3 * heartbeat, 5.0))
         if worker_ttl <= heartbeat:
             raise ValueError(
                 f"need HEARTBEAT_SECONDS < WORKER_TTL (a few heartbeats), got {heartbeat:g} and "
@@ -89,9 +91,9 @@ class WorkerConfig:
             port=_int(env, "PORT", 8080, 0, 65535),
             visibility_timeout=visibility,
             heartbeat_seconds=heartbeat,
-            poll_seconds=max(0.05, _float(env, "POLL_SECONDS", 1.0)),
-            forget_consumers_after=_float(env, "FORGET_CONSUMERS_AFTER", 600.0),
-            job_timeout=_float(env, "JOB_TIMEOUT", 600.0, positive=True),
+            poll_seconds=max(0.05, env_float(env, "POLL_SECONDS", 1.0)),
+            forget_consumers_after=env_float(env, "FORGET_CONSUMERS_AFTER", 600.0),
+            job_timeout=env_float(env, "JOB_TIMEOUT", 600.0, positive=True),
             settings=Settings(
                 max_attempts=_int(env, "MAX_ATTEMPTS", 3, 1),
                 result_ttl=_int(env, "RESULT_TTL", 24 * 3600, 1),

@@ -8,11 +8,12 @@ A model is any class with a no-argument constructor, ``setup()`` (slow: load wei
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import time
 import uuid
 from typing import Any, Protocol
+
+from worker.config import env_float
 
 
 class PermanentJobError(Exception):
@@ -29,14 +30,7 @@ def _seconds(name: str, default: float) -> float:
     """Checked when the model is built, at start, naming the variable: a bad value used to surface as
     ``could not convert string to float`` or, negative, only once setup began (the worker had already
     registered as starting) as ``sleep length must be non-negative``."""
-    raw = os.environ.get(name) or ""
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {raw!r}")
-    return value
+    return env_float(os.environ, name, default)
 
 
 class ReferenceModel:
