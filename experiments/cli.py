@@ -2,7 +2,9 @@
 
 The ``replay`` options and its ``--json`` document are a stable interface (scripts and checks rely
 on them). Mistakes a user can fix (a missing or malformed trace, an unknown policy, an impossible
-workload) end with one ``error:`` line on stderr and exit status 2, never a traceback.
+workload, a number outside its option's range, an output path that cannot be written) end with one
+``error:`` line on stderr and exit status 2, never a traceback; an option's mistake names the
+option as typed (not a field of the policy's ``WorkloadSpec``) and is found before any run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import dataclasses
 import errno
 import json
+import math
 import os
 import sys
 import time
@@ -18,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import redis
@@ -34,7 +37,7 @@ from autoscaler.engine.registry import (
     tuning_grid,
 )
 from experiments import keda_sweep, record, scorecard, tune
-from experiments.distributions import duration
+from experiments.distributions import Distribution, duration
 from experiments.generators import SHAPES, generate
 from experiments.render import COLUMNS, METRICS, Column, invocation, rich_table
 from experiments.replay import SERVICE_FROM_TRACE, Outcome, Setup, prepare, replay
@@ -56,6 +59,83 @@ class UsageError(Exception):
     """Something the user can fix; printed as one line, exit status 2."""
 
 
+# -- numeric flags -------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bounds:
+    """The values a numeric flag admits: from ``low`` (excluded when ``open_low``) to ``high``.
+
+    Always finite: NaN fails every comparison, so a check written as ``if x <= 0: fail`` lets it
+    through, and infinity passes every lower bound; neither is a setting anyone means.
+    """
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+
+    def admits(self, value: float) -> bool:
+        if not isinstance(value, int) and not math.isfinite(value):  # ints: no NaN, and may exceed a float
+            return False
+        return (value > self.low if self.open_low else value >= self.low) and value <= self.high
+
+    def describe(self, integer: bool) -> str:
+        if self.high < math.inf:
+            return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}]"
+        above = f"{'>' if self.open_low else '>='} {self.low:g}"
+        return above if integer else f"a finite number {above}"
+
+
+POSITIVE = Bounds(0.0, open_low=True)
+NON_NEGATIVE = Bounds(0.0)
+COUNT = Bounds(1)
+
+
+def _number(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    bounds: Bounds,
+    *,
+    group: argparse._ArgumentGroup | None = None,
+    **kwargs: Any,
+) -> None:
+    """Add a numeric option with the range it admits, which :func:`main` checks before any work.
+
+    Declared beside the option so that no numeric option goes unchecked (a NaN or a negative
+    count would otherwise surface as a traceback, or a nonsense result, deep inside a long run).
+    """
+    (group or parser).add_argument(flag, **kwargs)
+    declared: dict[str, Bounds] | None = parser.get_default("number_bounds")
+    if declared is None:
+        declared = {}
+        parser.set_defaults(number_bounds=declared)
+    declared[flag] = bounds
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Every numeric option within its declared range, else the usage error naming it."""
+    declared: dict[str, Bounds] = getattr(args, "number_bounds", None) or {}
+    for flag, bounds in declared.items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        for number in value if isinstance(value, list) else [value]:
+            if isinstance(number, int | float) and not bounds.admits(number):
+                integer = isinstance(number, int)
+                raise UsageError(f"{flag} must be {bounds.describe(integer)}, got {number}")
+        if value == []:
+            raise UsageError(f"{flag} needs at least one value")
+
+
+def _duration(mean_flag: str, mean: float, p90_flag: str, p90: float | None) -> Distribution:
+    """The duration the two options describe, or the usage error naming both (a p90 must fit its mean)."""
+    try:
+        return duration(mean, p90)
+    except ValueError as exc:
+        named = (
+            f"{mean_flag} {mean:g}"
+            if p90 is None
+            else f"{p90_flag} {p90:g} does not fit {mean_flag} {mean:g}"
+        )
+        raise UsageError(f"{named}: {exc}") from None
+
+
 # -- shared options ------------------------------------------------------------------------------
 def _service(text: str) -> float | str:
     if text == SERVICE_FROM_TRACE:
@@ -70,25 +150,41 @@ def _service(text: str) -> float | str:
 
 def _add_workload(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("workload and cluster")
-    group.add_argument("--startup", type=float, default=30.0, help="pod startup seconds (mean) [30]")
-    group.add_argument("--startup-p90", type=float, help="startup p90: draws lognormal startups")
-    group.add_argument(
-        "--service", type=_service, default=5.0, help="seconds per job, or 'trace' for its service_s [5]"
+
+    def number(flag: str, bounds: Bounds, **kwargs: Any) -> None:
+        _number(parser, flag, bounds, group=group, **kwargs)
+
+    number("--startup", NON_NEGATIVE, type=float, default=30.0, help="pod startup seconds (mean) [30]")
+    number("--startup-p90", NON_NEGATIVE, type=float, help="startup p90: draws lognormal startups")
+    number(
+        "--service",
+        NON_NEGATIVE,
+        type=_service,
+        default=5.0,
+        help="seconds per job, or 'trace' for its service_s [5]",
     )
-    group.add_argument("--service-p90", type=float, help="service p90: draws lognormal service times")
-    group.add_argument("--slo", type=float, default=10.0, help="latency SLO in seconds [10]")
-    group.add_argument("--tick", type=float, default=5.0, help="control tick in seconds [5]")
-    group.add_argument(
+    number("--service-p90", NON_NEGATIVE, type=float, help="service p90: draws lognormal service times")
+    number("--slo", POSITIVE, type=float, default=10.0, help="latency SLO in seconds [10]")
+    number(
+        "--tick",
+        Bounds(0.0, MAX_TICK_SECONDS, open_low=True),
+        type=float,
+        default=5.0,
+        help="control tick in seconds [5]",
+    )
+    number(
         "--watch",
+        NON_NEGATIVE,
         type=float,
         default=1.0,
         help="between ticks, look at the queue this often and let the policy answer a surge (0: off) [1]",
     )
-    group.add_argument("--slots", type=int, default=1, help="job slots per pod [1]")
-    group.add_argument("--initial-replicas", type=int, default=1, help="warm pods at t=0 [1]")
-    group.add_argument("--min-replicas", type=int, default=0, help="policy floor [0]")
-    group.add_argument("--max-replicas", type=int, default=200, help="policy ceiling [200]")
-    group.add_argument("--seed", type=int, default=0, help="random seed for drawn durations [0]")
+    number("--slots", COUNT, type=int, default=1, help="job slots per pod [1]")
+    number("--initial-replicas", Bounds(0), type=int, default=1, help="warm pods at t=0 [1]")
+    number("--min-replicas", Bounds(0), type=int, default=0, help="policy floor [0]")
+    number("--max-replicas", COUNT, type=int, default=200, help="policy ceiling [200]")
+    # numpy's generators take no negative seed
+    number("--seed", Bounds(0), type=int, default=0, help="random seed for drawn durations [0]")
 
 
 def _setup(args: argparse.Namespace) -> Setup:
@@ -106,17 +202,19 @@ def _setup(args: argparse.Namespace) -> Setup:
         max_replicas=args.max_replicas,
         seed=args.seed,
     )
-    try:  # validate every number now rather than deep inside a replay
-        duration(setup.startup, setup.startup_p90)
-        if setup.service != SERVICE_FROM_TRACE:
-            duration(float(setup.service), setup.service_p90)
+    # Each option alone is in range (main checks that first); these are the rules between them,
+    # named by the options typed rather than by the policy's WorkloadSpec fields.
+    _duration("--startup", setup.startup, "--startup-p90", setup.startup_p90)
+    if setup.service != SERVICE_FROM_TRACE:
+        _duration("--service", float(setup.service), "--service-p90", setup.service_p90)
+    for flag, count in (
+        ("--min-replicas", setup.min_replicas),
+        ("--initial-replicas", setup.initial_replicas),
+    ):
+        if count > setup.max_replicas:
+            raise UsageError(f"{flag} {count} is above --max-replicas {setup.max_replicas}")
+    try:  # a rule of WorkloadSpec's that the checks above do not know yet
         setup.nominal_workload()
-        if not 0 <= setup.initial_replicas <= setup.max_replicas:
-            raise ValueError(f"--initial-replicas must be within 0..{setup.max_replicas}")
-        if not setup.tick <= MAX_TICK_SECONDS:  # inf too: the spec takes it, then horizons are NaN
-            raise ValueError(f"--tick must be at most {MAX_TICK_SECONDS:g} s, got {setup.tick}")
-        if setup.seed < 0:  # numpy's generators take no negative seed
-            raise ValueError(f"--seed must be >= 0, got {setup.seed}")
     except ValueError as exc:
         raise UsageError(f"bad workload options: {exc}") from None
     return setup
@@ -192,16 +290,24 @@ def _outputs_writable(json_path: str | None, plot_dir: str | None) -> None:
     Otherwise a long replay's results end in a traceback and are lost.
     """
     if json_path and json_path != "-":
-        target = Path(json_path)
-        with _writing("--json", target):
-            _make_dir(target.parent)
-            if target.is_dir():
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-            if not os.access(target if target.exists() else target.parent, os.W_OK):
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        _file_writable("--json", Path(json_path))
     if plot_dir:
         with _writing("--plot", Path(plot_dir)):
             _make_dir(Path(plot_dir))
+
+
+def _file_writable(option: str, target: Path) -> None:
+    """Fail before the work, not after it, when the file ``option`` names cannot be written there.
+
+    Creates its directory (as writing it would); a directory or a file in the way, or a directory
+    without write permission, is the usage error naming ``option``.
+    """
+    with _writing(option, target):
+        _make_dir(target.parent)
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not os.access(target if target.exists() else target.parent, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
 
 def _make_dir(path: Path) -> None:
@@ -259,7 +365,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(shape_cls)}
     try:
         shape = shape_cls(**values)
-        service = None if args.service_mean is None else duration(args.service_mean, args.service_p90)
+        service = (
+            None
+            if args.service_mean is None
+            else _duration("--service-mean", args.service_mean, "--service-p90", args.service_p90)
+        )
         arrivals, service_times = generate(shape, seed=args.seed, service=service)
     except ValueError as exc:
         raise UsageError(f"bad {args.kind} options: {exc}") from None
@@ -279,16 +389,30 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         doc = (shape_cls.__doc__ or "").strip()
         parser = kinds.add_parser(kind, help=doc, description=doc)
         for f in dataclasses.fields(shape_cls):
-            parser.add_argument(
+            _number(
+                parser,
                 f"--{f.name.replace('_', '-')}",
+                Bounds(0.0, f.metadata.get("at_most", math.inf), open_low=f.metadata.get("positive", False)),
                 dest=f.name,
                 type=float,
                 default=f.default,
                 help=f"{f.metadata.get('help', '')} [{f.default:g}]",
             )
-        parser.add_argument("--seed", type=int, default=0, help="random seed [0]")
-        parser.add_argument("--service-mean", type=float, help="also write a service_s column, this mean")
-        parser.add_argument("--service-p90", type=float, help="service p90 (lognormal) for --service-mean")
+        _number(parser, "--seed", Bounds(0), type=int, default=0, help="random seed [0]")
+        _number(
+            parser,
+            "--service-mean",
+            NON_NEGATIVE,
+            type=float,
+            help="also write a service_s column, this mean",
+        )
+        _number(
+            parser,
+            "--service-p90",
+            NON_NEGATIVE,
+            type=float,
+            help="service p90 (lognormal) for --service-mean",
+        )
         parser.add_argument("--out", help="write here instead of stdout")
         parser.set_defaults(handler=cmd_generate)
 
@@ -378,6 +502,8 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
         traces += [keda_sweep.synthetic_trace(name, args.seed) for name in args.synthetic or []]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    out = Path(args.out)
+    _file_writable("--out", out)
     err = _console(stderr=True)
     sections = []
     for trace, about in traces:
@@ -388,9 +514,8 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
             )
         )
     text = keda_sweep.render(sections, setup, compare, notes)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    with _writing("--out", out):
+        out.write_text(text, encoding="utf-8")
     sys.stdout.write(text)
     err.print(f"wrote {out}")
     return 0
@@ -408,12 +533,13 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
             f"--conv-trace {conv} not found: download AzureLLMInferenceTrace_conv.csv from the "
             "Azure/AzurePublicDataset repository on GitHub (data/)"
         )
+    out = Path(args.out)
+    _file_writable("--out", out)
     traces = scorecard.reference_traces(azure, args.seed, conv)
     rows = scorecard.score_traces(traces, setup, args.policy or list(scorecard.POLICIES))
     text = scorecard.render(rows, setup, invocation())
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    with _writing("--out", out):
+        out.write_text(text, encoding="utf-8")
     sys.stdout.write(text)
     return 0
 
@@ -441,10 +567,10 @@ def cmd_record(args: argparse.Namespace) -> int:
     settings = Settings(prefix=args.prefix)
     try:
         since = None if args.since is None else record.parse_since(args.since, time.time())
-        if args.speedup <= 0:
-            raise ValueError(f"--speedup must be > 0, got {args.speedup}")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.out:
+        _file_writable("--out", Path(args.out))
     client = redis.Redis.from_url(args.redis_url, socket_timeout=10, socket_connect_timeout=5)
     try:
         queue = _record_queue(client, args.queue, settings)
@@ -462,7 +588,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     err.print(f"timestamp 0 = {origin}; times x{args.speedup:g}", highlight=False)
     text = write_trace(None, recorded.arrivals, recorded.service)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        with _writing("--out", Path(args.out)):
+            Path(args.out).write_text(text, encoding="utf-8")
         err.print(f"wrote {args.out}")
     else:
         sys.stdout.write(text)
@@ -480,8 +607,13 @@ def _add_record(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rec.add_argument("--queue", help="model:version queue [the only queue on the server]")
     rec.add_argument("--since", help="only jobs submitted since: 15m, 2h, 1d ago, epoch seconds or ISO time")
     rec.add_argument("--prefix", default="jq", help="key prefix (the API's KEY_PREFIX) [jq]")
-    rec.add_argument(
-        "--speedup", type=float, default=1.0, help="multiply times by this (a time-compressed demo) [1]"
+    _number(
+        rec,
+        "--speedup",
+        POSITIVE,
+        type=float,
+        default=1.0,
+        help="multiply times by this (a time-compressed demo) [1]",
     )
     rec.add_argument("--out", help="write here instead of stdout")
     rec.set_defaults(handler=cmd_record)
@@ -515,8 +647,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="trace CSV (Azure LLM or generic); repeat to tune one config for several, scored together",
     )
     tun.add_argument("--policy", default=STARTUP_AWARE, help="policy spec to tune [startup-aware]")
-    tun.add_argument("--target-attainment", type=float, default=0.99, help="SLO attainment to meet [0.99]")
-    tun.add_argument("--processes", type=int, default=2, help="replays in parallel [2]")
+    _number(
+        tun,
+        "--target-attainment",
+        Bounds(0.0, 1.0, open_low=True),
+        type=float,
+        default=0.99,
+        help="SLO attainment to meet [0.99]",
+    )
+    _number(tun, "--processes", COUNT, type=int, default=2, help="replays in parallel [2]")
     tun.add_argument(
         "--grid",
         type=_grid_option,
@@ -535,15 +674,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help=f"named synthetic trace, repeatable: {', '.join(keda_sweep.SYNTHETIC)}",
     )
-    swp.add_argument(
+    _number(
+        swp,
         "--list-lengths",
+        POSITIVE,
         type=_floats,
         default=list(keda_sweep.LIST_LENGTHS),
         help="comma-separated listLength values [1,2,5,10,20,50]",
     )
     swp.add_argument("--compare", action="append", help="policy spec to put beside KEDA [startup-aware]")
     swp.add_argument("--out", default="reports/keda_sweep.md", help="Markdown report path")
-    swp.add_argument("--processes", type=int, default=2, help="replays in parallel [2]")
+    _number(swp, "--processes", COUNT, type=int, default=2, help="replays in parallel [2]")
     _add_workload(swp)
     swp.set_defaults(handler=cmd_keda_sweep)
 
@@ -577,6 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        _check_numbers(args)
         return handler(args)
     except (UsageError, PolicySpecError, TraceError) as exc:
         _fail(str(exc), EXIT_USAGE)

@@ -16,8 +16,10 @@ import numpy as np
 from experiments.distributions import Distribution
 
 
-def _opt(default: float, text: str) -> Any:
-    return field(default=default, metadata={"help": text})
+def _opt(default: float, text: str, *, positive: bool = False, at_most: float = math.inf) -> Any:
+    """A shape field: its ``generate`` help, and the finite range ``>= 0`` (``> 0`` when ``positive``,
+    ``<= at_most``) the CLI admits, so a value the rate function cannot use is refused by name."""
+    return field(default=default, metadata={"help": text, "positive": positive, "at_most": at_most})
 
 
 class Shape(Protocol):
@@ -34,8 +36,8 @@ class Shape(Protocol):
 class Poisson:
     """Constant rate: the smooth, easy case."""
 
-    rate: float = _opt(5.0, "jobs per second")
-    duration: float = _opt(3600.0, "trace length in seconds")
+    rate: float = _opt(5.0, "jobs per second", positive=True)
+    duration: float = _opt(3600.0, "trace length in seconds", positive=True)
 
     @property
     def peak(self) -> float:
@@ -49,10 +51,10 @@ class Poisson:
 class Diurnal:
     """Sinusoidal rate starting at the trough: the load a seasonal forecast should learn."""
 
-    mean_rate: float = _opt(5.0, "average jobs per second")
-    amplitude: float = _opt(0.8, "swing as a fraction of the mean (0..1)")
-    period: float = _opt(86400.0, "seconds per cycle")
-    duration: float = _opt(2 * 86400.0, "trace length in seconds")
+    mean_rate: float = _opt(5.0, "average jobs per second", positive=True)
+    amplitude: float = _opt(0.8, "swing as a fraction of the mean (0..1)", at_most=1.0)
+    period: float = _opt(86400.0, "seconds per cycle", positive=True)
+    duration: float = _opt(2 * 86400.0, "trace length in seconds", positive=True)
 
     @property
     def peak(self) -> float:
@@ -69,8 +71,8 @@ class Ramp:
     start_rate: float = _opt(0.5, "jobs per second before the ramp")
     end_rate: float = _opt(15.0, "jobs per second after the ramp")
     ramp_at: float = _opt(300.0, "second the ramp begins")
-    ramp_seconds: float = _opt(600.0, "length of the ramp")
-    duration: float = _opt(1800.0, "trace length in seconds")
+    ramp_seconds: float = _opt(600.0, "length of the ramp", positive=True)
+    duration: float = _opt(1800.0, "trace length in seconds", positive=True)
 
     @property
     def peak(self) -> float:
@@ -85,11 +87,11 @@ class Ramp:
 class Step:
     """A flash crowd: the base rate jumps by a factor for a while, with no warning."""
 
-    base_rate: float = _opt(1.0, "jobs per second outside the crowd")
+    base_rate: float = _opt(1.0, "jobs per second outside the crowd", positive=True)
     factor: float = _opt(10.0, "rate multiplier during the crowd")
     step_at: float = _opt(600.0, "second the crowd arrives")
     step_seconds: float = _opt(300.0, "how long it stays")
-    duration: float = _opt(1800.0, "trace length in seconds")
+    duration: float = _opt(1800.0, "trace length in seconds", positive=True)
 
     @property
     def peak(self) -> float:
@@ -104,10 +106,10 @@ class Step:
 class OnOff:
     """Bursts separated by silence: the idle-then-burst pattern of the Azure code trace."""
 
-    rate: float = _opt(10.0, "jobs per second during a burst")
-    on_seconds: float = _opt(30.0, "burst length")
+    rate: float = _opt(10.0, "jobs per second during a burst", positive=True)
+    on_seconds: float = _opt(30.0, "burst length", positive=True)
     off_seconds: float = _opt(270.0, "silence between bursts")
-    duration: float = _opt(3600.0, "trace length in seconds")
+    duration: float = _opt(3600.0, "trace length in seconds", positive=True)
 
     @property
     def peak(self) -> float:

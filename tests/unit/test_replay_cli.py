@@ -91,8 +91,8 @@ def test_table_json_file_and_plots(trace: Path, tmp_path: Path, capsys: pytest.C
     [
         (["--trace", "/no/such/trace.csv"], "/no/such/trace.csv: no such file"),
         (["--policy", "kedda"], "unknown policy 'kedda'"),
-        (["--slo", "0"], "bad workload options"),
-        (["--watch", "-1"], "watch_seconds"),
+        (["--slo", "0"], "--slo must be a finite number > 0, got 0.0"),
+        (["--watch", "-1"], "--watch must be a finite number >= 0, got -1.0"),
         (["--startup-p90", "10"], "lognormal"),
         (["--service", "trace"], "no service_s column"),
     ],
@@ -170,7 +170,7 @@ def test_generate_writes_a_loadable_trace(tmp_path: Path, capsys: pytest.Capture
     loaded = load_trace(path)
     assert status == 0 and loaded.service is not None and np.all(loaded.service == 4.0)
     status, _, err = run_cli(capsys, "generate", "step", "--duration", "-1")
-    assert status == 2 and "bad step options" in err
+    assert status == 2 and "--duration must be a finite number > 0" in err
 
 
 def test_tune_prints_a_front_and_a_yaml_recommendation(
@@ -272,8 +272,8 @@ def test_scorecard_names_a_missing_conversation_trace_and_where_to_get_it(
     ("args", "fragment"),
     [
         (["--seed", "-1"], "--seed must be >= 0"),
-        (["--tick", "inf"], "--tick must be at most 3600 s"),
-        (["--tick", "1e9"], "--tick must be at most 3600 s"),
+        (["--tick", "inf"], "--tick must be in (0, 3600], got inf"),
+        (["--tick", "1e9"], "--tick must be in (0, 3600]"),
     ],
 )
 def test_numbers_the_workload_spec_lets_through_are_usage_errors(
@@ -326,3 +326,146 @@ def test_generate_to_an_unwritable_path_is_a_usage_error(
     blocker.write_text("")
     status, out, err = run_cli(capsys, "generate", "poisson", "--out", str(blocker / "t.csv"))
     assert status == 2 and out == "" and err.startswith("error: --out ") and "Traceback" not in err
+
+
+def command_line(command: str, trace: Path, out: Path) -> list[str]:
+    """``command`` on ``trace`` under one cheap policy (the sweep and the scorecard report to ``out``)."""
+    if command == "scorecard":
+        return [command, "--azure-trace", str(trace), "--policy", "static:1", "--out", str(out)]
+    if command == "keda-sweep":
+        return [command, "--trace", str(trace), "--compare", "static:1", "--out", str(out)]
+    return [command, "--trace", str(trace), "--policy", "static:1"]
+
+
+@pytest.mark.parametrize("value", ["2", "1.01", "0", "-1", "nan", "inf"])
+def test_a_target_attainment_outside_0_to_1_is_a_usage_error_before_any_replay(
+    trace: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """No attainment above 1 is reachable and none at or below 0 is a target; NaN meets nothing."""
+    status, out, err = run_cli(capsys, "tune", "--trace", str(trace), "--target-attainment", value)
+    assert status == 2 and out == ""
+    assert err == f"error: --target-attainment must be in (0, 1], got {float(value)}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["replay", "--slo", "inf"], "--slo"),
+        (["replay", "--slo", "nan"], "--slo"),
+        (["replay", "--watch", "inf"], "--watch"),
+        (["replay", "--watch", "-1"], "--watch"),
+        (["replay", "--tick", "nan"], "--tick"),
+        (["replay", "--tick", "0"], "--tick"),
+        (["replay", "--startup", "nan"], "--startup"),
+        (["replay", "--startup-p90", "inf"], "--startup-p90"),
+        (["replay", "--service", "inf"], "--service"),
+        (["replay", "--service", "-1"], "--service"),
+        (["replay", "--service-p90", "nan"], "--service-p90"),
+        (["replay", "--slots", "0"], "--slots"),
+        (["replay", "--max-replicas", "0"], "--max-replicas"),
+        (["replay", "--min-replicas", "-1"], "--min-replicas"),
+        (["replay", "--initial-replicas", "-1"], "--initial-replicas"),
+        (["tune", "--processes", "0"], "--processes"),
+        (["tune", "--slo", "inf"], "--slo"),
+        (["keda-sweep", "--processes", "-1"], "--processes"),
+        (["keda-sweep", "--list-lengths", "5,inf"], "--list-lengths"),
+        (["keda-sweep", "--list-lengths", "nan"], "--list-lengths"),
+        (["keda-sweep", "--list-lengths", "0"], "--list-lengths"),
+        (["keda-sweep", "--list-lengths", ","], "--list-lengths"),
+        (["scorecard", "--slots", "0"], "--slots"),
+        (["scorecard", "--watch", "nan"], "--watch"),
+    ],
+)
+def test_every_numeric_flag_out_of_range_is_a_usage_error_naming_it(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], flag: str
+) -> None:
+    """NaN passes no comparison and infinity every lower bound: neither may slip into a run."""
+    command, *rest = argv
+    report = tmp_path / "report.md"
+    status, out, err = run_cli(capsys, *command_line(command, trace, report), *rest)
+    assert status == 2 and out == ""
+    assert err.startswith(f"error: {flag} ") and err.count("\n") == 1, err
+    assert not report.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["poisson", "--rate", "nan"], "--rate"),
+        (["poisson", "--duration", "inf"], "--duration"),
+        (["poisson", "--seed", "-1"], "--seed"),
+        (["poisson", "--service-mean", "inf"], "--service-mean"),
+        (["poisson", "--service-mean", "5", "--service-p90", "nan"], "--service-p90"),
+        (["diurnal", "--amplitude", "2"], "--amplitude"),
+        (["diurnal", "--period", "0"], "--period"),
+        (["ramp", "--ramp-seconds", "0"], "--ramp-seconds"),
+        (["ramp", "--start-rate", "-1"], "--start-rate"),
+        (["step", "--factor", "-2"], "--factor"),
+        (["onoff", "--on-seconds", "0"], "--on-seconds"),
+        (["onoff", "--off-seconds", "-30"], "--off-seconds"),
+    ],
+)
+def test_generate_numbers_out_of_range_are_usage_errors_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], argv: list[str], flag: str
+) -> None:
+    status, out, err = run_cli(capsys, "generate", *argv)
+    assert status == 2 and out == ""
+    assert err.startswith(f"error: {flag} ") and err.count("\n") == 1, err
+
+
+def test_record_speedup_must_be_finite_and_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before the server is asked anything (port 1: nothing listens there)."""
+    for value in ("nan", "inf", "0"):
+        status, out, err = run_cli(
+            capsys, "record", "--redis-url", "redis://127.0.0.1:1/0", "--speedup", value
+        )
+        assert status == 2 and out == ""
+        assert err.startswith("error: --speedup must be a finite number > 0"), err
+
+
+@pytest.mark.parametrize("command", ["replay", "tune", "keda-sweep", "scorecard"])
+def test_replica_bounds_that_contradict_each_other_name_the_flags(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Not the policy's internal field names (``min_replicas``, ``WorkloadSpec(...)``)."""
+    argv = command_line(command, trace, tmp_path / "report.md")
+    status, out, err = run_cli(capsys, *argv, "--min-replicas", "5", "--max-replicas", "3")
+    assert status == 2 and out == ""
+    assert err == "error: --min-replicas 5 is above --max-replicas 3\n"
+    status, out, err = run_cli(capsys, *argv, "--initial-replicas", "9", "--max-replicas", "3")
+    assert status == 2 and err == "error: --initial-replicas 9 is above --max-replicas 3\n"
+
+
+def test_a_p90_below_its_mean_names_both_flags(trace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = command_line("replay", trace, Path())
+    status, _, err = run_cli(capsys, *argv, "--startup", "30", "--startup-p90", "10")
+    assert status == 2 and err.startswith("error: --startup-p90 10 does not fit --startup 30: a lognormal")
+
+
+@pytest.mark.parametrize("command", ["keda-sweep", "scorecard"])
+@pytest.mark.parametrize("blocked", ["under-a-file", "a-directory"])
+def test_an_unwritable_report_is_a_usage_error_before_the_run(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, blocked: str
+) -> None:
+    """The sweep and the scorecard run for minutes; their report path is checked before either."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target, reason = (
+        (blocker / "report.md", "Not a directory")
+        if blocked == "under-a-file"
+        else (tmp_path, "Is a directory")
+    )
+    status, out, err = run_cli(capsys, *command_line(command, trace, target))
+    assert status == 2 and out == ""  # nothing swept or scored only to be lost
+    assert err == f"error: --out {target}: cannot write there ({reason})\n"
+
+
+def test_record_to_an_unwritable_path_is_a_usage_error_before_reading_the_queue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = blocker / "trace.csv"
+    status, out, err = run_cli(capsys, "record", "--redis-url", "redis://127.0.0.1:1/0", "--out", str(target))
+    assert status == 2 and out == ""
+    assert err == f"error: --out {target}: cannot write there (Not a directory)\n"
