@@ -53,7 +53,10 @@ _PER_TARGET_GAUGES = {
     ),
     "slo_seconds": "Latency bound (submission to completion) the target is sized for.",
     "signal_age_seconds": "Age of the newest fresh queue signals.",
-    "signals_stale": "1 when the last tick held because signals were missing or stale.",
+    "signals_stale": (
+        "1 when the last tick held because signals were missing or stale, or failed before deciding "
+        "(target unreadable, policy error)."
+    ),
     "shadow": "1 when the target is in shadow mode (decisions are published, not applied).",
     "last_tick_timestamp_seconds": "When the target's loop last ticked (epoch seconds).",
     "state_saved_timestamp_seconds": (
@@ -79,7 +82,10 @@ class Metrics:
             "autoscaler_decisions", "Decisions by the term that dominated.", ["target", "reason"], registry=r
         )
         self.scale_actions = Counter(
-            "autoscaler_scale_actions", "Scale calls made on the target.", ["target", "direction"], registry=r
+            "autoscaler_scale_actions",
+            "Replica count changes applied to the target, by direction (up or down).",
+            ["target", "direction"],
+            registry=r,
         )
         self.errors = Counter(
             "autoscaler_errors", "Failed reads and actions by kind.", ["target", "kind"], registry=r
@@ -135,6 +141,9 @@ class Metrics:
         self._observe_latencies(target, report.latencies, report.slo_seconds)
         snap, decision = report.snapshot, report.decision
         if snap is None or decision is None:
+            # A failed tick decided on nothing: the replica count is frozen, and the gauge must say
+            # so rather than keep the "fresh" of the last tick that went well.
+            g["signals_stale"].set(1.0)
             return
         g["signals_stale"].set(float(snap.stale))
         g["desired_replicas"].set(decision.desired)
@@ -157,7 +166,10 @@ class Metrics:
             if key in estimates:
                 g[gauge].set(estimates[key])
         self._count(self.decisions, target, decision.reason)
-        if report.acted:
+        # Only a change of the count is a scale action. The loop also acts at the same count, to
+        # steer which pods a scale-down the target has not finished lets go; counting those as
+        # "down" showed a flapping autoscaler where the count never moved.
+        if report.acted and decision.desired != snap.current_replicas:
             direction = "up" if decision.desired > snap.current_replicas else "down"
             self._count(self.scale_actions, target, direction)
 

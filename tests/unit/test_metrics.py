@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
-from autoscaler.loop import TickReport
+from autoscaler.engine.target import WorkloadSpec
+from autoscaler.loop import LoopSettings, TargetLoop, TickReport
 from autoscaler.metrics import Metrics, MetricsServer
+from tests.unit.doubles import TICK, Clock, MemorySource, MemoryTarget
 
 
 def report(**overrides: Any) -> TickReport:
@@ -89,6 +92,82 @@ def test_a_stale_tick_keeps_the_last_queue_numbers_and_counts_the_error() -> Non
     metrics.forget_target("resnet")
     assert sample(metrics, "autoscaler_desired_replicas", target="resnet") is None
     assert sample(metrics, "autoscaler_errors_total", target="resnet", kind="source-unavailable") is None
+
+
+@dataclass
+class _Answer:
+    """A policy that answers ``desired`` (letting ``remove`` go first), or raises when ``fail``."""
+
+    desired: int
+    remove: tuple[str, ...] = ()
+    fail: bool = False
+
+    @property
+    def name(self) -> str:
+        return "answer"
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        if self.fail:
+            raise ZeroDivisionError("bug")
+        if snapshot.stale:
+            return Decision(snapshot.current_replicas, "stale-signals-hold")
+        return Decision(self.desired, "answer", remove=self.remove)
+
+
+def _loop(policy: _Answer, target: MemoryTarget, source: MemorySource) -> tuple[TargetLoop, Metrics]:
+    metrics = Metrics()
+    settings = LoopSettings(WorkloadSpec(tick_seconds=TICK))
+    loop = TargetLoop("resnet", source, target, policy, settings, observer=metrics, clock=target.clock)
+    return loop, metrics
+
+
+def test_a_tick_that_fails_before_deciding_reports_the_signals_stale() -> None:
+    """Kubernetes API down or a policy bug: the count is frozen, so the gauge must not stay "fresh"."""
+    clock = Clock()
+    policy, target, source = _Answer(2), MemoryTarget(clock), MemorySource(clock)
+    loop, metrics = _loop(policy, target, source)
+
+    def stale_after_tick() -> float | None:
+        clock.advance()
+        loop.tick()
+        return sample(metrics, "autoscaler_signals_stale", target="resnet")
+
+    assert stale_after_tick() == 0
+    target.fail_observe = True  # the API server is unreachable: no snapshot, no decision
+    assert stale_after_tick() == 1
+    assert loop.last_report is not None and loop.last_report.error == "target-unavailable"
+    target.fail_observe = False
+    assert stale_after_tick() == 0
+    policy.fail = True
+    assert stale_after_tick() == 1
+    policy.fail = False
+    assert stale_after_tick() == 0
+    source.down = True  # Redis unreachable: a stale snapshot the policy holds on
+    assert stale_after_tick() == 1
+
+
+def test_only_a_change_of_the_replica_count_is_a_scale_action() -> None:
+    """Re-applying the count to steer which pods go, while a scale-down finishes, is not one."""
+    clock = Clock()
+    pods = [PodView(name, PodPhase.READY, 0.0, ready_at=30.0) for name in "abcd"]
+    target = MemoryTarget(clock, replicas=3, pods=pods)  # the fourth pod has not gone yet
+    policy = _Answer(3, remove=("d",))
+    loop, metrics = _loop(policy, target, MemorySource(clock))
+
+    def actions(direction: str) -> float | None:
+        return sample(metrics, "autoscaler_scale_actions_total", target="resnet", direction=direction)
+
+    clock.advance()
+    assert loop.tick().acted and len(target.scaled) == 1  # the target was told which pod to drop
+    assert (actions("down"), actions("up")) == (None, None)
+    policy.desired = 2
+    clock.advance()
+    assert loop.tick().acted and target.replicas == 2
+    assert (actions("down"), actions("up")) == (1, None)
+    policy.desired, policy.remove = 5, ()
+    clock.advance()
+    assert loop.tick().acted and target.replicas == 5
+    assert (actions("down"), actions("up")) == (1, 1)
 
 
 def test_job_latencies_feed_the_histogram_and_the_slo_counters() -> None:
