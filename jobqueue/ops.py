@@ -17,6 +17,7 @@ from jobqueue.driver import Arg, Command, Eval, Op, Sleep, call
 from jobqueue.keys import GROUP, Keyspace, QueueKeys, split_queue, validate_queue
 from jobqueue.scripts import CANCEL, SUBMIT
 from jobqueue.types import (
+    Completion,
     DeadLetter,
     IdempotencyKeyReusedError,
     Job,
@@ -250,7 +251,7 @@ def read_queue_stats(
     ks = Keyspace(settings.prefix)
     qk = ks.queue(queue)
     completions = (
-        call("XRANGE", qk.completions, f"({since}", "+", "COUNT", limit)
+        _completions_after(qk, since, limit)
         if since
         else call("XREVRANGE", qk.completions, "+", "-", "COUNT", limit)
     )
@@ -273,6 +274,22 @@ def read_queue_stats(
         workers=tuple(sorted(workers, key=lambda w: w.name)),
         waiting_exact=counts.waiting_exact,
     )
+
+
+def _completions_after(qk: QueueKeys, since: str, limit: int) -> Command:
+    return call("XRANGE", qk.completions, f"({since}", "+", "COUNT", limit)
+
+
+def read_completions(
+    queue: str, *, since: str, limit: int = 1000, settings: Settings = DEFAULT_SETTINGS
+) -> Op[tuple[Completion, ...]]:
+    """At most ``limit`` completions after the stream id ``since``, oldest first, in one round trip.
+
+    For a reader that found :func:`read_queue_stats`'s batch full and catches up with the rest:
+    the counts and workers that one read with its batch are not worth reading again per batch.
+    """
+    (reply,) = yield [_completions_after(Keyspace(settings.prefix).queue(queue), since, limit)]
+    return tuple(codec.completion_from_entry(i, f) for i, f in codec.stream_entries(reply))
 
 
 def read_list_queue_stats(key: str, arrivals_key: str | None = None) -> Op[ListQueueStats]:

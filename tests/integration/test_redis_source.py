@@ -14,7 +14,13 @@ from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.loop import LoopSettings, TargetLoop
 from autoscaler.sources.base import SourceUnavailableError
-from autoscaler.sources.redis_source import ArrivalHistory, ListSource, StreamSource, make_source
+from autoscaler.sources.redis_source import (
+    COMPLETIONS_BATCH,
+    ArrivalHistory,
+    ListSource,
+    StreamSource,
+    make_source,
+)
 from jobqueue import WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome
@@ -144,6 +150,67 @@ def test_completions_written_before_submitted_at_fall_back_to_the_start(
     read = source.read()
     assert (read.service_times, read.latencies) == ((0.5,), ())
     source.close()
+
+
+def _finish_jobs(client: redis.Redis, first: int, count: int) -> tuple[float, ...]:
+    """``count`` completions written straight to the stream, as workers at full speed would.
+
+    Each has its own service time (job n took n ms), so a read's samples name the jobs it saw.
+    """
+    completions = Keyspace().queue(QUEUE).completions
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    durations = tuple(n / 1000 for n in range(first, first + count))
+    for n, duration in enumerate(durations, start=first):
+        pipe.xadd(
+            completions,
+            {
+                "job": f"job-{n}",
+                "finished_at": now,
+                "duration": duration,
+                "status": "succeeded",
+                "submitted_at": now - 2.0,
+                "worker": "w1",
+            },
+        )
+    pipe.execute()
+    return durations
+
+
+def test_a_read_catches_up_with_more_completions_than_one_batch(redis_url: str) -> None:
+    """1,500 completions per tick (300/s at 5 s) are all reported each tick: the lag does not grow.
+
+    One batch of 1,000 a tick fell 500 further behind on every tick here.
+    """
+    source = StreamSource(redis.Redis.from_url(redis_url), QUEUE)
+    assert source.read().completions == 0  # seeded on an empty stream
+    client = redis.Redis.from_url(redis_url)
+    per_tick = COMPLETIONS_BATCH + COMPLETIONS_BATCH // 2
+    for tick in range(3):
+        durations = _finish_jobs(client, tick * per_tick, per_tick)
+        read = source.read()
+        # Every job that finished since the last read, oldest first, none twice.
+        assert (read.completions, read.service_times) == (per_tick, durations)
+        assert read.latencies == pytest.approx((2.0,) * per_tick)
+    assert source.read().completions == 0
+    source.close()
+    client.close()
+
+
+def test_a_read_returns_a_bounded_number_of_completions_and_leaves_the_rest_to_the_next(
+    redis_url: str,
+) -> None:
+    """A backlog bigger than the bound is read over several ticks, in order, none lost or repeated."""
+    client = redis.Redis.from_url(redis_url)
+    bound = 2 * COMPLETIONS_BATCH
+    source = StreamSource(redis.Redis.from_url(redis_url), QUEUE, max_completions=bound)
+    source.read()
+    durations = _finish_jobs(client, 0, 2 * bound + 500)
+    reads = [source.read().service_times for _ in range(4)]
+    assert [len(r) for r in reads] == [bound, bound, 500, 0]
+    assert sum(reads, ()) == durations
+    source.close()
+    client.close()
 
 
 def test_list_source_reads_llen_and_the_optional_counter(redis_url: str, redis_client: redis.Redis) -> None:
