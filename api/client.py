@@ -4,8 +4,9 @@ Retries: on 429 (overloaded, rate limited), 503 (Redis unavailable) and connecti
 exponential back-off and jitter (so a fleet of clients refused together does not come back together),
 waiting at least what ``Retry-After`` asks. Submissions carry an idempotency key (generated unless
 given), so a retry after a lost answer returns the first job instead of creating a second.
-``/infer`` takes no key, so it is resent only when the server cannot have queued it yet (a refused
-connection, a 429, a 503 naming no job): never after a read timeout or a dropped connection.
+``/infer`` takes no key, so it is resent only when the server cannot have queued it yet: a refused
+connection, a 429, or a 503 whose body says ``"queued": false``. Never after a read timeout or a
+dropped connection, and never after any other 503 (a proxy's, or one naming the job).
 
     with JobClient("http://api:8000", api_key="...") as api:
         job = api.submit({"image": "s3://..."}, model="resnet")
@@ -72,6 +73,22 @@ class RetryPolicy:
         return min(self.cap, self.base * 2.0**attempt) * rng.uniform(0.5, 1.0)
 
 
+def _unstored(response: httpx.Response) -> bool:
+    """Whether the server says this refusal came before anything was stored, so that resending a
+    request without an idempotency key cannot queue it twice: every 429 of this API (admission:
+    concurrency, rate limit, backlog, all checked before the write), and a 503 whose body says
+    ``"queued": false``. Not a bare 503: ``/infer`` answers 503 after the job was queued too (Redis
+    failed while it waited, or as the write's reply came back), and a proxy in front of the API
+    answers 503 when its upstream connection broke, perhaps after the request reached the API."""
+    if response.status_code == 429:
+        return True
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("queued") is False
+
+
 def _job_named(response: httpx.Response) -> str:
     """The job id an error body names (``/infer``'s 503 and 504 for an accepted job), else ''."""
     try:
@@ -121,8 +138,9 @@ class JobClient:
         ``resend=False`` is for a request that is not safe to repeat once the server may have
         acted on it (``/infer`` takes no idempotency key): a transport error after it was sent
         (read timeout, dropped connection) is raised at once, since resending it would queue the
-        job again; only errors raised before it left (:data:`UNSENT`) are retried. A refusal that
-        names a job (``id`` in its body: the job was accepted) is never resent either way."""
+        job again; only errors raised before it left (:data:`UNSENT`) are retried, and only the
+        refusals the server says came before anything was stored (see :func:`_unstored`). A
+        refusal that names a job (``id`` in its body: the job may exist) is never resent either way."""
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
             try:
@@ -133,6 +151,8 @@ class JobClient:
                 self.sleep(self.retry.delay(attempt, None, self.rng))
                 continue
             if response.status_code not in self.retry.statuses or last or _job_named(response):
+                return response
+            if not (resend or _unstored(response)):
                 return response
             self.sleep(self.retry.delay(attempt, _retry_after(response), self.rng))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -195,14 +215,16 @@ class JobClient:
     def infer(self, prompt: str, timeout: float | None = None) -> dict[str, Any]:
         """Synchronous inference. If the server times out (504), the job keeps running: this
         follows it by id for the rest of ``timeout`` instead of submitting it again; so does a 503
-        for a job accepted before Redis became unavailable. A 504 for a submission that did not
+        naming the job (Redis failed after the write was sent). A 504 for a submission that did not
         complete names a job that may not exist: if it does not (404), :class:`JobTimeoutError` as
-        for any timeout.
+        for any timeout; a 503's job that does not exist raises that 503.
 
         The request is never resent once it may have reached the server (see :meth:`request`):
-        each resend would queue the prompt again. So the read waits for the server's answer, which
-        comes by its deadline (``timeout``, or its ``INFER_TIMEOUT`` when none is given, which
-        this client does not know: up to :data:`INFER_READ_CAP` then) rather than giving up before it."""
+        each resend would queue the prompt again. Refusals are resent only when the server says
+        nothing was stored (a 429, or a 503 with ``"queued": false``); any other 503 is raised. So
+        the read waits for the server's answer, which comes by its deadline (``timeout``, or its
+        ``INFER_TIMEOUT`` when none is given, which this client does not know: up to
+        :data:`INFER_READ_CAP` then) rather than giving up before it."""
         start = time.monotonic()
         body: dict[str, Any] = {"prompt": prompt}
         if timeout is not None:
@@ -222,6 +244,8 @@ class JobClient:
             except ApiClientError as exc:
                 if exc.status != 404:
                     raise
+                if response.status_code == 503:  # never stored: the refusal stands
+                    raise ApiClientError(503, body) from exc
                 raise JobTimeoutError(job_id, body) from exc
             if job["status"] != "succeeded":
                 raise ApiClientError(

@@ -2,9 +2,11 @@
 
 Every error body is ``{"error": <machine code>, "detail": <sentence for a human>, ...extra}``, so
 clients branch on ``error`` and people read ``detail``. Refusals a client should retry (overload,
-rate limit, Redis unavailable, sync timeout) carry ``Retry-After``. Redis being unreachable, or
-refusing writes because its persistence failed (``MISCONF``), is an expected operating condition,
-answered 503 with advice that fits the endpoint, never a 500 with a traceback.
+rate limit, Redis unavailable, sync timeout) carry ``Retry-After``. Redis being unreachable, or in a
+state that refuses commands for a while (loading, busy running a script, full, refusing writes
+because its persistence failed: :func:`jobqueue.errors.transient`), is an expected operating
+condition, answered 503 naming the state, with advice that fits the endpoint, never a 500 with a
+traceback.
 """
 
 from __future__ import annotations
@@ -22,32 +24,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from api.metrics import ApiMetrics
+from jobqueue.errors import describe, transient
 
 log = logging.getLogger(__name__)
 
-REDIS_UNAVAILABLE = (
-    redis.exceptions.ConnectionError,  # includes AuthenticationError and MaxConnectionsError
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.MasterDownError,
-    redis.exceptions.OutOfMemoryError,
-)
-"""Down, restarting, loading, failing over, or full (maxmemory): the request was not served and a
-later retry may succeed, so 503 + Retry-After rather than 500."""
-
 REDIS_RETRY_AFTER = 2
 
-MISCONF = "MISCONF"
-"""Error prefix of a Redis that refuses writes because persistence failed (``stop-writes-on-bgsave-
-error``: an RDB save failed, e.g. a full disk; or AOF writes fail). redis-py has no exception class
-for it, so it arrives as a plain ``ResponseError``; reads still work, and writes resume by themselves
-once a save succeeds, so it is an outage to retry (503), not a bug (500)."""
 
+class SubmissionUnknownError(Exception):
+    """The write of a submission failed after it was sent (a transient Redis error): the job may or
+    may not be stored. Raised by the service so that an endpoint that named the job before the write
+    (``/infer``) can say so; any other endpoint answers the usual 503 for ``cause``."""
 
-def refuses_writes(exc: BaseException) -> bool:
-    """True for a ``MISCONF`` refusal (see :data:`MISCONF`)."""
-    return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(MISCONF)
+    def __init__(self, job_id: str, cause: redis.exceptions.RedisError) -> None:
+        super().__init__(f"job {job_id}: {type(cause).__name__}: {cause}")
+        self.job_id = job_id
+        self.cause = cause
 
 
 def retry_advice(method: str, path: str) -> str:
@@ -71,18 +63,12 @@ def retry_advice(method: str, path: str) -> str:
 
 
 def redis_failure_response(exc: BaseException, method: str, path: str) -> Response | None:
-    """The 503 for a Redis failure a later retry may fix (unavailable, or refusing writes), with
-    advice for the endpoint (``path`` is the route's template); None for any other exception."""
-    if refuses_writes(exc):
-        cause = (
-            "refuses writes because its persistence failed (MISCONF: it cannot save to disk); "
-            "nothing was stored"
-        )
-    elif isinstance(exc, REDIS_UNAVAILABLE):
-        cause = f"is unavailable ({type(exc).__name__})"
-    else:
+    """The 503 for a Redis failure a later retry may fix (:func:`jobqueue.errors.transient`: down,
+    loading, busy with a script, full, refusing writes...), saying which, with advice for the
+    endpoint (``path`` is the route's template); None for any other exception."""
+    if not transient(exc):
         return None
-    detail = f"the job store (Redis) {cause}; {retry_advice(method, path)}"
+    detail = f"the job store (Redis) {describe(exc)}; {retry_advice(method, path)}"
     return error_response(503, "redis_unavailable", detail, REDIS_RETRY_AFTER)
 
 
@@ -191,16 +177,17 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
         return error_response(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail))
 
     async def _redis_down(request: Request, exc: Exception) -> Response:
+        cause = exc.cause if isinstance(exc, SubmissionUnknownError) else exc
         route = request.scope.get("route")
-        response = redis_failure_response(exc, request.method, getattr(route, "path", request.url.path))
+        response = redis_failure_response(cause, request.method, getattr(route, "path", request.url.path))
         if response is None:  # another command error (WRONGTYPE, ...): a bug, answered by _unexpected
             raise exc
         metrics.rejections.labels("redis_unavailable").inc()
-        log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
+        log.warning("redis unavailable: %s: %s", type(cause).__name__, cause)
         return response
 
-    # ResponseError covers MISCONF; its subclasses listed in REDIS_UNAVAILABLE match themselves first.
-    for exc_type in (*REDIS_UNAVAILABLE, redis.exceptions.ResponseError):
+    # Every Redis error: the transient ones are answered here, any other is re-raised (a 500).
+    for exc_type in (redis.exceptions.RedisError, SubmissionUnknownError):
         app.add_exception_handler(exc_type, _redis_down)
 
     @app.exception_handler(Exception)

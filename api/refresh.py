@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from api.errors import REDIS_UNAVAILABLE
+from jobqueue.errors import transient
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,11 @@ class Refresher:
         """One tick; True if it succeeded. Unexpected errors are logged, never fatal to the loop."""
         try:
             await self.tick()
-        except REDIS_UNAVAILABLE as exc:
-            if self.healthy:
-                log.warning("%s: redis unavailable (%s); keeping the last value", self.name, exc)
-            self._health(False)
-            return False
-        except Exception:
-            log.exception("%s: refresh failed; keeping the last value", self.name)
+        except Exception as exc:
+            if not transient(exc):
+                log.exception("%s: refresh failed; keeping the last value", self.name)
+            elif self.healthy:  # an outage (BUSY, LOADING, down, ...): logged once, not per tick
+                log.warning("%s: redis unavailable (%r: %s); keeping the last value", self.name, exc, exc)
             self._health(False)
             return False
         if not self.healthy:

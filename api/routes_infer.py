@@ -1,5 +1,7 @@
 """Synchronous inference (the seed router's endpoint): submit to ``MODEL_REF`` and wait for the result.
 
+A Redis failure is a 503 that tells the client whether resending is safe (see :func:`_accepted`).
+
 One deadline per request (``timeout``, capped by ``INFER_TIMEOUT``, from when the handler starts)
 covers every phase: the submission (a slow or retrying Redis) and the wait. The answer comes at the
 deadline, never at the deadline plus however long the submission took. A submission still in flight
@@ -25,15 +27,17 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
+import redis.exceptions
 from fastapi import APIRouter, Request
 from starlette.types import Receive
 
 from api.deps import CallerDep, job_url
-from api.errors import REDIS_RETRY_AFTER, REDIS_UNAVAILABLE, ApiError
+from api.errors import REDIS_RETRY_AFTER, ApiError, SubmissionUnknownError
 from api.routes_jobs import SUBMIT_ERRORS
 from api.schemas import InferRequest, InferResult, Problem
 from api.service import Accepted, JobService, elapsed_ms, new_job_id
 from jobqueue import Job, JobStatus
+from jobqueue.errors import describe, transient
 
 router = APIRouter(tags=["inference"])
 
@@ -53,6 +57,12 @@ the body is read; the pause keeps a server that answers them at once from spinni
 INFER_ERRORS: dict[int | str, dict[str, Any]] = {
     **SUBMIT_ERRORS,
     502: {"model": Problem, "description": "The job failed (the error is in `detail`)"},
+    503: {
+        "model": Problem,
+        "description": "Redis unavailable (see Retry-After). With `id` and `url` once the job's write was "
+        "sent: it may exist, follow it rather than resend. With `queued: false` when nothing was stored: "
+        "resending is safe",
+    },
     504: {"model": Problem, "description": "No result within the timeout; `id` and `url` fetch it later"},
 }
 INFER_ERRORS.pop(200)
@@ -84,16 +94,18 @@ async def infer(body: InferRequest, c: CallerDep, request: Request) -> InferResu
                 f"unreachable): the job may or may not have been queued; {url} answers 404 if it was not",
                 retry_after=TIMEOUT_RETRY_AFTER, reason="timeout", id=job_id, url=url,
             )  # fmt: skip
-        accepted: Accepted = submitted.result()  # a refusal (429, 503, ...) raises here
+        accepted = _accepted(submitted, job_id)  # a refusal (429, 503, ...) raises here
         url = job_url(accepted.job_id)
         try:
             job = accepted.cached_job or await _wait(service, request.receive, accepted.job_id, deadline)
-        except REDIS_UNAVAILABLE as exc:  # the job was accepted: say where it is, do not resubmit
-            service.metrics.rejections.labels("redis_unavailable").inc()
+        except redis.exceptions.RedisError as exc:  # the job was accepted: say where it is
+            if not transient(exc):
+                raise
             raise ApiError(
                 503, "redis_unavailable",
-                f"the job was accepted but Redis became unavailable while waiting ({type(exc).__name__}); "
-                f"fetch it later at {url}", retry_after=REDIS_RETRY_AFTER, id=accepted.job_id, url=url,
+                f"the job was queued, but while waiting for its result the job store (Redis) "
+                f"{describe(exc)}; do not resend it: fetch it later at {url}", retry_after=REDIS_RETRY_AFTER,
+                reason="redis_unavailable", id=accepted.job_id, url=url, queued=True,
             ) from exc  # fmt: skip
         except ClientGoneError:
             outcome = await service.abandon(accepted.job_id)
@@ -116,6 +128,36 @@ async def infer(body: InferRequest, c: CallerDep, request: Request) -> InferResu
             kvEndpoints=list(config.kv_endpoints), processingMs=elapsed_ms(start), output=job.output,
             cached=accepted.cached_job is not None,
         )  # fmt: skip
+
+
+def _accepted(submitted: asyncio.Future[Any], job_id: str) -> Accepted:
+    """The submission's outcome, or the 503 for a Redis failure that says whether the job was stored.
+
+    ``/infer`` takes no idempotency key, so a client may resend a refused request only when it is
+    sure nothing was queued; the body tells it, never the status alone (a proxy's 503 says nothing).
+    Once the write was sent the job may exist, and the 503 names it (``id``, ``url``) for the client
+    to follow instead of resending; before it (the rate limit and cache reads), nothing was written,
+    and the 503 says ``queued: false``: the one 503 a client may resend.
+    """
+    try:
+        accepted: Accepted = submitted.result()
+    except SubmissionUnknownError as exc:
+        url = job_url(job_id)
+        raise ApiError(
+            503, "redis_unavailable",
+            f"the job store (Redis) {describe(exc.cause)} as the job was written: it may or may not have "
+            f"been queued; do not resend it: {url} answers 404 if it was not",
+            retry_after=REDIS_RETRY_AFTER, reason="redis_unavailable", id=job_id, url=url,
+        ) from exc  # fmt: skip
+    except redis.exceptions.RedisError as exc:
+        if not transient(exc):
+            raise
+        raise ApiError(
+            503, "redis_unavailable",
+            f"the job store (Redis) {describe(exc)} before the job was written: nothing was queued; "
+            "retry later", retry_after=REDIS_RETRY_AFTER, reason="redis_unavailable", queued=False,
+        ) from exc  # fmt: skip
+    return accepted
 
 
 async def _wait(service: JobService, receive: Receive, job_id: str, deadline: float) -> Job | None:

@@ -16,7 +16,8 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": Problem, "description": "The API key may not use this model"},
     503: {
         "model": Problem,
-        "description": "Redis unreachable, or refusing writes (persistence failed); retry after Retry-After",
+        "description": "Redis unreachable, or refusing commands for a while (loading, busy running a script, "
+        "full, refusing writes); the detail says which; retry after Retry-After",
     },
 }
 SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {

@@ -7,9 +7,10 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 
 from api.deps import CallerDep
-from api.errors import REDIS_RETRY_AFTER, REDIS_UNAVAILABLE, error_response
+from api.errors import REDIS_RETRY_AFTER, error_response
 from api.schemas import ModelsView, Problem
 from api.service import JobService
+from jobqueue.errors import describe, transient
 
 router = APIRouter(tags=["operations"])
 
@@ -31,9 +32,15 @@ async def readyz(request: Request) -> Response:
     service: JobService = request.app.state.service
     try:
         await asyncio.wait_for(service.ping(), READY_TIMEOUT)
-    except (*REDIS_UNAVAILABLE, TimeoutError) as exc:
+    except TimeoutError:
         service.metrics.redis_up.set(0)
-        return error_response(503, "redis_unavailable", f"redis: {type(exc).__name__}", REDIS_RETRY_AFTER)
+        detail = f"redis did not answer PING within {READY_TIMEOUT:g} s"
+        return error_response(503, "redis_unavailable", detail, REDIS_RETRY_AFTER)
+    except Exception as exc:
+        if not transient(exc):
+            raise
+        service.metrics.redis_up.set(0)
+        return error_response(503, "redis_unavailable", f"redis {describe(exc)}", REDIS_RETRY_AFTER)
     service.metrics.redis_up.set(1)
     return Response(b'{"status":"ready"}', media_type="application/json")
 

@@ -81,8 +81,9 @@ class JobRequest(BaseModel):
         pattern=r"^[A-Za-z0-9._:@/+=-]{1,128}$",
         description="A repeated submission of the same request with the same key returns the first "
         "job instead of creating another: safe retries. Keys are per caller (API key, when keys are "
-        "checked) and model version, kept for IDEMPOTENCY_TTL (a day). Reusing a key for a different "
-        "request (model, version, input, priority or metadata) is refused: 422 `idempotency_key_reused`",
+        "checked) and model version, kept for IDEMPOTENCY_TTL (a day) or until its job expires, if "
+        "sooner. Reusing a key for a different request (model, version, input, priority or metadata) is "
+        "refused: 422 `idempotency_key_reused`",
     )
     metadata: Annotated[dict[str, JsonValue], AfterValidator(storable)] = Field(
         default_factory=dict, description="Stored with the job, returned as is"

@@ -14,7 +14,8 @@ that keeps refusals cheap and honest:
    An idempotency key is scoped to the caller (a digest of its API key, when keys are checked) and
    bound to a fingerprint of the request: reusing it for a different request is a 422.
 
-Without rate limit and cache, a submission is exactly one round trip to Redis.
+Without rate limit and cache, a submission is exactly one round trip to Redis (a retry that its
+idempotency key matches to an earlier job: two, the second checking that job still exists).
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ import redis.exceptions
 from api.admission import BacklogMonitor, ConcurrencyGate
 from api.auth import Authenticator
 from api.config import ApiConfig
-from api.errors import REDIS_UNAVAILABLE, ApiError, refuses_writes
+from api.errors import ApiError, SubmissionUnknownError
 from api.metrics import ApiMetrics
 from api.routing import TrafficRouter
 from jobqueue import IdempotencyKeyReusedError, Job, JobStatus, Priority, cache
 from jobqueue import aio as jq
 from jobqueue.combine import concurrently
 from jobqueue.driver import Op, arun
+from jobqueue.errors import transient
 from jobqueue.keys import queue_name
 from jobqueue.ops import idempotency_holder, request_fingerprint, submit_job
 from jobqueue.ratelimit import RateDecision, take_token
@@ -94,7 +96,11 @@ class JobService:
         job_id: str | None = None,
     ) -> Accepted:
         """Authenticate, route, admit and write the job; ``job_id`` (default: a new one) lets a caller
-        that may give up before the write returns (``/infer``'s deadline) name the job all the same."""
+        that may give up before the write returns (``/infer``'s deadline) name the job all the same.
+
+        A transient Redis failure (:func:`jobqueue.errors.transient`) before the write is raised as
+        is: nothing was stored. Once the write was sent it is :class:`SubmissionUnknownError`, naming
+        the job, which may or may not exist."""
         self.auth.authenticate(api_key)
         queue = self.router.resolve(model, version, sticky=idempotency_key)
         self.auth.authorize(api_key, model)
@@ -150,6 +156,12 @@ class JobService:
                 )
             else:
                 sub = await arun(self.client, write)
+        except redis.exceptions.RedisError as exc:
+            if not transient(exc):
+                raise
+            # Sent, so possibly stored: a reply lost with its connection, or an error reply to a retry
+            # the Redis client made by itself after such a loss, hides a write that happened.
+            raise SubmissionUnknownError(job_id, exc) from exc
         except IdempotencyKeyReusedError:
             raise ApiError(
                 422, "idempotency_key_reused",
@@ -197,7 +209,7 @@ class JobService:
         try:
             status = await jq.cancel_job(self.client, job_id, settings=self.settings)
         except redis.exceptions.RedisError as exc:
-            if not (isinstance(exc, REDIS_UNAVAILABLE) or refuses_writes(exc)):
+            if not transient(exc):
                 raise
             log.warning("job %s: client gone, cancel failed (%s); the job will run", job_id, exc)
             status = None

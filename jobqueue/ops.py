@@ -32,6 +32,10 @@ from jobqueue.types import (
 
 DEFAULT_SETTINGS = Settings()
 
+_GONE_CHECKS = 3
+"""Round trips a submission spends checking that the job its idempotency key names still exists. One
+is enough unless other submissions with the same key replace the record in between; bounded anyway."""
+
 
 def request_fingerprint(
     model: str,
@@ -75,9 +79,19 @@ def idempotency_holder(
     A key is remembered per queue, i.e. per model version. A request that names no version is
     routed by the traffic split, which may change between a submission and its retry (a canary
     ramp, a rollback): the retry has to go where the key is, not where the split now points.
+    A key whose job is gone is remembered nowhere (see :func:`submit_job`). One round trip when no
+    queue remembers the key, two when one does.
     """
-    found = yield [call("EXISTS", Keyspace(settings.prefix).queue(q).idempotency(key, scope)) for q in queues]
-    return next((q for q, n in zip(queues, found, strict=True) if n), None)
+    ks = Keyspace(settings.prefix)
+    named = yield [call("HGET", ks.queue(q).idempotency(key, scope), "job", allow_error=True) for q in queues]
+    # A record of the old format (a string: WRONGTYPE here) holds its queue as before; a record whose
+    # job is gone holds nothing, as :func:`submit_job` forgets it (the split decides again).
+    ids = {i: str(v) for i, v in enumerate(named) if v is not None and not isinstance(v, Exception)}
+    alive: dict[int, Any] = {}
+    if ids:
+        alive = dict(zip(ids, (yield [call("EXISTS", ks.job(v)) for v in ids.values()]), strict=True))
+    held = (isinstance(v, Exception) or bool(alive.get(i)) for i, v in enumerate(named))
+    return next((q for q, h in zip(queues, held, strict=True) if h), None)
 
 
 def submit_job(
@@ -105,6 +119,13 @@ def submit_job(
     routes requests to queues passes the fingerprint of what its client sent instead. A
     caller-chosen ``job_id`` whose record still exists also returns ``created=False``. Counts one
     arrival per created job.
+
+    A key is remembered for ``idempotency_ttl`` *at most*: its record answers for its job only while
+    the job's record exists, and that one expires ``result_ttl`` after the job ended (the workers'
+    setting, which may be shorter). A key whose job is gone is forgotten, as if its record had
+    expired, and the submission creates a new job: answering ``created=False`` with the id of a job
+    that no longer exists (404) would leave the client neither the result nor a way to get one.
+    So a retry costs a second round trip, which checks the earlier job; a first submission, one.
     """
     priority = _priority(priority)
     ks = Keyspace(settings.prefix)
@@ -128,13 +149,21 @@ def submit_job(
         keys.append(qk.idempotency(idempotency_key, idempotency_scope))
         if fingerprint is None:
             fingerprint = request_fingerprint(model, version, input, priority, metadata)
-    args: list[Arg] = [job.id, GROUP, queue, settings.idempotency_ttl, fingerprint or ""]
-    args += [x for kv in fields.items() for x in kv]
-    (reply,) = yield [Eval(SUBMIT, tuple(keys), tuple(args))]
-    outcome, the_id = reply
-    if int(outcome) < 0:
-        raise IdempotencyKeyReusedError(str(idempotency_key), str(the_id))
-    return Submitted(job_id=str(the_id), created=int(outcome) == 1)
+    pairs = [x for kv in fields.items() for x in kv]
+    head: list[Arg] = [job.id, GROUP, queue, settings.idempotency_ttl, fingerprint or ""]
+    (reply,) = yield [Eval(SUBMIT, tuple(keys), (*head, "", *pairs))]
+    outcome, the_id = int(reply[0]), str(reply[1])
+    checked = None
+    # The key matched an earlier job: it counts only while that job's record exists (see the docstring).
+    for _ in range(_GONE_CHECKS):
+        if outcome == 1 or idempotency_key is None or the_id == checked:
+            break
+        checked = the_id
+        (reply,) = yield [Eval(SUBMIT, (*keys, ks.job(checked)), (*head, checked, *pairs))]
+        outcome, the_id = int(reply[0]), str(reply[1])
+    if outcome < 0:
+        raise IdempotencyKeyReusedError(str(idempotency_key), the_id)
+    return Submitted(job_id=the_id, created=outcome == 1)
 
 
 def get_job(job_id: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[Job | None]:

@@ -34,23 +34,29 @@ class Script:
 SUBMIT = Script(
     "submit",
     """
--- KEYS: job hash, stream, arrivals counter, queues set, [idempotency record]
--- ARGV: job id, group, queue, idempotency ttl, request fingerprint, hash field/value pairs...
+-- KEYS: job hash, stream, arrivals counter, queues set, [idempotency record, [the job hash of ARGV[6]]]
+-- ARGV: job id, group, queue, idempotency ttl, request fingerprint, the id of a job found gone ('' for
+--       none), hash field/value pairs...
 -- Returns {1, id} for a created job, {0, id} for an earlier one (same idempotency key and request,
 -- or a caller-chosen id that exists), {-1, id} when the key is bound to a different request.
+-- A record answers for its job only while the job's record exists: the caller, told an earlier id,
+-- runs this again naming that job (ARGV[6], KEYS[6]); if the record still names it and it is gone
+-- (expired RESULT_TTL after it ended, or evicted), the record is forgotten like an expired one.
 if KEYS[5] then
   local kind = redis.call('TYPE', KEYS[5])['ok']
+  local seen, fingerprint = false, false
   if kind == 'hash' then
-    local seen = redis.call('HMGET', KEYS[5], 'job', 'fingerprint')
-    if seen[1] then
-      if seen[2] and seen[2] ~= ARGV[5] then return {-1, seen[1]} end
-      return {0, seen[1]}
-    end  -- a record without a job is no record: the write below replaces it
+    local h = redis.call('HMGET', KEYS[5], 'job', 'fingerprint')
+    seen, fingerprint = h[1], h[2]
   elseif kind == 'string' then
     -- Written before fingerprints were stored: only the job id is known, not its request, so it
     -- counts as a match (as it did then) rather than refusing every retry across the upgrade.
-    return {0, redis.call('GET', KEYS[5])}
+    seen = redis.call('GET', KEYS[5])
   end
+  if seen and not (KEYS[6] and seen == ARGV[6] and redis.call('EXISTS', KEYS[6]) == 0) then
+    if fingerprint and fingerprint ~= ARGV[5] then return {-1, seen} end
+    return {0, seen}
+  end  -- no record, a record without a job, or one whose job is gone: the write below replaces it
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end  -- caller-chosen id reused
 if KEYS[5] then
@@ -62,7 +68,7 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[2], '0', 'MKSTREAM')
 end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
 redis.call('HSET', KEYS[1], 'entry', entry)

@@ -19,7 +19,10 @@ from fastapi.testclient import TestClient
 from api.client import JobClient, JobTimeoutError
 from jobqueue import JobStatus, Keyspace
 from jobqueue import sync as jqs
+from jobqueue.ratelimit import TAKE
+from jobqueue.scripts import SUBMIT
 from tests.support.api import ApiProcess, api_client, api_process
+from tests.support.proxy import ReplyDropper
 from tests.support.valkey import ValkeyServer
 from tests.support.workers import WorkerPool
 
@@ -222,3 +225,48 @@ def test_the_deadline_covers_a_slow_submission(redis_url: str, redis_client: red
         # The API gave up on the write and closed its connection, so the paused write never ran.
         assert c.get(body["url"]).status_code == 404
         assert 'api_rejections_total{reason="timeout"} 1.0' in c.get("/metrics").text
+
+
+def arrivals(r: redis.Redis) -> int:
+    return int(r.get(Keyspace().queue("default:v1").arrivals) or 0)
+
+
+def test_a_503_once_the_write_was_sent_names_the_job_and_the_client_does_not_resend(
+    redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """The job is written, then the reply is lost (twice: redis-py reconnects and resends once by
+    itself). The 503 named no job, so the client took it for "nothing stored" and resent the prompt:
+    a second job. It now names the job, and the client follows it instead."""
+    port = redis_client.connection_pool.connection_kwargs["port"]
+    redis_client.script_load(SUBMIT.source)  # so the dropped reply is the script's, not NOSCRIPT
+    with ReplyDropper(port) as proxy, api_process(proxy.url, tmp_path, INFER_TIMEOUT="30") as api:
+        proxy.drop_reply_to(SUBMIT.sha.encode(), times=2)
+        with api.http() as http:
+            r = http.post("/infer", json={"prompt": "lost reply", "timeout": 5})
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["url"] == f"/v1/jobs/{body['id']}" and "may or may not have been queued" in body["detail"]
+        assert "queued" not in body and int(r.headers["Retry-After"]) >= 1
+        job = jqs.get_job(redis_client, body["id"])
+        assert job is not None and job.status is JobStatus.QUEUED  # it was written
+        proxy.drop_reply_to(SUBMIT.sha.encode(), times=2)
+        with JobClient(api.url) as client, pytest.raises(JobTimeoutError) as exc:
+            client.infer("lost again", timeout=1)  # no worker: followed by id until its timeout
+        job = jqs.get_job(redis_client, exc.value.job_id)
+        assert job is not None and job.input == "lost again"
+    assert arrivals(redis_client) == 2  # one job per call: nothing resent
+
+
+def test_a_503_before_the_write_says_nothing_was_queued(redis_client: redis.Redis) -> None:
+    """The rate limit's read fails (the connection drops), before the job is written: the one 503 of
+    /infer a client may resend without queueing the prompt twice, and it says so."""
+    port = redis_client.connection_pool.connection_kwargs["port"]
+    redis_client.script_load(TAKE.source)
+    with ReplyDropper(port) as proxy, api_client(proxy.url, RATE_LIMIT="100/s") as c:
+        proxy.drop_reply_to(TAKE.sha.encode(), times=2)
+        r = c.post("/infer", json={"prompt": "p", "timeout": 5})
+    assert r.status_code == 503, r.text
+    body = r.json()
+    assert body["queued"] is False and "id" not in body and "url" not in body
+    assert "before the job was written: nothing was queued" in body["detail"]
+    assert arrivals(redis_client) == 0 and not redis_client.keys(Keyspace().job("*"))

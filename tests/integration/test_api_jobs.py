@@ -7,11 +7,13 @@ test_api_e2e.py and test_api_infer.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -172,6 +174,51 @@ def test_a_retry_with_a_key_finds_its_job_after_the_split_moves(
     ]
     assert fresh["queue"] == "resnet:v2" and fresh["created"]  # new keys follow the new split
     assert sum(arrivals(redis_client, q) for q in ("resnet:v1", "resnet:v2")) == 21
+
+
+def wait_gone(c: TestClient, *urls: str) -> None:
+    """Until every job at ``urls`` has expired (GET answers 404)."""
+    deadline = time.monotonic() + 5
+    while any(c.get(url).status_code != 404 for url in urls):
+        assert time.monotonic() < deadline, "the jobs did not expire"
+        time.sleep(0.05)
+
+
+def test_a_retry_whose_job_expired_queues_it_again(redis_url: str, redis_client: redis.Redis) -> None:
+    """RESULT_TTL (1 s) shorter than IDEMPOTENCY_TTL (a day): the key's record outlived its job, and a
+    retry got ``created: false`` with the id of a job that answered 404. A key is now forgotten with
+    its job, so the retry is a new request: a new job that exists."""
+    with api_client(redis_url, RESULT_TTL="1") as c:
+        first = submit(c, idempotency_key="order-42").json()
+        assert c.delete(first["url"]).json()["status"] == "cancelled"  # kept RESULT_TTL from now
+        wait_gone(c, first["url"])
+        retry = submit(c, idempotency_key="order-42")
+        again = submit(c, idempotency_key="order-42").json()
+        assert retry.status_code == 202, retry.text
+        assert retry.json()["created"] and retry.json()["id"] != first["id"]
+        assert c.get(retry.json()["url"]).json()["status"] == "queued"
+    assert (again["id"], again["created"]) == (retry.json()["id"], False)  # the key names the new job
+    assert arrivals(redis_client) == 2
+
+
+def test_a_retry_whose_job_expired_follows_the_split(redis_url: str, redis_client: redis.Redis) -> None:
+    """A retry goes to the version that remembers its key, even once the split moved away from it
+    (see the test above); not when the key's job is gone: the key is forgotten there, and the job
+    would be queued again on a version the split no longer sends anything to (e.g. rolled back)."""
+    with api_client(redis_url, RESULT_TTL="1", TRAFFIC_WEIGHTS="resnet:v1=50,resnet:v2=50") as c:
+        first = {i: submit(c, model="resnet", input=i, idempotency_key=f"k{i}").json() for i in range(20)}
+        on_v1 = {i: f for i, f in first.items() if f["queue"] == "resnet:v1"}
+        assert 0 < len(on_v1) < 20
+        bind_sync(set_traffic)(redis_client, "resnet", {"v1": 0, "v2": 100})  # v1 rolled back
+        deadline = time.monotonic() + 5
+        while c.get("/v1/models").json()["traffic"]["resnet"] != {"v1": 0.0, "v2": 100.0}:
+            assert time.monotonic() < deadline, "live weights not picked up"
+            time.sleep(0.05)
+        for f in on_v1.values():
+            c.delete(f["url"])
+        wait_gone(c, *(f["url"] for f in on_v1.values()))
+        again = [submit(c, model="resnet", input=i, idempotency_key=f"k{i}").json() for i in on_v1]
+    assert all(a["created"] and a["queue"] == "resnet:v2" for a in again), again
 
 
 def test_an_unknown_version_is_422_and_queues_nothing(redis_url: str, redis_client: redis.Redis) -> None:
@@ -535,3 +582,62 @@ def test_redis_refusing_writes_after_a_failed_save_is_a_503(
     assert "same idempotency_key" not in pushed.json()["detail"]
     assert read.status_code == 200
     assert 'api_rejections_total{reason="redis_unavailable"} 2.0' in metrics
+
+
+def run_until_killed(url: str) -> None:
+    """A script that never ends by itself, as a runaway one would: Valkey answers every other command
+    BUSY once it has run past busy-reply-threshold, until SCRIPT KILL stops it."""
+    r = redis.Redis.from_url(url)
+    try:
+        r.eval("while true do end", 0)
+    except redis.ResponseError as exc:
+        assert "SCRIPT KILL" in str(exc), exc
+    finally:
+        r.close()
+
+
+def test_redis_busy_running_a_script_is_a_503_that_says_so(
+    valkey_factory: Callable[..., ValkeyServer],
+) -> None:
+    """BUSY is a state that passes (the script ends or is killed), like a restart: it was answered
+    500 "unexpected error", as if the API had a bug, without Retry-After."""
+    server = valkey_factory()
+    admin = redis.Redis.from_url(server.url)
+    busy = threading.Thread(target=run_until_killed, args=(server.url,))
+    try:
+        with api_client(server.url) as c:
+            job = submit(c).json()
+            admin.config_set("busy-reply-threshold", 10)
+            busy.start()
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    admin.ping()
+                except redis.ResponseError as exc:
+                    assert str(exc).startswith("BUSY"), exc
+                    break
+                assert time.monotonic() < deadline, "the server never became busy"
+                time.sleep(0.02)
+            refused = submit(c, idempotency_key="order-1")
+            read = c.get(job["url"])
+            ready = c.get("/readyz")
+            inferred = c.post("/infer", json={"prompt": "p"})
+            metrics = c.get("/metrics").text
+            admin.script_kill()
+            busy.join(10)
+            after = c.get(inferred.json().get("url", "/missing"))
+    finally:
+        if busy.is_alive():
+            with contextlib.suppress(redis.ResponseError):
+                admin.script_kill()
+            busy.join(10)
+        admin.close()
+    for reply in (refused, read, ready, inferred):
+        assert reply.status_code == 503, reply.text
+        assert reply.json()["error"] == "redis_unavailable" and reply.headers["Retry-After"] == "2"
+        assert "busy running a script or function past its time limit (BUSY" in reply.json()["detail"]
+    assert "resubmitting with the same idempotency_key" in refused.json()["detail"]
+    # /infer's write was refused, but the API cannot tell that from a lost reply: it names the job.
+    assert inferred.json()["url"] == f"/v1/jobs/{inferred.json()['id']}" and "queued" not in inferred.json()
+    assert after.status_code == 404  # and indeed nothing was queued
+    assert 'api_rejections_total{reason="redis_unavailable"} 3.0' in metrics

@@ -174,6 +174,35 @@ def test_an_idempotency_record_of_the_old_format_still_matches(redis_client: red
     assert jq.read_queue_stats(redis_client, Q).arrivals_total == 1
 
 
+def test_an_idempotency_key_is_forgotten_once_its_job_expired(redis_client: redis.Redis) -> None:
+    """RESULT_TTL (the workers', here 1 s) shorter than IDEMPOTENCY_TTL (a day): the key's record
+    outlived its job, and a retry was answered ``created=False`` with the id of a job that no longer
+    existed (404). A key now counts only while its job does; then the request is a new one."""
+    short = Settings(result_ttl=1)
+    same = jq.submit_job(redis_client, Q, 1, idempotency_key="same")
+    other = jq.submit_job(redis_client, Q, 1, idempotency_key="other")
+    legacy = jq.submit_job(redis_client, Q, 1, job_id="legacy-job")
+    redis_client.set(KS.queue(Q).idempotency("legacy"), legacy.job_id, ex=3600)  # the old format
+    for _ in range(3):
+        assert run_once(redis_client, Outcome.SUCCEEDED, "done", settings=short) is JobStatus.SUCCEEDED
+    deadline = time.monotonic() + 5
+    while any(jq.get_job(redis_client, s.job_id) for s in (same, other, legacy)):
+        assert time.monotonic() < deadline, "the finished jobs did not expire"
+        time.sleep(0.05)
+    assert redis_client.ttl(KS.queue(Q).idempotency("same")) > 3600  # the record outlived its job
+    again = jq.submit_job(redis_client, Q, 1, idempotency_key="same")
+    changed = jq.submit_job(redis_client, Q, 2, idempotency_key="other")  # not refused: the key is free
+    anything = jq.submit_job(redis_client, Q, "anything", idempotency_key="legacy")
+    for new, old in ((again, same), (changed, other), (anything, legacy)):
+        assert new.created and new.job_id != old.job_id
+        job = jq.get_job(redis_client, new.job_id)
+        assert job is not None and job.status is JobStatus.QUEUED
+    retry = jq.submit_job(redis_client, Q, 1, idempotency_key="same")  # the key now names the new job
+    assert (retry.job_id, retry.created) == (again.job_id, False)
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert (stats.arrivals_total, stats.waiting) == (6, 3)
+
+
 def test_priority_may_be_given_as_its_string_value(redis_client: redis.Redis) -> None:
     normal = jq.submit_job(redis_client, Q, 1).job_id
     high = jq.submit_job(redis_client, Q, 2, priority="high").job_id

@@ -3,7 +3,8 @@
 Why: "the command ran but its reply never arrived" is the failure that makes a non-idempotent
 write count twice when the caller retries. It cannot be produced by stopping the server (then the
 command never runs); it takes a connection that dies between the server's execution and the
-client's read, which is what this proxy does, once, for the first request containing a marker.
+client's read, which is what this proxy does for the first request (or the first few) containing a
+marker.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tests.support.valkey import free_port
 class ReplyDropper:
     """Forwards ``127.0.0.1:<port>`` to ``upstream_port``; after :meth:`drop_reply_to` it closes
     the client's connection instead of forwarding the reply to the next request containing the
-    marker (the server has executed that request by then)."""
+    marker (the server has executed that request by then), or to the next ``times`` of them."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -27,6 +28,7 @@ class ReplyDropper:
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._lock = threading.Lock()
         self._marker: bytes | None = None
+        self._drops_left = 0
         self.dropped = threading.Event()
         self._closing = threading.Event()
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
@@ -35,9 +37,12 @@ class ReplyDropper:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def drop_reply_to(self, marker: bytes) -> None:
+    def drop_reply_to(self, marker: bytes, times: int = 1) -> None:
+        """Lose the replies to the next ``times`` requests containing ``marker`` (more than one: a
+        client that reconnects and resends by itself, as redis-py's retry does, loses that too)."""
         with self._lock:
             self._marker = marker
+            self._drops_left = times
 
     def _accept(self) -> None:
         while not self._closing.is_set():
@@ -54,7 +59,9 @@ class ReplyDropper:
         while data := _recv(client):
             with self._lock:
                 if self._marker is not None and self._marker in data:
-                    self._marker = None
+                    self._drops_left -= 1
+                    if self._drops_left <= 0:
+                        self._marker = None
                     doomed.set()  # before forwarding, so the reply cannot overtake the flag
             if not _send(upstream, data):
                 break

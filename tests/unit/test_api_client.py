@@ -151,6 +151,41 @@ def test_infer_503_for_an_accepted_job_follows_it_instead_of_resubmitting() -> N
     assert exc.value.status == 503 and exc.value.body["id"] == "j4" and len(seen) == 1
 
 
+def test_infer_resends_only_a_503_that_says_nothing_was_queued() -> None:
+    """A 503 without ``"queued": false`` may come after the job was written (a proxy's 503 when its
+    upstream connection broke, or an API that did not say): it was resent, queueing the prompt again."""
+    for refusal in (
+        httpx.Response(503, json={"error": "redis_unavailable", "detail": "d"}),
+        httpx.Response(503, text="upstream connect error or disconnect/reset before headers"),
+    ):
+        client, sleeps, seen = scripted(refusal, ok({"id": "j5", "output": "o"}, 200))
+        with pytest.raises(ApiClientError) as exc:
+            client.infer("p", timeout=30)
+        assert exc.value.status == 503 and [r.url.path for r in seen] == ["/infer"] and sleeps == []
+    unstored = {"error": "redis_unavailable", "detail": "d", "queued": False}
+    client, sleeps, seen = scripted(
+        httpx.Response(503, headers={"Retry-After": "2"}, json=unstored),
+        httpx.Response(429, json={"error": "rate_limited", "detail": "d"}),
+        ok({"id": "j5", "output": "o"}, 200),
+    )
+    assert client.infer("p", timeout=30)["id"] == "j5"
+    assert [r.url.path for r in seen] == ["/infer"] * 3 and 2 <= sleeps[0] <= 2.1
+
+
+def test_infer_503_naming_a_job_never_stored_raises_the_503() -> None:
+    """The write's reply was an error: the 503 names a job that may not exist. Following it to a 404
+    ended as a timeout (504) although nothing timed out; the refusal is the answer."""
+    unknown = {"error": "redis_unavailable", "detail": "busy", "id": "j6", "url": "/v1/jobs/j6"}
+    client, _, seen = scripted(
+        httpx.Response(503, json=unknown), httpx.Response(404, json={"error": "not_found", "detail": "d"})
+    )
+    with pytest.raises(ApiClientError) as exc:
+        client.infer("p", timeout=30)
+    assert not isinstance(exc.value, JobTimeoutError)
+    assert exc.value.status == 503 and exc.value.body == unknown
+    assert [r.url.path for r in seen] == ["/infer", "/v1/jobs/j6"]
+
+
 args = st.lists(
     st.one_of(st.text(max_size=20), st.binary(max_size=20), st.integers(), st.floats(allow_nan=False)),
     max_size=50,

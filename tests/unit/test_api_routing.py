@@ -174,3 +174,23 @@ def test_retry_advice_names_the_idempotency_key_only_where_there_is_one() -> Non
         ("GET", "/data/{job_id}"),
     ]:
         assert retry_advice(method, path) == "retry later"
+
+
+@pytest.mark.parametrize(
+    ("error", "named"),
+    [
+        (redis.exceptions.ResponseError("BUSY Valkey is busy running a script. You can only..."), "BUSY"),
+        (redis.exceptions.ResponseError("NOREPLICAS Not enough good replicas to write."), "NOREPLICAS"),
+        (redis.exceptions.TryAgainError("Multiple keys request during rehashing of slot"), "TRYAGAIN"),
+        (redis.exceptions.BusyLoadingError("Valkey is loading the dataset in memory"), "LOADING"),
+        (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "OOM"),
+    ],
+)
+def test_redis_states_that_pass_are_a_503_naming_the_state(error: Exception, named: str) -> None:
+    """BUSY (a script past its time limit), NOREPLICAS and TRYAGAIN were answered 500: a bug, no
+    Retry-After. Every state that passes is a 503 whose detail says which one it is."""
+    response = redis_failure_response(error, "GET", "/v1/jobs/{job_id}")
+    assert response is not None and response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
+    body = json.loads(bytes(response.body))
+    assert body["error"] == "redis_unavailable" and f"({named}" in body["detail"]

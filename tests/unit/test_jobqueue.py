@@ -8,6 +8,7 @@ import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
+from redis._parsers.base import BaseParser
 
 from jobqueue import (
     Job,
@@ -21,6 +22,7 @@ from jobqueue import (
     split_queue,
 )
 from jobqueue.driver import Call, Eval, Sleep, _round_trips, decode
+from jobqueue.errors import describe, transient
 from jobqueue.ops import _stream_counts, get_job, request_fingerprint, submit_job, wait_for_job
 from jobqueue.scripts import SUBMIT
 
@@ -207,3 +209,48 @@ def test_wait_polls_with_backoff_until_terminal() -> None:
     with pytest.raises(StopIteration) as result:
         trips.send([done])
     assert result.value.value.status is JobStatus.SUCCEEDED
+
+
+# Error replies as the server sends them; parsed by redis-py's own parser, so each arrives as the
+# exception class (or plain ResponseError) a real client would raise.
+TRANSIENT_REPLIES = {
+    "BUSY Valkey is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.": "(BUSY",
+    "LOADING Valkey is loading the dataset in memory": "(LOADING",
+    "MISCONF Valkey is configured to save RDB snapshots, but it's currently unable to persist": "(MISCONF",
+    "OOM command not allowed when used memory > 'maxmemory'.": "(OOM)",
+    "READONLY You can't write against a read only replica.": "(READONLY",
+    "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.": "(MASTERDOWN)",
+    "TRYAGAIN Multiple keys request during rehashing of slot": "(TRYAGAIN)",
+    "CLUSTERDOWN The cluster is down": "(CLUSTERDOWN)",
+    "NOREPLICAS Not enough good replicas to write.": "(NOREPLICAS",
+}
+
+
+def server_error(reply: str) -> Exception:
+    """The exception redis-py raises for the error ``reply``."""
+    exc: Exception = BaseParser.parse_error(reply)  # type: ignore[no-untyped-call]
+    return exc
+
+
+@pytest.mark.parametrize("reply", sorted(TRANSIENT_REPLIES))
+def test_server_states_that_pass_are_transient_and_named(reply: str) -> None:
+    exc = server_error(reply)
+    assert transient(exc)
+    assert TRANSIENT_REPLIES[reply] in describe(exc)
+
+
+def test_errors_a_retry_would_repeat_are_not_transient() -> None:
+    for reply in (
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+        "BUSYKEY Target key name already exists.",  # a prefix of no refusal: the whole code counts
+        "NOPERM this user has no permissions to run the 'evalsha' command",
+        "ERR Error running script (call to f_0123): @user_script:3: user_script:3: oops",
+        "NOSCRIPT No matching script.",
+    ):
+        assert not transient(server_error(reply)), reply
+    assert not transient(ValueError("BUSY"))
+    for outage in (redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379."), redis.TimeoutError()):
+        assert transient(outage)
+    assert describe(redis.ConnectionError("Connection refused")) == (
+        "is unreachable (ConnectionError: Connection refused)"
+    )

@@ -1,0 +1,87 @@
+"""Which Redis errors are a passing server state, not a bug: one definition for every party.
+
+The API answers them 503 + ``Retry-After`` instead of 500, and a worker backs off and retries instead
+of exiting. Both must agree on the list, or a state one of them treats as an outage (a script running
+past its time limit, a replica promoted mid-request) crashes the other; so it lives here, beside the
+protocol both speak.
+
+redis-py turns some error replies into their own classes (``LOADING`` is a
+:class:`~redis.exceptions.BusyLoadingError`, ``OOM`` an :class:`~redis.exceptions.OutOfMemoryError`,
+...) and leaves others as a plain :class:`~redis.exceptions.ResponseError` whose message starts with
+the code (``BUSY``, ``MISCONF``, ``NOREPLICAS``): both kinds are recognised, the latter by that code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import redis.exceptions as rx
+
+UNAVAILABLE: tuple[type[rx.RedisError], ...] = (
+    rx.ConnectionError,  # down or unreachable (AuthenticationError, MaxConnectionsError are subclasses)
+    rx.TimeoutError,
+    rx.BusyLoadingError,  # LOADING (a ConnectionError subclass, listed for the reader)
+    rx.ReadOnlyError,  # READONLY
+    rx.ClusterDownError,  # CLUSTERDOWN, and MASTERDOWN (MasterDownError is a subclass)
+    rx.OutOfMemoryError,  # OOM
+    rx.TryAgainError,  # TRYAGAIN
+)
+"""Classes redis-py raises for a server that is down, (re)starting, failing over or full: the
+request was not served and a later retry may be."""
+
+REFUSALS: Mapping[str, str] = {
+    "BUSY": (
+        "is busy running a script or function past its time limit (BUSY: busy-reply-threshold) and "
+        "answers nothing else until it ends or is killed"
+    ),
+    "MISCONF": "refuses writes because its persistence failed (MISCONF: it cannot save to disk)",
+    "NOREPLICAS": "refuses writes while too few replicas are connected (NOREPLICAS: min-replicas-to-write)",
+}
+"""Error codes redis-py has no class for (a plain ``ResponseError`` starting with the code), each
+a refusal that ends by itself (the script ends, a save succeeds, the replicas reconnect), with
+what it means."""
+
+_STATES: tuple[tuple[type[rx.RedisError], str], ...] = (
+    (rx.BusyLoadingError, "is loading its data into memory after a restart (LOADING)"),
+    (rx.AuthenticationError, "refused the credentials in REDIS_URL (AuthenticationError)"),
+    (rx.MaxConnectionsError, "has no free connection in this process's pool (MaxConnectionsError)"),
+    (rx.TimeoutError, "did not answer in time (TimeoutError)"),
+    (rx.ConnectionError, "is unreachable (ConnectionError)"),
+    (rx.ReadOnlyError, "is a read-only replica (READONLY: failing over, or the URL names a replica)"),
+    (rx.MasterDownError, "is a replica that lost its primary (MASTERDOWN)"),
+    (rx.ClusterDownError, "reports its cluster down (CLUSTERDOWN)"),
+    (rx.OutOfMemoryError, "is full: it reached maxmemory and refuses writes (OOM)"),
+    (rx.TryAgainError, "asks to try again while keys move between nodes (TRYAGAIN)"),
+)
+"""What each class of :data:`UNAVAILABLE` means, most specific first."""
+
+
+def error_code(exc: BaseException) -> str:
+    """The code a plain ``ResponseError`` starts with (``"BUSY"``), else ''."""
+    if type(exc) is not rx.ResponseError:
+        return ""
+    return str(exc).split(" ", 1)[0]
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a later retry of the same call may succeed: an outage, or a refusal that ends by itself.
+
+    Every other Redis error (WRONGTYPE, NOPERM, a script's own error) is a bug or a misconfiguration
+    that a retry would only repeat.
+    """
+    return isinstance(exc, UNAVAILABLE) or error_code(exc) in REFUSALS
+
+
+def describe(exc: BaseException) -> str:
+    """What is wrong with the server, as the rest of a sentence starting "Redis ...": e.g. "is busy
+    running a script or function past its time limit (BUSY: ...) ...". Any error is described; one
+    that is not :func:`transient` by its class name."""
+    if refusal := REFUSALS.get(error_code(exc)):
+        return refusal
+    for cls, meaning in _STATES:
+        if isinstance(exc, cls):
+            if isinstance(exc, rx.ConnectionError | rx.TimeoutError) and str(exc):
+                # The client's own words say which address and how it failed ("Connection refused").
+                return f"{meaning[:-1]}: {str(exc)[:200]})"
+            return meaning
+    return f"failed ({type(exc).__name__})"
