@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from jobqueue.keys import split_queue
-from jobqueue.types import Completion, DeadLetter, Entry, Job, JobStatus, Priority, WorkerInfo, WorkerState
+from jobqueue.types import (
+    Completion,
+    DeadLetter,
+    Entry,
+    Job,
+    JobStatus,
+    MalformedJobError,
+    Priority,
+    WorkerInfo,
+    WorkerState,
+)
+
+T = TypeVar("T")
 
 
 def dumps(value: Any) -> str:
@@ -70,27 +82,47 @@ def job_fields(job: Job) -> dict[str, str]:
     }
 
 
+def _clip(raw: str, limit: int = 60) -> str:
+    return raw if len(raw) <= limit else raw[:limit] + "..."
+
+
+def _decode(fields: Mapping[str, str], name: str, parse: Callable[[str], T], default: str | None = None) -> T:
+    """``parse(fields[name])`` (``default`` if absent), failing with the field named: the message
+    ends up in a failed job's error, where whoever wrote the record has to find what to fix."""
+    raw = fields.get(name, default)
+    if raw is None:
+        raise MalformedJobError(f"field {name!r} is missing")
+    try:
+        return parse(raw)
+    except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+        raise MalformedJobError(f"field {name!r} is malformed ({_clip(raw)!r}): {exc}") from exc
+
+
+def _opt_json(raw: str) -> Any:
+    return json.loads(raw) if raw else None
+
+
 def job_from_fields(fields: Mapping[str, str]) -> Job:
-    """Inverse of :func:`job_fields`; raises ``KeyError``/``ValueError`` on a corrupt record."""
-    queue = fields["queue"]
+    """Inverse of :func:`job_fields`; raises :class:`MalformedJobError` naming the field of a
+    corrupt record (missing, or not parsed by its type)."""
+    queue = _decode(fields, "queue", str)
     model, version = split_queue(queue)
-    output = fields.get("output", "")
     return Job(
-        id=fields["id"],
+        id=_decode(fields, "id", str),
         queue=queue,
         model=fields.get("model", model),
         version=fields.get("version", version),
-        status=JobStatus(fields["status"]),
-        priority=Priority(fields.get("priority") or Priority.NORMAL.value),
-        input=json.loads(fields["input"]),
-        submitted_at=float(fields["submitted_at"]),
-        attempts=int(fields.get("attempts") or 0),
-        started_at=opt_float(fields.get("started_at")),
-        finished_at=opt_float(fields.get("finished_at")),
+        status=_decode(fields, "status", JobStatus),
+        priority=_decode(fields, "priority", lambda v: Priority(v or Priority.NORMAL.value), ""),
+        input=_decode(fields, "input", json.loads),
+        submitted_at=_decode(fields, "submitted_at", float),
+        attempts=_decode(fields, "attempts", lambda v: int(v or 0), ""),
+        started_at=_decode(fields, "started_at", opt_float, ""),
+        finished_at=_decode(fields, "finished_at", opt_float, ""),
         worker=opt_str(fields.get("worker")),
-        output=json.loads(output) if output else None,
+        output=_decode(fields, "output", _opt_json, ""),
         error=opt_str(fields.get("error")),
-        metadata=json.loads(fields.get("metadata") or "{}"),
+        metadata=_decode(fields, "metadata", lambda v: json.loads(v or "{}"), ""),
     )
 
 

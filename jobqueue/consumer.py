@@ -8,9 +8,11 @@ the worker's name (its pod name). The life of an entry:
    died: heartbeats renew the entries of live workers, see :func:`heartbeat`), scanning the pending
    entries from a caller-kept :class:`ReclaimCursor` so long lists are covered in turns.
 2. :func:`start` decides atomically whether the entry runs: cancelled, finished, stale or vanished
-   jobs are acknowledged and skipped; a job whose attempts are exhausted is dead-lettered;
-   otherwise the job becomes ``running`` with ``attempts + 1``. A retried start carrying the same
-   attempt token as the one that began the attempt returns that attempt without counting again.
+   jobs are acknowledged and skipped; a job whose attempts are exhausted is dead-lettered, one
+   whose attempts counter is corrupt is failed; otherwise the job becomes ``running`` with
+   ``attempts + 1`` (a record that then does not decode is the caller's to fail: see :func:`start`).
+   A retried start carrying the same attempt token as the one that began the attempt returns that
+   attempt without counting again.
 3. :func:`finish` records the outcome if this worker still holds the job: ``succeeded``,
    ``failed`` (permanent), or a retryable error, which re-enqueues the job at the tail of its
    stream until ``max_attempts`` is reached and then dead-letters it with the error kept. Every
@@ -195,6 +197,13 @@ def start(
     returns it unchanged instead of counting a second attempt (which could dead-letter a job that
     never ran twice). Without a token (the default, kept for callers that never retry) every call
     starts a new attempt.
+
+    Raises :class:`~jobqueue.types.MalformedJobError` when the started job's record does not decode.
+    The attempt has begun by then (the job is ``running``, held by ``worker``), so the caller must
+    end it with :func:`finish`: ``Outcome.FAILED`` and the error's text, since every later delivery
+    would meet the same record. Raising instead of answering keeps :class:`Started` about jobs that
+    run; a caller that let the error escape would leave the entry to be reclaimed, counted again
+    and finally dead-lettered as a worker that "stopped heartbeating".
     """
     ks = Keyspace(settings.prefix)
     qk = ks.queue(entry.queue)

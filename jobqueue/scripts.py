@@ -104,8 +104,14 @@ local function dead_letter(job, dead, job_id, attempts, err, now, ttl, maxlen, c
   redis.call('PUBLISH', channel, 'dead')
 end
 -- submitted_at rides along so a reader of the stream alone knows each job's latency. duration is
--- '' for an attempt lost with its worker: its service time is unknown.
+-- '' for an attempt lost with its worker: its service time is unknown. A submitted_at that is not a
+-- number as the codec writes it (a corrupt record, failed for that) is left out: every reader of
+-- the stream (the autoscaler, each tick) would otherwise fail on the entry until it is trimmed.
 local function completed(completions, maxlen, job_id, now, duration, worker, status, submitted_at)
+  if not (string.match(submitted_at, '^%-?%d+%.?%d*$') or
+          string.match(submitted_at, '^%-?%d+%.?%d*[eE][%-+]?%d+$')) then
+    submitted_at = ''
+  end
   redis.call('XADD', completions, 'MAXLEN', '~', maxlen, '*', 'job', job_id, 'finished_at', now,
              'duration', duration, 'worker', worker, 'status', status, 'submitted_at', submitted_at)
 end
@@ -144,6 +150,21 @@ if status == 'running' and ARGV[11] ~= '' and h[7] == ARGV[11] and h[5] == ARGV[
   return {'run', redis.call('HGETALL', KEYS[1])}
 end
 local attempts = tonumber(h[2] or '0')
+if not attempts then
+  -- A corrupt counter cannot be compared with max attempts. The script's error used to reach the
+  -- worker on every delivery (crashing it), and as no attempt was ever counted the entry was never
+  -- dead-lettered. No delivery of this record can start, so it fails now, naming the field, as a
+  -- record that starts but does not decode is failed by its worker. The counter is reset (no
+  -- attempt started) so the failed record reads back, with the bad value kept in its error.
+  local why = "malformed job record: field 'attempts' is malformed ('" .. string.sub(h[2], 1, 60) ..
+              "'): not a number"
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', why, 'finished_at', ARGV[4], 'attempts', 0)
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  redis.call('PUBLISH', ARGV[9], 'failed')
+  completed(KEYS[4], ARGV[10], ARGV[8], ARGV[4], '', ARGV[3], 'failed', h[6] or '')
+  drop()
+  return {'failed'}
+end
 local err = h[3] or ''
 if status == 'running' then
   err = 'attempt ' .. attempts .. ': worker ' .. (h[5] or '?') ..

@@ -112,6 +112,16 @@ class IdempotencyKeyReusedError(Exception):
         self.job_id = job_id
 
 
+class MalformedJobError(ValueError):
+    """A job record that does not decode: a field is missing or holds what its type cannot parse.
+
+    A ``ValueError`` with the field named in the message, so a caller can act on the one record
+    (a worker fails that job with this message; see :func:`jobqueue.consumer.start`) instead of
+    treating a bare ``KeyError`` or ``JSONDecodeError`` as a bug in itself. Decoding the same record
+    again gives the same answer: it is permanent, never worth a retry.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A stream entry a worker has been handed (by XREADGROUP or XAUTOCLAIM)."""

@@ -43,13 +43,23 @@ class Heartbeat(threading.Thread):
         self._stop_event = threading.Event()
         self._warned_lost: str | None = None
         self._down = False
+        # Held by every beat's write and by the deregistration in retire(); see there.
+        self._lock = threading.Lock()
+        self._retired = False
 
     def beat(self) -> None:
-        """One heartbeat; Redis being down is logged once per outage and otherwise ignored."""
+        """One heartbeat; Redis being down is logged once per outage and otherwise ignored. Writes
+        nothing once :meth:`retire` has run, from whichever thread it is called."""
+        with self._lock:
+            if not self._retired:
+                self._beat()
+
+    def _beat(self) -> None:
         info, lease = self.status.snapshot()
         try:
             held = jq.heartbeat(self.client, info, lease=lease, settings=self.settings)
         except redis.RedisError as exc:
+            self.status.redis_failed(exc)
             if not transient(exc):
                 raise
             self._failed()
@@ -58,6 +68,7 @@ class Heartbeat(threading.Thread):
             self._down = True
             return
         self._down = False
+        self.status.redis_reached()
         if held is False and lease is not None and self._warned_lost != lease.entry_id:
             self._warned_lost = lease.entry_id
             log.warning(
@@ -89,3 +100,21 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=5)
+
+    def retire(self, deregister: Callable[[], None]) -> None:
+        """Stop for good and run ``deregister`` as the last registry write this worker makes.
+
+        Why not :meth:`stop` then deregister: its join gives up after 5 s, and a beat can be in
+        flight longer (a slow server, a reconnect, redis-py retrying the pipeline). Its HSET and
+        ZADD then landed after the deregistration's DEL and ZREM and put the entry back, as
+        ``draining``, for WORKER_TTL: a ghost the autoscaler counts. Here ``deregister`` runs under
+        the lock every beat writes under, once no beat may write again: a beat in flight is
+        waited for (its Redis calls end within the client's socket timeouts) and any later one,
+        of this thread or another, writes nothing.
+        """
+        self._stop_event.set()
+        with self._lock:
+            self._retired = True
+            deregister()
+        if self.is_alive():
+            self.join(timeout=5)

@@ -28,6 +28,12 @@ class WorkerMetrics:
             [*labels, "reason"],
             registry=self.registry,
         )
+        self.malformed = Counter(
+            "worker_malformed_jobs",
+            "Started jobs whose record did not decode: failed without running the model",
+            labels,
+            registry=self.registry,
+        )
         self.service = Histogram(
             "worker_service_seconds",
             "Model time per attempt",
@@ -50,6 +56,12 @@ class WorkerMetrics:
         )
         self.redis_errors = Counter(
             "worker_redis_errors", "Redis calls that failed and were retried", labels, registry=self.registry
+        )
+        self.redis_up = Gauge(
+            "worker_redis_up",
+            "1 while the worker's heartbeats reach Redis, 0 while they fail (readiness ignores it)",
+            labels,
+            registry=self.registry,
         )
         self.queue = queue
 

@@ -3,7 +3,28 @@
 ``/readyz`` is the readiness probe: 200 only once the model is set up, so the pod's Ready time is
 the real end of warm-up (the autoscaler measures startup from it); 503 again while draining.
 ``/healthz`` is the liveness probe: 200 while the process serves HTTP (a Redis outage is not a
-reason to restart the pod). ``/metrics`` is the Prometheus exposition.
+reason to restart the pod); its body says whether the heartbeat reaches Redis, and since when it
+has not. ``/metrics`` is the Prometheus exposition, ``worker_redis_up`` included.
+
+Why readiness does not follow Redis. A worker pulls its jobs: no Service routes to it, so a
+NotReady worker is kept from nothing, and while Redis is down no worker can take a job anyway,
+so there is no healthier peer to prefer. What reads readiness is the scaling around the pod, and
+a Redis blip would turn every worker NotReady at once and mislead all of it:
+
+- the autoscaler counts Ready pods as serving capacity and the others as still warming up, and
+  takes a pod's creation-to-Ready time as its warm-up: a flap moves the Ready transition later,
+  and a pod first seen Ready after it (a daemon restarted meanwhile) reports a warm-up that
+  includes the outage;
+- a ReplicaSet scaling down deletes NotReady pods first, whatever their deletion cost, so busy
+  workers lose the protection the autoscaler gives them (``scale_down_floor``);
+- the startup probe reads ``/readyz`` too: a pod that finished its setup during the outage would
+  count as not started, and a long outage would restart it (a second warm-up);
+- the PodDisruptionBudget (at most one worker unavailable) would block node drains, and a rollout
+  (``maxUnavailable: 0``) would stall, for as long as the outage lasts.
+
+Meanwhile the autoscaler cannot read the queue either and holds the replica count, and the worker
+waits the outage out (``worker.retry``). So the outage is reported where people and alerts look,
+and the probes that drive the scaling report what they measure: set up, not draining.
 """
 
 from __future__ import annotations
@@ -15,6 +36,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from worker.metrics import WorkerMetrics
 from worker.status import LiveStatus
+
+
+def redis_state(status: LiveStatus) -> str:
+    """One line for /healthz: the heartbeat reaches Redis, or for how long it has not and why."""
+    outage = status.redis_outage
+    if outage is None:
+        return "reachable"
+    seconds, error = outage
+    return f"unreachable for {seconds:.0f} s ({error})"
 
 
 def start_probe_server(
@@ -29,9 +59,10 @@ def start_probe_server(
                 ok = status.ready
                 self._send(200 if ok else 503, f"{status.state.value}\n".encode(), "text/plain")
             elif path == "/healthz":
-                self._send(200, b"ok\n", "text/plain")
+                self._send(200, f"ok\nredis: {redis_state(status)}\n".encode(), "text/plain")
             elif path == "/metrics":
                 metrics.state.labels(metrics.queue).state(status.state.value)
+                metrics.redis_up.labels(metrics.queue).set(1 if status.redis_outage is None else 0)
                 self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
             else:
                 self._send(404, b"not found\n", "text/plain")

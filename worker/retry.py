@@ -11,36 +11,11 @@ from typing import TypeVar
 
 import redis
 
+from jobqueue.errors import transient
+
 T = TypeVar("T")
+__all__ = ["GaveUp", "transient", "with_retry"]
 log = logging.getLogger(__name__)
-
-RETRYABLE = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.ReadOnlyError,
-    redis.exceptions.MasterDownError,
-    redis.exceptions.OutOfMemoryError,
-)
-"""Errors that mean "the server is (re)starting, unreachable, failing over or full", not "the request
-is wrong" (the classes the API answers 503 for, too)."""
-
-MISCONF = "MISCONF"
-"""Error prefix of a server that refuses writes because its persistence failed (an RDB save or AOF
-write failed, e.g. a full disk). redis-py has no class for it: it is a plain ``ResponseError``."""
-
-
-def transient(exc: BaseException) -> bool:
-    """Whether a later retry of the same call may succeed: an outage, or a refusal that ends by itself.
-
-    Why MISCONF counts: the server refuses every write until a save succeeds again, then resumes on
-    its own. Treated as a bug, it ended the job loop: a worker whose model had just returned lost the
-    result (the job ran again after the visibility timeout) and every worker of the pool exited and
-    was restarted, paying its warm-up again, for a condition that needed none of that.
-    """
-    if isinstance(exc, RETRYABLE):
-        return True
-    return isinstance(exc, redis.ResponseError) and str(exc).startswith(MISCONF)
 
 
 class GaveUp(Exception):  # noqa: N818 - a control-flow signal, not an error condition

@@ -24,7 +24,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from jobqueue import Entry, codec
+from jobqueue import Entry, MalformedJobError, codec
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome, ReclaimCursor
 from worker.config import WorkerConfig
@@ -130,8 +130,7 @@ class Worker:
             log.warning("drained while redis was unavailable (during %s)", what)
         finally:
             self.watchdog.stop()
-            self.heartbeat.stop()
-            self._deregister()
+            self._leave()
             probes.shutdown()
         log.info("stopped")
         return 0
@@ -205,6 +204,7 @@ class Worker:
         # One token per delivery, reused by every retry of this start: a retry after a lost reply
         # then gets the attempt it began back instead of counting another (see jobqueue.consumer.start).
         token = uuid.uuid4().hex
+        t0 = time.monotonic()
         try:
             started = self._redis(
                 lambda: jq.start(self.client, entry, cfg.name, token=token, settings=cfg.settings),
@@ -212,6 +212,9 @@ class Worker:
             )
         except GaveUp:
             return  # still pending under our name: reclaimed by another worker later
+        except MalformedJobError as exc:
+            self._fail_malformed(entry, exc, time.monotonic() - t0)
+            return
         if started.job is None:
             self.metrics.skipped.labels(cfg.queue, started.skipped).inc()
             log.info("skipped job %s (%s)", entry.job_id, started.skipped)
@@ -240,6 +243,29 @@ class Worker:
             status.value if status else "discarded (reclaimed)",
             duration,
         )
+
+    def _fail_malformed(self, entry: Entry, error: MalformedJobError, elapsed: float) -> None:
+        """Fail a started job whose record does not decode, and go on serving.
+
+        Why not let the error escape: it ended the job loop and the process. The restarted pod paid
+        its warm-up again, and the entry, reclaimed after the visibility timeout, crashed the next
+        worker the same way, until its attempts ran out. The same record decodes the same way on
+        every delivery, so the attempt is failed for good (``Outcome.FAILED``, the protocol's
+        permanent failure, as for a :class:`PermanentJobError`), with the field named in the job's
+        error. Given up when draining in an outage: the entry is then reclaimed and failed by the
+        next worker to start it.
+        """
+        cfg = self.config
+        text = f"malformed job record: {error}"
+        log.error("job %s: %s; failed without running the model", entry.job_id, text)
+        status = self._redis(
+            lambda: jq.finish(
+                self.client, entry, cfg.name, Outcome.FAILED, text, elapsed, settings=cfg.settings
+            ),
+            "failing a malformed job",
+        )
+        self.metrics.malformed.labels(cfg.queue).inc()
+        self.metrics.jobs.labels(cfg.queue, status.value if status else "lost").inc()
 
     def _abandon_hung_job(self, entry: Entry, elapsed: float) -> None:
         """Watchdog callback (its thread; the main thread is stuck in the model): record the attempt
@@ -272,8 +298,7 @@ class Worker:
                 on_error=self._redis_failed,
             )
             log.error("job %s -> %s (timed out)", entry.job_id, status.value if status else "discarded")
-            self.heartbeat.stop()  # else a last beat could re-register the worker after it left
-            self._deregister()
+            self._leave()
         except Exception:  # GaveUp included: whatever happened, the process must still end
             log.exception("could not record the timed-out job %s; it is reclaimed later", entry.job_id)
         finally:
@@ -295,6 +320,11 @@ class Worker:
         except (TypeError, ValueError) as exc:  # a model bug: retrying gives the same answer
             return Outcome.FAILED, f"model output is not JSON-serialisable: {exc}"
         return Outcome.SUCCEEDED, output
+
+    def _leave(self) -> None:
+        """Leave the registry for good: no heartbeat may write after the deregistration (see
+        :meth:`worker.heartbeat.Heartbeat.retire`)."""
+        self.heartbeat.retire(self._deregister)
 
     def _deregister(self) -> None:
         try:

@@ -40,6 +40,30 @@ class LiveStatus:
         # Taking it there again (it is not re-entrant) hung the worker until SIGKILL. The reads
         # below report it over whatever _state the interrupted update leaves behind.
         self._drain_requested = False
+        # While the heartbeat fails to reach Redis: since when (monotonic) and its last error.
+        self._redis_down: tuple[float, str] | None = None
+
+    def redis_reached(self) -> None:
+        """The heartbeat's round trip to Redis succeeded."""
+        with self._lock:
+            self._redis_down = None
+
+    def redis_failed(self, error: BaseException) -> None:
+        """The heartbeat's round trip to Redis failed; the outage counts from its first failure."""
+        with self._lock:
+            since = time.monotonic() if self._redis_down is None else self._redis_down[0]
+            self._redis_down = (since, f"{type(error).__name__}: {error}")
+
+    @property
+    def redis_outage(self) -> tuple[float, str] | None:
+        """Seconds the heartbeat has been failing to reach Redis and its last error; None while it
+        reaches it. Reported by /healthz and ``worker_redis_up``, not by readiness: see
+        :mod:`worker.probes`."""
+        with self._lock:
+            if self._redis_down is None:
+                return None
+            since, error = self._redis_down
+            return time.monotonic() - since, error
 
     def mark_ready(self) -> float:
         """Setup is done; returns the measured warm-up in seconds."""

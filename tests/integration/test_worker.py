@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import Counter
 
 import pytest
 import redis
 
-from jobqueue import JobStatus, Keyspace, Priority, Settings, WorkerState
+from jobqueue import Entry, JobStatus, Keyspace, Priority, Settings, WorkerInfo, WorkerState
 from jobqueue import sync as jq
+from jobqueue.driver import decode
 from jobqueue.scripts import START
 from tests.support.proxy import ReplyDropper
 from tests.support.workers import FAST_ENV, WorkerPool, WorkerProcess
@@ -300,3 +302,108 @@ def test_a_hung_job_times_out_is_retried_then_dead_lettered_and_each_worker_exit
     [dead] = jq.read_dead_letters(redis_client, Q)
     assert (dead.job_id, dead.attempts) == (job_id, 2) and dead.error.startswith("timed out after 1 s")
     assert "JOB_TIMEOUT" in second.log()
+
+
+def test_a_job_record_that_does_not_decode_is_failed_and_the_worker_serves_on(
+    redis_client: redis.Redis, worker_pool: WorkerPool
+) -> None:
+    """A poison record crashed the worker on every delivery (each crash a restart and a warm-up)
+    until its attempts ran out. Each is now failed once, naming the field, and the worker goes on."""
+    corrupt = {  # field -> what the record holds (None: the field is gone)
+        "input": "{not json",
+        "submitted_at": "yesterday",
+        "queue": None,
+        "priority": "urgent",
+        "attempts": "two",  # the START script's own counter: it failed in Lua, never counted
+    }
+    poison = {}
+    for field, value in corrupt.items():
+        job_id = jq.submit_job(redis_client, Q, {"field": field}).job_id
+        if value is None:
+            redis_client.hdel(Keyspace().job(job_id), field)
+        else:
+            redis_client.hset(Keyspace().job(job_id), field, value)
+        poison[field] = job_id
+    good = jq.submit_job(redis_client, Q, "fine").job_id
+    w = worker_pool.spawn("survivor")
+    job = jq.wait_for_job(redis_client, good, 10)
+    assert w.proc.poll() is None, w.log()
+    assert job is not None and (job.status, job.attempts, job.worker) == (JobStatus.SUCCEEDED, 1, "survivor")
+
+    expected = {
+        "input": "malformed job record: field 'input' is malformed ('{not json'): Expecting property",
+        "submitted_at": "malformed job record: field 'submitted_at' is malformed ('yesterday'): could not",
+        "queue": "malformed job record: field 'queue' is missing",
+        "priority": "malformed job record: field 'priority' is malformed ('urgent'): 'urgent' is not a",
+        "attempts": "malformed job record: field 'attempts' is malformed ('two'): not a number",
+    }
+    for field, job_id in poison.items():
+        record: dict[str, str] = decode(redis_client.hgetall(Keyspace().job(job_id)))
+        assert record["status"] == JobStatus.FAILED.value, (field, record)
+        assert record["error"].startswith(expected[field]), (field, record["error"])
+        assert record["attempts"] == ("0" if field == "attempts" else "1"), (field, record)
+        assert redis_client.ttl(Keyspace().job(job_id)) > 0  # a terminal record expires as usual
+    failed = jq.get_job(redis_client, poison["attempts"])  # its counter reset, it reads back
+    assert failed is not None and failed.status is JobStatus.FAILED
+    # Reads (the autoscaler's read, each tick): the corrupt submitted_at stayed out of the stream.
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert (stats.waiting, stats.in_flight) == (0, 0)  # acknowledged: never redelivered
+    assert Counter(c.status for c in stats.completions) == {JobStatus.FAILED: 5, JobStatus.SUCCEEDED: 1}
+    assert jq.read_dead_letters(redis_client, Q) == []
+    assert 'worker_malformed_jobs_total{queue="default:v1"} 4.0' in w.get("/metrics")[1]
+    assert "Traceback" not in w.log(200)
+
+
+class GatedStatus(LiveStatus):
+    """Holds every beat at its first step (the snapshot) while ``gate`` is clear: a beat in flight
+    for as long as the test needs, with the real writes to follow."""
+
+    def __init__(self, name: str, queue: str) -> None:
+        super().__init__(name, queue)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def snapshot(self) -> tuple[WorkerInfo, Entry | None]:
+        if not self.gate.is_set():
+            self.entered.set()
+            assert self.gate.wait(10)
+        return super().snapshot()
+
+
+def test_a_beat_in_flight_at_shutdown_cannot_re_register_the_worker(redis_client: redis.Redis) -> None:
+    """Shutdown stopped the heartbeat (a join bounded at 5 s) and deregistered; a beat still in
+    flight then wrote the entry back, as ``draining``, for WORKER_TTL: a ghost the autoscaler
+    reads. Here the beat is held until the entry is gone (the bug) or for 0.5 s (then nothing can
+    be gone yet when it writes: deregistering must wait for it), and no entry may survive."""
+    env = {**FAST_ENV, "HOSTNAME": "leaver", "REDIS_URL": "unused", "HEARTBEAT_SECONDS": "60"}
+    env |= {"VISIBILITY_TIMEOUT": "120", "WORKER_TTL": "300"}
+    worker = Worker(WorkerConfig.from_env(env), ReferenceModel(0, 0), client=redis_client)
+    status = GatedStatus("leaver", Q)
+    worker.status = worker.heartbeat.status = status
+    key = Keyspace().worker("leaver")
+    status.mark_ready()
+    worker.heartbeat.start()  # registers, then sleeps its 60 s interval
+    wait_until(lambda: redis_client.exists(key) == 1)
+    status.drain()
+
+    # The beat in flight: the heartbeat's own call, from a second thread so that it is in flight
+    # whatever the heartbeat thread's join does (the setup's first beat runs off-thread too).
+    status.gate.clear()
+    in_flight = threading.Thread(target=worker.heartbeat.beat, daemon=True)
+    in_flight.start()
+    assert status.entered.wait(5)
+    leaving = threading.Thread(target=worker._leave, daemon=True)
+    leaving.start()
+    deadline = time.monotonic() + 0.5
+    while redis_client.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    status.gate.set()
+    for thread in (in_flight, leaving):
+        thread.join(10)
+        assert not thread.is_alive()
+
+    assert redis_client.exists(key) == 0, redis_client.hgetall(key)
+    assert jq.read_queue_stats(redis_client, Q).workers == ()
+    worker.heartbeat.beat()  # any later beat (the thread's next one, say) writes nothing either
+    assert redis_client.exists(key) == 0 and redis_client.zcard(Keyspace().queue(Q).workers) == 0

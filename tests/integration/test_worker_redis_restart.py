@@ -158,3 +158,40 @@ def test_a_redis_refusing_writes_after_a_failed_save_is_waited_out_not_crashed_o
         r.config_set("save", "")  # the stop need not save into a missing directory
         r.close()
         pool.kill_all()
+
+
+def _until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def test_an_outage_keeps_the_worker_ready_and_shows_in_healthz_and_metrics(
+    valkey_factory: Callable[..., ValkeyServer], tmp_path: Path
+) -> None:
+    """Readiness stays the end of warm-up (the autoscaler's startup clock, its Ready count, the
+    ReplicaSet's choice of victims, the PDB) and so does not follow Redis; but an outage was
+    visible nowhere on the worker: /healthz said "ok" and no metric said Redis was unreachable."""
+    server = valkey_factory(appendonly=True)
+    pool = WorkerPool(server.url, tmp_path / "workers")
+    up = 'worker_redis_up{queue="default:v1"} 1.0'
+    down = 'worker_redis_up{queue="default:v1"} 0.0'
+    try:
+        w = pool.spawn("steady")
+        assert w.get("/healthz") == (200, "ok\nredis: reachable\n")
+        assert up in w.get("/metrics")[1]
+
+        server.stop()
+        _until(lambda: "redis: unreachable" in w.get("/healthz")[1], "/healthz reports the outage")
+        code, body = w.get("/healthz")
+        assert code == 200 and "ConnectionError" in body, body  # liveness: no restart for an outage
+        assert w.get("/readyz") == (200, "idle\n")
+        assert down in w.get("/metrics")[1]
+
+        server.start()
+        _until(lambda: w.get("/healthz") == (200, "ok\nredis: reachable\n"), "/healthz reports it over")
+        assert up in w.get("/metrics")[1]
+        assert w.get("/readyz") == (200, "idle\n") and w.proc.poll() is None
+    finally:
+        pool.kill_all()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from jobqueue import Entry, WorkerState
+from jobqueue import Entry, Job, JobStatus, MalformedJobError, Priority, WorkerState, codec
 from jobqueue.consumer import Outcome
 from worker.config import WorkerConfig
 from worker.model import PermanentJobError, ReferenceModel, load_model
@@ -240,3 +240,44 @@ def test_a_drain_requested_while_the_status_lock_is_held_does_not_hang() -> None
     status.busy(entry)  # an update the signal interrupted completes afterwards: still draining
     assert status.state is WorkerState.DRAINING and not status.ready
     assert status.snapshot()[0].state is WorkerState.DRAINING
+
+
+GOOD_RECORD = codec.job_fields(
+    Job(
+        id="j1",
+        queue="m:v",
+        model="m",
+        version="v",
+        status=JobStatus.RUNNING,
+        priority=Priority.NORMAL,
+        input={"a": 1},
+        submitted_at=1.5,
+        attempts=1,
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("input", "{", "field 'input' is malformed ('{'): Expecting property name"),
+        ("input", None, "field 'input' is missing"),
+        ("id", None, "field 'id' is missing"),
+        ("status", "paused", "field 'status' is malformed ('paused'): 'paused' is not a valid JobStatus"),
+        ("attempts", "1.5", "field 'attempts' is malformed ('1.5'): invalid literal for int()"),
+        ("started_at", "noon", "field 'started_at' is malformed ('noon'): could not convert"),
+        ("output", "[" * 100_000, "field 'output' is malformed ('" + "[" * 60 + "...'): maximum recursion"),
+    ],
+)
+def test_a_record_that_does_not_decode_names_its_field(field: str, value: str | None, message: str) -> None:
+    """The worker fails a job whose record does not decode with this text as the job's error (it
+    crashed on a bare KeyError/JSONDecodeError): whoever wrote the record must see what to fix."""
+    fields = dict(GOOD_RECORD)
+    if value is None:
+        del fields[field]
+    else:
+        fields[field] = value
+    with pytest.raises(MalformedJobError) as caught:
+        codec.job_from_fields(fields)
+    assert str(caught.value).startswith(message), str(caught.value)
+    assert isinstance(caught.value, ValueError)  # as the decode errors it names were (bar KeyError)
