@@ -2,7 +2,8 @@
 
 The ``replay`` options and its ``--json`` document are a stable interface (scripts and checks rely
 on them). Mistakes a user can fix (a missing or malformed trace, an unknown policy, an impossible
-workload, a number outside its option's range, an output path that cannot be written) end with one
+workload, a number outside its option's range, options that contradict each other or that one
+would make void, an output path that cannot be written) end with one
 ``error:`` line on stderr and exit status 2, never a traceback; an option's mistake names the
 option as typed (not a field of the policy's ``WorkloadSpec``) and is found before any run.
 """
@@ -33,12 +34,13 @@ from autoscaler.engine.registry import (
     PolicySpecError,
     format_option,
     make_policy,
+    parse_spec,
     starting_point,
     tuning_grid,
 )
 from experiments import keda_sweep, record, scorecard, tune
 from experiments.distributions import Distribution, duration
-from experiments.generators import SHAPES, generate
+from experiments.generators import SHAPES, AnyShape, generate
 from experiments.render import COLUMNS, METRICS, Column, invocation, rich_table
 from experiments.replay import SERVICE_FROM_TRACE, Outcome, Setup, prepare, replay
 from experiments.sim import ProgressFn, SimulationError
@@ -187,6 +189,24 @@ def _add_workload(parser: argparse.ArgumentParser) -> None:
     number("--seed", Bounds(0), type=int, default=0, help="random seed for drawn durations [0]")
 
 
+PROCESSES_PER_CPU = 4
+"""Replays are CPU-bound: past one process a CPU they only queue, and each forked worker holds the
+prepared traces; a few per CPU still allow for a CPU count that undercounts a container's share."""
+
+
+def _add_processes(parser: argparse.ArgumentParser) -> None:
+    """``--processes``, refused above ``PROCESSES_PER_CPU`` per CPU (a typo'd 1000 would fork 1000)."""
+    cap = PROCESSES_PER_CPU * (os.cpu_count() or 1)
+    _number(
+        parser,
+        "--processes",
+        Bounds(1, cap),
+        type=int,
+        default=2,
+        help=f"replays in parallel, at most {PROCESSES_PER_CPU} per CPU ({cap} here) [2]",
+    )
+
+
 def _setup(args: argparse.Namespace) -> Setup:
     setup = Setup(
         startup=args.startup,
@@ -207,6 +227,11 @@ def _setup(args: argparse.Namespace) -> Setup:
     _duration("--startup", setup.startup, "--startup-p90", setup.startup_p90)
     if setup.service != SERVICE_FROM_TRACE:
         _duration("--service", float(setup.service), "--service-p90", setup.service_p90)
+    elif setup.service_p90 is not None:  # the trace's own times are replayed as they are
+        raise UsageError(
+            f"--service-p90 spreads a drawn --service time, but --service {SERVICE_FROM_TRACE} "
+            "replays the trace's own service_s: drop one of them"
+        )
     for flag, count in (
         ("--min-replicas", setup.min_replicas),
         ("--initial-replicas", setup.initial_replicas),
@@ -360,11 +385,45 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 # -- generate ------------------------------------------------------------------------------------
+MAX_GENERATED_JOBS = 50_000_000
+"""Arrivals ``generate`` may draw (the peak rate times ``--duration``; thinning draws that many
+before keeping each with probability rate/peak). 50 times the replay benchmark's 1,000,000-job
+trace, about 30 s and 6 GB; far above, the arrays and the CSV text outgrow memory and end in a
+MemoryError after minutes, so such a shape is refused before any drawing."""
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _check_shape(shape: AnyShape) -> None:
+    """Refuse a shape whose options contradict each other or ask for more than a trace may hold."""
+    fields = dataclasses.fields(shape)
+    for f in fields:
+        at = getattr(shape, f.name)
+        if f.metadata.get("starts") and at >= shape.duration:  # the rest of its options would do nothing
+            raise UsageError(
+                f"{_flag(f.name)} {at:g} is not before --duration {shape.duration:g}: the trace "
+                f"would end before {f.metadata['starts']}"
+            )
+    expected = shape.peak * shape.duration
+    if expected > MAX_GENERATED_JOBS:
+        peak = [f"{_flag(f.name)} {getattr(shape, f.name):g}" for f in fields if f.metadata.get("peak")]
+        raise UsageError(
+            f"{' '.join(peak)} and --duration {shape.duration:g} draw about {expected:,.0f} arrivals "
+            f"(peak {shape.peak:g} jobs/s for {shape.duration:g} s), above the {MAX_GENERATED_JOBS:,} "
+            "a generated trace may have: lower the rate or --duration"
+        )
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     shape_cls = SHAPES[args.kind]
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(shape_cls)}
+    if args.service_p90 is not None and args.service_mean is None:
+        raise UsageError("--service-p90 spreads the service times of --service-mean, which is not given")
     try:
         shape = shape_cls(**values)
+        _check_shape(shape)
         service = (
             None
             if args.service_mean is None
@@ -387,11 +446,16 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     kinds = gen.add_subparsers(dest="kind", required=True, metavar="KIND")
     for kind, shape_cls in SHAPES.items():
         doc = (shape_cls.__doc__ or "").strip()
-        parser = kinds.add_parser(kind, help=doc, description=doc)
+        parser = kinds.add_parser(
+            kind,
+            help=doc,
+            description=doc,
+            epilog=f"At most {MAX_GENERATED_JOBS:,} arrivals: the peak rate times --duration may be no more.",
+        )
         for f in dataclasses.fields(shape_cls):
             _number(
                 parser,
-                f"--{f.name.replace('_', '-')}",
+                _flag(f.name),
                 Bounds(0.0, f.metadata.get("at_most", math.inf), open_low=f.metadata.get("positive", False)),
                 dest=f.name,
                 type=float,
@@ -411,7 +475,7 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "--service-p90",
             NON_NEGATIVE,
             type=float,
-            help="service p90 (lognormal) for --service-mean",
+            help="service p90 (lognormal) for --service-mean, which it needs",
         )
         parser.add_argument("--out", help="write here instead of stdout")
         parser.set_defaults(handler=cmd_generate)
@@ -420,10 +484,10 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 # -- tune ----------------------------------------------------------------------------------------
 def cmd_tune(args: argparse.Namespace) -> int:
     setup = _setup(args)
-    traces = [_trace(path, setup) for path in args.trace]
-    grid = tuning_grid(args.policy, dict(args.grid or []))
+    grid = tuning_grid(args.policy, _grid(args.grid or []))  # options before reading any trace
     points = tune.grid_points(grid)
     start = starting_point(args.policy, grid)
+    traces = [_trace(path, setup) for path in args.trace]
     workload = setup.nominal_workload()
     for point in points:  # every value must build a policy before any replay starts
         make_policy(args.policy, workload, **point)
@@ -457,6 +521,25 @@ def cmd_tune(args: argparse.Namespace) -> int:
     console.print("\nRecommended config:\n")
     sys.stdout.write(tune.yaml_snippet(args.policy, best, prepared, args.target_attainment, met))
     return 0
+
+
+def _grid(options: Sequence[tuple[str, list[str]]]) -> dict[str, list[str]]:
+    """The ``--grid`` options by knob; a knob given twice is refused (a dict keeps only the last).
+
+    ``listLength`` and ``list_length`` are one knob, as the registry reads them.
+    """
+    grid: dict[str, list[str]] = {}
+    typed: dict[str, str] = {}
+    for knob, values in options:
+        _, _, named = parse_spec(f"grid:{knob}=")
+        key = next(iter(named), knob)
+        if key in typed:
+            raise UsageError(
+                f"--grid {knob} repeats --grid {typed[key]}: list all its values in one --grid {knob}=V1,V2"
+            )
+        typed[key] = knob
+        grid[knob] = values
+    return grid
 
 
 def _grid_option(text: str) -> tuple[str, list[str]]:
@@ -655,13 +738,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.99,
         help="SLO attainment to meet [0.99]",
     )
-    _number(tun, "--processes", COUNT, type=int, default=2, help="replays in parallel [2]")
+    _add_processes(tun)
     tun.add_argument(
         "--grid",
         type=_grid_option,
         action="append",
         metavar="KNOB=V1,V2",
-        help="search these values of KNOB instead of its default candidates (repeatable; any "
+        help="search these values of KNOB instead of its default candidates (repeatable, once a knob; any "
         "config field, 'none' unsets an optional one); the --policy values are always searched too",
     )
     _add_workload(tun)
@@ -684,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     swp.add_argument("--compare", action="append", help="policy spec to put beside KEDA [startup-aware]")
     swp.add_argument("--out", default="reports/keda_sweep.md", help="Markdown report path")
-    _number(swp, "--processes", COUNT, type=int, default=2, help="replays in parallel [2]")
+    _add_processes(swp)
     _add_workload(swp)
     swp.set_defaults(handler=cmd_keda_sweep)
 

@@ -16,10 +16,23 @@ import numpy as np
 from experiments.distributions import Distribution
 
 
-def _opt(default: float, text: str, *, positive: bool = False, at_most: float = math.inf) -> Any:
+def _opt(
+    default: float,
+    text: str,
+    *,
+    positive: bool = False,
+    at_most: float = math.inf,
+    peak: bool = False,
+    starts: str = "",
+) -> Any:
     """A shape field: its ``generate`` help, and the finite range ``>= 0`` (``> 0`` when ``positive``,
-    ``<= at_most``) the CLI admits, so a value the rate function cannot use is refused by name."""
-    return field(default=default, metadata={"help": text, "positive": positive, "at_most": at_most})
+    ``<= at_most``) the CLI admits, so a value the rate function cannot use is refused by name.
+
+    ``peak`` marks a field the peak rate depends on, named when the trace would be too large;
+    ``starts`` says what begins at the field's second (a trace that ends first would never show it).
+    """
+    metadata = {"help": text, "positive": positive, "at_most": at_most, "peak": peak, "starts": starts}
+    return field(default=default, metadata=metadata)
 
 
 class Shape(Protocol):
@@ -36,7 +49,7 @@ class Shape(Protocol):
 class Poisson:
     """Constant rate: the smooth, easy case."""
 
-    rate: float = _opt(5.0, "jobs per second", positive=True)
+    rate: float = _opt(5.0, "jobs per second", positive=True, peak=True)
     duration: float = _opt(3600.0, "trace length in seconds", positive=True)
 
     @property
@@ -51,8 +64,8 @@ class Poisson:
 class Diurnal:
     """Sinusoidal rate starting at the trough: the load a seasonal forecast should learn."""
 
-    mean_rate: float = _opt(5.0, "average jobs per second", positive=True)
-    amplitude: float = _opt(0.8, "swing as a fraction of the mean (0..1)", at_most=1.0)
+    mean_rate: float = _opt(5.0, "average jobs per second", positive=True, peak=True)
+    amplitude: float = _opt(0.8, "swing as a fraction of the mean (0..1)", at_most=1.0, peak=True)
     period: float = _opt(86400.0, "seconds per cycle", positive=True)
     duration: float = _opt(2 * 86400.0, "trace length in seconds", positive=True)
 
@@ -68,9 +81,9 @@ class Diurnal:
 class Ramp:
     """Flat, then a linear climb, then flat at the top: tests forecasting a trend one startup ahead."""
 
-    start_rate: float = _opt(0.5, "jobs per second before the ramp")
-    end_rate: float = _opt(15.0, "jobs per second after the ramp")
-    ramp_at: float = _opt(300.0, "second the ramp begins")
+    start_rate: float = _opt(0.5, "jobs per second before the ramp", peak=True)
+    end_rate: float = _opt(15.0, "jobs per second after the ramp", peak=True)
+    ramp_at: float = _opt(300.0, "second the ramp begins", starts="the ramp begins")
     ramp_seconds: float = _opt(600.0, "length of the ramp", positive=True)
     duration: float = _opt(1800.0, "trace length in seconds", positive=True)
 
@@ -87,9 +100,9 @@ class Ramp:
 class Step:
     """A flash crowd: the base rate jumps by a factor for a while, with no warning."""
 
-    base_rate: float = _opt(1.0, "jobs per second outside the crowd", positive=True)
-    factor: float = _opt(10.0, "rate multiplier during the crowd")
-    step_at: float = _opt(600.0, "second the crowd arrives")
+    base_rate: float = _opt(1.0, "jobs per second outside the crowd", positive=True, peak=True)
+    factor: float = _opt(10.0, "rate multiplier during the crowd", peak=True)
+    step_at: float = _opt(600.0, "second the crowd arrives", starts="the crowd arrives")
     step_seconds: float = _opt(300.0, "how long it stays")
     duration: float = _opt(1800.0, "trace length in seconds", positive=True)
 
@@ -106,7 +119,7 @@ class Step:
 class OnOff:
     """Bursts separated by silence: the idle-then-burst pattern of the Azure code trace."""
 
-    rate: float = _opt(10.0, "jobs per second during a burst", positive=True)
+    rate: float = _opt(10.0, "jobs per second during a burst", positive=True, peak=True)
     on_seconds: float = _opt(30.0, "burst length", positive=True)
     off_seconds: float = _opt(270.0, "silence between bursts")
     duration: float = _opt(3600.0, "trace length in seconds", positive=True)
@@ -120,7 +133,9 @@ class OnOff:
         return np.where(on, self.rate, 0.0)
 
 
-SHAPES: dict[str, type[Poisson | Diurnal | Ramp | Step | OnOff]] = {
+AnyShape = Poisson | Diurnal | Ramp | Step | OnOff
+
+SHAPES: dict[str, type[AnyShape]] = {
     "poisson": Poisson,
     "diurnal": Diurnal,
     "ramp": Ramp,

@@ -13,6 +13,7 @@ import yaml
 
 from autoscaler.config import PolicyConfig
 from experiments.cli import main
+from experiments.distributions import Fixed
 from experiments.generators import Poisson, generate
 from experiments.traces import load_trace, write_trace
 
@@ -469,3 +470,125 @@ def test_record_to_an_unwritable_path_is_a_usage_error_before_reading_the_queue(
     status, out, err = run_cli(capsys, "record", "--redis-url", "redis://127.0.0.1:1/0", "--out", str(target))
     assert status == 2 and out == ""
     assert err == f"error: --out {target}: cannot write there (Not a directory)\n"
+
+
+@pytest.mark.parametrize("command", ["tune", "keda-sweep"])
+def test_processes_above_four_per_cpu_are_refused_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """A typo'd 1000 forked 1000 replays; the cap is checked before the trace is read."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    argv = [command, "--trace", "/no/such/trace.csv"]
+    status, out, err = run_cli(capsys, *argv, "--processes", "9")
+    assert status == 2 and out == ""
+    assert err == "error: --processes must be in [1, 8], got 9\n"
+    status, _, err = run_cli(capsys, *argv, "--processes", "8")  # admitted: the trace is what fails
+    assert status == 2 and "/no/such/trace.csv: no such file" in err
+    status, out, _ = run_cli(capsys, command, "--help")
+    assert status == 0 and "at most 4 per CPU (8 here)" in " ".join(out.split())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["poisson", "--rate", "1e6", "--duration", "1e6"],
+            "--rate 1e+06 and --duration 1e+06 draw about 1,000,000,000,000 arrivals (peak 1e+06 jobs/s "
+            "for 1e+06 s), above the 50,000,000 a generated trace may have: lower the rate or --duration",
+        ),
+        (
+            ["step", "--base-rate", "1e4", "--duration", "1e7"],
+            "--base-rate 10000 --factor 10 and --duration 1e+07 draw about 1,000,000,000,000 arrivals "
+            "(peak 100000 jobs/s for 1e+07 s), above the 50,000,000 a generated trace may have: "
+            "lower the rate or --duration",
+        ),
+    ],
+)
+def test_generate_refuses_more_jobs_than_a_trace_may_have_before_drawing(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """Such a trace ended in a MemoryError traceback, after minutes when it nearly fit."""
+    status, out, err = run_cli(capsys, "generate", *argv)
+    assert status == 2 and out == ""
+    assert err == f"error: {message}\n"
+
+
+def test_the_generate_limit_is_documented_and_well_above_the_benchmarks_million(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status, out, _ = run_cli(capsys, "generate", "diurnal", "--help")
+    assert status == 0 and "At most 50,000,000 arrivals" in out
+    monkeypatch.setattr("experiments.cli.generate", lambda *_a, **_k: (np.zeros(1), None))  # no drawing
+    status, _, err = run_cli(capsys, "generate", "poisson", "--rate", "1000", "--duration", "50000")
+    assert status == 0, err  # exactly the limit
+    status, _, err = run_cli(capsys, "generate", "poisson", "--rate", "1000", "--duration", "50000.1")
+    assert status == 2 and "above the 50,000,000" in err
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Path:
+    """A trace with its own service_s column."""
+    arrivals, service = generate(Poisson(rate=1.0, duration=120.0), seed=5, service=Fixed(2.0))
+    path = tmp_path / "served.csv"
+    write_trace(path, arrivals, service)
+    return path
+
+
+@pytest.mark.parametrize("command", ["replay", "tune", "keda-sweep", "scorecard"])
+def test_a_service_p90_with_service_times_from_the_trace_is_a_usage_error(
+    served: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """The trace's own times are replayed as they are: the p90 was silently ignored."""
+    argv = command_line(command, served, tmp_path / "report.md")
+    status, out, err = run_cli(capsys, *argv, "--service", "trace", "--service-p90", "8")
+    assert status == 2 and out == ""
+    assert err == (
+        "error: --service-p90 spreads a drawn --service time, but --service trace replays the "
+        "trace's own service_s: drop one of them\n"
+    )
+
+
+def test_generate_refuses_a_service_p90_without_a_service_mean(capsys: pytest.CaptureFixture[str]) -> None:
+    """It wrote a trace without any service_s column, the p90 silently dropped."""
+    status, out, err = run_cli(capsys, "generate", "poisson", "--service-p90", "8")
+    assert status == 2 and out == ""
+    assert err == "error: --service-p90 spreads the service times of --service-mean, which is not given\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["step", "--duration", "500"],
+            "--step-at 600 is not before --duration 500: the trace would end before the crowd arrives",
+        ),
+        (
+            ["ramp", "--ramp-at", "1800"],
+            "--ramp-at 1800 is not before --duration 1800: the trace would end before the ramp begins",
+        ),
+    ],
+)
+def test_generate_refuses_a_crowd_or_ramp_after_the_trace_ends(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """It wrote a flat trace, the shape's other options silently without effect."""
+    status, out, err = run_cli(capsys, "generate", *argv)
+    assert status == 2 and out == ""
+    assert err == f"error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("confidence=0.7", "confidence=0.8"), ("listLength=1", "list_length=2,3")]
+)
+def test_tune_refuses_a_grid_knob_given_twice_before_reading_the_trace(
+    capsys: pytest.CaptureFixture[str], first: str, second: str
+) -> None:
+    """The last one silently replaced the first (and listLength is list_length)."""
+    policy = "keda" if "ength" in first else "startup-aware"
+    argv = ["tune", "--trace", "/no/such/trace.csv", "--policy", policy, "--grid", first, "--grid", second]
+    status, out, err = run_cli(capsys, *argv)
+    knob, again = first.partition("=")[0], second.partition("=")[0]
+    assert status == 2 and out == ""
+    assert err == (
+        f"error: --grid {again} repeats --grid {knob}: list all its values in one --grid {again}=V1,V2\n"
+    )
