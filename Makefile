@@ -29,12 +29,19 @@ unit: $(STAMP)
 	$(BIN)/pytest -m "not integration and not e2e" -q
 
 # Every test: lint, types, unit, property, integration (real Valkey), e2e (real Kubernetes API server).
+# The virtual cluster is stopped afterwards only if this run started it: one that was already up
+# may serve other test sessions (deploy/virtual-cluster/README.md: they share it).
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	bash deploy/virtual-cluster/up.sh
-	E2E_REQUIRED=1 KUBECONFIG_E2E=$${VCLUSTER_STATE:-/tmp/startup-autoscaler-vcluster}/kubeconfig $(BIN)/pytest -q; rc=$$?; bash deploy/virtual-cluster/down.sh; exit $$rc
+	state=$${VCLUSTER_STATE:-/tmp/startup-autoscaler-vcluster}; \
+	if kubectl --kubeconfig "$$state/kubeconfig" --request-timeout=5s get --raw=/readyz >/dev/null 2>&1; \
+	then echo "make test: the virtual cluster in $$state is already up: using it, leaving it up"; up=shared; \
+	else up=ours; fi; \
+	bash deploy/virtual-cluster/up.sh || exit $$?; \
+	E2E_REQUIRED=1 KUBECONFIG_E2E=$$state/kubeconfig $(BIN)/pytest -q; rc=$$?; \
+	if [ $$up = ours ]; then bash deploy/virtual-cluster/down.sh; fi; exit $$rc
 
 # Performance goals live here, not in timed tests; results are recorded in benchmarks/RESULTS.md.
 bench: $(STAMP)

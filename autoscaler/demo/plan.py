@@ -31,7 +31,8 @@ from experiments.traces import Trace
 REFERENCE = WorkloadSpec(
     slo_seconds=10.0, startup_seconds=30.0, service_seconds=5.0, tick_seconds=5.0, min_replicas=1
 )
-"""The reference workload in real seconds (DESIGN.md): 30 s warm-up, 5 s per job, SLO 10 s."""
+"""The reference workload in real seconds (README.md, "How it compares with KEDA"): 30 s warm-up,
+5 s per job, SLO 10 s."""
 
 TIME_KNOBS: dict[str, tuple[str, ...]] = {
     STARTUP_AWARE: (
