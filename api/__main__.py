@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import sys
 
 import uvicorn
@@ -19,16 +18,14 @@ from api.config import ApiConfig, ConfigError
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
         config = ApiConfig.from_env()
     except ConfigError as exc:
         print(f"api: configuration error: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     app = create_app(config)
     app.openapi()  # built once now rather than on the first /docs request, and frozen below
     # The app's import-time and start-up objects (~70k: FastAPI, pydantic, the schema) never die,

@@ -7,6 +7,7 @@ manifest is a clear crash-loop message rather than a 500 on the first request.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -53,6 +54,7 @@ class ApiConfig:
     redis_timeout: float = 5.0
     hostname: str = field(default_factory=socket.gethostname)
     access_log: bool = False
+    log_level: str = "INFO"
     settings: Settings = field(default_factory=Settings)
 
     @property
@@ -108,6 +110,7 @@ class ApiConfig:
             redis_timeout=get("REDIS_TIMEOUT", _seconds(0.05), d.redis_timeout),
             hostname=env.get("HOSTNAME") or d.hostname,
             access_log=get("ACCESS_LOG", _bool, d.access_log),
+            log_level=get("LOG_LEVEL", _log_level, d.log_level),
             settings=Settings(
                 prefix=get("KEY_PREFIX", _key_prefix, d.settings.prefix),
                 result_ttl=get("RESULT_TTL", _int_in(1, 10**9), d.settings.result_ttl),
@@ -134,6 +137,15 @@ def _seconds(low: float) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _log_level(raw: str) -> str:
+    """A level name ``logging`` knows; checked here because ``basicConfig`` fails with a traceback
+    that says only "Unknown level", not which variable."""
+    level = raw.upper()
+    if level not in logging.getLevelNamesMapping():
+        raise ValueError("not a log level (DEBUG, INFO, WARNING, ERROR)")
+    return level
 
 
 def _bool(raw: str) -> bool:

@@ -89,7 +89,9 @@ def demo(args: Sequence[str]) -> int:
     except ModuleNotFoundError as exc:
         if exc.name != "autoscaler.demo":
             raise
-        return _error("the demo is not part of this build yet (autoscaler/demo.py is missing)", EXIT_FAILED)
+        return _error(
+            "the demo is not part of this build yet (the autoscaler/demo package is missing)", EXIT_FAILED
+        )
     return int(module.main(list(args)) or 0)
 
 

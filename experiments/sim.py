@@ -1,6 +1,6 @@
 """Discrete-event replay of a job trace against a worker pool driven by any :class:`Policy`.
 
-The model (DESIGN.md, "Simulator"): pods have ``slots_per_pod`` job slots and become ready a
+The model (README.md, "How it compares with KEDA"): pods have ``slots_per_pod`` job slots and become ready a
 startup time after creation; one FIFO queue; the policy is asked every ``tick_seconds`` from t=0 with
 a :class:`Snapshot` built from the simulated state, exactly what the daemon would observe. Between
 ticks, a policy that answers surges is shown the queue every ``watch_seconds``, as the daemon's

@@ -21,13 +21,18 @@ def log_level(env: Mapping[str, str]) -> str:
 
 
 def main() -> int:
-    config = WorkerConfig.from_env()
+    try:  # every setting is checked before anything starts; a bad one is named, exit status 2
+        config = WorkerConfig.from_env()
+        level = log_level(os.environ)
+        worker = Worker(config, load_model(config.model_class))  # the Redis client parses REDIS_URL
+    except ValueError as exc:
+        print(f"worker: configuration error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
-        level=log_level(os.environ),
+        level=level,
         format=f"%(asctime)s %(levelname)s {config.name} %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    worker = Worker(config, load_model(config.model_class))
     worker.install_signal_handlers()
     return worker.run()
 

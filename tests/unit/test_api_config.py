@@ -69,6 +69,7 @@ def test_queue_is_accepted_as_model_ref_for_existing_manifests() -> None:
         ({"ACCESS_LOG": "maybe"}, "ACCESS_LOG='maybe': must be true/false"),
         ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES='10'"),
         ({"KEY_PREFIX": "a b"}, "KEY_PREFIX='a b'"),
+        ({"LOG_LEVEL": "FOO"}, "LOG_LEVEL='FOO': not a log level"),
     ],
 )
 def test_bad_variable_is_named(env: dict[str, str], message: str) -> None:
@@ -84,6 +85,16 @@ def test_python_m_api_exits_2_with_the_variable_named() -> None:
     )  # fmt: skip
     assert run.returncode == 2
     assert "api: configuration error: PORT='x'" in run.stderr
+
+
+def test_python_m_api_names_a_bad_log_level_instead_of_a_traceback() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "api"], cwd=REPO, env={"LOG_LEVEL": "FOO", "PATH": ""}, capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (run.returncode, run.stderr.strip()) == (
+        2, "api: configuration error: LOG_LEVEL='FOO': not a log level (DEBUG, INFO, WARNING, ERROR)"
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""``python -m worker`` refuses a bad setting at start, and its last line names the variable to fix."""
+"""``python -m worker`` refuses a bad setting at start with exit status 2 and one line naming the variable."""
 
 from __future__ import annotations
 
@@ -48,4 +48,5 @@ def test_the_worker_stops_at_start_naming_the_bad_variable(env: dict[str, str], 
         pytest.fail(f"the worker started with {env} instead of refusing it")
     stderr = done.stderr.decode(errors="replace").strip()
     last = stderr.splitlines()[-1] if stderr else ""
-    assert done.returncode != 0 and "ValueError" in last and message in last, stderr[-2000:]
+    assert (done.returncode, "Traceback" in stderr) == (2, False), stderr[-2000:]
+    assert last.startswith("worker: configuration error: ") and message in last, stderr[-2000:]
