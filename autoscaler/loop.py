@@ -85,7 +85,7 @@ class TickReport:
     now: float
     snapshot: Snapshot | None
     decision: Decision | None
-    acted: bool
+    acted: bool  # the target was asked to apply the decision and did not fail
     leader: bool
     shadow: bool
     signal_age: float | None
@@ -96,6 +96,10 @@ class TickReport:
     state_saved_at: float | None = None  # last successful save of the learned state by this process
     latencies: tuple[float, ...] = ()  # of jobs that got their final answer since the last read
     slo_seconds: float | None = None  # the latency bound those are held to
+    # The replica count the target set when it acted; None when it left the count as it was (held
+    # to spare busy pods, changed by someone else since observed, refused): the target has the last
+    # word, so ``decision.desired`` alone does not say what changed.
+    scaled_to: int | None = None
 
 
 class TickObserver(Protocol):
@@ -398,10 +402,10 @@ class TargetLoop:
             self._previous = signals
             self.save_state(now)
 
-        acted, detail, delay = False, None, settings.workload.tick_seconds
+        acted, detail, delay, scaled_to = False, None, settings.workload.tick_seconds, None
         leader = self.leader.is_leader()  # asked as late as possible: leadership can move mid-tick
         if self._should_act(snapshot, decision, leader, settings.shadow):
-            failure = self._scale(decision, state, snapshot)
+            scaled_to, failure = self._scale(decision, state, snapshot)
             if failure is None:
                 acted = True
             elif isinstance(failure, LeadershipLostError):  # not a fault: the new leader acts now
@@ -422,20 +426,22 @@ class TargetLoop:
             error=error,
             detail=detail,
             latencies=latencies,
+            scaled_to=scaled_to,
         )
 
-    def _scale(self, decision: Decision, state: TargetState, snapshot: Snapshot) -> Exception | None:
-        """Apply ``decision``; returns what went wrong, or None.
+    def _scale(
+        self, decision: Decision, state: TargetState, snapshot: Snapshot
+    ) -> tuple[int | None, Exception | None]:
+        """Apply ``decision``; returns the count the target set (None: unchanged) and what went wrong.
 
         The target asks :meth:`may_act` before each of its writes, not only this tick before the
         first: applying a decision can take several calls and retries, and leadership (or the
         shadow switch of a hot reload) can change meanwhile.
         """
         try:
-            self.target.scale(decision, replace(state, pods=snapshot.pods), self.may_act)
+            return self.target.scale(decision, replace(state, pods=snapshot.pods), self.may_act), None
         except Exception as exc:
-            return exc
-        return None
+            return None, exc
 
     def may_act(self) -> bool:
         """Whether this replica may write to the target right now: a live target and the leader."""
@@ -453,6 +459,7 @@ class TargetLoop:
         error: str | None = None,
         detail: str | None = None,
         latencies: tuple[float, ...] = (),
+        scaled_to: int | None = None,
     ) -> TickReport:
         """Report a decision (of a tick or of the watch): log it, hand it to the observer, return it."""
         report = TickReport(
@@ -471,6 +478,7 @@ class TargetLoop:
             state_saved_at=self._last_saved,
             latencies=latencies,
             slo_seconds=self._settings.workload.slo_seconds,
+            scaled_to=scaled_to,
         )
         self._log_decision(report)
         self._emit(report)
@@ -520,7 +528,7 @@ class TargetLoop:
         decision = within_bounds(decision, settings.workload)
         if decision.desired <= snapshot.current_replicas:
             return None
-        failure = self._scale(decision, state, snapshot)
+        scaled_to, failure = self._scale(decision, state, snapshot)
         lost = isinstance(failure, LeadershipLostError)
         error = None if failure is None else "leadership-lost" if lost else "scale-failed"
         if failure is not None:
@@ -535,6 +543,7 @@ class TargetLoop:
             delay=settings.workload.watch_seconds,
             error=error,
             detail=None if failure is None else str(failure),
+            scaled_to=scaled_to,
         )
 
     def _read_source(self) -> tuple[QueueSignals | None, str | None]:
@@ -644,6 +653,7 @@ class TargetLoop:
             "shadow": report.shadow,
             "leader": report.leader,
             "acted": report.acted,
+            "scaled_to": report.scaled_to,
             "error": report.error,
         }
         decision_log.info("decision", extra={"fields": fields})

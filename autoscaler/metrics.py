@@ -166,11 +166,13 @@ class Metrics:
             if key in estimates:
                 g[gauge].set(estimates[key])
         self._count(self.decisions, target, decision.reason)
-        # Only a change of the count is a scale action. The loop also acts at the same count, to
-        # steer which pods a scale-down the target has not finished lets go; counting those as
-        # "down" showed a flapping autoscaler where the count never moved.
-        if report.acted and decision.desired != snap.current_replicas:
-            direction = "up" if decision.desired > snap.current_replicas else "down"
+        # Only a change of the count the target really made is a scale action: not a re-apply of
+        # the same count (to steer which pods a scale-down not finished yet lets go), nor a
+        # decision the target held to spare busy pods, found overtaken by someone else's change,
+        # or refused. Counting what was asked showed a flapping autoscaler where the count never
+        # moved.
+        if report.scaled_to is not None and report.scaled_to != snap.current_replicas:
+            direction = "up" if report.scaled_to > snap.current_replicas else "down"
             self._count(self.scale_actions, target, direction)
 
     def _observe_latencies(self, target: str, latencies: tuple[float, ...], slo: float | None) -> None:

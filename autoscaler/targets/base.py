@@ -42,13 +42,19 @@ class ScaleTarget(Protocol):
         """Current replicas and pods. Raises ``TargetUnavailableError`` when it cannot be read."""
         ...
 
-    def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> None:
+    def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> int | None:
         """Apply ``decision.desired``; on scale-down prefer the pods in ``decision.remove``.
 
         Must never choose a busy pod over an idle one (Kubernetes: pod-deletion-cost annotations
         before patching the scale subresource; local: SIGTERM idle processes first). ``may_act`` is
         asked before every write: when it says no, the target stops and raises
         :class:`LeadershipLostError`, leaving the rest to whoever acts now.
+
+        Returns the replica count the target set, or None when it left the count as it was. The
+        target has the last word, so this may differ from ``decision.desired``: held (or set
+        higher) to spare busy pods, not written because someone else changed the count since
+        ``state`` was read, refused beside another autoscaler, shadow mode. Metrics and logs
+        count what happened from this, not from what was asked.
         """
         ...
 

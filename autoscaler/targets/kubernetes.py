@@ -644,9 +644,11 @@ class KubernetesTarget:
         self._watch = None
         return True
 
-    def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> None:
+    def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> int | None:
+        """See :meth:`ScaleTarget.scale`; :attr:`last_outcome` tells why nothing was set, if so."""
         try:
-            self.last_outcome = self._scale(decision, state, may_act or _always)
+            outcome = self._scale(decision, state, may_act or _always)
+            self.last_outcome = outcome
         except LeadershipLostError as exc:
             self.last_outcome = ScaleOutcome("abandoned", detail=str(exc))
             log.warning("kubernetes: %s: %s", self.name, exc)
@@ -659,6 +661,7 @@ class KubernetesTarget:
                 f"New size: {decision.desired}; reason: {decision.reason}; error: {exc}",
             )
             raise
+        return outcome.replicas if outcome.action == "scaled" else None
 
     def close(self) -> None:
         if self._watch is not None:
@@ -711,6 +714,11 @@ class KubernetesTarget:
                 if not isinstance(exc.__cause__, ApiException) or exc.__cause__.status != 409:
                     raise
                 now, rv = self._read_scale()  # 409: resourceVersion moved on (status update); re-read
+                if now == desired:
+                    # An attempt whose answer was lost (read timeout, reset connection, a 5xx after
+                    # the commit) did land; the retry conflicted with it. That is this rescale done,
+                    # not someone else's change.
+                    break
                 if now != current:
                     return ScaleOutcome(
                         "unchanged", now, "replicas changed concurrently; re-deciding next tick"

@@ -169,14 +169,16 @@ class LocalProcessTarget:
                 startup_times=tuple(startups),
             )
 
-    def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> None:
+    def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> int | None:
+        """Set the count (None returned when it already was); stop the excess, the policy's picks first."""
         with self._lock:
             if may_act is not None and not may_act():  # one write: it happens whole or not at all
                 raise LeadershipLostError("no longer the acting leader; not scaled")
-            self._desired = max(0, decision.desired)
+            before, self._desired = self._desired, max(0, decision.desired)
             busy = {p.name for p in state.pods if p.busy}
             self._replace_missing()
             self._stop_excess(decision.remove, busy)
+            return self._desired if self._desired != before else None
 
     def close(self, timeout: float | None = None) -> None:
         """Drain every worker (SIGTERM), wait up to ``timeout`` (default: the grace), then SIGKILL."""

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
+import socket
+import ssl
 import subprocess
+import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -239,3 +244,106 @@ def install(kubeconfig: Path, admin: k8s.ApiClient, namespace: str, workdir: Pat
 def delete_namespace(admin: k8s.ApiClient, namespace: str) -> None:
     with contextlib.suppress(Exception):  # best effort: a leftover namespace affects no other test
         k8s.CoreV1Api(admin).delete_namespace(namespace, grace_period_seconds=0, _request_timeout=10)
+
+
+class ApiProxy:
+    """A proxy in front of the real API server that can lose the answer to one request, or hold one
+    request back for a while before the server sees it.
+
+    Why: "the write was applied but its answer never arrived" (a read timeout, a reset connection,
+    a load balancer cutting an idle stream) is what makes a retried write conflict with itself. It
+    takes a connection that dies between the server's commit and the client's read, which a mock
+    cannot show and stopping the server cannot produce. A held request is a slow API server: the
+    answer describes the world as it was when the server got to it, not when the client asked.
+    The client speaks plain HTTP to this proxy
+    (so it can see the request line); the proxy speaks TLS to the API server. Each connection is
+    served by one thread with non-blocking sockets, so no TLS object is used by two threads at once.
+    """
+
+    def __init__(self, api: k8s.ApiClient) -> None:
+        url = urllib.parse.urlsplit(api.configuration.host)
+        self._upstream = (url.hostname or "127.0.0.1", url.port or 443)
+        self._tls = ssl.create_default_context(cafile=api.configuration.ssl_ca_cert)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._lock = threading.Lock()
+        self._marker: bytes | None = None
+        self._hold: tuple[bytes, float] | None = None
+        self.dropped = threading.Event()
+        self.held = threading.Event()  # set once a held request has been passed on
+        self._closing = threading.Event()
+        threading.Thread(target=self._accept, name="api-proxy", daemon=True).start()
+
+    def client(self, token: str) -> k8s.ApiClient:
+        """A client that reaches the API server through this proxy, authenticating with ``token``."""
+        cfg = k8s.Configuration()
+        cfg.host = f"http://127.0.0.1:{self.port}"
+        cfg.api_key = {"authorization": f"Bearer {token}"}
+        return k8s.ApiClient(cfg)
+
+    def drop_reply_to(self, marker: bytes) -> None:
+        """Lose the answer to the next request containing ``marker`` (after the server executed it)."""
+        with self._lock:
+            self._marker = marker
+
+    def hold_request(self, marker: bytes, seconds: float) -> None:
+        """Pass the next request containing ``marker`` on to the server only ``seconds`` later."""
+        with self._lock:
+            self._hold = (marker, seconds)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        raw = socket.create_connection(self._upstream)
+        upstream = self._tls.wrap_socket(raw, server_hostname=self._upstream[0])
+        upstream.setblocking(False)
+        doomed = False  # the next bytes from the server answer the request to lose
+        try:
+            while not self._closing.is_set():
+                readable = (
+                    [upstream] if upstream.pending() else select.select([client, upstream], [], [], 0.5)[0]
+                )
+                if client in readable:
+                    data = client.recv(65536)
+                    if not data:
+                        return
+                    delay = None
+                    with self._lock:
+                        if self._marker is not None and self._marker in data:
+                            self._marker, doomed = None, True
+                        if self._hold is not None and self._hold[0] in data:
+                            delay, self._hold = self._hold[1], None
+                    if delay is not None:
+                        time.sleep(delay)
+                    upstream.setblocking(True)
+                    upstream.sendall(data)
+                    upstream.setblocking(False)
+                    if delay is not None:
+                        self.held.set()
+                if upstream in readable:
+                    try:
+                        data = upstream.recv(65536)
+                    except ssl.SSLWantReadError:
+                        continue
+                    if not data:
+                        return
+                    if doomed:
+                        self.dropped.set()
+                        return
+                    client.sendall(data)
+        except OSError:
+            return
+        finally:
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.close()

@@ -79,7 +79,7 @@ def test_an_hpa_on_the_same_deployment_is_detected_and_not_fought(installed: Ins
         assert target.conflict is not None
         assert (target.conflict.kind, target.conflict.name) == ("HorizontalPodAutoscaler", hpa)
         before = installed.worker_replicas()
-        target.scale(Decision(desired=before + 3, reason="would-fight"), state)
+        assert target.scale(Decision(desired=before + 3, reason="would-fight"), state) is None  # nothing set
         assert target.last_outcome is not None and target.last_outcome.action == "refused"
         assert installed.worker_replicas() == before
     finally:
@@ -93,7 +93,7 @@ def test_an_hpa_on_the_same_deployment_is_detected_and_not_fought(installed: Ins
     try:
         state = shadow.observe()
         assert shadow.conflict is not None
-        shadow.scale(Decision(desired=before + 3, reason="shadow"), state)
+        assert shadow.scale(Decision(desired=before + 3, reason="shadow"), state) is None
         assert shadow.last_outcome is not None and shadow.last_outcome.action == "shadow"
     finally:
         shadow.close()
@@ -104,7 +104,10 @@ def test_the_conflict_clears_when_the_hpa_goes(installed: Install) -> None:
     try:
         state = target.observe()
         assert target.conflict is None
-        target.scale(Decision(desired=state.replicas + 1, reason="free-again"), state)
+        assert (
+            target.scale(Decision(desired=state.replicas + 1, reason="free-again"), state)
+            == state.replicas + 1
+        )
         assert target.last_outcome is not None and target.last_outcome.action == "scaled"
     finally:
         target.close()
@@ -190,7 +193,7 @@ def test_a_keda_scaledobject_on_the_same_deployment_is_detected(installed: Insta
         assert target.conflict is not None
         assert (target.conflict.kind, target.conflict.name) == ("ScaledObject", "worker-keda")
         before = installed.worker_replicas()
-        target.scale(Decision(desired=before + 2, reason="would-fight-keda"), state)
+        assert target.scale(Decision(desired=before + 2, reason="would-fight-keda"), state) is None
         assert target.last_outcome is not None and target.last_outcome.action == "refused"
         assert installed.worker_replicas() == before
     finally:

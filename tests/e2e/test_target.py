@@ -169,7 +169,7 @@ def test_scale_down_removes_idle_pods_and_spares_busy_ones(
     decision = Decision(desired=2, reason="idle", remove=removal_order(pods, 4))
     assert not set(decision.remove) & busy
 
-    target.scale(decision, state)
+    assert target.scale(decision, state) == 2
     assert target.last_outcome is not None and target.last_outcome.action == "scaled"
     assert target.last_outcome.cost_patches == 6
     for pod in installed.worker_pods():
@@ -186,7 +186,7 @@ def test_scale_down_removes_idle_pods_and_spares_busy_ones(
     # Asked for fewer pods than are busy, the target holds: it never makes the controller pick one.
     state = wait_for("2 Ready pods", lambda: all_ready(target, 2, []), 30)
     pods = tuple(dataclasses.replace(p, busy_slots=1) for p in state.pods)
-    target.scale(Decision(desired=0, reason="no-load"), dataclasses.replace(state, pods=pods))
+    assert target.scale(Decision(desired=0, reason="no-load"), dataclasses.replace(state, pods=pods)) is None
     assert target.last_outcome is not None and target.last_outcome.action == "unchanged"
     assert installed.worker_replicas() == 2
     client.close()

@@ -87,6 +87,7 @@ class MemoryTarget:
     observes: int = 0
     observe_seconds: float = 0.0  # how long a read takes (the clock moves on meanwhile)
     hold: threading.Event | None = None  # when set to an unset event, a read waits for it (a hung API)
+    floor: int = 0  # a scale-down stops here (busy pods the target spares), whatever was asked
 
     @property
     def name(self) -> str:
@@ -102,13 +103,18 @@ class MemoryTarget:
         startups, self.startups = tuple(self.startups), []
         return TargetState(self.clock(), self.replicas, tuple(self.pods), startups)
 
-    def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> None:
+    def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> int | None:
         if self.fail_scale:
             raise TargetUnavailableError("409 conflict")
         if may_act is not None and not may_act():  # asked right before the write, as the real ones do
             raise LeadershipLostError("no longer the acting leader")
         self.scaled.append((decision, state))
-        self.replicas = decision.desired
+        before = self.replicas
+        desired = decision.desired
+        if desired < before:  # as the Kubernetes target spares busy pods: never below ``floor``
+            desired = max(desired, min(self.floor, before))
+        self.replicas = desired
+        return desired if desired != before else None
 
     def close(self) -> None:
         self.closed = True

@@ -115,6 +115,16 @@ def test_workers_start_become_ready_and_report_their_startup_once(
     assert target.observe().startup_times == ()  # each reported once
 
 
+def test_scale_returns_the_count_it_set_or_none_when_unchanged(
+    make_target: Callable[..., LocalProcessTarget],
+) -> None:
+    target = make_target()
+    state = target.observe()
+    assert target.scale(Decision(2, "test"), state) == 2
+    assert target.scale(Decision(2, "test"), target.observe()) is None
+    assert target.scale(Decision(1, "test"), target.observe()) == 1
+
+
 def test_scale_down_stops_idle_before_busy_and_drains(make_target: Callable[..., LocalProcessTarget]) -> None:
     target = make_target(DRAIN="0.3")  # slow enough to be seen DRAINING
     scale(target, 3)

@@ -29,6 +29,7 @@ def report(**overrides: Any) -> TickReport:
         "snapshot": snapshot,
         "decision": Decision(4, "backlog", {"forecast_mean": 1.5}),
         "acted": True,
+        "scaled_to": 4,
         "leader": True,
         "shadow": False,
         "signal_age": 0.2,
@@ -168,6 +169,34 @@ def test_only_a_change_of_the_replica_count_is_a_scale_action() -> None:
     clock.advance()
     assert loop.tick().acted and target.replicas == 5
     assert (actions("down"), actions("up")) == (1, 1)
+
+
+def test_a_scale_action_is_what_the_target_set_not_what_was_asked() -> None:
+    """The target has the last word: it holds a scale-down to spare busy pods, or finds the count
+    changed by someone else since the tick read it and writes nothing. Neither is an action."""
+    clock = Clock()
+    pods = [PodView(name, PodPhase.READY, 0.0, ready_at=30.0) for name in "abcd"]
+    target = MemoryTarget(clock, replicas=4, pods=pods, floor=3)  # three busy pods it will spare
+    policy = _Answer(1)
+    loop, metrics = _loop(policy, target, MemorySource(clock))
+
+    def actions(direction: str) -> float | None:
+        return sample(metrics, "autoscaler_scale_actions_total", target="resnet", direction=direction)
+
+    clock.advance()
+    first = loop.tick()  # asked 1, the target went to 3: one step down, to 3
+    assert first.acted and first.scaled_to == 3 and target.replicas == 3
+    assert actions("down") == 1
+    clock.advance()
+    held = loop.tick()  # asked 1 again: held at 3, nothing changed
+    assert held.acted and held.scaled_to is None and target.replicas == 3
+    assert actions("down") == 1
+    # A report that acted and left the count as it was (a conflict: someone else changed it) is
+    # not counted either way, whatever the decision asked.
+    metrics.observe_tick(report(scaled_to=None))
+    assert (actions("down"), actions("up")) == (1, None)
+    metrics.observe_tick(report(decision=Decision(6, "backlog"), scaled_to=3))  # set less than asked
+    assert actions("up") == 1
 
 
 def test_job_latencies_feed_the_histogram_and_the_slo_counters() -> None:

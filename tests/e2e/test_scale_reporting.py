@@ -1,0 +1,194 @@
+"""What the loop reports as done is what the Kubernetes target did on the real API server.
+
+The control loop runs with the real :class:`KubernetesTarget` (the manifests' ServiceAccount), a
+real Valkey queue for the worker heartbeats (busy/idle) and the daemon's :class:`Metrics`. The
+policy is a fixed answer, so each tick asks for exactly what the test wants; the target then has
+the last word: it spares busy pods, and it writes nothing when someone else changed the count since
+the tick read it. ``autoscaler_scale_actions_total`` must count what the target set, not what was
+asked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis
+
+from autoscaler.engine.snapshot import Decision, PodPhase, Snapshot
+from autoscaler.engine.target import WorkloadSpec
+from autoscaler.loop import LoopSettings, TargetLoop
+from autoscaler.metrics import Metrics
+from autoscaler.sources.redis_source import StreamSource
+from autoscaler.targets.base import TargetState
+from autoscaler.targets.kubernetes import Backoff, KubernetesTarget
+from jobqueue import WorkerInfo, WorkerState
+from jobqueue import sync as jq
+from tests.e2e.kube import ApiProxy, Install, wait_for
+
+pytestmark = pytest.mark.e2e
+
+QUEUE = "reference:v1"
+READY_DELAY = 1.0
+
+
+@dataclass
+class FixedAnswer:
+    """A policy that asks for ``desired``; ``before_answer`` runs inside ``decide`` (mid-tick)."""
+
+    desired: int
+    before_answer: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "fixed"
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        for action in self.before_answer:
+            action()
+        return Decision(self.desired, "fixed")
+
+
+@pytest.fixture(scope="module")
+def target(installed: Install) -> Iterator[KubernetesTarget]:
+    installed.set_worker_ready_delay(READY_DELAY)
+    installed.wait_worker_rollout()
+    t = KubernetesTarget(installed.sa, installed.namespace, "worker")
+    yield t
+    t.close()
+
+
+def ready_pods(target: KubernetesTarget, count: int) -> TargetState | None:
+    state = target.observe()
+    ready = [p for p in state.pods if p.phase is PodPhase.READY]
+    return state if state.replicas == count and len(ready) == count == len(state.pods) else None
+
+
+def heartbeat(client: redis.Redis, state: TargetState, busy: set[str]) -> None:
+    """The workers' heartbeats in the queue's registry, as the worker processes would send them."""
+    now = time.time()
+    for pod in state.pods:
+        working = pod.name in busy
+        info = WorkerInfo(
+            name=pod.name,
+            queue=QUEUE,
+            state=WorkerState.BUSY if working else WorkerState.IDLE,
+            started_at=pod.created_at,
+            heartbeat_at=now,
+            job=f"job-{pod.name}" if working else None,
+            ready_at=pod.ready_at,
+        )
+        jq.heartbeat(client, info)
+
+
+@dataclass
+class Rig:
+    """The daemon's loop around the real target and queue, its metrics, and the answer it gets."""
+
+    loop: TargetLoop
+    policy: FixedAnswer
+    metrics: Metrics
+
+    def actions(self, direction: str) -> float | None:
+        labels = {"target": "worker", "direction": direction}
+        return self.metrics.registry.get_sample_value("autoscaler_scale_actions_total", labels)
+
+
+def rig(target: KubernetesTarget, client: redis.Redis, desired: int) -> Rig:
+    policy, metrics = FixedAnswer(desired), Metrics()
+    settings = LoopSettings(WorkloadSpec(min_replicas=0, tick_seconds=5))
+    loop = TargetLoop("worker", StreamSource(client, QUEUE), target, policy, settings, observer=metrics)
+    return Rig(loop, policy, metrics)
+
+
+def scene(target: KubernetesTarget, replicas: int) -> TargetState:
+    state = target.observe()
+    if state.replicas != replicas:
+        target.scale(Decision(replicas, "scene"), state)
+    return wait_for(f"{replicas} Ready worker pods", lambda: ready_pods(target, replicas), 30)
+
+
+def test_a_scale_down_held_for_busy_pods_is_not_counted_as_asked(
+    installed: Install, target: KubernetesTarget, redis_url: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    state = scene(target, 3)
+    r = rig(target, client, 1)
+
+    # Every pod busy: asked for 1, the target holds at 3 and writes nothing.
+    heartbeat(client, state, busy={p.name for p in state.pods})
+    held = r.loop.tick()
+    assert held.error is None and held.acted and held.decision is not None and held.decision.desired == 1
+    assert held.scaled_to is None and installed.worker_replicas() == 3
+    assert r.actions("down") is None
+
+    # Two busy: asked for 1 again, the target goes to 2 (not 1): one step down.
+    heartbeat(client, state, busy={p.name for p in state.pods[:2]})
+    down = r.loop.tick()
+    assert down.error is None and down.scaled_to == 2 and installed.worker_replicas() == 2
+    assert r.actions("down") == 1
+    client.close()
+
+
+def test_a_count_changed_by_someone_else_mid_tick_is_not_counted(
+    installed: Install, target: KubernetesTarget, redis_url: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    scene(target, 2)
+    r = rig(target, client, 5)
+
+    # Someone else (kubectl scale, a deploy pipeline) sets 3 after the tick read 2: the target sees
+    # the count moved and writes nothing; the loop re-decides next tick.
+    def someone_else_scales() -> None:
+        body = {"spec": {"replicas": 3}}
+        installed.apps.patch_namespaced_deployment_scale("worker", installed.namespace, body)
+
+    r.policy.before_answer = [someone_else_scales]
+    overtaken = r.loop.tick()
+    assert overtaken.error is None and overtaken.acted and overtaken.scaled_to is None
+    assert overtaken.snapshot is not None and overtaken.snapshot.current_replicas == 2
+    assert installed.worker_replicas() == 3
+    assert r.actions("up") is None
+
+    # The next tick starts from 3 and its scale-up is counted.
+    r.policy.before_answer = []
+    up = r.loop.tick()
+    assert up.scaled_to == 5 and installed.worker_replicas() == 5
+    assert r.actions("up") == 1
+    client.close()
+
+
+def test_a_scale_whose_answer_was_lost_is_reported_as_done(installed: Install) -> None:
+    """The server applied the patch, the answer never came back: the retry, carrying the same
+    resourceVersion, conflicts with that very write. The count is now what was asked; that is a
+    rescale (logged, evented, counted), not "someone else changed the replicas"."""
+    proxy = ApiProxy(installed.sa)
+    lossy = KubernetesTarget(
+        proxy.client(installed.sa_token),
+        installed.namespace,
+        "worker",
+        backoff=Backoff(attempts=4, base_seconds=0.05),
+    )
+    try:
+        state = lossy.observe()
+        size = state.replicas + 1
+        proxy.drop_reply_to(
+            f"PATCH /apis/apps/v1/namespaces/{installed.namespace}/deployments/worker/scale".encode()
+        )
+        assert lossy.scale(Decision(size, "answer-lost"), state) == size
+        assert proxy.dropped.is_set(), "the proxy lost no answer: the test proves nothing"
+        assert lossy.last_outcome is not None and lossy.last_outcome.action == "scaled", lossy.last_outcome
+        assert installed.worker_replicas() == size
+    finally:
+        lossy.close()
+        proxy.close()
+
+    def evented() -> bool:
+        events = installed.core.list_namespaced_event(
+            installed.namespace, field_selector="involvedObject.name=worker,reason=SuccessfulRescale"
+        ).items
+        return any(e.message.startswith(f"New size: {size}; reason: answer-lost") for e in events)
+
+    wait_for("the rescale event", evented, 10)
