@@ -13,7 +13,8 @@ duration 15 s, renew deadline 10 s, retry period 2 s.
   standby takes over at its next poll instead of waiting out the lease.
 
 Expiry is judged the way client-go does, from the candidate's own monotonic clock: a lease is expired
-``leaseDurationSeconds`` after this candidate last saw its record change, which needs no clock
+``leaseDurationSeconds`` after this candidate last saw its record change (when the read answered,
+not when it was sent: a slow read may carry a renewal newer than its sending), which needs no clock
 agreement between nodes. When the Lease's ``renewTime`` (the holder's wall clock) says it expired
 earlier, the takeover is allowed up to ``min(retry_period, lease_duration - renew_deadline)``
 earlier, which keeps takeover within one lease duration of the holder's last renewal while staying
@@ -184,10 +185,14 @@ class LeaderElector:
             if exc.status != 404:
                 raise
             return self._create(started, wall)
+        # Someone else's record is dated from when the read answered, as client-go does: a late
+        # answer can carry a renewal made after the read was sent, and dated from the send it
+        # would expire early, by up to the read's latency, while its holder still acts.
+        seen, seen_wall = time.monotonic(), time.time()
         spec = lease.spec or k8s.V1LeaseSpec()
         holder = spec.holder_identity or ""
-        self._observe(spec, started)
-        if holder and holder != self._identity and not self._expired(started, wall):
+        self._observe(spec, seen)
+        if holder and holder != self._identity and not self._expired(seen, seen_wall):
             if self._leader:
                 self._set_leader(False, f"lease held by {holder}")
             return False

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from kubernetes import client as k8s
 
 from autoscaler.leader import LeaderElector
-from tests.e2e.kube import REPO, Install, wait_for
+from tests.e2e.kube import REPO, ApiProxy, Install, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -136,3 +137,59 @@ def test_clean_release_hands_over_at_once(installed: Install, lease_reset: None)
     finally:
         second.stop()
     assert holder(installed) is None  # released on stop as well
+
+
+def test_a_slow_read_of_the_lease_does_not_let_a_candidate_take_over_early(
+    installed: Install, lease_reset: None
+) -> None:
+    """Expiry is counted from when the candidate *saw* the holder's record, i.e. when the read
+    answered, as client-go does: a read the server answers late can carry a renewal made after
+    the read was sent. Counted from the send, the candidate took the lease while the holder, which
+    had not renewed since (its API calls failing), still acted within its renew deadline."""
+    duration, renew, retry = 6.0, 4.0, 1.0  # margin for a wall-clock expiry: min(retry, 6 - 4) = 1 s
+    holder_ = LeaderElector(
+        installed.sa,
+        installed.namespace,
+        LEASE,
+        identity="holder",
+        lease_duration=duration,
+        renew_deadline=renew,
+        retry_period=retry,
+    )
+    proxy = ApiProxy(installed.sa)
+    candidate = LeaderElector(
+        proxy.client(installed.sa_token),
+        installed.namespace,
+        LEASE,
+        identity="candidate",
+        lease_duration=duration,
+        renew_deadline=renew,
+        retry_period=retry,
+        request_timeout=5.0,
+    )
+    try:
+        assert holder_.try_acquire_or_renew()
+        read = f"GET /apis/coordination.k8s.io/v1/namespaces/{installed.namespace}/leases/{LEASE}"
+        proxy.hold_request(read.encode(), 3.5)  # the API server gets the candidate's read 3.5 s late
+        first: list[bool] = []
+        reading = threading.Thread(target=lambda: first.append(candidate.try_acquire_or_renew()))
+        sent = time.monotonic()
+        reading.start()
+        time.sleep(2.8)
+        assert holder_.try_acquire_or_renew()  # the holder's last renewal: its API calls fail after it
+        reading.join(10)
+        assert proxy.held.is_set() and first == [False]
+        # The holder acts until 4 s after that renewal began (~6.8 s after the read was sent); the
+        # lease is the candidate's no sooner than 6 s after it saw that record (~9.5 s).
+        took = None
+        while time.monotonic() - sent < 12:
+            if candidate.try_acquire_or_renew():
+                took = time.monotonic() - sent
+                assert not holder_.is_leader(), f"two leaders {took:.1f} s after the read was sent"
+                break
+            time.sleep(0.05)
+        assert took is not None, "the candidate never took the expired lease"
+    finally:
+        proxy.close()
+        candidate.stop(release=False)
+        holder_.stop(release=False)
