@@ -7,7 +7,9 @@ What one :class:`KubernetesTarget` does against the API server, and nothing else
 * ``get`` / ``patch`` its ``scale`` subresource: read the replica count each tick, set it;
 * ``list`` + ``watch`` its pods (one watch, re-listed only on 410 Gone or a broken stream) into an
   in-memory map, from which each tick's pod phases and measured startups are read;
-* ``patch`` pods: the ``controller.kubernetes.io/pod-deletion-cost`` annotation before a scale-down;
+* ``patch`` pods: the ``controller.kubernetes.io/pod-deletion-cost`` annotation before a scale-down,
+  and its removal once no scale-down is left for the ReplicaSet controller to carry out (so that no
+  mark outlives the scale-down it was written for: see :meth:`KubernetesTarget._clear_stale_marks`);
 * ``create`` / ``patch`` core/v1 Events on the workload (``SuccessfulRescale`` like the HPA's);
 * ``list`` HorizontalPodAutoscalers (autoscaling/v2) and KEDA ScaledObjects (keda.sh/v1alpha1, when
   the CRD exists) in the namespace, every ``conflict_check_seconds``: if one targets the same
@@ -61,6 +63,9 @@ COST_REMOVE = -1000
 """Pods the decision lets go (starting or idle): deleted before any other Ready pod."""
 COST_BUSY = 1000
 """Pods serving a job: deleted only after every other pod."""
+OUR_MARKS = frozenset({str(COST_REMOVE), str(COST_BUSY)})
+"""The deletion costs this target writes: a pod carrying one of them was marked by us (or by the leader
+before us), and the mark is removed once no scale-down needs it."""
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "startup-autoscaler"
 COMPONENT = "startup-autoscaler"
@@ -485,6 +490,7 @@ class ScaleOutcome:
     replicas: int | None = None
     detail: str = ""
     cost_patches: int = 0
+    marks_cleared: int = 0  # stale deletion-cost marks removed after the call (whatever its outcome)
     at: float = field(default_factory=time.time)
 
 
@@ -545,7 +551,10 @@ class KubernetesTarget:
         self._keda_absent_logged = False
         self._events: dict[tuple[str, str], _EventRecord] = {}
         self._last_scale_rv: str | None = None
+        self._gate: ActGate | None = None  # the gate of the latest scale(): may observe() clear marks?
+        self._marked: set[str] = set()  # pods given one of OUR_MARKS, before the watch may show it
         self.last_outcome: ScaleOutcome | None = None
+        self.marks_cleared = 0  # stale deletion-cost marks removed so far (for tests and logs)
 
     # -- ScaleTarget --
     @property
@@ -611,6 +620,10 @@ class KubernetesTarget:
             )
         scale = self._read_scale()
         self._maybe_check_conflicts()
+        if self._gate is not None:
+            # A scale-down completes between ticks, when nothing calls scale(): its leftover marks
+            # go now, under the gate of the last scale() (asked per write: only the leader writes).
+            self._clear_stale_marks(self._gate, scale[0])
         pods = tuple(
             sorted(
                 (
@@ -645,22 +658,36 @@ class KubernetesTarget:
         return True
 
     def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> int | None:
-        """See :meth:`ScaleTarget.scale`; :attr:`last_outcome` tells why nothing was set, if so."""
+        """See :meth:`ScaleTarget.scale`; :attr:`last_outcome` tells why nothing was set, if so.
+
+        Whatever the outcome, deletion-cost marks that no scale-down needs any more are removed
+        afterwards: marks written for a patch that did not happen (count changed by someone else,
+        leadership lost, patch failed) or left on pods a scale-down spared (held higher, a later
+        scale-up) would otherwise steer the next scale-down by someone else (a rollout, ``kubectl
+        scale``, an HPA) with an old idea of which pods are idle.
+        """
+        gate = may_act or _always
+        self._gate = gate
+        outcome: ScaleOutcome | None = None
         try:
-            outcome = self._scale(decision, state, may_act or _always)
-            self.last_outcome = outcome
+            outcome = self._scale(decision, state, gate)
         except LeadershipLostError as exc:
-            self.last_outcome = ScaleOutcome("abandoned", detail=str(exc))
+            outcome = ScaleOutcome("abandoned", detail=str(exc))
             log.warning("kubernetes: %s: %s", self.name, exc)
             raise
         except TargetUnavailableError as exc:
-            self.last_outcome = ScaleOutcome("failed", detail=str(exc))
+            outcome = ScaleOutcome("failed", detail=str(exc))
             self._event(
                 "Warning",
                 "FailedRescale",
                 f"New size: {decision.desired}; reason: {decision.reason}; error: {exc}",
             )
             raise
+        finally:
+            cleared = self._clear_stale_marks(gate)
+            if outcome is not None:
+                outcome.marks_cleared = cleared
+                self.last_outcome = outcome
         return outcome.replicas if outcome.action == "scaled" else None
 
     def close(self) -> None:
@@ -721,7 +748,7 @@ class KubernetesTarget:
                     break
                 if now != current:
                     return ScaleOutcome(
-                        "unchanged", now, "replicas changed concurrently; re-deciding next tick"
+                        "unchanged", now, "replicas changed concurrently; re-deciding next tick", patches
                     )
         else:
             raise TargetUnavailableError(f"{self.name}: scale patch kept conflicting")
@@ -759,29 +786,75 @@ class KubernetesTarget:
             if pod.phase is PodPhase.DRAINING or pod.phase is None:
                 continue
             want = str(COST_BUSY) if pod.name in busy else str(COST_REMOVE) if pod.name in remove else None
-            if pod.deletion_cost == want:
-                continue
-            body = {"metadata": {"annotations": {DELETION_COST: want}}}
-            try:
-                self._call(
-                    f"annotate pod {pod.name}",
-                    functools.partial(
-                        self._core.patch_namespaced_pod,
-                        pod.name,
-                        self.namespace,
-                        body,
-                        field_manager=FIELD_MANAGER,
-                        _content_type=MERGE_PATCH,
-                        _request_timeout=self._timeout,
-                    ),
-                    may_act,
-                )
-            except TargetUnavailableError as exc:
-                if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
-                    continue  # gone meanwhile
-                raise
-            patches += 1
+            if pod.deletion_cost != want:
+                # Remembered before the write: a patch whose answer is lost may still have landed.
+                if want is None:
+                    self._marked.discard(pod.name)
+                else:
+                    self._marked.add(pod.name)
+                patches += self._annotate(pod.name, want, may_act)
         return patches
+
+    def _clear_stale_marks(self, may_act: ActGate, replicas: int | None = None) -> int:
+        """Remove our deletion-cost marks once no scale-down is left for the controller to carry out.
+
+        A mark is only true when written: an idle pod marked "delete first" may be busy a minute
+        later. The ReplicaSet controller reads the marks when it picks the pods to delete, which it
+        does as soon as it sees fewer replicas wanted than it has live pods; so while the watch
+        shows more live pods than ``spec.replicas`` (``replicas``, else read now), the marks may
+        still be needed and stay, whoever asked for that scale-down (a predecessor as leader too).
+        Otherwise every pod carrying one of :data:`OUR_MARKS` (or marked by this target, which the
+        watch may not show yet) is unmarked. Only stale marks are patched, once each, so a quiet
+        workload costs no API call.
+
+        Never raises: a failure is logged and tried again at the next tick.
+        """
+        if self.shadow or self.kind == "StatefulSet" or self._watch is None:
+            return 0
+        pods = self._watch.pods()
+        self._marked &= {p.name for p in pods}  # forget pods that are gone
+        live = [p for p in pods if p.phase is not None and p.phase is not PodPhase.DRAINING]
+        marked = [p.name for p in live if p.deletion_cost in OUR_MARKS or p.name in self._marked]
+        if not marked or not may_act():
+            return 0
+        cleared = 0
+        try:
+            if replicas is None:
+                replicas = self._read_scale()[0]
+            if len(live) > replicas:
+                return 0  # a scale-down in progress: the controller may not have picked its pods yet
+            for name in marked:
+                cleared += self._annotate(name, None, may_act)
+                self._marked.discard(name)
+        except (TargetUnavailableError, LeadershipLostError) as exc:
+            log.warning("kubernetes: %s: stale deletion-cost marks left for now: %s", self.name, exc)
+        if cleared:
+            self.marks_cleared += cleared
+            log.info("kubernetes: %s: removed %d stale deletion-cost mark(s)", self.name, cleared)
+        return cleared
+
+    def _annotate(self, pod: str, cost: str | None, may_act: ActGate) -> int:
+        """Set (or with None remove) one pod's deletion cost; 1 if patched, 0 if the pod is gone."""
+        body = {"metadata": {"annotations": {DELETION_COST: cost}}}
+        try:
+            self._call(
+                f"annotate pod {pod}",
+                functools.partial(
+                    self._core.patch_namespaced_pod,
+                    pod,
+                    self.namespace,
+                    body,
+                    field_manager=FIELD_MANAGER,
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=self._timeout,
+                ),
+                may_act,
+            )
+        except TargetUnavailableError as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
+                return 0  # gone meanwhile
+            raise
+        return 1
 
     # -- API calls --
     def _call(self, what: str, fn: Callable[[], T], may_act: ActGate | None = None) -> T:

@@ -1,0 +1,151 @@
+"""Deletion-cost marks do not outlive the scale-down they were written for (real API server, real
+ReplicaSet controller, the autoscaler's ServiceAccount).
+
+A mark is true only when written: a pod marked "delete me first" while idle may be busy a minute
+later. The target's own next scale-down rewrites the marks, but a scale-down by someone else (a
+rollout shrinking the old ReplicaSet, ``kubectl scale``, an HPA during a migration) reads whatever
+is left. So once the ReplicaSet controller has no pods left to remove, the target removes its marks,
+whether the scale patch happened or not: spared by a scale-down held higher than the picks,
+written for a patch overtaken by someone else's change, left by a leader that lost its lease half
+way. Only the leader writes: a target whose gate says no leaves them to the one that acts now.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+
+from autoscaler.engine.snapshot import Decision, PodPhase, removal_order
+from autoscaler.targets.base import LeadershipLostError, TargetState
+from autoscaler.targets.kubernetes import COST_REMOVE, DELETION_COST, KubernetesTarget
+from tests.e2e.kube import Install, wait_for
+
+pytestmark = pytest.mark.e2e
+
+READY_DELAY = 1.0
+
+
+@pytest.fixture(scope="module")
+def target(installed: Install) -> Iterator[KubernetesTarget]:
+    installed.set_worker_ready_delay(READY_DELAY)
+    installed.wait_worker_rollout()
+    t = KubernetesTarget(installed.sa, installed.namespace, "worker")
+    yield t
+    t.close()
+
+
+def ready_pods(target: KubernetesTarget, count: int) -> TargetState | None:
+    state = target.observe()
+    ready = [p for p in state.pods if p.phase is PodPhase.READY]
+    return state if state.replicas == count and len(ready) == count == len(state.pods) else None
+
+
+def scene(target: KubernetesTarget, replicas: int) -> TargetState:
+    state = target.observe()
+    if state.replicas != replicas:
+        target.scale(Decision(replicas, "scene"), state)
+    return wait_for(f"{replicas} Ready worker pods", lambda: ready_pods(target, replicas), 30)
+
+
+def with_busy(state: TargetState, busy: set[str]) -> TargetState:
+    """The tick's view of the pods with the queue's busy workers filled in (as the loop does)."""
+    pods = tuple(dataclasses.replace(p, busy_slots=int(p.name in busy)) for p in state.pods)
+    return dataclasses.replace(state, pods=pods)
+
+
+def marks(installed: Install) -> dict[str, str]:
+    """The deletion costs on the live worker pods, read from the API server (not the target's watch)."""
+    found = {
+        p.metadata.name: (p.metadata.annotations or {}).get(DELETION_COST) for p in installed.worker_pods()
+    }
+    return {name: cost for name, cost in found.items() if cost is not None}
+
+
+def test_a_mark_on_a_pod_the_scale_down_spared_is_removed_once_it_is_done(
+    installed: Install, target: KubernetesTarget
+) -> None:
+    """remove=[a, b] with three pods busy, the count held one higher than the picks: the controller
+    removes one of a/b; the other must not keep its "delete me first" mark after that."""
+    state = scene(target, 5)
+    names = sorted(p.name for p in state.pods)
+    picks, busy = tuple(names[:2]), set(names[2:])
+    assert target.scale(Decision(4, "held", remove=picks), with_busy(state, busy)) == 4
+    assert target.last_outcome is not None and target.last_outcome.cost_patches == 5
+    left = wait_for(
+        "the controller to remove one pod",
+        lambda: now if len(now := {p.metadata.name for p in installed.worker_pods()}) == 4 else None,
+        30,
+    )
+    assert len(set(picks) & left) == 1  # one pick spared, marked "delete me first"
+
+    # The next ticks observe the scale-down done: the marks go (the spared pick's, the busy pods').
+    def unmarked() -> bool:
+        target.observe()
+        watch = target.pod_watch
+        seen = watch is not None and all(p.deletion_cost is None for p in watch.pods())
+        return seen and not marks(installed)
+
+    wait_for("no deletion-cost mark left", unmarked, 10, interval=0.25)
+    # Four marks (three busy pods, the spared pick); one more patch if a poll outran the watch.
+    cleared = target.marks_cleared
+    assert cleared >= 4
+    target.observe()
+    assert target.marks_cleared == cleared, "marks already removed (as the watch shows) patched again"
+
+
+def test_marks_for_a_scale_patch_overtaken_by_someone_else_are_removed_at_once(
+    installed: Install, target: KubernetesTarget
+) -> None:
+    """The marks are written, then someone else scales up before the patch: the patch conflicts,
+    the count is theirs, no scale-down follows, so the marks just written must go."""
+    state = scene(target, 3)
+    busy = {state.pods[0].name}
+    state = with_busy(state, busy)
+    overtaken: list[int] = []
+
+    def someone_else_scales_up_first() -> bool:
+        if not overtaken:  # asked before the first write: the scale was read, the patch not sent
+            body = {"spec": {"replicas": 4}}
+            installed.apps.patch_namespaced_deployment_scale("worker", installed.namespace, body)
+            overtaken.append(4)
+        return True
+
+    decision = Decision(2, "overtaken", remove=removal_order(state.pods, 1))
+    assert target.scale(decision, state, someone_else_scales_up_first) is None
+    outcome = target.last_outcome
+    assert outcome is not None and outcome.action == "unchanged", outcome
+    assert installed.worker_replicas() == 4
+    assert marks(installed) == {}
+    assert outcome.cost_patches == 2 and outcome.marks_cleared == 2, outcome
+
+
+def test_marks_left_by_a_leader_that_lost_its_lease_are_removed_by_the_next_one(
+    installed: Install, target: KubernetesTarget
+) -> None:
+    """The old leader stops half way (one mark written, no scale patch) and, no longer leading,
+    writes nothing more, not even to tidy up; the new leader's first scale (here up) removes it."""
+    state = scene(target, 3)
+    old = KubernetesTarget(installed.sa, installed.namespace, "worker")
+    new = KubernetesTarget(installed.sa, installed.namespace, "worker")
+    try:
+        state = with_busy(old.observe(), set())
+        answers = [True]  # leader for exactly one write
+        with pytest.raises(LeadershipLostError):
+            old.scale(
+                Decision(1, "lost-half-way", remove=removal_order(state.pods, 2)),
+                state,
+                lambda: bool(answers and answers.pop()),
+            )
+        assert list(marks(installed).values()) == [str(COST_REMOVE)]
+        old.observe()  # no scale-down pending, but its gate says no: a former leader never writes
+        assert old.marks_cleared == 0 and len(marks(installed)) == 1
+
+        state = new.observe()
+        assert new.scale(Decision(state.replicas + 1, "up"), state) == state.replicas + 1
+        assert marks(installed) == {}
+        assert new.last_outcome is not None and new.last_outcome.marks_cleared == 1
+    finally:
+        old.close()
+        new.close()
