@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
+from autoscaler.targets.kubernetes import KubernetesTarget
 from tests.e2e.kube import (
     UP_HINT,
     Install,
@@ -77,3 +78,13 @@ def installed(
         close(inst.sa)
     finally:
         delete_namespace(admin, name)
+
+
+@pytest.fixture(scope="module")
+def target(installed: Install) -> Iterator[KubernetesTarget]:
+    """A target on the installed worker Deployment whose pods turn Ready 1 s after they start."""
+    installed.set_worker_ready_delay(1.0)
+    installed.wait_worker_rollout()
+    t = KubernetesTarget(installed.sa, installed.namespace, "worker")
+    yield t
+    t.close()

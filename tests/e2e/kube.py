@@ -18,9 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import redis
 import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+
+from autoscaler.engine.snapshot import PodPhase
+from autoscaler.targets.base import TargetState
+from autoscaler.targets.kubernetes import KubernetesTarget
+from jobqueue import WorkerInfo, WorkerState
+from jobqueue import sync as jq
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "deploy" / "kustomize" / "overlays" / "virtual"
@@ -347,3 +354,28 @@ class ApiProxy:
             for sock in (client, upstream):
                 with contextlib.suppress(OSError):
                     sock.close()
+
+
+def ready_pods(target: KubernetesTarget, count: int) -> TargetState | None:
+    """The target's state once it has exactly ``count`` replicas, all of them Ready (else None)."""
+    state = target.observe()
+    ready = [p for p in state.pods if p.phase is PodPhase.READY]
+    return state if state.replicas == count and len(ready) == count == len(state.pods) else None
+
+
+def heartbeat(client: redis.Redis, state: TargetState, busy: set[str], queue: str) -> None:
+    """The workers' heartbeats in ``queue``'s registry, as the worker processes would send them:
+    the pods named in ``busy`` working on a job, the others idle."""
+    now = time.time()
+    for pod in state.pods:
+        working = pod.name in busy
+        info = WorkerInfo(
+            name=pod.name,
+            queue=queue,
+            state=WorkerState.BUSY if working else WorkerState.IDLE,
+            started_at=pod.created_at,
+            heartbeat_at=now,
+            job=f"job-{pod.name}" if working else None,
+            ready_at=pod.ready_at,
+        )
+        jq.heartbeat(client, info)

@@ -13,33 +13,15 @@ way. Only the leader writes: a target whose gate says no leaves them to the one 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 
-from autoscaler.engine.snapshot import Decision, PodPhase, removal_order
+from autoscaler.engine.snapshot import Decision, removal_order
 from autoscaler.targets.base import LeadershipLostError, TargetState
 from autoscaler.targets.kubernetes import COST_REMOVE, DELETION_COST, KubernetesTarget
-from tests.e2e.kube import Install, wait_for
+from tests.e2e.kube import Install, ready_pods, wait_for
 
 pytestmark = pytest.mark.e2e
-
-READY_DELAY = 1.0
-
-
-@pytest.fixture(scope="module")
-def target(installed: Install) -> Iterator[KubernetesTarget]:
-    installed.set_worker_ready_delay(READY_DELAY)
-    installed.wait_worker_rollout()
-    t = KubernetesTarget(installed.sa, installed.namespace, "worker")
-    yield t
-    t.close()
-
-
-def ready_pods(target: KubernetesTarget, count: int) -> TargetState | None:
-    state = target.observe()
-    ready = [p for p in state.pods if p.phase is PodPhase.READY]
-    return state if state.replicas == count and len(ready) == count == len(state.pods) else None
 
 
 def scene(target: KubernetesTarget, replicas: int) -> TargetState:

@@ -10,28 +10,24 @@ asked.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 import redis
 
-from autoscaler.engine.snapshot import Decision, PodPhase, Snapshot
+from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.loop import LoopSettings, TargetLoop
 from autoscaler.metrics import Metrics
 from autoscaler.sources.redis_source import StreamSource
 from autoscaler.targets.base import TargetState
 from autoscaler.targets.kubernetes import Backoff, KubernetesTarget
-from jobqueue import WorkerInfo, WorkerState
-from jobqueue import sync as jq
-from tests.e2e.kube import ApiProxy, Install, wait_for
+from tests.e2e.kube import ApiProxy, Install, heartbeat, ready_pods, wait_for
 
 pytestmark = pytest.mark.e2e
 
 QUEUE = "reference:v1"
-READY_DELAY = 1.0
 
 
 @dataclass
@@ -49,38 +45,6 @@ class FixedAnswer:
         for action in self.before_answer:
             action()
         return Decision(self.desired, "fixed")
-
-
-@pytest.fixture(scope="module")
-def target(installed: Install) -> Iterator[KubernetesTarget]:
-    installed.set_worker_ready_delay(READY_DELAY)
-    installed.wait_worker_rollout()
-    t = KubernetesTarget(installed.sa, installed.namespace, "worker")
-    yield t
-    t.close()
-
-
-def ready_pods(target: KubernetesTarget, count: int) -> TargetState | None:
-    state = target.observe()
-    ready = [p for p in state.pods if p.phase is PodPhase.READY]
-    return state if state.replicas == count and len(ready) == count == len(state.pods) else None
-
-
-def heartbeat(client: redis.Redis, state: TargetState, busy: set[str]) -> None:
-    """The workers' heartbeats in the queue's registry, as the worker processes would send them."""
-    now = time.time()
-    for pod in state.pods:
-        working = pod.name in busy
-        info = WorkerInfo(
-            name=pod.name,
-            queue=QUEUE,
-            state=WorkerState.BUSY if working else WorkerState.IDLE,
-            started_at=pod.created_at,
-            heartbeat_at=now,
-            job=f"job-{pod.name}" if working else None,
-            ready_at=pod.ready_at,
-        )
-        jq.heartbeat(client, info)
 
 
 @dataclass
@@ -118,14 +82,14 @@ def test_a_scale_down_held_for_busy_pods_is_not_counted_as_asked(
     r = rig(target, client, 1)
 
     # Every pod busy: asked for 1, the target holds at 3 and writes nothing.
-    heartbeat(client, state, busy={p.name for p in state.pods})
+    heartbeat(client, state, busy={p.name for p in state.pods}, queue=QUEUE)
     held = r.loop.tick()
     assert held.error is None and held.acted and held.decision is not None and held.decision.desired == 1
     assert held.scaled_to is None and installed.worker_replicas() == 3
     assert r.actions("down") is None
 
     # Two busy: asked for 1 again, the target goes to 2 (not 1): one step down.
-    heartbeat(client, state, busy={p.name for p in state.pods[:2]})
+    heartbeat(client, state, busy={p.name for p in state.pods[:2]}, queue=QUEUE)
     down = r.loop.tick()
     assert down.error is None and down.scaled_to == 2 and installed.worker_replicas() == 2
     assert r.actions("down") == 1

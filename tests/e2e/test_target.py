@@ -26,9 +26,7 @@ from autoscaler.targets.kubernetes import (
     KubernetesTarget,
     PodWatch,
 )
-from jobqueue import WorkerInfo, WorkerState
-from jobqueue import sync as jq
-from tests.e2e.kube import Install, wait_for
+from tests.e2e.kube import Install, heartbeat, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -147,19 +145,7 @@ def test_scale_down_removes_idle_pods_and_spares_busy_ones(
     by_age = sorted(state.pods, key=lambda p: (p.ready_at or 0, p.created_at, p.name))
     busy = {p.name for p in by_age[-2:]}
     client = redis.Redis.from_url(redis_url)
-    now = time.time()
-    for pod in state.pods:
-        working = pod.name in busy
-        info = WorkerInfo(
-            name=pod.name,
-            queue=QUEUE,
-            state=WorkerState.BUSY if working else WorkerState.IDLE,
-            started_at=pod.created_at,
-            heartbeat_at=now,
-            job=f"job-{pod.name}" if working else None,
-            ready_at=pod.ready_at,
-        )
-        jq.heartbeat(client, info)
+    heartbeat(client, state, busy, QUEUE)
 
     # What the loop does each tick: busy slots per pod from the queue's worker registry.
     signals = StreamSource(client, QUEUE).read()
