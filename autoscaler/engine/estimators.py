@@ -7,10 +7,14 @@ configured default stands in: a fresh daemon must not guess from two data points
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
+
+from autoscaler.engine.state import RowSpec
 
 
 class WindowedRate:
@@ -21,6 +25,7 @@ class WindowedRate:
     """
 
     STATE: ClassVar[tuple[str, ...]] = ("ticks", "_arrivals", "_covered")
+    ROWS: ClassVar[Mapping[str, RowSpec]] = {"ticks": (float, float, float)}
 
     def __init__(self, window_seconds: float) -> None:
         if window_seconds <= 0:
@@ -68,6 +73,7 @@ class SampleQuantiles:
     """
 
     STATE: ClassVar[tuple[str, ...]] = ("_samples",)
+    ROWS: ClassVar[Mapping[str, RowSpec]] = {"_samples": float}
 
     def __init__(self, default: float, min_samples: int, capacity: int = 512) -> None:
         self.default = default
@@ -102,13 +108,20 @@ class SampleQuantiles:
         return self._cache[key]
 
     def cv2(self, default: float = 1.0) -> float:
-        """Squared coefficient of variation of the samples (``default`` until measured)."""
+        """Squared coefficient of variation of the samples (``default`` until measured).
+
+        Also ``default`` when the samples' moments leave the float range: one duration of 1e300 s
+        (written by other software) made it NaN, and the queueing model then asked for the
+        maximum until 512 newer samples had pushed it out.
+        """
         if not self.measured:
             return default
         if "cv2" not in self._cache:
             values = np.fromiter(self._samples, float)
-            mean = float(values.mean())
-            self._cache["cv2"] = float(values.var() / (mean * mean)) if mean > 0 else default
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean = float(values.mean())
+                cv2 = float(values.var() / (mean * mean)) if mean > 0 else default
+            self._cache["cv2"] = default if math.isnan(cv2) else cv2
         return self._cache["cv2"]
 
     def trimmed_mean(self, trim: float = 0.1) -> float:
@@ -138,6 +151,7 @@ class BurstPersistence:
     """
 
     STATE: ClassVar[tuple[str, ...]] = ("_pending", "_projected", "_realised")
+    ROWS: ClassVar[Mapping[str, RowSpec]] = {"_pending": (float, float, float, float)}
 
     def __init__(self, memory: float = 0.95) -> None:
         self.memory = memory

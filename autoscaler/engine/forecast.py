@@ -15,22 +15,28 @@ Three layers:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from autoscaler.engine.estimators import WindowedRate
+from autoscaler.engine.state import RowSpec
 
 # Enough buckets per season to see a daily shape, few enough for a refit to take well under a second.
 MAX_BUCKETS_PER_SEASON = 288
 # The steady-traffic line stands in for the Holt level when the two differ by at most this many
 # standard errors of their difference (Poisson noise of each).
 STEADY_AGREEMENT_Z = 3.0
+# Sums over a horizon are looped up to this many steps (a horizon of about 14 h at 5 s ticks) and
+# taken in closed form beyond: the horizon follows the measured startup, and one absurd sample (a
+# pod whose creation time read as 0 measures a warm-up of 55 years) made a tick loop for minutes.
+HORIZON_LOOP_STEPS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,7 @@ class SeasonalProfile:
         "fits",
     )
     SHAPE: ClassVar[tuple[str, ...]] = ("periods", "bucket_seconds")
+    ROWS: ClassVar[Mapping[str, RowSpec]] = {"_buckets": float}
 
     def __init__(self, season_seconds: float, tick_seconds: float, refit_every_seconds: float) -> None:
         self.bucket_seconds = max(tick_seconds, season_seconds / MAX_BUCKETS_PER_SEASON)
@@ -93,6 +100,15 @@ class SeasonalProfile:
         self._offsets: np.ndarray | None = None
         self._last_fit: float | None = None
         self.fits = 0
+
+    def check_state(self, state: Mapping[str, Any]) -> str | None:
+        """One offset per phase, and whole bucket numbers: the profile indexes with both."""
+        offsets, index = state.get("_offsets"), state.get("_bucket_index")
+        if offsets is not None and (not isinstance(offsets, np.ndarray) or len(offsets) != self.periods):
+            return f"_offsets: expected an array of {self.periods} offsets"
+        if index is not None and not isinstance(index, int):
+            return f"_bucket_index: expected a whole number, got {index!r}"
+        return None
 
     @property
     def ready(self) -> bool:
@@ -108,10 +124,14 @@ class SeasonalProfile:
         index = math.floor((now - interval / 2) / self.bucket_seconds)
         if self._bucket_index is None:
             self._bucket_index = index
-        while index > self._bucket_index:  # close finished buckets (empty ones count as zero load)
+        if index > self._bucket_index:  # close finished buckets (empty ones count as zero load)
             covered = self._bucket_covered
             self._buckets.append(self._bucket_arrivals / covered if covered > 0 else 0.0)
-            self._bucket_index += 1
+            # Only the last maxlen empty ones can stay: after a clock step of years, closing
+            # every bucket in between one at a time took minutes.
+            assert self._buckets.maxlen is not None
+            self._buckets.extend([0.0] * min(int(index - self._bucket_index) - 1, self._buckets.maxlen))
+            self._bucket_index = index
             self._bucket_arrivals = 0.0
             self._bucket_covered = 0.0
         self._bucket_arrivals += arrivals
@@ -120,11 +140,18 @@ class SeasonalProfile:
             self.refit_if_due(now)
 
     def refit_if_due(self, now: float) -> None:
-        """Refit once two seasons are bucketed and ``refit_every_seconds`` have passed."""
+        """Refit once two seasons are bucketed and ``refit_every_seconds`` have passed.
+
+        statsmodels' heuristic start also needs a season plus ten buckets, which a season of
+        fewer than ten buckets reaches later (and one of fewer than five never: three seasons are
+        kept). A fit that fails all the same keeps the offsets it had until the next one is due:
+        raised out of here, it failed every tick, since a failed fit was never marked done.
+        """
         due = self._last_fit is None or now - self._last_fit >= self.refit_every_seconds
-        if due and len(self._buckets) >= 2 * self.periods:
-            self._refit()
+        if due and len(self._buckets) >= max(2 * self.periods, self.periods + 10):
             self._last_fit = now
+            with contextlib.suppress(ValueError):  # numpy's LinAlgError is one too
+                self._refit()
 
     def _refit(self) -> None:
         from statsmodels.tsa.holtwinters import ExponentialSmoothing
@@ -142,6 +169,8 @@ class SeasonalProfile:
             warnings.simplefilter("ignore")
             fit = model.fit(optimized=True)
         season = np.asarray(fit.season, dtype=float)[-self.periods :]
+        if not np.all(np.isfinite(season)):
+            raise ValueError("the seasonal fit is not finite")
         assert self._bucket_index is not None
         # season[i] belongs to bucket index (end - periods + i); store offsets by absolute phase.
         start = self._bucket_index - self.periods
@@ -154,10 +183,10 @@ class SeasonalProfile:
         return float(self._offsets[math.floor(at / self.bucket_seconds) % self.periods])
 
     def mean_offset(self, start: float, end: float) -> float:
-        """Average offset over [start, end), sampled per bucket."""
+        """Average offset over [start, end), sampled per bucket (at most ``HORIZON_LOOP_STEPS`` times)."""
         if self._offsets is None or end <= start:
             return self.offset(start)
-        steps = max(1, math.ceil((end - start) / self.bucket_seconds))
+        steps = min(max(1, math.ceil((end - start) / self.bucket_seconds)), HORIZON_LOOP_STEPS)
         return sum(self.offset(start + i * (end - start) / steps) for i in range(steps)) / steps
 
 
@@ -304,6 +333,10 @@ class RateForecaster:
         self.level = predicted + p.alpha * error
         self.trend = p.phi * self.trend + p.alpha * p.beta * error
         self.variance += p.variance_gain * (error * error - self.variance)
+        if not math.isfinite(self.level + self.trend + self.variance):
+            # An absurd level (a restored document's, a counter read as 10^200 jobs) squared past
+            # the float range: the variance would stay infinite, then NaN, for good. Start over.
+            self.level, self.trend, self.variance = rate, 0.0, 0.0
 
     def warm_start(self, arrival_times: Sequence[float], now: float) -> int:
         """Fold in past arrivals (same clock as ``now``) as whole ticks ending at ``now``.
@@ -329,15 +362,7 @@ class RateForecaster:
             return RateForecast(0.0, 0.0)
         p = self.params
         steps = max(1, math.ceil(horizon_seconds / self.tick_seconds))
-        # Mean over h = 1..steps of the damped-trend forecast level + trend * sum_{i<=h} phi^i.
-        cumulative = 0.0
-        damp = 0.0
-        power = 1.0
-        for _ in range(steps):
-            power *= p.phi
-            damp += power
-            cumulative += damp
-        mean = self.level + self.trend * cumulative / steps
+        mean = self.level + self.trend * _damped_sum(p.phi, steps) / steps
         seasonal = self.seasonal is not None and self.seasonal.ready
         offset = at_ready = 0.0
         if self.seasonal is not None:
@@ -371,3 +396,23 @@ class RateForecaster:
             seasonal_offset=offset,
             seasonal_at_ready=at_ready,
         )
+
+
+def _damped_sum(phi: float, steps: int) -> float:
+    """Sum over h = 1..steps of sum_{i<=h} phi^i: what the trend adds over a horizon, in trends.
+
+    Looped while the horizon is short (every replay's, bit for bit as always); beyond
+    ``HORIZON_LOOP_STEPS`` in closed form, so a tick costs the same whatever the startup estimate.
+    """
+    if steps > HORIZON_LOOP_STEPS:
+        if phi == 1.0:
+            return steps * (steps + 1.0) / 2.0  # in floats: an absurd horizon gives inf, not an error
+        return phi / (1.0 - phi) * (steps - phi * (1.0 - phi**steps) / (1.0 - phi))
+    cumulative = 0.0
+    damp = 0.0
+    power = 1.0
+    for _ in range(steps):
+        power *= phi
+        damp += power
+        cumulative += damp
+    return cumulative

@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
+
+from autoscaler.engine.state import RowSpec
 
 
 class PeriodDetector:
     """Per-tick arrival counts and the period found in them (seconds), or None."""
 
     STATE: ClassVar[tuple[str, ...]] = ("_counts", "_last_check", "period", "checks")
+    ROWS: ClassVar[Mapping[str, RowSpec]] = {"_counts": float}
 
     def __init__(
         self,
@@ -55,6 +59,15 @@ class PeriodDetector:
         self._last_check: float | None = None
         self.period: float | None = None
         self.checks = 0
+
+    def check_state(self, state: Mapping[str, Any]) -> str | None:
+        """What a restored period must be to be held: a lag of 2 ticks or more, as one found is."""
+        period = state.get("period")
+        if period is not None and not 2 <= round(float(period) / self.tick_seconds) <= self.max_lag:
+            return (
+                f"period: {period!r} s is not a lag of 2 to {self.max_lag} ticks of {self.tick_seconds:g} s"
+            )
+        return None
 
     def history(self) -> list[float]:
         """The kept per-tick counts, oldest first (one per tick, the newest ending now)."""

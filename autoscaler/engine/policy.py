@@ -15,6 +15,7 @@ import copy
 import math
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from statistics import NormalDist
 from typing import Any, ClassVar
 
@@ -26,9 +27,13 @@ from autoscaler.engine.period import PeriodDetector
 from autoscaler.engine.sizing import SizingInputs, burst_rate, size
 from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.standing_pool import StandingPool
-from autoscaler.engine.state import FORMAT, StateError, dump, load
+from autoscaler.engine.state import FORMAT, RowSpec, StateError, dump, load
 from autoscaler.engine.surge import late_already, poisson_tail
 from autoscaler.engine.target import WorkloadSpec
+
+MIN_SERVICE_SECONDS = 1e-3
+"""Floor of the service-time estimate. Jobs measured at 0 s (a cache hit, an instant failure) are
+valid samples, but an estimate of 0 divides every capacity the sizing computes by zero."""
 
 
 class StartupAwareConfig(BaseModel):
@@ -150,6 +155,11 @@ class StartupAwarePolicy:
     )
     """What it has learned (see :mod:`autoscaler.engine.state`); everything else is configuration."""
     STATE_ADDED: ClassVar[tuple[str, ...]] = ("_season_model", "_season_orders")
+    ROWS: ClassVar[Mapping[str, RowSpec]] = {
+        "_recent": (float, int),
+        "_raw_history": (float, int),
+        "_season_orders": (float, int),
+    }
 
     def __init__(self, workload: WorkloadSpec, config: StartupAwareConfig | None = None) -> None:
         self.workload = workload
@@ -210,7 +220,7 @@ class StartupAwarePolicy:
 
     @property
     def service_estimate(self) -> float:
-        return self._service.trimmed_mean()
+        return max(self._service.trimmed_mean(), MIN_SERVICE_SECONDS)
 
     @property
     def season_seconds(self) -> float:
@@ -228,22 +238,43 @@ class StartupAwarePolicy:
         inherit at the next tick, and a part this config turns off (or on, or reshapes, such as the
         season) is skipped and named in the result. Raises :class:`StateError` for a document of
         another format or policy, or a malformed one; the policy is then unchanged.
+
+        Malformed includes a document whose every field passes its checks and whose policy still
+        cannot decide: a copy decides one quiet tick after the saved last one before the restore
+        counts. Restored whole, such a document failed every tick of the process (the daemon
+        held the count for good); refused, the daemon starts cold.
         """
         if document.get("format") != FORMAT:
             raise StateError(f"format: expected {FORMAT}, got {document.get('format')!r}")
         if document.get("policy") != self.name:
             raise StateError(f"policy: saved by {document.get('policy')!r}, this is {self.name!r}")
         skipped: list[str] = []
-        before = self.forecaster.seasonal
+        before = {name: getattr(self, name) for name in self.STATE}  # load replaces, never mutates
+        seasonal = self.forecaster.seasonal
         season = _detected_season(document) if self._detector is not None else None
         if season is not None:  # a detected season's profile exists only once found: make it to load into
             self.forecaster.set_season(season)
         try:
             load(self, document.get("state"), "state", skipped)
+            self._try_a_tick()
         except StateError:
-            self.forecaster.seasonal = before
+            for name, value in before.items():
+                setattr(self, name, value)
+            self.forecaster.seasonal = seasonal
             raise
         return skipped
+
+    def _try_a_tick(self) -> None:
+        """Raise :class:`StateError` if a copy of this policy cannot decide a quiet next tick."""
+        tick = self.workload.tick_seconds
+        now = (self._last_decision_at or 0.0) + tick
+        quiet = Snapshot(now=now, waiting=0, in_flight=0, arrivals=0, interval=tick, current_replicas=0)
+        try:
+            copy.deepcopy(self).decide(quiet)
+        except Exception as exc:  # whatever it is, the next tick would meet it too
+            raise StateError(
+                f"state: the restored policy cannot decide ({type(exc).__name__}: {exc})"
+            ) from exc
 
     def decide(self, snapshot: Snapshot) -> Decision:
         if snapshot.stale:
@@ -252,6 +283,11 @@ class StartupAwarePolicy:
                 reason="stale-signals-hold",
                 terms={"current": float(snapshot.current_replicas)},
             )
+        if snapshot.arrivals < 0:
+            # A counter that went below its previous reading tells nothing about this interval:
+            # read as a count, one tick of -10^6 held the Holt variance, and the pool with it, at
+            # the maximum for eleven minutes. It is an interval without data, as the first tick is.
+            snapshot = replace(snapshot, arrivals=0, interval=0.0)
         wl, cfg = self.workload, self.config
         self._rate_now.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
         self.forecaster.observe(snapshot.now, snapshot.arrivals, snapshot.interval)

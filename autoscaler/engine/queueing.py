@@ -59,18 +59,27 @@ def slots_for_wait_slo(
     max_wait: float,
     miss_probability: float,
     service_cv2: float = 1.0,
+    *,
+    limit: int | None = None,
 ) -> int:
     """Smallest number of job slots for which :func:`wait_exceedance` <= ``miss_probability``.
 
     Walks the Erlang-B recursion upward from one slot, testing each stable size as it goes, so
-    the whole search costs O(answer) arithmetic steps, not O(answer) Erlang evaluations.
+    the whole search costs O(answer) arithmetic steps, not O(answer) Erlang evaluations. With
+    ``limit`` it stops there and answers ``limit`` for any larger need: the answer is a pool
+    size, and a rate read off a corrupt counter (10⁹ jobs/s) must not cost minutes to size for
+    a pool the maximum clips anyway. A non-finite rate is refused: it would never end.
     """
+    if not math.isfinite(arrival_rate):
+        raise ValueError(f"arrival_rate must be finite, got {arrival_rate!r}")
     if arrival_rate <= 0:
         return 0
     load = arrival_rate * service_time
     blocking = 1.0
     servers = 0
     while True:
+        if limit is not None and servers >= limit:
+            return limit
         servers += 1
         blocking = load * blocking / (servers + load * blocking)
         if servers <= load:

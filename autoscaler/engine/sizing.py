@@ -248,7 +248,12 @@ def size(inp: SizingInputs) -> Decision:
     """Replicas needed at now + startup for the SLO, plus those to drain the projected backlog."""
     demand = slo_demand(inp)
     max_wait = max(0.0, inp.slo_seconds - inp.service_time)
-    slo_slots = slots_for_wait_slo(demand, inp.service_time, max_wait, inp.miss_probability, inp.service_cv2)
+    # Beyond one pod more than any count in play, the answer no longer changes the decision: the
+    # pool then exceeds both the maximum and the current count, whatever it is exactly.
+    most = (max(inp.max_replicas, inp.current, len(inp.pods)) + 1) * inp.slots_per_pod
+    slo_slots = slots_for_wait_slo(
+        demand, inp.service_time, max_wait, inp.miss_probability, inp.service_cv2, limit=most
+    )
     slo_pods = math.ceil(slo_slots / inp.slots_per_pod)
     burst = is_burst(inp)
     raw, backlog = required_pods(inp, slo_pods, backlog_rate(inp))

@@ -9,6 +9,7 @@ Times are seconds on one clock per run: epoch seconds in the daemon, simulated s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -50,6 +51,12 @@ class Snapshot:
 
     ``stale`` says the signals could not be read fresh (Redis down, watch broken): a policy must then
     hold the current count, never read missing data as "no load".
+
+    Construction refuses what no reading can mean (a non-finite clock or interval, a negative
+    interval or count, no slot per pod), naming the field: the estimators keep running sums, and
+    one NaN or infinity in them reads as "no traffic" or "any traffic" for as long as the process
+    lives. A negative ``arrivals`` is let through: a live arrivals counter that was written by
+    other software can difference to one, and the policies treat it as an interval without data.
     """
 
     now: float
@@ -63,6 +70,19 @@ class Snapshot:
     startup_times: tuple[float, ...] = ()
     slots_per_pod: int = 1
     stale: bool = False
+
+    def __post_init__(self) -> None:
+        checks = {
+            "now": math.isfinite(self.now),
+            "interval": math.isfinite(self.interval) and self.interval >= 0,
+            "waiting": self.waiting >= 0,
+            "in_flight": self.in_flight >= 0,
+            "current_replicas": self.current_replicas >= 0,
+            "slots_per_pod": self.slots_per_pod >= 1,
+        }
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid Snapshot field(s): {', '.join(bad)}")
 
     def count(self, phase: PodPhase) -> int:
         return sum(1 for p in self.pods if p.phase is phase)

@@ -22,8 +22,12 @@ from before it is dropped. A season that does not serve the bursts never passes,
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Mapping
 from typing import ClassVar
+
+from autoscaler.engine.state import RowSpec
 
 
 def fluid_attainment(
@@ -69,6 +73,7 @@ class StandingPool:
         "_probation_length",
     )
     STATE_ADDED: ClassVar[tuple[str, ...]] = ("_probation_start", "_probation_length")
+    ROWS: ClassVar[Mapping[str, RowSpec]] = {"_ticks": (float, float, float, float)}
 
     def __init__(self, window_seconds: float, target: float, refresh_seconds: float = 30.0) -> None:
         self.window_seconds = window_seconds
@@ -130,6 +135,14 @@ class StandingPool:
         length = self._probation_length
         while self._probation_start is not None and now >= self._probation_start + length:
             start = self._probation_start
+            # Spans before the first tick since ``start`` hold no jobs and prove nothing: skipped at
+            # once, since after a long gap (a restart from an old document, a clock step) checking
+            # them one season at a time took hours of seasons.
+            first = next((t for t, _, _, _ in self._ticks if t >= start), now)
+            empty = math.floor((first - start) / length)
+            if empty > 0:
+                self._probation_start = start + empty * length
+                continue
             span = [(a, i, r) for t, a, i, r in self._ticks if start <= t < start + length]
             served = sum(a for a, _, _ in span) > 0  # a season without jobs proves nothing
             if not served or fluid_attainment(span, 0, slots, service, max_wait) < 1.0:

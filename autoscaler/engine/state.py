@@ -36,6 +36,11 @@ class StateError(ValueError):
     """A state document that cannot be restored; the message names the field and the reason."""
 
 
+RowSpec = type | tuple[type, ...]
+"""What a ``ROWS`` entry says of each row of a deque: one number of this type (``float`` takes
+any number, ``int`` whole ones only), or a row with one column of each of these types."""
+
+
 class HasState(Protocol):
     """An object whose learned attributes :func:`dump` and :func:`load` handle."""
 
@@ -69,12 +74,19 @@ def load(obj: HasState, data: Any, path: str, skipped: list[str] | None = None) 
     :data:`FORMAT`) that the document lacks, because an older version saved it. Raises
     :class:`StateError` if any other field is missing, or one is malformed; ``obj`` is then
     unchanged.
+
+    Malformed is judged as strictly as the next tick would use the value, because a document
+    restored whole but unusable fails every tick after it, where a refused one starts the
+    daemon cold: a field the fresh object holds a number in must be a number (a whole one where
+    it holds an int), the rows of a deque listed in the class's ``ROWS`` must have its columns,
+    and the object's ``check_state``, if it has one, must find nothing wrong.
     """
     if not isinstance(data, Mapping):
         raise StateError(f"{path}: expected an object, got {type(data).__name__}")
     decoded: dict[str, Any] = {}
     notes: list[str] = []
     added = getattr(type(obj), "STATE_ADDED", ())
+    rows: Mapping[str, RowSpec] = getattr(type(obj), "ROWS", {})
     for name in type(obj).STATE:
         if name not in data and name in added:
             notes.append(f"{path}.{name}")
@@ -82,6 +94,12 @@ def load(obj: HasState, data: Any, path: str, skipped: list[str] | None = None) 
         if name not in data:
             raise StateError(f"{path}.{name}: missing")
         decoded[name] = _decode(data[name], getattr(obj, name), f"{path}.{name}", notes)
+        if name in rows:
+            _check_rows(decoded[name], rows[name], f"{path}.{name}")
+    check = getattr(obj, "check_state", None)
+    problem = check(decoded) if callable(check) else None
+    if problem:
+        raise StateError(f"{path}.{problem}")
     for name, value in decoded.items():
         setattr(obj, name, value)
     if skipped is not None:
@@ -147,7 +165,30 @@ def _decode(data: Any, like: Any, path: str, skipped: list[str]) -> Any:
         return deque(rows, maxlen=like.maxlen)
     if isinstance(data, Mapping) and "array" in data:
         return np.asarray([_number(v, path) for v in _list(data["array"], path)], dtype=float)
-    return _plain(data, path)
+    if isinstance(like, int | float) and not isinstance(like, bool):  # judged by this object's value
+        return _typed(data, int if isinstance(like, int) else float, path)
+    return None if data is None else _number(data, path)  # learned scalars hold nothing else
+
+
+def _typed(data: Any, kind: type, path: str) -> int | float:
+    """A number of ``kind``: any finite number for ``float``, a whole one for ``int``."""
+    number = _number(data, path)
+    if kind is int and not isinstance(number, int):
+        raise StateError(f"{path}: expected a whole number, got {data!r}")
+    return number
+
+
+def _check_rows(rows: Any, spec: RowSpec, path: str) -> None:
+    """Every row of a decoded deque is one number of ``spec``, or has one column per type in it."""
+    for i, row in enumerate(rows):
+        where = f"{path}[{i}]"
+        if isinstance(spec, type):
+            _typed(row, spec, where)
+            continue
+        if not isinstance(row, tuple | list) or len(row) != len(spec):
+            raise StateError(f"{where}: expected a row of {len(spec)} numbers, got {row!r}")
+        for j, (value, kind) in enumerate(zip(row, spec, strict=True)):
+            _typed(value, kind, f"{where}[{j}]")
 
 
 def _plain(data: Any, path: str) -> Any:

@@ -6,8 +6,10 @@ the original would have, so a daemon restart changes nothing the simulator can s
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -205,3 +207,90 @@ def test_a_malformed_document_is_refused_and_changes_nothing(document: dict[str,
     with pytest.raises(StateError, match=message.replace("(", r"\(").replace(")", r"\)")):
         policy.restore_state(document)
     assert policy.export_state() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (
+            ["state", "forecaster", "object", "trend"],
+            None,
+            "state.forecaster.trend: expected a finite number",
+        ),
+        (["state", "_pool", "object", "pods"], 2.5, "state._pool.pods: expected a whole number"),
+        (
+            ["state", "_persistence", "object", "_pending", "deque", 0],
+            [1.0, 2.0],
+            "_pending[0]: expected a row of 4",
+        ),
+        (["state", "_recent", "deque", 0, 1], 3.5, r"state._recent[0][1]: expected a whole number"),
+        (["state", "_rate_now", "object", "ticks", "deque", 0, 1], None, r"ticks[0][1]: expected a finite"),
+        (["state", "_service", "object", "_samples", "deque", 0], [5.0], r"_samples[0]: expected a finite"),
+        (["state", "forecaster", "object", "level"], [1.0], "state.forecaster.level: expected a finite"),
+        (["state", "_detector", "object", "period"], 0.001, "state._detector.period: 0.001 s is not a lag"),
+        (["state", "forecaster", "object", "seasonal"], 5, "the restored policy cannot decide"),
+    ],
+)
+def test_a_document_the_next_tick_could_not_use_is_refused_naming_what_is_wrong(
+    path: list[str | int], value: Any, message: str
+) -> None:
+    """Restored whole, each of these failed every tick after it: the daemon held its count for good."""
+    document = corrupted(path, value)
+    policy = StartupAwarePolicy(WORKLOAD)
+    before = policy.export_state()
+    with pytest.raises(StateError, match=re.escape(message)):
+        policy.restore_state(document)
+    assert policy.export_state() == before
+    policy.decide(Snapshot(now=5.0, waiting=3, in_flight=0, arrivals=4, interval=5.0, current_replicas=1))
+
+
+def test_a_detected_seasons_profile_of_the_wrong_length_is_refused() -> None:
+    document = through_json(clocked().export_state())
+    offsets = document["state"]["forecaster"]["object"]["seasonal"]["object"]["_offsets"]
+    offsets["array"] = offsets["array"][:-1]
+    policy = StartupAwarePolicy(WORKLOAD)
+    with pytest.raises(StateError, match=r"seasonal\._offsets: expected an array of 30 offsets"):
+        policy.restore_state(document)
+    assert policy.forecaster.seasonal is None
+
+
+LEARNED = through_json(learned().export_state())
+
+
+def leaves(node: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every path in a document to a number, a null or a list (its first two items recursed)."""
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in leaves(value, (*path, key))]
+    if isinstance(node, list):
+        return [path, *(p for i, item in enumerate(node[:2]) for p in leaves(item, (*path, i)))]
+    return [] if isinstance(node, str | bool) else [path]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    path=st.sampled_from(leaves(LEARNED["state"], ("state",))),
+    value=st.sampled_from([None, -1, 0, 2.5, 1e300, -1e300, [], [1.0], [None, 2.0], {"object": {}}]),
+)
+def test_any_one_corrupt_value_is_refused_or_decided_with(path: tuple[str | int, ...], value: Any) -> None:
+    """Whatever one field of a saved document holds, restoring it never leaves a policy that fails.
+
+    Either the restore is refused (the daemon starts cold) and the policy is unchanged, or the
+    restored policy decides the next ticks within its bounds and can be saved again.
+    """
+    document = copy.deepcopy(LEARNED)
+    node: Any = document
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    policy = StartupAwarePolicy(WORKLOAD)
+    try:
+        policy.restore_state(document)
+    except StateError:
+        assert policy.export_state() == StartupAwarePolicy(WORKLOAD).export_state()
+        return
+    last = LEARNED["state"]["_last_decision_at"]
+    for i in range(1, 4):
+        snap = Snapshot(last + 5.0 * i, 30, 5, 40, 5.0, 5, (), service_times=(5.0,), startup_times=(30.0,))
+        decision = policy.decide(snap)
+        assert WORKLOAD.min_replicas <= decision.desired <= WORKLOAD.max_replicas
+    json.dumps(policy.export_state(), allow_nan=False)
