@@ -1,14 +1,16 @@
 """Properties of the sizing function and the stateful policy, over generated situations."""
 
+import json
+import math
 from dataclasses import replace
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autoscaler.engine.forecast import RateForecast
 from autoscaler.engine.policy import StartupAwareConfig, StartupAwarePolicy
 from autoscaler.engine.sizing import SizingInputs, size
-from autoscaler.engine.snapshot import PodPhase, PodView, Snapshot
+from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 
 NOW = 1000.0
@@ -119,15 +121,62 @@ def shrinking_inputs(draw: st.DrawFn) -> SizingInputs:
     )
 
 
+@st.composite
+def free_inputs(draw: st.DrawFn) -> SizingInputs:
+    """A situation that no hold, standing pool, step limit or minimum decides: the terms do.
+
+    In most :func:`sizing_inputs` one of those rules fixes the count (a standing pool or a step
+    limit in two of three), so a property comparing two decisions mostly compared that rule with
+    itself; here the SLO and backlog terms, and the pods they keep or let go, decide.
+    """
+    inp = draw(sizing_inputs())
+    # Half of them with the queue at the ready slots' edge, where the backlog's projection
+    # changes rule (a queue building, or not).
+    edge = sum(p.phase is PodPhase.READY for p in inp.pods) * inp.slots_per_pod + draw(st.integers(-2, 1))
+    waiting = draw(st.sampled_from([inp.waiting, max(0, edge)]))
+    return replace(
+        inp,
+        waiting=waiting,
+        standing_pool=0,
+        season_hold=0,
+        window_peak=None,
+        max_step_up=None,
+        max_step_down=None,
+        min_replicas=0,
+    )
+
+
+def served_rate(inp: SizingInputs) -> float:
+    """Jobs/s the pods at hand serve (at least one pod's worth): the scale a change is drawn on."""
+    return max(len(inp.pods), 1) * inp.slots_per_pod / inp.service_time
+
+
+def more(data: st.DataObject, scale: float) -> float:
+    """An increase on the situation's own scale (a share of it), or now and then a large one."""
+    return data.draw(st.floats(0, 2).map(lambda share: share * scale) | st.floats(0, 30), label="more")
+
+
 @settings(max_examples=300, deadline=None)
 @given(sizing_inputs())
 def test_desired_within_bounds(inp: SizingInputs) -> None:
     d = size(inp)
     assert inp.min_replicas <= d.desired <= inp.max_replicas
+    if inp.waiting > 0:  # queued jobs always have a pod to run on, whatever the forecast says
+        assert d.desired >= 1
 
 
 @settings(max_examples=300, deadline=None)
-@given(sizing_inputs() | shrinking_inputs())
+@given(sizing_inputs() | free_inputs() | shrinking_inputs(), st.integers(1, 5), st.integers(1, 5))
+def test_a_step_moves_no_further_than_its_limits_allow(inp: SizingInputs, up: int, down: int) -> None:
+    """Only the operator's hard bounds may move the count past a step limit."""
+    inp = replace(inp, max_step_up=up, max_step_down=down)
+    d = size(inp)
+    assert d.desired <= max(inp.current + up, inp.min_replicas)
+    assert d.desired >= min(inp.current - down, inp.max_replicas)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizing_inputs() | shrinking_inputs() | free_inputs())
 def test_never_removes_a_busy_or_draining_pod(inp: SizingInputs) -> None:
     d = size(inp)
     by_name = {p.name: p for p in inp.pods}
@@ -138,15 +187,18 @@ def test_never_removes_a_busy_or_draining_pod(inp: SizingInputs) -> None:
         assert len(d.remove) == max(0, inp.current - d.desired)
 
 
-@settings(max_examples=300, deadline=None)
-@given(sizing_inputs(), st.integers(0, 3000))
-def test_non_decreasing_in_waiting_jobs(inp: SizingInputs, extra: int) -> None:
+@settings(max_examples=1000, deadline=None)
+@given(sizing_inputs() | free_inputs(), st.data())
+def test_non_decreasing_in_waiting_jobs(inp: SizingInputs, data: st.DataObject) -> None:
+    slots = max(len(inp.pods), 1) * inp.slots_per_pod
+    extra = data.draw(st.integers(0, 2) | st.integers(0, 2 * slots) | st.integers(0, 3000), label="extra")
     assert size(replace(inp, waiting=inp.waiting + extra)).desired >= size(inp).desired
 
 
-@settings(max_examples=300, deadline=None)
-@given(sizing_inputs(), st.floats(0, 30), st.floats(0, 30))
-def test_non_decreasing_in_forecast_rate(inp: SizingInputs, more_mean: float, more_upper: float) -> None:
+@settings(max_examples=1000, deadline=None)
+@given(sizing_inputs() | free_inputs(), st.data())
+def test_non_decreasing_in_forecast_rate(inp: SizingInputs, data: st.DataObject) -> None:
+    more_mean, more_upper = more(data, served_rate(inp)), more(data, served_rate(inp))
     higher = replace(
         inp.forecast, mean=inp.forecast.mean + more_mean, upper=inp.forecast.upper + more_mean + more_upper
     )
@@ -154,9 +206,11 @@ def test_non_decreasing_in_forecast_rate(inp: SizingInputs, more_mean: float, mo
 
 
 @settings(max_examples=300, deadline=None)
-@given(sizing_inputs(), st.floats(0, 30))
-def test_non_decreasing_in_the_season_ahead(inp: SizingInputs, more: float) -> None:
-    ahead = replace(inp.forecast, seasonal_at_ready=inp.forecast.seasonal_at_ready + more)
+@given(sizing_inputs() | free_inputs(), st.data())
+def test_non_decreasing_in_the_season_ahead(inp: SizingInputs, data: st.DataObject) -> None:
+    ahead = replace(
+        inp.forecast, seasonal_at_ready=inp.forecast.seasonal_at_ready + more(data, served_rate(inp))
+    )
     assert size(replace(inp, forecast=ahead)).desired >= size(inp).desired
 
 
@@ -169,9 +223,10 @@ def test_the_season_hold_keeps_pods_and_never_orders_one(inp: SizingInputs, hold
 
 
 @settings(max_examples=300, deadline=None)
-@given(sizing_inputs(), st.floats(0, 60))
-def test_non_decreasing_in_the_newest_ticks_rate(inp: SizingInputs, more: float) -> None:
-    assert size(replace(inp, rate_last_tick=inp.rate_last_tick + more)).desired >= size(inp).desired
+@given(sizing_inputs() | free_inputs(), st.data())
+def test_non_decreasing_in_the_newest_ticks_rate(inp: SizingInputs, data: st.DataObject) -> None:
+    newest = inp.rate_last_tick + more(data, served_rate(inp))
+    assert size(replace(inp, rate_last_tick=newest)).desired >= size(inp).desired
 
 
 @settings(max_examples=300, deadline=None)
@@ -211,3 +266,87 @@ def test_fresh_policy_does_not_scale_down_on_its_first_tick() -> None:
     pod_set = tuple(PodView(f"p{j}", PodPhase.READY, 0.0) for j in range(10))
     d = policy.decide(Snapshot(5.0, 0, 0, 0, 5.0, 10, pod_set))
     assert d.desired == 10 and d.reason == "scale-down-window"
+
+
+# Samples a live source can hand over: valid ones, and the glitches the estimators must ignore.
+SAMPLE = st.sampled_from([0.0, 1e-9, 0.5, 5.0, 30.0, 1e7, -1.0, math.nan, math.inf])
+
+
+@st.composite
+def live_ticks(draw: st.DrawFn) -> list[Snapshot]:
+    """Snapshots as a daemon builds them, glitches included, each valid by the Snapshot's contract.
+
+    The clock mostly advances a tick but may stall or step back a little; intervals may be 0 (a
+    first read, a stalled counter); arrivals may come negative (a counter other software wrote);
+    pods come in every phase, busy beyond their slots, created in the future, under one name
+    twice; samples include 0 (a whole batch of them), NaN, negatives and absurd warm-ups; some
+    ticks are stale.
+    """
+    now = 1000.0
+    ticks = []
+    for _ in range(draw(st.integers(1, 40))):
+        now += draw(st.sampled_from([5.0, 5.0, 5.0, 1.0, 0.0, -0.5, 60.0]))
+        specs = draw(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(list(PodPhase)),
+                    st.floats(now - 300.0, now + 60.0),
+                    st.integers(0, 3),
+                    st.integers(0, 12),
+                ),
+                max_size=12,
+            )
+        )
+        pod_set = tuple(PodView(f"pod-{k}", phase, created, busy) for phase, created, busy, k in specs)
+        ticks.append(
+            Snapshot(
+                now=now,
+                waiting=draw(st.integers(0, 400)),
+                in_flight=draw(st.integers(0, 50)),
+                arrivals=draw(st.integers(-100, 500)),
+                interval=draw(st.sampled_from([5.0, 5.0, 0.0, 1.0, 60.0])),
+                current_replicas=draw(st.sampled_from([len(pod_set), draw(st.integers(0, 30))])),
+                pods=pod_set,
+                # A batch of jobs measured at 0 s (cache hits): the estimate itself reaches 0.
+                service_times=draw(st.lists(SAMPLE, max_size=30).map(tuple) | st.just((0.0,) * 25)),
+                startup_times=tuple(draw(st.lists(SAMPLE, max_size=3))),
+                slots_per_pod=draw(st.integers(1, 2)),
+                stale=draw(st.booleans()) and draw(st.booleans()),
+            )
+        )
+    return ticks
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(live_ticks(), st.integers(0, 3), st.integers(1, 40), st.sampled_from([None, 60.0]))
+def test_no_glitch_crashes_a_tick_or_leaves_the_bounds_or_the_state_unsaveable(
+    ticks: list[Snapshot], lo: int, span: int, season: float | None
+) -> None:
+    """The daemon's contract with the policy: a bad sample costs at most its own tick.
+
+    Every tick (and every surge asked between them) is answered within the bounds, without
+    removing a busy pod, with finite terms; and what was learned still saves as JSON and
+    restores into a policy that decides the next tick exactly alike.
+    """
+    spec = WorkloadSpec(min_replicas=lo, max_replicas=lo + span)
+    policy = StartupAwarePolicy(spec, StartupAwareConfig(season_seconds=season))
+    for snap in ticks:
+        if isinstance(surge := policy.surge(snap), Decision):
+            assert surge.desired > snap.current_replicas
+        d = policy.decide(snap)
+        if snap.stale:
+            assert d.desired == snap.current_replicas
+            continue
+        assert spec.min_replicas <= d.desired <= spec.max_replicas
+        removable = {
+            p.name
+            for p in snap.pods
+            if p.phase is PodPhase.STARTING or (p.phase is PodPhase.READY and not p.busy)
+        }
+        assert set(d.remove) <= removable
+        assert all(math.isfinite(v) for v in d.terms.values())
+    document = json.loads(json.dumps(policy.export_state(), allow_nan=False))
+    restored = StartupAwarePolicy(spec, StartupAwareConfig(season_seconds=season))
+    restored.restore_state(document)
+    after = replace(ticks[-1], now=ticks[-1].now + 5.0, stale=False)
+    assert restored.decide(after) == policy.decide(after)
