@@ -227,8 +227,17 @@ def backlog_rate(inp: SizingInputs) -> float:
     Only the excess beyond the Poisson wiggle band counts, unless a queue is already building; the
     band is read at the observed rate, not at the forecast, so the projection never falls when the
     forecast rises (a forecast just high enough to hide a burst must not order fewer pods).
+
+    The forecast itself is discounted as the SLO term discounts it (:func:`slo_demand`): a spike
+    lifts the smoothed mean within a tick or two, and projecting the warm-up's arrivals at that
+    mean ordered, for every short burst, pods that came up to an empty queue or were cut while
+    starting (on the Azure code trace, 3.6 % of all pod-seconds for 0.1 point of attainment).
+    The discounted part is not lost when the burst does last: the rate now stands above the
+    discounted mean, and ``burst_persistence`` of that excess counts.
     """
     mean = inp.forecast.mean
+    if inp.long_rate is not None:
+        mean -= (1.0 - inp.forecast_persistence) * forecast_excess(inp)
     band = 0.0 if queue_building(inp) else wiggle_band(inp)
     return mean + inp.burst_persistence * max(0.0, burst_rate(inp) - mean - band)
 

@@ -239,6 +239,29 @@ def test_the_slo_term_discounts_only_a_forecast_spike_beyond_the_long_run_band()
     assert faded.terms["slo_pods"] < size(replace(spike, forecast_persistence=1.0)).terms["slo_pods"]
 
 
+def test_the_backlog_projection_discounts_a_spikes_echo_as_the_slo_term_does() -> None:
+    # A 10-s burst is over (nothing arrives now, nothing queued) and the smoothed forecast still
+    # reads 9 jobs/s against a long run of 1; such excesses lasted a horizon 25 % of the time.
+    floor = 1.0 + 2.0 * math.sqrt(0.1)
+    echo = replace(
+        BASE, forecast=RateForecast(9.0, 11.0), long_rate=1.0, forecast_persistence=0.25, pods=ready(20)
+    )
+    echo = replace(echo, current=20)
+    assert backlog_rate(echo) == pytest.approx(9.0 - 0.75 * (9.0 - floor))
+    # Projected at the echo's 9 jobs/s, 20 ready pods (4 jobs/s) face 150 jobs in 30 s and order
+    # pods that come up to an empty queue; at the discounted rate they handle it.
+    assert size(replace(echo, long_rate=None)).terms["backlog_jobs"] > 100
+    assert size(echo).terms["backlog_jobs"] < size(replace(echo, long_rate=None)).terms["backlog_jobs"] / 2
+    # Excesses that always lasted, or no long-run rate yet: the forecast is taken at its word.
+    assert backlog_rate(replace(echo, forecast_persistence=1.0)) == 9.0
+    assert backlog_rate(replace(echo, long_rate=None)) == 9.0
+    # A burst that is still on is not lost: the rate now stands above the discounted mean, and
+    # burst persistence of that excess counts.
+    on = replace(echo, rate_now=12.0, waiting=30, burst_persistence=0.5)
+    discounted = 9.0 - 0.75 * (9.0 - floor)
+    assert backlog_rate(on) == pytest.approx(discounted + 0.5 * (12.0 - discounted))
+
+
 def test_a_seasonal_lift_is_taken_where_the_new_pods_serve_and_never_discounted() -> None:
     # The profile adds 6 jobs/s on average over the horizon, and 9 in its last tick (a cron peak
     # starting there); the long run is 1 job/s and no past spike lasted (persistence 0).
