@@ -30,6 +30,9 @@ from autoscaler.engine.state import RowSpec
 
 # Enough buckets per season to see a daily shape, few enough for a refit to take well under a second.
 MAX_BUCKETS_PER_SEASON = 288
+MIN_TICKS_PER_SEASON = 5
+"""A season of fewer ticks never gets a profile: three seasons of buckets are kept, and
+statsmodels' heuristic start needs a season plus ten (3p >= p + 10 only from p = 5)."""
 # The steady-traffic line stands in for the Holt level when the two differ by at most this many
 # standard errors of their difference (Poisson noise of each).
 STEADY_AGREEMENT_Z = 3.0

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.engine.estimators import BurstPersistence, SampleQuantiles, WindowedRate
-from autoscaler.engine.forecast import HoltParams, RateForecaster
+from autoscaler.engine.forecast import MIN_TICKS_PER_SEASON, HoltParams, RateForecaster
 from autoscaler.engine.period import PeriodDetector
 from autoscaler.engine.sizing import SizingInputs, burst_rate, size
 from autoscaler.engine.snapshot import Decision, Snapshot
@@ -165,6 +165,13 @@ class StartupAwarePolicy:
         self.workload = workload
         self.config = config or StartupAwareConfig()
         cfg = self.config
+        shortest = MIN_TICKS_PER_SEASON * workload.tick_seconds
+        if cfg.season_seconds is not None and cfg.season_seconds < shortest:
+            # Accepted, such a season was silently never fitted: the operator believed it in use.
+            raise ValueError(
+                f"season_seconds: {cfg.season_seconds:g} s is shorter than {MIN_TICKS_PER_SEASON} ticks "
+                f"of {workload.tick_seconds:g} s ({shortest:g} s), too short to fit a seasonal profile"
+            )
         self._z = NormalDist().inv_cdf(cfg.confidence)
         self._rate_now = WindowedRate(max(cfg.short_window_seconds, workload.tick_seconds))
         self._rate_long = (
