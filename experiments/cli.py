@@ -178,8 +178,8 @@ def _add_workload(parser: argparse.ArgumentParser) -> None:
         "--watch",
         NON_NEGATIVE,
         type=float,
-        default=1.0,
-        help="between ticks, look at the queue this often and let the policy answer a surge (0: off) [1]",
+        help="between ticks, look at the queue this often (less than --tick) and let the policy answer "
+        f"a surge; 0: off [{DEFAULT_WATCH_SECONDS:g}; off when --tick <= {DEFAULT_WATCH_SECONDS:g}]",
     )
     number("--slots", COUNT, type=int, default=1, help="job slots per pod [1]")
     number("--initial-replicas", Bounds(0), type=int, default=1, help="warm pods at t=0 [1]")
@@ -207,6 +207,27 @@ def _add_processes(parser: argparse.ArgumentParser) -> None:
     )
 
 
+DEFAULT_WATCH_SECONDS = 1.0
+"""``--watch`` when not given; a ``--tick`` no longer than it already looks at the queue as often,
+so there the watch is off (``--watch 0``) unless typed, and a typed one is refused."""
+
+
+def _watch(watch: float | None, tick: float) -> float:
+    """The watch's interval (0: off), or the usage error naming both flags for one no shorter than the tick.
+
+    The watch looks between ticks, so one of ``--tick`` or more would never look: the simulator
+    (as the daemon) turned it off without a word, under a setup that still read "watch N s".
+    """
+    if watch is None:
+        return DEFAULT_WATCH_SECONDS if tick > DEFAULT_WATCH_SECONDS else 0.0
+    if watch > 0 and watch >= tick:
+        raise UsageError(
+            f"--watch {watch:g} is not below --tick {tick:g}: the watch looks between ticks, so it would "
+            "never look; pass a --watch below --tick, or --watch 0 to turn it off"
+        )
+    return watch
+
+
 def _setup(args: argparse.Namespace) -> Setup:
     setup = Setup(
         startup=args.startup,
@@ -215,7 +236,7 @@ def _setup(args: argparse.Namespace) -> Setup:
         service_p90=args.service_p90,
         slo=args.slo,
         tick=args.tick,
-        watch=args.watch,
+        watch=_watch(args.watch, args.tick),
         slots=args.slots,
         initial_replicas=args.initial_replicas,
         min_replicas=args.min_replicas,
@@ -271,6 +292,24 @@ def _trace(path: str, setup: Setup) -> Trace:
             f"{gaps[at]:,.0f} s, after job {at + 1}: are its timestamps all in one unit and origin?"
         )
     return trace
+
+
+def _service_column(setup: Setup, traces: Sequence[tuple[Trace, str]]) -> None:
+    """``--service trace`` needs each trace's service_s column: refused before any run, naming the
+    option that brought in a trace without one (a replay found it only when it reached that trace).
+    """
+    if setup.service != SERVICE_FROM_TRACE:
+        return
+    for trace, option in traces:
+        if trace.service is None:
+            raise UsageError(_no_service_column(f"{option} has no service_s column"))
+
+
+def _no_service_column(why: str) -> str:
+    return (
+        f"--service {SERVICE_FROM_TRACE} replays each trace's own service_s, but {why}: "
+        "pass --service SECONDS"
+    )
 
 
 def _check_policies(specs: Sequence[str], setup: Setup) -> None:
@@ -355,6 +394,7 @@ def _writing(option: str, path: Path) -> Iterator[None]:
 def cmd_replay(args: argparse.Namespace) -> int:
     setup = _setup(args)
     trace = _trace(args.trace, setup)
+    _service_column(setup, [(trace, f"--trace {args.trace}")])
     specs = args.policy or [STARTUP_AWARE, "keda"]
     _check_policies(specs, setup)
     _outputs_writable(args.json, args.plot)
@@ -488,6 +528,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     points = tune.grid_points(grid)
     start = starting_point(args.policy, grid)
     traces = [_trace(path, setup) for path in args.trace]
+    _service_column(
+        setup, [(trace, f"--trace {path}") for trace, path in zip(traces, args.trace, strict=True)]
+    )
     workload = setup.nominal_workload()
     for point in points:  # every value must build a policy before any replay starts
         make_policy(args.policy, workload, **point)
@@ -578,9 +621,14 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
     setup = _setup(args)
     if not args.trace and not args.synthetic:
         raise UsageError("keda-sweep needs at least one --trace PATH or --synthetic NAME")
+    if setup.service == SERVICE_FROM_TRACE and args.synthetic:  # generated without service times
+        raise UsageError(_no_service_column(f"--synthetic {args.synthetic[0]} has no service_s column"))
     workload = setup.nominal_workload()
     compare, notes = keda_sweep.available(args.compare or [STARTUP_AWARE], lambda s: make_policy(s, workload))
     traces = [(_trace(path, setup), f"trace file `{Path(path).name}`") for path in args.trace or []]
+    _service_column(
+        setup, [(trace, f"--trace {path}") for (trace, _), path in zip(traces, args.trace or [], strict=True)]
+    )
     try:
         traces += [keda_sweep.synthetic_trace(name, args.seed) for name in args.synthetic or []]
     except ValueError as exc:
@@ -607,6 +655,8 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
 # -- scorecard -----------------------------------------------------------------------------------
 def cmd_scorecard(args: argparse.Namespace) -> int:
     setup = _setup(args)
+    if setup.service == SERVICE_FROM_TRACE:  # found at the first such trace, after the real ones ran
+        raise UsageError(_no_service_column("the scorecard's synthetic traces have no service_s column"))
     azure = Path(args.azure_trace) if args.azure_trace else None
     if azure is not None and not azure.exists():
         _console(stderr=True).print(f"note: {azure} not found; scoring the synthetic traces only")

@@ -592,3 +592,97 @@ def test_tune_refuses_a_grid_knob_given_twice_before_reading_the_trace(
     assert err == (
         f"error: --grid {again} repeats --grid {knob}: list all its values in one --grid {again}=V1,V2\n"
     )
+
+
+@pytest.mark.parametrize("command", ["replay", "tune", "keda-sweep", "scorecard"])
+@pytest.mark.parametrize(("tick", "watch"), [("5", "5"), ("5", "7.5"), ("0.5", "1")])
+def test_a_watch_no_shorter_than_the_tick_names_both_flags(
+    *, trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, tick: str, watch: str
+) -> None:
+    """The watch looks between ticks: one as long as the tick never looked, and was silently off."""
+    report = tmp_path / "report.md"
+    argv = command_line(command, trace, report)
+    status, out, err = run_cli(capsys, *argv, "--tick", tick, "--watch", watch)
+    assert status == 2 and out == "" and not report.exists()
+    assert err == (
+        f"error: --watch {float(watch):g} is not below --tick {float(tick):g}: the watch looks between "
+        "ticks, so it would never look; pass a --watch below --tick, or --watch 0 to turn it off\n"
+    )
+
+
+def test_the_watch_is_off_at_0_and_by_default_when_the_tick_is_no_longer(
+    trace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--watch 0`` is the way to turn it off; an untyped default never contradicts a short tick."""
+    for extra in (["--tick", "5", "--watch", "0"], ["--tick", "1"], ["--tick", "0.5"]):
+        status, out, err = run_cli(capsys, "replay", "--trace", str(trace), "--policy", "static:1", *extra)
+        assert status == 0, err
+        assert "watch 0 s" in out
+    status, out, _ = run_cli(capsys, "replay", "--trace", str(trace), "--policy", "static:1", "--tick", "2")
+    assert status == 0 and "tick 2 s, watch 1 s" in out
+
+
+def no_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any replay from here on fails the test: the usage error must come before the work."""
+
+    def ran(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a replay ran before the usage error")
+
+    for target in (
+        "experiments.cli.prepare",
+        "experiments.cli.replay",
+        "experiments.keda_sweep.sweep_trace",
+        "experiments.scorecard.score_traces",
+    ):
+        monkeypatch.setattr(target, ran)
+
+
+def no_service_column(why: str) -> str:
+    return f"error: --service trace replays each trace's own service_s, but {why}: pass --service SECONDS\n"
+
+
+@pytest.mark.parametrize("synthetic", ["flash", "smooth"])
+def test_keda_sweep_of_a_synthetic_trace_with_service_from_the_trace_names_both_before_sweeping(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, synthetic: str
+) -> None:
+    """Synthetic traces have no service_s: the sweep failed only on reaching one, after others ran."""
+    no_runs(monkeypatch)
+    report = tmp_path / "report.md"
+    argv = ["keda-sweep", "--synthetic", synthetic, "--service", "trace", "--out", str(report)]
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 2 and out == "" and not report.exists()
+    assert err == no_service_column(f"--synthetic {synthetic} has no service_s column")
+
+
+@pytest.mark.parametrize("command", ["replay", "tune", "keda-sweep"])
+def test_a_trace_without_service_times_under_service_from_the_trace_is_named_before_any_run(
+    *,
+    served: Path,
+    trace: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    """Not only the first trace: keda-sweep swept the ones before it, then failed naming no option."""
+    no_runs(monkeypatch)
+    report, plots = tmp_path / "report.md", tmp_path / "plots"
+    argv = command_line(command, served, report)
+    if command == "replay":  # one trace, and --plot must not make its directory for nothing
+        argv = [command, "--trace", str(trace), "--policy", "static:1", "--plot", str(plots)]
+    else:
+        argv += ["--trace", str(trace)]
+    status, out, err = run_cli(capsys, *argv, "--service", "trace")
+    assert status == 2 and out == "" and not report.exists() and not plots.exists()
+    assert err == no_service_column(f"--trace {trace} has no service_s column")
+
+
+def test_scorecard_with_service_from_the_trace_is_refused_before_scoring(
+    served: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It always scores synthetic traces, which have no service_s: it failed after the real ones ran."""
+    no_runs(monkeypatch)
+    report = tmp_path / "report.md"
+    status, out, err = run_cli(capsys, *command_line("scorecard", served, report), "--service", "trace")
+    assert status == 2 and out == "" and not report.exists()
+    assert err == no_service_column("the scorecard's synthetic traces have no service_s column")
