@@ -6,7 +6,9 @@ waiting at least what ``Retry-After`` asks. Submissions carry an idempotency key
 given), so a retry after a lost answer returns the first job instead of creating a second.
 ``/infer`` takes no key, so it is resent only when the server cannot have queued it yet: a refused
 connection, a 429, or a 503 whose body says ``"queued": false``. Never after a read timeout or a
-dropped connection, and never after any other 503 (a proxy's, or one naming the job).
+dropped connection, and never after any other 503 (a proxy's, or one naming the job). A 503
+``redis_misconfigured`` (Redis refused the server's credentials) is never retried: it lasts until an
+operator fixes the server's configuration, so it is returned (raised) at once.
 
     with JobClient("http://api:8000", api_key="...") as api:
         job = api.submit({"image": "s3://..."}, model="resnet")
@@ -89,6 +91,15 @@ def _unstored(response: httpx.Response) -> bool:
     return isinstance(body, dict) and body.get("queued") is False
 
 
+def _misconfigured(response: httpx.Response) -> bool:
+    """Whether the server says it cannot serve until its operator fixes its configuration."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("error") == "redis_misconfigured"
+
+
 def _job_named(response: httpx.Response) -> str:
     """The job id an error body names (``/infer``'s 503 and 504 for an accepted job), else ''."""
     try:
@@ -151,6 +162,8 @@ class JobClient:
                 self.sleep(self.retry.delay(attempt, None, self.rng))
                 continue
             if response.status_code not in self.retry.statuses or last or _job_named(response):
+                return response
+            if _misconfigured(response):
                 return response
             if not (resend or _unstored(response)):
                 return response

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from api.metrics import ApiMetrics
-from jobqueue.errors import describe, transient
+from jobqueue.errors import describe, misconfigured, transient
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,32 @@ def retry_advice(method: str, path: str) -> str:
 def redis_failure_response(exc: BaseException, method: str, path: str) -> Response | None:
     """The 503 for a Redis failure a later retry may fix (:func:`jobqueue.errors.transient`: down,
     loading, busy with a script, full, refusing writes...), saying which, with advice for the
-    endpoint (``path`` is the route's template); None for any other exception."""
+    endpoint (``path`` is the route's template); the answer of :func:`misconfigured_response` for
+    credentials Redis refused; None for any other exception."""
+    if misconfigured(exc):
+        return misconfigured_response(exc)
     if not transient(exc):
         return None
     detail = f"the job store (Redis) {describe(exc)}; {retry_advice(method, path)}"
     return error_response(503, "redis_unavailable", detail, REDIS_RETRY_AFTER)
+
+
+def misconfiguration_detail(exc: BaseException) -> str:
+    return (
+        f"the job store (Redis) {describe(exc)}: this API server is misconfigured, not overloaded; "
+        "its operator must check the password (and user) in its REDIS_URL against the server's "
+        "requirepass or ACL rules; nothing was stored, and resending will fail the same way until then"
+    )
+
+
+def misconfigured_response(exc: BaseException) -> Response:
+    """The answer when Redis refuses the API's credentials or ACL user (wrong password, NOAUTH,
+    WRONGPASS, NOPERM: :func:`jobqueue.errors.misconfigured`). Still a 503 (the service cannot
+    serve), but ``redis_misconfigured`` with no ``Retry-After`` and never ``queued: false``: the
+    client is not invited to resend as after an outage (:class:`api.client.JobClient` does not),
+    and the detail says what the operator must fix. The refusal comes at connection time, before
+    any command ran, so nothing was stored."""
+    return error_response(503, "redis_misconfigured", misconfiguration_detail(exc))
 
 
 class ApiError(Exception):
@@ -182,6 +203,9 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
         response = redis_failure_response(cause, request.method, getattr(route, "path", request.url.path))
         if response is None:  # another command error (WRONGTYPE, ...): a bug, answered by _unexpected
             raise exc
+        if misconfigured(cause):
+            log.error("redis refused this server's credentials: %s: %s", type(cause).__name__, cause)
+            return response
         metrics.rejections.labels("redis_unavailable").inc()
         log.warning("redis unavailable: %s: %s", type(cause).__name__, cause)
         return response

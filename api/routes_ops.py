@@ -7,10 +7,10 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 
 from api.deps import CallerDep
-from api.errors import REDIS_RETRY_AFTER, error_response
+from api.errors import REDIS_RETRY_AFTER, error_response, misconfigured_response
 from api.schemas import ModelsView, Problem
 from api.service import JobService
-from jobqueue.errors import describe, transient
+from jobqueue.errors import describe, misconfigured, transient
 
 router = APIRouter(tags=["operations"])
 
@@ -37,6 +37,9 @@ async def readyz(request: Request) -> Response:
         detail = f"redis did not answer PING within {READY_TIMEOUT:g} s"
         return error_response(503, "redis_unavailable", detail, REDIS_RETRY_AFTER)
     except Exception as exc:
+        if misconfigured(exc):  # not ready, and saying why: an operator has to fix REDIS_URL
+            service.metrics.redis_up.set(0)
+            return misconfigured_response(exc)
         if not transient(exc):
             raise
         service.metrics.redis_up.set(0)

@@ -35,7 +35,7 @@ from api.config import ApiConfig
 from api.errors import ApiError, SubmissionUnknownError
 from api.metrics import ApiMetrics
 from api.routing import TrafficRouter
-from jobqueue import IdempotencyKeyReusedError, Job, JobStatus, Priority, cache
+from jobqueue import IdempotencyKeyReusedError, Job, JobStatus, MalformedJobError, Priority, cache
 from jobqueue import aio as jq
 from jobqueue.combine import concurrently
 from jobqueue.driver import Op, arun
@@ -176,9 +176,19 @@ class JobService:
         return Accepted(sub.job_id, queue, created=sub.created)
 
     async def get(self, job_id: str, api_key: str | None) -> Job:
-        """The job, or 404; with authentication on, the key must be allowed on the job's model."""
+        """The job, or 404; with authentication on, the key must be allowed on the job's model.
+
+        A record that does not decode (a field missing, not valid UTF-8, or not parsed by its type)
+        is a 500 ``job_record_corrupt`` naming the job and the field (``id``, ``field``), not the
+        generic 500 nor a 4xx: the request was right, the server's own data is damaged. Not a 503
+        and no ``Retry-After`` either: reading the same bytes again gives the same answer, so the
+        client is told to stop, and the operator what to look at. A job view is not guessed from
+        the fields that do decode (the corrupt one may be its status); the record is logged."""
         self.auth.authenticate(api_key)
-        job = await jq.get_job(self.client, job_id, settings=self.settings)
+        try:
+            job = await jq.get_job(self.client, job_id, settings=self.settings)
+        except MalformedJobError as exc:
+            raise corrupt_record(job_id, exc) from exc
         if job is None:
             raise ApiError(404, "not_found", f"no job with id {job_id!r} (never submitted, or expired)")
         self.auth.authorize(api_key, job.model)
@@ -198,7 +208,11 @@ class JobService:
         return status
 
     async def wait(self, job_id: str, timeout: float) -> Job | None:
-        return await jq.wait_for_job(self.client, job_id, timeout, settings=self.settings)
+        """The job once terminal, or its last record at ``timeout``; a corrupt one as in :meth:`get`."""
+        try:
+            return await jq.wait_for_job(self.client, job_id, timeout, settings=self.settings)
+        except MalformedJobError as exc:
+            raise corrupt_record(job_id, exc) from exc
 
     async def abandon(self, job_id: str) -> str:
         """The client of a synchronous request left before its answer: cancel the job if it is still
@@ -227,6 +241,17 @@ class JobService:
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
+
+
+def corrupt_record(job_id: str, error: MalformedJobError) -> ApiError:
+    """The 500 for job ``job_id`` whose stored record does not decode (see :meth:`JobService.get`)."""
+    log.error("job %s: its record in Redis does not decode: %s", job_id, error)
+    return ApiError(
+        500, "job_record_corrupt",
+        f"job {job_id}: its stored record cannot be read: {error}; retrying will not help (the data "
+        "in the job store is damaged), the record has been logged for the operator",
+        id=job_id, field=error.field,
+    )  # fmt: skip
 
 
 def new_job_id() -> str:

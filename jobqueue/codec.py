@@ -91,11 +91,25 @@ def _decode(fields: Mapping[str, str], name: str, parse: Callable[[str], T], def
     ends up in a failed job's error, where whoever wrote the record has to find what to fix."""
     raw = fields.get(name, default)
     if raw is None:
-        raise MalformedJobError(f"field {name!r} is missing")
+        raise MalformedJobError(f"field {name!r} is missing", name)
+    if not _is_utf8(raw):
+        # Bytes that are not UTF-8 reach here as lone surrogates (the driver decodes with
+        # surrogateescape): refused here, or they fail later, wherever the text is encoded again
+        # (an HTTP response, a Redis write), far from the field they came from.
+        shown = _clip(repr(raw.encode("utf-8", "surrogateescape"))[2:-1])
+        raise MalformedJobError(f"field {name!r} is malformed ('{shown}'): not valid UTF-8", name)
     try:
         return parse(raw)
     except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested too deep
-        raise MalformedJobError(f"field {name!r} is malformed ({_clip(raw)!r}): {exc}") from exc
+        raise MalformedJobError(f"field {name!r} is malformed ({_clip(raw)!r}): {exc}", name) from exc
+
+
+def _is_utf8(raw: str) -> bool:
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _opt_json(raw: str) -> Any:
@@ -110,8 +124,8 @@ def job_from_fields(fields: Mapping[str, str]) -> Job:
     return Job(
         id=_decode(fields, "id", str),
         queue=queue,
-        model=fields.get("model", model),
-        version=fields.get("version", version),
+        model=_decode(fields, "model", str, model),
+        version=_decode(fields, "version", str, version),
         status=_decode(fields, "status", JobStatus),
         priority=_decode(fields, "priority", lambda v: Priority(v or Priority.NORMAL.value), ""),
         input=_decode(fields, "input", json.loads),
@@ -119,9 +133,9 @@ def job_from_fields(fields: Mapping[str, str]) -> Job:
         attempts=_decode(fields, "attempts", lambda v: int(v or 0), ""),
         started_at=_decode(fields, "started_at", opt_float, ""),
         finished_at=_decode(fields, "finished_at", opt_float, ""),
-        worker=opt_str(fields.get("worker")),
+        worker=_decode(fields, "worker", opt_str, ""),
         output=_decode(fields, "output", _opt_json, ""),
-        error=opt_str(fields.get("error")),
+        error=_decode(fields, "error", opt_str, ""),
         metadata=_decode(fields, "metadata", lambda v: json.loads(v or "{}"), ""),
     )
 

@@ -9,8 +9,9 @@ the worker's name (its pod name). The life of an entry:
    entries from a caller-kept :class:`ReclaimCursor` so long lists are covered in turns.
 2. :func:`start` decides atomically whether the entry runs: cancelled, finished, stale or vanished
    jobs are acknowledged and skipped; a job whose attempts are exhausted is dead-lettered, one
-   whose attempts counter is corrupt is failed; otherwise the job becomes ``running`` with
-   ``attempts + 1`` (a record that then does not decode is the caller's to fail: see :func:`start`).
+   whose attempts counter is corrupt or whose ``entry`` field is missing is failed; otherwise the
+   job becomes ``running`` with ``attempts + 1`` (a record that then does not decode is the
+   caller's to fail: see :func:`start`).
    A retried start carrying the same attempt token as the one that began the attempt returns that
    attempt without counting again.
 3. :func:`finish` records the outcome if this worker still holds the job: ``succeeded``,

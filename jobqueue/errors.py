@@ -9,6 +9,9 @@ redis-py turns some error replies into their own classes (``LOADING`` is a
 :class:`~redis.exceptions.BusyLoadingError`, ``OOM`` an :class:`~redis.exceptions.OutOfMemoryError`,
 ...) and leaves others as a plain :class:`~redis.exceptions.ResponseError` whose message starts with
 the code (``BUSY``, ``MISCONF``, ``NOREPLICAS``): both kinds are recognised, the latter by that code.
+
+A server that refuses this process's credentials or ACL user (:func:`misconfigured`) is not such a
+state: the API answers it 503 without ``Retry-After`` and says what to check, and a worker exits.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from collections.abc import Mapping
 import redis.exceptions as rx
 
 UNAVAILABLE: tuple[type[rx.RedisError], ...] = (
-    rx.ConnectionError,  # down or unreachable (AuthenticationError, MaxConnectionsError are subclasses)
+    rx.ConnectionError,  # down or unreachable (MaxConnectionsError is a subclass; AuthenticationError
+    # is one too, but is a misconfiguration: see MISCONFIGURED, which transient() checks first)
     rx.TimeoutError,
     rx.BusyLoadingError,  # LOADING (a ConnectionError subclass, listed for the reader)
     rx.ReadOnlyError,  # READONLY
@@ -28,6 +32,17 @@ UNAVAILABLE: tuple[type[rx.RedisError], ...] = (
 )
 """Classes redis-py raises for a server that is down, (re)starting, failing over or full: the
 request was not served and a later retry may be."""
+
+MISCONFIGURED: tuple[type[rx.RedisError], ...] = (
+    rx.AuthenticationError,  # WRONGPASS, NOAUTH, "invalid password": the credentials in REDIS_URL
+    rx.AuthenticationWrongNumberOfArgsError,  # AUTH sent in a form the server does not take
+    rx.NoPermissionError,  # NOPERM: the ACL user of REDIS_URL may not run a command the protocol needs
+)
+"""Errors that say this process is configured wrong for its server, not that the server is passing
+through a state: a retry repeats them until an operator changes REDIS_URL or the server's
+requirepass/ACL. Never :func:`transient`, although redis-py makes ``AuthenticationError`` a
+``ConnectionError``: retried, a wrong password looked like an outage that never ended (the API
+answering "retry later", the worker backing off forever)."""
 
 REFUSALS: Mapping[str, str] = {
     "BUSY": (
@@ -44,6 +59,8 @@ what it means."""
 _STATES: tuple[tuple[type[rx.RedisError], str], ...] = (
     (rx.BusyLoadingError, "is loading its data into memory after a restart (LOADING)"),
     (rx.AuthenticationError, "refused the credentials in REDIS_URL (AuthenticationError)"),
+    (rx.AuthenticationWrongNumberOfArgsError, "refused the AUTH sent with REDIS_URL's credentials"),
+    (rx.NoPermissionError, "refused a command to the ACL user in REDIS_URL (NOPERM: check its ACL rules)"),
     (rx.MaxConnectionsError, "has no free connection in this process's pool (MaxConnectionsError)"),
     (rx.TimeoutError, "did not answer in time (TimeoutError)"),
     (rx.ConnectionError, "is unreachable (ConnectionError)"),
@@ -66,10 +83,18 @@ def error_code(exc: BaseException) -> str:
 def transient(exc: BaseException) -> bool:
     """Whether a later retry of the same call may succeed: an outage, or a refusal that ends by itself.
 
-    Every other Redis error (WRONGTYPE, NOPERM, a script's own error) is a bug or a misconfiguration
-    that a retry would only repeat.
+    Every other Redis error (WRONGTYPE, a script's own error) is a bug, or a misconfiguration
+    (:func:`misconfigured`: a wrong password, NOPERM) that a retry would only repeat.
     """
+    if misconfigured(exc):
+        return False
     return isinstance(exc, UNAVAILABLE) or error_code(exc) in REFUSALS
+
+
+def misconfigured(exc: BaseException) -> bool:
+    """Whether the server refused this process's configuration (:data:`MISCONFIGURED`): an operator
+    has to fix REDIS_URL or the server's credentials; no retry will succeed before."""
+    return isinstance(exc, MISCONFIGURED)
 
 
 def describe(exc: BaseException) -> str:

@@ -141,7 +141,9 @@ local h = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'error', 'entry', '
                      'attempt_token')
 local status = h[1]
 if not status then drop(); return {'missing'} end
-if h[4] and h[4] ~= ARGV[2] then drop(); return {'stale'} end
+-- An entry field names the delivery the job is waiting for: another one is stale. An empty or
+-- missing field names none; the record is corrupt, failed below.
+if h[4] and h[4] ~= '' and h[4] ~= ARGV[2] then drop(); return {'stale'} end
 if status ~= 'queued' and status ~= 'running' then drop(); return {status} end
 -- The caller's retry of a START whose reply was lost (the connection dropped after the script
 -- ran): the attempt it began is this one, so it is handed back as is, not counted again. A new
@@ -149,21 +151,29 @@ if status ~= 'queued' and status ~= 'running' then drop(); return {status} end
 if status == 'running' and ARGV[11] ~= '' and h[7] == ARGV[11] and h[5] == ARGV[3] then
   return {'run', redis.call('HGETALL', KEYS[1])}
 end
-local attempts = tonumber(h[2] or '0')
-if not attempts then
-  -- A corrupt counter cannot be compared with max attempts. The script's error used to reach the
-  -- worker on every delivery (crashing it), and as no attempt was ever counted the entry was never
-  -- dead-lettered. No delivery of this record can start, so it fails now, naming the field, as a
-  -- record that starts but does not decode is failed by its worker. The counter is reset (no
-  -- attempt started) so the failed record reads back, with the bad value kept in its error.
-  local why = "malformed job record: field 'attempts' is malformed ('" .. string.sub(h[2], 1, 60) ..
-              "'): not a number"
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', why, 'finished_at', ARGV[4], 'attempts', 0)
+-- A record no delivery can run is failed now, naming the field, as a record that starts but does
+-- not decode is failed by its worker (with the same error prefix); it is never started.
+local function malformed(why, ...)
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', 'malformed job record: ' .. why,
+             'finished_at', ARGV[4], ...)
   redis.call('EXPIRE', KEYS[1], ARGV[6])
   redis.call('PUBLISH', ARGV[9], 'failed')
   completed(KEYS[4], ARGV[10], ARGV[8], ARGV[4], '', ARGV[3], 'failed', h[6] or '')
   drop()
   return {'failed'}
+end
+-- Without its entry the job cannot be finished: FINISH only accepts the delivery the record names,
+-- so every outcome was discarded as 'lost', the entry reclaimed, the model run again, until the
+-- attempts ran out and the job was dead-lettered as if its workers had died.
+if not h[4] or h[4] == '' then return malformed("field 'entry' is missing") end
+local attempts = tonumber(h[2] or '0')
+if not attempts then
+  -- A corrupt counter cannot be compared with max attempts. The script's error used to reach the
+  -- worker on every delivery (crashing it), and as no attempt was ever counted the entry was never
+  -- dead-lettered. The counter is reset (no attempt started) so the failed record reads back, with
+  -- the bad value kept in its error.
+  return malformed("field 'attempts' is malformed ('" .. string.sub(h[2], 1, 60) .. "'): not a number",
+                   'attempts', 0)
 end
 local err = h[3] or ''
 if status == 'running' then

@@ -118,8 +118,13 @@ class MalformedJobError(ValueError):
     A ``ValueError`` with the field named in the message, so a caller can act on the one record
     (a worker fails that job with this message; see :func:`jobqueue.consumer.start`) instead of
     treating a bare ``KeyError`` or ``JSONDecodeError`` as a bug in itself. Decoding the same record
-    again gives the same answer: it is permanent, never worth a retry.
+    again gives the same answer: it is permanent, never worth a retry. ``field`` is the field's name
+    ('' when unknown), for callers that report it apart from the message (the API's error body).
     """
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)

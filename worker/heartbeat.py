@@ -15,6 +15,7 @@ import redis
 
 from jobqueue import Settings
 from jobqueue import sync as jq
+from jobqueue.errors import describe, misconfigured
 from worker.metrics import WorkerMetrics
 from worker.retry import transient
 from worker.status import LiveStatus
@@ -87,7 +88,9 @@ class Heartbeat(threading.Thread):
                 failing = None
             except Exception as exc:
                 self._failed()
-                if failing != str(exc):  # once per distinct error, not every interval
+                if failing != str(exc) and misconfigured(exc):  # no traceback: nothing to debug
+                    log.error("heartbeat failed: redis %s; check REDIS_URL", describe(exc))
+                elif failing != str(exc):  # once per distinct error, not every interval
                     log.exception("heartbeat failed; will keep trying")
                 failing = str(exc)
             self._stop_event.wait(self.interval)

@@ -27,6 +27,7 @@ from redis.retry import Retry
 from jobqueue import Entry, MalformedJobError, codec
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome, ReclaimCursor
+from jobqueue.errors import describe, misconfigured
 from worker.config import WorkerConfig
 from worker.heartbeat import Heartbeat
 from worker.metrics import WorkerMetrics
@@ -38,6 +39,9 @@ from worker.watchdog import EXIT_JOB_TIMEOUT, JobWatchdog
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+EXIT_MISCONFIGURED = 2
+"""Exit status when Redis refuses the worker's credentials (as for a bad setting: see __main__)."""
 
 
 class SetupAborted(BaseException):  # a control-flow signal, not an error
@@ -128,6 +132,18 @@ class Worker:
             log.info("received %s during setup: exiting without serving", why)
         except GaveUp as what:
             log.warning("drained while redis was unavailable (during %s)", what)
+        except redis.RedisError as exc:
+            if not misconfigured(exc):
+                raise
+            # Not an outage to wait out (it was retried forever, quietly, as one): the process exits
+            # and its restarts show, until an operator fixes REDIS_URL or the server's credentials.
+            log.critical(
+                "redis %s; check the password (and user) in REDIS_URL against the server's requirepass "
+                "or ACL; exiting with status %d",
+                describe(exc),
+                EXIT_MISCONFIGURED,
+            )
+            return EXIT_MISCONFIGURED
         finally:
             self.watchdog.stop()
             self._leave()

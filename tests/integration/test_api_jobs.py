@@ -544,7 +544,8 @@ def test_a_corrupt_record_is_a_500_in_the_usual_shape(redis_url: str, redis_clie
         r = c.get("/v1/jobs/c0ffee")
         wrong_type = c.get("/v1/jobs/badtype")
         metrics = c.get("/metrics").text
-    assert r.status_code == 500 and r.json()["error"] == "internal_error"
+    assert r.status_code == 500 and r.json()["error"] == "job_record_corrupt"  # naming job and field
+    assert (r.json()["id"], r.json()["field"]) == ("c0ffee", "queue")
     assert wrong_type.status_code == 500 and wrong_type.json()["error"] == "internal_error"
     assert 'api_requests_total{code="500",method="GET",route="/v1/jobs/{job_id}"} 2.0' in metrics
 
@@ -641,3 +642,68 @@ def test_redis_busy_running_a_script_is_a_503_that_says_so(
     assert inferred.json()["url"] == f"/v1/jobs/{inferred.json()['id']}" and "queued" not in inferred.json()
     assert after.status_code == 404  # and indeed nothing was queued
     assert 'api_rejections_total{reason="redis_unavailable"} 3.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "why"),
+    [
+        ("error", b"\xff\xfe oops", "('\\xff\\xfe oops'): not valid UTF-8"),
+        ("input", b'{"a":"\xc3"}', "not valid UTF-8"),
+        ("submitted_at", b"yesterday", "('yesterday'): could not convert"),
+        ("status", b"paused", "('paused'): 'paused' is not a valid JobStatus"),
+        ("queue", None, "is missing"),
+    ],
+    ids=["error-not-utf8", "input-not-utf8", "submitted_at", "status", "queue-missing"],
+)
+def test_an_undecodable_job_record_is_a_500_naming_the_job_and_the_field(
+    redis_url: str, redis_client: redis.Redis, field: str, raw: bytes | None, why: str
+) -> None:
+    """A corrupt record was the generic 500 ("unexpected error") on every read endpoint. It is a 500
+    that names the job and the field, without Retry-After (re-reading gives the same answer)."""
+    with api_client(redis_url) as c:
+        job_id = submit(c).json()["id"]
+        if raw is None:
+            redis_client.hdel(Keyspace().job(job_id), field)
+        else:
+            redis_client.hset(Keyspace().job(job_id), field, raw)
+        for path in (f"/v1/jobs/{job_id}", f"/status/{job_id}", f"/data/{job_id}"):
+            r = c.get(path)
+            assert r.status_code == 500, (path, r.text)
+            body = r.json()
+            assert (body["error"], body["id"], body["field"]) == ("job_record_corrupt", job_id, field), body
+            assert f"job {job_id}: its stored record cannot be read: field {field!r}" in body["detail"]
+            assert why in body["detail"] and "retrying will not help" in body["detail"], body["detail"]
+            assert "Retry-After" not in r.headers
+
+
+@pytest.mark.parametrize("credentials", ["wrong-password", "no-password"])
+def test_redis_refusing_the_credentials_is_a_misconfiguration_not_an_outage(
+    valkey_factory: Callable[..., ValkeyServer], credentials: str
+) -> None:
+    """A wrong password (WRONGPASS) was transient: 503 "retry later" with Retry-After, and to /infer
+    even ``queued: false``, which invites a resend; no password (NOAUTH) was the generic 500. Both are
+    now a 503 ``redis_misconfigured`` saying what to check, with nothing inviting a retry."""
+    server = valkey_factory(password="s3cret")
+    url = (
+        server.url.replace("s3cret", "wrong")
+        if credentials == "wrong-password"
+        else server.url.replace(":s3cret@", "")
+    )
+    with api_client(url) as c:
+        answers = {
+            "submit": submit(c, idempotency_key="k1"),
+            "get": c.get("/v1/jobs/0123456789abcdef0123456789abcdef"),
+            "infer": c.post("/infer", json={"prompt": "p"}),
+            "push": c.post("/push", params={"input": "x"}),
+            "readyz": c.get("/readyz"),
+        }
+    for what, r in answers.items():
+        assert r.status_code == 503, (what, r.text)
+        body = r.json()
+        assert body["error"] == "redis_misconfigured", (what, body)
+        assert "refused the credentials in REDIS_URL (AuthenticationError" in body["detail"], (what, body)
+        assert "check the password" in body["detail"] and "retry later" not in body["detail"], (what, body)
+        assert "queued" not in body and "Retry-After" not in r.headers, (what, body, r.headers)
+    anonymous = redis.Redis(port=server.port, password="s3cret")
+    assert anonymous.dbsize() == 0  # nothing was stored
+    anonymous.close()

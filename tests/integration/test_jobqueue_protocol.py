@@ -405,6 +405,33 @@ def test_a_start_with_another_token_is_a_new_attempt(redis_client: redis.Redis) 
     assert job is not None and (job.status, job.attempts) == (JobStatus.DEAD, 3)
 
 
+@pytest.mark.parametrize("entry", [None, ""], ids=["entry-deleted", "entry-empty"])
+def test_a_record_without_its_entry_is_failed_at_start_naming_the_field(
+    redis_client: redis.Redis, entry: str | None
+) -> None:
+    """Without ``entry`` a job could not be finished: a deleted field let START run it and every
+    FINISH was discarded as "lost" (reclaimed, run again, dead-lettered as a dead worker's); an empty
+    one made START drop the delivery as stale, leaving the job queued forever with no entry. Both
+    now end at the first START: failed, naming the field, acknowledged, never run."""
+    job_id = jq.submit_job(redis_client, Q, {"x": 1}).job_id
+    if entry is None:
+        redis_client.hdel(KS.job(job_id), "entry")
+    else:
+        redis_client.hset(KS.job(job_id), "entry", entry)
+    delivery = take(redis_client)
+    started = jq.start(redis_client, delivery, "w1", token="t1")
+    assert (started.job, started.skipped) == (None, "failed")
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.status, job.attempts) == (JobStatus.FAILED, 0)
+    assert job.error == "malformed job record: field 'entry' is missing"
+    assert redis_client.ttl(KS.job(job_id)) > 0  # terminal: expires as usual
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert (stats.waiting, stats.in_flight) == (0, 0)  # acknowledged: never redelivered
+    assert [c.status for c in stats.completions] == [JobStatus.FAILED]
+    assert jq.reclaim(redis_client, Q, "w2", 0) is None
+    assert jq.read_dead_letters(redis_client, Q) == []
+
+
 def test_heartbeat_lease_prevents_reclaim(redis_client: redis.Redis) -> None:
     jq.submit_job(redis_client, Q, 1)
     entry = take(redis_client)

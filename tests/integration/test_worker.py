@@ -6,6 +6,8 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -14,13 +16,14 @@ from jobqueue import Entry, JobStatus, Keyspace, Priority, Settings, WorkerInfo,
 from jobqueue import sync as jq
 from jobqueue.driver import decode
 from jobqueue.scripts import START
+from jobqueue.server import ValkeyServer
 from tests.support.proxy import ReplyDropper
 from tests.support.workers import FAST_ENV, WorkerPool, WorkerProcess
 from worker.config import WorkerConfig
 from worker.heartbeat import Heartbeat
 from worker.metrics import WorkerMetrics
 from worker.model import ReferenceModel
-from worker.runner import Worker
+from worker.runner import EXIT_MISCONFIGURED, Worker
 from worker.status import LiveStatus
 from worker.watchdog import EXIT_JOB_TIMEOUT
 
@@ -315,6 +318,7 @@ def test_a_job_record_that_does_not_decode_is_failed_and_the_worker_serves_on(
         "queue": None,
         "priority": "urgent",
         "attempts": "two",  # the START script's own counter: it failed in Lua, never counted
+        "entry": None,  # what FINISH matches the delivery against: without it no outcome was kept
     }
     poison = {}
     for field, value in corrupt.items():
@@ -336,19 +340,20 @@ def test_a_job_record_that_does_not_decode_is_failed_and_the_worker_serves_on(
         "queue": "malformed job record: field 'queue' is missing",
         "priority": "malformed job record: field 'priority' is malformed ('urgent'): 'urgent' is not a",
         "attempts": "malformed job record: field 'attempts' is malformed ('two'): not a number",
+        "entry": "malformed job record: field 'entry' is missing",
     }
     for field, job_id in poison.items():
         record: dict[str, str] = decode(redis_client.hgetall(Keyspace().job(job_id)))
         assert record["status"] == JobStatus.FAILED.value, (field, record)
         assert record["error"].startswith(expected[field]), (field, record["error"])
-        assert record["attempts"] == ("0" if field == "attempts" else "1"), (field, record)
+        assert record["attempts"] == ("0" if field in ("attempts", "entry") else "1"), (field, record)
         assert redis_client.ttl(Keyspace().job(job_id)) > 0  # a terminal record expires as usual
     failed = jq.get_job(redis_client, poison["attempts"])  # its counter reset, it reads back
     assert failed is not None and failed.status is JobStatus.FAILED
     # Reads (the autoscaler's read, each tick): the corrupt submitted_at stayed out of the stream.
     stats = jq.read_queue_stats(redis_client, Q)
     assert (stats.waiting, stats.in_flight) == (0, 0)  # acknowledged: never redelivered
-    assert Counter(c.status for c in stats.completions) == {JobStatus.FAILED: 5, JobStatus.SUCCEEDED: 1}
+    assert Counter(c.status for c in stats.completions) == {JobStatus.FAILED: 6, JobStatus.SUCCEEDED: 1}
     assert jq.read_dead_letters(redis_client, Q) == []
     assert 'worker_malformed_jobs_total{queue="default:v1"} 4.0' in w.get("/metrics")[1]
     assert "Traceback" not in w.log(200)
@@ -407,3 +412,20 @@ def test_a_beat_in_flight_at_shutdown_cannot_re_register_the_worker(redis_client
     assert jq.read_queue_stats(redis_client, Q).workers == ()
     worker.heartbeat.beat()  # any later beat (the thread's next one, say) writes nothing either
     assert redis_client.exists(key) == 0 and redis_client.zcard(Keyspace().queue(Q).workers) == 0
+
+
+def test_a_worker_whose_redis_password_is_refused_exits_loudly(
+    valkey_factory: Callable[..., ValkeyServer], tmp_path: Path
+) -> None:
+    """A wrong password was an outage to the worker: it backed off and retried forever, never
+    ready, with a warning every twentieth attempt. It now exits with status 2, saying what to check."""
+    server = valkey_factory(password="s3cret")
+    pool = WorkerPool(server.url.replace("s3cret", "wrong"), tmp_path / "workers")
+    try:
+        w = pool.spawn("misconfigured", ready=False)
+        assert w.wait(20) == EXIT_MISCONFIGURED, w.log()
+        log = w.log(200)
+        assert "refused the credentials in REDIS_URL (AuthenticationError" in log, log
+        assert "check the password (and user) in REDIS_URL" in log and "Traceback" not in log, log
+    finally:
+        pool.kill_all()

@@ -70,6 +70,21 @@ def test_gives_up_after_attempts_and_does_not_retry_client_errors() -> None:
         client.get("j1")
 
 
+def test_a_503_for_refused_redis_credentials_is_not_retried() -> None:
+    """Redis refusing the server's password lasts until an operator acts: no resend, no back-off."""
+    refused = {"error": "redis_misconfigured", "detail": "the job store (Redis) refused the credentials"}
+    for call in ("submit", "get", "infer"):
+        client, sleeps, seen = scripted(*[httpx.Response(503, json=refused)] * 4)
+        with pytest.raises(ApiClientError) as exc:
+            if call == "submit":
+                client.submit("x", model="m")
+            elif call == "get":
+                client.get("j1")
+            else:
+                client.infer("p")
+        assert (exc.value.status, len(seen), sleeps) == (503, 1, [])
+
+
 def test_backoff_is_capped_and_jittered() -> None:
     policy = RetryPolicy(base=0.1, cap=1.0, max_retry_after=10)
     rng = random.Random(3)

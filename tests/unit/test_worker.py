@@ -267,6 +267,18 @@ GOOD_RECORD = codec.job_fields(
         ("attempts", "1.5", "field 'attempts' is malformed ('1.5'): invalid literal for int()"),
         ("started_at", "noon", "field 'started_at' is malformed ('noon'): could not convert"),
         ("output", "[" * 100_000, "field 'output' is malformed ('" + "[" * 60 + "...'): maximum recursion"),
+        # Bytes that are not UTF-8, as the driver hands them over (surrogateescape): a JSON string
+        # or a plain text field took them in, and every later encode (an HTTP answer) failed.
+        (
+            "input",
+            b'"\xc3"'.decode("utf-8", "surrogateescape"),
+            "field 'input' is malformed ('\"\\xc3\"'): not valid",
+        ),
+        (
+            "error",
+            b"\xff".decode("utf-8", "surrogateescape"),
+            "field 'error' is malformed ('\\xff'): not valid UTF-8",
+        ),
     ],
 )
 def test_a_record_that_does_not_decode_names_its_field(field: str, value: str | None, message: str) -> None:
@@ -280,4 +292,5 @@ def test_a_record_that_does_not_decode_names_its_field(field: str, value: str | 
     with pytest.raises(MalformedJobError) as caught:
         codec.job_from_fields(fields)
     assert str(caught.value).startswith(message), str(caught.value)
+    assert caught.value.field == field  # for the API's error body
     assert isinstance(caught.value, ValueError)  # as the decode errors it names were (bar KeyError)
