@@ -6,25 +6,35 @@ duration 15 s, renew deadline 10 s, retry period 2 s.
 * Every ``retry_period`` each candidate reads the Lease. A free lease (no holder: never taken or
   released cleanly) is taken at once; a lease held by someone else is taken only once it has expired.
 * The holder renews every ``retry_period``; if it cannot renew for ``renew_deadline`` it stops being
-  leader on its own, before anyone else may consider the lease expired.
+  leader on its own, before anyone else may consider the lease expired (see "Timing" below).
 * Writes are ``update`` calls carrying the resourceVersion that was read, so when two candidates race
   for an expired lease the API server lets exactly one win (the other gets 409 Conflict).
-* ``stop()`` (call it on SIGTERM) gives up leadership first, then clears ``holderIdentity`` so a
-  standby takes over at its next poll instead of waiting out the lease.
+* ``stop()`` (call it on SIGTERM) gives up leadership first, waits for the round in flight (at most
+  :attr:`LeaderElector.round_seconds`; a round that ends after the stop request neither writes nor
+  makes this instance leader again), then clears ``holderIdentity`` so a standby takes over at its
+  next poll instead of waiting out the lease. The release is this instance's last write.
 
 Expiry is judged the way client-go does, from the candidate's own monotonic clock: a lease is expired
-``leaseDurationSeconds`` after this candidate last saw its record change (when the read answered,
-not when it was sent: a slow read may carry a renewal newer than its sending), which needs no clock
-agreement between nodes. When the Lease's ``renewTime`` (the holder's wall clock) says it expired
-earlier, the takeover is allowed up to ``min(retry_period, lease_duration - renew_deadline)``
-earlier, which keeps takeover within one lease duration of the holder's last renewal while staying
-safe: a holder that failed to renew has already stepped down at ``renew_deadline``.
+``leaseDurationSeconds`` *as recorded in the Lease by its holder* after this candidate last saw its
+record change (when the read answered, not when it was sent: a slow read may carry a renewal newer
+than its sending), which needs no clock agreement between nodes. Neither the candidate's own lease
+duration nor its own renew deadline enters: replicas may be configured differently (during a
+rollout that changes them), and the holder steps down by *its* renew deadline, which the Lease does
+not record. So ``renewTime`` (the holder's wall clock) never shortens the wait either.
+
+Timing: the holder dates a renewal from the *start* of its round (``renewed_at``, before the read),
+and another replica dates the same record from when its read *answered*, which is later; the holder
+acts (``is_leader``) only until ``renewed_at + renew_deadline``, and each write attempt of the target
+asks ``is_leader`` right before it (``autoscaler.targets.kubernetes``). So a write is *started* only
+while no other replica may take the lease; one started just before the renew deadline lands in time
+if the API server answers within ``lease_duration - renew_deadline`` (5 s by default).
 
 RBAC: ``get``, ``create`` and ``update`` on ``leases`` in the lease's namespace, nothing else.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -43,6 +53,10 @@ from kubernetes.client.exceptions import ApiException
 from autoscaler.targets.kubernetes import describe, own_namespace, shared_api_client
 
 log = logging.getLogger(__name__)
+
+STOP_SLACK_SECONDS = 0.5
+"""What ``stop()`` waits beyond the worst-case round (:attr:`LeaderElector.round_seconds`): thread
+scheduling and the bookkeeping around the two requests, which no client timeout bounds."""
 
 
 class Leadership(Protocol):
@@ -111,10 +125,11 @@ class LeaderElector:
         on_started_leading: Callable[[], None] | None = None,
         on_stopped_leading: Callable[[], None] | None = None,
         request_timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not lease_duration > renew_deadline > retry_period > 0:
             raise ValueError("need lease_duration > renew_deadline > retry_period > 0")
-        self._api = k8s.CoordinationV1Api(api_client)
+        self._api = k8s.CoordinationV1Api(_without_retries(api_client))
         self.namespace = namespace
         self.name = name
         self._identity = identity or default_identity()
@@ -124,7 +139,10 @@ class LeaderElector:
         self._on_started = on_started_leading
         self._on_stopped = on_stopped_leading
         # Each request must end well within the renew deadline, or a hung call could outlive it.
+        # The lease client makes no retries of its own (urllib3 retries up to 3 times by default, each
+        # with a fresh timeout), so a round is bounded by two timeouts: see round_seconds.
         self._timeout = request_timeout or max(1.0, min(5.0, renew_deadline / 2))
+        self._clock = clock
         self._rng = random.Random()
         self._lock = threading.Lock()
         self._leader = False
@@ -132,7 +150,6 @@ class LeaderElector:
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = -math.inf
         self._observed_duration = lease_duration
-        self._observed_renew_wall: float | None = None
         self._holder: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,10 +165,16 @@ class LeaderElector:
         """The holder identity last seen on the Lease (``None``: free or not read yet)."""
         return self._holder
 
+    @property
+    def round_seconds(self) -> float:
+        """The longest one round can take: a read and a write (or create), one attempt each, each
+        bounded by the request timeout (the lease client does not retry)."""
+        return 2 * self._timeout
+
     def is_leader(self) -> bool:
         """True only while the lease is held *and* was renewed within the renew deadline."""
         with self._lock:
-            return self._leader and time.monotonic() - self._renewed_at < self.renew_deadline
+            return self._leader and self._clock() - self._renewed_at < self.renew_deadline
 
     def start(self) -> None:
         if self._thread is None:
@@ -164,20 +187,27 @@ class LeaderElector:
 
     def stop(self, release: bool = True) -> None:
         """Stop competing. With ``release`` (the default, for SIGTERM) clear the holder so that a
-        standby takes over immediately; without it the lease simply expires (as after a crash)."""
+        standby takes over immediately; without it the lease simply expires (as after a crash).
+
+        Leadership ends first; then the round in flight, if any, is waited for (it cannot take
+        longer than :attr:`round_seconds`), and it neither writes after this request nor makes this
+        instance leader again. The release comes last, so that no renewal of this instance's can
+        follow it; it is tried whether or not this instance believed it led, since a round whose
+        answer came after the stop (or never) may still have taken the lease."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self._timeout + self.retry_period)
-            self._thread = None
-        was_leader = self._leader
         self._set_leader(False, "stopping")
-        if release and was_leader:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(self.round_seconds + STOP_SLACK_SECONDS)
+            if thread.is_alive():
+                log.warning("leader election: %s: round still running after stop", self._identity)
+        if release:
             self.release()
 
     # -- one round --
     def try_acquire_or_renew(self) -> bool:
         """Read the lease; take it if free or expired, renew it if ours. Returns leadership."""
-        started = time.monotonic()
+        started = self._clock()
         wall = time.time()
         try:
             lease = self._api.read_namespaced_lease(self.name, self.namespace, _request_timeout=self._timeout)
@@ -188,13 +218,15 @@ class LeaderElector:
         # Someone else's record is dated from when the read answered, as client-go does: a late
         # answer can carry a renewal made after the read was sent, and dated from the send it
         # would expire early, by up to the read's latency, while its holder still acts.
-        seen, seen_wall = time.monotonic(), time.time()
+        seen = self._clock()
         spec = lease.spec or k8s.V1LeaseSpec()
         holder = spec.holder_identity or ""
         self._observe(spec, seen)
-        if holder and holder != self._identity and not self._expired(seen, seen_wall):
+        if holder and holder != self._identity and self.expires_in(seen) > 0:
             if self._leader:
                 self._set_leader(False, f"lease held by {holder}")
+            return False
+        if self._stop.is_set():  # stop() was called during the read: write nothing more
             return False
         renewing = holder == self._identity and self._leader
         lease.spec = k8s.V1LeaseSpec(
@@ -213,8 +245,7 @@ class LeaderElector:
                 return False
             raise
         self._observe(lease.spec, started)
-        self._won(started, previous=holder)
-        return True
+        return self._won(started, previous=holder)
 
     def release(self) -> bool:
         """Clear ``holderIdentity`` if this instance holds the lease (client-go's ReleaseOnCancel)."""
@@ -244,6 +275,8 @@ class LeaderElector:
 
     # -- internals --
     def _create(self, started: float, wall: float) -> bool:
+        if self._stop.is_set():
+            return False
         lease = k8s.V1Lease(
             metadata=k8s.V1ObjectMeta(name=self.name, namespace=self.namespace),
             spec=k8s.V1LeaseSpec(
@@ -261,8 +294,7 @@ class LeaderElector:
                 return False
             raise
         self._observe(created.spec, started)
-        self._won(started, previous="")
-        return True
+        return self._won(started, previous="")
 
     def _observe(self, spec: Any, now: float) -> None:
         record = (
@@ -275,29 +307,20 @@ class LeaderElector:
         if record != self._observed:
             self._observed = record
             self._observed_at = now
+            # the holder's duration, as recorded by the holder (client-go), not this candidate's
             self._observed_duration = float(spec.lease_duration_seconds or self.lease_duration)
-            self._observed_renew_wall = spec.renew_time.timestamp() if spec.renew_time else None
         self._holder = spec.holder_identity or None
 
-    def _margin(self) -> float:
-        return max(0.0, min(self.retry_period, self._observed_duration - self.renew_deadline))
+    def expires_in(self, now: float | None = None) -> float:
+        """Seconds until the observed lease counts as expired for this candidate (<= 0: expired):
+        the holder's recorded ``leaseDurationSeconds`` after this candidate saw the record."""
+        now = self._clock() if now is None else now
+        return self._observed_at + self._observed_duration - now
 
-    def expires_in(self, now: float | None = None, wall: float | None = None) -> float:
-        """Seconds until the observed lease counts as expired for this candidate (<= 0: expired)."""
-        now = time.monotonic() if now is None else now
-        wall = time.time() if wall is None else wall
-        local_expiry = self._observed_at + self._observed_duration
-        expiry = local_expiry
-        if self._observed_renew_wall is not None:
-            by_wall = now + (self._observed_renew_wall + self._observed_duration - wall)
-            expiry = max(local_expiry - self._margin(), min(local_expiry, by_wall))
-        return expiry - now
-
-    def _expired(self, now: float, wall: float) -> bool:
-        return self.expires_in(now, wall) <= 0
-
-    def _won(self, started: float, previous: str) -> None:
+    def _won(self, started: float, previous: str) -> bool:
         with self._lock:
+            if self._stop.is_set():  # the write landed, but stop() ran meanwhile: it releases
+                return False
             self._renewed_at = started
         if not self._leader:
             log.info(
@@ -308,9 +331,12 @@ class LeaderElector:
                 previous or "none",
             )
             self._set_leader(True, "acquired")
+        return self._leader
 
     def _set_leader(self, value: bool, why: str) -> None:
         with self._lock:
+            if value and self._stop.is_set():
+                return
             changed = self._leader != value
             self._leader = value
         if not changed:
@@ -332,7 +358,7 @@ class LeaderElector:
                 self.try_acquire_or_renew()
             except Exception as exc:
                 log.warning("leader election: %s: %s", self._identity, describe(exc))
-            if self._leader and time.monotonic() - self._renewed_at >= self.renew_deadline:
+            if self._leader and self._clock() - self._renewed_at >= self.renew_deadline:
                 self._set_leader(False, f"could not renew within {self.renew_deadline:g}s")
             if self._leader:
                 pause = self.retry_period
@@ -342,6 +368,14 @@ class LeaderElector:
                     # wake up right when the holder's lease runs out rather than up to a period later
                     pause = max(0.05, min(pause, self.expires_in() + 0.05))
             self._stop.wait(pause)
+
+
+def _without_retries(api_client: k8s.ApiClient) -> k8s.ApiClient:
+    """A client like ``api_client`` (same host, credentials, token refresh) whose connection pool
+    makes no retries: a round is then one attempt per request, bounded by its timeout."""
+    configuration = copy.copy(api_client.configuration)
+    configuration.retries = 0
+    return k8s.ApiClient(configuration)
 
 
 class LeaderElectionSpec(Protocol):

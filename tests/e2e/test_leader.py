@@ -99,9 +99,11 @@ def test_killed_leader_is_replaced_within_the_lease_duration(installed: Install,
         proc.wait(5)
         wait_for("the standby to lead", standby.is_leader, DURATION + 2, interval=0.02)
         took = time.monotonic() - killed
-        # Not before the lease could have expired, and within one lease duration of the kill
-        # (plus the polling granularity of this test).
-        assert RENEW - RETRY <= took <= DURATION + 0.25, took
+        # Not before the lease could have expired, and within one lease duration of the standby
+        # seeing the last renewal (its poll: up to 1.2 retry periods after the kill), plus the
+        # polling granularity of this test. No earlier takeover on wall-clock evidence: the
+        # holder's renew deadline is not in the Lease.
+        assert RENEW - RETRY <= took <= DURATION + 1.2 * RETRY + 0.25, took
         assert holder(installed) == "standby"
     finally:
         standby.stop()
@@ -146,7 +148,7 @@ def test_a_slow_read_of_the_lease_does_not_let_a_candidate_take_over_early(
     answered, as client-go does: a read the server answers late can carry a renewal made after
     the read was sent. Counted from the send, the candidate took the lease while the holder, which
     had not renewed since (its API calls failing), still acted within its renew deadline."""
-    duration, renew, retry = 6.0, 4.0, 1.0  # margin for a wall-clock expiry: min(retry, 6 - 4) = 1 s
+    duration, renew, retry = 6.0, 4.0, 1.0
     holder_ = LeaderElector(
         installed.sa,
         installed.namespace,
