@@ -28,6 +28,7 @@ from autoscaler.targets.base import TargetState
 from autoscaler.targets.kubernetes import KubernetesTarget
 from jobqueue import WorkerInfo, WorkerState
 from jobqueue import sync as jq
+from tests.support.proxy import TcpProxy
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "deploy" / "kustomize" / "overlays" / "virtual"
@@ -253,7 +254,7 @@ def delete_namespace(admin: k8s.ApiClient, namespace: str) -> None:
         k8s.CoreV1Api(admin).delete_namespace(namespace, grace_period_seconds=0, _request_timeout=10)
 
 
-class ApiProxy:
+class ApiProxy(TcpProxy):
     """A proxy in front of the real API server that can lose the answer to one request, or hold one
     request back for a while before the server sees it.
 
@@ -271,15 +272,16 @@ class ApiProxy:
         url = urllib.parse.urlsplit(api.configuration.host)
         self._upstream = (url.hostname or "127.0.0.1", url.port or 443)
         self._tls = ssl.create_default_context(cafile=api.configuration.ssl_ca_cert)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._listener.getsockname()[1])
         self._lock = threading.Lock()
         self._marker: bytes | None = None
         self._hold: tuple[bytes, float] | None = None
         self.dropped = threading.Event()
         self.held = threading.Event()  # set once a held request has been passed on
-        self._closing = threading.Event()
-        threading.Thread(target=self._accept, name="api-proxy", daemon=True).start()
+        super().__init__(self._connect_tls, name="api-proxy")
+
+    def _connect_tls(self) -> socket.socket:
+        raw = socket.create_connection(self._upstream)
+        return self._tls.wrap_socket(raw, server_hostname=self._upstream[0])
 
     def client(self, token: str) -> k8s.ApiClient:
         """A client that reaches the API server through this proxy, authenticating with ``token``."""
@@ -298,21 +300,8 @@ class ApiProxy:
         with self._lock:
             self._hold = (marker, seconds)
 
-    def close(self) -> None:
-        self._closing.set()
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._closing.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        raw = socket.create_connection(self._upstream)
-        upstream = self._tls.wrap_socket(raw, server_hostname=self._upstream[0])
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        assert isinstance(upstream, ssl.SSLSocket)
         upstream.setblocking(False)
         doomed = False  # the next bytes from the server answer the request to lose
         try:

@@ -12,26 +12,56 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 from tests.support.valkey import free_port
 
 
-class ReplyDropper:
+class TcpProxy:
+    """Listens on ``127.0.0.1:<port>`` (0: any free port) and serves each accepted connection on a
+    thread of its own: :meth:`_serve` gets the client and ``connect()``, a new upstream socket.
+    Subclasses set up their own state first, then call ``super().__init__`` (which starts accepting).
+    """
+
+    def __init__(self, connect: Callable[[], socket.socket], port: int = 0, name: str = "proxy") -> None:
+        self._connect = connect
+        self._listener = socket.create_server(("127.0.0.1", port))
+        self.port = int(self._listener.getsockname()[1])
+        self._closing = threading.Event()
+        threading.Thread(target=self._accept, name=f"{name}-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._open, args=(client,), daemon=True).start()
+
+    def _open(self, client: socket.socket) -> None:
+        self._serve(client, self._connect())
+
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._closing.set()
+        self._listener.close()
+
+
+class ReplyDropper(TcpProxy):
     """Forwards ``127.0.0.1:<port>`` to ``upstream_port``; after :meth:`drop_reply_to` it closes
     the client's connection instead of forwarding the reply to the next request containing the
     marker (the server has executed that request by then), or to the next ``times`` of them."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.port = free_port()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
         self._lock = threading.Lock()
         self._marker: bytes | None = None
         self._drops_left = 0
         self.dropped = threading.Event()
-        self._closing = threading.Event()
-        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+        super().__init__(lambda: socket.create_connection(("127.0.0.1", upstream_port)), free_port(), "proxy")
 
     @property
     def url(self) -> str:
@@ -44,16 +74,10 @@ class ReplyDropper:
             self._marker = marker
             self._drops_left = times
 
-    def _accept(self) -> None:
-        while not self._closing.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            doomed = threading.Event()  # set when this connection's next reply must be lost
-            threading.Thread(target=self._up, args=(client, upstream, doomed), daemon=True).start()
-            threading.Thread(target=self._down, args=(upstream, client, doomed), daemon=True).start()
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        doomed = threading.Event()  # set when this connection's next reply must be lost
+        threading.Thread(target=self._up, args=(client, upstream, doomed), daemon=True).start()
+        self._down(upstream, client, doomed)
 
     def _up(self, client: socket.socket, upstream: socket.socket, doomed: threading.Event) -> None:
         while data := _recv(client):
@@ -76,10 +100,6 @@ class ReplyDropper:
             if not _send(client, data):
                 break
         _close(client, upstream)
-
-    def close(self) -> None:
-        self._closing.set()
-        self._listener.close()
 
     def __enter__(self) -> ReplyDropper:
         return self
