@@ -221,18 +221,37 @@ def selector_string(selector: Mapping[str, Any]) -> str:
 
 @dataclass(slots=True)
 class WatchedPod:
-    """The facts kept per pod from the watch."""
+    """The facts kept per pod from the watch.
+
+    ``created_at`` is the pod's ``metadata.creationTimestamp``, or None when the object carries none.
+    The API server always sets it, so None means a malformed object (a hand-written watch event, a
+    proxy or a test double that drops it), and nothing about the pod's age is known. It is never
+    read as the epoch: that turned its Ready transition into a startup sample of about 1.7e9 s,
+    which a p90 of a few samples plans with for as long as it is among them, and made a starting
+    pod look created decades ago, hence projected Ready "now", so the policy counted capacity that
+    was still warming up (too few pods, exactly while a burst was being served).
+
+    Such a pod instead counts as created when this watch first saw it (``first_seen``, wall clock,
+    kept across watch events and re-lists of the same uid): it was created no later than that, so
+    the policy plans its full warm-up from then and errs towards one pod too many for at most one
+    warm-up, never towards one too few. It gives no startup sample: creation to Ready is unknown,
+    and first sight to Ready would be biased short (a pod found half warm).
+    """
 
     name: str
     uid: str
-    created_at: float
+    created_at: float | None
     phase: PodPhase | None  # None: terminal (Succeeded/Failed), not counted
     ready_at: float | None
     restarts: int
     deletion_cost: str | None
+    first_seen: float = 0.0  # wall clock when this watch first saw the pod (this uid)
 
     @classmethod
-    def from_dict(cls, obj: Mapping[str, Any]) -> WatchedPod:
+    def from_dict(
+        cls, obj: Mapping[str, Any], *, previous: WatchedPod | None = None, now: float | None = None
+    ) -> WatchedPod:
+        """Parse a pod; ``previous`` is the watch's last record of the same name (for ``first_seen``)."""
         meta = obj.get("metadata") or {}
         status = obj.get("status") or {}
         ready_at = None
@@ -249,15 +268,34 @@ class WatchedPod:
         else:
             phase = PodPhase.STARTING
         restarts = sum(int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or [])
+        uid = str(meta.get("uid"))
+        if previous is not None and previous.uid == uid:
+            first_seen = previous.first_seen
+        else:
+            first_seen = time.time() if now is None else now
         return cls(
             name=str(meta.get("name")),
-            uid=str(meta.get("uid")),
-            created_at=parse_time(meta.get("creationTimestamp")) or 0.0,
+            uid=uid,
+            created_at=parse_time(meta.get("creationTimestamp")),
             phase=phase,
             ready_at=ready_at,
             restarts=restarts,
             deletion_cost=(meta.get("annotations") or {}).get(DELETION_COST),
+            first_seen=first_seen,
         )
+
+    @property
+    def startup_seconds(self) -> float | None:
+        """Creation to Ready, or None when either is unknown (no sample then)."""
+        if self.ready_at is None or self.created_at is None:
+            return None
+        return max(0.0, self.ready_at - self.created_at)
+
+    def view(self) -> PodView:
+        """The pod as the policy sees it; unknown creation counts as first seen (see the class)."""
+        assert self.phase is not None, "terminal pods are not shown to the policy"
+        created = self.created_at if self.created_at is not None else self.first_seen
+        return PodView(name=self.name, phase=self.phase, created_at=created, ready_at=self.ready_at)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,7 +429,8 @@ class PodWatch:
             )
             body = json.loads(resp.data)
             for obj in body.get("items") or []:
-                pod = WatchedPod.from_dict(obj)
+                name = str((obj.get("metadata") or {}).get("name"))
+                pod = WatchedPod.from_dict(obj, previous=self.get(name))
                 pods[pod.name] = pod
             cont = (body.get("metadata") or {}).get("continue")
             if not cont:
@@ -442,9 +481,9 @@ class PodWatch:
                 self.last_sync = time.monotonic()
                 if kind == "BOOKMARK":
                     continue
-                pod = WatchedPod.from_dict(obj)
+                prev = self.get(str((obj.get("metadata") or {}).get("name")))
+                pod = WatchedPod.from_dict(obj, previous=prev)
                 with self._lock:
-                    prev = self._pods.get(pod.name)
                     if kind == "DELETED":
                         self._pods.pop(pod.name, None)
                     else:
@@ -626,11 +665,7 @@ class KubernetesTarget:
             self._clear_stale_marks(self._gate, scale[0])
         pods = tuple(
             sorted(
-                (
-                    PodView(name=p.name, phase=p.phase, created_at=p.created_at, ready_at=p.ready_at)
-                    for p in watch.pods()
-                    if p.phase is not None
-                ),
+                (p.view() for p in watch.pods() if p.phase is not None),
                 key=lambda v: v.name,
             )
         )
@@ -904,14 +939,23 @@ class KubernetesTarget:
     # -- startup measurement --
     def _pod_ready(self, pod: WatchedPod, initial: bool) -> None:
         """Record creation-to-Ready once per pod; pods found already Ready at start count only if
-        they never restarted (a restart moves the Ready transition later than the warm-up)."""
+        they never restarted (a restart moves the Ready transition later than the warm-up), and a
+        pod without a creation timestamp never counts (see :class:`WatchedPod`)."""
         with self._lock:
             if pod.uid in self._reported or pod.ready_at is None:
                 return
             self._reported.add(pod.uid)
             if initial and pod.restarts > 0:
                 return
-            self._startups.append(max(0.0, pod.ready_at - pod.created_at))
+            startup = pod.startup_seconds
+            if startup is None:
+                log.warning(
+                    "kubernetes: %s: pod %s has no creationTimestamp: no startup sample from it",
+                    self.name,
+                    pod.name,
+                )
+                return
+            self._startups.append(startup)
 
     # -- conflicting autoscalers --
     def check_conflicts(self) -> Conflict | None:
