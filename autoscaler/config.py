@@ -262,6 +262,14 @@ class TargetConfig(_Strict):
         ),
     )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    policy_reset_after_errors: int = Field(
+        3,
+        ge=1,
+        description=(
+            "After this many ticks in a row on which the policy raised (error policy-error), replace "
+            "it by a fresh one built from this config, cold: its learned state is presumed broken."
+        ),
+    )
     shadow: bool = Field(False, description="Compute and publish decisions without acting.")
     state: StateConfig = Field(default_factory=StateConfig)
 

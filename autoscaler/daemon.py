@@ -18,6 +18,7 @@ Plug-in points for the other parts of the system:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import threading
@@ -107,7 +108,17 @@ def _history_reader(source: SignalSource, config: TargetConfig) -> HistoryReader
 
 
 def _loop_settings(config: TargetConfig) -> LoopSettings:
-    return LoopSettings(config.workload(), config.shadow, config.state.save_every_seconds)
+    return LoopSettings(
+        config.workload(),
+        config.shadow,
+        config.state.save_every_seconds,
+        policy_reset_after_errors=config.policy_reset_after_errors,
+    )
+
+
+def _policy_factory(config: TargetConfig) -> Callable[[], Policy]:
+    """How a loop rebuilds its policy after repeated errors: exactly as the daemon built it."""
+    return functools.partial(build_policy, config)
 
 
 def _rebuild_key(config: TargetConfig) -> tuple[Any, ...]:
@@ -254,6 +265,7 @@ class Daemon:
             observer=self.metrics,
             history=_history_reader(source, config),
             state_store=store,
+            policy_factory=_policy_factory(config),
         )
         return _Running(config, loop)
 
@@ -294,7 +306,9 @@ class Daemon:
                 self._retire(running, forget_metrics=forget)
             for name, target in retuned.items():
                 running = self._running[name]
-                running.loop.reconfigure(_loop_settings(target), build_policy(target))
+                running.loop.reconfigure(
+                    _loop_settings(target), build_policy(target), policy_factory=_policy_factory(target)
+                )
                 running.config = target
                 log.info("target retuned", extra={"fields": {"target": name}})
             for running in fresh.values():

@@ -13,6 +13,10 @@ Failure behaviour, the part an operator cares about most:
 * Target errors (API down, conflicts) skip the tick and retry after an exponential backoff with
   jitter, so a fleet of daemons does not hammer a recovering API server in lockstep.
 * A bug in a policy is logged with its traceback and treated like a target error: hold and retry.
+  After ``policy_reset_after_errors`` consecutive ticks on which the policy raised, its learned
+  state is presumed to be the cause (a decision is a pure function of state and snapshot, and the
+  snapshots keep changing): the policy is replaced by a fresh one built from the same config, cold
+  (see :meth:`TargetLoop._reset_policy`), and ``autoscaler_policy_resets_total`` counts it.
 
 Learned state: with a :class:`~autoscaler.state_store.StateStore`, a fresh policy first restores
 what the previous process learned (its standing pool above all), and the leader saves the state
@@ -24,13 +28,15 @@ warmed from the source's history instead, when the source keeps one.
 Arrivals: with a counter (our streams, or a list with ``arrivals_key``) they are the counter's delta
 (a decrease is a reset: counted from zero when that many jobs are visible in the queue and its
 completions, else, for that one interval, estimated as below, since a counter restored from an
-older snapshot must not count every job it ever saw as new). Without one (a plain list) they are
-estimated by conservation: arrivals = Δ(waiting + in-flight) + completions, clipped at 0. A plain
-list reports no completions, so this reduces to the growth of the list: jobs that arrive and are
-taken within one tick are invisible and the estimate is biased LOW whenever workers keep up (it
-measures backlog growth, not throughput). The backlog term of the policy still sees the queue, so a
-list source reacts to backlog like KEDA does, only without the forecast's head start. Configure an
-arrivals counter to remove the bias.
+older snapshot must not count every job it ever saw as new; a counter below zero, which only other
+software can write, is estimated the same way). The count is never negative, whatever the counter
+does: it reaches the decision log and the watch as well as the policy. Without a counter (a plain
+list) arrivals are estimated by conservation: arrivals = Δ(waiting + in-flight) + completions,
+clipped at 0. A plain list reports no completions, so this reduces to the growth of the list: jobs
+that arrive and are taken within one tick are invisible and the estimate is biased LOW whenever
+workers keep up (it measures backlog growth, not throughput). The backlog term of the policy still
+sees the queue, so a list source reacts to backlog like KEDA does, only without the forecast's head
+start. Configure an arrivals counter to remove the bias.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ STALE_TICKS = 3
 """Signals older than this many ticks are stale: hold, do not act."""
 
 Clock = Callable[[], float]
+PolicyFactory = Callable[[], Policy]
+"""Builds a fresh policy for the target, as the daemon does at start (``daemon.build_policy``)."""
 HistoryReader = Callable[[], tuple[Sequence[float], Sequence[float]]]
 """Past (arrival times, service times) for warming a fresh policy; see ``StreamSource.history``."""
 
@@ -100,6 +108,8 @@ class TickReport:
     # to spare busy pods, changed by someone else since observed, refused): the target has the last
     # word, so ``decision.desired`` alone does not say what changed.
     scaled_to: int | None = None
+    # The policy kept failing and was replaced by a fresh one after this tick (see TargetLoop).
+    policy_reset: bool = False
 
 
 class TickObserver(Protocol):
@@ -131,9 +141,18 @@ class LoopSettings:
     workload: WorkloadSpec
     shadow: bool = False
     state_save_seconds: float = 30.0
+    policy_reset_after_errors: int = 3
+    """Consecutive ticks on which the policy raised before it is replaced by a fresh one."""
 
 
 def _arrivals_between(previous: QueueSignals, current: QueueSignals) -> int:
+    """Jobs that arrived between two reads; never negative (see :func:`_arrivals_after_reset`).
+
+    The count goes into the snapshot, and from there into the decision log line and the watch's
+    surge test as well as the policy: a negative count is no number of jobs, and a log or
+    dashboard summing ``arrivals`` would read it as jobs that un-arrived. The policies treat a
+    negative count as "no data", but nothing else does, so none is made here.
+    """
     if current.arrivals_total is not None and previous.arrivals_total is not None:
         delta = current.arrivals_total - previous.arrivals_total
         return delta if delta >= 0 else _arrivals_after_reset(previous, current)
@@ -160,9 +179,15 @@ def _arrivals_after_reset(previous: QueueSignals, current: QueueSignals) -> int:
     forecaster and the standing pool a burst that never happened. So the value is believed only
     while that many jobs are visible; otherwise this one interval is estimated as if there were no
     counter (queue growth plus completions), and the next one differences the counter again.
+
+    A counter below zero counts nothing: someone else's software wrote it (an ``arrivals_key``
+    that is DECR'd on pop, a ``SET`` by hand). Its value, taken as arrivals since a reset, was a
+    negative count in the snapshot and the decision log; the interval is estimated as above.
     """
     total = current.arrivals_total or 0
     visible = current.waiting + current.in_flight + current.completions
+    if total < 0:
+        return _queue_growth(previous, current)
     return total if total <= visible else min(total, _queue_growth(previous, current))
 
 
@@ -221,6 +246,7 @@ class TargetLoop:
         rng: random.Random | None = None,
         history: HistoryReader | None = None,
         state_store: StateStore | None = None,
+        policy_factory: PolicyFactory | None = None,
     ) -> None:
         self.name = name
         self.source = source
@@ -245,6 +271,9 @@ class TargetLoop:
         self._needs_restore = state_store is not None
         self._last_saved: float | None = None
         self._season = 0.0  # the season the policy's forecast last used (0: none), to log changes
+        self._policy_factory = policy_factory
+        self.policy_errors = 0  # consecutive ticks on which the policy raised
+        self.policy_resets = 0  # times it was replaced by a fresh one for that
 
     @property
     def policy(self) -> Policy:
@@ -254,14 +283,26 @@ class TargetLoop:
     def settings(self) -> LoopSettings:
         return self._settings
 
-    def reconfigure(self, settings: LoopSettings, policy: Policy | None = None) -> None:
-        """Apply a hot-reloaded config between two ticks; a new policy inherits what the old one learned."""
+    def reconfigure(
+        self,
+        settings: LoopSettings,
+        policy: Policy | None = None,
+        *,
+        policy_factory: PolicyFactory | None = None,
+    ) -> None:
+        """Apply a hot-reloaded config between two ticks; a new policy inherits what the old one learned.
+
+        ``policy_factory`` builds the policy of the new config, for a reset after repeated errors.
+        """
         with self._lock:
             self._settings = settings
+            if policy_factory is not None:
+                self._policy_factory = policy_factory
             if policy is not None:
                 inherited = self._hand_over(self._policy, policy)
                 self._policy = policy
                 self._needs_warm_start = self._history is not None and not inherited
+                self.policy_errors = 0
 
     def _hand_over(self, old: Policy, new: Policy) -> bool:
         """Restore ``old``'s learned state into ``new`` when both are the same kind of policy."""
@@ -394,7 +435,10 @@ class TargetLoop:
         try:
             decision = self._policy.decide(snapshot)
         except Exception as exc:
-            return self._failed(now, "policy-error", exc, latencies)
+            self.policy_errors += 1
+            reset = self.policy_errors >= settings.policy_reset_after_errors and self._reset_policy(exc)
+            return self._failed(now, "policy-error", exc, latencies, policy_reset=reset)
+        self.policy_errors = 0
         if not snapshot.stale:  # a hold is never acted on, and its reason says why it held
             decision = within_bounds(decision, settings.workload)
             self._pending_startups.clear()
@@ -604,7 +648,52 @@ class TargetLoop:
         active = sum(1 for p in snapshot.pods if p.phase is not PodPhase.DRAINING)
         return bool(decision.remove) and decision.desired < active
 
-    def _failed(self, now: float, kind: str, exc: Exception, latencies: tuple[float, ...] = ()) -> TickReport:
+    def _reset_policy(self, exc: Exception) -> bool:
+        """Replace a policy that raised on ``policy_reset_after_errors`` ticks in a row by a fresh one.
+
+        Holding on with it holds the replica count for as long as the process lives, whatever the
+        load does: what keeps failing is its learned state, since each tick's snapshot is new. The
+        fresh one is built from the same config (the daemon's own ``build_policy``) and starts cold,
+        as on a new queue: it neither restores the saved state nor replays the source's history,
+        since the failing state was learned from those (and saved from it). Its own state replaces
+        the saved one at the next save. Samples not delivered yet (startups, service times) still
+        reach it. Logged once per reset; returns whether the policy was replaced.
+        """
+        fields: dict[str, object] = {
+            "target": self.name,
+            "policy": self._policy.name,
+            "errors": self.policy_errors,
+            "error": f"{type(exc).__name__}: {exc}",
+        }
+        if self._policy_factory is None:
+            return False
+        try:
+            fresh = self._policy_factory()
+        except Exception as build_exc:  # the config was valid when loaded: try again at the next error
+            log.exception(
+                "cannot build a fresh policy", extra={"fields": {**fields, "build_error": str(build_exc)}}
+            )
+            return False
+        self._policy = fresh
+        self.policy_errors = 0
+        self.policy_resets += 1
+        self._needs_restore = False
+        self._needs_warm_start = False
+        log.error(
+            "policy kept failing: replaced by a fresh one (cold start, same config)",
+            extra={"fields": fields},
+        )
+        return True
+
+    def _failed(
+        self,
+        now: float,
+        kind: str,
+        exc: Exception,
+        latencies: tuple[float, ...] = (),
+        *,
+        policy_reset: bool = False,
+    ) -> TickReport:
         """A tick that could not decide: hold (do nothing) and come back after a backoff."""
         delay = self._backoff.next_delay()
         self._log_failure(kind, exc, delay)
@@ -623,6 +712,7 @@ class TargetLoop:
             detail=str(exc),
             latencies=latencies,
             slo_seconds=self._settings.workload.slo_seconds,
+            policy_reset=policy_reset,
         )
         self._emit(report)
         return report

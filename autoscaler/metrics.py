@@ -90,6 +90,13 @@ class Metrics:
         self.errors = Counter(
             "autoscaler_errors", "Failed reads and actions by kind.", ["target", "kind"], registry=r
         )
+        self.policy_resets = Counter(
+            "autoscaler_policy_resets",
+            "Times the policy was replaced by a fresh one (cold start, same config) after "
+            "policy_reset_after_errors ticks in a row on which it raised.",
+            ["target"],
+            registry=r,
+        )
         # What the scaling is for: how long jobs took, read from the queue's completions stream.
         self.job_latency = Histogram(
             "autoscaler_job_latency_seconds",
@@ -138,6 +145,9 @@ class Metrics:
             g["slo_seconds"].set(report.slo_seconds)
         if report.error:
             self._count(self.errors, target, report.error)
+        resets = self.policy_resets.labels(target)  # created at 0, so increase() has a series from the start
+        if report.policy_reset:
+            resets.inc()
         self._observe_latencies(target, report.latencies, report.slo_seconds)
         snap, decision = report.snapshot, report.decision
         if snap is None or decision is None:
@@ -191,7 +201,14 @@ class Metrics:
 
     def forget_target(self, target: str) -> None:
         """Drop a removed target's series so dashboards do not show a ghost."""
-        for family in (*self.gauges.values(), self.job_latency, self.jobs_finished, self.jobs_within_slo):
+        families = (
+            *self.gauges.values(),
+            self.job_latency,
+            self.jobs_finished,
+            self.jobs_within_slo,
+            self.policy_resets,
+        )
+        for family in families:
             with contextlib.suppress(KeyError):
                 family.remove(target)
         with self._lock:

@@ -55,8 +55,10 @@ class Snapshot:
     Construction refuses what no reading can mean (a non-finite clock or interval, a negative
     interval or count, no slot per pod), naming the field: the estimators keep running sums, and
     one NaN or infinity in them reads as "no traffic" or "any traffic" for as long as the process
-    lives. A negative ``arrivals`` is let through: a live arrivals counter that was written by
-    other software can difference to one, and the policies treat it as an interval without data.
+    lives. A negative ``arrivals`` is let through: the daemon's loop never makes one (it estimates
+    arrivals from queue growth when a counter goes below zero), but other callers of the engine
+    (a replay of a recorded log, a hand-built snapshot) might, and the policies treat it as an
+    interval without data.
     """
 
     now: float

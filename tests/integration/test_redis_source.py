@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ import redis
 from autoscaler.config import ListSourceConfig, StreamSourceConfig
 from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.target import WorkloadSpec
+from autoscaler.logs import JsonFormatter
 from autoscaler.loop import LoopSettings, TargetLoop
 from autoscaler.sources.base import SourceUnavailableError
 from autoscaler.sources.redis_source import (
@@ -336,3 +339,42 @@ def test_a_redis_restarted_from_an_older_snapshot_does_not_count_the_whole_count
     assert fresh[2:] in ([1, 0], [1])  # not 100,001 arrivals in one tick (straight to max_replicas)
     source.close()
     client.close()
+
+
+def test_a_flushed_or_negative_list_counter_never_makes_negative_arrivals(
+    redis_url: str, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The arrivals count reaches the decision log, not only the policy: it is never negative.
+
+    A FLUSHALL restarts the counter from zero; an application that DECRs its push counter on pop
+    (an ``arrivals_key`` that is really a gauge) takes it below zero.
+    """
+    clock = Clock()
+    source = ListSource(redis.Redis.from_url(redis_url), "celery", "celery:pushed", clock=clock)
+    policy = _Recorder()
+    loop = TargetLoop(
+        "t", source, MemoryTarget(clock), policy, LoopSettings(WorkloadSpec(tick_seconds=5.0)), clock=clock
+    )
+
+    def tick() -> None:
+        clock.advance()
+        loop.tick()
+
+    redis_client.set("celery:pushed", 500)
+    redis_client.rpush("celery", "a", "b")
+    with caplog.at_level(logging.INFO, logger="autoscaler.decision"):
+        tick()
+        redis_client.flushall()  # Redis lost its data: the counter restarts from 0
+        redis_client.incrby("celery:pushed", 3)
+        redis_client.rpush("celery", "c", "d", "e")
+        tick()
+        redis_client.decrby("celery:pushed", 7)  # popped and DECR'd: -4
+        tick()
+        redis_client.decrby("celery:pushed", 5)  # -9, two more waiting
+        redis_client.rpush("celery", "f", "g")
+        tick()
+    assert int(redis_client.get("celery:pushed") or 0) == -9
+    seen = [s.arrivals for s in policy.seen]
+    logged = [json.loads(JsonFormatter().format(r))["arrivals"] for r in caplog.records]
+    assert seen == logged == [0, 3, 0, 2]
+    source.close()

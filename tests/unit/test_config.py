@@ -126,6 +126,16 @@ def test_the_watch_is_set_per_target_and_checked() -> None:
     assert "targets[1].watch_seconds: Input should be greater than or equal to 0" in error_of(text)
 
 
+def test_the_policy_reset_after_errors_is_set_per_target_and_checked() -> None:
+    config = parse_config(VALID)
+    assert [t.policy_reset_after_errors for t in config.targets] == [3, 3]
+    text = VALID.replace("shadow: true", "shadow: true\n    policy_reset_after_errors: 5")
+    assert parse_config(text).targets[1].policy_reset_after_errors == 5
+    for bad, message in (("0", "should be greater than or equal to 1"), ("2.5", "should be a valid integer")):
+        text = VALID.replace("shadow: true", f"shadow: true\n    policy_reset_after_errors: {bad}")
+        assert f"targets[1].policy_reset_after_errors: Input {message}" in error_of(text)
+
+
 def test_saved_state_must_outlive_the_time_between_saves() -> None:
     text = VALID.replace("shadow: true", "shadow: true\n    state: {save_every_seconds: 60, ttl_seconds: 60}")
     assert "targets[1].state: ttl_seconds must be > save_every_seconds" in error_of(text)

@@ -134,6 +134,26 @@ def test_a_counter_restored_from_an_older_snapshot_does_not_count_its_whole_past
     assert [s.arrivals for s in r.policy.seen] == [0, 10, 3, 7]
 
 
+def test_no_counter_movement_makes_a_negative_arrivals_count_in_the_snapshot_or_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Both ways down: a flush (the counter from 0 again) and a counter other software took below
+    # zero (an arrivals_key DECR'd on pop). The policy reads a negative count as "no data"; the
+    # decision log and the watch would read it as jobs that un-arrived.
+    r = rig()
+    readings = [(500, 2), (3, 3), (-4, 3), (-9, 5), (-7, 5), (2, 6)]  # (counter, waiting)
+    with caplog.at_level(logging.INFO, logger="autoscaler.decision"):
+        for total, waiting in readings:
+            r.source.arrivals_total, r.source.waiting = total, waiting
+            r.tick()
+    logged = [json.loads(JsonFormatter().format(rec))["arrivals"] for rec in caplog.records]
+    seen = [s.arrivals for s in r.policy.seen]
+    assert seen == logged
+    # 3 since the flush; below zero: the queue's growth (0, then 2); a rise is a delta, wherever
+    # the counter stands (2, 9)
+    assert seen == [0, 3, 0, 2, 2, 9]
+
+
 def test_without_counter_arrivals_are_queue_growth_plus_completions_clipped_at_zero() -> None:
     r = rig(arrivals_total=None)
     r.source.waiting = 10
@@ -339,6 +359,91 @@ def test_a_policy_bug_holds_instead_of_crashing_the_loop() -> None:
     assert report.error == "policy-error" and report.decision is None
     assert r.target.scaled == []
     assert report.latencies == (12.0,)  # the read consumed them: they are reported all the same
+
+
+def test_a_policy_that_keeps_failing_is_replaced_by_a_fresh_one_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    r = rig(desired=4)
+    built: list[ScriptedPolicy] = []
+
+    def fresh() -> ScriptedPolicy:
+        built.append(ScriptedPolicy(desired=6))
+        return built[-1]
+
+    settings = LoopSettings(WorkloadSpec(tick_seconds=TICK), policy_reset_after_errors=3)
+    r.loop.reconfigure(settings, policy_factory=fresh)
+    r.policy.fail = True
+    r.tick()
+    r.policy.fail = False
+    r.tick()  # a success in between: the count starts again
+    r.policy.fail = True
+    with caplog.at_level(logging.WARNING, logger="autoscaler.loop"):
+        reports = [r.tick() for _ in range(3)]
+    assert [rep.error for rep in reports] == ["policy-error"] * 3
+    assert [rep.policy_reset for rep in reports] == [False, False, True]
+    assert r.loop.policy is built[0] and r.loop.policy_resets == 1 and r.loop.policy_errors == 0
+    resets = [rec for rec in caplog.records if "replaced by a fresh one" in rec.getMessage()]
+    assert len(resets) == 1 and resets[0].levelno == logging.ERROR
+    fields = json.loads(JsonFormatter().format(resets[0]))
+    assert (fields["errors"], fields["policy"], fields["error"]) == (3, "scripted", "ZeroDivisionError: bug")
+
+    after = r.tick()  # the fresh policy decides, and the target is scaled again
+    assert after.error is None and after.decision is not None and after.acted
+    assert len(built[0].seen) == 1 and r.target.replicas == 6
+
+
+def test_the_fresh_policy_starts_cold_without_restoring_the_state_it_replaces() -> None:
+    clock = Clock()
+    store = MemoryStateStore()
+    history_reads: list[int] = []
+
+    def history() -> tuple[list[float], list[float]]:
+        history_reads.append(1)
+        return [clock() - 10.0], []
+
+    workload = WorkloadSpec(tick_seconds=TICK)
+    policy = make_policy("startup-aware", workload)
+    loop = TargetLoop(
+        "t",
+        MemorySource(clock),
+        MemoryTarget(clock),
+        policy,
+        LoopSettings(workload, policy_reset_after_errors=2),
+        clock=clock,
+        history=history,
+        state_store=store,
+        policy_factory=lambda: make_policy("startup-aware", workload),
+    )
+    clock.advance()
+    assert loop.tick().error is None and history_reads == [1]  # no saved state: warmed from history
+    assert store.saves == 1
+    assert isinstance(policy, StartupAwarePolicy)
+    policy._startup = None  # type: ignore[assignment]  # learned state that breaks every decision
+    clock.advance()
+    assert loop.tick().error == "policy-error"
+    clock.advance()
+    assert loop.tick().policy_reset
+    fresh = loop.policy
+    assert isinstance(fresh, StartupAwarePolicy) and fresh is not policy
+    clock.advance(31.0)  # past the save period
+    report = loop.tick()
+    assert report.error is None and report.decision is not None
+    assert history_reads == [1]  # neither replayed the history nor restored the saved state
+    assert store.saves == 2 and store.document is not None  # the fresh state replaced the saved one
+
+
+def test_without_a_factory_or_when_it_fails_the_old_policy_stays() -> None:
+    r = rig()
+    r.policy.fail = True
+    r.loop.reconfigure(LoopSettings(WorkloadSpec(tick_seconds=TICK), policy_reset_after_errors=1))
+    assert not r.tick().policy_reset and r.loop.policy is r.policy
+
+    def broken() -> ScriptedPolicy:
+        raise RuntimeError("cannot build")
+
+    r.loop.reconfigure(r.loop.settings, policy_factory=broken)
+    assert not r.tick().policy_reset and r.loop.policy is r.policy
 
 
 def test_job_latencies_are_reported_once_with_the_slo_they_are_held_to() -> None:

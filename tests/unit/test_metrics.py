@@ -147,6 +147,19 @@ def test_a_tick_that_fails_before_deciding_reports_the_signals_stale() -> None:
     assert stale_after_tick() == 1
 
 
+def test_a_policy_reset_is_counted_from_zero_and_forgotten_with_its_target() -> None:
+    metrics = Metrics()
+    metrics.observe_tick(report())
+    assert sample(metrics, "autoscaler_policy_resets_total", target="resnet") == 0
+    failed = {"snapshot": None, "decision": None, "acted": False, "error": "policy-error"}
+    metrics.observe_tick(report(**failed))
+    metrics.observe_tick(report(**failed, policy_reset=True))
+    assert sample(metrics, "autoscaler_policy_resets_total", target="resnet") == 1
+    assert sample(metrics, "autoscaler_errors_total", target="resnet", kind="policy-error") == 2
+    metrics.forget_target("resnet")
+    assert sample(metrics, "autoscaler_policy_resets_total", target="resnet") is None
+
+
 def test_only_a_change_of_the_replica_count_is_a_scale_action() -> None:
     """Re-applying the count to steer which pods go, while a scale-down finishes, is not one."""
     clock = Clock()
