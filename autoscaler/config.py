@@ -281,6 +281,13 @@ class TargetConfig(_Strict):
             raise ValueError(f"must be >= min_replicas ({low})")
         return value
 
+    @model_validator(mode="after")
+    def _policy_fits_the_workload(self) -> TargetConfig:
+        # The policy's own check builds it for a default workload; knobs that depend on this
+        # target's (a season of at least 5 ticks of *its* tick) failed only when the daemon built it.
+        make_policy(self.policy.name, self.workload(), **self.policy.knobs)
+        return self
+
     def workload(self) -> WorkloadSpec:
         return WorkloadSpec(
             slo_seconds=self.slo_seconds,

@@ -508,3 +508,12 @@ def test_replicas_sharing_a_configured_leader_identity_still_elect_one_leader() 
     a, b = (leader_election_from_config(spec, api_client=api) for _ in range(2))
     assert a.identity != b.identity
     assert a.identity.startswith("scaler_") and b.identity.startswith("scaler_")
+
+
+def test_a_season_too_short_for_the_targets_own_tick_is_refused_at_load() -> None:
+    # 30 s is 6 ticks of the default 5 s, so the policy's own check passes it; at this target's
+    # 10 s tick it is 3, never fitted, and the daemon failed only when it built the policy.
+    ok = VALID.replace("confidence: 0.99}", "confidence: 0.99, season_seconds: 30}")
+    assert parse_config(ok).targets[0].policy.knobs["season_seconds"] == 30
+    text = ok.replace("slo_seconds: 10", "slo_seconds: 10\n    tick_seconds: 10")
+    assert "targets[0]: season_seconds: 30 s is shorter than 5 ticks of 10 s (50 s)" in error_of(text)
