@@ -256,6 +256,12 @@ class TargetLoop:
         self.leader: LeaderGate = leader or AlwaysLeader()
         self._observer = observer
         self._clock = clock
+        # A target that writes between scale() calls (the Kubernetes target's stale deletion marks,
+        # cleared at observe()) asks this gate too: a new leader whose count is already right never
+        # calls scale(), and its predecessor's marks would stay.
+        bind_gate = getattr(target, "bind_gate", None)
+        if callable(bind_gate):
+            bind_gate(self.may_act)
         tick = settings.workload.tick_seconds
         self._backoff = Backoff(base=min(1.0, tick), cap=max(60.0, tick), rng=rng)
         self._lock = threading.Lock()

@@ -8,8 +8,11 @@ What one :class:`KubernetesTarget` does against the API server, and nothing else
 * ``list`` + ``watch`` its pods (one watch, re-listed only on 410 Gone or a broken stream) into an
   in-memory map, from which each tick's pod phases and measured startups are read;
 * ``patch`` pods: the ``controller.kubernetes.io/pod-deletion-cost`` annotation before a scale-down,
-  and its removal once no scale-down is left for the ReplicaSet controller to carry out (so that no
-  mark outlives the scale-down it was written for: see :meth:`KubernetesTarget._clear_stale_marks`);
+  with :data:`MARK_OWNER` recording the value written (a cost is ours only while it still equals
+  that record: a cost set by anyone else is never removed or changed, except on the pods a
+  scale-down must order), and their removal once no scale-down is left for the ReplicaSet
+  controller to carry out (so that no mark outlives the scale-down it was written for: see
+  :meth:`KubernetesTarget._clear_stale_marks`);
 * ``create`` / ``patch`` core/v1 Events on the workload (``SuccessfulRescale`` like the HPA's);
 * ``list`` HorizontalPodAutoscalers (autoscaling/v2) and KEDA ScaledObjects (keda.sh/v1alpha1, when
   the CRD exists) in the namespace, every ``conflict_check_seconds``: if one targets the same
@@ -30,6 +33,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -60,12 +64,23 @@ WATCH_READ_SLACK_SECONDS = 30
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 """Honoured by the ReplicaSet controller (beta, on by default since 1.22): lower cost goes first."""
 COST_REMOVE = -1000
-"""Pods the decision lets go (starting or idle): deleted before any other Ready pod."""
+"""Pods the decision lets go (starting or idle): deleted before any other Ready pod (lower still if
+another pod carries a cost of its own at or below this: see
+:meth:`KubernetesTarget._mark_deletion_costs`)."""
 COST_BUSY = 1000
-"""Pods serving a job: deleted only after every other pod."""
-OUR_MARKS = frozenset({str(COST_REMOVE), str(COST_BUSY)})
-"""The deletion costs this target writes: a pod carrying one of them was marked by us (or by the leader
-before us), and the mark is removed once no scale-down needs it."""
+"""Pods serving a job: deleted only after every other pod (higher still if another pod's own cost
+is at or above this)."""
+MARK_OWNER = "startup-autoscaler.dev/deletion-cost"
+"""Written with each deletion cost this target sets, to the same value: the cost on a pod is ours
+(ours to remove) only while it equals this record. A cost set by the operator or another tool, even
+to the very values this target writes, carries no such record and is left alone; one changed by
+someone else after we wrote it no longer matches, and only our record of it is removed."""
+COST_MIN, COST_MAX = -(2**31), 2**31 - 1
+"""A deletion cost is an int32."""
+MARK_HOLD_SECONDS = 60.0
+"""How long marks this process wrote stay while more pods are live than ``spec.replicas``: the
+ReplicaSet controller picks its victims within seconds of a scale-down, and later excess is a
+rollout's surge, during which old marks would steer the old ReplicaSet's scale-downs."""
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "startup-autoscaler"
 COMPONENT = "startup-autoscaler"
@@ -246,6 +261,12 @@ class WatchedPod:
     restarts: int
     deletion_cost: str | None
     first_seen: float = 0.0  # wall clock when this watch first saw the pod (this uid)
+    cost_owner: str | None = None  # our MARK_OWNER record: the deletion cost this target wrote
+
+    @property
+    def our_mark(self) -> bool:
+        """Whether the pod's deletion cost is the one this target (or a predecessor) wrote."""
+        return self.cost_owner is not None and self.cost_owner == self.deletion_cost
 
     @classmethod
     def from_dict(
@@ -282,6 +303,7 @@ class WatchedPod:
             restarts=restarts,
             deletion_cost=(meta.get("annotations") or {}).get(DELETION_COST),
             first_seen=first_seen,
+            cost_owner=(meta.get("annotations") or {}).get(MARK_OWNER),
         )
 
     @property
@@ -558,6 +580,8 @@ class KubernetesTarget:
         backoff: Backoff | None = None,
         watch_timeout_seconds: tuple[int, int] = (240, 360),
         reporting_instance: str | None = None,
+        may_act: ActGate | None = None,
+        mark_hold_seconds: float = MARK_HOLD_SECONDS,
     ) -> None:
         if kind not in _WORKLOADS:
             raise ValueError(f"kind must be Deployment or StatefulSet, not {kind!r}")
@@ -590,8 +614,10 @@ class KubernetesTarget:
         self._keda_absent_logged = False
         self._events: dict[tuple[str, str], _EventRecord] = {}
         self._last_scale_rv: str | None = None
-        self._gate: ActGate | None = None  # the gate of the latest scale(): may observe() clear marks?
-        self._marked: set[str] = set()  # pods given one of OUR_MARKS, before the watch may show it
+        # May observe() clear stale marks? The bound gate (bind_gate), else the latest scale()'s.
+        self._gate: ActGate | None = may_act
+        self._mark_hold = mark_hold_seconds
+        self._marked: dict[str, float] = {}  # pods this process marked -> monotonic time of the write
         self.last_outcome: ScaleOutcome | None = None
         self.marks_cleared = 0  # stale deletion-cost marks removed so far (for tests and logs)
 
@@ -612,6 +638,17 @@ class KubernetesTarget:
     @property
     def pod_watch(self) -> PodWatch | None:
         return self._watch
+
+    def bind_gate(self, may_act: ActGate) -> None:
+        """The loop's ``may_act`` gate, for the writes ``observe`` makes on its own.
+
+        With it, stale marks (a former leader's, say) are cleared from the first ``observe`` once the
+        pod list is synced and the gate says this process may act, not only after a ``scale()``: a
+        new leader whose count is already right may never call ``scale()``, and a mark it left would
+        steer the next scale-down by someone else. Without it, ``observe`` uses the gate of the
+        latest ``scale()`` (none before the first).
+        """
+        self._gate = may_act
 
     def start(self) -> None:
         """Begin watching pods early (the daemon calls this when the loop starts). Never raises: if
@@ -660,8 +697,9 @@ class KubernetesTarget:
         scale = self._read_scale()
         self._maybe_check_conflicts()
         if self._gate is not None:
-            # A scale-down completes between ticks, when nothing calls scale(): its leftover marks
-            # go now, under the gate of the last scale() (asked per write: only the leader writes).
+            # A scale-down completes between ticks, when nothing calls scale(), and a new leader
+            # finds its predecessor's marks: they go now, under the bound gate or the last scale()'s
+            # (asked per write: only the leader writes).
             self._clear_stale_marks(self._gate, scale[0])
         pods = tuple(
             sorted(
@@ -809,25 +847,37 @@ class KubernetesTarget:
     def _mark_deletion_costs(self, decision: Decision, state: TargetState, may_act: ActGate) -> int:
         """Annotate pods so that the ReplicaSet controller removes the chosen ones and spares busy ones.
 
-        Pods in ``decision.remove`` get a low cost, busy pods a high one, every other pod none. Only
-        annotations that differ from the wanted value are patched (one call per changed pod).
+        Pods in ``decision.remove`` get a low cost, busy pods a high one (each with our
+        :data:`MARK_OWNER` record), and our marks on every other pod go. A cost on another pod that
+        we did not write is left alone; the busy cost is set above the highest of those (and the
+        remove cost below the lowest), so that no such cost ranks an idle pod after a busy one.
+        Only annotations that differ from the wanted value are patched (one call per changed pod).
         """
         if self.kind == "StatefulSet" or self._watch is None:
             return 0
         busy = {p.name for p in state.pods if p.busy}
         remove = set(decision.remove) - busy
+        pods = [p for p in self._watch.pods() if p.phase is not None and p.phase is not PodPhase.DRAINING]
+        theirs = [
+            cost
+            for p in pods
+            if p.name not in busy and p.name not in remove and not p.our_mark
+            if (cost := _cost(p.deletion_cost)) is not None
+        ]
+        busy_cost = str(min(COST_MAX, max([COST_BUSY - 1, *theirs]) + 1))
+        remove_cost = str(max(COST_MIN, min([COST_REMOVE + 1, *theirs]) - 1))
         patches = 0
-        for pod in self._watch.pods():
-            if pod.phase is PodPhase.DRAINING or pod.phase is None:
-                continue
-            want = str(COST_BUSY) if pod.name in busy else str(COST_REMOVE) if pod.name in remove else None
-            if pod.deletion_cost != want:
+        for pod in pods:
+            want = busy_cost if pod.name in busy else remove_cost if pod.name in remove else None
+            if want is None:
+                if pod.cost_owner is None:
+                    continue  # no mark of ours, a cost of someone else's or none: not ours to touch
+                self._marked.pop(pod.name, None)
+                patches += self._annotate(pod.name, _unmark(pod), may_act)
+            elif pod.deletion_cost != want or pod.cost_owner != want:
                 # Remembered before the write: a patch whose answer is lost may still have landed.
-                if want is None:
-                    self._marked.discard(pod.name)
-                else:
-                    self._marked.add(pod.name)
-                patches += self._annotate(pod.name, want, may_act)
+                self._marked[pod.name] = time.monotonic()
+                patches += self._annotate(pod.name, {DELETION_COST: want, MARK_OWNER: want}, may_act)
         return patches
 
     def _clear_stale_marks(self, may_act: ActGate, replicas: int | None = None) -> int:
@@ -836,20 +886,25 @@ class KubernetesTarget:
         A mark is only true when written: an idle pod marked "delete first" may be busy a minute
         later. The ReplicaSet controller reads the marks when it picks the pods to delete, which it
         does as soon as it sees fewer replicas wanted than it has live pods; so while the watch
-        shows more live pods than ``spec.replicas`` (``replicas``, else read now), the marks may
-        still be needed and stay, whoever asked for that scale-down (a predecessor as leader too).
-        Otherwise every pod carrying one of :data:`OUR_MARKS` (or marked by this target, which the
-        watch may not show yet) is unmarked. Only stale marks are patched, once each, so a quiet
-        workload costs no API call.
+        shows more live pods than ``spec.replicas`` (``replicas``, else read now), the marks this
+        process wrote less than ``mark_hold_seconds`` ago stay. Every other mark of ours (a pod
+        whose :data:`MARK_OWNER` record is set, or marked by this process, which the watch may not
+        show yet) goes: the controller has long picked its victims, and more live pods than
+        ``spec.replicas`` after that is a rollout's surge, whose old-ReplicaSet scale-downs the old
+        marks would steer towards pods idle then and busy now. A former leader's marks count as old
+        (a lease changes hands far slower than the controller picks). Only stale marks are patched,
+        once each, so a quiet workload costs no API call. A cost that is not ours stays; a record
+        whose cost someone else changed since is removed alone.
 
         Never raises: a failure is logged and tried again at the next tick.
         """
         if self.shadow or self.kind == "StatefulSet" or self._watch is None:
             return 0
         pods = self._watch.pods()
-        self._marked &= {p.name for p in pods}  # forget pods that are gone
+        names = {p.name for p in pods}
+        self._marked = {n: at for n, at in self._marked.items() if n in names}  # forget the pods gone
         live = [p for p in pods if p.phase is not None and p.phase is not PodPhase.DRAINING]
-        marked = [p.name for p in live if p.deletion_cost in OUR_MARKS or p.name in self._marked]
+        marked = [p for p in live if p.cost_owner is not None or p.name in self._marked]
         if not marked or not may_act():
             return 0
         cleared = 0
@@ -857,10 +912,15 @@ class KubernetesTarget:
             if replicas is None:
                 replicas = self._read_scale()[0]
             if len(live) > replicas:
-                return 0  # a scale-down in progress: the controller may not have picked its pods yet
-            for name in marked:
-                cleared += self._annotate(name, None, may_act)
-                self._marked.discard(name)
+                # A scale-down in progress: the controller may not have picked its pods yet.
+                now = time.monotonic()
+                hold = self._mark_hold
+                marked = [p for p in marked if now - self._marked.get(p.name, -math.inf) >= hold]
+            for pod in marked:
+                if pod.cost_owner is None and pod.deletion_cost is not None:
+                    continue  # the watch shows someone else's cost, not our write (yet): wait and see
+                cleared += self._annotate(pod.name, _unmark(pod), may_act)
+                self._marked.pop(pod.name, None)
         except (TargetUnavailableError, LeadershipLostError) as exc:
             log.warning("kubernetes: %s: stale deletion-cost marks left for now: %s", self.name, exc)
         if cleared:
@@ -868,9 +928,9 @@ class KubernetesTarget:
             log.info("kubernetes: %s: removed %d stale deletion-cost mark(s)", self.name, cleared)
         return cleared
 
-    def _annotate(self, pod: str, cost: str | None, may_act: ActGate) -> int:
-        """Set (or with None remove) one pod's deletion cost; 1 if patched, 0 if the pod is gone."""
-        body = {"metadata": {"annotations": {DELETION_COST: cost}}}
+    def _annotate(self, pod: str, annotations: Mapping[str, str | None], may_act: ActGate) -> int:
+        """Set (or with None remove) one pod's annotations; 1 if patched, 0 if the pod is gone."""
+        body = {"metadata": {"annotations": dict(annotations)}}
         try:
             self._call(
                 f"annotate pod {pod}",
@@ -1108,6 +1168,22 @@ class KubernetesTarget:
 
 def _always() -> bool:
     return True
+
+
+def _cost(value: str | None) -> int | None:
+    """A deletion cost as the controller reads it; None when absent or not an integer (it counts 0)."""
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def _unmark(pod: WatchedPod) -> dict[str, str | None]:
+    """The annotations that remove our mark: the cost with our record while it is ours (or the watch
+    shows none yet), else only the record (someone else has set the cost since: theirs now)."""
+    if pod.cost_owner is not None and not pod.our_mark:
+        return {MARK_OWNER: None}
+    return {DELETION_COST: None, MARK_OWNER: None}
 
 
 def rescale_message(desired: int, decision: Decision) -> str:

@@ -16,9 +16,9 @@ import dataclasses
 
 import pytest
 
-from autoscaler.engine.snapshot import Decision, removal_order
+from autoscaler.engine.snapshot import Decision, PodPhase, removal_order
 from autoscaler.targets.base import LeadershipLostError, TargetState
-from autoscaler.targets.kubernetes import COST_REMOVE, DELETION_COST, KubernetesTarget
+from autoscaler.targets.kubernetes import COST_BUSY, COST_REMOVE, DELETION_COST, KubernetesTarget
 from tests.e2e.kube import Install, ready_pods, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -131,3 +131,110 @@ def test_marks_left_by_a_leader_that_lost_its_lease_are_removed_by_the_next_one(
     finally:
         old.close()
         new.close()
+
+
+def test_a_deletion_cost_someone_else_set_is_never_taken_for_ours(
+    installed: Install, target: KubernetesTarget
+) -> None:
+    """The operator's own costs, even the very values the target writes, carry no record of ours:
+    no clearing removes them, and a scale-down orders the pods around them instead of over them."""
+    state = scene(target, 3)
+    a, b, c = sorted(p.name for p in state.pods)
+    theirs = {a: str(COST_BUSY), b: str(COST_REMOVE)}
+    for name, cost in theirs.items():
+        body = {"metadata": {"annotations": {DELETION_COST: cost}}}
+        installed.core.patch_namespaced_pod(name, installed.namespace, body)
+
+    def seen() -> bool:
+        watch = target.pod_watch
+        pods = {p.name: p.deletion_cost for p in watch.pods()} if watch is not None else {}
+        return all(pods.get(name) == cost for name, cost in theirs.items())
+
+    wait_for("the watch to show the operator's costs", seen, 10)
+    state = target.observe()
+    assert target.scale(Decision(4, "up"), state) == 4
+    target.observe()
+    assert marks(installed) == theirs, "a cost someone else set was removed"
+
+    # A scale-down: c busy, the new pod picked. c must rank above a's 1000 (a keeps it), the pick
+    # below b's -1000 (b keeps it).
+    state = wait_for("4 Ready worker pods", lambda: ready_pods(target, 4), 30)
+    (new,) = {p.name for p in state.pods} - {a, b, c}
+    assert target.scale(Decision(3, "down", remove=(new,)), with_busy(state, {c})) == 3
+    found = marks(installed)
+    assert found[a] == theirs[a] and found[b] == theirs[b]
+    assert int(found[c]) > COST_BUSY and (new not in found or int(found[new]) < COST_REMOVE), found
+    wait_for("the pick removed", lambda: new not in {p.metadata.name for p in installed.worker_pods()}, 30)
+
+    def settled() -> bool:
+        target.observe()
+        return marks(installed) == theirs
+
+    wait_for("only the operator's costs left", settled, 10, interval=0.25)
+    unset: dict[str, object] = {"metadata": {"annotations": {DELETION_COST: None}}}
+    for name in theirs:  # leave the pods as found for the next test
+        installed.core.patch_namespaced_pod(name, installed.namespace, unset)
+
+
+def lose_lease_after_one_mark(installed: Install) -> str:
+    """A former leader's leftover: one "delete me first" mark, no scale patch. Returns the pod."""
+    old = KubernetesTarget(installed.sa, installed.namespace, "worker")
+    try:
+        state = with_busy(old.observe(), set())
+        answers = [True]  # leader for exactly one write
+        with pytest.raises(LeadershipLostError):
+            old.scale(
+                Decision(1, "lost-half-way", remove=removal_order(state.pods, 2)),
+                state,
+                lambda: bool(answers and answers.pop()),
+            )
+    finally:
+        old.close()
+    ((pod, cost),) = marks(installed).items()
+    assert cost == str(COST_REMOVE)
+    return pod
+
+
+def test_a_new_leader_that_never_scales_clears_its_predecessors_marks_at_its_first_observe(
+    installed: Install, target: KubernetesTarget
+) -> None:
+    """The count is right, so the new leader never calls scale(): its first observe (synced, the
+    bound gate saying yes) removes the mark, which would otherwise steer a later kubectl scale."""
+    scene(target, 3)
+    lose_lease_after_one_mark(installed)
+    new = KubernetesTarget(installed.sa, installed.namespace, "worker")
+    try:
+        new.bind_gate(lambda: False)  # not (yet) the leader: it writes nothing
+        new.observe()
+        assert new.marks_cleared == 0 and len(marks(installed)) == 1
+        new.bind_gate(lambda: True)
+        new.observe()
+        assert marks(installed) == {} and new.marks_cleared == 1
+    finally:
+        new.close()
+
+
+def test_a_former_leaders_mark_is_cleared_during_a_rollout_surge(
+    installed: Install, target: KubernetesTarget
+) -> None:
+    """A rollout surges (a new pod warming up, maxUnavailable 0): more live pods than spec.replicas
+    for as long as it lasts, though no scale-down is pending. The old ReplicaSet's scale-downs will
+    read whatever marks are left, so an old one must not be kept for the surge's sake."""
+    scene(target, 3)
+    lose_lease_after_one_mark(installed)
+    new = KubernetesTarget(installed.sa, installed.namespace, "worker", may_act=lambda: True)
+    try:
+        installed.set_worker_ready_delay(30.0)  # the surge pod stays starting for 30 s
+        wait_for("a surge pod", lambda: len(installed.worker_pods()) > 3 or None, 20)
+
+        def surging() -> bool:
+            state = new.observe()
+            return state.replicas == 3 and sum(p.phase is not PodPhase.DRAINING for p in state.pods) > 3
+
+        wait_for("the watch to show the surge", surging, 10)
+        assert marks(installed) == {}, "an old mark kept through the rollout"
+        assert new.marks_cleared == 1
+    finally:
+        new.close()
+        installed.set_worker_ready_delay(1.0)
+        installed.wait_worker_rollout(120)

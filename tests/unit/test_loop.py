@@ -876,3 +876,31 @@ def test_min_and_max_replicas_bound_every_policy_not_only_the_startup_aware_one(
         assert {r.decision.desired for r in reports if r.decision} == {expected}, spec
         last = reports[-1].decision
         assert last is not None and last.reason == reason
+
+
+def test_a_target_that_writes_between_scales_is_given_the_loops_leader_gate() -> None:
+    # The Kubernetes target clears a predecessor's stale deletion marks at observe(); it must ask
+    # the same gate as scale() does (leader, not shadow), which the loop binds at construction.
+    class GatedTarget(MemoryTarget):
+        gate: object = None
+
+        def bind_gate(self, may_act: object) -> None:
+            self.gate = may_act
+
+    clock = Clock()
+    target = GatedTarget(clock)
+    gate = Gate(True)
+    loop = TargetLoop(
+        "t",
+        MemorySource(clock),
+        target,
+        ScriptedPolicy(5),
+        LoopSettings(WorkloadSpec()),
+        leader=gate,
+        clock=clock,
+    )
+    assert callable(target.gate)
+    assert target.gate() is True
+    gate.leader = False
+    assert target.gate() is False
+    assert loop.may_act() is False
