@@ -29,7 +29,8 @@ class TcpProxy:
         self._listener = socket.create_server(("127.0.0.1", port))
         self.port = int(self._listener.getsockname()[1])
         self._closing = threading.Event()
-        threading.Thread(target=self._accept, name=f"{name}-accept", daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, name=f"{name}-accept", daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         while not self._closing.is_set():
@@ -46,7 +47,19 @@ class TcpProxy:
         raise NotImplementedError
 
     def close(self) -> None:
+        """Stop the accept loop before closing the listener, never the other way round.
+
+        A thread left blocked in ``accept()`` on a closed listener outlives it, and accepts a later
+        test's connection once the descriptor number is reused (a daemon's ``/metrics``, reset by
+        this proxy: a "connection reset" in an unrelated test; the TLS relay in
+        ``tests/integration/test_api_tls.py`` had the same fault). ``shutdown()`` wakes the blocked
+        ``accept()`` (EINVAL on Linux), so the thread has returned before the descriptor is freed.
+        """
         self._closing.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._acceptor.join(timeout=5)
+        assert not self._acceptor.is_alive(), "the proxy's accept loop did not stop"
         self._listener.close()
 
 
