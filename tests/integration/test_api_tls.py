@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api import api_client
+from tests.support.proxy import TcpProxy
 from tests.support.valkey import ValkeyServer
 
 pytestmark = pytest.mark.integration
@@ -42,52 +43,32 @@ def make_certs(d: Path) -> tuple[Path, Path, Path]:
     return d / "ca.crt", d / "server.crt", d / "server.key"
 
 
-class TlsRelay:
-    """Accepts TLS on a free port and relays the plaintext to ``upstream_port``."""
+class TlsRelay(TcpProxy):
+    """Accepts TLS on a free port and relays the plaintext to ``upstream_port``.
+
+    The accept loop, and its stopping before the listener closes, are :class:`TcpProxy`'s; the
+    upstream connection is opened only once the client's handshake succeeded.
+    """
 
     def __init__(self, upstream_port: int, cert: Path, key: Path) -> None:
         self.upstream_port = upstream_port
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(cert, key)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
         self.handshakes = 0
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
+        super().__init__(lambda: socket.create_connection(("127.0.0.1", upstream_port)), name="tls-relay")
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                raw, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw: socket.socket) -> None:
+    def _open(self, client: socket.socket) -> None:
         try:
-            tls = self.context.wrap_socket(raw, server_side=True)
+            tls = self.context.wrap_socket(client, server_side=True)
         except (ssl.SSLError, OSError):
-            raw.close()
+            client.close()
             return
         self.handshakes += 1
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        threading.Thread(target=_pump, args=(upstream, tls), daemon=True).start()
-        _pump(tls, upstream)
+        self._serve(tls, self._connect())
 
-    def close(self) -> None:
-        """Stop the accept loop before closing the listener, never the other way round.
-
-        A thread left blocked in ``accept()`` on a closed listener outlives it: it accepted a later
-        test's connection once the listener's file descriptor number was reused (the daemon's
-        ``/readyz``, which the relay then dropped mid-request as a failed TLS handshake: a
-        "connection reset" in an unrelated test). ``shutdown()`` wakes the blocked ``accept()``
-        (EINVAL on Linux), so the thread has returned before the descriptor is released.
-        """
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self._acceptor.join(timeout=5)
-        assert not self._acceptor.is_alive(), "the relay's accept loop did not stop"
-        self.listener.close()
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+        _pump(client, upstream)
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
