@@ -112,14 +112,7 @@ def test_marks_left_by_a_leader_that_lost_its_lease_are_removed_by_the_next_one(
     old = KubernetesTarget(installed.sa, installed.namespace, "worker")
     new = KubernetesTarget(installed.sa, installed.namespace, "worker")
     try:
-        state = with_busy(old.observe(), set())
-        answers = [True]  # leader for exactly one write
-        with pytest.raises(LeadershipLostError):
-            old.scale(
-                Decision(1, "lost-half-way", remove=removal_order(state.pods, 2)),
-                state,
-                lambda: bool(answers and answers.pop()),
-            )
+        lose_lease_half_way(old)
         assert list(marks(installed).values()) == [str(COST_REMOVE)]
         old.observe()  # no scale-down pending, but its gate says no: a former leader never writes
         assert old.marks_cleared == 0 and len(marks(installed)) == 1
@@ -176,18 +169,23 @@ def test_a_deletion_cost_someone_else_set_is_never_taken_for_ours(
         installed.core.patch_namespaced_pod(name, installed.namespace, unset)
 
 
+def lose_lease_half_way(old: KubernetesTarget) -> None:
+    """``old`` leads for exactly one write of a scale-down by 2: one mark written, no scale patch."""
+    state = with_busy(old.observe(), set())
+    answers = [True]  # leader for exactly one write
+    with pytest.raises(LeadershipLostError):
+        old.scale(
+            Decision(1, "lost-half-way", remove=removal_order(state.pods, 2)),
+            state,
+            lambda: bool(answers and answers.pop()),
+        )
+
+
 def lose_lease_after_one_mark(installed: Install) -> str:
     """A former leader's leftover: one "delete me first" mark, no scale patch. Returns the pod."""
     old = KubernetesTarget(installed.sa, installed.namespace, "worker")
     try:
-        state = with_busy(old.observe(), set())
-        answers = [True]  # leader for exactly one write
-        with pytest.raises(LeadershipLostError):
-            old.scale(
-                Decision(1, "lost-half-way", remove=removal_order(state.pods, 2)),
-                state,
-                lambda: bool(answers and answers.pop()),
-            )
+        lose_lease_half_way(old)
     finally:
         old.close()
     ((pod, cost),) = marks(installed).items()
