@@ -84,6 +84,33 @@ def test_scale_down_removes_starting_then_idle_never_busy() -> None:
     assert d.remove == ("warming", "idle-new", "idle-old")
 
 
+def test_a_pod_starting_for_over_two_startups_is_not_counted_as_capacity() -> None:
+    # Three pods have been "starting" for 100 s against a 30 s estimate: unschedulable or stuck
+    # pulling an image. They must not hide the queue from the backlog projection.
+    stuck = tuple(PodView(f"stuck{i}", PodPhase.STARTING, 0.0) for i in range(3))
+    late = PodView("late", PodPhase.STARTING, 45.0)  # 55 s old: slow, not yet overdue
+    busy = replace(BASE, waiting=100, rate_now=2.0, forecast=RateForecast(2.0, 2.0))
+    base = replace(busy, pods=(*ready(10, 10), late), current=11, in_flight=10)
+    with_stuck = replace(base, pods=base.pods + stuck, current=14)
+    assert projected_backlog(with_stuck, 2.0) == pytest.approx(projected_backlog(base, 2.0))
+    # The late pod still counts, from now: 30 s x 1 pod / 5 s = 6 jobs.
+    no_late = replace(base, pods=ready(10, 10), current=10)
+    assert projected_backlog(no_late, 2.0) - projected_backlog(base, 2.0) == pytest.approx(6.0)
+    assert size(with_stuck).terms["backlog_jobs"] == pytest.approx(size(base).terms["backlog_jobs"])
+    assert size(with_stuck).desired == size(base).desired
+
+
+def test_scale_down_removes_overdue_starting_pods_first() -> None:
+    pods = (
+        PodView("idle", PodPhase.READY, 0.0),
+        PodView("warming", PodPhase.STARTING, 90.0),
+        PodView("stuck", PodPhase.STARTING, 10.0),  # 90 s old, three startup estimates
+    )
+    d = size(replace(BASE, pods=pods, current=3, window_peak=2))
+    assert d.desired == 2
+    assert d.remove == ("stuck",)
+
+
 def test_window_peak_holds_capacity_and_bounds_win() -> None:
     d = size(replace(BASE, pods=ready(8), current=8, window_peak=6))
     assert (d.desired, d.reason) == (6, "scale-down-window")
