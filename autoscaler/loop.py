@@ -37,6 +37,13 @@ that arrive and are taken within one tick are invisible and the estimate is bias
 workers keep up (it measures backlog growth, not throughput). The backlog term of the policy still
 sees the queue, so a list source reacts to backlog like KEDA does, only without the forecast's head
 start. Configure an arrivals counter to remove the bias.
+
+Time: the snapshot's ``now`` is on a :class:`~autoscaler.timeline.Timeline` (the wall clock at
+start plus monotonic time since), never the wall clock itself, because the policy's windows assume
+``now`` never goes backwards and an NTP step would freeze them. Every wall-clock timestamp read
+from outside (pod creation and Ready times, the source's read times, history's arrivals) is moved
+onto the timeline as it is read; the reports' times go back to the wall clock for the metrics and
+the probes, which compare them with ``time()``.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from autoscaler.engine.state import StateError, StatefulPolicy
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.sources.base import QueueSignals, SignalSource, SourceUnavailableError
 from autoscaler.targets.base import LeadershipLostError, ScaleTarget, TargetState, TargetUnavailableError
+from autoscaler.timeline import Timeline
 
 if TYPE_CHECKING:
     from autoscaler.state_store import StateStore
@@ -64,6 +72,13 @@ decision_log = logging.getLogger("autoscaler.decision")
 
 STALE_TICKS = 3
 """Signals older than this many ticks are stale: hold, do not act."""
+
+MAX_TIMELINE_CATCH_UP = 86_400.0
+"""The furthest a restored state's ``saved_at`` may be ahead for the timeline to move on to it.
+
+A previous process whose wall clock stepped back saved times up to that step ahead of this one's
+clock; further ahead than a day, its clock was wrong rather than stepped, and following it would
+put ``now`` anywhere (the windows then wait for the wall clock, as without a timeline)."""
 
 Clock = Callable[[], float]
 PolicyFactory = Callable[[], Policy]
@@ -87,7 +102,11 @@ class AlwaysLeader:
 
 @dataclass(frozen=True, slots=True)
 class TickReport:
-    """What one tick saw and did; the metrics and the tests read this, not the logs."""
+    """What one tick saw and did; the metrics and the tests read this, not the logs.
+
+    ``now`` and ``state_saved_at`` are wall-clock epoch seconds (the metrics export them and the
+    probes compare them with ``time()``); the snapshot's times are on the loop's timeline.
+    """
 
     target: str
     now: float
@@ -243,6 +262,7 @@ class TargetLoop:
         leader: LeaderGate | None = None,
         observer: TickObserver | None = None,
         clock: Clock = time.time,
+        monotonic: Clock | None = None,
         rng: random.Random | None = None,
         history: HistoryReader | None = None,
         state_store: StateStore | None = None,
@@ -255,7 +275,12 @@ class TargetLoop:
         self._settings = settings
         self.leader: LeaderGate = leader or AlwaysLeader()
         self._observer = observer
-        self._clock = clock
+        # ``clock`` is the wall clock and ``monotonic`` the one the timeline counts real seconds by:
+        # time.monotonic with the real wall clock; an injected wall clock without a monotonic one
+        # (a test's, which moves only when told to) is its own.
+        if monotonic is None:
+            monotonic = time.monotonic if clock is time.time else clock
+        self._timeline = Timeline(clock, monotonic)
         # A target that writes between scale() calls (the Kubernetes target's stale deletion marks,
         # cleared at observe()) asks this gate too: a new leader whose count is already right never
         # calls scale(), and its predecessor's marks would stay.
@@ -324,7 +349,7 @@ class TargetLoop:
         return True
 
     def warm_start(self, arrival_times: Sequence[float], service_times: Sequence[float] = ()) -> int:
-        """Feed past arrivals (epoch seconds) to the policy's forecaster, tick by tick, up to now.
+        """Feed past arrivals (wall-clock epoch seconds) to the policy's forecaster, tick by tick, up to now.
 
         Only policies with a ``forecaster`` (the startup-aware one) keep arrival history; for the
         others this is a no-op. Service samples are held for the first snapshot. Returns the number of
@@ -334,7 +359,8 @@ class TargetLoop:
         self._pending_services.extend(service_times)
         if not isinstance(forecaster, RateForecaster):
             return 0
-        return forecaster.warm_start(arrival_times, self._clock())
+        offset = self._timeline.offset()
+        return forecaster.warm_start([t + offset for t in arrival_times], self._timeline.now())
 
     # ---- one tick ---------------------------------------------------------------------------
 
@@ -389,7 +415,12 @@ class TargetLoop:
                 self._needs_warm_start = False
                 saved_at = document.get("saved_at")
                 if isinstance(saved_at, int | float):
-                    fields["age_seconds"] = round(self._clock() - saved_at, 1)
+                    age = self._timeline.now() - saved_at
+                    fields["age_seconds"] = round(age, 1)
+                    # Saved on a timeline ahead of this one (that process's wall clock stepped back):
+                    # move on to it, or the restored windows wait for the wall clock to catch up.
+                    if -MAX_TIMELINE_CATCH_UP <= age < 0:
+                        fields["timeline_moved_seconds"] = round(self._timeline.not_before(saved_at), 3)
                 log.info("learned state restored", extra={"fields": fields})
                 return
         if problem is None:
@@ -400,14 +431,15 @@ class TargetLoop:
     def save_state(self, now: float | None = None, *, force: bool = False) -> bool:
         """Save the policy's state if this replica is the acting leader and a save is due.
 
-        Never raises: a failed save is logged and tried again at the next tick.
+        ``now`` and the document's ``saved_at`` are on the loop's timeline, like the policy's own
+        times in the document. Never raises: a failed save is logged and tried again at the next tick.
         """
         store, policy, settings = self.state_store, self._policy, self._settings
         if store is None or self._needs_restore or not isinstance(policy, StatefulPolicy):
             return False
         if settings.shadow or not self.leader.is_leader():
             return False
-        now = self._clock() if now is None else now
+        now = self._timeline.now() if now is None else now
         last = self._last_saved
         if not force and last is not None and now - last < settings.state_save_seconds:
             return False
@@ -427,15 +459,15 @@ class TargetLoop:
             self._warm_start_from_history()
         settings = self._settings
         try:
-            state = self.target.observe()
+            state = self._on_timeline(self.target.observe())
         except Exception as exc:
-            return self._failed(self._clock(), "target-unavailable", exc)
+            return self._failed(self._timeline.now(), "target-unavailable", exc)
         self._pending_startups.extend(state.startup_times)
 
         signals, error = self._read_source()
         # The tick's time is taken after both reads: observing the target can take seconds (a pod
         # list not synced yet), and signals must never look as if read after "now".
-        now = self._clock()
+        now = self._timeline.now()
         snapshot = self._snapshot(now, state, signals, settings.workload)
         latencies = signals.latencies if signals else ()
         try:
@@ -514,7 +546,7 @@ class TargetLoop:
         """Report a decision (of a tick or of the watch): log it, hand it to the observer, return it."""
         report = TickReport(
             target=self.name,
-            now=now,
+            now=self._timeline.to_wall(now),
             snapshot=snapshot,
             decision=decision,
             acted=acted,
@@ -525,7 +557,7 @@ class TargetLoop:
             error=error,
             detail=detail,
             estimates=policy_estimates(self._policy, decision),
-            state_saved_at=self._last_saved,
+            state_saved_at=None if self._last_saved is None else self._timeline.to_wall(self._last_saved),
             latencies=latencies,
             slo_seconds=self._settings.workload.slo_seconds,
             scaled_to=scaled_to,
@@ -565,9 +597,10 @@ class TargetLoop:
         pulse = self.source.pulse()
         if pulse.waiting <= 0 or _arrivals_between(previous, pulse) <= 0:
             return None
-        state = self.target.observe()
+        pulse = replace(pulse, observed_at=self._timeline.from_wall(pulse.observed_at))
+        state = self._on_timeline(self.target.observe())
         self._pending_startups.extend(state.startup_times)  # the next tick's to report
-        now = self._clock()
+        now = self._timeline.now()
         # A pulse has no worker states: the tick's are the newest known.
         signals = replace(pulse, busy_by_worker=previous.busy_by_worker)
         snapshot = self._snapshot(now, state, signals, settings.workload)
@@ -599,7 +632,8 @@ class TargetLoop:
     def _read_source(self) -> tuple[QueueSignals | None, str | None]:
         """The signals, or None and the error kind (the tick then holds on a stale snapshot)."""
         try:
-            return self.source.read(), None
+            signals = self.source.read()
+            return replace(signals, observed_at=self._timeline.from_wall(signals.observed_at)), None
         except SourceUnavailableError as exc:
             fields = {"target": self.name, "error": str(exc)}
             log.warning("signals unavailable, holding", extra={"fields": fields})
@@ -607,6 +641,23 @@ class TargetLoop:
         except Exception:  # a decoding bug must not look like an empty queue either
             log.exception("reading signals failed, holding", extra={"fields": {"target": self.name}})
             return None, "source-error"
+
+    def _on_timeline(self, state: TargetState) -> TargetState:
+        """``state`` with its wall-clock times (read just now) moved onto the loop's timeline.
+
+        By the offset of the moment, so that ``now - created_at`` is the age the wall clock gives.
+        Its startup times are durations, on the target's own clock: they need no moving.
+        """
+        offset = self._timeline.offset()
+        pods = tuple(
+            replace(
+                p,
+                created_at=p.created_at + offset,
+                ready_at=None if p.ready_at is None else p.ready_at + offset,
+            )
+            for p in state.pods
+        )
+        return replace(state, observed_at=state.observed_at + offset, pods=pods)
 
     def _snapshot(
         self, now: float, state: TargetState, signals: QueueSignals | None, workload: WorkloadSpec
@@ -706,7 +757,7 @@ class TargetLoop:
         last = self._previous
         report = TickReport(
             target=self.name,
-            now=now,
+            now=self._timeline.to_wall(now),
             snapshot=None,
             decision=None,
             acted=False,
