@@ -117,7 +117,7 @@ class StartupAwareConfig(BaseModel):
         description=(
             "Between ticks (the loop's watch), order pods at once when the queue is already too long "
             "for the ready pods and the arrivals since the tick are this unlikely at the rate the "
-            "tick sized for. Steady Poisson traffic stays far above it."
+            "tick sized for (at least one job per tick). Steady Poisson traffic stays far above it."
         ),
     )
     max_step_up: int | None = Field(None, ge=1)
@@ -381,7 +381,11 @@ class StartupAwarePolicy:
         slots = snapshot.ready * snapshot.slots_per_pod
         if not late_already(snapshot.waiting, slots, self.service_estimate, self.workload.slo_seconds):
             return None
-        surprise = poisson_tail(snapshot.arrivals, self._sized_rate * snapshot.interval)
+        # A tick sized for (almost) no traffic cannot tell a rate from zero below one job per tick:
+        # judged against zero, the first job after an idle spell was a surge, read as a rate of one
+        # job per watch interval, and ordered ~30 pods that the next tick cancelled.
+        floor = 1.0 / self.workload.tick_seconds
+        surprise = poisson_tail(snapshot.arrivals, max(self._sized_rate, floor) * snapshot.interval)
         if surprise >= self.config.surge_significance:
             return None
         decision = copy.deepcopy(self).decide(snapshot)

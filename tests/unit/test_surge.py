@@ -93,6 +93,20 @@ def test_no_answer_unless_both_tests_say_surge(arrivals: int, waiting: int) -> N
     assert policy.surge(between(now, arrivals, waiting, 12)) is None
 
 
+def test_after_an_idle_spell_a_few_jobs_are_no_surge_but_a_busy_start_is() -> None:
+    # Ticks of no traffic with no pods: the tick sized for zero. A job or four in the next second is
+    # what one job per tick looks like; eleven (a 5 jobs/s start, as on the smooth scorecard trace)
+    # is not, and is ordered at once.
+    for few in (1, 4):
+        policy = StartupAwarePolicy(WORKLOAD)
+        now = steady(policy, 0.0, 120.0, 0)
+        assert policy.surge(between(now, few, few, 0)) is None
+    policy = StartupAwarePolicy(WORKLOAD)
+    now = steady(policy, 0.0, 120.0, 0)
+    answer = policy.surge(between(now, 11, 11, 0))
+    assert answer is not None and answer.desired > 11
+
+
 def test_no_answer_before_the_first_tick_or_on_stale_signals() -> None:
     policy = StartupAwarePolicy(WORKLOAD)
     assert policy.surge(between(5.0, 150, 140, 1)) is None  # nothing sized for yet
