@@ -38,6 +38,7 @@ from pydantic import (
 
 from autoscaler.engine.registry import make_policy, parse_spec
 from autoscaler.engine.target import WorkloadSpec
+from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS
 
 log = logging.getLogger("autoscaler.config")
 
@@ -326,6 +327,14 @@ class LeaderElectionConfig(_Strict):
             raise ValueError("renew_deadline_seconds must be < lease_duration_seconds")
         if self.retry_period_seconds >= self.renew_deadline_seconds:
             raise ValueError("retry_period_seconds must be < renew_deadline_seconds")
+        margin = self.lease_duration_seconds - self.renew_deadline_seconds
+        if self.enabled and margin <= WRITE_TIMEOUT_SECONDS:
+            # A write started just before the renew deadline must land before another replica may
+            # take the lease: the margin must hold one whole write attempt (see autoscaler.leader).
+            raise ValueError(
+                f"lease_duration_seconds - renew_deadline_seconds ({margin:g}s) must be longer than "
+                f"the Kubernetes write timeout ({WRITE_TIMEOUT_SECONDS:g}s)"
+            )
         return self
 
 

@@ -23,18 +23,23 @@ rollout that changes them), and the holder steps down by *its* renew deadline, w
 not record. So ``renewTime`` (the holder's wall clock) never shortens the wait either.
 
 Timing: the holder dates a renewal from the *start* of its round (``renewed_at``, before the read),
-and another replica dates the same record from when its read *answered*, which is later; the holder
-acts (``is_leader``) only until ``renewed_at + renew_deadline``, and each write attempt of the target
-asks ``is_leader`` right before it (``autoscaler.targets.kubernetes``). So a write is *started* only
-while no other replica may take the lease; one started just before the renew deadline lands in time
-if the API server answers within ``lease_duration - renew_deadline`` (5 s by default).
+and another replica dates the same record from when its read *answered*, which is later, so no other
+replica takes the lease before ``renewed_at + lease_duration``. Each write attempt of the target asks
+``is_leader`` right before it and is one request bounded by ``write_timeout`` in all (no retries
+underneath: ``autoscaler.targets.base.WRITE_TIMEOUT_SECONDS``). The holder acts (``is_leader``)
+only until ``renewed_at + min(renew_deadline, lease_duration - write_timeout)``
+(:attr:`LeaderElector.acting_seconds`), so a write started while it acts has landed or been given up
+by the client before the lease can expire. The config (``LeaderElectionConfig``) refuses a
+margin ``lease_duration - renew_deadline`` (5 s by default) is not longer than the write timeout: the
+renew deadline then is what ends leadership, as configured. (A request the client gave up on may
+still reach the API server later, from a proxy's or the kernel's buffers: no client can rule that
+out; the margin beyond the write timeout is the slack for it.)
 
 RBAC: ``get``, ``create`` and ``update`` on ``leases`` in the lease's namespace, nothing else.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -50,7 +55,13 @@ from typing import Any, Protocol
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from autoscaler.targets.kubernetes import describe, own_namespace, shared_api_client
+from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS
+from autoscaler.targets.kubernetes import (
+    describe,
+    own_namespace,
+    shared_api_client,
+    without_retries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +137,21 @@ class LeaderElector:
         on_stopped_leading: Callable[[], None] | None = None,
         request_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        write_timeout: float = WRITE_TIMEOUT_SECONDS,
     ) -> None:
         if not lease_duration > renew_deadline > retry_period > 0:
             raise ValueError("need lease_duration > renew_deadline > retry_period > 0")
-        self._api = k8s.CoordinationV1Api(_without_retries(api_client))
+        if not 0 < write_timeout < lease_duration - retry_period:
+            # Acting for no longer than a renewal period, the leader would stop between renewals.
+            raise ValueError("need 0 < write_timeout < lease_duration - retry_period")
+        self._api = k8s.CoordinationV1Api(without_retries(api_client))
         self.namespace = namespace
         self.name = name
         self._identity = identity or default_identity()
         self.lease_duration = lease_duration
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
+        self.write_timeout = write_timeout
         self._on_started = on_started_leading
         self._on_stopped = on_stopped_leading
         # Each request must end well within the renew deadline, or a hung call could outlive it.
@@ -171,10 +187,16 @@ class LeaderElector:
         bounded by the request timeout (the lease client does not retry)."""
         return 2 * self._timeout
 
+    @property
+    def acting_seconds(self) -> float:
+        """How long after its last renewal the leader acts: the renew deadline, but never so long that
+        a write started then (bounded by ``write_timeout``) could end after the lease expires."""
+        return min(self.renew_deadline, self.lease_duration - self.write_timeout)
+
     def is_leader(self) -> bool:
-        """True only while the lease is held *and* was renewed within the renew deadline."""
+        """True only while the lease is held *and* was renewed within :attr:`acting_seconds`."""
         with self._lock:
-            return self._leader and self._clock() - self._renewed_at < self.renew_deadline
+            return self._leader and self._clock() - self._renewed_at < self.acting_seconds
 
     def start(self) -> None:
         if self._thread is None:
@@ -358,8 +380,8 @@ class LeaderElector:
                 self.try_acquire_or_renew()
             except Exception as exc:
                 log.warning("leader election: %s: %s", self._identity, describe(exc))
-            if self._leader and self._clock() - self._renewed_at >= self.renew_deadline:
-                self._set_leader(False, f"could not renew within {self.renew_deadline:g}s")
+            if self._leader and self._clock() - self._renewed_at >= self.acting_seconds:
+                self._set_leader(False, f"could not renew within {self.acting_seconds:g}s")
             if self._leader:
                 pause = self.retry_period
             else:
@@ -368,14 +390,6 @@ class LeaderElector:
                     # wake up right when the holder's lease runs out rather than up to a period later
                     pause = max(0.05, min(pause, self.expires_in() + 0.05))
             self._stop.wait(pause)
-
-
-def _without_retries(api_client: k8s.ApiClient) -> k8s.ApiClient:
-    """A client like ``api_client`` (same host, credentials, token refresh) whose connection pool
-    makes no retries: a round is then one attempt per request, bounded by its timeout."""
-    configuration = copy.copy(api_client.configuration)
-    configuration.retries = 0
-    return k8s.ApiClient(configuration)
 
 
 class LeaderElectionSpec(Protocol):

@@ -8,6 +8,18 @@ from typing import Protocol
 
 from autoscaler.engine.snapshot import Decision, PodView
 
+WRITE_TIMEOUT_SECONDS = 2.0
+"""The whole of one gated write attempt (a scale patch, a pod annotation): connect, send, answer.
+
+The gate is asked right before the attempt, and a leader's gate stays open until
+``lease_duration - WRITE_TIMEOUT_SECONDS`` after its last renewal (``autoscaler.leader``): an attempt
+that could take longer (the read timeout of other calls, urllib3's own retries, each with a fresh
+timeout) could land after another replica took the lease. Shorter than the default lease margin
+(15 s - 10 s) with room to spare; a config whose margin is not longer is refused
+(``autoscaler.config.LeaderElectionConfig``). A slow answer is retried (gate asked again) by the
+Kubernetes target's ``with_retries``; the scale patch carries its resourceVersion, so an attempt
+that landed unanswered makes its retry conflict, which is handled."""
+
 ActGate = Callable[[], bool]
 """Asked before each write a target makes: may this replica still act (leader, not shadow)?
 

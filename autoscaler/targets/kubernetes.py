@@ -3,8 +3,12 @@
 What one :class:`KubernetesTarget` does against the API server, and nothing else (the Role in
 ``deploy/kustomize/base/rbac.yaml`` grants exactly these calls):
 
-* ``get`` the workload once (``deployments`` / ``statefulsets``): its label selector and uid;
-* ``get`` / ``patch`` its ``scale`` subresource: read the replica count each tick, set it;
+* ``get`` the workload when the pod watch starts (``deployments`` / ``statefulsets``): its label
+  selector and uid;
+* ``get`` / ``patch`` its ``scale`` subresource: read the replica count each tick, set it. The scale
+  carries the workload's uid: a workload deleted and re-created under the same name (new uid, maybe
+  a new selector) is noticed there, or by a 404, and its predecessor's pod watch, startup samples,
+  marks and Event records are dropped; the watch starts again with the new selector;
 * ``list`` + ``watch`` its pods (one watch, re-listed only on 410 Gone or a broken stream) into an
   in-memory map, from which each tick's pod phases and measured startups are read;
 * ``patch`` pods: the ``controller.kubernetes.io/pod-deletion-cost`` annotation before a scale-down,
@@ -25,11 +29,14 @@ errors); a 409 on the scale patch re-reads the scale; anything that still fails 
 Every write (each annotation, each scale patch, each of their retries) first asks the loop's
 ``may_act`` gate whether this replica still leads: a decision whose writes outlast the leadership
 it was made under stops half way (:class:`~autoscaler.targets.base.LeadershipLostError`) rather than
-undo what the new leader wrote meanwhile.
+undo what the new leader wrote meanwhile. Each such attempt is one request bounded by
+:data:`WRITE_TIMEOUT_SECONDS` in all (no urllib3 retries behind it), so a write started while the
+gate is open ends before the lease it was started under can expire (see ``autoscaler.leader``).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -43,7 +50,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import urllib3
 from kubernetes import client as k8s
@@ -52,7 +59,13 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView
-from autoscaler.targets.base import ActGate, LeadershipLostError, TargetState, TargetUnavailableError
+from autoscaler.targets.base import (
+    WRITE_TIMEOUT_SECONDS,
+    ActGate,
+    LeadershipLostError,
+    TargetState,
+    TargetUnavailableError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +103,15 @@ _RETRYABLE_STATUS = frozenset({0, 429, 500, 502, 503, 504})
 
 # --------------------------------------------------------------------------------------------------
 # Client construction
+
+
+def without_retries(api_client: k8s.ApiClient) -> k8s.ApiClient:
+    """A client like ``api_client`` (same host, credentials, token refresh) whose connection pool
+    makes no retries: one call is then one attempt, bounded by its timeout (urllib3 retries a failed
+    connection up to 3 times by default, each with a fresh timeout, unseen by the caller)."""
+    configuration = copy.copy(api_client.configuration)
+    configuration.retries = 0
+    return k8s.ApiClient(configuration)
 
 
 def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
@@ -561,6 +583,14 @@ _WORKLOADS = {
 }
 
 
+class _ScaleRead(NamedTuple):
+    """One read of the scale subresource."""
+
+    replicas: int
+    resource_version: str
+    uid: str | None  # the workload's uid (the API server copies it into the Scale): None if absent
+
+
 class KubernetesTarget:
     """Scales one Deployment or StatefulSet. See the module docstring for every API call it makes."""
 
@@ -582,6 +612,7 @@ class KubernetesTarget:
         reporting_instance: str | None = None,
         may_act: ActGate | None = None,
         mark_hold_seconds: float = MARK_HOLD_SECONDS,
+        write_timeout: float = WRITE_TIMEOUT_SECONDS,
     ) -> None:
         if kind not in _WORKLOADS:
             raise ValueError(f"kind must be Deployment or StatefulSet, not {kind!r}")
@@ -595,6 +626,12 @@ class KubernetesTarget:
         self._core = k8s.CoreV1Api(api_client)
         self._autoscaling = k8s.AutoscalingV2Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
+        # Gated writes go through a pool without retries, each attempt bounded by write_timeout in
+        # all: see WRITE_TIMEOUT_SECONDS.
+        self._writer = without_retries(api_client)
+        self._write_apps = k8s.AppsV1Api(self._writer)
+        self._write_core = k8s.CoreV1Api(self._writer)
+        self._write_timeout = write_timeout
         self._conflict_every = conflict_check_seconds
         self._stale_after = stale_after_seconds
         self._sync_timeout = sync_timeout_seconds
@@ -607,6 +644,7 @@ class KubernetesTarget:
         self._uid: str | None = None
         self._selector: str | None = None
         self._watch: PodWatch | None = None
+        self._generation = 0  # bumped when the workload is forgotten: older watches' callbacks are ignored
         self._startups: list[float] = []
         self._reported: set[str] = set()
         self._conflict: Conflict | None = None
@@ -659,21 +697,29 @@ class KubernetesTarget:
             log.warning("kubernetes: %s: not watching pods yet: %s", self.name, exc)
 
     def _ensure_watch(self) -> PodWatch:
-        """Read the workload (selector, uid) once and start the pod watch."""
+        """Read the workload (selector, uid) and start the pod watch, unless one runs already.
+
+        Read again only after the watch was dropped: the selector of a Deployment or StatefulSet is
+        immutable, so only a re-created workload (a new uid, see :meth:`_check_workload`) has a new one.
+        """
         if self._watch is not None:
             return self._watch
         obj = self._call(f"get {self.kind} {self.namespace}/{self.workload}", self._read_workload)
+        uid = (obj.get("metadata") or {}).get("uid")
+        if self._uid is not None and uid != self._uid:  # re-created while no watch ran (a stalled one)
+            self._forget_workload(f"re-created (uid {self._uid} -> {uid})")
         selector = (obj.get("spec") or {}).get("selector") or {}
         try:
             self._selector = selector_string(selector)
         except ValueError as exc:
             raise TargetUnavailableError(f"{self.name}: {exc}") from exc
-        self._uid = (obj.get("metadata") or {}).get("uid")
+        self._uid = uid
+        generation = self._generation
         watch = PodWatch(
             self._core,
             self.namespace,
             self._selector,
-            on_ready=self._pod_ready,
+            on_ready=lambda pod, initial: self._pod_ready(pod, initial, generation),
             watch_timeout_seconds=self._watch_timeout,
         )
         watch.start()
@@ -682,6 +728,33 @@ class KubernetesTarget:
         return watch
 
     def observe(self) -> TargetState:
+        watch = self._synced_watch()
+        scale = self._read_scale()
+        if not self._check_workload(scale.uid):
+            # The pods, samples and marks seen so far were another workload's: start over with the
+            # new one's selector (the scale just read is already the new workload's).
+            watch = self._synced_watch()
+        self._maybe_check_conflicts()
+        if self._gate is not None:
+            # A scale-down completes between ticks, when nothing calls scale(), and a new leader
+            # finds its predecessor's marks: they go now, under the bound gate or the last scale()'s
+            # (asked per write: only the leader writes).
+            self._clear_stale_marks(self._gate, scale.replicas)
+        pods = tuple(
+            sorted(
+                (p.view() for p in watch.pods() if p.phase is not None),
+                key=lambda v: v.name,
+            )
+        )
+        with self._lock:
+            startups, self._startups = tuple(self._startups), []
+            self._reported &= {p.uid for p in watch.pods()}
+        return TargetState(
+            observed_at=time.time(), replicas=scale.replicas, pods=pods, startup_times=startups
+        )
+
+    def _synced_watch(self) -> PodWatch:
+        """The pod watch, started (or replaced, if stalled) as needed, once its list is synced."""
         watch = self._ensure_watch()
         if self._drop_if_stalled(watch):
             watch = self._ensure_watch()
@@ -694,23 +767,39 @@ class KubernetesTarget:
             raise TargetUnavailableError(
                 f"{self.name}: pod watch broken for {time.monotonic() - failing:.0f}s: {watch.last_error}"
             )
-        scale = self._read_scale()
-        self._maybe_check_conflicts()
-        if self._gate is not None:
-            # A scale-down completes between ticks, when nothing calls scale(), and a new leader
-            # finds its predecessor's marks: they go now, under the bound gate or the last scale()'s
-            # (asked per write: only the leader writes).
-            self._clear_stale_marks(self._gate, scale[0])
-        pods = tuple(
-            sorted(
-                (p.view() for p in watch.pods() if p.phase is not None),
-                key=lambda v: v.name,
-            )
-        )
+        return watch
+
+    def _check_workload(self, uid: str | None) -> bool:
+        """Whether ``uid`` (from a scale read) is the workload the pod watch was started for.
+
+        Scale patches go by name, so they reach a workload deleted and re-created under the same
+        name; but the watch would keep the old selector (the new workload may have another, and
+        different pods), its pods and startup samples would be the old workload's, and Events would
+        name the old uid. So on a new uid all of that is forgotten (False): the next
+        :meth:`_ensure_watch` reads the new workload and watches its pods. An unknown uid on either
+        side (no watch started yet, a Scale without one) is no evidence of a change (True).
+        """
+        if uid is None or self._uid is None or uid == self._uid:
+            return True
+        self._forget_workload(f"re-created (uid {self._uid} -> {uid})")
+        return False
+
+    def _forget_workload(self, why: str) -> None:
+        """Drop all that belonged to the workload seen so far: the watch and its pods, unreported
+        startup samples, marks this process remembers writing, and the Event records (a repeat is
+        counted on the old Event, which names the old uid). The next observe starts from scratch."""
+        log.warning("kubernetes: %s: %s %s; dropping its pod watch and state", self.name, self.kind, why)
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop(timeout=0)
         with self._lock:
-            startups, self._startups = tuple(self._startups), []
-            self._reported &= {p.uid for p in watch.pods()}
-        return TargetState(observed_at=time.time(), replicas=scale[0], pods=pods, startup_times=startups)
+            self._generation += 1  # the old watch's thread may still report a Ready pod: ignored
+            self._startups = []
+            self._reported = set()
+        self._uid = None
+        self._selector = None
+        self._marked = {}
+        self._events = {}
 
     def _drop_if_stalled(self, watch: PodWatch) -> bool:
         """Drop a watch that stopped without an error (then ``observe`` starts a new one).
@@ -766,6 +855,7 @@ class KubernetesTarget:
     def close(self) -> None:
         if self._watch is not None:
             self._watch.stop()
+        self._writer.close()  # type: ignore[no-untyped-call]
 
     # -- scaling --
     def _scale(self, decision: Decision, state: TargetState, may_act: ActGate) -> ScaleOutcome:
@@ -788,7 +878,12 @@ class KubernetesTarget:
             )
             return ScaleOutcome("refused", decision.desired, f"conflicting autoscaler: {self._conflict}")
 
-        current, rv = self._read_scale()
+        current, rv, uid = self._read_scale()
+        if not self._check_workload(uid):
+            # The decision was made from another workload's pods (deleted and re-created since).
+            return ScaleOutcome(
+                "unchanged", current, "workload re-created since observed; re-deciding next tick"
+            )
         if current != state.replicas:
             # Someone else changed spec.replicas since this tick observed it: the decision is stale.
             log.warning(
@@ -813,7 +908,7 @@ class KubernetesTarget:
             except TargetUnavailableError as exc:
                 if not isinstance(exc.__cause__, ApiException) or exc.__cause__.status != 409:
                     raise
-                now, rv = self._read_scale()  # 409: resourceVersion moved on (status update); re-read
+                now, rv, _ = self._read_scale()  # 409: resourceVersion moved on (status update); re-read
                 if now == desired:
                     # An attempt whose answer was lost (read timeout, reset connection, a 5xx after
                     # the commit) did land; the retry conflicted with it. That is this rescale done,
@@ -910,7 +1005,7 @@ class KubernetesTarget:
         cleared = 0
         try:
             if replicas is None:
-                replicas = self._read_scale()[0]
+                replicas = self._read_scale().replicas
             if len(live) > replicas:
                 # A scale-down in progress: the controller may not have picked its pods yet.
                 now = time.monotonic()
@@ -935,13 +1030,13 @@ class KubernetesTarget:
             self._call(
                 f"annotate pod {pod}",
                 functools.partial(
-                    self._core.patch_namespaced_pod,
+                    self._write_core.patch_namespaced_pod,
                     pod,
                     self.namespace,
                     body,
                     field_manager=FIELD_MANAGER,
                     _content_type=MERGE_PATCH,
-                    _request_timeout=self._timeout,
+                    _request_timeout=self._write_timeout,
                 ),
                 may_act,
             )
@@ -974,18 +1069,26 @@ class KubernetesTarget:
         resp = read(self.workload, self.namespace, _preload_content=False, _request_timeout=self._timeout)
         return dict(json.loads(resp.data))
 
-    def _read_scale(self) -> tuple[int, str]:
+    def _read_scale(self) -> _ScaleRead:
+        """The scale subresource; a 404 (the workload was deleted) forgets the workload's state, so
+        that whatever is created under the name next is watched afresh."""
         singular = _WORKLOADS[self.kind][0]
         read = getattr(self._apps, f"read_namespaced_{singular}_scale")
-        scale = self._call(
-            f"get {self.kind} {self.namespace}/{self.workload} scale",
-            lambda: read(self.workload, self.namespace, _request_timeout=self._timeout),
-        )
-        return int(scale.spec.replicas or 0), str(scale.metadata.resource_version)
+        try:
+            scale = self._call(
+                f"get {self.kind} {self.namespace}/{self.workload} scale",
+                lambda: read(self.workload, self.namespace, _request_timeout=self._timeout),
+            )
+        except TargetUnavailableError as exc:
+            if status_of(exc.__cause__ or exc) == 404 and self._uid is not None:
+                self._forget_workload("deleted (404)")
+            raise
+        uid = scale.metadata.uid or None
+        return _ScaleRead(int(scale.spec.replicas or 0), str(scale.metadata.resource_version), uid)
 
     def _patch_scale(self, replicas: int, rv: str) -> Any:
         singular = _WORKLOADS[self.kind][0]
-        patch = getattr(self._apps, f"patch_namespaced_{singular}_scale")
+        patch = getattr(self._write_apps, f"patch_namespaced_{singular}_scale")
         body = {"metadata": {"resourceVersion": rv}, "spec": {"replicas": replicas}}
         return patch(
             self.workload,
@@ -993,15 +1096,18 @@ class KubernetesTarget:
             body,
             field_manager=FIELD_MANAGER,
             _content_type=MERGE_PATCH,
-            _request_timeout=self._timeout,
+            _request_timeout=self._write_timeout,
         )
 
     # -- startup measurement --
-    def _pod_ready(self, pod: WatchedPod, initial: bool) -> None:
+    def _pod_ready(self, pod: WatchedPod, initial: bool, generation: int | None = None) -> None:
         """Record creation-to-Ready once per pod; pods found already Ready at start count only if
         they never restarted (a restart moves the Ready transition later than the warm-up), and a
-        pod without a creation timestamp never counts (see :class:`WatchedPod`)."""
+        pod without a creation timestamp never counts (see :class:`WatchedPod`). A call from the
+        watch of a workload forgotten since (``generation``) is ignored: its pods are not ours."""
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return
             if pod.uid in self._reported or pod.ready_at is None:
                 return
             self._reported.add(pod.uid)

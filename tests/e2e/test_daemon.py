@@ -45,7 +45,8 @@ def daemon_config(installed: Install, redis_url: str, **target: Any) -> dict[str
             "enabled": True,
             "lease_name": LEASE,
             "lease_namespace": installed.namespace,
-            "lease_duration_seconds": 3,
+            # The margin (lease - renew deadline) must exceed the target's write timeout (2 s).
+            "lease_duration_seconds": 4.5,
             "renew_deadline_seconds": 2,
             "retry_period_seconds": 0.5,
         },

@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
-from autoscaler.leader import LeaderElector
+from autoscaler.config import LeaderElectionConfig
+from autoscaler.leader import LeaderElector, leader_election_from_config
+from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS
 
 
 class Clock:
@@ -187,3 +190,45 @@ def test_the_lease_client_makes_no_retries_of_its_own() -> None:
     pool = elector._api.api_client.rest_client.pool_manager
     assert pool.connection_pool_kw["retries"].total == 0
     assert api.configuration.retries is None  # the caller's client is left alone
+
+
+def test_the_leader_stops_acting_a_write_timeout_before_the_lease_can_expire() -> None:
+    """A write attempt started while ``is_leader()`` says yes takes up to the write timeout; it
+    must end before another replica may take the lease (``lease_duration`` after the renewal began
+    at the earliest). With a renew deadline of 14 s in a 15 s lease the leader used to act until
+    14 s: a write started at 13.9 s could land at 15.9 s, after a standby took over at 15 s."""
+    clock = Clock()
+    leader = make(MemoryLeases(), "me", clock, lease_duration=15, renew_deadline=14, retry_period=2)
+    renewed = clock.now
+    assert leader.try_acquire_or_renew()
+    assert leader.acting_seconds == pytest.approx(15 - WRITE_TIMEOUT_SECONDS)
+    clock.now = renewed + 15 - WRITE_TIMEOUT_SECONDS - 0.01
+    assert leader.is_leader()  # a write started now ends by renewed + 14.99 s at the latest
+    clock.now = renewed + 15 - WRITE_TIMEOUT_SECONDS
+    assert not leader.is_leader()
+    clock.now = renewed + 13.9
+    assert not leader.is_leader()  # within the renew deadline, but too late to start a write
+
+    # The default timing (15 / 10 s) leaves more than a write timeout: the renew deadline governs.
+    default = make(MemoryLeases(), "me", clock, lease_duration=15, renew_deadline=10, retry_period=2)
+    renewed = clock.now
+    assert default.try_acquire_or_renew() and default.acting_seconds == 10
+    clock.now = renewed + 9.99
+    assert default.is_leader()
+    clock.now = renewed + 10
+    assert not default.is_leader()
+
+
+@pytest.mark.parametrize(("duration", "renew"), [(12.0, 10.0), (15.0, 15.0 - WRITE_TIMEOUT_SECONDS)])
+def test_a_lease_margin_not_longer_than_the_write_timeout_is_a_config_error(
+    duration: float, renew: float
+) -> None:
+    fields = {"lease_duration_seconds": duration, "renew_deadline_seconds": renew, "retry_period_seconds": 1}
+    with pytest.raises(
+        ValidationError, match=r"lease_duration_seconds - renew_deadline_seconds .* write timeout"
+    ):
+        LeaderElectionConfig(enabled=True, **fields)
+    LeaderElectionConfig(enabled=False, **fields)  # not leading by lease: nothing to fit
+    ok = LeaderElectionConfig(enabled=True, lease_duration_seconds=duration + 1, renew_deadline_seconds=renew)
+    api = k8s.ApiClient(k8s.Configuration())
+    assert isinstance(leader_election_from_config(ok, api_client=api), LeaderElector)
