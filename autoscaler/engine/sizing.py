@@ -66,9 +66,8 @@ def keep_order(inp: SizingInputs) -> list[PodView]:
     ``k`` of this list.
     """
     serving = [p for p in inp.pods if p.phase is not PodPhase.STARTING]
-    starting = sorted((p for p in inp.pods if p.phase is PodPhase.STARTING), key=lambda p: p.created_at)
-    on_time = [p for p in starting if not overdue(inp, p)]
-    return serving + on_time + [p for p in starting if overdue(inp, p)]
+    starting = (p for p in inp.pods if p.phase is PodPhase.STARTING)
+    return serving + sorted(starting, key=lambda p: (overdue(inp, p), p.created_at))
 
 
 def removals(inp: SizingInputs, count: int) -> tuple[str, ...]:
