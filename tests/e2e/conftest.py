@@ -8,6 +8,7 @@ the message says to run ``bash deploy/virtual-cluster/up.sh``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from kubernetes import client as k8s
 
 from autoscaler.targets.kubernetes import KubernetesTarget
 from tests.e2e.kube import (
+    LEASE,
     UP_HINT,
     Install,
     admin_client,
@@ -88,3 +90,14 @@ def target(installed: Install) -> Iterator[KubernetesTarget]:
     t = KubernetesTarget(installed.sa, installed.namespace, "worker")
     yield t
     t.close()
+
+
+@pytest.fixture
+def lease_reset(installed: Install) -> Iterator[None]:
+    """No Lease before the test and none left after it: each test elects from scratch."""
+    api = k8s.CoordinationV1Api(installed.admin)
+    with contextlib.suppress(Exception):
+        api.delete_namespaced_lease(LEASE, installed.namespace)
+    yield
+    with contextlib.suppress(Exception):
+        api.delete_namespaced_lease(LEASE, installed.namespace)

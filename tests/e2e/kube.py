@@ -30,6 +30,7 @@ from jobqueue import WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from tests.support.proxy import TcpProxy
 
+LEASE = "startup-autoscaler"  # the Lease name the autoscaler's Role allows
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "deploy" / "kustomize" / "overlays" / "virtual"
 STATE_DIR = Path(os.environ.get("VCLUSTER_STATE", "/tmp/startup-autoscaler-vcluster"))

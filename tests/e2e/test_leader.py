@@ -4,23 +4,20 @@ hands over at the standby's next poll."""
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
 from autoscaler.leader import LeaderElector
-from tests.e2e.kube import REPO, ApiProxy, Install, wait_for
+from tests.e2e.kube import LEASE, REPO, ApiProxy, Install, wait_for
 
 pytestmark = pytest.mark.e2e
 
-LEASE = "startup-autoscaler"  # the name the Role allows
 DURATION, RENEW, RETRY = 3.0, 2.0, 0.5  # short for the test; the defaults are 15 / 10 / 2
 
 CANDIDATE = """
@@ -34,16 +31,6 @@ elector.start()
 while True:
     time.sleep(1)
 """
-
-
-@pytest.fixture
-def lease_reset(installed: Install) -> Iterator[None]:
-    api: Any = k8s.CoordinationV1Api(installed.admin)
-    with contextlib.suppress(Exception):
-        api.delete_namespaced_lease(LEASE, installed.namespace)
-    yield
-    with contextlib.suppress(Exception):
-        api.delete_namespaced_lease(LEASE, installed.namespace)
 
 
 def elector(installed: Install, identity: str) -> LeaderElector:

@@ -10,33 +10,17 @@ the API server does (here: holds the request back).
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from kubernetes import client as k8s
 
 from autoscaler.engine.snapshot import Decision
 from autoscaler.leader import LeaderElector
 from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS, LeadershipLostError
 from autoscaler.targets.kubernetes import Backoff, KubernetesTarget
-from tests.e2e.kube import ApiProxy, Install
+from tests.e2e.kube import LEASE, ApiProxy, Install
 
 pytestmark = pytest.mark.e2e
-
-LEASE = "startup-autoscaler"  # the name the Role allows
-
-
-@pytest.fixture
-def lease_reset(installed: Install) -> Iterator[None]:
-    api: Any = k8s.CoordinationV1Api(installed.admin)
-    with contextlib.suppress(Exception):
-        api.delete_namespaced_lease(LEASE, installed.namespace)
-    yield
-    with contextlib.suppress(Exception):
-        api.delete_namespaced_lease(LEASE, installed.namespace)
 
 
 class Offset:
