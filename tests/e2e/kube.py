@@ -25,7 +25,7 @@ from kubernetes import config as k8s_config
 
 from autoscaler.engine.snapshot import PodPhase
 from autoscaler.targets.base import TargetState
-from autoscaler.targets.kubernetes import KubernetesTarget
+from autoscaler.targets.kubernetes import Backoff, KubernetesTarget
 from jobqueue import WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from tests.support.proxy import TcpProxy
@@ -193,6 +193,11 @@ class Install:
     def worker_replicas(self) -> int:
         return int(self.apps.read_namespaced_deployment_scale("worker", self.namespace).spec.replicas or 0)
 
+    @property
+    def worker_scale_patch(self) -> bytes:
+        """The request line of a patch of the worker's scale (what an :class:`ApiProxy` looks for)."""
+        return f"PATCH /apis/apps/v1/namespaces/{self.namespace}/deployments/worker/scale".encode()
+
     def set_worker_ready_delay(self, seconds: float) -> None:
         """Change kwok's simulated warm-up (a template change: rolls the existing pods)."""
         body = {"spec": {"template": {"metadata": {"annotations": {READY_DELAY: f"{seconds:g}"}}}}}
@@ -283,6 +288,15 @@ class ApiProxy(TcpProxy):
     def _connect_tls(self) -> socket.socket:
         raw = socket.create_connection(self._upstream)
         return self._tls.wrap_socket(raw, server_hostname=self._upstream[0])
+
+    def worker_target(self, installed: Install) -> KubernetesTarget:
+        """The worker's target through this proxy, as the autoscaler's ServiceAccount, retrying fast."""
+        return KubernetesTarget(
+            self.client(installed.sa_token),
+            installed.namespace,
+            "worker",
+            backoff=Backoff(attempts=4, base_seconds=0.05),
+        )
 
     def client(self, token: str) -> k8s.ApiClient:
         """A client that reaches the API server through this proxy, authenticating with ``token``."""

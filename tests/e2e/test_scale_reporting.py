@@ -22,7 +22,7 @@ from autoscaler.loop import LoopSettings, TargetLoop
 from autoscaler.metrics import Metrics
 from autoscaler.sources.redis_source import StreamSource
 from autoscaler.targets.base import TargetState
-from autoscaler.targets.kubernetes import Backoff, KubernetesTarget
+from autoscaler.targets.kubernetes import KubernetesTarget
 from tests.e2e.kube import ApiProxy, Install, heartbeat, ready_pods, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -129,18 +129,11 @@ def test_a_scale_whose_answer_was_lost_is_reported_as_done(installed: Install) -
     resourceVersion, conflicts with that very write. The count is now what was asked; that is a
     rescale (logged, evented, counted), not "someone else changed the replicas"."""
     proxy = ApiProxy(installed.sa)
-    lossy = KubernetesTarget(
-        proxy.client(installed.sa_token),
-        installed.namespace,
-        "worker",
-        backoff=Backoff(attempts=4, base_seconds=0.05),
-    )
+    lossy = proxy.worker_target(installed)
     try:
         state = lossy.observe()
         size = state.replicas + 1
-        proxy.drop_reply_to(
-            f"PATCH /apis/apps/v1/namespaces/{installed.namespace}/deployments/worker/scale".encode()
-        )
+        proxy.drop_reply_to(installed.worker_scale_patch)
         assert lossy.scale(Decision(size, "answer-lost"), state) == size
         assert proxy.dropped.is_set(), "the proxy lost no answer: the test proves nothing"
         assert lossy.last_outcome is not None and lossy.last_outcome.action == "scaled", lossy.last_outcome

@@ -17,7 +17,7 @@ import pytest
 from autoscaler.engine.snapshot import Decision
 from autoscaler.leader import LeaderElector
 from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS, LeadershipLostError
-from autoscaler.targets.kubernetes import Backoff, KubernetesTarget
+from autoscaler.targets.kubernetes import KubernetesTarget
 from tests.e2e.kube import LEASE, ApiProxy, Install
 
 pytestmark = pytest.mark.e2e
@@ -74,18 +74,11 @@ def test_a_write_attempt_the_server_holds_is_given_up_after_the_write_timeout(in
     timeout (not the 15 s read timeout of the other calls), and the retry asks the gate again: the
     gate, open for the first attempt only, refuses it."""
     proxy = ApiProxy(installed.sa)
-    target = KubernetesTarget(
-        proxy.client(installed.sa_token),
-        installed.namespace,
-        "worker",
-        backoff=Backoff(attempts=4, base_seconds=0.05),
-    )
+    target = proxy.worker_target(installed)
     try:
         state = target.observe()
         before = state.replicas
-        proxy.hold_request(
-            f"PATCH /apis/apps/v1/namespaces/{installed.namespace}/deployments/worker/scale".encode(), 6.0
-        )
+        proxy.hold_request(installed.worker_scale_patch, 6.0)
         answers = [True]  # the gate is open for exactly one attempt
         started = time.monotonic()
         with pytest.raises(LeadershipLostError):
