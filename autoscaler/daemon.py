@@ -139,7 +139,7 @@ class _Running:
     loop: TargetLoop
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
-    started_at: float = field(default_factory=time.time)
+    started_at: float = field(default_factory=time.monotonic)  # time.monotonic, as the probe reads it
 
 
 class Daemon:
@@ -361,12 +361,16 @@ class Daemon:
         self.metrics.config_reloads.labels("applied" if status.valid else "rejected").inc()
 
     def _targets_detail(self) -> dict[str, dict[str, Any]]:
-        now = time.time()
+        # Measured on time.monotonic: against the wall clock, an NTP step forward of a few minutes
+        # failed the liveness probe of every healthy loop, and a step back hid a hung one for as
+        # long as the step.
+        now = time.monotonic()
         detail: dict[str, dict[str, Any]] = {}
         for r in self._view:
             report = r.loop.last_report
             tick = r.config.tick_seconds
-            since = now - (report.now if report else r.started_at)
+            reported = r.loop.reported_monotonic
+            since = now - (reported if report is not None and reported is not None else r.started_at)
             entry: dict[str, Any] = {
                 "alive": bool(r.thread and r.thread.is_alive()),
                 "ticked": report is not None,

@@ -296,6 +296,9 @@ class TargetLoop:
         self._pending_startups: list[float] = []
         self._pending_services: list[float] = []
         self.last_report: TickReport | None = None
+        # When the last report was published, on time.monotonic: the liveness probe's "seconds
+        # since the last tick" must not jump with an NTP step of the wall clock (see Daemon.health).
+        self.reported_monotonic: float | None = None
         self._history = history
         self._needs_warm_start = history is not None
         self.state_store = state_store
@@ -817,6 +820,7 @@ class TargetLoop:
                 self._observer.observe_tick(report)
             except Exception:  # metrics must never stop scaling
                 log.exception("metrics observer failed")
+        self.reported_monotonic = time.monotonic()
         self.last_report = report
 
     # ---- running ------------------------------------------------------------------------------

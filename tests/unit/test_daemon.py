@@ -177,6 +177,29 @@ def test_probes_report_each_target(rig: tuple[Daemon, Factories]) -> None:
     assert healthy
 
 
+def test_the_liveness_probe_does_not_follow_a_wall_clock_step(
+    rig: tuple[Daemon, Factories], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An NTP step of the wall clock is not time passing: a step forward must not fail the probe of
+    loops that tick (the kubelet would restart a healthy daemon), nor a step back hide a loop that
+    stopped ticking for the length of the step."""
+    daemon, _ = rig
+    for loop in daemon.loops.values():
+        loop.tick()
+    real_time, real_monotonic = time.time, time.monotonic
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600.0)
+    healthy, detail = daemon.health()
+    assert healthy, detail
+    assert all(t["seconds_since_tick"] < 60 for t in detail["targets"].values()), detail
+
+    # An hour later by the monotonic clock with no tick since, the wall clock stepped back an hour.
+    monkeypatch.setattr(time, "time", lambda: real_time() - 3600.0)
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + 3600.0)
+    healthy, detail = daemon.health()
+    assert not healthy, detail
+    assert all(t["seconds_since_tick"] >= 3600 for t in detail["targets"].values()), detail
+
+
 def test_probes_answer_while_a_reload_waits_for_a_tick_in_progress(rig: tuple[Daemon, Factories]) -> None:
     """A reload holds the daemon's lock while it waits for the loops; the liveness probe must not
     wait with it, or a slow API server during a reload gets the daemon restarted."""
