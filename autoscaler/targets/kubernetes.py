@@ -14,9 +14,9 @@ What one :class:`KubernetesTarget` does against the API server, and nothing else
 * ``patch`` pods: the ``controller.kubernetes.io/pod-deletion-cost`` annotation before a scale-down,
   with :data:`MARK_OWNER` recording the value written (a cost is ours only while it still equals
   that record: a cost set by anyone else is never removed or changed, except on the pods a
-  scale-down must order), and their removal once no scale-down is left for the ReplicaSet
-  controller to carry out (so that no mark outlives the scale-down it was written for: see
-  :meth:`KubernetesTarget._clear_stale_marks`);
+  scale-down must order, where :data:`MARK_BEFORE` keeps it to be put back), and their removal
+  once no scale-down is left for the ReplicaSet controller to carry out (so that no mark outlives
+  the scale-down it was written for: see :meth:`KubernetesTarget._clear_stale_marks`);
 * ``create`` / ``patch`` core/v1 Events on the workload (``SuccessfulRescale`` like the HPA's);
 * ``list`` HorizontalPodAutoscalers (autoscaling/v2) and KEDA ScaledObjects (keda.sh/v1alpha1, when
   the CRD exists) in the namespace, every ``conflict_check_seconds``: if one targets the same
@@ -88,6 +88,13 @@ MARK_OWNER = "startup-autoscaler.dev/deletion-cost"
 (ours to remove) only while it equals this record. A cost set by the operator or another tool, even
 to the very values this target writes, carries no such record and is left alone; one changed by
 someone else after we wrote it no longer matches, and only our record of it is removed."""
+MARK_BEFORE = "startup-autoscaler.dev/deletion-cost-before"
+"""Written with a mark that replaces a deletion cost that is not ours (the operator's, another
+tool's): that cost, put back when the mark is removed (a mark borrows the cost, it does not take
+it). Kept on the pod itself, not in this process: it survives a restart of the daemon and a change
+of leader, which an in-memory record would not, so whichever replica removes the mark restores it.
+Never written over by a re-mark of a cost that is ours (that would record our own value). If the
+cost is changed by someone else while our mark is on, their value stays and this record goes."""
 COST_MIN, COST_MAX = -(2**31), 2**31 - 1
 """A deletion cost is an int32."""
 MARK_HOLD_SECONDS = 60.0
@@ -284,11 +291,18 @@ class WatchedPod:
     deletion_cost: str | None
     first_seen: float = 0.0  # wall clock when this watch first saw the pod (this uid)
     cost_owner: str | None = None  # our MARK_OWNER record: the deletion cost this target wrote
+    cost_before: str | None = None  # our MARK_BEFORE record: the cost our mark replaced, to put back
 
     @property
     def our_mark(self) -> bool:
         """Whether the pod's deletion cost is the one this target (or a predecessor) wrote."""
         return self.cost_owner is not None and self.cost_owner == self.deletion_cost
+
+    @property
+    def cost_without_us(self) -> str | None:
+        """The deletion cost the pod carries once our mark is removed: the one our mark replaced
+        while the cost is ours, else the one it has (someone else's, or none)."""
+        return self.cost_before if self.our_mark else self.deletion_cost
 
     @classmethod
     def from_dict(
@@ -311,6 +325,7 @@ class WatchedPod:
         else:
             phase = PodPhase.STARTING
         restarts = sum(int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or [])
+        annotations = meta.get("annotations") or {}
         uid = str(meta.get("uid"))
         if previous is not None and previous.uid == uid:
             first_seen = previous.first_seen
@@ -323,9 +338,10 @@ class WatchedPod:
             phase=phase,
             ready_at=ready_at,
             restarts=restarts,
-            deletion_cost=(meta.get("annotations") or {}).get(DELETION_COST),
+            deletion_cost=annotations.get(DELETION_COST),
             first_seen=first_seen,
-            cost_owner=(meta.get("annotations") or {}).get(MARK_OWNER),
+            cost_owner=annotations.get(MARK_OWNER),
+            cost_before=annotations.get(MARK_BEFORE),
         )
 
     @property
@@ -943,21 +959,23 @@ class KubernetesTarget:
         """Annotate pods so that the ReplicaSet controller removes the chosen ones and spares busy ones.
 
         Pods in ``decision.remove`` get a low cost, busy pods a high one (each with our
-        :data:`MARK_OWNER` record), and our marks on every other pod go. A cost on another pod that
-        we did not write is left alone; the busy cost is set above the highest of those (and the
-        remove cost below the lowest), so that no such cost ranks an idle pod after a busy one.
-        Only annotations that differ from the wanted value are patched (one call per changed pod).
+        :data:`MARK_OWNER` record, and the cost it replaces in :data:`MARK_BEFORE` if that was
+        someone else's), and our marks on every other pod go (the cost they replaced put back). A
+        cost on another pod that we did not write is left alone; the busy cost is set above the
+        highest of those and of the costs put back (and the remove cost below the lowest), so that
+        no such cost ranks an idle pod after a busy one. Only annotations that differ from the
+        wanted value are patched (one call per changed pod).
         """
         if self.kind == "StatefulSet" or self._watch is None:
             return 0
         busy = {p.name for p in state.pods if p.busy}
         remove = set(decision.remove) - busy
         pods = [p for p in self._watch.pods() if p.phase is not None and p.phase is not PodPhase.DRAINING]
-        theirs = [
+        theirs = [  # the costs the other pods keep, ours removed (and what they replaced put back)
             cost
             for p in pods
-            if p.name not in busy and p.name not in remove and not p.our_mark
-            if (cost := _cost(p.deletion_cost)) is not None
+            if p.name not in busy and p.name not in remove
+            if (cost := _cost(p.cost_without_us)) is not None
         ]
         busy_cost = str(min(COST_MAX, max([COST_BUSY - 1, *theirs]) + 1))
         remove_cost = str(max(COST_MIN, min([COST_REMOVE + 1, *theirs]) - 1))
@@ -972,7 +990,7 @@ class KubernetesTarget:
             elif pod.deletion_cost != want or pod.cost_owner != want:
                 # Remembered before the write: a patch whose answer is lost may still have landed.
                 self._marked[pod.name] = time.monotonic()
-                patches += self._annotate(pod.name, {DELETION_COST: want, MARK_OWNER: want}, may_act)
+                patches += self._annotate(pod.name, _mark(pod, want), may_act)
         return patches
 
     def _clear_stale_marks(self, may_act: ActGate, replicas: int | None = None) -> int:
@@ -988,8 +1006,9 @@ class KubernetesTarget:
         ``spec.replicas`` after that is a rollout's surge, whose old-ReplicaSet scale-downs the old
         marks would steer towards pods idle then and busy now. A former leader's marks count as old
         (a lease changes hands far slower than the controller picks). Only stale marks are patched,
-        once each, so a quiet workload costs no API call. A cost that is not ours stays; a record
-        whose cost someone else changed since is removed alone.
+        once each, so a quiet workload costs no API call. A cost that is not ours stays; the cost
+        a mark replaced (:data:`MARK_BEFORE`) is put back; a record whose cost someone else changed
+        since is removed alone (with the cost it replaced: theirs is newer).
 
         Never raises: a failure is logged and tried again at the next tick.
         """
@@ -1284,12 +1303,26 @@ def _cost(value: str | None) -> int | None:
         return None
 
 
+def _mark(pod: WatchedPod, want: str) -> dict[str, str | None]:
+    """The annotations that set our mark ``want`` on ``pod``: the cost and our record of it, and
+    when the cost it replaces is not ours, that cost in :data:`MARK_BEFORE` (to be put back by
+    :func:`_unmark`; removed if there is none, as any older record is then out of date). A cost
+    that is already ours keeps the record made when it was first written: recording our own value
+    as "before" would leave our mark behind for good."""
+    annotations: dict[str, str | None] = {DELETION_COST: want, MARK_OWNER: want}
+    if not pod.our_mark and (pod.deletion_cost is not None or pod.cost_before is not None):
+        annotations[MARK_BEFORE] = pod.deletion_cost
+    return annotations
+
+
 def _unmark(pod: WatchedPod) -> dict[str, str | None]:
-    """The annotations that remove our mark: the cost with our record while it is ours (or the watch
-    shows none yet), else only the record (someone else has set the cost since: theirs now)."""
+    """The annotations that remove our mark: while the cost is ours (or the watch shows none yet),
+    the cost our mark replaced is put back (removed if it replaced none), and our records go; else
+    only our records go (someone else has set the cost since: theirs now, and newer than the one
+    our mark replaced)."""
     if pod.cost_owner is not None and not pod.our_mark:
-        return {MARK_OWNER: None}
-    return {DELETION_COST: None, MARK_OWNER: None}
+        return {MARK_OWNER: None, MARK_BEFORE: None}
+    return {DELETION_COST: pod.cost_before, MARK_OWNER: None, MARK_BEFORE: None}
 
 
 def rescale_message(desired: int, decision: Decision) -> str:

@@ -18,7 +18,14 @@ import pytest
 
 from autoscaler.engine.snapshot import Decision, PodPhase, removal_order
 from autoscaler.targets.base import LeadershipLostError, TargetState
-from autoscaler.targets.kubernetes import COST_BUSY, COST_REMOVE, DELETION_COST, KubernetesTarget
+from autoscaler.targets.kubernetes import (
+    COST_BUSY,
+    COST_REMOVE,
+    DELETION_COST,
+    MARK_BEFORE,
+    MARK_OWNER,
+    KubernetesTarget,
+)
 from tests.e2e.kube import Install, ready_pods, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -167,6 +174,93 @@ def test_a_deletion_cost_someone_else_set_is_never_taken_for_ours(
     unset: dict[str, object] = {"metadata": {"annotations": {DELETION_COST: None}}}
     for name in theirs:  # leave the pods as found for the next test
         installed.core.patch_namespaced_pod(name, installed.namespace, unset)
+
+
+def ours(installed: Install) -> dict[str, dict[str, str]]:
+    """Our own annotations (the record of the cost written, of the cost it replaced) on the live
+    worker pods, read from the API server."""
+    found = {
+        p.metadata.name: {
+            key: value
+            for key, value in (p.metadata.annotations or {}).items()
+            if key in (MARK_OWNER, MARK_BEFORE)
+        }
+        for p in installed.worker_pods()
+    }
+    return {name: records for name, records in found.items() if records}
+
+
+def set_cost(installed: Install, target: KubernetesTarget, pod: str, cost: str | None) -> None:
+    """The operator sets (None: removes) a pod's deletion cost, and the target's watch shows it."""
+    body = {"metadata": {"annotations": {DELETION_COST: cost}}}
+    installed.core.patch_namespaced_pod(pod, installed.namespace, body)
+
+    def seen() -> bool:
+        watch = target.pod_watch
+        found = watch.get(pod) if watch is not None else None
+        return found is not None and found.deletion_cost == cost
+
+    wait_for(f"the watch to show {pod}'s cost {cost}", seen, 10)
+
+
+def scale_down_keeping_the_marks(
+    installed: Install, target: KubernetesTarget, decision: Decision, state: TargetState
+) -> None:
+    """``target.scale(decision)`` under a gate that closes once the scale patch has landed: the marks
+    stay on (nothing clears them in the same call), whatever the pace of the ReplicaSet controller,
+    until the test binds an open gate."""
+    desired = decision.desired
+    assert target.scale(decision, state, lambda: installed.worker_replicas() != desired) == desired
+    assert target.last_outcome is not None and target.last_outcome.marks_cleared == 0
+
+
+def clear_the_marks(installed: Install, target: KubernetesTarget, picked: str) -> None:
+    """Open the gate and tick until the controller has removed ``picked`` and no mark of ours is left."""
+    wait_for("the pick removed", lambda: picked not in {p.metadata.name for p in installed.worker_pods()}, 30)
+    target.bind_gate(lambda: True)
+
+    def cleared() -> bool:
+        target.observe()
+        return not ours(installed)
+
+    wait_for("no annotation of ours left", cleared, 10, interval=0.25)
+
+
+def test_the_operators_cost_on_a_pod_a_scale_down_marked_is_put_back_afterwards(
+    installed: Install, target: KubernetesTarget
+) -> None:
+    """The operator's 250 on a busy pod: the scale-down marks it busy over the 250, which it keeps on
+    the pod itself (a restart or a new leader can put it back); once the scale-down is done the pod
+    carries the 250 again, not no cost at all, and nothing of ours."""
+    state = scene(target, 3)
+    a, _, c = sorted(p.name for p in state.pods)
+    set_cost(installed, target, a, "250")
+    state = target.observe()
+    scale_down_keeping_the_marks(installed, target, Decision(2, "down", remove=(c,)), with_busy(state, {a}))
+    assert ours(installed)[a] == {MARK_OWNER: str(COST_BUSY), MARK_BEFORE: "250"}
+    assert marks(installed)[a] == str(COST_BUSY)
+
+    clear_the_marks(installed, target, c)
+    assert marks(installed) == {a: "250"}, "the operator's cost was not put back"
+    set_cost(installed, target, a, None)  # leave the pods as found for the next test
+
+
+def test_a_cost_the_operator_changed_while_our_mark_was_on_stays_as_they_set_it(
+    installed: Install, target: KubernetesTarget
+) -> None:
+    """The operator's 250 is marked over, then the operator sets 300 while the mark is on: theirs is
+    newer than the 250 our mark replaced, so removing the mark leaves the 300 (and nothing of ours)."""
+    state = scene(target, 3)
+    a, _, c = sorted(p.name for p in state.pods)
+    set_cost(installed, target, a, "250")
+    state = target.observe()
+    scale_down_keeping_the_marks(installed, target, Decision(2, "down", remove=(c,)), with_busy(state, {a}))
+    assert ours(installed)[a] == {MARK_OWNER: str(COST_BUSY), MARK_BEFORE: "250"}
+    set_cost(installed, target, a, "300")
+
+    clear_the_marks(installed, target, c)
+    assert marks(installed) == {a: "300"}, "the operator's newer cost was not left as they set it"
+    set_cost(installed, target, a, None)  # leave the pods as found for the next test
 
 
 def lose_lease_half_way(old: KubernetesTarget) -> None:
