@@ -16,15 +16,20 @@ What one :class:`KubernetesTarget` does against the API server, and nothing else
   that record: a cost set by anyone else is never removed or changed, except on the pods a
   scale-down must order, where :data:`MARK_BEFORE` keeps it to be put back), and their removal
   once no scale-down is left for the ReplicaSet controller to carry out (so that no mark outlives
-  the scale-down it was written for: see :meth:`KubernetesTarget._clear_stale_marks`);
+  the scale-down it was written for: see :meth:`KubernetesTarget._clear_stale_marks`). Each patch
+  is computed from the watch's view of the pod and carries that view's ``metadata.resourceVersion``:
+  a pod changed since (the operator's new cost the watch has not shown yet) answers 409 and is left
+  as it is, never written over from an old view (see :meth:`KubernetesTarget._annotate`);
 * ``create`` / ``patch`` core/v1 Events on the workload (``SuccessfulRescale`` like the HPA's);
 * ``list`` HorizontalPodAutoscalers (autoscaling/v2) and KEDA ScaledObjects (keda.sh/v1alpha1, when
   the CRD exists) in the namespace, every ``conflict_check_seconds``: if one targets the same
   workload the target refuses to act (unless it is in shadow mode), so two autoscalers never fight.
 
 API errors are retried with capped exponential backoff and full jitter (429, 5xx, connection
-errors); a 409 on the scale patch re-reads the scale; anything that still fails surfaces as
-:class:`~autoscaler.targets.base.TargetUnavailableError`, on which the loop holds the replica count.
+errors); a 409 on the scale patch re-reads the scale; a 409 on a pod patch skips that pod until the
+next tick (and holds a scale-down for that tick: see :meth:`KubernetesTarget._mark_deletion_costs`);
+anything that still fails surfaces as :class:`~autoscaler.targets.base.TargetUnavailableError`,
+on which the loop holds the replica count.
 
 Every write (each annotation, each scale patch, each of their retries) first asks the loop's
 ``may_act`` gate whether this replica still leads: a decision whose writes outlast the leadership
@@ -50,7 +55,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import urllib3
 from kubernetes import client as k8s
@@ -101,6 +106,15 @@ MARK_HOLD_SECONDS = 60.0
 """How long marks this process wrote stay while more pods are live than ``spec.replicas``: the
 ReplicaSet controller picks its victims within seconds of a scale-down, and later excess is a
 rollout's surge, during which old marks would steer the old ReplicaSet's scale-downs."""
+SCALE_CONFLICT_ATTEMPTS = 6
+"""Scale patches per decision while each 409 is a status update (the count read again unchanged).
+
+The patch names the resourceVersion read with the count, so that a count changed by someone else is
+never overwritten; but the Deployment's controllers bump that version with every status update,
+several a second while pods are created and turn Ready: exactly when a tick right after a change of
+the count acts. Three attempts (the former bound) failed such a tick under load ("kept conflicting",
+a FailedRescale and a backoff for a rescale nobody opposed). Each attempt is still one gated write
+of at most ``WRITE_TIMEOUT_SECONDS``."""
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "startup-autoscaler"
 COMPONENT = "startup-autoscaler"
@@ -292,6 +306,9 @@ class WatchedPod:
     first_seen: float = 0.0  # wall clock when this watch first saw the pod (this uid)
     cost_owner: str | None = None  # our MARK_OWNER record: the deletion cost this target wrote
     cost_before: str | None = None  # our MARK_BEFORE record: the cost our mark replaced, to put back
+    # metadata.resourceVersion of the object this view was read from: the precondition of any patch
+    # computed from it (None only for a malformed object, as for created_at: then no precondition).
+    resource_version: str | None = None
 
     @property
     def our_mark(self) -> bool:
@@ -342,6 +359,7 @@ class WatchedPod:
             first_seen=first_seen,
             cost_owner=annotations.get(MARK_OWNER),
             cost_before=annotations.get(MARK_BEFORE),
+            resource_version=meta.get("resourceVersion") or None,
         )
 
     @property
@@ -599,6 +617,18 @@ _WORKLOADS = {
 }
 
 
+class _Marks(NamedTuple):
+    """What :meth:`KubernetesTarget._mark_deletion_costs` wrote before a scale-down."""
+
+    patches: int
+    changed: str | None = None  # a pod whose patch was refused (409): it changed since the tick's view
+
+
+AnnotateResult = Literal["patched", "gone", "changed"]
+"""How one pod patch ended: written; the pod is gone (404); the pod changed since the view the
+patch was computed from (409 on its resourceVersion), so nothing was written."""
+
+
 class _ScaleRead(NamedTuple):
     """One read of the scale subresource."""
 
@@ -672,6 +702,10 @@ class KubernetesTarget:
         self._gate: ActGate | None = may_act
         self._mark_hold = mark_hold_seconds
         self._marked: dict[str, float] = {}  # pods this process marked -> monotonic time of the write
+        # Pods this process patched, as the API server answered (see _current): name -> the
+        # resourceVersions that answer supersedes (all older than it), and the pod it returned.
+        self._written: dict[str, tuple[frozenset[str], WatchedPod]] = {}
+        self.writes_skipped = 0  # pod patches refused with 409 (the pod changed since seen): skipped
         self.last_outcome: ScaleOutcome | None = None
         self.marks_cleared = 0  # stale deletion-cost marks removed so far (for tests and logs)
 
@@ -815,6 +849,7 @@ class KubernetesTarget:
         self._uid = None
         self._selector = None
         self._marked = {}
+        self._written = {}
         self._events = {}
 
     def _drop_if_stalled(self, watch: PodWatch) -> bool:
@@ -912,8 +947,21 @@ class KubernetesTarget:
         desired = self._safe_desired(decision, state, current)
         if desired == current:
             return ScaleOutcome("unchanged", current, "already at the desired size")
-        patches = self._mark_deletion_costs(decision, state, may_act) if desired < current else 0
-        for _ in range(3):
+        marks = self._mark_deletion_costs(decision, state, may_act) if desired < current else _Marks(0)
+        patches = marks.patches
+        if marks.changed is not None:
+            # Not safe to go on (see _mark_deletion_costs); the marks written are cleared below.
+            return ScaleOutcome(
+                "unchanged",
+                current,
+                f"pod {marks.changed} changed since observed; re-deciding next tick",
+                patches,
+            )
+        for attempt in range(SCALE_CONFLICT_ATTEMPTS):
+            if attempt:
+                # The controllers' status updates come in bursts (pods created, turning Ready): let
+                # one pass rather than meet its next update with the next attempt.
+                time.sleep(self._rng.uniform(0.0, min(0.5, 0.05 * 2**attempt)))
             try:
                 self._call(
                     f"patch {self.kind} {self.namespace}/{self.workload} scale",
@@ -955,7 +1003,7 @@ class KubernetesTarget:
             )
         return min(current, max(desired, floor))
 
-    def _mark_deletion_costs(self, decision: Decision, state: TargetState, may_act: ActGate) -> int:
+    def _mark_deletion_costs(self, decision: Decision, state: TargetState, may_act: ActGate) -> _Marks:
         """Annotate pods so that the ReplicaSet controller removes the chosen ones and spares busy ones.
 
         Pods in ``decision.remove`` get a low cost, busy pods a high one (each with our
@@ -965,12 +1013,28 @@ class KubernetesTarget:
         highest of those and of the costs put back (and the remove cost below the lowest), so that
         no such cost ranks an idle pod after a busy one. Only annotations that differ from the
         wanted value are patched (one call per changed pod).
+
+        Each patch carries the resourceVersion of the view it was computed from. A pod that changed
+        since (409) is not written, and the first such pod stops the marking: ``changed`` names it
+        and the caller does not patch the scale this tick. Going on would not be safe: the costs are
+        one ranking, computed together from the costs this tick saw. A busy pod left unmarked could
+        be picked before an idle one; an idle pod whose new cost (the operator's, unseen) is above
+        the busy cost ranks after the busy pods, so that a scale-down to as many pods as are busy
+        would have to take a busy one; and what changed may be the pod's readiness, which the
+        controller ranks before any cost. Holding is safe: the marks already written are cleared by
+        ``scale`` as for any patch not made, and the next tick decides again from the watch, which
+        by then shows the change (a 409 is a change the watch has not delivered yet, so it does not
+        repeat once it has). The cost is one tick of delay, only on a pod that changed just then.
         """
         if self.kind == "StatefulSet" or self._watch is None:
-            return 0
+            return _Marks(0)
         busy = {p.name for p in state.pods if p.busy}
         remove = set(decision.remove) - busy
-        pods = [p for p in self._watch.pods() if p.phase is not None and p.phase is not PodPhase.DRAINING]
+        pods = [
+            self._current(p)
+            for p in self._watch.pods()
+            if p.phase is not None and p.phase is not PodPhase.DRAINING
+        ]
         theirs = [  # the costs the other pods keep, ours removed (and what they replaced put back)
             cost
             for p in pods
@@ -986,12 +1050,20 @@ class KubernetesTarget:
                 if pod.cost_owner is None:
                     continue  # no mark of ours, a cost of someone else's or none: not ours to touch
                 self._marked.pop(pod.name, None)
-                patches += self._annotate(pod.name, _unmark(pod), may_act)
+                result = self._annotate(pod, _unmark(pod), may_act)
             elif pod.deletion_cost != want or pod.cost_owner != want:
                 # Remembered before the write: a patch whose answer is lost may still have landed.
                 self._marked[pod.name] = time.monotonic()
-                patches += self._annotate(pod.name, _mark(pod, want), may_act)
-        return patches
+                result = self._annotate(pod, _mark(pod, want), may_act)
+            else:
+                continue
+            if result == "changed":
+                # Not written (a write of ours that landed unanswered, its retry refused, carries
+                # our MARK_OWNER record: the watch shows it as ours, and it is cleared as such).
+                self._marked.pop(pod.name, None)
+                return _Marks(patches, pod.name)
+            patches += result == "patched"
+        return _Marks(patches)
 
     def _clear_stale_marks(self, may_act: ActGate, replicas: int | None = None) -> int:
         """Remove our deletion-cost marks once no scale-down is left for the controller to carry out.
@@ -1008,15 +1080,18 @@ class KubernetesTarget:
         (a lease changes hands far slower than the controller picks). Only stale marks are patched,
         once each, so a quiet workload costs no API call. A cost that is not ours stays; the cost
         a mark replaced (:data:`MARK_BEFORE`) is put back; a record whose cost someone else changed
-        since is removed alone (with the cost it replaced: theirs is newer).
+        since is removed alone (with the cost it replaced: theirs is newer). A pod that changed
+        since the watch showed it (409: say the operator just set its cost) is skipped: putting
+        back the cost our mark replaced would overwrite theirs. The next tick sees it as it is now.
 
         Never raises: a failure is logged and tried again at the next tick.
         """
         if self.shadow or self.kind == "StatefulSet" or self._watch is None:
             return 0
-        pods = self._watch.pods()
+        pods = [self._current(p) for p in self._watch.pods()]
         names = {p.name for p in pods}
         self._marked = {n: at for n, at in self._marked.items() if n in names}  # forget the pods gone
+        self._written = {n: w for n, w in self._written.items() if n in names}
         live = [p for p in pods if p.phase is not None and p.phase is not PodPhase.DRAINING]
         marked = [p for p in live if p.cost_owner is not None or p.name in self._marked]
         if not marked or not may_act():
@@ -1033,7 +1108,10 @@ class KubernetesTarget:
             for pod in marked:
                 if pod.cost_owner is None and pod.deletion_cost is not None:
                     continue  # the watch shows someone else's cost, not our write (yet): wait and see
-                cleared += self._annotate(pod.name, _unmark(pod), may_act)
+                result = self._annotate(pod, _unmark(pod), may_act)
+                if result == "changed":
+                    continue  # kept in _marked: looked at again next tick, as the watch shows it then
+                cleared += result == "patched"
                 self._marked.pop(pod.name, None)
         except (TargetUnavailableError, LeadershipLostError) as exc:
             log.warning("kubernetes: %s: stale deletion-cost marks left for now: %s", self.name, exc)
@@ -1042,28 +1120,88 @@ class KubernetesTarget:
             log.info("kubernetes: %s: removed %d stale deletion-cost mark(s)", self.name, cleared)
         return cleared
 
-    def _annotate(self, pod: str, annotations: Mapping[str, str | None], may_act: ActGate) -> int:
-        """Set (or with None remove) one pod's annotations; 1 if patched, 0 if the pod is gone."""
-        body = {"metadata": {"annotations": dict(annotations)}}
+    def _current(self, pod: WatchedPod) -> WatchedPod:
+        """``pod`` as the watch shows it, or as our own latest patch of it returned it, if newer.
+
+        The watch delivers our own writes a moment after their answer. A second patch computed from
+        the watch's view before then (the marks of a scale-down cleared in the same call, when its
+        patch was not made; a re-mark on the next tick) would carry a resourceVersion our own
+        patch has superseded, and be refused as if someone else had changed the pod. The answer
+        is newer than the watch's view exactly while the watch still shows a resourceVersion that
+        answer superseded: our patches succeed only on the version they name, so the versions from
+        the one we first patched to the one answered are consecutive, with no one else's between
+        them (resourceVersions are opaque: compared for equality only, never for order).
+        """
+        written = self._written.get(pod.name)
+        if written is None:
+            return pod
+        superseded, answer = written
+        if pod.resource_version in superseded and answer.uid == pod.uid:
+            return answer
+        del self._written[pod.name]  # the watch has caught up (or the pod moved on): it is current
+        return pod
+
+    def _annotate(
+        self, pod: WatchedPod, annotations: Mapping[str, str | None], may_act: ActGate
+    ) -> AnnotateResult:
+        """Set (or with None remove) one pod's annotations, on the version of the pod they were
+        computed from.
+
+        ``annotations`` were decided from ``pod``, the watch's view (or our last answer, see
+        :meth:`_current`), which may be behind the API server: the operator may have just changed
+        the cost. A plain merge patch would then write over their value (put back the cost our mark
+        replaced, say), and the module's promise is that a cost that is not ours is never changed.
+        So the patch names the view's resourceVersion, and the API server refuses it (409) if the
+        pod changed since. A refusal is not retried, nor the pod re-read here: what to write
+        depends on what changed, and the next tick decides that again from the watch (which by
+        then shows it), with the same care as any other decision. It is counted
+        (:attr:`writes_skipped`) and logged; the caller decides what a skipped pod means.
+        """
+        body: dict[str, Any] = {"metadata": {"annotations": dict(annotations)}}
+        if pod.resource_version is not None:
+            body["metadata"]["resourceVersion"] = pod.resource_version
         try:
-            self._call(
-                f"annotate pod {pod}",
+            resp: Any = self._call(
+                f"annotate pod {pod.name}",
                 functools.partial(
                     self._write_core.patch_namespaced_pod,
-                    pod,
+                    pod.name,
                     self.namespace,
                     body,
                     field_manager=FIELD_MANAGER,
                     _content_type=MERGE_PATCH,
+                    _preload_content=False,
                     _request_timeout=self._write_timeout,
                 ),
                 may_act,
             )
         except TargetUnavailableError as exc:
-            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
-                return 0  # gone meanwhile
+            status = status_of(exc.__cause__) if exc.__cause__ is not None else None
+            if status == 404:
+                return "gone"  # gone meanwhile
+            if status == 409:
+                self.writes_skipped += 1
+                log.info(
+                    "kubernetes: %s: pod %s changed since seen (409); not annotated, re-deciding next tick",
+                    self.name,
+                    pod.name,
+                )
+                return "changed"
             raise
-        return 1
+        self._remember_answer(pod, resp)
+        return "patched"
+
+    def _remember_answer(self, pod: WatchedPod, resp: Any) -> None:
+        """Keep the pod our patch returned, for :meth:`_current` (nothing if it cannot be read)."""
+        try:
+            answer = WatchedPod.from_dict(json.loads(resp.data), previous=pod)
+        except (ValueError, TypeError, AttributeError):
+            return
+        if pod.resource_version is None or answer.resource_version is None:
+            return
+        before = self._written.get(pod.name)
+        superseded = before[0] if before is not None and before[1] is pod else frozenset()
+        self._written[pod.name] = (superseded | {pod.resource_version}, answer)
 
     # -- API calls --
     def _call(self, what: str, fn: Callable[[], T], may_act: ActGate | None = None) -> T:

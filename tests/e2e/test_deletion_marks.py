@@ -13,6 +13,8 @@ way. Only the leader writes: a target whose gate says no leaves them to the one 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -25,17 +27,68 @@ from autoscaler.targets.kubernetes import (
     MARK_BEFORE,
     MARK_OWNER,
     KubernetesTarget,
+    WatchedPod,
 )
 from tests.e2e.kube import Install, ready_pods, wait_for
 
 pytestmark = pytest.mark.e2e
 
+OUR_KEYS = (DELETION_COST, MARK_OWNER, MARK_BEFORE)
 
-def scene(target: KubernetesTarget, replicas: int) -> TargetState:
+
+@pytest.fixture(autouse=True)
+def pods_as_found(installed: Install, target: KubernetesTarget) -> Iterator[None]:
+    """Every test starts from worker pods without a deletion cost or a record of ours, as the target's
+    watch shows them, and with the target's gate open: a test that fails half way (its own clean-up
+    at the end never reached) must not leave costs, marks or a closed gate for the next ones."""
+    target.bind_gate(lambda: True)
+    unset: dict[str, Any] = {"metadata": {"annotations": dict.fromkeys(OUR_KEYS)}}
+    for pod in installed.worker_pods():
+        if set(OUR_KEYS) & set(pod.metadata.annotations or {}):
+            installed.core.patch_namespaced_pod(pod.metadata.name, installed.namespace, unset)
+
+    def clean() -> bool:
+        target.observe()
+        watch = target.pod_watch
+        seen = watch is not None and all(
+            p.deletion_cost is None and p.cost_owner is None for p in watch.pods()
+        )
+        return seen and not marks(installed) and not ours(installed)
+
+    wait_for("worker pods without deletion costs", clean, 10)
+    yield
+
+
+def settled(installed: Install, target: KubernetesTarget, replicas: int) -> TargetState | None:
+    """The target's state once the Deployment has exactly ``replicas`` pods, all Ready, as seen by the
+    controllers (status), by a fresh list from the API server and by the target's watch alike."""
+    d = installed.apps.read_namespaced_deployment("worker", installed.namespace)
+    status = d.status
+    if not (
+        (status.observed_generation or 0) >= (d.metadata.generation or 0)
+        and (d.spec.replicas or 0) == replicas
+        and (status.replicas or 0) == (status.ready_replicas or 0) == replicas
+        and len(installed.worker_pods()) == replicas
+    ):
+        return None
+    return ready_pods(target, replicas)
+
+
+def scene(installed: Install, target: KubernetesTarget, replicas: int) -> TargetState:
+    """``replicas`` Ready pods, with no scale-down (or up) still to be carried out by the controllers.
+
+    Waiting on the target's watch alone is not enough: right after a scale-down of the previous
+    test's 4 pods to 3, the watch can show the 3 pods this test is about to name before the
+    ReplicaSet controller has even created the 4th for the earlier scale-up; it then removes one of
+    the 4 (by its own ranking, any of them) while the test runs, and the pod the test called ``a``
+    is gone.
+    """
     state = target.observe()
     if state.replicas != replicas:
         target.scale(Decision(replicas, "scene"), state)
-    return wait_for(f"{replicas} Ready worker pods", lambda: ready_pods(target, replicas), 30)
+    # Settled twice in a row, a poll apart: a controller still catching up shows in between.
+    wait_for(f"{replicas} Ready worker pods", lambda: settled(installed, target, replicas), 30)
+    return wait_for(f"{replicas} Ready worker pods", lambda: settled(installed, target, replicas), 5)
 
 
 def with_busy(state: TargetState, busy: set[str]) -> TargetState:
@@ -57,7 +110,7 @@ def test_a_mark_on_a_pod_the_scale_down_spared_is_removed_once_it_is_done(
 ) -> None:
     """remove=[a, b] with three pods busy, the count held one higher than the picks: the controller
     removes one of a/b; the other must not keep its "delete me first" mark after that."""
-    state = scene(target, 5)
+    state = scene(installed, target, 5)
     names = sorted(p.name for p in state.pods)
     picks, busy = tuple(names[:2]), set(names[2:])
     assert target.scale(Decision(4, "held", remove=picks), with_busy(state, busy)) == 4
@@ -89,7 +142,7 @@ def test_marks_for_a_scale_patch_overtaken_by_someone_else_are_removed_at_once(
 ) -> None:
     """The marks are written, then someone else scales up before the patch: the patch conflicts,
     the count is theirs, no scale-down follows, so the marks just written must go."""
-    state = scene(target, 3)
+    state = scene(installed, target, 3)
     busy = {state.pods[0].name}
     state = with_busy(state, busy)
     overtaken: list[int] = []
@@ -115,7 +168,7 @@ def test_marks_left_by_a_leader_that_lost_its_lease_are_removed_by_the_next_one(
 ) -> None:
     """The old leader stops half way (one mark written, no scale patch) and, no longer leading,
     writes nothing more, not even to tidy up; the new leader's first scale (here up) removes it."""
-    state = scene(target, 3)
+    state = scene(installed, target, 3)
     old = KubernetesTarget(installed.sa, installed.namespace, "worker")
     new = KubernetesTarget(installed.sa, installed.namespace, "worker")
     try:
@@ -138,7 +191,7 @@ def test_a_deletion_cost_someone_else_set_is_never_taken_for_ours(
 ) -> None:
     """The operator's own costs, even the very values the target writes, carry no record of ours:
     no clearing removes them, and a scale-down orders the pods around them instead of over them."""
-    state = scene(target, 3)
+    state = scene(installed, target, 3)
     a, b, c = sorted(p.name for p in state.pods)
     theirs = {a: str(COST_BUSY), b: str(COST_REMOVE)}
     for name, cost in theirs.items():
@@ -158,22 +211,17 @@ def test_a_deletion_cost_someone_else_set_is_never_taken_for_ours(
 
     # A scale-down: c busy, the new pod picked. c must rank above a's 1000 (a keeps it), the pick
     # below b's -1000 (b keeps it).
-    state = wait_for("4 Ready worker pods", lambda: ready_pods(target, 4), 30)
+    state = wait_for("4 Ready worker pods", lambda: settled(installed, target, 4), 30)
     (new,) = {p.name for p in state.pods} - {a, b, c}
-    assert target.scale(Decision(3, "down", remove=(new,)), with_busy(state, {c})) == 3
+    # The marks stay on until the test opens the gate: the controller picks by them, whenever it
+    # gets to it (see scale_down_keeping_the_marks).
+    scale_down_keeping_the_marks(installed, target, Decision(3, "down", remove=(new,)), with_busy(state, {c}))
     found = marks(installed)
+    assert a in found and b in found, f"the controller took a pod the marks spared: {found}"
     assert found[a] == theirs[a] and found[b] == theirs[b]
     assert int(found[c]) > COST_BUSY and (new not in found or int(found[new]) < COST_REMOVE), found
-    wait_for("the pick removed", lambda: new not in {p.metadata.name for p in installed.worker_pods()}, 30)
-
-    def settled() -> bool:
-        target.observe()
-        return marks(installed) == theirs
-
-    wait_for("only the operator's costs left", settled, 10, interval=0.25)
-    unset: dict[str, object] = {"metadata": {"annotations": {DELETION_COST: None}}}
-    for name in theirs:  # leave the pods as found for the next test
-        installed.core.patch_namespaced_pod(name, installed.namespace, unset)
+    clear_the_marks(installed, target, new)
+    assert marks(installed) == theirs, "a cost someone else set was removed"
 
 
 def ours(installed: Install) -> dict[str, dict[str, str]]:
@@ -210,8 +258,33 @@ def scale_down_keeping_the_marks(
     stay on (nothing clears them in the same call), whatever the pace of the ReplicaSet controller,
     until the test binds an open gate."""
     desired = decision.desired
-    assert target.scale(decision, state, lambda: installed.worker_replicas() != desired) == desired
+
+    def gate() -> bool:
+        if installed.worker_replicas() == desired:
+            return False  # the scale patch has landed: no more writes in this call
+        # Each write (the scale patch last) waits until the watch has delivered the ones before it:
+        # the ReplicaSet controller reads the marks from a watch of its own, so that the scale-down
+        # is not carried out from a view of the pods without them.
+        wait_for("the watch to show the marks written", lambda: watch_shows_the_marks(installed, target), 10)
+        return True
+
+    assert target.scale(decision, state, gate) == desired
     assert target.last_outcome is not None and target.last_outcome.marks_cleared == 0
+
+
+def watch_shows_the_marks(installed: Install, target: KubernetesTarget) -> bool:
+    """Whether the target's watch shows every worker pod's cost and our records as the API server has them."""
+    watch = target.pod_watch
+    if watch is None:
+        return False
+    for pod in installed.worker_pods():
+        annotations = pod.metadata.annotations or {}
+        seen = watch.get(pod.metadata.name)
+        if seen is None or (seen.deletion_cost, seen.cost_owner, seen.cost_before) != tuple(
+            annotations.get(key) for key in OUR_KEYS
+        ):
+            return False
+    return True
 
 
 def clear_the_marks(installed: Install, target: KubernetesTarget, picked: str) -> None:
@@ -232,7 +305,7 @@ def test_the_operators_cost_on_a_pod_a_scale_down_marked_is_put_back_afterwards(
     """The operator's 250 on a busy pod: the scale-down marks it busy over the 250, which it keeps on
     the pod itself (a restart or a new leader can put it back); once the scale-down is done the pod
     carries the 250 again, not no cost at all, and nothing of ours."""
-    state = scene(target, 3)
+    state = scene(installed, target, 3)
     a, _, c = sorted(p.name for p in state.pods)
     set_cost(installed, target, a, "250")
     state = target.observe()
@@ -250,7 +323,7 @@ def test_a_cost_the_operator_changed_while_our_mark_was_on_stays_as_they_set_it(
 ) -> None:
     """The operator's 250 is marked over, then the operator sets 300 while the mark is on: theirs is
     newer than the 250 our mark replaced, so removing the mark leaves the 300 (and nothing of ours)."""
-    state = scene(target, 3)
+    state = scene(installed, target, 3)
     a, _, c = sorted(p.name for p in state.pods)
     set_cost(installed, target, a, "250")
     state = target.observe()
@@ -292,7 +365,7 @@ def test_a_new_leader_that_never_scales_clears_its_predecessors_marks_at_its_fir
 ) -> None:
     """The count is right, so the new leader never calls scale(): its first observe (synced, the
     bound gate saying yes) removes the mark, which would otherwise steer a later kubectl scale."""
-    scene(target, 3)
+    scene(installed, target, 3)
     lose_lease_after_one_mark(installed)
     new = KubernetesTarget(installed.sa, installed.namespace, "worker")
     try:
@@ -312,7 +385,7 @@ def test_a_former_leaders_mark_is_cleared_during_a_rollout_surge(
     """A rollout surges (a new pod warming up, maxUnavailable 0): more live pods than spec.replicas
     for as long as it lasts, though no scale-down is pending. The old ReplicaSet's scale-downs will
     read whatever marks are left, so an old one must not be kept for the surge's sake."""
-    scene(target, 3)
+    scene(installed, target, 3)
     lose_lease_after_one_mark(installed)
     new = KubernetesTarget(installed.sa, installed.namespace, "worker", may_act=lambda: True)
     try:
@@ -330,3 +403,95 @@ def test_a_former_leaders_mark_is_cleared_during_a_rollout_surge(
         new.close()
         installed.set_worker_ready_delay(1.0)
         installed.wait_worker_rollout(120)
+
+
+# --------------------------------------------------------------------------------------------------
+# The watch is behind the API server: a patch computed from its view must not write over a change it
+# has not shown yet (it carries the view's resourceVersion; the API server answers 409).
+
+
+class FrozenWatch:
+    """The target's pod watch as it was at one moment: what a watch that lags behind shows."""
+
+    def __init__(self, pods: list[WatchedPod]) -> None:
+        self._pods = {p.name: p for p in pods}
+
+    def pods(self) -> list[WatchedPod]:
+        return list(self._pods.values())
+
+    def get(self, name: str) -> WatchedPod | None:
+        return self._pods.get(name)
+
+
+def set_cost_unseen(installed: Install, pod: str, cost: str) -> None:
+    """The operator sets a pod's deletion cost; the target's (frozen) watch does not show it."""
+    body = {"metadata": {"annotations": {DELETION_COST: cost}}}
+    installed.core.patch_namespaced_pod(pod, installed.namespace, body)
+
+
+def test_removing_a_mark_from_a_stale_view_leaves_the_cost_the_operator_just_set(
+    installed: Install, target: KubernetesTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our busy mark replaced the operator's 250; the operator then sets 300, and the clearing runs
+    before the watch shows it: from its view, the mark is ours and the 250 is to be put back. The
+    patch is refused (the pod changed since), so the 300 stays; the next tick, seeing it, removes
+    only our records."""
+    state = scene(installed, target, 3)
+    a, _, c = sorted(p.name for p in state.pods)
+    set_cost(installed, target, a, "250")
+    state = target.observe()
+    scale_down_keeping_the_marks(installed, target, Decision(2, "down", remove=(c,)), with_busy(state, {a}))
+    wait_for("the pick removed", lambda: c not in {p.metadata.name for p in installed.worker_pods()}, 30)
+    watch = target.pod_watch
+    assert watch is not None
+
+    def ours_seen() -> WatchedPod | None:
+        seen = watch.get(a)
+        return seen if seen is not None and seen.our_mark and seen.cost_before == "250" else None
+
+    wait_for("the watch to show our mark over the 250", ours_seen, 10)
+    frozen = FrozenWatch(watch.pods())
+    set_cost_unseen(installed, a, "300")
+    monkeypatch.setattr(target, "_watch", frozen)
+    skipped = target.writes_skipped
+    cleared = target._clear_stale_marks(lambda: True)
+    assert marks(installed)[a] == "300", "the operator's new cost was overwritten from an old view"
+    assert cleared == 0 and target.writes_skipped == skipped + 1
+    monkeypatch.undo()
+
+    clear_the_marks(installed, target, c)
+    assert marks(installed) == {a: "300"}
+
+
+def test_a_scale_down_marked_from_a_stale_view_is_held_and_then_carried_out(
+    installed: Install, target: KubernetesTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator sets 5000 on busy pod a just before a scale-down, which the watch has not shown:
+    the busy mark computed from its view (no cost to keep) is refused, so the 5000 is not lost, and
+    the scale is not patched (a busy pod without its mark could be taken). The next tick, from a
+    watch that shows the 5000, marks a over it and scales down; the 5000 is put back afterwards."""
+    state = scene(installed, target, 3)
+    a, _, c = sorted(p.name for p in state.pods)
+    state = with_busy(target.observe(), {a})
+    watch = target.pod_watch
+    assert watch is not None
+    frozen = FrozenWatch(watch.pods())
+    set_cost_unseen(installed, a, "5000")
+    monkeypatch.setattr(target, "_watch", frozen)
+    assert target.scale(Decision(2, "down", remove=(c,)), state) is None
+    outcome = target.last_outcome
+    monkeypatch.undo()
+    assert outcome is not None and outcome.action == "unchanged" and f"pod {a} changed" in outcome.detail
+    assert installed.worker_replicas() == 3
+    assert marks(installed) == {a: "5000"} and not ours(installed), "a cost or a mark left wrong"
+
+    wait_for(
+        "the watch to show the 5000",
+        lambda: (p := watch.get(a)) is not None and p.deletion_cost == "5000",
+        10,
+    )
+    state = with_busy(target.observe(), {a})
+    scale_down_keeping_the_marks(installed, target, Decision(2, "down", remove=(c,)), state)
+    assert ours(installed)[a] == {MARK_OWNER: str(COST_BUSY), MARK_BEFORE: "5000"}
+    clear_the_marks(installed, target, c)
+    assert marks(installed) == {a: "5000"}

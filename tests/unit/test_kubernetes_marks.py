@@ -13,13 +13,15 @@ patches applied with JSON merge-patch semantics, as the API server applies them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
-from autoscaler.engine.snapshot import Decision, PodView
+from autoscaler.engine.snapshot import Decision, PodPhase, PodView
 from autoscaler.targets.base import TargetState
 from autoscaler.targets.kubernetes import (
     COST_BUSY,
@@ -27,9 +29,12 @@ from autoscaler.targets.kubernetes import (
     DELETION_COST,
     MARK_BEFORE,
     MARK_OWNER,
+    MERGE_PATCH,
     KubernetesTarget,
+    ScaleOutcome,
     WatchedPod,
     _mark,
+    _ScaleRead,
     _unmark,
     format_time,
 )
@@ -38,12 +43,18 @@ CREATED = 1_700_000_000.0
 BUSY, REMOVE = str(COST_BUSY), str(COST_REMOVE)
 
 
-def pod(annotations: Mapping[str, str], name: str = "worker-a") -> WatchedPod:
-    """A Ready pod with these annotations, as the watch parses it."""
-    obj: dict[str, Any] = {
+def pod(annotations: Mapping[str, str], name: str = "worker-a", rv: str = "1") -> WatchedPod:
+    """A Ready pod with these annotations, as the watch parses it (at resourceVersion ``rv``)."""
+    return WatchedPod.from_dict(pod_object(annotations, name, rv), now=CREATED)
+
+
+def pod_object(annotations: Mapping[str, str], name: str = "worker-a", rv: str = "1") -> dict[str, Any]:
+    """The pod as the API server sends it (in a watch event, in the answer to a patch)."""
+    return {
         "metadata": {
             "name": name,
             "uid": f"uid-{name}",
+            "resourceVersion": rv,
             "creationTimestamp": format_time(CREATED),
             "annotations": dict(annotations),
         },
@@ -54,7 +65,6 @@ def pod(annotations: Mapping[str, str], name: str = "worker-a") -> WatchedPod:
             ],
         },
     }
-    return WatchedPod.from_dict(obj, now=CREATED)
 
 
 def merge(annotations: Mapping[str, str], patch: Mapping[str, str | None]) -> dict[str, str]:
@@ -156,9 +166,9 @@ def test_a_busy_pod_is_ranked_above_a_cost_put_back_on_an_idle_one(monkeypatch: 
     monkeypatch.setattr(target, "_watch", _Watch([a, b, c]))
     patches: dict[str, dict[str, str | None]] = {}
 
-    def annotate(name: str, annotations: Mapping[str, str | None], may_act: Any) -> int:
-        patches[name] = dict(annotations)
-        return 1
+    def annotate(watched: WatchedPod, annotations: Mapping[str, str | None], may_act: Any) -> str:
+        patches[watched.name] = dict(annotations)
+        return "patched"
 
     monkeypatch.setattr(target, "_annotate", annotate)
     views = tuple(
@@ -168,9 +178,8 @@ def test_a_busy_pod_is_ranked_above_a_cost_put_back_on_an_idle_one(monkeypatch: 
     )
     state = TargetState(observed_at=CREATED + 60, replicas=3, pods=views)
     try:
-        assert (
-            target._mark_deletion_costs(Decision(2, "down", remove=("worker-c",)), state, lambda: True) == 3
-        )
+        marked = target._mark_deletion_costs(Decision(2, "down", remove=("worker-c",)), state, lambda: True)
+        assert marked == (3, None)
     finally:
         target.close()
     assert patches["worker-a"] == {DELETION_COST: "5000", MARK_OWNER: None, MARK_BEFORE: None}
@@ -178,3 +187,147 @@ def test_a_busy_pod_is_ranked_above_a_cost_put_back_on_an_idle_one(monkeypatch: 
     assert busy_cost is not None and int(busy_cost) > 5000, patches
     remove_cost = patches["worker-c"][DELETION_COST]
     assert remove_cost is not None and int(remove_cost) <= COST_REMOVE, patches
+
+
+# --------------------------------------------------------------------------------------------------
+# Optimistic concurrency: a patch is computed from the watch's view of a pod, which may be behind the
+# API server (the operator just set a cost). The patch names the view's resourceVersion, so that the
+# API server refuses it (409) rather than write over the newer value; the pod is then skipped.
+
+
+class _Answer:
+    """What ``patch_namespaced_pod(..., _preload_content=False)`` returns: the raw answer."""
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        self.data = json.dumps(obj).encode()
+
+
+class _Pods:
+    """The API server's side of pod patches: records each body; refuses the pods in ``changed``
+    with 409 (they changed since the caller's view); answers the others with the patched pod."""
+
+    def __init__(self, *changed: str) -> None:
+        self.changed = set(changed)
+        self.bodies: dict[str, list[dict[str, Any]]] = {}
+        self.content_types: list[str] = []
+
+    def patch_namespaced_pod(self, name: str, namespace: str, body: dict[str, Any], **kw: Any) -> _Answer:
+        self.bodies.setdefault(name, []).append(body)
+        self.content_types.append(kw["_content_type"])
+        if name in self.changed:
+            raise ApiException(status=409, reason="Conflict")
+        rv = str(int(body["metadata"].get("resourceVersion", "0")) + 1)
+        annotations = {k: v for k, v in body["metadata"]["annotations"].items() if v is not None}
+        return _Answer(pod_object(annotations, name, rv))
+
+
+def concurrency_target(
+    monkeypatch: pytest.MonkeyPatch, pods: list[WatchedPod], api: _Pods
+) -> KubernetesTarget:
+    target = KubernetesTarget(k8s.ApiClient(k8s.Configuration()), "ns", "worker")
+    monkeypatch.setattr(target, "_watch", _Watch(pods))
+    monkeypatch.setattr(target, "_write_core", api)
+    return target
+
+
+def test_an_annotation_patch_names_the_resource_version_of_the_view_it_was_computed_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without it, a merge patch from an old view writes over whatever the pod carries now."""
+    marked = pod({DELETION_COST: BUSY, MARK_OWNER: BUSY, MARK_BEFORE: "250"}, rv="41")
+    api = _Pods()
+    target = concurrency_target(monkeypatch, [marked], api)
+    try:
+        assert target._annotate(marked, _unmark(marked), lambda: True) == "patched"
+    finally:
+        target.close()
+    assert api.bodies["worker-a"] == [
+        {
+            "metadata": {
+                "resourceVersion": "41",
+                "annotations": {DELETION_COST: "250", MARK_OWNER: None, MARK_BEFORE: None},
+            }
+        }
+    ]
+    assert api.content_types == [MERGE_PATCH]  # a merge patch: a precondition, not a field to set
+
+
+def test_unmarking_a_pod_changed_since_the_watch_showed_it_is_skipped_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator has just set 300 over our mark (the watch still shows our mark over their 250):
+    the unmark is refused, once, and the pod is left for the next tick to see as it is now."""
+    stale = pod({DELETION_COST: BUSY, MARK_OWNER: BUSY, MARK_BEFORE: "250"}, "worker-a", rv="41")
+    other = pod({DELETION_COST: BUSY, MARK_OWNER: BUSY}, "worker-b", rv="42")
+    api = _Pods("worker-a")
+    target = concurrency_target(monkeypatch, [stale, other], api)
+    try:
+        assert target._clear_stale_marks(lambda: True, replicas=2) == 1  # worker-b's only
+        assert target.writes_skipped == 1
+        assert len(api.bodies["worker-a"]) == 1  # not retried
+        assert api.bodies["worker-b"][0]["metadata"]["resourceVersion"] == "42"
+    finally:
+        target.close()
+
+
+def _down(names: list[str], busy: str) -> TargetState:
+    views = tuple(
+        PodView(
+            name=n, phase=PodPhase.READY, created_at=CREATED, ready_at=CREATED + 5, busy_slots=int(n == busy)
+        )
+        for n in names
+    )
+    return TargetState(observed_at=CREATED + 60, replicas=len(names), pods=views)
+
+
+def test_a_scale_down_whose_busy_mark_is_refused_is_held_for_this_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The busy pod changed since the tick's view (its cost unknown now): a scale-down without its
+    mark could take it, so the scale is not patched; the marks written are removed at once."""
+    a, b, c = pod({}, "worker-a", "10"), pod({}, "worker-b", "20"), pod({}, "worker-c", "30")
+    api = _Pods("worker-b")
+    target = concurrency_target(monkeypatch, [a, b, c], api)
+    scaled: list[int] = []
+    monkeypatch.setattr(target, "_read_scale", lambda: _ScaleRead(3, "7", None))
+    monkeypatch.setattr(target, "_patch_scale", lambda replicas, rv: scaled.append(replicas))
+    monkeypatch.setattr(target, "_conflict_checked", float("inf"))
+    try:
+        decision = Decision(2, "down", remove=("worker-a",))
+        assert target.scale(decision, _down(["worker-a", "worker-b", "worker-c"], "worker-b")) is None
+        outcome = target.last_outcome
+    finally:
+        target.close()
+    assert scaled == []
+    assert isinstance(outcome, ScaleOutcome) and outcome.action == "unchanged", outcome
+    assert "worker-b changed" in outcome.detail
+    assert target.writes_skipped == 1
+    # worker-a was marked first, then its mark removed from the patch's answer (the watch, frozen
+    # here, never showed it): the second patch names the version the first one returned.
+    first, second = api.bodies["worker-a"]
+    assert first["metadata"] == {
+        "resourceVersion": "10",
+        "annotations": {DELETION_COST: REMOVE, MARK_OWNER: REMOVE},
+    }
+    assert second["metadata"]["resourceVersion"] == "11"
+    assert second["metadata"]["annotations"] == {DELETION_COST: None, MARK_OWNER: None, MARK_BEFORE: None}
+    assert outcome.marks_cleared == 1
+
+
+def test_our_own_answer_is_the_pods_view_only_until_the_watch_shows_it_or_a_later_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = pod({}, rv="10")
+    target = concurrency_target(monkeypatch, [before], _Pods())
+    try:
+        assert target._annotate(before, _mark(before, REMOVE), lambda: True) == "patched"
+        answer = target._current(before)
+        assert answer.resource_version == "11" and answer.our_mark
+        assert target._annotate(answer, _mark(answer, BUSY), lambda: True) == "patched"
+        assert target._current(before).resource_version == "12"  # the watch shows neither write yet
+        assert target._current(pod({}, rv="11")).resource_version == "12"  # it shows the first only
+        caught_up = pod({DELETION_COST: BUSY, MARK_OWNER: BUSY}, rv="12")
+        assert target._current(caught_up) is caught_up
+        assert target._current(before) is before  # forgotten once the watch has caught up
+    finally:
+        target.close()

@@ -8,14 +8,17 @@ outlast that. No API server is contacted: the pool's ``request`` is replaced."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 import urllib3
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
-from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS, TargetUnavailableError
-from autoscaler.targets.kubernetes import Backoff, KubernetesTarget
+from autoscaler.engine.snapshot import Decision
+from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS, TargetState, TargetUnavailableError
+from autoscaler.targets.kubernetes import Backoff, KubernetesTarget, WatchedPod, _ScaleRead
 
 
 class RefusedError(Exception):
@@ -37,7 +40,7 @@ def test_gated_writes_are_one_attempt_bounded_by_the_write_timeout(monkeypatch: 
     with pytest.raises(RefusedError):
         target._patch_scale(3, "1")
     with pytest.raises(TargetUnavailableError, match="RefusedError"):
-        target._annotate("worker-1", {"a": "b"}, lambda: True)
+        target._annotate(WatchedPod("worker-1", "uid-1", None, None, None, 0, None), {"a": "b"}, lambda: True)
     assert [method for method, _ in calls] == ["PATCH", "PATCH"]
     for _, timeout in calls:
         assert isinstance(timeout, urllib3.Timeout) and timeout.total == WRITE_TIMEOUT_SECONDS, timeout
@@ -45,3 +48,29 @@ def test_gated_writes_are_one_attempt_bounded_by_the_write_timeout(monkeypatch: 
     assert isinstance(retries, urllib3.Retry) and retries.total == 0, retries
     assert api.configuration.retries is None  # the caller's client (reads, the watch) is left alone
     target.close()
+
+
+def test_a_scale_patch_outlasts_a_burst_of_status_updates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after a change of the count the controllers update the Deployment's status several times
+    a second, each a new resourceVersion: the patch conflicts though nobody changed the count. Four
+    such conflicts in a row (seen under load) must not fail the rescale."""
+    target = KubernetesTarget(k8s.ApiClient(k8s.Configuration()), "ns", "worker", backoff=Backoff(attempts=1))
+    reads = iter(range(100))
+    monkeypatch.setattr(target, "_read_scale", lambda: _ScaleRead(3, str(next(reads)), None))
+    monkeypatch.setattr(target, "_conflict_checked", float("inf"))
+    monkeypatch.setattr(target, "_event", lambda *args: None)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    sent: list[str] = []
+
+    def patch(replicas: int, rv: str) -> None:
+        sent.append(rv)
+        if len(sent) <= 4:
+            raise ApiException(status=409, reason="Conflict")
+
+    monkeypatch.setattr(target, "_patch_scale", patch)
+    state = TargetState(observed_at=0.0, replicas=3, pods=())
+    try:
+        assert target.scale(Decision(5, "up"), state) == 5
+    finally:
+        target.close()
+    assert sent == ["0", "1", "2", "3", "4"]  # each attempt on the version read after the conflict
