@@ -23,7 +23,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from autoscaler.engine.snapshot import PodPhase
+from autoscaler.engine.snapshot import Decision, PodPhase
 from autoscaler.targets.base import TargetState
 from autoscaler.targets.kubernetes import Backoff, KubernetesTarget
 from jobqueue import WorkerInfo, WorkerState
@@ -365,6 +365,38 @@ def ready_pods(target: KubernetesTarget, count: int) -> TargetState | None:
     state = target.observe()
     ready = [p for p in state.pods if p.phase is PodPhase.READY]
     return state if state.replicas == count and len(ready) == count == len(state.pods) else None
+
+
+def settled(installed: Install, target: KubernetesTarget, replicas: int) -> TargetState | None:
+    """The target's state once the Deployment has exactly ``replicas`` pods, all Ready, as seen by the
+    controllers (status), by a fresh list from the API server and by the target's watch alike."""
+    d = installed.apps.read_namespaced_deployment("worker", installed.namespace)
+    status = d.status
+    if not (
+        (status.observed_generation or 0) >= (d.metadata.generation or 0)
+        and (d.spec.replicas or 0) == replicas
+        and (status.replicas or 0) == (status.ready_replicas or 0) == replicas
+        and len(installed.worker_pods()) == replicas
+    ):
+        return None
+    return ready_pods(target, replicas)
+
+
+def settled_scene(installed: Install, target: KubernetesTarget, replicas: int) -> TargetState:
+    """``replicas`` Ready pods, with no scale-down (or up) still to be carried out by the controllers.
+
+    Waiting on the target's watch alone is not enough: right after a scale-down of the previous
+    test's 4 pods to 3, the watch can show the 3 pods this test is about to name before the
+    ReplicaSet controller has even created the 4th for the earlier scale-up; it then removes one of
+    the 4 (by its own ranking, any of them) while the test runs, and the pod the test called ``a``
+    is gone.
+    """
+    state = target.observe()
+    if state.replicas != replicas:
+        target.scale(Decision(replicas, "scene"), state)
+    # Settled twice in a row, a poll apart: a controller still catching up shows in between.
+    wait_for(f"{replicas} Ready worker pods", lambda: settled(installed, target, replicas), 30)
+    return wait_for(f"{replicas} Ready worker pods", lambda: settled(installed, target, replicas), 5)
 
 
 def heartbeat(client: redis.Redis, state: TargetState, busy: set[str], queue: str) -> None:

@@ -29,7 +29,7 @@ from autoscaler.targets.kubernetes import (
     KubernetesTarget,
     WatchedPod,
 )
-from tests.e2e.kube import Install, ready_pods, wait_for
+from tests.e2e.kube import Install, settled, settled_scene, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -59,38 +59,6 @@ def pods_as_found(installed: Install, target: KubernetesTarget) -> Iterator[None
     yield
 
 
-def settled(installed: Install, target: KubernetesTarget, replicas: int) -> TargetState | None:
-    """The target's state once the Deployment has exactly ``replicas`` pods, all Ready, as seen by the
-    controllers (status), by a fresh list from the API server and by the target's watch alike."""
-    d = installed.apps.read_namespaced_deployment("worker", installed.namespace)
-    status = d.status
-    if not (
-        (status.observed_generation or 0) >= (d.metadata.generation or 0)
-        and (d.spec.replicas or 0) == replicas
-        and (status.replicas or 0) == (status.ready_replicas or 0) == replicas
-        and len(installed.worker_pods()) == replicas
-    ):
-        return None
-    return ready_pods(target, replicas)
-
-
-def scene(installed: Install, target: KubernetesTarget, replicas: int) -> TargetState:
-    """``replicas`` Ready pods, with no scale-down (or up) still to be carried out by the controllers.
-
-    Waiting on the target's watch alone is not enough: right after a scale-down of the previous
-    test's 4 pods to 3, the watch can show the 3 pods this test is about to name before the
-    ReplicaSet controller has even created the 4th for the earlier scale-up; it then removes one of
-    the 4 (by its own ranking, any of them) while the test runs, and the pod the test called ``a``
-    is gone.
-    """
-    state = target.observe()
-    if state.replicas != replicas:
-        target.scale(Decision(replicas, "scene"), state)
-    # Settled twice in a row, a poll apart: a controller still catching up shows in between.
-    wait_for(f"{replicas} Ready worker pods", lambda: settled(installed, target, replicas), 30)
-    return wait_for(f"{replicas} Ready worker pods", lambda: settled(installed, target, replicas), 5)
-
-
 def with_busy(state: TargetState, busy: set[str]) -> TargetState:
     """The tick's view of the pods with the queue's busy workers filled in (as the loop does)."""
     pods = tuple(dataclasses.replace(p, busy_slots=int(p.name in busy)) for p in state.pods)
@@ -110,7 +78,7 @@ def test_a_mark_on_a_pod_the_scale_down_spared_is_removed_once_it_is_done(
 ) -> None:
     """remove=[a, b] with three pods busy, the count held one higher than the picks: the controller
     removes one of a/b; the other must not keep its "delete me first" mark after that."""
-    state = scene(installed, target, 5)
+    state = settled_scene(installed, target, 5)
     names = sorted(p.name for p in state.pods)
     picks, busy = tuple(names[:2]), set(names[2:])
     assert target.scale(Decision(4, "held", remove=picks), with_busy(state, busy)) == 4
@@ -142,7 +110,7 @@ def test_marks_for_a_scale_patch_overtaken_by_someone_else_are_removed_at_once(
 ) -> None:
     """The marks are written, then someone else scales up before the patch: the patch conflicts,
     the count is theirs, no scale-down follows, so the marks just written must go."""
-    state = scene(installed, target, 3)
+    state = settled_scene(installed, target, 3)
     busy = {state.pods[0].name}
     state = with_busy(state, busy)
     overtaken: list[int] = []
@@ -168,7 +136,7 @@ def test_marks_left_by_a_leader_that_lost_its_lease_are_removed_by_the_next_one(
 ) -> None:
     """The old leader stops half way (one mark written, no scale patch) and, no longer leading,
     writes nothing more, not even to tidy up; the new leader's first scale (here up) removes it."""
-    state = scene(installed, target, 3)
+    state = settled_scene(installed, target, 3)
     old = KubernetesTarget(installed.sa, installed.namespace, "worker")
     new = KubernetesTarget(installed.sa, installed.namespace, "worker")
     try:
@@ -191,7 +159,7 @@ def test_a_deletion_cost_someone_else_set_is_never_taken_for_ours(
 ) -> None:
     """The operator's own costs, even the very values the target writes, carry no record of ours:
     no clearing removes them, and a scale-down orders the pods around them instead of over them."""
-    state = scene(installed, target, 3)
+    state = settled_scene(installed, target, 3)
     a, b, c = sorted(p.name for p in state.pods)
     theirs = {a: str(COST_BUSY), b: str(COST_REMOVE)}
     for name, cost in theirs.items():
@@ -305,7 +273,7 @@ def test_the_operators_cost_on_a_pod_a_scale_down_marked_is_put_back_afterwards(
     """The operator's 250 on a busy pod: the scale-down marks it busy over the 250, which it keeps on
     the pod itself (a restart or a new leader can put it back); once the scale-down is done the pod
     carries the 250 again, not no cost at all, and nothing of ours."""
-    state = scene(installed, target, 3)
+    state = settled_scene(installed, target, 3)
     a, _, c = sorted(p.name for p in state.pods)
     set_cost(installed, target, a, "250")
     state = target.observe()
@@ -323,7 +291,7 @@ def test_a_cost_the_operator_changed_while_our_mark_was_on_stays_as_they_set_it(
 ) -> None:
     """The operator's 250 is marked over, then the operator sets 300 while the mark is on: theirs is
     newer than the 250 our mark replaced, so removing the mark leaves the 300 (and nothing of ours)."""
-    state = scene(installed, target, 3)
+    state = settled_scene(installed, target, 3)
     a, _, c = sorted(p.name for p in state.pods)
     set_cost(installed, target, a, "250")
     state = target.observe()
@@ -365,7 +333,7 @@ def test_a_new_leader_that_never_scales_clears_its_predecessors_marks_at_its_fir
 ) -> None:
     """The count is right, so the new leader never calls scale(): its first observe (synced, the
     bound gate saying yes) removes the mark, which would otherwise steer a later kubectl scale."""
-    scene(installed, target, 3)
+    settled_scene(installed, target, 3)
     lose_lease_after_one_mark(installed)
     new = KubernetesTarget(installed.sa, installed.namespace, "worker")
     try:
@@ -385,7 +353,7 @@ def test_a_former_leaders_mark_is_cleared_during_a_rollout_surge(
     """A rollout surges (a new pod warming up, maxUnavailable 0): more live pods than spec.replicas
     for as long as it lasts, though no scale-down is pending. The old ReplicaSet's scale-downs will
     read whatever marks are left, so an old one must not be kept for the surge's sake."""
-    scene(installed, target, 3)
+    settled_scene(installed, target, 3)
     lose_lease_after_one_mark(installed)
     new = KubernetesTarget(installed.sa, installed.namespace, "worker", may_act=lambda: True)
     try:
@@ -436,7 +404,7 @@ def test_removing_a_mark_from_a_stale_view_leaves_the_cost_the_operator_just_set
     before the watch shows it: from its view, the mark is ours and the 250 is to be put back. The
     patch is refused (the pod changed since), so the 300 stays; the next tick, seeing it, removes
     only our records."""
-    state = scene(installed, target, 3)
+    state = settled_scene(installed, target, 3)
     a, _, c = sorted(p.name for p in state.pods)
     set_cost(installed, target, a, "250")
     state = target.observe()
@@ -470,7 +438,7 @@ def test_a_scale_down_marked_from_a_stale_view_is_held_and_then_carried_out(
     the busy mark computed from its view (no cost to keep) is refused, so the 5000 is not lost, and
     the scale is not patched (a busy pod without its mark could be taken). The next tick, from a
     watch that shows the 5000, marks a over it and scales down; the 5000 is put back afterwards."""
-    state = scene(installed, target, 3)
+    state = settled_scene(installed, target, 3)
     a, _, c = sorted(p.name for p in state.pods)
     state = with_busy(target.observe(), {a})
     watch = target.pod_watch

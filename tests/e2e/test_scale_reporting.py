@@ -21,9 +21,8 @@ from autoscaler.engine.target import WorkloadSpec
 from autoscaler.loop import LoopSettings, TargetLoop
 from autoscaler.metrics import Metrics
 from autoscaler.sources.redis_source import StreamSource
-from autoscaler.targets.base import TargetState
 from autoscaler.targets.kubernetes import KubernetesTarget
-from tests.e2e.kube import ApiProxy, Install, heartbeat, ready_pods, wait_for
+from tests.e2e.kube import ApiProxy, Install, heartbeat, settled_scene, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -67,18 +66,11 @@ def rig(target: KubernetesTarget, client: redis.Redis, desired: int) -> Rig:
     return Rig(loop, policy, metrics)
 
 
-def scene(target: KubernetesTarget, replicas: int) -> TargetState:
-    state = target.observe()
-    if state.replicas != replicas:
-        target.scale(Decision(replicas, "scene"), state)
-    return wait_for(f"{replicas} Ready worker pods", lambda: ready_pods(target, replicas), 30)
-
-
 def test_a_scale_down_held_for_busy_pods_is_not_counted_as_asked(
     installed: Install, target: KubernetesTarget, redis_url: str
 ) -> None:
     client = redis.Redis.from_url(redis_url)
-    state = scene(target, 3)
+    state = settled_scene(installed, target, 3)
     r = rig(target, client, 1)
 
     # Every pod busy: asked for 1, the target holds at 3 and writes nothing.
@@ -100,7 +92,7 @@ def test_a_count_changed_by_someone_else_mid_tick_is_not_counted(
     installed: Install, target: KubernetesTarget, redis_url: str
 ) -> None:
     client = redis.Redis.from_url(redis_url)
-    scene(target, 2)
+    settled_scene(installed, target, 2)
     r = rig(target, client, 5)
 
     # Someone else (kubectl scale, a deploy pipeline) sets 3 after the tick read 2: the target sees
