@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 from autoscaler.engine.state import RowSpec
@@ -59,6 +59,43 @@ def fluid_attainment(
                 met += count * (1.0 - (queue - budget) / -growth)
         queue = max(0.0, queue + count - rate * interval)
     return met / total
+
+
+def smallest_enough(enough: Callable[[int], bool], limit: int, guess: int) -> int:
+    """The smallest ``n`` in [0, ``limit``] with ``enough(n)`` (``limit`` if none), for a monotone test.
+
+    Each test replays the whole window, so the search is ordered by what is likely: no pool at all
+    (smooth traffic, the common case: one replay), then the last answer, from which it gallops
+    outwards and bisects. A refresh that leaves the pool where it was costs three replays instead of
+    a bisection's eight over 0..200; on a million-job replay the bisection was the largest part of
+    the policy's time. Any order finds the same ``n`` for a monotone test.
+    """
+    if enough(0):
+        return 0
+    lo, hi = 1, limit  # enough(lo - 1) is false; enough(hi) is assumed until tested
+    guess = min(max(guess, lo), hi)
+    step = 1
+    if enough(guess):
+        hi = guess
+        while hi - step >= lo and enough(hi - step):  # gallop down
+            hi -= step
+            step *= 2
+        lo = max(lo, hi - step + 1)
+    else:
+        lo = guess + 1
+        while lo + step - 1 < hi and not enough(lo + step - 1):  # gallop up
+            lo += step
+            step *= 2
+        hi = min(hi, lo + step - 1)
+        if hi == limit and lo <= hi and not enough(hi):
+            return limit
+    while lo < hi:  # invariant: enough(lo - 1) is false, enough(hi) is true
+        mid = (lo + hi) // 2
+        if enough(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
 
 
 class StandingPool:
@@ -117,18 +154,12 @@ class StandingPool:
         self._last_refresh = now
         self.refreshes += 1
         history = [(a, i, r) for _, a, i, r in self._ticks]
-        lo, hi = 0, limit
-        if fluid_attainment(history, hi, slots, service, max_wait) < self.target:
-            self.pods = hi
-            return hi
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if fluid_attainment(history, mid, slots, service, max_wait) >= self.target:
-                hi = mid
-            else:
-                lo = mid + 1
-        self.pods = hi
-        return hi
+
+        def enough(pods: int) -> bool:
+            return fluid_attainment(history, pods, slots, service, max_wait) >= self.target
+
+        self.pods = smallest_enough(enough, limit, self.pods)
+        return self.pods
 
     def _end_probation(self, now: float, slots: int, service: float, max_wait: float) -> None:
         """Judge every span of the probation that has ended by ``now`` (see :meth:`prove`)."""

@@ -1,8 +1,10 @@
 """The fluid what-if replay behind the learned standing pool."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from autoscaler.engine.standing_pool import StandingPool, fluid_attainment
+from autoscaler.engine.standing_pool import StandingPool, fluid_attainment, smallest_enough
 
 BURST = [(0.0, 5.0, 0.0), (0.0, 5.0, 0.0), (200.0, 5.0, 0.0), (0.0, 5.0, 0.0), (0.0, 5.0, 0.0)]
 
@@ -132,3 +134,36 @@ def test_a_cancelled_probation_retires_nothing() -> None:
 def test_a_probation_needs_a_season_longer_than_zero() -> None:
     with pytest.raises(ValueError, match="longer than 0"):
         StandingPool(window_seconds=60.0, target=0.9).prove(0.0, 0.0)
+
+
+@given(
+    threshold=st.integers(min_value=0, max_value=260),
+    limit=st.integers(min_value=0, max_value=250),
+    guess=st.integers(min_value=-5, max_value=300),
+)
+def test_the_pool_search_finds_the_smallest_enough_size_from_any_guess(
+    threshold: int, limit: int, guess: int
+) -> None:
+    """Any starting guess (the last answer, possibly from a larger limit) finds what a bisection
+    over 0..limit finds: the smallest size that is enough, or the limit when none is."""
+    tested: list[int] = []
+
+    def enough(pods: int) -> bool:
+        assert 0 <= pods <= limit, f"tested {pods} outside 0..{limit}"
+        tested.append(pods)
+        return pods >= threshold
+
+    assert smallest_enough(enough, limit, guess) == min(threshold, limit)
+    if threshold == 0:
+        assert tested == [0]  # no pool needed: one replay of the window
+
+
+def test_a_refresh_that_keeps_the_pool_where_it_was_replays_the_window_three_times() -> None:
+    tested: list[int] = []
+
+    def enough(pods: int) -> bool:
+        tested.append(pods)
+        return pods >= 57
+
+    assert smallest_enough(enough, 200, 57) == 57
+    assert tested == [0, 57, 56]
