@@ -74,9 +74,14 @@ def removals(inp: SizingInputs, count: int) -> tuple[str, ...]:
     """Pods to let go, at most ``count``: overdue ones first, then :func:`removal_order`'s choice."""
     if count <= 0:
         return ()
-    stuck = tuple(p.name for p in inp.pods if overdue(inp, p))
-    rest = tuple(p for p in inp.pods if not overdue(inp, p))
-    return (stuck + removal_order(rest, count - len(stuck)))[:count]
+    stuck: list[str] = []
+    rest: list[PodView] = []
+    for pod in inp.pods:  # one test per pod: with 200 pods this ran twice per decision, twice over
+        if overdue(inp, pod):
+            stuck.append(pod.name)
+        else:
+            rest.append(pod)
+    return (tuple(stuck) + removal_order(tuple(rest), count - len(stuck)))[:count]
 
 
 def ready_time(inp: SizingInputs, pod: PodView) -> float:
@@ -109,7 +114,10 @@ def projected_backlog(
 def _backlog(inp: SizingInputs, demand_rate: float, ready: list[float], horizon: float) -> float:
     """:func:`projected_backlog` for pods given by their ready times."""
     until = inp.now + horizon
-    slot_seconds = sum(max(0.0, until - at) for at in ready)
+    slot_seconds = 0.0
+    for at in ready:  # a plain loop: the sizing's innermost one, run ~1,400 times per decision
+        if at < until:
+            slot_seconds += until - at
     served = slot_seconds * inp.slots_per_pod / inp.service_time
     return max(0.0, inp.waiting + demand_rate * horizon - served)
 
@@ -311,16 +319,19 @@ def size(inp: SizingInputs) -> Decision:
         desired, reason = inp.current + inp.max_step_up, "step-limit"
     if inp.max_step_down is not None and desired < inp.current - inp.max_step_down:
         desired, reason = inp.current - inp.max_step_down, "step-limit"
+    remove: tuple[str, ...] = ()
     if desired < inp.current:
-        removable = len(removals(inp, inp.current - desired))
-        if removable < inp.current - desired:
-            desired, reason = inp.current - removable, "busy-pods"
+        remove = removals(inp, inp.current - desired)
+        if len(remove) < inp.current - desired:
+            desired, reason = inp.current - len(remove), "busy-pods"
     # The operator's bounds are hard limits and win over every softer rule above.
     if desired < inp.min_replicas:
         desired, reason = inp.min_replicas, "min-replicas"
     if desired > inp.max_replicas:
         desired, reason = inp.max_replicas, "max-replicas"
-    remove = removals(inp, inp.current - desired)
+    # removals() of fewer pods is a prefix of its answer for more: reuse it unless the cap cut deeper.
+    cut = inp.current - desired
+    remove = remove[: max(cut, 0)] if cut <= len(remove) else removals(inp, cut)
 
     terms = {
         "rate_now": inp.rate_now,
