@@ -89,11 +89,11 @@ def ready_time(inp: SizingInputs, pod: PodView) -> float:
 
     An overdue pod (see :data:`OVERDUE_STARTUPS`) is not expected within any horizon: infinity.
     """
+    if pod.phase is not PodPhase.STARTING:  # first: most pods serve, and only starting ones are overdue
+        return inp.now
     if overdue(inp, pod):
         return math.inf
-    if pod.phase is PodPhase.STARTING:
-        return max(inp.now, pod.created_at + inp.startup_time)
-    return inp.now
+    return max(inp.now, pod.created_at + inp.startup_time)
 
 
 def projected_backlog(
@@ -249,7 +249,7 @@ def forecast_excess(inp: SizingInputs) -> float:
 
 
 def queue_building(inp: SizingInputs) -> bool:
-    serving = sum(1 for p in inp.pods if p.phase is PodPhase.READY) * inp.slots_per_pod
+    serving = len([p for p in inp.pods if p.phase is PodPhase.READY]) * inp.slots_per_pod
     return inp.waiting > serving
 
 

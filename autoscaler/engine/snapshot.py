@@ -87,7 +87,7 @@ class Snapshot:
             raise ValueError(f"invalid Snapshot field(s): {', '.join(bad)}")
 
     def count(self, phase: PodPhase) -> int:
-        return sum(1 for p in self.pods if p.phase is phase)
+        return len([p for p in self.pods if p.phase is phase])  # a list: faster than sum() of a generator
 
     @property
     def ready(self) -> int:
