@@ -240,20 +240,21 @@ class _Cluster:
         """Every pod as seen at ``now``, and the startups of pods that became ready after ``previous``."""
         startups: list[float] = []
         views: list[PodView] = []
-        cached, busy, ready_at = self.views, self.busy, self.ready_at
+        cached, busy, ready_at = self.views.get, self.busy.get, self.ready_at
+        serving, add = PodPhase.READY, views.append
         for pod in self.live:
             ready = ready_at[pod]
             if ready > now:
-                views.append(self._view(pod, PodPhase.STARTING, now))
+                add(self._view(pod, PodPhase.STARTING, now))
                 continue
             if previous is not None and previous < ready and not self.warm_at_start[pod]:
                 startups.append(ready - self.created[pod])
             # _view's cache test inlined for the common case (a ready pod as it was): the simulator
             # builds every pod's view at every tick and watch, its largest cost on long replays.
-            view = cached.get(pod)
-            if view is None or view.phase is not PodPhase.READY or view.busy_slots != busy.get(pod, 0):
-                view = self._view(pod, PodPhase.READY, now)
-            views.append(view)
+            view = cached(pod)
+            if view is None or view.phase is not serving or view.busy_slots != busy(pod, 0):
+                view = self._view(pod, serving, now)
+            add(view)
         views += [self._view(pod, PodPhase.DRAINING, now) for pod in self.draining]
         return views, startups
 

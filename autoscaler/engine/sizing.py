@@ -348,7 +348,7 @@ def size(inp: SizingInputs) -> Decision:
         "standing_pool": float(inp.standing_pool),
         "season_hold": float(inp.season_hold),
         "current": float(inp.current),
-        "overdue_pods": float(sum(overdue(inp, p) for p in inp.pods)),
+        "overdue_pods": float(len([p for p in inp.pods if overdue(inp, p)])),
         "desired": float(desired),
         "burst": float(burst),
         "burst_persistence": inp.burst_persistence,
