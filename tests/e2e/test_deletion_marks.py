@@ -267,18 +267,25 @@ def clear_the_marks(installed: Install, target: KubernetesTarget, picked: str) -
     wait_for("no annotation of ours left", cleared, 10, interval=0.25)
 
 
-def test_the_operators_cost_on_a_pod_a_scale_down_marked_is_put_back_afterwards(
-    installed: Install, target: KubernetesTarget
-) -> None:
-    """The operator's 250 on a busy pod: the scale-down marks it busy over the 250, which it keeps on
-    the pod itself (a restart or a new leader can put it back); once the scale-down is done the pod
-    carries the 250 again, not no cost at all, and nothing of ours."""
+def busy_mark_over_the_operators_cost(installed: Install, target: KubernetesTarget) -> tuple[str, str]:
+    """Three pods, the operator's cost 250 on ``a``; a scale-down by one picks ``c`` with ``a`` busy,
+    so ``a`` is marked busy over the 250, which our record keeps. The marks stay on (gate closed)."""
     state = settled_scene(installed, target, 3)
     a, _, c = sorted(p.name for p in state.pods)
     set_cost(installed, target, a, "250")
     state = target.observe()
     scale_down_keeping_the_marks(installed, target, Decision(2, "down", remove=(c,)), with_busy(state, {a}))
     assert ours(installed)[a] == {MARK_OWNER: str(COST_BUSY), MARK_BEFORE: "250"}
+    return a, c
+
+
+def test_the_operators_cost_on_a_pod_a_scale_down_marked_is_put_back_afterwards(
+    installed: Install, target: KubernetesTarget
+) -> None:
+    """The operator's 250 on a busy pod: the scale-down marks it busy over the 250, which it keeps on
+    the pod itself (a restart or a new leader can put it back); once the scale-down is done the pod
+    carries the 250 again, not no cost at all, and nothing of ours."""
+    a, c = busy_mark_over_the_operators_cost(installed, target)
     assert marks(installed)[a] == str(COST_BUSY)
 
     clear_the_marks(installed, target, c)
@@ -291,12 +298,7 @@ def test_a_cost_the_operator_changed_while_our_mark_was_on_stays_as_they_set_it(
 ) -> None:
     """The operator's 250 is marked over, then the operator sets 300 while the mark is on: theirs is
     newer than the 250 our mark replaced, so removing the mark leaves the 300 (and nothing of ours)."""
-    state = settled_scene(installed, target, 3)
-    a, _, c = sorted(p.name for p in state.pods)
-    set_cost(installed, target, a, "250")
-    state = target.observe()
-    scale_down_keeping_the_marks(installed, target, Decision(2, "down", remove=(c,)), with_busy(state, {a}))
-    assert ours(installed)[a] == {MARK_OWNER: str(COST_BUSY), MARK_BEFORE: "250"}
+    a, c = busy_mark_over_the_operators_cost(installed, target)
     set_cost(installed, target, a, "300")
 
     clear_the_marks(installed, target, c)
