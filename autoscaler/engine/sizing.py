@@ -77,7 +77,7 @@ def removals(inp: SizingInputs, count: int) -> tuple[str, ...]:
     stuck: list[str] = []
     rest: list[PodView] = []
     for pod in inp.pods:  # one test per pod: with 200 pods this ran twice per decision, twice over
-        if overdue(inp, pod):
+        if pod.phase is PodPhase.STARTING and overdue(inp, pod):
             stuck.append(pod.name)
         else:
             rest.append(pod)
@@ -150,7 +150,8 @@ def required_pods(inp: SizingInputs, slo_pods: int, backlog_rate: float) -> tupl
     a tick at a time, paying part of their startup for nothing and leaving the queue to the FIFO.
     """
     kept = keep_order(inp)
-    ready = [ready_time(inp, pod) for pod in kept]  # non-decreasing: serving, oldest starting, overdue
+    # Non-decreasing: serving, oldest starting, overdue. Serving pods inline (most pods, every tick).
+    ready = [inp.now if pod.phase is not PodPhase.STARTING else ready_time(inp, pod) for pod in kept]
     current, horizon = len(kept), inp.startup_time
     backlog_now = _backlog(inp, backlog_rate, ready, horizon)
     need_now = pool_for_backlog(inp, slo_pods, backlog_now)
@@ -348,7 +349,7 @@ def size(inp: SizingInputs) -> Decision:
         "standing_pool": float(inp.standing_pool),
         "season_hold": float(inp.season_hold),
         "current": float(inp.current),
-        "overdue_pods": float(len([p for p in inp.pods if overdue(inp, p)])),
+        "overdue_pods": float(len([p for p in inp.pods if p.phase is PodPhase.STARTING and overdue(inp, p)])),
         "desired": float(desired),
         "burst": float(burst),
         "burst_persistence": inp.burst_persistence,
