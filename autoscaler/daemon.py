@@ -369,8 +369,8 @@ class Daemon:
         for r in self._view:
             report = r.loop.last_report
             tick = r.config.tick_seconds
-            reported = r.loop.reported_monotonic
-            since = now - (reported if report is not None and reported is not None else r.started_at)
+            reported = r.loop.reported_monotonic  # set with last_report, just before it
+            since = now - (r.started_at if reported is None else reported)
             entry: dict[str, Any] = {
                 "alive": bool(r.thread and r.thread.is_alive()),
                 "ticked": report is not None,

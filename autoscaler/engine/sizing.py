@@ -59,6 +59,12 @@ def overdue(inp: SizingInputs, pod: PodView) -> bool:
     return pod.phase is PodPhase.STARTING and inp.now - pod.created_at > OVERDUE_STARTUPS * inp.startup_time
 
 
+def overdue_pods(inp: SizingInputs) -> list[PodView]:
+    """The pods :func:`overdue` holds for, in snapshot order; one pass, testing starting pods only
+    (most pods serve: with 200 of them, a call per pod was a tenth of a decision's time)."""
+    return [p for p in inp.pods if p.phase is PodPhase.STARTING and overdue(inp, p)]
+
+
 def keep_order(inp: SizingInputs) -> list[PodView]:
     """Pods in the order they would be kept: ready (and draining), the oldest starting, overdue ones.
 
@@ -74,14 +80,9 @@ def removals(inp: SizingInputs, count: int) -> tuple[str, ...]:
     """Pods to let go, at most ``count``: overdue ones first, then :func:`removal_order`'s choice."""
     if count <= 0:
         return ()
-    stuck: list[str] = []
-    rest: list[PodView] = []
-    for pod in inp.pods:  # one test per pod: with 200 pods this ran twice per decision, twice over
-        if pod.phase is PodPhase.STARTING and overdue(inp, pod):
-            stuck.append(pod.name)
-        else:
-            rest.append(pod)
-    return (tuple(stuck) + removal_order(tuple(rest), count - len(stuck)))[:count]
+    stuck = tuple(p.name for p in overdue_pods(inp))
+    rest = tuple(p for p in inp.pods if p.name not in stuck)
+    return (stuck + removal_order(rest, count - len(stuck)))[:count]
 
 
 def ready_time(inp: SizingInputs, pod: PodView) -> float:
@@ -349,7 +350,7 @@ def size(inp: SizingInputs) -> Decision:
         "standing_pool": float(inp.standing_pool),
         "season_hold": float(inp.season_hold),
         "current": float(inp.current),
-        "overdue_pods": float(len([p for p in inp.pods if p.phase is PodPhase.STARTING and overdue(inp, p)])),
+        "overdue_pods": float(len(overdue_pods(inp))),
         "desired": float(desired),
         "burst": float(burst),
         "burst_persistence": inp.burst_persistence,

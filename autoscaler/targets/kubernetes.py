@@ -1176,7 +1176,7 @@ class KubernetesTarget:
                 may_act,
             )
         except TargetUnavailableError as exc:
-            status = status_of(exc.__cause__) if exc.__cause__ is not None else None
+            status = status_of(exc.__cause__ or exc)
             if status == 404:
                 return "gone"  # gone meanwhile
             if status == 409:
