@@ -181,6 +181,12 @@ class Backoff:
         return rng.uniform(0.0, min(self.cap_seconds, self.base_seconds * 2**attempt))
 
 
+SCALE_CONFLICT_PAUSE = Backoff(attempts=SCALE_CONFLICT_ATTEMPTS, base_seconds=0.05, cap_seconds=0.5)
+"""The pause between scale patches that conflicted with a status update (see
+:data:`SCALE_CONFLICT_ATTEMPTS`): short, since the count is re-read and unchanged, and jittered so
+that the next attempt does not meet the next update of the same burst."""
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Transient: throttling, server errors, timeouts and connection failures."""
     if isinstance(exc, ApiException):
@@ -959,9 +965,7 @@ class KubernetesTarget:
             )
         for attempt in range(SCALE_CONFLICT_ATTEMPTS):
             if attempt:
-                # The controllers' status updates come in bursts (pods created, turning Ready): let
-                # one pass rather than meet its next update with the next attempt.
-                time.sleep(self._rng.uniform(0.0, min(0.5, 0.05 * 2**attempt)))
+                time.sleep(SCALE_CONFLICT_PAUSE.delay(attempt, self._rng))
             try:
                 self._call(
                     f"patch {self.kind} {self.namespace}/{self.workload} scale",
@@ -970,7 +974,7 @@ class KubernetesTarget:
                 )
                 break
             except TargetUnavailableError as exc:
-                if not isinstance(exc.__cause__, ApiException) or exc.__cause__.status != 409:
+                if status_of(exc.__cause__ or exc) != 409:
                     raise
                 now, rv, _ = self._read_scale()  # 409: resourceVersion moved on (status update); re-read
                 if now == desired:
