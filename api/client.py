@@ -27,6 +27,8 @@ from typing import Any
 
 import httpx
 
+from jobqueue.backoff import backoff_delay
+
 RETRY_STATUSES = frozenset({429, 503})
 
 UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -72,7 +74,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_retry_after) + rng.uniform(0, self.base)
-        return min(self.cap, self.base * 2.0**attempt) * rng.uniform(0.5, 1.0)
+        return backoff_delay(attempt, self.base, self.cap, rng)
 
 
 def _unstored(response: httpx.Response) -> bool:

@@ -63,6 +63,7 @@ from autoscaler.engine.target import WorkloadSpec
 from autoscaler.sources.base import QueueSignals, SignalSource, SourceUnavailableError
 from autoscaler.targets.base import LeadershipLostError, ScaleTarget, TargetState, TargetUnavailableError
 from autoscaler.timeline import Timeline
+from jobqueue.backoff import backoff_delay
 
 if TYPE_CHECKING:
     from autoscaler.state_store import StateStore
@@ -136,7 +137,12 @@ class TickObserver(Protocol):
 
 
 class Backoff:
-    """Exponential backoff with "equal jitter": a random delay in [d/2, d], d doubling per failure."""
+    """Failures in a row, and the pause after the latest: equal jitter (:mod:`jobqueue.backoff`).
+
+    The count grows for as long as an outage lasts (hours, at one try a minute), so the pause is
+    computed without ``2**failures`` ever reaching a float: at 1,024 failures it overflowed, and
+    the loop's thread died of the error raised while backing off.
+    """
 
     def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
         self.base = base
@@ -146,8 +152,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         self.failures += 1
-        delay = min(self.cap, self.base * 2 ** (self.failures - 1))
-        return self._rng.uniform(delay / 2, delay)
+        return backoff_delay(self.failures - 1, self.base, self.cap, self._rng)
 
     def reset(self) -> None:
         self.failures = 0

@@ -11,11 +11,13 @@ from typing import TypeVar
 
 import redis
 
+from jobqueue.backoff import backoff_delay
 from jobqueue.errors import transient
 
 T = TypeVar("T")
 __all__ = ["GaveUp", "transient", "with_retry"]
 log = logging.getLogger(__name__)
+_rng = random.Random()
 
 
 class GaveUp(Exception):  # noqa: N818 - a control-flow signal, not an error condition
@@ -35,7 +37,6 @@ def with_retry(
     """Call ``fn`` until it succeeds, or until ``give_up()`` is true after a :func:`transient` failure
     (then :class:`GaveUp`); any other error is raised at once. Back-off sleeps end early when ``wake``
     is set (a drain request), so ``give_up`` is re-checked promptly; without ``wake`` they run to term."""
-    delay = first
     failures = 0
     while True:
         try:
@@ -49,12 +50,11 @@ def with_retry(
                 log.warning("redis unavailable during %s (%s: %s); retrying", what, type(exc).__name__, exc)
             if give_up():
                 raise GaveUp(what) from exc
-            pause = delay * random.uniform(0.5, 1.0)
+            pause = backoff_delay(failures - 1, first, cap, _rng)
             if wake is None or wake.is_set():
                 time.sleep(pause)
             else:
                 wake.wait(pause)
-            delay = min(cap, delay * 2)
             continue
         if failures:
             log.info("redis back after %d failed attempts of %s", failures, what)
