@@ -56,7 +56,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS
-from autoscaler.targets.kubernetes import (
+from autoscaler.targets.kube_client import (
     describe,
     own_namespace,
     shared_api_client,

@@ -10,13 +10,13 @@ What one :class:`KubernetesTarget` does against the API server, and nothing else
   a new selector) is noticed there, or by a 404, and its predecessor's pod watch, startup samples,
   marks and Event records are dropped; the watch starts again with the new selector;
 * ``list`` + ``watch`` its pods (one watch, re-listed only on 410 Gone or a broken stream) into an
-  in-memory map, from which each tick's pod phases and measured startups are read;
+  in-memory map, from which each tick's pod phases and measured startups are read (see
+  :mod:`autoscaler.targets.pod_watch`);
 * ``patch`` pods: the ``controller.kubernetes.io/pod-deletion-cost`` annotation before a scale-down,
-  with :data:`MARK_OWNER` recording the value written (a cost is ours only while it still equals
-  that record: a cost set by anyone else is never removed or changed, except on the pods a
-  scale-down must order, where :data:`MARK_BEFORE` keeps it to be put back), and their removal
-  once no scale-down is left for the ReplicaSet controller to carry out (so that no mark outlives
-  the scale-down it was written for: see :meth:`KubernetesTarget._clear_stale_marks`). Each patch
+  and its removal once no scale-down is left for the ReplicaSet controller to carry out (so that no
+  mark outlives the scale-down it was written for: see :meth:`KubernetesTarget._clear_stale_marks`).
+  A cost set by anyone else is never removed or changed, except on the pods a scale-down must
+  order, where it is kept to be put back (see :mod:`autoscaler.targets.deletion_marks`). Each patch
   is computed from the watch's view of the pod and carries that view's ``metadata.resourceVersion``:
   a pod changed since (the operator's new cost the watch has not shown yet) answers 409 and is left
   as it is, never written over from an old view (see :meth:`KubernetesTarget._annotate`);
@@ -26,10 +26,10 @@ What one :class:`KubernetesTarget` does against the API server, and nothing else
   workload the target refuses to act (unless it is in shadow mode), so two autoscalers never fight.
 
 API errors are retried with capped exponential backoff and full jitter (429, 5xx, connection
-errors); a 409 on the scale patch re-reads the scale; a 409 on a pod patch skips that pod until the
-next tick (and holds a scale-down for that tick: see :meth:`KubernetesTarget._mark_deletion_costs`);
-anything that still fails surfaces as :class:`~autoscaler.targets.base.TargetUnavailableError`,
-on which the loop holds the replica count.
+errors: see :func:`~autoscaler.targets.kube_client.with_retries`); a 409 on the scale patch re-reads
+the scale; a 409 on a pod patch skips that pod until the next tick (and holds a scale-down for that
+tick: see :meth:`KubernetesTarget._mark_deletion_costs`); anything that still fails surfaces as
+:class:`~autoscaler.targets.base.TargetUnavailableError`, on which the loop holds the replica count.
 
 Every write (each annotation, each scale patch, each of their retries) first asks the loop's
 ``may_act`` gate whether this replica still leads: a decision whose writes outlast the leadership
@@ -41,7 +41,6 @@ gate is open ends before the lease it was started under can expire (see ``autosc
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import logging
@@ -51,19 +50,15 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
-import urllib3
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
-from autoscaler.engine.snapshot import Decision, PodPhase, PodView
+from autoscaler.engine.snapshot import Decision, PodPhase
 from autoscaler.targets.base import (
     WRITE_TIMEOUT_SECONDS,
     ActGate,
@@ -71,41 +66,34 @@ from autoscaler.targets.base import (
     TargetState,
     TargetUnavailableError,
 )
+from autoscaler.targets.deletion_marks import (
+    COST_BUSY,
+    COST_MAX,
+    COST_MIN,
+    COST_REMOVE,
+    MARK_HOLD_SECONDS,
+    mark,
+    parse_cost,
+    scale_down_floor,
+    unmark,
+)
+from autoscaler.targets.kube_client import (
+    Backoff,
+    describe,
+    format_time,
+    own_namespace,
+    selector_string,
+    shared_api_client,
+    status_of,
+    with_retries,
+    without_retries,
+)
+from autoscaler.targets.pod_watch import WATCH_READ_SLACK_SECONDS, PodWatch, WatchedPod
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-WATCH_READ_SLACK_SECONDS = 30
-"""A watch stream's read timeout is its server-side timeout plus this: a silent stream fails then."""
-
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
-"""Honoured by the ReplicaSet controller (beta, on by default since 1.22): lower cost goes first."""
-COST_REMOVE = -1000
-"""Pods the decision lets go (starting or idle): deleted before any other Ready pod (lower still if
-another pod carries a cost of its own at or below this: see
-:meth:`KubernetesTarget._mark_deletion_costs`)."""
-COST_BUSY = 1000
-"""Pods serving a job: deleted only after every other pod (higher still if another pod's own cost
-is at or above this)."""
-MARK_OWNER = "startup-autoscaler.dev/deletion-cost"
-"""Written with each deletion cost this target sets, to the same value: the cost on a pod is ours
-(ours to remove) only while it equals this record. A cost set by the operator or another tool, even
-to the very values this target writes, carries no such record and is left alone; one changed by
-someone else after we wrote it no longer matches, and only our record of it is removed."""
-MARK_BEFORE = "startup-autoscaler.dev/deletion-cost-before"
-"""Written with a mark that replaces a deletion cost that is not ours (the operator's, another
-tool's): that cost, put back when the mark is removed (a mark borrows the cost, it does not take
-it). Kept on the pod itself, not in this process: it survives a restart of the daemon and a change
-of leader, which an in-memory record would not, so whichever replica removes the mark restores it.
-Never written over by a re-mark of a cost that is ours (that would record our own value). If the
-cost is changed by someone else while our mark is on, their value stays and this record goes."""
-COST_MIN, COST_MAX = -(2**31), 2**31 - 1
-"""A deletion cost is an int32."""
-MARK_HOLD_SECONDS = 60.0
-"""How long marks this process wrote stay while more pods are live than ``spec.replicas``: the
-ReplicaSet controller picks its victims within seconds of a scale-down, and later excess is a
-rollout's surge, during which old marks would steer the old ReplicaSet's scale-downs."""
 SCALE_CONFLICT_ATTEMPTS = 6
 """Scale patches per decision while each 409 is a status update (the count read again unchanged).
 
@@ -118,467 +106,11 @@ of at most ``WRITE_TIMEOUT_SECONDS``."""
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "startup-autoscaler"
 COMPONENT = "startup-autoscaler"
-SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-_RETRYABLE_STATUS = frozenset({0, 429, 500, 502, 503, 504})
-
-
-# --------------------------------------------------------------------------------------------------
-# Client construction
-
-
-def without_retries(api_client: k8s.ApiClient) -> k8s.ApiClient:
-    """A client like ``api_client`` (same host, credentials, token refresh) whose connection pool
-    makes no retries: one call is then one attempt, bounded by its timeout (urllib3 retries a failed
-    connection up to 3 times by default, each with a fresh timeout, unseen by the caller)."""
-    configuration = copy.copy(api_client.configuration)
-    configuration.retries = 0
-    return k8s.ApiClient(configuration)
-
-
-def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
-    """An API client: ``kubeconfig`` if given, else in-cluster (service account), else ``$KUBECONFIG``
-    or ``~/.kube/config``. In-cluster clients re-read the projected token as it rotates."""
-    configuration = k8s.Configuration()
-    try:
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig,
-                context=context,
-                client_configuration=configuration,
-                persist_config=False,
-            )
-    except (k8s_config.ConfigException, OSError) as exc:
-        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config / in-cluster service account"
-        raise TargetUnavailableError(f"no Kubernetes credentials ({where}): {exc}") from exc
-    return k8s.ApiClient(configuration)
-
-
-def own_namespace(default: str = "default") -> str:
-    """The namespace this process runs in: ``POD_NAMESPACE``, the service-account mount, or ``default``."""
-    if env := os.environ.get("POD_NAMESPACE"):
-        return env
-    try:
-        return SA_NAMESPACE_FILE.read_text(encoding="utf-8").strip() or default
-    except OSError:
-        return default
-
-
-# --------------------------------------------------------------------------------------------------
-# Retries
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with full jitter: attempt ``i`` sleeps ``U(0, min(cap, base·2^i))``."""
-
-    attempts: int = 4
-    base_seconds: float = 0.2
-    cap_seconds: float = 4.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, min(self.cap_seconds, self.base_seconds * 2**attempt))
-
 
 SCALE_CONFLICT_PAUSE = Backoff(attempts=SCALE_CONFLICT_ATTEMPTS, base_seconds=0.05, cap_seconds=0.5)
 """The pause between scale patches that conflicted with a status update (see
 :data:`SCALE_CONFLICT_ATTEMPTS`): short, since the count is re-read and unchanged, and jittered so
 that the next attempt does not meet the next update of the same burst."""
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Transient: throttling, server errors, timeouts and connection failures."""
-    if isinstance(exc, ApiException):
-        return int(exc.status or 0) in _RETRYABLE_STATUS
-    return isinstance(exc, urllib3.exceptions.HTTPError | OSError)
-
-
-def status_of(exc: BaseException) -> int | None:
-    return int(exc.status or 0) if isinstance(exc, ApiException) else None
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        message = ""
-        try:
-            message = json.loads(exc.body or "{}").get("message", "")
-        except (ValueError, AttributeError):
-            message = str(exc.body or "")[:200]
-        return f"HTTP {exc.status} {exc.reason}: {message}".strip()
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    if isinstance(exc, ApiException) and exc.headers:
-        try:
-            return float(exc.headers.get("Retry-After", ""))
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
-def with_retries(
-    what: str,
-    fn: Callable[[], T],
-    backoff: Backoff,
-    rng: random.Random,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Run ``fn``; retry transient failures per ``backoff``; raise the last error otherwise."""
-    for attempt in range(backoff.attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_retryable(exc) or attempt == backoff.attempts - 1:
-                raise
-            pause = backoff.delay(attempt, rng)
-            if (after := _retry_after(exc)) is not None:
-                pause = min(max(pause, after), backoff.cap_seconds)
-            log.info("kubernetes: %s failed (%s); retry %d in %.2fs", what, describe(exc), attempt + 1, pause)
-            sleep(pause)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-# --------------------------------------------------------------------------------------------------
-# Parsing helpers (pods are kept as plain dicts from the wire: no per-event model deserialisation)
-
-
-def parse_time(value: str | None) -> float | None:
-    """RFC 3339 (``2024-01-02T03:04:05Z``, optionally with fractions) to epoch seconds."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def format_micro_time(at: float) -> str:
-    """Epoch seconds to metav1.MicroTime (RFC 3339 with exactly six fractional digits)."""
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def format_time(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def selector_string(selector: Mapping[str, Any]) -> str:
-    """A metav1.LabelSelector (as a dict, camelCase or snake_case keys) to its string form."""
-    parts = [
-        f"{k}={v}"
-        for k, v in sorted((selector.get("matchLabels") or selector.get("match_labels") or {}).items())
-    ]
-    for expr in selector.get("matchExpressions") or selector.get("match_expressions") or []:
-        key, op, values = expr["key"], expr["operator"], sorted(expr.get("values") or [])
-        if op == "In":
-            parts.append(f"{key} in ({','.join(values)})")
-        elif op == "NotIn":
-            parts.append(f"{key} notin ({','.join(values)})")
-        elif op == "Exists":
-            parts.append(key)
-        elif op == "DoesNotExist":
-            parts.append(f"!{key}")
-        else:
-            raise ValueError(f"unknown label selector operator {op!r}")
-    if not parts:
-        raise ValueError("empty label selector: refusing to watch every pod in the namespace")
-    return ",".join(parts)
-
-
-@dataclass(slots=True)
-class WatchedPod:
-    """The facts kept per pod from the watch.
-
-    ``created_at`` is the pod's ``metadata.creationTimestamp``, or None when the object carries none.
-    The API server always sets it, so None means a malformed object (a hand-written watch event, a
-    proxy or a test double that drops it), and nothing about the pod's age is known. It is never
-    read as the epoch: that turned its Ready transition into a startup sample of about 1.7e9 s,
-    which a p90 of a few samples plans with for as long as it is among them, and made a starting
-    pod look created decades ago, hence projected Ready "now", so the policy counted capacity that
-    was still warming up (too few pods, exactly while a burst was being served).
-
-    Such a pod instead counts as created when this watch first saw it (``first_seen``, wall clock,
-    kept across watch events and re-lists of the same uid): it was created no later than that, so
-    the policy plans its full warm-up from then and errs towards one pod too many for at most one
-    warm-up, never towards one too few. It gives no startup sample: creation to Ready is unknown,
-    and first sight to Ready would be biased short (a pod found half warm).
-    """
-
-    name: str
-    uid: str
-    created_at: float | None
-    phase: PodPhase | None  # None: terminal (Succeeded/Failed), not counted
-    ready_at: float | None
-    restarts: int
-    deletion_cost: str | None
-    first_seen: float = 0.0  # wall clock when this watch first saw the pod (this uid)
-    cost_owner: str | None = None  # our MARK_OWNER record: the deletion cost this target wrote
-    cost_before: str | None = None  # our MARK_BEFORE record: the cost our mark replaced, to put back
-    # metadata.resourceVersion of the object this view was read from: the precondition of any patch
-    # computed from it (None only for a malformed object, as for created_at: then no precondition).
-    resource_version: str | None = None
-
-    @property
-    def our_mark(self) -> bool:
-        """Whether the pod's deletion cost is the one this target (or a predecessor) wrote."""
-        return self.cost_owner is not None and self.cost_owner == self.deletion_cost
-
-    @property
-    def cost_without_us(self) -> str | None:
-        """The deletion cost the pod carries once our mark is removed: the one our mark replaced
-        while the cost is ours, else the one it has (someone else's, or none)."""
-        return self.cost_before if self.our_mark else self.deletion_cost
-
-    @classmethod
-    def from_dict(
-        cls, obj: Mapping[str, Any], *, previous: WatchedPod | None = None, now: float | None = None
-    ) -> WatchedPod:
-        """Parse a pod; ``previous`` is the watch's last record of the same name (for ``first_seen``)."""
-        meta = obj.get("metadata") or {}
-        status = obj.get("status") or {}
-        ready_at = None
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "Ready" and cond.get("status") == "True":
-                ready_at = parse_time(cond.get("lastTransitionTime"))
-        phase: PodPhase | None
-        if meta.get("deletionTimestamp"):
-            phase = PodPhase.DRAINING
-        elif status.get("phase") in ("Succeeded", "Failed"):
-            phase = None
-        elif ready_at is not None:
-            phase = PodPhase.READY
-        else:
-            phase = PodPhase.STARTING
-        restarts = sum(int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or [])
-        annotations = meta.get("annotations") or {}
-        uid = str(meta.get("uid"))
-        if previous is not None and previous.uid == uid:
-            first_seen = previous.first_seen
-        else:
-            first_seen = time.time() if now is None else now
-        return cls(
-            name=str(meta.get("name")),
-            uid=uid,
-            created_at=parse_time(meta.get("creationTimestamp")),
-            phase=phase,
-            ready_at=ready_at,
-            restarts=restarts,
-            deletion_cost=annotations.get(DELETION_COST),
-            first_seen=first_seen,
-            cost_owner=annotations.get(MARK_OWNER),
-            cost_before=annotations.get(MARK_BEFORE),
-            resource_version=meta.get("resourceVersion") or None,
-        )
-
-    @property
-    def startup_seconds(self) -> float | None:
-        """Creation to Ready, or None when either is unknown (no sample then)."""
-        if self.ready_at is None or self.created_at is None:
-            return None
-        return max(0.0, self.ready_at - self.created_at)
-
-    def view(self) -> PodView:
-        """The pod as the policy sees it; unknown creation counts as first seen (see the class)."""
-        assert self.phase is not None, "terminal pods are not shown to the policy"
-        created = self.created_at if self.created_at is not None else self.first_seen
-        return PodView(name=self.name, phase=self.phase, created_at=created, ready_at=self.ready_at)
-
-
-# --------------------------------------------------------------------------------------------------
-# The pod watch
-
-
-class PodWatch:
-    """A list+watch of the pods matching a selector, kept in memory (an informer, minus the frills).
-
-    The thread lists once, then watches from the list's resourceVersion (with bookmarks). A watch
-    that ends normally (server timeout) is resumed from the last resourceVersion seen; a 410 Gone
-    (history compacted) or a broken stream leads to a fresh list, after a jittered backoff on errors.
-    ``on_ready(pod, initial)`` is called (outside the lock) for every pod seen Ready, ``initial`` being
-    True for pods already Ready in the very first list.
-    """
-
-    def __init__(
-        self,
-        core: k8s.CoreV1Api,
-        namespace: str,
-        selector: str,
-        *,
-        on_ready: Callable[[WatchedPod, bool], None],
-        watch_timeout_seconds: tuple[int, int] = (240, 360),
-        backoff: Backoff | None = None,
-    ) -> None:
-        self._core = core
-        self.namespace = namespace
-        self.selector = selector
-        self._on_ready = on_ready
-        self._watch_timeout = watch_timeout_seconds
-        self._backoff = backoff or Backoff(attempts=8, base_seconds=0.5, cap_seconds=15.0)
-        self._rng = random.Random()
-        self._lock = threading.Lock()
-        self._pods: dict[str, WatchedPod] = {}
-        self._synced = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._resp: Any = None
-        self.last_sync: float | None = None  # monotonic time of the last successful list or event
-        self.last_open: float | None = None  # monotonic time the newest watch stream was opened
-        self.last_error: str | None = None
-        self.failing_since: float | None = None  # monotonic time of the first error of an outage
-        self.lists = 0  # how many full lists were made (1 + re-lists): exposed for tests/metrics
-        self.watches = 0
-
-    # -- lifecycle --
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"podwatch-{self.namespace}", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        resp = self._resp
-        if resp is not None:  # unblock a read in progress (same trick as kubernetes.watch.Watch.stop)
-            try:
-                sock = getattr(getattr(resp, "connection", None), "sock", None)
-                if sock is not None:
-                    sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def wait_synced(self, timeout: float) -> bool:
-        return self._synced.wait(timeout)
-
-    @property
-    def alive(self) -> bool:
-        """Whether the thread still runs (it ends only on :meth:`stop`, or on a bug)."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def silent_seconds(self) -> float:
-        """Seconds since the server last answered: a list, an event, a bookmark or a new stream.
-
-        A healthy watch is reopened at least every ``watch_timeout_seconds`` (upper end), so
-        silence much longer than that, with no error recorded, means the thread is stuck.
-        """
-        heard = max((t for t in (self.last_sync, self.last_open) if t is not None), default=None)
-        return 0.0 if heard is None else time.monotonic() - heard
-
-    def pods(self) -> list[WatchedPod]:
-        with self._lock:
-            return list(self._pods.values())
-
-    def get(self, name: str) -> WatchedPod | None:
-        with self._lock:
-            return self._pods.get(name)
-
-    # -- the thread --
-    def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                rv = self._list()
-                failures = 0
-                while not self._stop.is_set():
-                    rv = self._watch(rv)
-            except Exception as exc:
-                if self._stop.is_set():
-                    break
-                gone = status_of(exc) == 410
-                if not gone:
-                    self.last_error = describe(exc)
-                    if self.failing_since is None:
-                        self.failing_since = time.monotonic()
-                pause = 0.0 if gone else self._backoff.delay(min(failures, 6), self._rng) + 0.1
-                failures = 0 if gone else failures + 1
-                log.log(
-                    logging.INFO if gone else logging.WARNING,
-                    "kubernetes: pod watch %s/%s %s; re-listing in %.1fs",
-                    self.namespace,
-                    self.selector,
-                    "expired (410 Gone)" if gone else f"failed: {describe(exc)}",
-                    pause,
-                )
-                self._stop.wait(pause)
-
-    def _list(self) -> str:
-        pods: dict[str, WatchedPod] = {}
-        cont: str | None = None
-        while True:
-            resp: Any = self._core.list_namespaced_pod(
-                self.namespace,
-                label_selector=self.selector,
-                limit=500,
-                _continue=cont,
-                _preload_content=False,
-                _request_timeout=(5, 30),
-            )
-            body = json.loads(resp.data)
-            for obj in body.get("items") or []:
-                name = str((obj.get("metadata") or {}).get("name"))
-                pod = WatchedPod.from_dict(obj, previous=self.get(name))
-                pods[pod.name] = pod
-            cont = (body.get("metadata") or {}).get("continue")
-            if not cont:
-                rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
-                break
-        with self._lock:
-            old, self._pods = self._pods, pods
-        initial = not self._synced.is_set()
-        for pod in pods.values():
-            if pod.ready_at is not None and ((prev := old.get(pod.name)) is None or prev.ready_at is None):
-                self._on_ready(pod, initial)
-        self.lists += 1
-        self.last_sync = time.monotonic()
-        self.last_error = None
-        self.failing_since = None
-        self._synced.set()
-        return rv
-
-    def _watch(self, rv: str) -> str:
-        timeout = self._rng.randint(*self._watch_timeout)
-        resp: Any = self._core.list_namespaced_pod(
-            self.namespace,
-            label_selector=self.selector,
-            watch=True,
-            allow_watch_bookmarks=True,
-            resource_version=rv,
-            timeout_seconds=timeout,
-            _preload_content=False,
-            _request_timeout=(5, timeout + WATCH_READ_SLACK_SECONDS),
-        )
-        self._resp = resp
-        self.watches += 1
-        self.last_open = time.monotonic()
-        self.last_error = None
-        self.failing_since = None
-        try:
-            for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
-                if self._stop.is_set():
-                    break
-                if not line:
-                    continue
-                event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    code = int(obj.get("code") or 500)
-                    raise ApiException(status=code, reason=f"{obj.get('reason')}: {obj.get('message')}")
-                rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-                self.last_sync = time.monotonic()
-                if kind == "BOOKMARK":
-                    continue
-                prev = self.get(str((obj.get("metadata") or {}).get("name")))
-                pod = WatchedPod.from_dict(obj, previous=prev)
-                with self._lock:
-                    if kind == "DELETED":
-                        self._pods.pop(pod.name, None)
-                    else:
-                        self._pods[pod.name] = pod
-                if kind != "DELETED" and pod.ready_at is not None and (prev is None or prev.ready_at is None):
-                    self._on_ready(pod, False)
-        finally:
-            self._resp = None
-            resp.close()
-            resp.release_conn()
-        return rv
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1043,7 +575,7 @@ class KubernetesTarget:
             cost
             for p in pods
             if p.name not in busy and p.name not in remove
-            if (cost := _cost(p.cost_without_us)) is not None
+            if (cost := parse_cost(p.cost_without_us)) is not None
         ]
         busy_cost = str(min(COST_MAX, max([COST_BUSY - 1, *theirs]) + 1))
         remove_cost = str(max(COST_MIN, min([COST_REMOVE + 1, *theirs]) - 1))
@@ -1054,11 +586,11 @@ class KubernetesTarget:
                 if pod.cost_owner is None:
                     continue  # no mark of ours, a cost of someone else's or none: not ours to touch
                 self._marked.pop(pod.name, None)
-                result = self._annotate(pod, _unmark(pod), may_act)
+                result = self._annotate(pod, unmark(pod), may_act)
             elif pod.deletion_cost != want or pod.cost_owner != want:
                 # Remembered before the write: a patch whose answer is lost may still have landed.
                 self._marked[pod.name] = time.monotonic()
-                result = self._annotate(pod, _mark(pod, want), may_act)
+                result = self._annotate(pod, mark(pod, want), may_act)
             else:
                 continue
             if result == "changed":
@@ -1112,7 +644,7 @@ class KubernetesTarget:
             for pod in marked:
                 if pod.cost_owner is None and pod.deletion_cost is not None:
                     continue  # the watch shows someone else's cost, not our write (yet): wait and see
-                result = self._annotate(pod, _unmark(pod), may_act)
+                result = self._annotate(pod, unmark(pod), may_act)
                 if result == "changed":
                     continue  # kept in _marked: looked at again next tick, as the watch shows it then
                 cleared += result == "patched"
@@ -1437,63 +969,10 @@ def _always() -> bool:
     return True
 
 
-def _cost(value: str | None) -> int | None:
-    """A deletion cost as the controller reads it; None when absent or not an integer (it counts 0)."""
-    try:
-        return None if value is None else int(value)
-    except ValueError:
-        return None
-
-
-def _mark(pod: WatchedPod, want: str) -> dict[str, str | None]:
-    """The annotations that set our mark ``want`` on ``pod``: the cost and our record of it, and
-    when the cost it replaces is not ours, that cost in :data:`MARK_BEFORE` (to be put back by
-    :func:`_unmark`; removed if there is none, as any older record is then out of date). A cost
-    that is already ours keeps the record made when it was first written: recording our own value
-    as "before" would leave our mark behind for good."""
-    annotations: dict[str, str | None] = {DELETION_COST: want, MARK_OWNER: want}
-    if not pod.our_mark and (pod.deletion_cost is not None or pod.cost_before is not None):
-        annotations[MARK_BEFORE] = pod.deletion_cost
-    return annotations
-
-
-def _unmark(pod: WatchedPod) -> dict[str, str | None]:
-    """The annotations that remove our mark: while the cost is ours (or the watch shows none yet),
-    the cost our mark replaced is put back (removed if it replaced none), and our records go; else
-    only our records go (someone else has set the cost since: theirs now, and newer than the one
-    our mark replaced)."""
-    if pod.cost_owner is not None and not pod.our_mark:
-        return {MARK_OWNER: None, MARK_BEFORE: None}
-    return {DELETION_COST: pod.cost_before, MARK_OWNER: None, MARK_BEFORE: None}
-
-
 def rescale_message(desired: int, decision: Decision) -> str:
     """Like the HPA's ``New size: 4; reason: ...``, with the numbers behind the reason."""
     terms = ", ".join(f"{k}={v:.3g}" for k, v in list(decision.terms.items())[:8])
     return f"New size: {desired}; reason: {decision.reason}" + (f" ({terms})" if terms else "")
-
-
-def scale_down_floor(pods: Sequence[PodView], kind: str, workload: str) -> int:
-    """The fewest replicas that leave every busy pod alone, given how the controller picks victims.
-
-    A StatefulSet removes the highest ordinals first and ignores deletion cost. A ReplicaSet ranks
-    pods that are not Ready before Ready ones, and only then by deletion cost: a busy pod whose
-    readiness probe just failed goes before every idle Ready pod, however high its cost. Only the
-    idle pods still starting rank ahead of it then, so no more than those may go.
-    """
-    live = [p for p in pods if p.phase is not PodPhase.DRAINING]
-    busy = [p for p in live if p.busy]
-    if kind == "StatefulSet":
-        return max((_ordinal(p.name, workload) + 1 for p in busy), default=0)
-    if any(p.phase is PodPhase.STARTING for p in busy):
-        spare = sum(1 for p in live if p.phase is PodPhase.STARTING and not p.busy)
-        return len(live) - spare
-    return len(busy)
-
-
-def _ordinal(pod: str, workload: str) -> int:
-    suffix = pod.removeprefix(f"{workload}-")
-    return int(suffix) if suffix.isdigit() else -1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1514,18 +993,6 @@ class KubernetesTargetSpec(Protocol):
 
     @property
     def kubeconfig(self) -> str | None: ...
-
-
-_clients: dict[str | None, k8s.ApiClient] = {}
-_clients_lock = threading.Lock()
-
-
-def shared_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
-    """One API client (one connection pool) per kubeconfig path per process."""
-    with _clients_lock:
-        if kubeconfig not in _clients:
-            _clients[kubeconfig] = load_api_client(kubeconfig)
-        return _clients[kubeconfig]
 
 
 def kubernetes_target_from_config(

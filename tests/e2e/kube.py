@@ -25,7 +25,8 @@ from kubernetes import config as k8s_config
 
 from autoscaler.engine.snapshot import Decision, PodPhase
 from autoscaler.targets.base import TargetState
-from autoscaler.targets.kubernetes import Backoff, KubernetesTarget
+from autoscaler.targets.kube_client import Backoff
+from autoscaler.targets.kubernetes import KubernetesTarget
 from jobqueue import WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from tests.support.proxy import TcpProxy

@@ -12,7 +12,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from autoscaler.engine.snapshot import Decision, removal_order
-from autoscaler.targets.kubernetes import DELETION_COST, KubernetesTarget
+from autoscaler.targets.deletion_marks import DELETION_COST
+from autoscaler.targets.kubernetes import KubernetesTarget
 from tests.e2e.kube import Install, wait_for
 
 pytestmark = pytest.mark.e2e

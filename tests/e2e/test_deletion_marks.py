@@ -20,15 +20,15 @@ import pytest
 
 from autoscaler.engine.snapshot import Decision, PodPhase, removal_order
 from autoscaler.targets.base import LeadershipLostError, TargetState
-from autoscaler.targets.kubernetes import (
+from autoscaler.targets.deletion_marks import (
     COST_BUSY,
     COST_REMOVE,
     DELETION_COST,
     MARK_BEFORE,
     MARK_OWNER,
-    KubernetesTarget,
-    WatchedPod,
 )
+from autoscaler.targets.kubernetes import KubernetesTarget
+from autoscaler.targets.pod_watch import WatchedPod
 from tests.e2e.kube import Install, settled, settled_scene, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -23,7 +23,7 @@ DURATION, RENEW, RETRY = 3.0, 2.0, 0.5  # short for the test; the defaults are 1
 CANDIDATE = """
 import sys, time
 from autoscaler.leader import LeaderElector
-from autoscaler.targets.kubernetes import load_api_client
+from autoscaler.targets.kube_client import load_api_client
 kubeconfig, namespace, identity = sys.argv[1:4]
 elector = LeaderElector(load_api_client(kubeconfig), namespace, "startup-autoscaler", identity=identity,
                         lease_duration=3, renew_deadline=2, retry_period=0.5)

@@ -18,14 +18,10 @@ from kubernetes import client as k8s
 from autoscaler.engine.snapshot import Decision, PodPhase, removal_order
 from autoscaler.sources.redis_source import StreamSource
 from autoscaler.targets.base import LeadershipLostError, TargetState, TargetUnavailableError
-from autoscaler.targets.kubernetes import (
-    COST_BUSY,
-    COST_REMOVE,
-    DELETION_COST,
-    Backoff,
-    KubernetesTarget,
-    PodWatch,
-)
+from autoscaler.targets.deletion_marks import COST_BUSY, COST_REMOVE, DELETION_COST
+from autoscaler.targets.kube_client import Backoff
+from autoscaler.targets.kubernetes import KubernetesTarget
+from autoscaler.targets.pod_watch import PodWatch
 from tests.e2e.kube import Install, heartbeat, wait_for
 
 pytestmark = pytest.mark.e2e

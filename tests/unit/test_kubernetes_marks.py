@@ -23,21 +23,18 @@ from kubernetes.client.exceptions import ApiException
 
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView
 from autoscaler.targets.base import TargetState
-from autoscaler.targets.kubernetes import (
+from autoscaler.targets.deletion_marks import (
     COST_BUSY,
     COST_REMOVE,
     DELETION_COST,
     MARK_BEFORE,
     MARK_OWNER,
-    MERGE_PATCH,
-    KubernetesTarget,
-    ScaleOutcome,
-    WatchedPod,
-    _mark,
-    _ScaleRead,
-    _unmark,
-    format_time,
+    mark,
+    unmark,
 )
+from autoscaler.targets.kube_client import format_time
+from autoscaler.targets.kubernetes import MERGE_PATCH, KubernetesTarget, ScaleOutcome, _ScaleRead
+from autoscaler.targets.pod_watch import WatchedPod
 
 CREATED = 1_700_000_000.0
 BUSY, REMOVE = str(COST_BUSY), str(COST_REMOVE)
@@ -86,7 +83,7 @@ def test_the_watch_reads_the_record_of_the_cost_a_mark_replaced() -> None:
 
 
 def test_a_mark_over_the_operators_cost_records_it() -> None:
-    assert _mark(pod({DELETION_COST: "250"}), BUSY) == {
+    assert mark(pod({DELETION_COST: "250"}), BUSY) == {
         DELETION_COST: BUSY,
         MARK_OWNER: BUSY,
         MARK_BEFORE: "250",
@@ -94,22 +91,22 @@ def test_a_mark_over_the_operators_cost_records_it() -> None:
 
 
 def test_a_mark_over_no_cost_records_nothing() -> None:
-    assert _mark(pod({}), REMOVE) == {DELETION_COST: REMOVE, MARK_OWNER: REMOVE}
+    assert mark(pod({}), REMOVE) == {DELETION_COST: REMOVE, MARK_OWNER: REMOVE}
 
 
 def test_re_marking_our_own_mark_keeps_the_cost_it_first_replaced() -> None:
     """A busy pod picked for removal next: the record must stay the operator's 250, not our 1000."""
     marked = pod({DELETION_COST: BUSY, MARK_OWNER: BUSY, MARK_BEFORE: "250"})
-    assert _mark(marked, REMOVE) == {DELETION_COST: REMOVE, MARK_OWNER: REMOVE}
+    assert mark(marked, REMOVE) == {DELETION_COST: REMOVE, MARK_OWNER: REMOVE}
 
 
 def test_unmarking_puts_the_replaced_cost_back_and_removes_our_records() -> None:
     marked = pod({DELETION_COST: BUSY, MARK_OWNER: BUSY, MARK_BEFORE: "250"})
-    assert _unmark(marked) == {DELETION_COST: "250", MARK_OWNER: None, MARK_BEFORE: None}
+    assert unmark(marked) == {DELETION_COST: "250", MARK_OWNER: None, MARK_BEFORE: None}
 
 
 def test_unmarking_a_mark_that_replaced_no_cost_removes_the_cost() -> None:
-    assert _unmark(pod({DELETION_COST: BUSY, MARK_OWNER: BUSY})) == {
+    assert unmark(pod({DELETION_COST: BUSY, MARK_OWNER: BUSY})) == {
         DELETION_COST: None,
         MARK_OWNER: None,
         MARK_BEFORE: None,
@@ -118,17 +115,17 @@ def test_unmarking_a_mark_that_replaced_no_cost_removes_the_cost() -> None:
 
 def test_a_cost_the_operator_changed_while_our_mark_was_on_stays() -> None:
     changed = pod({DELETION_COST: "300", MARK_OWNER: BUSY, MARK_BEFORE: "250"})
-    assert _unmark(changed) == {MARK_OWNER: None, MARK_BEFORE: None}
+    assert unmark(changed) == {MARK_OWNER: None, MARK_BEFORE: None}
 
 
 def test_mark_re_mark_and_unmark_leave_the_operators_cost_as_found() -> None:
     """The whole life of a mark on the pod's annotations: busy, then picked, then cleared."""
     annotations = {DELETION_COST: "250", "other": "kept"}
-    annotations = merge(annotations, _mark(pod(annotations), BUSY))
+    annotations = merge(annotations, mark(pod(annotations), BUSY))
     assert annotations[DELETION_COST] == BUSY and annotations[MARK_BEFORE] == "250"
-    annotations = merge(annotations, _mark(pod(annotations), REMOVE))
+    annotations = merge(annotations, mark(pod(annotations), REMOVE))
     assert annotations[DELETION_COST] == REMOVE and annotations[MARK_BEFORE] == "250"
-    annotations = merge(annotations, _unmark(pod(annotations)))
+    annotations = merge(annotations, unmark(pod(annotations)))
     assert annotations == {DELETION_COST: "250", "other": "kept"}
 
 
@@ -136,10 +133,10 @@ def test_a_re_mark_over_a_cost_the_operator_changed_puts_back_their_newer_value(
     """The operator changes the cost while our mark is on, then a scale-down marks the pod again:
     what is put back at the end is their latest value, not the one our first mark replaced."""
     annotations = {DELETION_COST: "250"}
-    annotations = merge(annotations, _mark(pod(annotations), BUSY))
+    annotations = merge(annotations, mark(pod(annotations), BUSY))
     annotations = merge(annotations, {DELETION_COST: "300"})  # the operator's change
-    annotations = merge(annotations, _mark(pod(annotations), BUSY))
-    annotations = merge(annotations, _unmark(pod(annotations)))
+    annotations = merge(annotations, mark(pod(annotations), BUSY))
+    annotations = merge(annotations, unmark(pod(annotations)))
     assert annotations == {DELETION_COST: "300"}
 
 
@@ -238,7 +235,7 @@ def test_an_annotation_patch_names_the_resource_version_of_the_view_it_was_compu
     api = _Pods()
     target = concurrency_target(monkeypatch, [marked], api)
     try:
-        assert target._annotate(marked, _unmark(marked), lambda: True) == "patched"
+        assert target._annotate(marked, unmark(marked), lambda: True) == "patched"
     finally:
         target.close()
     assert api.bodies["worker-a"] == [
@@ -320,10 +317,10 @@ def test_our_own_answer_is_the_pods_view_only_until_the_watch_shows_it_or_a_late
     before = pod({}, rv="10")
     target = concurrency_target(monkeypatch, [before], _Pods())
     try:
-        assert target._annotate(before, _mark(before, REMOVE), lambda: True) == "patched"
+        assert target._annotate(before, mark(before, REMOVE), lambda: True) == "patched"
         answer = target._current(before)
         assert answer.resource_version == "11" and answer.our_mark
-        assert target._annotate(answer, _mark(answer, BUSY), lambda: True) == "patched"
+        assert target._annotate(answer, mark(answer, BUSY), lambda: True) == "patched"
         assert target._current(before).resource_version == "12"  # the watch shows neither write yet
         assert target._current(pod({}, rv="11")).resource_version == "12"  # it shows the first only
         caught_up = pod({DELETION_COST: BUSY, MARK_OWNER: BUSY}, rv="12")

@@ -18,7 +18,9 @@ import pytest
 from kubernetes import client as k8s
 
 from autoscaler.engine.snapshot import PodPhase
-from autoscaler.targets.kubernetes import KubernetesTarget, PodWatch, WatchedPod, format_time
+from autoscaler.targets.kube_client import format_time
+from autoscaler.targets.kubernetes import KubernetesTarget
+from autoscaler.targets.pod_watch import PodWatch, WatchedPod
 
 CREATED = 1_700_000_000.0
 READY = CREATED + 42.0
@@ -89,7 +91,7 @@ def test_first_sight_of_a_pod_without_creation_timestamp_survives_watch_events_a
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = SimpleNamespace(now=CREATED)
-    monkeypatch.setattr("autoscaler.targets.kubernetes.time.time", lambda: clock.now)
+    monkeypatch.setattr("autoscaler.targets.pod_watch.time.time", lambda: clock.now)
     ready: list[tuple[str, bool]] = []
     core = _Core(
         lists=[[pod("w-1", "u1", created=None)], [pod("w-1", "u1", created=None, ready=READY)]],

@@ -18,7 +18,9 @@ from kubernetes.client.exceptions import ApiException
 
 from autoscaler.engine.snapshot import Decision
 from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS, TargetState, TargetUnavailableError
-from autoscaler.targets.kubernetes import Backoff, KubernetesTarget, WatchedPod, _ScaleRead
+from autoscaler.targets.kube_client import Backoff
+from autoscaler.targets.kubernetes import KubernetesTarget, _ScaleRead
+from autoscaler.targets.pod_watch import WatchedPod
 
 
 class RefusedError(Exception):

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from autoscaler.config import AppConfig, KubernetesTargetConfig, StreamSourceConfig, parse_config
-from autoscaler.targets.kubernetes import own_namespace
+from autoscaler.targets.kube_client import own_namespace
 
 REPO = Path(__file__).resolve().parents[2]
 KUSTOMIZE = REPO / "deploy" / "kustomize"

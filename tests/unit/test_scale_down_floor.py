@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from autoscaler.engine.snapshot import PodPhase, PodView
-from autoscaler.targets.kubernetes import scale_down_floor
+from autoscaler.targets.deletion_marks import scale_down_floor
 
 READY, STARTING, DRAINING = PodPhase.READY, PodPhase.STARTING, PodPhase.DRAINING
 
