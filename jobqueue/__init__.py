@@ -11,7 +11,8 @@ Modules: :mod:`~jobqueue.keys` (key layout), :mod:`~jobqueue.types` (value types
 :mod:`~jobqueue.ops` (client operations), :mod:`~jobqueue.consumer` (worker operations),
 :mod:`~jobqueue.scripts` (Lua transitions), :mod:`~jobqueue.driver` (runs an operation on a sync
 or asyncio client), :mod:`~jobqueue.sync` / :mod:`~jobqueue.aio` (the bound flavours),
-:mod:`~jobqueue.errors` (which Redis errors are passing server states, to retry or answer 503).
+:mod:`~jobqueue.errors` (which Redis errors are passing server states, to retry or answer 503),
+:mod:`~jobqueue.backoff` (how long every party waits before it retries).
 """
 
 from jobqueue.keys import GROUP, Keyspace, QueueKeys, queue_name, split_queue, validate_queue
