@@ -10,7 +10,8 @@ call the same way:
   :data:`~autoscaler.targets.base.WRITE_TIMEOUT_SECONDS`);
 * :func:`with_retries`: transient API errors (429, 5xx, connection errors) are retried with capped
   exponential backoff and full jitter (:class:`Backoff`), honouring ``Retry-After``; anything else,
-  or the last attempt's error, is raised to the caller;
+  or the last attempt's error, is raised to the caller; :class:`ApiCaller` adds a target's leadership
+  gate before each attempt of a write and reports what still fails as the target being unavailable;
 * :func:`describe` / :func:`status_of`: an exception as one log line, and its HTTP status;
 * time and label-selector conversions: objects are kept as plain dicts from the wire (no per-event
   model deserialisation), so their timestamps and selectors are read and written here.
@@ -36,7 +37,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from autoscaler.targets.base import TargetUnavailableError
+from autoscaler.targets.base import ActGate, LeadershipLostError, TargetUnavailableError
 from jobqueue.backoff import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+MERGE_PATCH = "application/merge-patch+json"
+FIELD_MANAGER = "startup-autoscaler"
 _RETRYABLE_STATUS = frozenset({0, 429, 500, 502, 503, 504})
 
 
@@ -173,6 +176,34 @@ def with_retries(
             log.info("kubernetes: %s failed (%s); retry %d in %.2fs", what, describe(exc), attempt + 1, pause)
             sleep(pause)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class ApiCaller:
+    """One target's API calls: retried (:func:`with_retries`), each attempt of a write gated, and
+    what still fails raised as :class:`~autoscaler.targets.base.TargetUnavailableError` naming the
+    target (``label``). Shared by the target and its collaborators, so that all of them back off
+    with one ``backoff`` and one ``rng``, and report a failure alike."""
+
+    def __init__(self, label: str, backoff: Backoff, rng: random.Random) -> None:
+        self._label = label
+        self._backoff = backoff
+        self._rng = rng
+
+    def __call__(self, what: str, fn: Callable[[], T], may_act: ActGate | None = None) -> T:
+        """``fn`` with retries; a write passes ``may_act``, asked before each attempt (retries too)."""
+
+        def attempt() -> T:
+            if may_act is not None and not may_act():
+                raise LeadershipLostError(f"no longer the acting leader; not done: {what}")
+            return fn()
+
+        try:
+            return with_retries(what, attempt, self._backoff, self._rng)
+        except LeadershipLostError:
+            raise
+        except Exception as exc:
+            hint = " (RBAC: see deploy/kustomize/base/rbac.yaml)" if status_of(exc) == 403 else ""
+            raise TargetUnavailableError(f"{self._label}: {what}: {describe(exc)}{hint}") from exc
 
 
 # --------------------------------------------------------------------------------------------------

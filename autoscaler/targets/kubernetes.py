@@ -14,22 +14,27 @@ What one :class:`KubernetesTarget` does against the API server, and nothing else
   :mod:`autoscaler.targets.pod_watch`);
 * ``patch`` pods: the ``controller.kubernetes.io/pod-deletion-cost`` annotation before a scale-down,
   and its removal once no scale-down is left for the ReplicaSet controller to carry out (so that no
-  mark outlives the scale-down it was written for: see :meth:`KubernetesTarget._clear_stale_marks`).
+  mark outlives the scale-down it was written for: see
+  :meth:`~autoscaler.targets.deletion_marks.DeletionMarker.clear_stale_marks`).
   A cost set by anyone else is never removed or changed, except on the pods a scale-down must
   order, where it is kept to be put back (see :mod:`autoscaler.targets.deletion_marks`). Each patch
   is computed from the watch's view of the pod and carries that view's ``metadata.resourceVersion``:
   a pod changed since (the operator's new cost the watch has not shown yet) answers 409 and is left
-  as it is, never written over from an old view (see :meth:`KubernetesTarget._annotate`);
-* ``create`` / ``patch`` core/v1 Events on the workload (``SuccessfulRescale`` like the HPA's);
+  as it is, never written over from an old view (see
+  :meth:`~autoscaler.targets.deletion_marks.DeletionMarker._annotate`);
+* ``create`` / ``patch`` core/v1 Events on the workload (``SuccessfulRescale`` like the HPA's: see
+  :mod:`autoscaler.targets.events`);
 * ``list`` HorizontalPodAutoscalers (autoscaling/v2) and KEDA ScaledObjects (keda.sh/v1alpha1, when
   the CRD exists) in the namespace, every ``conflict_check_seconds``: if one targets the same
-  workload the target refuses to act (unless it is in shadow mode), so two autoscalers never fight.
+  workload the target refuses to act (unless it is in shadow mode), so two autoscalers never fight
+  (see :mod:`autoscaler.targets.conflicts`).
 
 API errors are retried with capped exponential backoff and full jitter (429, 5xx, connection
 errors: see :func:`~autoscaler.targets.kube_client.with_retries`); a 409 on the scale patch re-reads
 the scale; a 409 on a pod patch skips that pod until the next tick (and holds a scale-down for that
-tick: see :meth:`KubernetesTarget._mark_deletion_costs`); anything that still fails surfaces as
-:class:`~autoscaler.targets.base.TargetUnavailableError`, on which the loop holds the replica count.
+tick: see :meth:`~autoscaler.targets.deletion_marks.DeletionMarker.mark_deletion_costs`); anything
+that still fails surfaces as :class:`~autoscaler.targets.base.TargetUnavailableError`, on which the
+loop holds the replica count.
 
 Every write (each annotation, each scale patch, each of their retries) first asks the loop's
 ``may_act`` gate whether this replica still leads: a decision whose writes outlast the leadership
@@ -44,21 +49,17 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import os
 import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol
 
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
-from autoscaler.engine.snapshot import Decision, PodPhase
+from autoscaler.engine.snapshot import Decision
 from autoscaler.targets.base import (
     WRITE_TIMEOUT_SECONDS,
     ActGate,
@@ -66,33 +67,23 @@ from autoscaler.targets.base import (
     TargetState,
     TargetUnavailableError,
 )
-from autoscaler.targets.deletion_marks import (
-    COST_BUSY,
-    COST_MAX,
-    COST_MIN,
-    COST_REMOVE,
-    MARK_HOLD_SECONDS,
-    mark,
-    parse_cost,
-    scale_down_floor,
-    unmark,
-)
+from autoscaler.targets.conflicts import Conflict, ConflictCheck
+from autoscaler.targets.deletion_marks import MARK_HOLD_SECONDS, DeletionMarker, Marks, scale_down_floor
+from autoscaler.targets.events import EventRecorder
 from autoscaler.targets.kube_client import (
+    FIELD_MANAGER,
+    MERGE_PATCH,
+    ApiCaller,
     Backoff,
-    describe,
-    format_time,
     own_namespace,
     selector_string,
     shared_api_client,
     status_of,
-    with_retries,
     without_retries,
 )
 from autoscaler.targets.pod_watch import WATCH_READ_SLACK_SECONDS, PodWatch, WatchedPod
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 SCALE_CONFLICT_ATTEMPTS = 6
 """Scale patches per decision while each 409 is a status update (the count read again unchanged).
@@ -103,9 +94,6 @@ several a second while pods are created and turn Ready: exactly when a tick righ
 the count acts. Three attempts (the former bound) failed such a tick under load ("kept conflicting",
 a FailedRescale and a backoff for a rescale nobody opposed). Each attempt is still one gated write
 of at most ``WRITE_TIMEOUT_SECONDS``."""
-MERGE_PATCH = "application/merge-patch+json"
-FIELD_MANAGER = "startup-autoscaler"
-COMPONENT = "startup-autoscaler"
 
 SCALE_CONFLICT_PAUSE = Backoff(attempts=SCALE_CONFLICT_ATTEMPTS, base_seconds=0.05, cap_seconds=0.5)
 """The pause between scale patches that conflicted with a status update (see
@@ -115,26 +103,6 @@ that the next attempt does not meet the next update of the same burst."""
 
 # --------------------------------------------------------------------------------------------------
 # The target
-
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """Another autoscaler that scales the same workload."""
-
-    kind: str  # HorizontalPodAutoscaler | ScaledObject
-    name: str
-    api_version: str
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.name} ({self.api_version})"
-
-
-@dataclass(slots=True)
-class _EventRecord:
-    name: str
-    count: int
-    first: float
-    last: float
 
 
 @dataclass(slots=True)
@@ -153,18 +121,6 @@ _WORKLOADS = {
     "Deployment": ("deployment", "deployments"),
     "StatefulSet": ("stateful_set", "statefulsets"),
 }
-
-
-class _Marks(NamedTuple):
-    """What :meth:`KubernetesTarget._mark_deletion_costs` wrote before a scale-down."""
-
-    patches: int
-    changed: str | None = None  # a pod whose patch was refused (409): it changed since the tick's view
-
-
-AnnotateResult = Literal["patched", "gone", "changed"]
-"""How one pod patch ended: written; the pod is gone (404); the pod changed since the view the
-patch was computed from (409 on its resourceVersion), so nothing was written."""
 
 
 class _ScaleRead(NamedTuple):
@@ -208,22 +164,19 @@ class KubernetesTarget:
         self._label = label or f"{namespace}/{kind.lower()}/{name}"
         self._apps = k8s.AppsV1Api(api_client)
         self._core = k8s.CoreV1Api(api_client)
-        self._autoscaling = k8s.AutoscalingV2Api(api_client)
-        self._custom = k8s.CustomObjectsApi(api_client)
         # Gated writes go through a pool without retries, each attempt bounded by write_timeout in
         # all: see WRITE_TIMEOUT_SECONDS.
         self._writer = without_retries(api_client)
         self._write_apps = k8s.AppsV1Api(self._writer)
         self._write_core = k8s.CoreV1Api(self._writer)
         self._write_timeout = write_timeout
-        self._conflict_every = conflict_check_seconds
         self._stale_after = stale_after_seconds
         self._sync_timeout = sync_timeout_seconds
         self._timeout = request_timeout
         self._backoff = backoff or Backoff()
         self._watch_timeout = watch_timeout_seconds
-        self._instance = reporting_instance or os.environ.get("HOSTNAME") or socket.gethostname()
         self._rng = random.Random()
+        self._call = ApiCaller(self._label, self._backoff, self._rng)
         self._lock = threading.Lock()
         self._uid: str | None = None
         self._selector: str | None = None
@@ -231,21 +184,47 @@ class KubernetesTarget:
         self._generation = 0  # bumped when the workload is forgotten: older watches' callbacks are ignored
         self._startups: list[float] = []
         self._reported: set[str] = set()
-        self._conflict: Conflict | None = None
-        self._conflict_checked: float | None = None
-        self._keda_absent_logged = False
-        self._events: dict[tuple[str, str], _EventRecord] = {}
+        self._events = EventRecorder(
+            self._core,
+            namespace,
+            kind=kind,
+            workload=name,
+            uid=lambda: self._uid,
+            label=self._label,
+            instance=reporting_instance or os.environ.get("HOSTNAME") or socket.gethostname(),
+            request_timeout=request_timeout,
+            backoff=self._backoff,
+            rng=self._rng,
+        )
+        self._conflicts = ConflictCheck(
+            api_client,
+            namespace,
+            kind=kind,
+            workload=name,
+            label=self._label,
+            shadow=shadow,
+            every_seconds=conflict_check_seconds,
+            call=self._call,
+            events=self._events,
+            request_timeout=request_timeout,
+            backoff=self._backoff,
+            rng=self._rng,
+        )
         self._last_scale_rv: str | None = None
         # May observe() clear stale marks? The bound gate (bind_gate), else the latest scale()'s.
         self._gate: ActGate | None = may_act
-        self._mark_hold = mark_hold_seconds
-        self._marked: dict[str, float] = {}  # pods this process marked -> monotonic time of the write
-        # Pods this process patched, as the API server answered (see _current): name -> the
-        # resourceVersions that answer supersedes (all older than it), and the pod it returned.
-        self._written: dict[str, tuple[frozenset[str], WatchedPod]] = {}
-        self.writes_skipped = 0  # pod patches refused with 409 (the pod changed since seen): skipped
+        self._marks = DeletionMarker(
+            self._write_core,
+            namespace,
+            kind=kind,
+            label=self._label,
+            shadow=shadow,
+            call=self._call,
+            read_replicas=lambda: self._read_scale().replicas,
+            write_timeout=write_timeout,
+            mark_hold_seconds=mark_hold_seconds,
+        )
         self.last_outcome: ScaleOutcome | None = None
-        self.marks_cleared = 0  # stale deletion-cost marks removed so far (for tests and logs)
 
     # -- ScaleTarget --
     @property
@@ -255,7 +234,17 @@ class KubernetesTarget:
     @property
     def conflict(self) -> Conflict | None:
         """The HPA or ScaledObject that scales the same workload, if any (checked periodically)."""
-        return self._conflict
+        return self._conflicts.conflict
+
+    @property
+    def writes_skipped(self) -> int:
+        """Pod patches refused with 409 (the pod changed since seen): skipped."""
+        return self._marks.writes_skipped
+
+    @property
+    def marks_cleared(self) -> int:
+        """Stale deletion-cost marks removed so far (for tests and logs)."""
+        return self._marks.marks_cleared
 
     @property
     def selector(self) -> str | None:
@@ -322,12 +311,12 @@ class KubernetesTarget:
             # The pods, samples and marks seen so far were another workload's: start over with the
             # new one's selector (the scale just read is already the new workload's).
             watch = self._synced_watch()
-        self._maybe_check_conflicts()
+        self._conflicts.maybe_check()
         if self._gate is not None:
             # A scale-down completes between ticks, when nothing calls scale(), and a new leader
             # finds its predecessor's marks: they go now, under the bound gate or the last scale()'s
             # (asked per write: only the leader writes).
-            self._clear_stale_marks(self._gate, scale.replicas)
+            self._marks.clear_stale_marks(watch, self._gate, scale.replicas)
         pods = tuple(
             sorted(
                 (p.view() for p in watch.pods() if p.phase is not None),
@@ -386,9 +375,8 @@ class KubernetesTarget:
             self._reported = set()
         self._uid = None
         self._selector = None
-        self._marked = {}
-        self._written = {}
-        self._events = {}
+        self._marks.forget()
+        self._events.forget()
 
     def _drop_if_stalled(self, watch: PodWatch) -> bool:
         """Drop a watch that stopped without an error (then ``observe`` starts a new one).
@@ -428,14 +416,14 @@ class KubernetesTarget:
             raise
         except TargetUnavailableError as exc:
             outcome = ScaleOutcome("failed", detail=str(exc))
-            self._event(
+            self._events.record(
                 "Warning",
                 "FailedRescale",
                 f"New size: {decision.desired}; reason: {decision.reason}; error: {exc}",
             )
             raise
         finally:
-            cleared = self._clear_stale_marks(gate)
+            cleared = self._marks.clear_stale_marks(self._watch, gate)
             if outcome is not None:
                 outcome.marks_cleared = cleared
                 self.last_outcome = outcome
@@ -456,16 +444,17 @@ class KubernetesTarget:
                 decision.reason,
             )
             return ScaleOutcome("shadow", decision.desired, "shadow mode")
-        self._maybe_check_conflicts()
-        if self._conflict is not None:
+        self._conflicts.maybe_check()
+        conflict = self._conflicts.conflict
+        if conflict is not None:
             log.warning(
                 "kubernetes: %s: %s also scales this workload; not acting (desired %d). Remove it or set "
                 "shadow: true on this target.",
                 self.name,
-                self._conflict,
+                conflict,
                 decision.desired,
             )
-            return ScaleOutcome("refused", decision.desired, f"conflicting autoscaler: {self._conflict}")
+            return ScaleOutcome("refused", decision.desired, f"conflicting autoscaler: {conflict}")
 
         current, rv, uid = self._read_scale()
         if not self._check_workload(uid):
@@ -485,10 +474,14 @@ class KubernetesTarget:
         desired = self._safe_desired(decision, state, current)
         if desired == current:
             return ScaleOutcome("unchanged", current, "already at the desired size")
-        marks = self._mark_deletion_costs(decision, state, may_act) if desired < current else _Marks(0)
+        marks = (
+            self._marks.mark_deletion_costs(self._watch, decision, state, may_act)
+            if desired < current
+            else Marks(0)
+        )
         patches = marks.patches
         if marks.changed is not None:
-            # Not safe to go on (see _mark_deletion_costs); the marks written are cleared below.
+            # Not safe to go on (see DeletionMarker.mark_deletion_costs); the marks written are cleared below.
             return ScaleOutcome(
                 "unchanged",
                 current,
@@ -521,7 +514,7 @@ class KubernetesTarget:
         else:
             raise TargetUnavailableError(f"{self.name}: scale patch kept conflicting")
         log.info("kubernetes: %s: scaled %d -> %d (%s)", self.name, current, desired, decision.reason)
-        self._event("Normal", "SuccessfulRescale", rescale_message(desired, decision))
+        self._events.record("Normal", "SuccessfulRescale", rescale_message(desired, decision))
         return ScaleOutcome("scaled", desired, decision.reason, patches)
 
     def _safe_desired(self, decision: Decision, state: TargetState, current: int) -> int:
@@ -539,223 +532,7 @@ class KubernetesTarget:
             )
         return min(current, max(desired, floor))
 
-    def _mark_deletion_costs(self, decision: Decision, state: TargetState, may_act: ActGate) -> _Marks:
-        """Annotate pods so that the ReplicaSet controller removes the chosen ones and spares busy ones.
-
-        Pods in ``decision.remove`` get a low cost, busy pods a high one (each with our
-        :data:`MARK_OWNER` record, and the cost it replaces in :data:`MARK_BEFORE` if that was
-        someone else's), and our marks on every other pod go (the cost they replaced put back). A
-        cost on another pod that we did not write is left alone; the busy cost is set above the
-        highest of those and of the costs put back (and the remove cost below the lowest), so that
-        no such cost ranks an idle pod after a busy one. Only annotations that differ from the
-        wanted value are patched (one call per changed pod).
-
-        Each patch carries the resourceVersion of the view it was computed from. A pod that changed
-        since (409) is not written, and the first such pod stops the marking: ``changed`` names it
-        and the caller does not patch the scale this tick. Going on would not be safe: the costs are
-        one ranking, computed together from the costs this tick saw. A busy pod left unmarked could
-        be picked before an idle one; an idle pod whose new cost (the operator's, unseen) is above
-        the busy cost ranks after the busy pods, so that a scale-down to as many pods as are busy
-        would have to take a busy one; and what changed may be the pod's readiness, which the
-        controller ranks before any cost. Holding is safe: the marks already written are cleared by
-        ``scale`` as for any patch not made, and the next tick decides again from the watch, which
-        by then shows the change (a 409 is a change the watch has not delivered yet, so it does not
-        repeat once it has). The cost is one tick of delay, only on a pod that changed just then.
-        """
-        if self.kind == "StatefulSet" or self._watch is None:
-            return _Marks(0)
-        busy = {p.name for p in state.pods if p.busy}
-        remove = set(decision.remove) - busy
-        pods = [
-            self._current(p)
-            for p in self._watch.pods()
-            if p.phase is not None and p.phase is not PodPhase.DRAINING
-        ]
-        theirs = [  # the costs the other pods keep, ours removed (and what they replaced put back)
-            cost
-            for p in pods
-            if p.name not in busy and p.name not in remove
-            if (cost := parse_cost(p.cost_without_us)) is not None
-        ]
-        busy_cost = str(min(COST_MAX, max([COST_BUSY - 1, *theirs]) + 1))
-        remove_cost = str(max(COST_MIN, min([COST_REMOVE + 1, *theirs]) - 1))
-        patches = 0
-        for pod in pods:
-            want = busy_cost if pod.name in busy else remove_cost if pod.name in remove else None
-            if want is None:
-                if pod.cost_owner is None:
-                    continue  # no mark of ours, a cost of someone else's or none: not ours to touch
-                self._marked.pop(pod.name, None)
-                result = self._annotate(pod, unmark(pod), may_act)
-            elif pod.deletion_cost != want or pod.cost_owner != want:
-                # Remembered before the write: a patch whose answer is lost may still have landed.
-                self._marked[pod.name] = time.monotonic()
-                result = self._annotate(pod, mark(pod, want), may_act)
-            else:
-                continue
-            if result == "changed":
-                # Not written (a write of ours that landed unanswered, its retry refused, carries
-                # our MARK_OWNER record: the watch shows it as ours, and it is cleared as such).
-                self._marked.pop(pod.name, None)
-                return _Marks(patches, pod.name)
-            patches += result == "patched"
-        return _Marks(patches)
-
-    def _clear_stale_marks(self, may_act: ActGate, replicas: int | None = None) -> int:
-        """Remove our deletion-cost marks once no scale-down is left for the controller to carry out.
-
-        A mark is only true when written: an idle pod marked "delete first" may be busy a minute
-        later. The ReplicaSet controller reads the marks when it picks the pods to delete, which it
-        does as soon as it sees fewer replicas wanted than it has live pods; so while the watch
-        shows more live pods than ``spec.replicas`` (``replicas``, else read now), the marks this
-        process wrote less than ``mark_hold_seconds`` ago stay. Every other mark of ours (a pod
-        whose :data:`MARK_OWNER` record is set, or marked by this process, which the watch may not
-        show yet) goes: the controller has long picked its victims, and more live pods than
-        ``spec.replicas`` after that is a rollout's surge, whose old-ReplicaSet scale-downs the old
-        marks would steer towards pods idle then and busy now. A former leader's marks count as old
-        (a lease changes hands far slower than the controller picks). Only stale marks are patched,
-        once each, so a quiet workload costs no API call. A cost that is not ours stays; the cost
-        a mark replaced (:data:`MARK_BEFORE`) is put back; a record whose cost someone else changed
-        since is removed alone (with the cost it replaced: theirs is newer). A pod that changed
-        since the watch showed it (409: say the operator just set its cost) is skipped: putting
-        back the cost our mark replaced would overwrite theirs. The next tick sees it as it is now.
-
-        Never raises: a failure is logged and tried again at the next tick.
-        """
-        if self.shadow or self.kind == "StatefulSet" or self._watch is None:
-            return 0
-        pods = [self._current(p) for p in self._watch.pods()]
-        names = {p.name for p in pods}
-        self._marked = {n: at for n, at in self._marked.items() if n in names}  # forget the pods gone
-        self._written = {n: w for n, w in self._written.items() if n in names}
-        live = [p for p in pods if p.phase is not None and p.phase is not PodPhase.DRAINING]
-        marked = [p for p in live if p.cost_owner is not None or p.name in self._marked]
-        if not marked or not may_act():
-            return 0
-        cleared = 0
-        try:
-            if replicas is None:
-                replicas = self._read_scale().replicas
-            if len(live) > replicas:
-                # A scale-down in progress: the controller may not have picked its pods yet.
-                now = time.monotonic()
-                hold = self._mark_hold
-                marked = [p for p in marked if now - self._marked.get(p.name, -math.inf) >= hold]
-            for pod in marked:
-                if pod.cost_owner is None and pod.deletion_cost is not None:
-                    continue  # the watch shows someone else's cost, not our write (yet): wait and see
-                result = self._annotate(pod, unmark(pod), may_act)
-                if result == "changed":
-                    continue  # kept in _marked: looked at again next tick, as the watch shows it then
-                cleared += result == "patched"
-                self._marked.pop(pod.name, None)
-        except (TargetUnavailableError, LeadershipLostError) as exc:
-            log.warning("kubernetes: %s: stale deletion-cost marks left for now: %s", self.name, exc)
-        if cleared:
-            self.marks_cleared += cleared
-            log.info("kubernetes: %s: removed %d stale deletion-cost mark(s)", self.name, cleared)
-        return cleared
-
-    def _current(self, pod: WatchedPod) -> WatchedPod:
-        """``pod`` as the watch shows it, or as our own latest patch of it returned it, if newer.
-
-        The watch delivers our own writes a moment after their answer. A second patch computed from
-        the watch's view before then (the marks of a scale-down cleared in the same call, when its
-        patch was not made; a re-mark on the next tick) would carry a resourceVersion our own
-        patch has superseded, and be refused as if someone else had changed the pod. The answer
-        is newer than the watch's view exactly while the watch still shows a resourceVersion that
-        answer superseded: our patches succeed only on the version they name, so the versions from
-        the one we first patched to the one answered are consecutive, with no one else's between
-        them (resourceVersions are opaque: compared for equality only, never for order).
-        """
-        written = self._written.get(pod.name)
-        if written is None:
-            return pod
-        superseded, answer = written
-        if pod.resource_version in superseded and answer.uid == pod.uid:
-            return answer
-        del self._written[pod.name]  # the watch has caught up (or the pod moved on): it is current
-        return pod
-
-    def _annotate(
-        self, pod: WatchedPod, annotations: Mapping[str, str | None], may_act: ActGate
-    ) -> AnnotateResult:
-        """Set (or with None remove) one pod's annotations, on the version of the pod they were
-        computed from.
-
-        ``annotations`` were decided from ``pod``, the watch's view (or our last answer, see
-        :meth:`_current`), which may be behind the API server: the operator may have just changed
-        the cost. A plain merge patch would then write over their value (put back the cost our mark
-        replaced, say), and the module's promise is that a cost that is not ours is never changed.
-        So the patch names the view's resourceVersion, and the API server refuses it (409) if the
-        pod changed since. A refusal is not retried, nor the pod re-read here: what to write
-        depends on what changed, and the next tick decides that again from the watch (which by
-        then shows it), with the same care as any other decision. It is counted
-        (:attr:`writes_skipped`) and logged; the caller decides what a skipped pod means.
-        """
-        body: dict[str, Any] = {"metadata": {"annotations": dict(annotations)}}
-        if pod.resource_version is not None:
-            body["metadata"]["resourceVersion"] = pod.resource_version
-        try:
-            resp: Any = self._call(
-                f"annotate pod {pod.name}",
-                functools.partial(
-                    self._write_core.patch_namespaced_pod,
-                    pod.name,
-                    self.namespace,
-                    body,
-                    field_manager=FIELD_MANAGER,
-                    _content_type=MERGE_PATCH,
-                    _preload_content=False,
-                    _request_timeout=self._write_timeout,
-                ),
-                may_act,
-            )
-        except TargetUnavailableError as exc:
-            status = status_of(exc.__cause__ or exc)
-            if status == 404:
-                return "gone"  # gone meanwhile
-            if status == 409:
-                self.writes_skipped += 1
-                log.info(
-                    "kubernetes: %s: pod %s changed since seen (409); not annotated, re-deciding next tick",
-                    self.name,
-                    pod.name,
-                )
-                return "changed"
-            raise
-        self._remember_answer(pod, resp)
-        return "patched"
-
-    def _remember_answer(self, pod: WatchedPod, resp: Any) -> None:
-        """Keep the pod our patch returned, for :meth:`_current` (nothing if it cannot be read)."""
-        try:
-            answer = WatchedPod.from_dict(json.loads(resp.data), previous=pod)
-        except (ValueError, TypeError, AttributeError):
-            return
-        if pod.resource_version is None or answer.resource_version is None:
-            return
-        before = self._written.get(pod.name)
-        superseded = before[0] if before is not None and before[1] is pod else frozenset()
-        self._written[pod.name] = (superseded | {pod.resource_version}, answer)
-
     # -- API calls --
-    def _call(self, what: str, fn: Callable[[], T], may_act: ActGate | None = None) -> T:
-        """``fn`` with retries; a write passes ``may_act``, asked before each attempt (retries too)."""
-
-        def attempt() -> T:
-            if may_act is not None and not may_act():
-                raise LeadershipLostError(f"no longer the acting leader; not done: {what}")
-            return fn()
-
-        try:
-            return with_retries(what, attempt, self._backoff, self._rng)
-        except LeadershipLostError:
-            raise
-        except Exception as exc:
-            hint = " (RBAC: see deploy/kustomize/base/rbac.yaml)" if status_of(exc) == 403 else ""
-            raise TargetUnavailableError(f"{self.name}: {what}: {describe(exc)}{hint}") from exc
-
     def _read_workload(self) -> dict[str, Any]:
         singular = _WORKLOADS[self.kind][0]
         read = getattr(self._apps, f"read_namespaced_{singular}")
@@ -815,154 +592,6 @@ class KubernetesTarget:
                 )
                 return
             self._startups.append(startup)
-
-    # -- conflicting autoscalers --
-    def check_conflicts(self) -> Conflict | None:
-        """List HPAs and ScaledObjects in the namespace; remember and return one targeting us."""
-        found: Conflict | None = None
-        try:
-            hpas: Any = self._call(
-                f"list horizontalpodautoscalers in {self.namespace}",
-                lambda: self._autoscaling.list_namespaced_horizontal_pod_autoscaler(
-                    self.namespace, _preload_content=False, _request_timeout=self._timeout
-                ),
-            )
-            for item in json.loads(hpas.data).get("items") or []:
-                ref = (item.get("spec") or {}).get("scaleTargetRef") or {}
-                if ref.get("kind") == self.kind and ref.get("name") == self.workload:
-                    found = Conflict("HorizontalPodAutoscaler", item["metadata"]["name"], "autoscaling/v2")
-                    break
-        except TargetUnavailableError as exc:
-            log.warning("kubernetes: %s: cannot check for HPAs: %s", self.name, exc)
-            found = self._conflict  # unknown: keep what was known
-        if found is None:
-            found = self._check_keda()
-        if found != self._conflict:
-            if found is not None:
-                log.warning(
-                    "kubernetes: %s: %s targets the same workload; this target will not act", self.name, found
-                )
-                if not self.shadow:
-                    self._event(
-                        "Warning",
-                        "ConflictingAutoscaler",
-                        f"{found} also scales this {self.kind}; startup-autoscaler will not act until "
-                        "it is removed (or the target is set to shadow mode)",
-                    )
-            else:
-                log.info("kubernetes: %s: the conflicting autoscaler is gone; acting again", self.name)
-        self._conflict = found
-        self._conflict_checked = time.monotonic()
-        return found
-
-    def _check_keda(self) -> Conflict | None:
-        try:
-            resp: Any = with_retries(
-                "list scaledobjects",
-                lambda: self._custom.list_namespaced_custom_object(
-                    "keda.sh",
-                    "v1alpha1",
-                    self.namespace,
-                    "scaledobjects",
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                ),
-                self._backoff,
-                self._rng,
-            )
-        except Exception as exc:
-            status = status_of(exc)
-            if status in (404, 403):
-                if not self._keda_absent_logged:
-                    self._keda_absent_logged = True
-                    log.info(
-                        "kubernetes: %s: no KEDA ScaledObjects to check (%s)",
-                        self.name,
-                        "CRD not installed" if status == 404 else "not allowed to list them",
-                    )
-                return None
-            log.warning("kubernetes: %s: cannot check for KEDA ScaledObjects: %s", self.name, describe(exc))
-            return self._conflict if self._conflict and self._conflict.kind == "ScaledObject" else None
-        for item in json.loads(resp.data).get("items") or []:
-            ref = (item.get("spec") or {}).get("scaleTargetRef") or {}
-            if ref.get("kind", "Deployment") == self.kind and ref.get("name") == self.workload:
-                return Conflict("ScaledObject", item["metadata"]["name"], "keda.sh/v1alpha1")
-        return None
-
-    def _maybe_check_conflicts(self) -> None:
-        due = (
-            self._conflict_checked is None
-            or time.monotonic() - self._conflict_checked >= self._conflict_every
-        )
-        if due:
-            self.check_conflicts()
-
-    # -- events --
-    def _event(self, type_: str, reason: str, message: str) -> None:
-        """Record a core/v1 Event on the workload; repeats within an hour bump ``count`` instead.
-
-        Best effort, as in client-go's recorder: a failure is logged, never raised.
-        """
-        now = time.time()
-        key = (reason, message)
-        rec = self._events.get(key)
-        try:
-            if rec is not None and now - rec.last < 3600:
-                body = {"count": rec.count + 1, "lastTimestamp": format_time(now)}
-                try:
-                    with_retries(
-                        "patch event",
-                        lambda: self._core.patch_namespaced_event(
-                            rec.name,
-                            self.namespace,
-                            body,
-                            _content_type=MERGE_PATCH,
-                            _request_timeout=self._timeout,
-                        ),
-                        self._backoff,
-                        self._rng,
-                    )
-                    rec.count += 1
-                    rec.last = now
-                    return
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise
-            name = f"{self.workload}.{time.time_ns():x}"
-            stamp = datetime.fromtimestamp(int(now), UTC)
-            event = k8s.CoreV1Event(
-                metadata=k8s.V1ObjectMeta(name=name, namespace=self.namespace),
-                involved_object=k8s.V1ObjectReference(
-                    api_version="apps/v1",
-                    kind=self.kind,
-                    name=self.workload,
-                    namespace=self.namespace,
-                    uid=self._uid,
-                ),
-                type=type_,
-                reason=reason,
-                message=message[:1024],
-                source=k8s.V1EventSource(component=COMPONENT),
-                reporting_component=COMPONENT,
-                reporting_instance=self._instance[:128],
-                first_timestamp=stamp,
-                last_timestamp=stamp,
-                count=1,
-            )
-            with_retries(
-                "create event",
-                functools.partial(
-                    self._core.create_namespaced_event, self.namespace, event, _request_timeout=self._timeout
-                ),
-                self._backoff,
-                self._rng,
-            )
-            self._events[key] = _EventRecord(name, 1, now, now)
-            if len(self._events) > 256:
-                oldest = min(self._events, key=lambda k: self._events[k].last)
-                del self._events[oldest]
-        except Exception as exc:
-            log.warning("kubernetes: %s: could not record event %s: %s", self.name, reason, describe(exc))
 
 
 def _always() -> bool:

@@ -424,7 +424,7 @@ def test_removing_a_mark_from_a_stale_view_leaves_the_cost_the_operator_just_set
     set_cost_unseen(installed, a, "300")
     monkeypatch.setattr(target, "_watch", frozen)
     skipped = target.writes_skipped
-    cleared = target._clear_stale_marks(lambda: True)
+    cleared = target._marks.clear_stale_marks(frozen, lambda: True)
     assert marks(installed)[a] == "300", "the operator's new cost was overwritten from an old view"
     assert cleared == 0 and target.writes_skipped == skipped + 1
     monkeypatch.undo()

@@ -32,8 +32,8 @@ from autoscaler.targets.deletion_marks import (
     mark,
     unmark,
 )
-from autoscaler.targets.kube_client import format_time
-from autoscaler.targets.kubernetes import MERGE_PATCH, KubernetesTarget, ScaleOutcome, _ScaleRead
+from autoscaler.targets.kube_client import MERGE_PATCH, format_time
+from autoscaler.targets.kubernetes import KubernetesTarget, ScaleOutcome, _ScaleRead
 from autoscaler.targets.pod_watch import WatchedPod
 
 CREATED = 1_700_000_000.0
@@ -141,7 +141,7 @@ def test_a_re_mark_over_a_cost_the_operator_changed_puts_back_their_newer_value(
 
 
 class _Watch:
-    """The slice of ``PodWatch`` that ``_mark_deletion_costs`` reads."""
+    """The slice of ``PodWatch`` that ``DeletionMarker.mark_deletion_costs`` reads."""
 
     def __init__(self, pods: list[WatchedPod]) -> None:
         self._pods = pods
@@ -160,14 +160,13 @@ def test_a_busy_pod_is_ranked_above_a_cost_put_back_on_an_idle_one(monkeypatch: 
     b = pod({}, "worker-b")
     c = pod({}, "worker-c")
     target = KubernetesTarget(k8s.ApiClient(k8s.Configuration()), "ns", "worker")
-    monkeypatch.setattr(target, "_watch", _Watch([a, b, c]))
     patches: dict[str, dict[str, str | None]] = {}
 
     def annotate(watched: WatchedPod, annotations: Mapping[str, str | None], may_act: Any) -> str:
         patches[watched.name] = dict(annotations)
         return "patched"
 
-    monkeypatch.setattr(target, "_annotate", annotate)
+    monkeypatch.setattr(target._marks, "_annotate", annotate)
     views = tuple(
         PodView(name=p.name, phase=p.phase, created_at=CREATED, ready_at=CREATED + 5, busy_slots=int(p is b))
         for p in (a, b, c)
@@ -175,7 +174,8 @@ def test_a_busy_pod_is_ranked_above_a_cost_put_back_on_an_idle_one(monkeypatch: 
     )
     state = TargetState(observed_at=CREATED + 60, replicas=3, pods=views)
     try:
-        marked = target._mark_deletion_costs(Decision(2, "down", remove=("worker-c",)), state, lambda: True)
+        decision = Decision(2, "down", remove=("worker-c",))
+        marked = target._marks.mark_deletion_costs(_Watch([a, b, c]), decision, state, lambda: True)
         assert marked == (3, None)
     finally:
         target.close()
@@ -223,7 +223,7 @@ def concurrency_target(
 ) -> KubernetesTarget:
     target = KubernetesTarget(k8s.ApiClient(k8s.Configuration()), "ns", "worker")
     monkeypatch.setattr(target, "_watch", _Watch(pods))
-    monkeypatch.setattr(target, "_write_core", api)
+    monkeypatch.setattr(target._marks, "_core", api)
     return target
 
 
@@ -235,7 +235,7 @@ def test_an_annotation_patch_names_the_resource_version_of_the_view_it_was_compu
     api = _Pods()
     target = concurrency_target(monkeypatch, [marked], api)
     try:
-        assert target._annotate(marked, unmark(marked), lambda: True) == "patched"
+        assert target._marks._annotate(marked, unmark(marked), lambda: True) == "patched"
     finally:
         target.close()
     assert api.bodies["worker-a"] == [
@@ -259,7 +259,8 @@ def test_unmarking_a_pod_changed_since_the_watch_showed_it_is_skipped_not_retrie
     api = _Pods("worker-a")
     target = concurrency_target(monkeypatch, [stale, other], api)
     try:
-        assert target._clear_stale_marks(lambda: True, replicas=2) == 1  # worker-b's only
+        cleared = target._marks.clear_stale_marks(target.pod_watch, lambda: True, replicas=2)
+        assert cleared == 1  # worker-b's only
         assert target.writes_skipped == 1
         assert len(api.bodies["worker-a"]) == 1  # not retried
         assert api.bodies["worker-b"][0]["metadata"]["resourceVersion"] == "42"
@@ -288,7 +289,7 @@ def test_a_scale_down_whose_busy_mark_is_refused_is_held_for_this_tick(
     scaled: list[int] = []
     monkeypatch.setattr(target, "_read_scale", lambda: _ScaleRead(3, "7", None))
     monkeypatch.setattr(target, "_patch_scale", lambda replicas, rv: scaled.append(replicas))
-    monkeypatch.setattr(target, "_conflict_checked", float("inf"))
+    monkeypatch.setattr(target._conflicts, "_checked", float("inf"))
     try:
         decision = Decision(2, "down", remove=("worker-a",))
         assert target.scale(decision, _down(["worker-a", "worker-b", "worker-c"], "worker-b")) is None
@@ -317,14 +318,14 @@ def test_our_own_answer_is_the_pods_view_only_until_the_watch_shows_it_or_a_late
     before = pod({}, rv="10")
     target = concurrency_target(monkeypatch, [before], _Pods())
     try:
-        assert target._annotate(before, mark(before, REMOVE), lambda: True) == "patched"
-        answer = target._current(before)
+        assert target._marks._annotate(before, mark(before, REMOVE), lambda: True) == "patched"
+        answer = target._marks._current(before)
         assert answer.resource_version == "11" and answer.our_mark
-        assert target._annotate(answer, mark(answer, BUSY), lambda: True) == "patched"
-        assert target._current(before).resource_version == "12"  # the watch shows neither write yet
-        assert target._current(pod({}, rv="11")).resource_version == "12"  # it shows the first only
+        assert target._marks._annotate(answer, mark(answer, BUSY), lambda: True) == "patched"
+        assert target._marks._current(before).resource_version == "12"  # the watch shows neither write yet
+        assert target._marks._current(pod({}, rv="11")).resource_version == "12"  # it shows the first only
         caught_up = pod({DELETION_COST: BUSY, MARK_OWNER: BUSY}, rv="12")
-        assert target._current(caught_up) is caught_up
-        assert target._current(before) is before  # forgotten once the watch has caught up
+        assert target._marks._current(caught_up) is caught_up
+        assert target._marks._current(before) is before  # forgotten once the watch has caught up
     finally:
         target.close()

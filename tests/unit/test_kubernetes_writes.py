@@ -42,7 +42,9 @@ def test_gated_writes_are_one_attempt_bounded_by_the_write_timeout(monkeypatch: 
     with pytest.raises(RefusedError):
         target._patch_scale(3, "1")
     with pytest.raises(TargetUnavailableError, match="RefusedError"):
-        target._annotate(WatchedPod("worker-1", "uid-1", None, None, None, 0, None), {"a": "b"}, lambda: True)
+        target._marks._annotate(
+            WatchedPod("worker-1", "uid-1", None, None, None, 0, None), {"a": "b"}, lambda: True
+        )
     assert [method for method, _ in calls] == ["PATCH", "PATCH"]
     for _, timeout in calls:
         assert isinstance(timeout, urllib3.Timeout) and timeout.total == WRITE_TIMEOUT_SECONDS, timeout
@@ -59,8 +61,8 @@ def test_a_scale_patch_outlasts_a_burst_of_status_updates(monkeypatch: pytest.Mo
     target = KubernetesTarget(k8s.ApiClient(k8s.Configuration()), "ns", "worker", backoff=Backoff(attempts=1))
     reads = iter(range(100))
     monkeypatch.setattr(target, "_read_scale", lambda: _ScaleRead(3, str(next(reads)), None))
-    monkeypatch.setattr(target, "_conflict_checked", float("inf"))
-    monkeypatch.setattr(target, "_event", lambda *args: None)
+    monkeypatch.setattr(target._conflicts, "_checked", float("inf"))
+    monkeypatch.setattr(target._events, "record", lambda *args: None)
     monkeypatch.setattr(time, "sleep", lambda seconds: None)
     sent: list[str] = []
 
