@@ -420,6 +420,9 @@ def test_removing_a_mark_from_a_stale_view_leaves_the_cost_the_operator_just_set
         return seen if seen is not None and seen.our_mark and seen.cost_before == "250" else None
 
     wait_for("the watch to show our mark over the 250", ours_seen, 10)
+    # While the view still lists c, it shows more pods than replicas: recent marks are held then,
+    # and nothing would be written for the 409 to refuse.
+    wait_for("the watch to drop the removed pod", lambda: watch.get(c) is None, 30)
     frozen = FrozenWatch(watch.pods())
     set_cost_unseen(installed, a, "300")
     monkeypatch.setattr(target, "_watch", frozen)
