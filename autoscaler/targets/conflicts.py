@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from kubernetes import client as k8s
 
 from autoscaler.targets.base import TargetUnavailableError
 from autoscaler.targets.events import EventRecorder
-from autoscaler.targets.kube_client import ApiCaller, Backoff, describe, status_of, with_retries
+from autoscaler.targets.kube_client import ApiCaller, describe, status_of
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +54,6 @@ class ConflictCheck:
         call: ApiCaller,
         events: EventRecorder,
         request_timeout: tuple[float, float],
-        backoff: Backoff,
-        rng: random.Random,
     ) -> None:
         """``label`` names the target in logs; ``shadow`` targets warn in the log only (no Event), as
         they would not act anyway; ``call`` is the target's (its retries and error reports)."""
@@ -71,8 +68,6 @@ class ConflictCheck:
         self._call = call
         self._events = events
         self._timeout = request_timeout
-        self._backoff = backoff
-        self._rng = rng
         self._conflict: Conflict | None = None
         self._checked: float | None = None
         self._keda_absent_logged = False
@@ -124,7 +119,7 @@ class ConflictCheck:
 
     def _check_keda(self) -> Conflict | None:
         try:
-            resp: Any = with_retries(
+            resp: Any = self._call.retried(
                 "list scaledobjects",
                 lambda: self._custom.list_namespaced_custom_object(
                     "keda.sh",
@@ -134,8 +129,6 @@ class ConflictCheck:
                     _preload_content=False,
                     _request_timeout=self._timeout,
                 ),
-                self._backoff,
-                self._rng,
             )
         except Exception as exc:
             status = status_of(exc)

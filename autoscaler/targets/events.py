@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from datetime import UTC, datetime
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from autoscaler.targets.kube_client import MERGE_PATCH, Backoff, describe, format_time, with_retries
+from autoscaler.targets.kube_client import MERGE_PATCH, ApiCaller, describe, format_time
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +54,7 @@ class EventRecorder:
         label: str,
         instance: str,
         request_timeout: tuple[float, float],
-        backoff: Backoff,
-        rng: random.Random,
+        call: ApiCaller,
     ) -> None:
         """``uid`` is asked at each new Event: the workload's uid as the target knows it then (None
         before the workload was read). ``label`` names the target in logs; ``instance`` is this
@@ -69,8 +67,7 @@ class EventRecorder:
         self._label = label
         self._instance = instance
         self._timeout = request_timeout
-        self._backoff = backoff
-        self._rng = rng
+        self._call = call
         self._records: dict[tuple[str, str], _EventRecord] = {}
 
     def forget(self) -> None:
@@ -89,7 +86,7 @@ class EventRecorder:
             if rec is not None and now - rec.last < REPEAT_WINDOW_SECONDS:
                 body = {"count": rec.count + 1, "lastTimestamp": format_time(now)}
                 try:
-                    with_retries(
+                    self._call.retried(
                         "patch event",
                         lambda: self._core.patch_namespaced_event(
                             rec.name,
@@ -98,8 +95,6 @@ class EventRecorder:
                             _content_type=MERGE_PATCH,
                             _request_timeout=self._timeout,
                         ),
-                        self._backoff,
-                        self._rng,
                     )
                     rec.count += 1
                     rec.last = now
@@ -128,13 +123,11 @@ class EventRecorder:
                 last_timestamp=stamp,
                 count=1,
             )
-            with_retries(
+            self._call.retried(
                 "create event",
                 functools.partial(
                     self._core.create_namespaced_event, self._namespace, event, _request_timeout=self._timeout
                 ),
-                self._backoff,
-                self._rng,
             )
             self._records[key] = _EventRecord(name, 1, now, now)
             if len(self._records) > MAX_RECORDS:

@@ -198,12 +198,17 @@ class ApiCaller:
             return fn()
 
         try:
-            return with_retries(what, attempt, self._backoff, self._rng)
+            return self.retried(what, attempt)
         except LeadershipLostError:
             raise
         except Exception as exc:
             hint = " (RBAC: see deploy/kustomize/base/rbac.yaml)" if status_of(exc) == 403 else ""
             raise TargetUnavailableError(f"{self._label}: {what}: {describe(exc)}{hint}") from exc
+
+    def retried(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn`` with the same retries, its last error raised as it is: for calls whose failure the
+        caller interprets itself (a best-effort Event, a CRD that may not exist)."""
+        return with_retries(what, fn, self._backoff, self._rng)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -193,8 +193,7 @@ class KubernetesTarget:
             label=self._label,
             instance=reporting_instance or os.environ.get("HOSTNAME") or socket.gethostname(),
             request_timeout=request_timeout,
-            backoff=self._backoff,
-            rng=self._rng,
+            call=self._call,
         )
         self._conflicts = ConflictCheck(
             api_client,
@@ -207,8 +206,6 @@ class KubernetesTarget:
             call=self._call,
             events=self._events,
             request_timeout=request_timeout,
-            backoff=self._backoff,
-            rng=self._rng,
         )
         self._last_scale_rv: str | None = None
         # May observe() clear stale marks? The bound gate (bind_gate), else the latest scale()'s.
