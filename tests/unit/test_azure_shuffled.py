@@ -1,0 +1,78 @@
+"""``benchmarks/azure_shuffled.py``: candidate policies side by side on the same shuffled orders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.generators import OnOff, generate
+from experiments.traces import write_trace
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "azure_shuffled.py"
+DEFAULT_POLICIES = ["startup-aware", "keda", "static:60"]
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The script as an operator runs it (its replays go to a process pool, so not in-process)."""
+    command = [sys.executable, str(SCRIPT), *argv]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Path:
+    arrivals, _ = generate(OnOff(duration=900.0), seed=3)
+    path = tmp_path / "bursts.csv"
+    write_trace(path, arrivals, None)
+    return path
+
+
+def rows(report: str) -> list[list[str]]:
+    table = [line for line in report.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+
+
+def test_candidates_replace_the_default_policies_in_every_row(trace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.md"
+    done = run(
+        "--trace",
+        str(trace),
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        "--policy",
+        "static:4",
+        "--policy",
+        "static:8",
+    )
+    assert done.returncode == 0, done.stderr
+    table = rows(out.read_text(encoding="utf-8"))
+    assert table[0] == ["order", "jobs", "static:4", "static:8"]
+    body = table[2:]
+    assert [row[0] for row in body] == ["real", "seed 1", "seed 2", "**mean of the shuffled**"]
+    cells = [row[2:] for row in body]
+    assert all(len(row) == 2 for row in cells)
+    # The same orders for both: the larger static pool is never later and never cheaper.
+    for small, large in cells:
+        small_share, small_cost = (float(x.rstrip("%x")) for x in small.split(" at "))
+        large_share, large_cost = (float(x.rstrip("%x")) for x in large.split(" at "))
+        assert large_share >= small_share and large_cost > small_cost
+
+
+def test_without_candidates_it_reports_the_default_three(trace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.md"
+    done = run("--trace", str(trace), "--seeds", "0", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert rows(out.read_text(encoding="utf-8"))[0][2:] == DEFAULT_POLICIES
+
+
+def test_a_bad_candidate_is_refused_before_any_replay(trace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.md"
+    done = run("--trace", str(trace), "--policy", "startup-aware:nope=1", "--out", str(out))
+    assert done.returncode == 2
+    assert "--policy startup-aware:nope=1: unknown option(s) nope" in done.stderr
+    assert not out.exists()
