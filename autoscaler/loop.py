@@ -18,25 +18,10 @@ Failure behaviour, the part an operator cares about most:
   snapshots keep changing): the policy is replaced by a fresh one built from the same config, cold
   (see :meth:`TargetLoop._reset_policy`), and ``autoscaler_policy_resets_total`` counts it.
 
-Learned state: with a :class:`~autoscaler.state_store.StateStore`, a fresh policy first restores
-what the previous process learned (its standing pool above all), and the leader saves the state
-every ``state_save_seconds`` and when the loop stops. Nothing is saved before the store has been
-read once, so a start during a Redis outage never overwrites good state with a cold one. A policy
-replaced by a hot reload hands its state to the new one. Without saved state the forecaster is
-warmed from the source's history instead, when the source keeps one.
+Learned state (the standing pool above all) survives restarts and hot reloads through
+:mod:`autoscaler.learned_state`.
 
-Arrivals: with a counter (our streams, or a list with ``arrivals_key``) they are the counter's delta
-(a decrease is a reset: counted from zero when that many jobs are visible in the queue and its
-completions, else, for that one interval, estimated as below, since a counter restored from an
-older snapshot must not count every job it ever saw as new; a counter below zero, which only other
-software can write, is estimated the same way). The count is never negative, whatever the counter
-does: it reaches the decision log and the watch as well as the policy. Without a counter (a plain
-list) arrivals are estimated by conservation: arrivals = Δ(waiting + in-flight) + completions,
-clipped at 0. A plain list reports no completions, so this reduces to the growth of the list: jobs
-that arrive and are taken within one tick are invisible and the estimate is biased LOW whenever
-workers keep up (it measures backlog growth, not throughput). The backlog term of the policy still
-sees the queue, so a list source reacts to backlog like KEDA does, only without the forecast's head
-start. Configure an arrivals counter to remove the bias.
+Arrivals between two reads are counted by :mod:`autoscaler.arrivals`, never negative.
 
 Time: the snapshot's ``now`` is on a :class:`~autoscaler.timeline.Timeline` (the wall clock at
 start plus monotonic time since), never the wall clock itself, because the policy's windows assume
@@ -56,10 +41,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
+from autoscaler.arrivals import arrivals_between
 from autoscaler.engine.forecast import RateForecaster
 from autoscaler.engine.snapshot import Decision, PodPhase, Policy, Snapshot, SurgeResponder
-from autoscaler.engine.state import StateError, StatefulPolicy
 from autoscaler.engine.target import WorkloadSpec
+from autoscaler.learned_state import LearnedState, hand_over
 from autoscaler.sources.base import QueueSignals, SignalSource, SourceUnavailableError
 from autoscaler.targets.base import LeadershipLostError, ScaleTarget, TargetState, TargetUnavailableError
 from autoscaler.timeline import Timeline
@@ -73,13 +59,6 @@ decision_log = logging.getLogger("autoscaler.decision")
 
 STALE_TICKS = 3
 """Signals older than this many ticks are stale: hold, do not act."""
-
-MAX_TIMELINE_CATCH_UP = 86_400.0
-"""The furthest a restored state's ``saved_at`` may be ahead for the timeline to move on to it.
-
-A previous process whose wall clock stepped back saved times up to that step ahead of this one's
-clock; further ahead than a day, its clock was wrong rather than stepped, and following it would
-put ``now`` anywhere (the windows then wait for the wall clock, as without a timeline)."""
 
 Clock = Callable[[], float]
 PolicyFactory = Callable[[], Policy]
@@ -167,52 +146,6 @@ class LoopSettings:
     state_save_seconds: float = 30.0
     policy_reset_after_errors: int = 3
     """Consecutive ticks on which the policy raised before it is replaced by a fresh one."""
-
-
-def _arrivals_between(previous: QueueSignals, current: QueueSignals) -> int:
-    """Jobs that arrived between two reads; never negative (see :func:`_arrivals_after_reset`).
-
-    The count goes into the snapshot, and from there into the decision log line and the watch's
-    surge test as well as the policy: a negative count is no number of jobs, and a log or
-    dashboard summing ``arrivals`` would read it as jobs that un-arrived. The policies treat a
-    negative count as "no data", but nothing else does, so none is made here.
-    """
-    if current.arrivals_total is not None and previous.arrivals_total is not None:
-        delta = current.arrivals_total - previous.arrivals_total
-        return delta if delta >= 0 else _arrivals_after_reset(previous, current)
-    if current.arrivals_total is not None:  # the counter just appeared: nothing to difference yet
-        return 0
-    return _queue_growth(previous, current)
-
-
-def _queue_growth(previous: QueueSignals, current: QueueSignals) -> int:
-    """Arrivals by conservation: Δ(waiting + in flight) + completions, clipped at 0 (biased low)."""
-    grown = (current.waiting + current.in_flight) - (previous.waiting + previous.in_flight)
-    return max(0, grown + current.completions)
-
-
-def _arrivals_after_reset(previous: QueueSignals, current: QueueSignals) -> int:
-    """Arrivals over an interval in which the counter went down.
-
-    A counter can go down two ways, and its value alone cannot tell them apart. Redis lost its
-    data (restart without persistence, FLUSHALL): the counter restarted from 0 and its value is the
-    arrivals since, every one of them still waiting, in flight or among this read's completions.
-    Or Redis came back from an older copy (an RDB snapshot, a replica promoted while it lagged):
-    the counter went back to a value it had before, possibly millions of jobs ago, and taking that
-    value as this interval's arrivals would scale straight to max_replicas and teach the
-    forecaster and the standing pool a burst that never happened. So the value is believed only
-    while that many jobs are visible; otherwise this one interval is estimated as if there were no
-    counter (queue growth plus completions), and the next one differences the counter again.
-
-    A counter below zero counts nothing: someone else's software wrote it (an ``arrivals_key``
-    that is DECR'd on pop, a ``SET`` by hand). Its value, taken as arrivals since a reset, was a
-    negative count in the snapshot and the decision log; the interval is estimated as above.
-    """
-    total = current.arrivals_total or 0
-    visible = current.waiting + current.in_flight + current.completions
-    if total < 0:
-        return _queue_growth(previous, current)
-    return total if total <= visible else min(total, _queue_growth(previous, current))
 
 
 def within_bounds(decision: Decision, workload: WorkloadSpec) -> Decision:
@@ -306,9 +239,7 @@ class TargetLoop:
         self.reported_monotonic: float | None = None
         self._history = history
         self._needs_warm_start = history is not None
-        self.state_store = state_store
-        self._needs_restore = state_store is not None
-        self._last_saved: float | None = None
+        self._learned = LearnedState(name, state_store, self._timeline)
         self._season = 0.0  # the season the policy's forecast last used (0: none), to log changes
         self._policy_factory = policy_factory
         self.policy_errors = 0  # consecutive ticks on which the policy raised
@@ -321,6 +252,10 @@ class TargetLoop:
     @property
     def settings(self) -> LoopSettings:
         return self._settings
+
+    @property
+    def state_store(self) -> StateStore | None:
+        return self._learned.store
 
     def reconfigure(
         self,
@@ -338,23 +273,10 @@ class TargetLoop:
             if policy_factory is not None:
                 self._policy_factory = policy_factory
             if policy is not None:
-                inherited = self._hand_over(self._policy, policy)
+                inherited = hand_over(self._policy, policy, self.name)
                 self._policy = policy
                 self._needs_warm_start = self._history is not None and not inherited
                 self.policy_errors = 0
-
-    def _hand_over(self, old: Policy, new: Policy) -> bool:
-        """Restore ``old``'s learned state into ``new`` when both are the same kind of policy."""
-        if not (isinstance(old, StatefulPolicy) and isinstance(new, StatefulPolicy)) or old.name != new.name:
-            return False
-        fields: dict[str, object] = {"target": self.name}
-        try:
-            fields["skipped"] = new.restore_state(old.export_state())
-        except StateError as exc:
-            log.warning("new policy starts cold", extra={"fields": {**fields, "error": str(exc)}})
-            return False
-        log.info("new policy inherits the learned state", extra={"fields": fields})
-        return True
 
     def warm_start(self, arrival_times: Sequence[float], service_times: Sequence[float] = ()) -> int:
         """Feed past arrivals (wall-clock epoch seconds) to the policy's forecaster, tick by tick, up to now.
@@ -395,46 +317,9 @@ class TargetLoop:
         log.info("forecaster warmed from history", extra={"fields": fields})
 
     def _restore_saved_state(self) -> None:
-        """Once per process, before the first decision: continue from the saved state, if any.
-
-        An unreachable store is asked again next tick (and nothing is saved meanwhile); an
-        unusable document is logged and the policy starts cold.
-        """
-        store, policy = self.state_store, self._policy
-        if store is None or not isinstance(policy, StatefulPolicy):
-            self._needs_restore = False
-            return
-        fields: dict[str, object] = {"target": self.name, "store": store.location}
-        problem: str | None = None
-        try:
-            document = store.load()
-        except StateError as exc:
-            document, problem = None, str(exc)
-        except Exception as exc:
-            log.warning("saved state unreadable, will retry", extra={"fields": {**fields, "error": str(exc)}})
-            return
-        self._needs_restore = False
-        if document is not None:
-            try:
-                fields["skipped"] = policy.restore_state(document)
-            except StateError as exc:
-                problem = str(exc)
-            else:
-                self._needs_warm_start = False
-                saved_at = document.get("saved_at")
-                if isinstance(saved_at, int | float):
-                    age = self._timeline.now() - saved_at
-                    fields["age_seconds"] = round(age, 1)
-                    # Saved on a timeline ahead of this one (that process's wall clock stepped back):
-                    # move on to it, or the restored windows wait for the wall clock to catch up.
-                    if -MAX_TIMELINE_CATCH_UP <= age < 0:
-                        fields["timeline_moved_seconds"] = round(self._timeline.not_before(saved_at), 3)
-                log.info("learned state restored", extra={"fields": fields})
-                return
-        if problem is None:
-            log.info("no saved state, starting cold", extra={"fields": fields})
-        else:
-            log.warning("saved state unusable, starting cold", extra={"fields": {**fields, "error": problem}})
+        """Once per process, before the first decision: continue from the saved state, if any."""
+        if self._learned.restore(self._policy):
+            self._needs_warm_start = False
 
     def save_state(self, now: float | None = None, *, force: bool = False) -> bool:
         """Save the policy's state if this replica is the acting leader and a save is due.
@@ -442,26 +327,12 @@ class TargetLoop:
         ``now`` and the document's ``saved_at`` are on the loop's timeline, like the policy's own
         times in the document. Never raises: a failed save is logged and tried again at the next tick.
         """
-        store, policy, settings = self.state_store, self._policy, self._settings
-        if store is None or self._needs_restore or not isinstance(policy, StatefulPolicy):
-            return False
-        if settings.shadow or not self.leader.is_leader():
-            return False
         now = self._timeline.now() if now is None else now
-        last = self._last_saved
-        if not force and last is not None and now - last < settings.state_save_seconds:
-            return False
-        try:
-            store.save({**policy.export_state(), "saved_at": now, "target": self.name})
-        except Exception as exc:
-            fields = {"target": self.name, "store": store.location, "error": str(exc)}
-            log.warning("saving the learned state failed", extra={"fields": fields})
-            return False
-        self._last_saved = now
-        return True
+        every = self._settings.state_save_seconds
+        return self._learned.save(self._policy, now, every, allowed=self.may_act, force=force)
 
     def _tick(self) -> TickReport:
-        if self._needs_restore:
+        if self._learned.pending:
             self._restore_saved_state()
         if self._needs_warm_start:
             self._warm_start_from_history()
@@ -552,6 +423,7 @@ class TargetLoop:
         scaled_to: int | None = None,
     ) -> TickReport:
         """Report a decision (of a tick or of the watch): log it, hand it to the observer, return it."""
+        saved = self._learned.last_saved
         report = TickReport(
             target=self.name,
             now=self._timeline.to_wall(now),
@@ -565,7 +437,7 @@ class TargetLoop:
             error=error,
             detail=detail,
             estimates=policy_estimates(self._policy, decision),
-            state_saved_at=None if self._last_saved is None else self._timeline.to_wall(self._last_saved),
+            state_saved_at=None if saved is None else self._timeline.to_wall(saved),
             latencies=latencies,
             slo_seconds=self._settings.workload.slo_seconds,
             scaled_to=scaled_to,
@@ -603,7 +475,7 @@ class TargetLoop:
         if settings.shadow or not self.leader.is_leader():
             return None
         pulse = self.source.pulse()
-        if pulse.waiting <= 0 or _arrivals_between(previous, pulse) <= 0:
+        if pulse.waiting <= 0 or arrivals_between(previous, pulse) <= 0:
             return None
         pulse = replace(pulse, observed_at=self._timeline.from_wall(pulse.observed_at))
         state = self._on_timeline(self.target.observe())
@@ -692,7 +564,7 @@ class TargetLoop:
             base,
             waiting=signals.waiting,
             in_flight=signals.in_flight,
-            arrivals=_arrivals_between(previous, signals) if previous else 0,
+            arrivals=arrivals_between(previous, signals) if previous else 0,
             # The span the arrivals were counted over: between the two reads of the counter, not
             # between two ticks' clocks (a slow target read would stretch one and not the other).
             # The first tick has nothing to difference: interval 0 tells the estimators "no data".
@@ -742,7 +614,7 @@ class TargetLoop:
         self._policy = fresh
         self.policy_errors = 0
         self.policy_resets += 1
-        self._needs_restore = False
+        self._learned.skip_restore()
         self._needs_warm_start = False
         log.error(
             "policy kept failing: replaced by a fresh one (cold start, same config)",
