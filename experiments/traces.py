@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,19 +51,28 @@ class Trace:
 def load_trace(path: str | Path) -> Trace:
     """Read ``path`` in whichever supported format its header names."""
     path = Path(path)
+    fast = _generic_fast(path)
+    return _trace(path, *fast) if fast is not None else _load_careful(path)
+
+
+def _load_careful(path: Path) -> Trace:
+    """Every format, cell by cell: slower, but it names the line of any problem."""
     try:
         # utf-8-sig: a CSV saved by a spreadsheet starts with a byte-order mark, not part of the header.
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+            reader = csv.reader(handle)
+            # The physical line each record ends on: blank lines and quoted newlines count too.
+            rows = [(reader.line_num, row) for row in reader]
     except FileNotFoundError:
         raise TraceError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TraceError(f"{path}: cannot read it ({exc})") from None
     if not rows:
         raise TraceError(f"{path}: the file is empty")
-    header = [h.strip() for h in rows[0]]
-    body = [r for r in rows[1:] if r and any(cell.strip() for cell in r)]
-    if not body:
+    header = [h.strip() for h in rows[0][1]]
+    kept = [(line, r) for line, r in rows[1:] if any(cell.strip() for cell in r)]
+    body = _Body([r for _, r in kept], [line for line, _ in kept])
+    if not body.rows:
         raise TraceError(f"{path}: the header is there but there are no jobs")
     if AZURE_COLUMNS[0] in header:
         arrivals, service = _azure(path, header, body), None
@@ -73,6 +83,11 @@ def load_trace(path: str | Path) -> Trace:
             f"{path}: unrecognised header {','.join(header)!r}; expected the Azure LLM columns "
             f"{','.join(AZURE_COLUMNS)} or a generic '{GENERIC_TIME}[,{GENERIC_SERVICE}]' CSV"
         )
+    return _trace(path, arrivals, service)
+
+
+def _trace(path: Path, arrivals: np.ndarray, service: np.ndarray | None) -> Trace:
+    """The checked, sorted trace of parsed columns (shifted so the first job arrives at 0)."""
     if not np.all(np.isfinite(arrivals)):
         raise TraceError(f"{path}: timestamps must be finite numbers")
     order = np.argsort(arrivals, kind="stable")
@@ -80,20 +95,69 @@ def load_trace(path: str | Path) -> Trace:
     return Trace(path.name, arrivals - arrivals[0], None if service is None else service[order])
 
 
-def _column(path: Path, header: list[str], body: list[list[str]], name: str) -> list[str]:
+def _generic_fast(path: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """A generic CSV's columns parsed by numpy's C reader, or None to take the careful path.
+
+    The csv module plus a float per cell took 2.4 s of a million-job replay's 11 s; numpy reads the
+    same file in 0.1 s. Any file it does not read cleanly (blank cells, a missing value, a word
+    where a number belongs, another format) goes the careful way, which finds the same numbers or
+    says which line is wrong: the line numbers, and a blank line's place, are only known there.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            first = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if '"' in first:  # a quoted header could span lines, and skiprows counts lines
+        return None
+    header = [h.strip() for h in next(csv.reader([first]), [])]
+    if GENERIC_TIME not in header or AZURE_COLUMNS[0] in header:
+        return None
+    columns = [header.index(GENERIC_TIME)]
+    if GENERIC_SERVICE in header:
+        columns.append(header.index(GENERIC_SERVICE))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # numpy warns of an empty file
+            values = np.loadtxt(
+                path,
+                delimiter=",",
+                skiprows=1,
+                usecols=columns,
+                dtype=np.float64,
+                encoding="utf-8-sig",
+                comments=None,
+                quotechar='"',
+                ndmin=2,
+            )
+    except (ValueError, OSError, UnicodeDecodeError):
+        return None
+    if len(values) == 0 or not np.all(np.isfinite(values)) or np.any(values[:, 1:] < 0):
+        return None  # the careful path names the offending line (blank lines shift the count)
+    return values[:, 0].copy(), values[:, 1].copy() if len(columns) > 1 else None
+
+
+class _Body(NamedTuple):
+    """The non-blank records after the header, and the file line each one is on (for errors)."""
+
+    rows: list[list[str]]
+    lines: list[int]
+
+
+def _column(path: Path, header: list[str], body: _Body, name: str) -> list[str]:
     index = header.index(name)
     try:
-        return [row[index].strip() for row in body]
+        return [row[index].strip() for row in body.rows]
     except IndexError:
-        line = next(i for i, row in enumerate(body, start=2) if len(row) <= index)
+        line = next(line for line, row in zip(body.lines, body.rows, strict=True) if len(row) <= index)
         raise TraceError(f"{path}: line {line} has no {name!r} value") from None
 
 
-def _floats(path: Path, values: list[str], name: str) -> np.ndarray:
+def _floats(path: Path, body: _Body, values: list[str], name: str) -> np.ndarray:
     try:
         return np.asarray(values, dtype=np.float64)
     except ValueError:
-        line, bad = _first_bad(values, float)
+        line, bad = _first_bad(body, values, float)
         raise TraceError(f"{path}: line {line}: {name} {bad!r} is not a number") from None
 
 
@@ -106,8 +170,8 @@ def _date_time(value: str) -> np.datetime64:
         return np.datetime64(value)
 
 
-def _first_bad(values: list[str], parse: Callable[[str], object]) -> tuple[int, str]:
-    for line, value in enumerate(values, start=2):
+def _first_bad(body: _Body, values: list[str], parse: Callable[[str], object]) -> tuple[int, str]:
+    for line, value in zip(body.lines, values, strict=True):
         try:
             parse(value)
         except ValueError:
@@ -115,7 +179,7 @@ def _first_bad(values: list[str], parse: Callable[[str], object]) -> tuple[int, 
     return 0, ""  # unreachable for values that failed as a batch
 
 
-def _azure(path: Path, header: list[str], body: list[list[str]]) -> np.ndarray:
+def _azure(path: Path, header: list[str], body: _Body) -> np.ndarray:
     stamps = _column(path, header, body, AZURE_COLUMNS[0])
     try:
         if not all(map(_DATE_TIME.fullmatch, stamps)):
@@ -129,26 +193,29 @@ def _azure(path: Path, header: list[str], body: list[list[str]]) -> np.ndarray:
             # Nanoseconds wrap silently outside 1678..2261; microseconds reach any 4-digit year.
             exact = np.asarray(stamps, dtype="datetime64[us]")
     except ValueError:
-        line, bad = _first_bad(stamps, _date_time)
+        line, bad = _first_bad(body, stamps, _date_time)
         raise TraceError(
             f"{path}: line {line}: TIMESTAMP {bad!r} is not a date-time like 2023-11-16 18:17:03.98 "
             f"(for seconds from any origin use a generic CSV with a '{GENERIC_TIME}' header)"
         ) from None
     wrapped = np.abs(parsed.astype("datetime64[us]").astype(np.int64) - exact.astype(np.int64)) > 1
     if np.any(wrapped):
-        line = int(np.flatnonzero(wrapped)[0]) + 2
-        raise TraceError(f"{path}: line {line}: TIMESTAMP {stamps[line - 2]!r} is outside 1678..2261")
+        first = int(np.flatnonzero(wrapped)[0])
+        raise TraceError(
+            f"{path}: line {body.lines[first]}: TIMESTAMP {stamps[first]!r} is outside 1678..2261"
+        )
     nanos = parsed.astype(np.int64)
     return np.asarray((nanos - nanos.min()) / 1e9, dtype=np.float64)
 
 
-def _generic(path: Path, header: list[str], body: list[list[str]]) -> tuple[np.ndarray, np.ndarray | None]:
-    arrivals = _floats(path, _column(path, header, body, GENERIC_TIME), GENERIC_TIME)
+def _generic(path: Path, header: list[str], body: _Body) -> tuple[np.ndarray, np.ndarray | None]:
+    arrivals = _floats(path, body, _column(path, header, body, GENERIC_TIME), GENERIC_TIME)
     if GENERIC_SERVICE not in header:
         return arrivals, None
-    service = _floats(path, _column(path, header, body, GENERIC_SERVICE), GENERIC_SERVICE)
-    if not np.all(np.isfinite(service) & (service >= 0)):
-        line = int(np.flatnonzero(~(np.isfinite(service) & (service >= 0)))[0]) + 2
+    service = _floats(path, body, _column(path, header, body, GENERIC_SERVICE), GENERIC_SERVICE)
+    bad = ~(np.isfinite(service) & (service >= 0))
+    if np.any(bad):
+        line = body.lines[int(np.flatnonzero(bad)[0])]
         raise TraceError(f"{path}: line {line}: {GENERIC_SERVICE} must be a finite number >= 0")
     return arrivals, service
 

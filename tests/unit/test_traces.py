@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from experiments.distributions import MAX_P90_OVER_MEAN, Fixed, LogNormal, duration
 from experiments.generators import SHAPES, Diurnal, OnOff, Poisson, Ramp, Step, generate
-from experiments.traces import Trace, TraceError, load_trace, shuffle_blocks, write_trace
+from experiments.traces import (
+    Trace,
+    TraceError,
+    _generic_fast,
+    _load_careful,
+    load_trace,
+    shuffle_blocks,
+    write_trace,
+)
 
 AZURE_HEAD = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 
@@ -68,6 +79,11 @@ def test_round_trip_through_write_trace(tmp_path: Path) -> None:
         ("timestamp\n1\nsoon\n", "line 3: timestamp 'soon' is not a number"),
         ("timestamp,service_s\n1,2\n2,-1\n", "line 3: service_s must be"),
         ("timestamp,service_s\n1,2\n2\n", "line 3 has no 'service_s' value"),
+        # Blank lines still count: the number is the one an editor shows.
+        ("timestamp,service_s\n1,2\n\n2,-1\n", "line 4: service_s must be"),
+        ("timestamp\n1\n\n \nsoon\n", "line 5: timestamp 'soon' is not a number"),
+        ("timestamp,service_s\r\n1,2\r\n\r\n2\r\n", "line 4 has no 'service_s' value"),
+        (AZURE_HEAD + "\n2023-11-16 18:17:04.0319600,1,1\nyesterday,1,1\n", "line 4: TIMESTAMP 'yesterday'"),
         ("timestamp\n1\ninf\n", "finite"),
         (AZURE_HEAD + "2023-11-16 18:17:04.0319600,1,1\nyesterday,1,1\n", "line 3: TIMESTAMP 'yesterday'"),
     ],
@@ -186,3 +202,59 @@ def test_azure_timestamps_with_utc_offsets_are_compared_in_utc(tmp_path: Path) -
         warnings.simplefilter("error")  # numpy's "no explicit representation of timezones" is noise
         trace = load_trace(path)
     assert trace.arrivals.tolist() == [0.0, 2.0]
+
+
+cells = st.one_of(
+    st.floats(min_value=-1e6, max_value=1e9, allow_nan=False).map(lambda x: f"{x:.6f}"),
+    st.integers(min_value=0, max_value=10**6).map(str),
+    st.sampled_from(["", " ", "x", "#1", "1_000", "nan", "-inf", '"2.5"', " 7 ", "1e3"]),
+)
+
+
+@st.composite
+def generic_csv(draw: st.DrawFn) -> bytes:
+    """Generic traces as people write them: odd spacing, blank lines, CRLF, a BOM, extra columns."""
+    columns = draw(
+        st.permutations(["timestamp", *draw(st.sampled_from([[], ["service_s"], ["service_s", "id"]]))])
+    )
+    lines = [",".join(f" {c}" if draw(st.booleans()) else c for c in columns)]
+    for _ in range(draw(st.integers(min_value=0, max_value=8))):
+        if draw(st.integers(min_value=0, max_value=9)) == 0:
+            lines.append(draw(st.sampled_from(["", "  ", ","])))
+        else:
+            lines.append(",".join(draw(cells) for _ in range(draw(st.integers(1, len(columns) + 1)))))
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    bom = "\ufeff" if draw(st.booleans()) else ""
+    return (bom + newline.join(lines) + newline * draw(st.integers(0, 2))).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(generic_csv())
+def test_the_fast_reader_gives_what_the_careful_one_gives(content: bytes) -> None:
+    """numpy's reader is a shortcut only: the same trace, or the same error naming the line."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.csv"
+        path.write_bytes(content)
+        try:
+            careful: Trace | str = _load_careful(path)
+        except TraceError as exc:
+            careful = str(exc)
+        try:
+            fast: Trace | str = load_trace(path)
+        except TraceError as exc:
+            fast = str(exc)
+    if isinstance(careful, str) or isinstance(fast, str):
+        assert fast == careful
+        return
+    assert fast.arrivals.tolist() == careful.arrivals.tolist()
+    assert (fast.service is None) == (careful.service is None)
+    if fast.service is not None and careful.service is not None:
+        assert fast.service.tolist() == careful.service.tolist()
+
+
+def test_a_million_job_generic_trace_is_read_by_numpy(tmp_path: Path) -> None:
+    """The shortcut is taken for a clean file (the careful path raises if it is asked)."""
+    path = write(tmp_path, "timestamp,service_s\n" + "".join(f"{i / 3:.6f},5\n" for i in range(1000)))
+    fast = _generic_fast(path)
+    assert fast is not None and len(fast[0]) == 1000 and fast[1] is not None
+    assert load_trace(path).arrivals[-1] == pytest.approx(999 / 3)
