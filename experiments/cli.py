@@ -22,10 +22,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
@@ -46,9 +45,9 @@ from experiments.replay import SERVICE_FROM_TRACE, Outcome, Setup, prepare, repl
 from experiments.sim import ProgressFn, SimulationError
 from experiments.traces import AZURE_CODE_TRACE, AZURE_COLUMNS, Trace, TraceError, load_trace, write_trace
 from jobqueue import Settings
-from jobqueue import sync as jq
-from jobqueue.binding import bind_sync
-from jobqueue.records import scan_job_times
+
+if TYPE_CHECKING:
+    import redis
 
 EXIT_USAGE = 2
 TRACE_HINT = (
@@ -687,6 +686,8 @@ def _floats(text: str) -> list[float]:
 # -- record --------------------------------------------------------------------------------------
 def _record_queue(client: redis.Redis, queue: str | None, settings: Settings) -> str:
     """The queue asked for, else the only one there is (a choice between several is the user's)."""
+    from jobqueue import sync as jq
+
     if queue:
         return queue
     queues = jq.list_queues(client, settings=settings)
@@ -697,6 +698,12 @@ def _record_queue(client: redis.Redis, queue: str | None, settings: Settings) ->
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    # Imported here: redis-py costs a replay 0.3 s of start-up, and only `record` talks to a server.
+    import redis
+
+    from jobqueue.binding import bind_sync
+    from jobqueue.records import scan_job_times
+
     settings = Settings(prefix=args.prefix)
     try:
         since = None if args.since is None else record.parse_since(args.since, time.time())

@@ -21,10 +21,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jobqueue.records import JobTimes
+if TYPE_CHECKING:  # the queue client (and redis-py) loads only when `record` runs
+    from jobqueue.records import JobTimes
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
+
+import numpy as np
 
 from autoscaler.engine.state import RowSpec
 
 
 def fluid_attainment(
-    ticks: list[tuple[float, float, float]], pods: int, slots: int, service: float, max_wait: float
+    ticks: Sequence[tuple[float, float, float]], pods: int, slots: int, service: float, max_wait: float
 ) -> float:
     """Share of jobs in ``ticks`` that wait at most ``max_wait`` with a floor of ``pods``.
 
@@ -40,25 +42,47 @@ def fluid_attainment(
     wait is the queue ahead of it divided by the service rate, which is linear in its arrival time
     within the tick, so the share meeting the bound is exact for the fluid model.
     """
-    total = sum(t[0] for t in ticks)
-    if total <= 0:
-        return 1.0
-    queue = 0.0
-    met = 0.0
-    for count, interval, reactive in ticks:
-        rate = max(pods, reactive) * slots / service
+    return FluidWindow(ticks).attainment(pods, slots, service, max_wait)
+
+
+class FluidWindow:
+    """Ticks of a window as columns, for :meth:`attainment` at many pool sizes.
+
+    The standing pool asks for the attainment of several sizes per refresh, over an hour of ticks;
+    a Python loop per tick was the largest part of the policy's time on long replays. Columns and
+    the queue's Lindley recursion in closed form (a running minimum of cumulative sums) make each
+    question a few array operations.
+    """
+
+    def __init__(self, ticks: Sequence[tuple[float, float, float]] | np.ndarray) -> None:
+        columns = np.asarray(ticks, dtype=np.float64).reshape(-1, 3)
+        self.counts, self.intervals, self.reactive = columns[:, 0], columns[:, 1], columns[:, 2]
+        self.total = float(self.counts.sum())
+
+    def attainment(self, pods: int, slots: int, service: float, max_wait: float) -> float:
+        """Share of the window's jobs that wait at most ``max_wait`` with a floor of ``pods``."""
+        if self.total <= 0:
+            return 1.0
+        counts = self.counts
+        rate = np.maximum(self.reactive, pods) * (slots / service)
         budget = max_wait * rate  # jobs that may be ahead of one and still meet the bound
-        if count > 0 and rate > 0:
-            # Queue seen by the job arriving at fraction u of the tick: queue + u*(count - cap).
-            growth = count - rate * interval
-            if queue <= budget and queue + growth <= budget:
-                met += count
-            elif queue <= budget:  # crosses the bound inside the tick
-                met += count * (budget - queue) / growth
-            elif queue + growth <= budget:  # draining, falls under the bound inside the tick
-                met += count * (1.0 - (queue - budget) / -growth)
-        queue = max(0.0, queue + count - rate * interval)
-    return met / total
+        growth = counts - rate * self.intervals  # the queue's change over the tick, unfloored
+        # Lindley: queue_k = max(0, queue_{k-1} + growth_k) is the cumulative sum less its running
+        # minimum (floored at 0); the queue a tick starts with is the previous tick's end.
+        total = np.cumsum(growth)
+        after = total - np.minimum.accumulate(np.minimum(total, 0.0))
+        queue = np.concatenate(([0.0], after[:-1]))
+        end = queue + growth  # the queue the tick's last job meets
+        # The queue seen at fraction u of the tick is queue + u * growth: the share of the tick's
+        # jobs under the budget is 1, 0, or where that line crosses it.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            crossing = np.where(
+                queue <= budget,
+                np.where(end <= budget, 1.0, (budget - queue) / growth),
+                np.where(end <= budget, 1.0 - (queue - budget) / -growth, 0.0),
+            )
+        served = (counts > 0) & (rate > 0)
+        return float(np.sum(counts * crossing, where=served)) / self.total
 
 
 def smallest_enough(enough: Callable[[int], bool], limit: int, guess: int) -> int:
@@ -153,10 +177,10 @@ class StandingPool:
             return self.pods
         self._last_refresh = now
         self.refreshes += 1
-        history = [(a, i, r) for _, a, i, r in self._ticks]
+        history = FluidWindow(np.asarray(self._ticks, dtype=np.float64).reshape(-1, 4)[:, 1:])
 
         def enough(pods: int) -> bool:
-            return fluid_attainment(history, pods, slots, service, max_wait) >= self.target
+            return history.attainment(pods, slots, service, max_wait) >= self.target
 
         self.pods = smallest_enough(enough, limit, self.pods)
         return self.pods

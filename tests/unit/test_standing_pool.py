@@ -1,7 +1,7 @@
 """The fluid what-if replay behind the learned standing pool."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoscaler.engine.standing_pool import StandingPool, fluid_attainment, smallest_enough
@@ -167,3 +167,49 @@ def test_a_refresh_that_keeps_the_pool_where_it_was_replays_the_window_three_tim
 
     assert smallest_enough(enough, 200, 57) == 57
     assert tested == [0, 57, 56]
+
+
+def sequential_attainment(
+    ticks: list[tuple[float, float, float]], pods: int, slots: int, service: float, max_wait: float
+) -> float:
+    """The fluid model tick by tick, as written before it was vectorised: the reference."""
+    total = sum(t[0] for t in ticks)
+    if total <= 0:
+        return 1.0
+    queue = met = 0.0
+    for count, interval, reactive in ticks:
+        rate = max(pods, reactive) * slots / service
+        budget = max_wait * rate
+        growth = count - rate * interval
+        if count > 0 and rate > 0:
+            if queue <= budget and queue + growth <= budget:
+                met += count
+            elif queue <= budget:
+                met += count * (budget - queue) / growth
+            elif queue + growth <= budget:
+                met += count * (1.0 - (queue - budget) / -growth)
+        queue = max(0.0, queue + growth)
+    return met / total
+
+
+@settings(max_examples=300)
+@given(
+    ticks=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 1.0, 3.0, 40.0, 250.0]) | st.floats(0, 500),
+            st.sampled_from([5.0, 1.0, 2.5]),
+            st.sampled_from([0.0, 1.0, 10.0]) | st.integers(0, 60).map(float),
+        ),
+        max_size=80,
+    ),
+    pods=st.integers(0, 80),
+    slots=st.integers(1, 4),
+    service=st.sampled_from([5.0, 0.5, 12.0]),
+    max_wait=st.sampled_from([5.0, 0.0, 1.5]),
+)
+def test_the_window_columns_give_the_tick_by_tick_attainment(
+    ticks: list[tuple[float, float, float]], pods: int, slots: int, service: float, max_wait: float
+) -> None:
+    """The closed-form queue (cumulative sums) agrees with the recursion it replaces."""
+    expected = sequential_attainment(ticks, pods, slots, service, max_wait)
+    assert fluid_attainment(ticks, pods, slots, service, max_wait) == pytest.approx(expected, abs=1e-9)
