@@ -13,8 +13,14 @@ below the bar. So do smooth swings, by a second test: the busiest phase of the p
 carry ``peak_ratio`` times the mean rate, as a clock's bursts do; a sine is followed as well, and
 more cheaply, without a season. A period needs ``cycles`` repetitions in the history before it
 counts, and stays until its autocorrelation falls below ``off`` (the clock changed or stopped),
-so the season does not flicker. The check runs every ``check_every_ticks`` on a bounded
-history, so its cost per tick does not grow with uptime. Lags are counted in ticks (one minute
+so the season does not flicker. Nor may a correlation be chance: noise correlates about
+1/sqrt(pairs) at a lag with that many pairs of ticks, so a first finding must stand
+``significance`` times that high, and the cycle must bring ``min_jobs_per_cycle`` jobs. A clock's
+bursts pass both at once; sparse Poisson traffic (a job every 16-20 s) had correlated 0.5-0.6
+by chance at a 1- or 1.5-minute lag over its first minutes, and a few jobs a cycle need no
+pods warmed ahead of them anyway. The
+check runs every ``check_every_ticks`` on a bounded history, so its cost per tick does not grow
+with uptime. Lags are counted in ticks (one minute
 at the default five seconds), so a time-compressed run keeps the same shape.
 """
 
@@ -48,6 +54,8 @@ class PeriodDetector:
         off: float = 0.3,
         dip: float = 0.4,
         peak_ratio: float = 3.0,
+        significance: float = 4.0,
+        min_jobs_per_cycle: float = 10.0,
     ) -> None:
         self.tick_seconds = tick_seconds
         self.min_lag = max(2, min_ticks)
@@ -55,6 +63,7 @@ class PeriodDetector:
         self.cycles = cycles
         self.check_every_seconds = check_every_ticks * tick_seconds
         self.on, self.off, self.dip, self.peak_ratio = on, off, dip, peak_ratio
+        self.significance, self.min_jobs_per_cycle = significance, min_jobs_per_cycle
         self._counts: deque[float] = deque(maxlen=(cycles + 1) * self.max_lag)
         self._last_check: float | None = None
         self.period: float | None = None
@@ -95,9 +104,11 @@ class PeriodDetector:
                 return sharpen(correlation, held) * self.tick_seconds
         longest = min(self.max_lag, len(counts) // self.cycles)
         lag = strongest_peak(correlation, self.min_lag, longest, self.dip)
-        if lag is None or correlation[lag] < self.on:
+        if lag is None or correlation[lag] < max(self.on, self.significance / math.sqrt(len(counts) - lag)):
             return None
         lag = sharpen(correlation, lag)
+        if counts.sum() * lag / len(counts) < self.min_jobs_per_cycle:
+            return None  # a few jobs a cycle: chance lines them up, and no pod waits for them
         # Only a clock's bursts: a smooth swing is followed as well, and more cheaply, by the
         # steady-traffic line and the Holt filter, which a seasonal forecast switches off.
         whole = len(counts) // lag * lag

@@ -8,7 +8,7 @@ tests drive the arithmetic directly.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -135,7 +135,8 @@ class _ReadyTimes:
 
     def __init__(self, ready: list[float], now: float) -> None:
         self.ready, self.now = ready, now
-        self.offsets = [0.0, *accumulate(at - now for at in ready)]
+        serving = bisect_right(ready, now)  # offsets 0: their sums are 0 without adding them up
+        self.offsets = [0.0] * serving + list(accumulate((at - now for at in ready[serving:]), initial=0.0))
 
     def slot_seconds(self, n: int, horizon: float) -> float:
         """Pod-seconds the first ``n`` pods serve between now and ``horizon`` seconds from now."""
@@ -177,8 +178,9 @@ def required_pods(inp: SizingInputs, slo_pods: int, backlog_rate: float) -> tupl
     a tick at a time, paying part of their startup for nothing and leaving the queue to the FIFO.
     """
     kept = keep_order(inp)
-    # Non-decreasing: serving, oldest starting, overdue. Serving pods inline (most pods, every tick).
-    ready = [inp.now if pod.phase is not PodPhase.STARTING else ready_time(inp, pod) for pod in kept]
+    # Non-decreasing: serving (most pods, every tick: ready now), oldest starting, overdue.
+    serving = len(kept) - len(inp.starting)
+    ready = [inp.now] * serving + [ready_time(inp, pod) for pod in kept[serving:]]
     current, horizon = len(kept), inp.startup_time
     times = _ReadyTimes(ready, inp.now)
     backlog_now = _backlog(inp, backlog_rate, times.slot_seconds(current, horizon), horizon)

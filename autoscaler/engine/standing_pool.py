@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
 from typing import ClassVar
 
 import numpy as np
@@ -141,6 +142,7 @@ class StandingPool:
         self.refresh_seconds = refresh_seconds
         self.target = target
         self._ticks: deque[tuple[float, float, float, float]] = deque()
+        self._columns = _Columns()
         self._last_refresh: float | None = None
         self.pods = 0
         self.refreshes = 0
@@ -160,6 +162,9 @@ class StandingPool:
             raise ValueError("a probation span must be longer than 0 s")
         self._probation_start, self._probation_length = start, length
 
+    def after_restore(self) -> None:
+        self._columns = _Columns()  # the restored ticks are not those the columns were copied from
+
     def cancel_probation(self) -> None:
         """The forecaster on probation is gone (its season lost): nothing is left to prove."""
         self._probation_start = None
@@ -167,6 +172,7 @@ class StandingPool:
     def observe(self, now: float, arrivals: int, interval: float, reactive_pods: int) -> None:
         """Record one tick: its arrivals and the ready pods reactive scaling alone provided."""
         self._ticks.append((now, float(arrivals), interval, float(reactive_pods)))
+        self._columns.appended += 1
         while self._ticks and self._ticks[0][0] <= now - self.window_seconds:
             self._ticks.popleft()
 
@@ -177,7 +183,7 @@ class StandingPool:
             return self.pods
         self._last_refresh = now
         self.refreshes += 1
-        history = FluidWindow(np.asarray(self._ticks, dtype=np.float64).reshape(-1, 4)[:, 1:])
+        history = FluidWindow(self._columns.of(self._ticks)[:, 1:])
 
         def enough(pods: int) -> bool:
             return history.attainment(pods, slots, service, max_wait) >= self.target
@@ -207,3 +213,29 @@ class StandingPool:
                 self._ticks.popleft()
             self._probation_start = None
             self._last_refresh = None  # the pool the remaining history asks for, at once
+
+
+class _Columns:
+    """The standing pool's ticks as an array, copied one new tick at a time.
+
+    Converting the whole hour of tuples at every refresh cost more than the fluid replays it fed.
+    Ticks only join the deque at the right (:meth:`StandingPool.observe`, which counts them in
+    ``appended``) and leave at the left, so the columns of the last copy stay valid: drop as many
+    rows from the front as have left, and append the ticks that are new.
+    """
+
+    def __init__(self) -> None:
+        self.appended = 0
+        self._rows = np.empty((0, 4))
+        self._through = 0  # ``appended`` when the rows were last brought up to date
+
+    def of(self, ticks: deque[tuple[float, float, float, float]]) -> np.ndarray:
+        """``ticks`` as an array of shape (len(ticks), 4), in the same order."""
+        new = self.appended - self._through
+        kept = len(ticks) - new
+        if new < 0 or kept < 0 or kept > len(self._rows):
+            kept, new = 0, len(ticks)  # not the deque this counted: copy it all
+        tail = np.asarray(list(islice(ticks, kept, None)), dtype=np.float64).reshape(-1, 4)
+        self._rows = np.concatenate((self._rows[len(self._rows) - kept :], tail))
+        self._through = self.appended
+        return self._rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from autoscaler.engine.period import PeriodDetector, autocorrelation, strongest_peak
@@ -77,6 +77,10 @@ def test_a_clock_that_stops_loses_its_period() -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(rate=st.floats(0.05, 40.0), seed=st.integers(0, 10_000))
+# Sparse traffic that, over its first minutes, correlated 0.5 at a 1-minute lag by chance.
+@example(rate=0.0546875, seed=4140)
+@example(rate=0.0558407467677567, seed=1752)
+@example(rate=0.06542249741971265, seed=5833)
 def test_poisson_traffic_never_has_a_period(rate: float, seed: int) -> None:
     assert all(p is None for _, p in periods_seen(arrivals_of(Poisson(rate=rate, duration=5400.0), seed)))
 

@@ -1,10 +1,13 @@
 """The fluid what-if replay behind the learned standing pool."""
 
+from collections import deque
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autoscaler.engine.standing_pool import StandingPool, fluid_attainment, smallest_enough
+from autoscaler.engine.standing_pool import StandingPool, _Columns, fluid_attainment, smallest_enough
+from autoscaler.engine.state import dump, load
 
 BURST = [(0.0, 5.0, 0.0), (0.0, 5.0, 0.0), (200.0, 5.0, 0.0), (0.0, 5.0, 0.0), (0.0, 5.0, 0.0)]
 
@@ -213,3 +216,34 @@ def test_the_window_columns_give_the_tick_by_tick_attainment(
     """The closed-form queue (cumulative sums) agrees with the recursion it replaces."""
     expected = sequential_attainment(ticks, pods, slots, service, max_wait)
     assert fluid_attainment(ticks, pods, slots, service, max_wait) == pytest.approx(expected, abs=1e-9)
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.booleans()), max_size=40))
+def test_the_copied_columns_follow_the_ticks_through_any_appends_and_drops(
+    steps: list[tuple[int, int, bool]],
+) -> None:
+    """Rows appended at the right, dropped at the left, read in between or not: always the deque."""
+    ticks: deque[tuple[float, float, float, float]] = deque()
+    columns = _Columns()
+    stamp = 0.0
+    for added, dropped, read in steps:
+        for _ in range(added):
+            stamp += 5.0
+            ticks.append((stamp, stamp * 2, 5.0, stamp % 7))
+            columns.appended += 1
+        for _ in range(min(dropped, len(ticks))):
+            ticks.popleft()
+        if read:
+            assert columns.of(ticks).tolist() == [list(t) for t in ticks]
+    assert columns.of(ticks).tolist() == [list(t) for t in ticks]
+
+
+def test_a_restored_pool_sizes_from_the_restored_ticks() -> None:
+    """The columns copied before a restore describe other ticks: the restore starts them afresh."""
+    busy, quiet = StandingPool(600.0, 0.9, refresh_seconds=0.0), StandingPool(600.0, 0.9, refresh_seconds=0.0)
+    for k in range(1, 11):
+        busy.observe(5.0 * k, 200 if k == 5 else 0, 5.0, 0)
+        quiet.observe(5.0 * k, 0, 5.0, 0)
+    assert busy.size(50.0, 1, 5.0, 5.0, 500) > 0 and quiet.size(50.0, 1, 5.0, 5.0, 500) == 0
+    load(quiet, dump(busy), "pool")
+    assert quiet.size(55.0, 1, 5.0, 5.0, 500) == busy.size(55.0, 1, 5.0, 5.0, 500) > 0
