@@ -65,25 +65,27 @@ class FluidWindow:
         if self.total <= 0:
             return 1.0
         counts = self.counts
-        rate = np.maximum(self.reactive, pods) * (slots / service)
-        budget = max_wait * rate  # jobs that may be ahead of one and still meet the bound
-        growth = counts - rate * self.intervals  # the queue's change over the tick, unfloored
-        # Lindley: queue_k = max(0, queue_{k-1} + growth_k) is the cumulative sum less its running
-        # minimum (floored at 0); the queue a tick starts with is the previous tick's end.
-        total = np.cumsum(growth)
-        after = total - np.minimum.accumulate(np.minimum(total, 0.0))
-        queue = np.concatenate(([0.0], after[:-1]))
-        end = queue + growth  # the queue the tick's last job meets
-        # The queue seen at fraction u of the tick is queue + u * growth: the share of the tick's
-        # jobs under the budget is 1, 0, or where that line crosses it.
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # Ignored: a corrupt restored window (1e308 jobs a tick) overflows; it is then judged by
+        # what the arithmetic gives, as the tick-by-tick loop did.
+        with np.errstate(all="ignore"):
+            rate = np.maximum(self.reactive, pods) * (slots / service)
+            budget = max_wait * rate  # jobs that may be ahead of one and still meet the bound
+            growth = counts - rate * self.intervals  # the queue's change over the tick, unfloored
+            # Lindley: queue_k = max(0, queue_{k-1} + growth_k) is the cumulative sum less its
+            # running minimum (floored at 0); the queue a tick starts with is the previous tick's end.
+            total = np.cumsum(growth)
+            after = total - np.minimum.accumulate(np.minimum(total, 0.0))
+            queue = np.concatenate(([0.0], after[:-1]))
+            end = queue + growth  # the queue the tick's last job meets
+            # The queue seen at fraction u of the tick is queue + u * growth: the share of the
+            # tick's jobs under the budget is 1, 0, or where that line crosses it.
             crossing = np.where(
                 queue <= budget,
                 np.where(end <= budget, 1.0, (budget - queue) / growth),
                 np.where(end <= budget, 1.0 - (queue - budget) / -growth, 0.0),
             )
-        served = (counts > 0) & (rate > 0)
-        return float(np.sum(counts * crossing, where=served)) / self.total
+            served = (counts > 0) & (rate > 0)
+            return float(np.sum(counts * crossing, where=served)) / self.total
 
 
 def smallest_enough(enough: Callable[[int], bool], limit: int, guess: int) -> int:
