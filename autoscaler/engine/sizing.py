@@ -122,11 +122,11 @@ def projected_backlog(
     """
     ready = sorted(ready_time(inp, pod) for pod in (inp.pods if kept is None else kept))
     horizon = inp.startup_time if horizon is None else horizon
-    return _backlog(inp, demand_rate, _ReadyTimes(ready, inp.now).slot_seconds(len(ready), horizon), horizon)
+    return _backlog(inp, demand_rate, _ReadyTimes(ready, inp.now).pod_seconds(len(ready), horizon), horizon)
 
 
 class _ReadyTimes:
-    """Non-decreasing ready times of pods, asked how many slot-seconds the first ``n`` give by a horizon.
+    """Non-decreasing ready times of pods, asked how many pod-seconds the first ``n`` give by a horizon.
 
     :func:`required_pods` asks that about nine times per decision, for up to 200 pods; a loop over
     the pods each time was the sizing's largest cost. Offsets from now and their prefix sums answer
@@ -138,15 +138,15 @@ class _ReadyTimes:
         serving = bisect_right(ready, now)  # offsets 0: their sums are 0 without adding them up
         self.offsets = [0.0] * serving + list(accumulate((at - now for at in ready[serving:]), initial=0.0))
 
-    def slot_seconds(self, n: int, horizon: float) -> float:
+    def pod_seconds(self, n: int, horizon: float) -> float:
         """Pod-seconds the first ``n`` pods serve between now and ``horizon`` seconds from now."""
         serving = bisect_left(self.ready, self.now + horizon, 0, n)  # ready before the horizon
         return max(0.0, serving * horizon - self.offsets[serving])
 
 
-def _backlog(inp: SizingInputs, demand_rate: float, slot_seconds: float, horizon: float) -> float:
-    """Jobs queued ``horizon`` seconds from now when ``slot_seconds`` pod-seconds serve until then."""
-    served = slot_seconds * inp.slots_per_pod / inp.service_time
+def _backlog(inp: SizingInputs, demand_rate: float, pod_seconds: float, horizon: float) -> float:
+    """Jobs queued ``horizon`` seconds from now when pods serve ``pod_seconds`` until then."""
+    served = pod_seconds * inp.slots_per_pod / inp.service_time
     return max(0.0, inp.waiting + demand_rate * horizon - served)
 
 
@@ -183,7 +183,7 @@ def required_pods(inp: SizingInputs, slo_pods: int, backlog_rate: float) -> tupl
     ready = [inp.now] * serving + [ready_time(inp, pod) for pod in kept[serving:]]
     current, horizon = len(kept), inp.startup_time
     times = _ReadyTimes(ready, inp.now)
-    backlog_now = _backlog(inp, backlog_rate, times.slot_seconds(current, horizon), horizon)
+    backlog_now = _backlog(inp, backlog_rate, times.pod_seconds(current, horizon), horizon)
     need_now = pool_for_backlog(inp, slo_pods, backlog_now)
     if need_now > current:
         return need_now, backlog_now
@@ -192,10 +192,10 @@ def required_pods(inp: SizingInputs, slo_pods: int, backlog_rate: float) -> tupl
         """The backlog that decides whether keeping only ``kept[:n]`` is enough (or +inf)."""
         if n < current and kept[n].phase is PodPhase.STARTING and math.isfinite(ready[n]):
             lead = ready[n] - inp.now
-            at_ready = _backlog(inp, backlog_rate, times.slot_seconds(n, lead), lead)
+            at_ready = _backlog(inp, backlog_rate, times.pod_seconds(n, lead), lead)
             if n < pool_for_backlog(inp, slo_pods, at_ready):
                 return math.inf
-        return _backlog(inp, backlog_rate, times.slot_seconds(n, horizon), horizon)
+        return _backlog(inp, backlog_rate, times.pod_seconds(n, horizon), horizon)
 
     def enough(n: int) -> bool:
         backlog = backlog_if_cut(n)

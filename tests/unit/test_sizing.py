@@ -4,11 +4,14 @@ import math
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from autoscaler.engine.forecast import RateForecast
 from autoscaler.engine.policy import StartupAwareConfig, StartupAwarePolicy
 from autoscaler.engine.sizing import (
     SizingInputs,
+    _ReadyTimes,
     backlog_rate,
     pool_for_backlog,
     projected_backlog,
@@ -342,3 +345,21 @@ def test_pods_are_not_ordered_on_a_forecast_that_still_reads_a_spike_that_never_
     # ...and orders fewer pods for every spike once it has learned.
     pairs = zip(discounted[-10:], literal[-10:], strict=True)
     assert all(d["slo_pods"] < lit["slo_pods"] for d, lit in pairs)
+
+
+@given(
+    ready=st.lists(st.sampled_from([0.0, 0.0, 3.0, 12.5, 29.9, 30.0, 41.0, math.inf]), max_size=30).map(
+        sorted
+    ),
+    horizon=st.sampled_from([0.0, 5.0, 12.5, 30.0, 35.0]),
+    now=st.sampled_from([0.0, 1234.5, 86_400.0]),
+    data=st.data(),
+)
+def test_the_prefix_sums_give_the_pod_seconds_of_a_loop_over_the_pods(
+    ready: list[float], horizon: float, now: float, data: st.DataObject
+) -> None:
+    """What ``n`` pods serve by the horizon: one bisection over prefix sums, as a sum over the pods."""
+    times = [now + offset for offset in ready]
+    n = data.draw(st.integers(0, len(times)))
+    expected = sum(now + horizon - at for at in times[:n] if at < now + horizon)
+    assert _ReadyTimes(times, now).pod_seconds(n, horizon) == pytest.approx(expected, abs=1e-6)
