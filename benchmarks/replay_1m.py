@@ -50,17 +50,20 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.perf_counter()
     arrivals, _ = generate(Poisson(rate=args.rate, duration=args.jobs / args.rate), seed=args.seed)
+    arrivals = arrivals - arrivals[0]  # from 0, as a trace file is read (the tick grid's phase)
     service = np.full(len(arrivals), 5.0)
     generated = time.perf_counter()
 
     workload = WorkloadSpec(
         slo_seconds=10.0, startup_seconds=30.0, service_seconds=5.0, tick_seconds=args.tick
     )
+    spec = args.policy
     try:
-        policy = make_policy(args.policy, workload)
+        policy = make_policy(spec, workload)
     except PolicySpecError as exc:
         print(f"{exc}; falling back to keda", file=sys.stderr)
-        policy = make_policy("keda", workload)
+        spec = "keda"
+        policy = make_policy(spec, workload)
     config = SimConfig(workload=workload, initial_replicas=1, seed=args.seed)
     result = simulate(arrivals, service, policy, config)
     replayed = time.perf_counter()
@@ -82,13 +85,16 @@ def main(argv: list[str] | None = None) -> int:
         "max_replicas": outcome.max_replicas,
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
     }
+    passed = report["within_budget"]
     if args.cli:
-        cli_seconds, cli_attainment = time_cli(arrivals, args.policy, args.tick)
+        cli_seconds, cli_attainment = time_cli(arrivals, spec, args.tick)
         report["cli_end_to_end_s"] = round(cli_seconds, 3)
         report["cli_within_budget"] = cli_seconds <= BUDGET_SECONDS
-        report["cli_same_attainment"] = round(cli_attainment, 4) == report["slo_attainment"]
+        # The CSV keeps microseconds: the same replay, give or take a job on a tick's edge.
+        report["cli_same_attainment"] = abs(cli_attainment - outcome.slo_attainment) <= 1e-3
+        passed = passed and report["cli_within_budget"] and report["cli_same_attainment"]
     print(json.dumps(report, indent=2))
-    return 0 if all(v for k, v in report.items() if k.endswith(("within_budget", "same_attainment"))) else 1
+    return 0 if passed else 1
 
 
 def time_cli(arrivals: np.ndarray, policy: str, tick: float) -> tuple[float, float]:
