@@ -112,7 +112,8 @@ class LearnedState:
         """Save ``policy``'s state if ``every`` seconds have passed since the last save (or ``force``).
 
         ``allowed`` says whether this replica may write it (the acting leader of a live target); it
-        is asked only when there is something to save.
+        is asked only when there is state to save (a store read once, a policy that learns), before
+        the interval is checked.
         """
         store = self.store
         if store is None or self.pending or not isinstance(policy, StatefulPolicy) or not allowed():

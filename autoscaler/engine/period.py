@@ -18,10 +18,9 @@ so the season does not flicker. Nor may a correlation be chance: noise correlate
 ``significance`` times that high, and the cycle must bring ``min_jobs_per_cycle`` jobs. A clock's
 bursts pass both at once; sparse Poisson traffic (a job every 16-20 s) had correlated 0.5-0.6
 by chance at a 1- or 1.5-minute lag over its first minutes, and a few jobs a cycle need no
-pods warmed ahead of them anyway. The
-check runs every ``check_every_ticks`` on a bounded history, so its cost per tick does not grow
-with uptime. Lags are counted in ticks (one minute
-at the default five seconds), so a time-compressed run keeps the same shape.
+pods warmed ahead of them anyway. The check runs every ``check_every_ticks`` on a bounded
+history, so its cost per tick does not grow with uptime. Lags are counted in ticks (one minute at
+the default five seconds), so a time-compressed run keeps the same shape.
 """
 
 from __future__ import annotations
