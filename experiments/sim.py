@@ -33,7 +33,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Policy, Snapshot, SurgeResponder
+from autoscaler.engine.snapshot import (
+    Decision,
+    PodPhase,
+    PodView,
+    Policy,
+    Snapshot,
+    SurgeGate,
+    SurgeResponder,
+)
 from autoscaler.engine.target import WorkloadSpec
 from experiments.distributions import Distribution, Fixed
 
@@ -280,14 +288,20 @@ class _Cluster:
         self.arrived_before = arrived
         return snap
 
-    def peek(self, now: float, last_tick: float) -> Snapshot | None:
+    def peek(self, now: float, last_tick: float, gate: SurgeGate | None = None) -> Snapshot | None:
         """What the watch sees at ``now`` between ticks, or None when no job waits that arrived since.
 
         Arrivals and interval count from ``last_tick``; completions and startups are left for the
-        next tick to report (each exactly once), so peeking changes nothing a tick will see.
+        next tick to report (each exactly once), so peeking changes nothing a tick will see. With a
+        ``gate`` that says the queue and the ready slots leave nothing to answer, the pods are not
+        read either (None).
         """
         arrived = bisect_right(self.arrivals, now)
         if arrived in {self.arrived_before, self.next_job}:
+            return None
+        if gate is not None and not gate.surge_possible(
+            arrived - self.next_job, self.ready_count(now) * self.slots
+        ):
             return None
         self.settle(now)
         views, _ = self._views(now, None)
@@ -406,12 +420,13 @@ def _watch(cluster: _Cluster, policy: SurgeResponder, workload: WorkloadSpec, ti
     number of scale events.
     """
     events = 0
+    gate = policy if isinstance(policy, SurgeGate) else None
     step, next_tick = workload.watch_seconds, tick_at + workload.tick_seconds
     i = 1
     while (now := tick_at + i * step) < next_tick - 1e-9:  # multiplied, not accumulated
         i += 1
         cluster.assign(now)
-        snap = cluster.peek(now, tick_at)
+        snap = cluster.peek(now, tick_at, gate)
         if snap is None:
             continue
         decision = policy.surge(snap)

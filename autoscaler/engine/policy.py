@@ -378,8 +378,7 @@ class StartupAwarePolicy:
         """
         if snapshot.stale or self._sized_rate is None or snapshot.interval <= 0:
             return None
-        slots = snapshot.ready * snapshot.slots_per_pod
-        if not late_already(snapshot.waiting, slots, self.service_estimate, self.workload.slo_seconds):
+        if not self.surge_possible(snapshot.waiting, snapshot.ready * snapshot.slots_per_pod):
             return None
         # A tick sized for (almost) no traffic cannot tell a rate from zero below one job per tick:
         # judged against zero, the first job after an idle spell was a surge, read as a rate of one
@@ -393,6 +392,16 @@ class StartupAwarePolicy:
             return None
         terms = {**decision.terms, "surge_tail_probability": surprise, "surge_interval": snapshot.interval}
         return Decision(decision.desired, "surge", terms)
+
+    def surge_possible(self, waiting: int, ready_slots: int) -> bool:
+        """Whether :meth:`surge` could answer with this queue and these ready slots (see ``SurgeGate``).
+
+        Its first two tests: a tick has sized for something, and the queue is already too long for
+        the ready slots to start within the SLO (:func:`~autoscaler.engine.surge.late_already`).
+        """
+        return self._sized_rate is not None and late_already(
+            waiting, ready_slots, self.service_estimate, self.workload.slo_seconds
+        )
 
     def _follow_period(self, snapshot: Snapshot) -> None:
         """Feed the period detector; when the period it finds changes, so does the season."""

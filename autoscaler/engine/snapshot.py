@@ -144,6 +144,21 @@ class SurgeResponder(Protocol):
         ...
 
 
+@runtime_checkable
+class SurgeGate(Protocol):
+    """A surge responder that can tell from two counts alone that it has no answer.
+
+    Building a snapshot means reading every pod; between ticks almost every look at a busy queue
+    ends in "no surge" on the queue's length alone. A caller that can count the ready slots cheaply
+    (the simulator: its largest cost on long replays) asks this first and skips the snapshot.
+    """
+
+    def surge_possible(self, waiting: int, ready_slots: int) -> bool:
+        """False only if :meth:`SurgeResponder.surge` would answer None to every snapshot with
+        ``waiting`` jobs waiting and ``ready_slots`` slots on ready pods (stale or not)."""
+        ...
+
+
 def removal_order(pods: tuple[PodView, ...], count: int) -> tuple[str, ...]:
     """Pick up to ``count`` pods to remove without touching busy ones.
 

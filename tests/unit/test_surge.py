@@ -93,6 +93,26 @@ def test_no_answer_unless_both_tests_say_surge(arrivals: int, waiting: int) -> N
     assert policy.surge(between(now, arrivals, waiting, 12)) is None
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.floats(0.0, 20.0),
+    pods=st.integers(0, 30),
+    arrivals=st.integers(0, 400),
+    waiting=st.integers(0, 400),
+    ticked=st.booleans(),
+)
+def test_the_gate_says_no_only_where_surge_has_no_answer(
+    rate: float, pods: int, arrivals: int, waiting: int, ticked: bool
+) -> None:
+    policy = StartupAwarePolicy(WORKLOAD)
+    now = steady(policy, rate, 120.0, pods) if ticked else 5.0
+    seen = between(now, arrivals, waiting, pods)
+    if not policy.surge_possible(seen.waiting, seen.ready * seen.slots_per_pod):
+        assert policy.surge(seen) is None
+    # And it is the queue test, not "never": a long enough queue always passes it after a tick.
+    assert policy.surge_possible(10 * pods + 1, pods) is ticked
+
+
 def test_after_an_idle_spell_a_few_jobs_are_no_surge_but_a_busy_start_is() -> None:
     # Ticks of no traffic with no pods: the tick sized for zero. A job or four in the next second is
     # what one job per tick looks like; eleven (a 5 jobs/s start, as on the smooth scorecard trace)
@@ -194,6 +214,41 @@ def test_policies_without_a_surge_answer_run_exactly_as_without_the_watch(spec: 
     watched, ticks_only = burst_replay(1.0, spec), burst_replay(0.0, spec)
     assert np.array_equal(watched.start, ticks_only.start)
     assert np.array_equal(watched.pod_created, ticks_only.pod_created)
+
+
+class Ungated:
+    """The startup-aware policy seen only as Policy and SurgeResponder: the simulator cannot ask the gate."""
+
+    def __init__(self, workload: WorkloadSpec) -> None:
+        self._policy = StartupAwarePolicy(workload)
+
+    @property
+    def name(self) -> str:
+        return self._policy.name
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        return self._policy.decide(snapshot)
+
+    def surge(self, snapshot: Snapshot) -> Decision | None:
+        return self._policy.surge(snapshot)
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 1000))
+def test_the_gate_spares_the_simulator_pod_reads_and_changes_no_replay(seed: int) -> None:
+    """Bursts on steady traffic, each just after a tick: every surge the watch answers is kept."""
+    steady_jobs, _ = generate(Poisson(rate=3.0, duration=900.0), seed=seed)
+    rng = np.random.default_rng(seed)
+    bursts = [at + rng.uniform(0.0, 2.0, 200) for at in (200.5, 500.5, 700.5)]
+    arrivals = np.sort(np.concatenate([steady_jobs, *bursts]))
+    service = np.full(len(arrivals), 5.0)
+    config = SimConfig(WORKLOAD)
+    gated = simulate(arrivals, service, StartupAwarePolicy(WORKLOAD), config)
+    ungated = simulate(arrivals, service, Ungated(WORKLOAD), config)
+    assert np.count_nonzero(gated.pod_created % 5.0) > 0  # the watch did answer surges
+    assert np.array_equal(gated.start, ungated.start)
+    assert np.array_equal(gated.pod_created, ungated.pod_created)
+    assert np.array_equal(gated.pod_exit, ungated.pod_exit)
 
 
 def test_a_watch_as_long_as_the_tick_is_no_watch() -> None:
