@@ -16,6 +16,9 @@ Speed is the point of the design, because tuning replays the same trace hundreds
   ``XREADGROUP`` workers. One ``heapreplace`` per job.
 * The pod set only changes at ticks, so between ticks the loop assigns every job that starts by the
   next tick and stops; the tick then reads busy slots and completions off the heap.
+* Between ticks the watch looks every second, and nearly every look at a busy queue ends in "no
+  surge" on the queue's length alone. A policy that says so from two counts
+  (:class:`~autoscaler.engine.snapshot.SurgeGate`) is asked first, and the pods are not read.
 
 Events at the same instant as a tick happen before it: a tick at ``T`` sees arrivals, starts and
 completions at times ``<= T``. A job completes exactly once: it is reported to the policy either
