@@ -355,6 +355,8 @@ def simulate(
     end = math.inf
     stall = _StallGuard(max(config.stall_seconds, 10 * float(np.max(service))))
     responder = policy if workload.watching and isinstance(policy, SurgeResponder) else None
+    # Asked once: a runtime protocol check costs ~9 us, and the watch runs after every tick.
+    gate = responder if isinstance(responder, SurgeGate) else None
     k = 0
     while True:
         now = k * tick  # multiplied, not accumulated, so tick times stay exact
@@ -376,7 +378,7 @@ def simulate(
         in_flight.append(snap.in_flight)
         stall.check(cluster.next_job, snap, policy)
         if responder is not None:
-            scale_events += _watch(cluster, responder, workload, now)
+            scale_events += _watch(cluster, responder, gate, workload, now)
             peak = max(peak, len(cluster.live))
         if progress is not None and k % _PROGRESS_EVERY_TICKS == 0:
             progress(cluster.next_job, n)
@@ -416,14 +418,16 @@ def _apply(cluster: _Cluster, decision: Decision, workload: WorkloadSpec, now: f
     return int(desired != current)
 
 
-def _watch(cluster: _Cluster, policy: SurgeResponder, workload: WorkloadSpec, tick_at: float) -> int:
+def _watch(
+    cluster: _Cluster, policy: SurgeResponder, gate: SurgeGate | None, workload: WorkloadSpec, tick_at: float
+) -> int:
     """Between the tick at ``tick_at`` and the next, look every ``watch_seconds`` for a surge.
 
-    The policy may then scale up at once; the timeline still records ticks only. Returns the
+    The policy may then scale up at once; the timeline still records ticks only. ``gate`` is the
+    policy itself when it can refuse from two counts (:class:`SurgeGate`), else None. Returns the
     number of scale events.
     """
     events = 0
-    gate = policy if isinstance(policy, SurgeGate) else None
     step, next_tick = workload.watch_seconds, tick_at + workload.tick_seconds
     i = 1
     while (now := tick_at + i * step) < next_tick - 1e-9:  # multiplied, not accumulated
