@@ -8,10 +8,12 @@ policy, KEDA's defaults and a static pool of 60, each against the variant's own 
 when changing a default: a change that helps the real order and hurts these is fitting the order.
 Give candidate configurations with ``--policy`` (repeatable, replacing the three) to set them side
 by side on the same orders, and compare them on the mean of the shuffled row: one order, even
-the real one, moves by a point on a pod more or less at the wrong moment.
+the real one, moves by a point on a pod more or less at the wrong moment. ``--shifts N`` shows how
+much: it also replays the real order moved later by k/(N+1) of a control tick (k = 1..N), so each
+burst meets the tick at another phase, and averages those with the real order as it is.
 
-    .venv/bin/python benchmarks/azure_shuffled.py [--trace PATH] [--seeds 8] [--policy SPEC ...]
-        [--out reports/azure_shuffled.md]
+    .venv/bin/python benchmarks/azure_shuffled.py [--trace PATH] [--seeds 8] [--shifts 0]
+        [--policy SPEC ...] [--out reports/azure_shuffled.md]
 
 About five seconds on two cores, per policy a second or two more.
 """
@@ -42,7 +44,24 @@ def score(trace: Trace, policies: Sequence[str], seed: int) -> Row:
     return score_traces([(variant, variant.name)], Setup(), policies)[0]
 
 
-def render(rows: list[Row], policies: Sequence[str], command: str) -> str:
+def shifted(trace: Trace, policies: Sequence[str], shift: float) -> Row:
+    """The real order with every arrival ``shift`` seconds later (a quiet lead-in), every policy."""
+    variant = Trace(trace.name, trace.arrivals + shift, trace.service)
+    return score_traces([(variant, variant.name)], Setup(), policies)[0]
+
+
+def mean_cells(rows: Sequence[Row], policies: Sequence[str]) -> str:
+    """Each policy's mean attainment at mean cost over ``rows``, as table cells."""
+    return " | ".join(
+        f"{mean(r.outcomes[i].slo_attainment for r in rows):.1%} at "
+        f"{mean(r.outcomes[i].cost_vs_oracle for r in rows):.2f}x"
+        for i in range(len(policies))
+    )
+
+
+def render(
+    rows: list[Row], policies: Sequence[str], command: str, phases: Sequence[tuple[float, Row]] = ()
+) -> str:
     lines = [
         *report_header(
             "Azure code in shuffled orders: the default policy off the one hour it was scored on",
@@ -61,12 +80,13 @@ def render(rows: list[Row], policies: Sequence[str], command: str) -> str:
         lines.append(f"| {'real' if seed == 0 else f'seed {seed}'} | {len(row.trace):,} | {cells} |")
     shuffled = rows[1:]
     if shuffled:
-        means = [
-            f"{mean(r.outcomes[i].slo_attainment for r in shuffled):.1%} at "
-            f"{mean(r.outcomes[i].cost_vs_oracle for r in shuffled):.2f}x"
-            for i in range(len(policies))
-        ]
-        lines.append(f"| **mean of the shuffled** | | {' | '.join(means)} |")
+        lines.append(f"| **mean of the shuffled** | | {mean_cells(shuffled, policies)} |")
+    for shift, row in phases:
+        cells = " | ".join(f"{o.slo_attainment:.1%} at {o.cost_vs_oracle:.2f}x" for o in row.outcomes)
+        lines.append(f"| real, {shift:g} s later | {len(row.trace):,} | {cells} |")
+    if phases:
+        both = [rows[0], *(row for _, row in phases)]
+        lines.append(f"| **mean of the real order's {len(both)} phases** | | {mean_cells(both, policies)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -74,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", default=str(AZURE_CODE_TRACE))
     parser.add_argument("--seeds", type=int, default=8, help="shuffled orders besides the real one")
+    parser.add_argument(
+        "--shifts",
+        type=int,
+        default=0,
+        help="also the real order moved later by k/(N+1) of a tick, k = 1..N (its phase against the tick)",
+    )
     parser.add_argument(
         "--policy",
         action="append",
@@ -84,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 0:
         parser.error(f"--seeds must be >= 0, got {args.seeds}")
+    if args.shifts < 0:
+        parser.error(f"--shifts must be >= 0, got {args.shifts}")
     policies = tuple(args.policy or POLICIES)
     for spec in policies:  # a typo fails here, not in a worker process after minutes of replays
         try:
@@ -91,9 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         except PolicySpecError as exc:
             parser.error(f"--policy {spec}: {exc}")
     trace = load_trace(args.trace)
+    shifts = [k * Setup().tick / (args.shifts + 1) for k in range(1, args.shifts + 1)]
     with ProcessPoolExecutor(max_workers=2) as pool:
         rows = list(pool.map(partial(score, trace, policies), range(args.seeds + 1)))
-    publish(render(rows, policies, benchmark_command("benchmarks/azure_shuffled.py", argv)), args.out)
+        phases = list(zip(shifts, pool.map(partial(shifted, trace, policies), shifts), strict=True))
+    command = benchmark_command("benchmarks/azure_shuffled.py", argv)
+    publish(render(rows, policies, command, phases), args.out)
     return 0
 
 

@@ -76,3 +76,25 @@ def test_a_bad_candidate_is_refused_before_any_replay(trace: Path, tmp_path: Pat
     assert done.returncode == 2
     assert "--policy startup-aware:nope=1: unknown option(s) nope" in done.stderr
     assert not out.exists()
+
+
+def test_shifts_replay_the_real_order_at_other_phases_of_the_tick(trace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.md"
+    argv = ["--trace", str(trace), "--seeds", "0", "--shifts", "2", "--out", str(out)]
+    done = run(*argv, "--policy", "static:4", "--policy", "startup-aware")
+    assert done.returncode == 0, done.stderr
+    body = rows(out.read_text(encoding="utf-8"))[2:]
+    later = ["real, 1.66667 s later", "real, 3.33333 s later"]
+    labels = ["real", *later, "**mean of the real order's 3 phases**"]
+    assert [row[0] for row in body] == labels
+    # A static pool never looks at the tick: moving the traffic against it changes no job's wait
+    # (its pods are billed for the lead-in, so the cost may move in the last digit).
+    assert len({row[2].split(" at ")[0] for row in body}) == 1
+    # The reactive policy does, so its phases are different replays.
+    assert len({row[3] for row in body[:3]}) > 1
+
+
+def test_a_negative_shift_count_is_refused(trace: Path, tmp_path: Path) -> None:
+    done = run("--trace", str(trace), "--shifts", "-1", "--out", str(tmp_path / "report.md"))
+    assert done.returncode == 2
+    assert "--shifts must be >= 0, got -1" in done.stderr
