@@ -39,6 +39,10 @@ VARIANTS: list[tuple[str, Shape, int, Target]] = [
     ],
     ("diurnal 5/s ±80 %, 2 h period, 4 h", Diurnal(period=7200.0, duration=14400.0), 0, SMOOTH),
     *[(f"ramp 0.5 -> 15/s in 10 min, seed {s}", Ramp(), s, RAMP) for s in (1, 2, 3)],
+    *[
+        (f"ramp 0.5 -> 15/s from t = 0, 10 min trace, seed {s}", Ramp(ramp_at=0.0, duration=600.0), s, RAMP)
+        for s in (0, 1, 2, 3)
+    ],
     ("ramp 0.5 -> 15/s in 5 min", Ramp(ramp_seconds=300.0), 0, RAMP),
     ("ramp 1 -> 30/s in 10 min", Ramp(start_rate=1.0, end_rate=30.0), 0, RAMP),
     *[(f"flash 1 -> 10/s for 5 min, seed {s}", Step(), s, FLASH) for s in (1, 2, 3, 4)],

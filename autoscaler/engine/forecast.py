@@ -382,6 +382,11 @@ class RateForecaster:
             end = now + horizon_seconds
             at_ready = self.seasonal.mean_offset(max(now, end - self.tick_seconds), end)
             mean += offset
+        # A falling trend extrapolated past zero is no arrival rate. After a burst the trend stays
+        # negative for minutes (a third of the Azure code trace's ticks read below zero, down to
+        # -1 job/s), and the backlog projection took that for jobs leaving the queue by themselves,
+        # up to thirty over one warm-up.
+        mean = max(mean, 0.0)
         # The queueing model already prices Poisson arrival noise, so only the variability beyond
         # it counts here: residual variance in excess of a Poisson process at this level (bursts,
         # regime changes), spread along the horizon, plus the estimate's own error in the level.

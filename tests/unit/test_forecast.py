@@ -130,6 +130,15 @@ def test_trend_is_followed_but_damped() -> None:
     assert fc.mean < ramp[-1] + 0.0242 * 35 + 0.5  # but no wild extrapolation
 
 
+def test_the_end_of_a_burst_is_forecast_as_no_traffic_not_as_negative_traffic() -> None:
+    """The damped trend of a burst's fall, extrapolated over the horizon, passes below zero."""
+    f = RateForecaster(5.0, steady_window_seconds=0)
+    now = feed(f, [20.0] * 20 + [0.0] * 8)
+    assert f.level is not None and f.level + 3.0 * f.trend < 0.0  # the filter's own extrapolation
+    fc = f.forecast(now, 35.0, 1.0)
+    assert fc.mean == 0.0 and fc.upper >= 0.0
+
+
 def test_no_data_means_no_forecast_and_never_negative() -> None:
     f = RateForecaster(5.0)
     assert f.forecast(0.0, 35.0, 2.0).mean == 0.0
