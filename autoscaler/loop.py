@@ -43,11 +43,17 @@ from typing import TYPE_CHECKING, Protocol
 
 from autoscaler.arrivals import arrivals_between
 from autoscaler.engine.forecast import RateForecaster
-from autoscaler.engine.snapshot import Decision, PodPhase, Policy, Snapshot, SurgeResponder
+from autoscaler.engine.snapshot import Decision, PodPhase, Policy, Snapshot, SurgeGate, SurgeResponder
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.learned_state import LearnedState, hand_over
 from autoscaler.sources.base import QueueSignals, SignalSource, SourceUnavailableError
-from autoscaler.targets.base import LeadershipLostError, ScaleTarget, TargetState, TargetUnavailableError
+from autoscaler.targets.base import (
+    LeadershipLostError,
+    ReadyCount,
+    ScaleTarget,
+    TargetState,
+    TargetUnavailableError,
+)
 from autoscaler.timeline import Timeline
 from jobqueue.backoff import backoff_delay
 
@@ -453,8 +459,10 @@ class TargetLoop:
 
         Waiting for the next tick costs a burst up to a tick of warm-up on every pod it needs. So
         every ``watch_seconds`` the acting leader of a live target reads the counts alone (one
-        Redis round trip), and only when jobs wait that arrived since the tick does it read the
-        target and ask the policy (:class:`~autoscaler.engine.snapshot.SurgeResponder`). A
+        Redis round trip), and only when jobs wait that arrived since the tick, more than the
+        Ready pods start within the SLO where both the target and the policy can tell that from
+        counts (:meth:`_surge_possible`), does it read the target and ask the policy
+        (:class:`~autoscaler.engine.snapshot.SurgeResponder`). A
         scale-up the policy answers is applied and reported like a tick's decision, with reason
         ``surge``. Returns that report, else None. Never raises: whatever fails here, the next
         tick reads everything again and handles it.
@@ -476,6 +484,8 @@ class TargetLoop:
             return None
         pulse = self.source.pulse()
         if pulse.waiting <= 0 or arrivals_between(previous, pulse) <= 0:
+            return None
+        if not self._surge_possible(policy, pulse.waiting):
             return None
         pulse = replace(pulse, observed_at=self._timeline.from_wall(pulse.observed_at))
         state = self._on_timeline(self.target.observe())
@@ -508,6 +518,19 @@ class TargetLoop:
             detail=None if failure is None else str(failure),
             scaled_to=scaled_to,
         )
+
+    def _surge_possible(self, policy: Policy, waiting: int) -> bool:
+        """False when the Ready pods, counted from the target's memory, leave the policy no surge.
+
+        As the simulator does (:class:`~autoscaler.engine.snapshot.SurgeGate`): a queue the Ready
+        pods start within the SLO is no surge, and reading the target for it would cost a scale
+        read from the API server every watch interval while jobs wait. True whenever either side
+        cannot answer from counts alone.
+        """
+        if not isinstance(policy, SurgeGate) or not isinstance(self.target, ReadyCount):
+            return True
+        ready = self.target.ready_pods()
+        return ready is None or policy.surge_possible(waiting, ready * self._settings.workload.slots_per_pod)
 
     def _read_source(self) -> tuple[QueueSignals | None, str | None]:
         """The signals, or None and the error kind (the tick then holds on a stale snapshot)."""

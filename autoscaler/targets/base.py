@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from autoscaler.engine.snapshot import Decision, PodView
 
@@ -71,6 +71,22 @@ class ScaleTarget(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReadyCount(Protocol):
+    """A target that can count its Ready pods from memory, with no round trip to read the target.
+
+    The loop's watch asks every second while jobs wait; most answers are "the ready pods start
+    them within the SLO, no surge" (:class:`~autoscaler.engine.snapshot.SurgeGate`), and a full
+    :meth:`ScaleTarget.observe` (the Kubernetes target: a scale read from the API server) would
+    be spent on them.
+    """
+
+    def ready_pods(self) -> int | None:
+        """Pods Ready now, as the next :meth:`ScaleTarget.observe` would report them; None when
+        the target cannot tell without reading (then the caller reads)."""
+        ...
 
 
 class LeadershipLostError(RuntimeError):

@@ -59,7 +59,7 @@ from typing import Any, NamedTuple, Protocol
 
 from kubernetes import client as k8s
 
-from autoscaler.engine.snapshot import Decision
+from autoscaler.engine.snapshot import Decision, PodPhase
 from autoscaler.targets.base import (
     WRITE_TIMEOUT_SECONDS,
     ActGate,
@@ -326,6 +326,17 @@ class KubernetesTarget:
         return TargetState(
             observed_at=time.time(), replicas=scale.replicas, pods=pods, startup_times=startups
         )
+
+    def ready_pods(self) -> int | None:
+        """Ready pods in the pod watch's memory, no API call (:class:`~autoscaler.targets.base.ReadyCount`).
+
+        None before the watch has listed, while it fails, or with no watch (a dropped one, a
+        workload forgotten): those are for :meth:`observe` to sort out and report.
+        """
+        watch = self._watch
+        if watch is None or not watch.wait_synced(0) or watch.failing_since is not None:
+            return None
+        return sum(1 for pod in watch.pods() if pod.phase is PodPhase.READY)
 
     def _synced_watch(self) -> PodWatch:
         """The pod watch, started (or replaced, if stalled) as needed, once its list is synced."""

@@ -74,6 +74,22 @@ def test_scale_up_and_measured_startup_matches_the_ready_delay(
     assert abs(p90 - READY_DELAY) <= 1.0, startups
 
 
+def test_ready_pods_are_counted_from_the_pod_watch_once_it_has_listed(installed: Install) -> None:
+    # What the loop's watch asks between ticks instead of a scale read: the same count as observe().
+    fresh = KubernetesTarget(installed.sa, installed.namespace, "worker")
+    try:
+        assert fresh.ready_pods() is None  # no pod watch yet: the caller has to observe
+
+        def same_count() -> int | None:
+            state = fresh.observe()
+            ready = sum(p.phase is PodPhase.READY for p in state.pods)
+            return ready if ready > 0 and fresh.ready_pods() == ready else None
+
+        wait_for("ready_pods() to match observe()", same_count, 10)
+    finally:
+        fresh.close()
+
+
 def test_the_pod_watch_is_resumed_not_relisted(target: KubernetesTarget) -> None:
     target.observe()  # starts the watch when this test runs alone
     watch = target.pod_watch

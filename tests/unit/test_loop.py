@@ -666,6 +666,67 @@ def test_the_real_policy_answers_a_burst_between_ticks_and_not_steady_traffic() 
     assert target.replicas == report.decision.desired > 20
 
 
+@dataclass
+class CountingTarget(MemoryTarget):
+    """A target that counts its Ready pods from memory (``ReadyCount``), or cannot (``blind``)."""
+
+    blind: bool = False
+    counts: int = 0
+
+    def ready_pods(self) -> int | None:
+        self.counts += 1
+        return None if self.blind else sum(p.phase is PodPhase.READY for p in self.pods)
+
+
+def gated_loop(target: CountingTarget, slots: int = 1) -> tuple[TargetLoop, MemorySource]:
+    """A loop around the real policy and ``target`` (8 Ready pods), after one tick at 0.2 job/s."""
+    clock = target.clock
+    target.replicas = 8
+    target.pods = [PodView(f"p{i}", PodPhase.READY, 0.0, ready_at=30.0) for i in range(8)]
+    source = MemorySource(clock)
+    workload = WorkloadSpec(tick_seconds=TICK, slots_per_pod=slots)
+    loop = TargetLoop("t", source, target, StartupAwarePolicy(workload), LoopSettings(workload), clock=clock)
+    source.arrivals_total = 1
+    loop.tick()
+    clock.advance(1.0)
+    return loop, source
+
+
+def test_a_queue_the_ready_pods_start_in_time_is_no_surge_and_the_target_is_not_read() -> None:
+    # 8 pods start 8 jobs per 5 s service: 8 waiting start within the 5 s wait budget of the SLO.
+    target = CountingTarget(Clock())
+    loop, source = gated_loop(target)
+    observes = target.observes
+    source.arrivals_total, source.waiting = 9, 8
+    assert loop.watch() is None
+    assert (target.counts, target.observes) == (1, observes)
+    # One more is beyond them: the target is read and the burst answered, as without the count.
+    source.arrivals_total, source.waiting = 40, 39
+    report = loop.watch()
+    assert report is not None and report.decision is not None and report.decision.reason == "surge"
+    assert target.observes == observes + 1 and target.replicas == report.decision.desired > 8
+
+
+def test_ready_slots_are_pods_times_slots_per_pod() -> None:
+    target = CountingTarget(Clock())
+    loop, source = gated_loop(target, slots=4)
+    observes = target.observes
+    source.arrivals_total, source.waiting = 33, 32  # 8 pods x 4 slots start 32 within the budget
+    assert loop.watch() is None and target.observes == observes
+    source.arrivals_total, source.waiting = 34, 33
+    loop.watch()
+    assert target.observes == observes + 1
+
+
+def test_a_target_that_cannot_count_from_memory_is_read_as_before() -> None:
+    target = CountingTarget(Clock(), blind=True)
+    loop, source = gated_loop(target)
+    observes = target.observes
+    source.arrivals_total, source.waiting = 9, 8
+    assert loop.watch() is None  # no surge for the policy either, but it had to read the target
+    assert (target.counts, target.observes) == (1, observes + 1)
+
+
 def test_run_watches_between_ticks() -> None:
     r = watching_rig()
     r.loop.reconfigure(LoopSettings(WorkloadSpec(tick_seconds=0.2, watch_seconds=0.02)))
