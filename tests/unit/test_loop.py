@@ -700,7 +700,7 @@ def test_a_queue_the_ready_pods_start_in_time_is_no_surge_and_the_target_is_not_
     source.arrivals_total, source.waiting = 9, 8
     assert loop.watch() is None
     assert (target.counts, target.observes) == (1, observes)
-    # One more is beyond them: the target is read and the burst answered, as without the count.
+    # A queue beyond them, after a burst: the target is read and the surge answered as before.
     source.arrivals_total, source.waiting = 40, 39
     report = loop.watch()
     assert report is not None and report.decision is not None and report.decision.reason == "surge"
