@@ -143,16 +143,63 @@ def score(label: str, result: SimResult, slo: float, oracle: float) -> Outcome:
     return pooled_score(label, [result], slo, [oracle])
 
 
+def score_part(
+    label: str, result: SimResult, slo: float, oracle: float, *, first_job: int, since: float
+) -> Outcome:
+    """A run's later part on the cost-versus-SLO plane: jobs from ``first_job``, pods billed from ``since``.
+
+    For traffic replayed after a lead-in of other traffic (a policy in steady operation), the
+    lead-in's jobs and the pod-seconds before ``since`` are not the part's. ``oracle`` is the
+    part's own. Scale events and the peak are read off the per-tick timeline from ``since`` (a
+    change of the replica count between two ticks is one event): the run's totals include the
+    lead-in.
+    """
+    if not 0 <= first_job < len(result.arrivals):
+        raise ValueError(
+            f"first_job must index a job of the run (0..{len(result.arrivals) - 1}), got {first_job}"
+        )
+    pod_seconds = float(np.sum(np.maximum(0.0, result.pod_exit - np.maximum(result.pod_created, since))))
+    replicas = result.timeline.replicas[result.timeline.times >= since]
+    return _outcome(
+        label,
+        result.latency[first_job:],
+        slo,
+        pod_seconds,
+        oracle,
+        scale_events=int(np.count_nonzero(np.diff(replicas))),
+        max_replicas=int(replicas.max()) if len(replicas) else 0,
+    )
+
+
 def pooled_score(label: str, results: Sequence[SimResult], slo: float, oracles: Sequence[float]) -> Outcome:
     """Several runs (one per trace) scored as one: every job counts once, cost over the summed oracle.
 
     Attainment and latency percentiles are over all jobs of all runs together, so a long trace
     weighs more than a short one, as it does on the bill.
     """
-    latency = np.concatenate([r.latency for r in results])
+    return _outcome(
+        label,
+        np.concatenate([r.latency for r in results]),
+        slo,
+        sum(r.pod_seconds for r in results),
+        sum(oracles),
+        scale_events=sum(r.scale_events for r in results),
+        max_replicas=max(r.max_replicas for r in results),
+    )
+
+
+def _outcome(
+    label: str,
+    latency: np.ndarray,
+    slo: float,
+    pod_seconds: float,
+    oracle: float,
+    *,
+    scale_events: int,
+    max_replicas: int,
+) -> Outcome:
+    """The point on the plane for jobs with these latencies and this bill, against ``oracle``."""
     p50, p95, p99 = (float(x) for x in np.percentile(latency, [50, 95, 99]))
-    pod_seconds = sum(r.pod_seconds for r in results)
-    oracle = sum(oracles)
     return Outcome(
         policy=label,
         slo_attainment=float(np.mean(latency <= slo)),
@@ -161,8 +208,8 @@ def pooled_score(label: str, results: Sequence[SimResult], slo: float, oracles: 
         latency_p99=p99,
         pod_seconds=pod_seconds,
         cost_vs_oracle=pod_seconds / oracle if oracle > 0 else float("nan"),
-        scale_events=sum(r.scale_events for r in results),
-        max_replicas=max(r.max_replicas for r in results),
+        scale_events=scale_events,
+        max_replicas=max_replicas,
     )
 
 

@@ -14,6 +14,7 @@ from experiments.traces import write_trace
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "azure_shuffled.py"
 DEFAULT_POLICIES = ["startup-aware", "keda", "static:60"]
+TWO_STATIC_POOLS = ("--policy", "static:4", "--policy", "static:8")
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -35,20 +36,16 @@ def rows(report: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
 
 
+def assert_never_later_never_cheaper(small: str, large: str) -> None:
+    """Two cells ("84.0% at 1.39x") of a smaller and a larger static pool on the same order."""
+    small_share, small_cost = (float(x.rstrip("%x")) for x in small.split(" at "))
+    large_share, large_cost = (float(x.rstrip("%x")) for x in large.split(" at "))
+    assert large_share >= small_share and large_cost > small_cost
+
+
 def test_candidates_replace_the_default_policies_in_every_row(trace: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.md"
-    done = run(
-        "--trace",
-        str(trace),
-        "--seeds",
-        "2",
-        "--out",
-        str(out),
-        "--policy",
-        "static:4",
-        "--policy",
-        "static:8",
-    )
+    done = run("--trace", str(trace), "--seeds", "2", "--out", str(out), *TWO_STATIC_POOLS)
     assert done.returncode == 0, done.stderr
     table = rows(out.read_text(encoding="utf-8"))
     assert table[0] == ["order", "jobs", "static:4", "static:8"]
@@ -58,9 +55,7 @@ def test_candidates_replace_the_default_policies_in_every_row(trace: Path, tmp_p
     assert all(len(row) == 2 for row in cells)
     # The same orders for both: the larger static pool is never later and never cheaper.
     for small, large in cells:
-        small_share, small_cost = (float(x.rstrip("%x")) for x in small.split(" at "))
-        large_share, large_cost = (float(x.rstrip("%x")) for x in large.split(" at "))
-        assert large_share >= small_share and large_cost > small_cost
+        assert_never_later_never_cheaper(small, large)
 
 
 def test_without_candidates_it_reports_the_default_three(trace: Path, tmp_path: Path) -> None:
@@ -98,3 +93,34 @@ def test_a_negative_shift_count_is_refused(trace: Path, tmp_path: Path) -> None:
     done = run("--trace", str(trace), "--shifts", "-1", "--out", str(tmp_path / "report.md"))
     assert done.returncode == 2
     assert "--shifts must be >= 0, got -1" in done.stderr
+
+
+def test_after_the_real_hour_each_order_is_scored_as_the_next_hour(trace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.md"
+    done = run(
+        "--trace", str(trace), "--seeds", "2", "--after-real-hour", "--out", str(out), *TWO_STATIC_POOLS
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text(encoding="utf-8")
+    assert "Steady operation: each order is replayed 3600 s after the real trace began" in text
+    table = rows(text)
+    assert table[0] == ["order", "jobs", "static:4", "static:8"]
+    for _, _, small, large in table[2:]:
+        assert_never_later_never_cheaper(small, large)
+    # Without the flag the same orders start cold: one warm pod, the rest still starting.
+    cold = tmp_path / "cold.md"
+    assert (
+        run("--trace", str(trace), "--seeds", "2", "--out", str(cold), "--policy", "static:8").returncode == 0
+    )
+    warm_real, cold_real = rows(text)[2][3], rows(cold.read_text(encoding="utf-8"))[2][2]
+    assert float(warm_real.split("%")[0]) >= float(cold_real.split("%")[0])
+    assert "Steady operation" not in cold.read_text(encoding="utf-8")
+
+
+def test_a_trace_longer_than_the_hour_cannot_lead_into_the_next(tmp_path: Path) -> None:
+    arrivals, _ = generate(OnOff(duration=4000.0), seed=3)
+    long = tmp_path / "long.csv"
+    write_trace(long, arrivals, None)
+    done = run("--trace", str(long), "--after-real-hour", "--out", str(tmp_path / "r.md"))
+    assert done.returncode == 2
+    assert "--after-real-hour:" in done.stderr and "the next hour needs one of at most 3600 s" in done.stderr
