@@ -35,9 +35,8 @@ from statistics import mean
 
 import numpy as np
 
-from autoscaler.engine.registry import PolicySpecError, make_policy
 from experiments.oracle import oracle_pod_seconds
-from experiments.render import benchmark_command, publish, report_header
+from experiments.render import benchmark_command, check_policy_specs, publish, report_header
 from experiments.replay import Setup, prepare, run_policy, score_part
 from experiments.scorecard import TARGETS, Row, score_traces
 from experiments.traces import AZURE_CODE_TRACE, Trace, load_trace, shuffle_blocks
@@ -75,12 +74,13 @@ def score_next_hour(lead: Trace, hour: Trace, policies: Sequence[str]) -> Row:
         None if lead.service is None or hour.service is None else np.concatenate([lead.service, hour.service])
     )
     both = Trace(hour.name, np.concatenate([lead.arrivals, hour.arrivals + HOUR_SECONDS]), service)
-    prepared = prepare(both, Setup())
+    setup = Setup()
+    prepared = prepare(both, setup)
     first = len(lead)
-    oracle = oracle_pod_seconds(hour.arrivals, prepared.service[first:], Setup().slots, Setup().startup)
+    oracle = oracle_pod_seconds(hour.arrivals, prepared.service[first:], setup.slots, setup.startup)
     outcomes = [
         score_part(
-            spec, run_policy(prepared, spec)[1], Setup().slo, oracle, first_job=first, since=HOUR_SECONDS
+            spec, run_policy(prepared, spec)[1], setup.slo, oracle, first_job=first, since=HOUR_SECONDS
         )
         for spec in policies
     ]
@@ -172,11 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.shifts < 0:
         parser.error(f"--shifts must be >= 0, got {args.shifts}")
     policies = tuple(args.policy or POLICIES)
-    for spec in policies:  # a typo fails here, not in a worker process after minutes of replays
-        try:
-            make_policy(spec, Setup().nominal_workload())
-        except PolicySpecError as exc:
-            parser.error(f"--policy {spec}: {exc}")
+    check_policy_specs(parser, policies)
     trace = load_trace(args.trace)
     if args.after_real_hour and trace.arrivals[-1] >= HOUR_SECONDS:
         parser.error(

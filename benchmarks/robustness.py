@@ -21,9 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from autoscaler.engine.registry import PolicySpecError, make_policy
 from experiments.generators import Diurnal, Poisson, Ramp, Shape, Step, generate
-from experiments.render import benchmark_command, publish, report_header
+from experiments.render import benchmark_command, check_policy_specs, publish, report_header
 from experiments.replay import Setup
 from experiments.scorecard import Row, Target, score_traces
 from experiments.traces import Trace
@@ -119,11 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     policies = tuple(args.policy or ["startup-aware"])
-    for spec in policies:  # a typo fails here, not in a worker process after minutes of replays
-        try:
-            make_policy(spec, Setup().nominal_workload())
-        except PolicySpecError as exc:
-            parser.error(f"--policy {spec}: {exc}")
+    check_policy_specs(parser, policies)
     variants = [v for v in VARIANTS if args.only is None or args.only in v[0]]
     if not variants:
         parser.error(f"--only {args.only}: no variant's name contains it")

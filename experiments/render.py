@@ -5,6 +5,7 @@ Also the header every committed Markdown report starts with, so each says how to
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import platform
 import shlex
@@ -15,7 +16,8 @@ from typing import TypeVar
 
 from rich.table import Table
 
-from experiments.replay import Outcome
+from autoscaler.engine.registry import PolicySpecError, make_policy
+from experiments.replay import Outcome, Setup
 
 Row = TypeVar("Row")
 Column = tuple[str, Callable[[Row], str]]
@@ -74,6 +76,19 @@ def report_header(title: str, command: str, workload: str) -> list[str]:
 def benchmark_command(script: str, argv: list[str] | None) -> str:
     """How a benchmark script was run, for its report's header: ``python benchmarks/x.py --flag``."""
     return " ".join(shlex.quote(a) for a in ["python", script, *(sys.argv[1:] if argv is None else argv)])
+
+
+def check_policy_specs(parser: argparse.ArgumentParser, specs: Sequence[str]) -> None:
+    """Exit through ``parser`` (status 2), naming the ``--policy`` spec no policy accepts.
+
+    Benchmark scripts replay in worker processes: a typo found there would surface after minutes
+    of replays, and as a traceback. Checked first, it costs one policy built per spec.
+    """
+    for spec in specs:
+        try:
+            make_policy(spec, Setup().nominal_workload())
+        except PolicySpecError as exc:
+            parser.error(f"--policy {spec}: {exc}")
 
 
 def publish(text: str, out: Path) -> None:
