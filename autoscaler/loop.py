@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Protocol
 from autoscaler.arrivals import arrivals_between
 from autoscaler.engine.forecast import RateForecaster
 from autoscaler.engine.snapshot import Decision, PodPhase, Policy, Snapshot, SurgeGate, SurgeResponder
-from autoscaler.engine.target import WorkloadSpec
+from autoscaler.engine.target import WorkloadSpec, within_bounds
 from autoscaler.learned_state import LearnedState, hand_over
 from autoscaler.sources.base import QueueSignals, SignalSource, SourceUnavailableError
 from autoscaler.targets.base import (
@@ -152,24 +152,6 @@ class LoopSettings:
     state_save_seconds: float = 30.0
     policy_reset_after_errors: int = 3
     """Consecutive ticks on which the policy raised before it is replaced by a fresh one."""
-
-
-def within_bounds(decision: Decision, workload: WorkloadSpec) -> Decision:
-    """``decision`` with its count inside the target's min/max replicas.
-
-    The bounds are the operator's hard limits and win over every other rule, whichever policy
-    decided: the baselines keep their own (``keda`` its HPA ``min_replicas``, 1 by default;
-    ``static:N`` its N), so without this a target with ``min_replicas: 3`` under ``policy: keda``
-    would be scaled to 1 when idle and ``static:50`` would ignore ``max_replicas: 30``. What the
-    policy asked for stays in the terms.
-    """
-    low, high = workload.min_replicas, workload.max_replicas
-    desired = min(max(decision.desired, low), high)
-    if desired == decision.desired:
-        return decision
-    reason = "min-replicas" if desired > decision.desired else "max-replicas"
-    terms = {**decision.terms, "policy_desired": float(decision.desired)}
-    return replace(decision, desired=desired, reason=reason, terms=terms)
 
 
 def policy_estimates(policy: Policy, decision: Decision | None) -> dict[str, float]:

@@ -31,6 +31,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from autoscaler.engine.registry import (
     STARTUP_AWARE,
     PolicySpecError,
+    Value,
     format_option,
     make_policy,
     parse_spec,
@@ -523,16 +524,20 @@ def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 # -- tune ----------------------------------------------------------------------------------------
 def cmd_tune(args: argparse.Namespace) -> int:
     setup = _setup(args)
-    grid = tuning_grid(args.policy, _grid(args.grid or []))  # options before reading any trace
-    points = tune.grid_points(grid)
+    requested = _grid(args.grid or [])
+    floors = _floors(requested, setup)
+    grid: dict[str, list[Value]] = tuning_grid(args.policy, requested)  # before reading any trace
     start = starting_point(args.policy, grid)
+    if floors is not None:
+        grid[tune.FLOOR], start[tune.FLOOR] = floors, setup.min_replicas
+    points = tune.grid_points(grid)
     traces = [_trace(path, setup) for path in args.trace]
     _service_column(
         setup, [(trace, f"--trace {path}") for trace, path in zip(traces, args.trace, strict=True)]
     )
     workload = setup.nominal_workload()
     for point in points:  # every value must build a policy before any replay starts
-        make_policy(args.policy, workload, **point)
+        make_policy(args.policy, workload, **tune.split_point(point)[1])
     prepared = [prepare(trace, setup) for trace in traces]
     console = _console()
     err = _console(stderr=True)
@@ -582,6 +587,28 @@ def _grid(options: Sequence[tuple[str, list[str]]]) -> dict[str, list[str]]:
         typed[key] = knob
         grid[knob] = values
     return grid
+
+
+def _floors(grid: dict[str, list[str]], setup: Setup) -> list[Value] | None:
+    """Take the floor (``min_replicas``) out of ``--grid``: its values, with ``--min-replicas``'s.
+
+    The floor is the target's field, not the policy's, so the registry does not know it; each
+    value must be a whole number of pods the replay's ``--max-replicas`` allows.
+    """
+    knob = next((k for k in grid if parse_spec(f"grid:{k}=")[2].keys() == {tune.FLOOR}), None)
+    if knob is None:
+        return None
+    floors: set[int] = {setup.min_replicas}
+    for text in grid.pop(knob):
+        try:
+            value = int(text)
+        except ValueError:
+            raise UsageError(f"--grid {knob}: {text!r} is not a whole number of pods") from None
+        if not 0 <= value <= setup.max_replicas:
+            raise UsageError(f"--grid {knob}: {value} is outside 0..--max-replicas ({setup.max_replicas})")
+        floors.add(value)
+    values: list[Value] = [*sorted(floors)]
+    return values
 
 
 def _grid_option(text: str) -> tuple[str, list[str]]:
@@ -802,7 +829,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KNOB=V1,V2",
         help="search these values of KNOB instead of its default candidates (repeatable, once a knob; any "
-        "config field, 'none' unsets an optional one); the --policy values are always searched too",
+        "config field, 'none' unsets an optional one); the --policy values are always searched too. "
+        "min_replicas searches the pool's floor (with --min-replicas's value), the lever for traffic "
+        "whose bursts end before a warm-up does",
     )
     _add_workload(tun)
     tun.set_defaults(handler=cmd_tune)

@@ -45,7 +45,7 @@ from autoscaler.engine.snapshot import (
     SurgeGate,
     SurgeResponder,
 )
-from autoscaler.engine.target import WorkloadSpec
+from autoscaler.engine.target import WorkloadSpec, within_bounds
 from experiments.distributions import Distribution, Fixed
 
 ProgressFn = Callable[[int, int], None]
@@ -408,8 +408,14 @@ def simulate(
 
 
 def _apply(cluster: _Cluster, decision: Decision, workload: WorkloadSpec, now: float) -> int:
-    """Carry out a decision (clamped to 0..max_replicas); returns 1 if the count changed."""
-    desired = min(max(decision.desired, 0), workload.max_replicas)
+    """Carry out a decision within the workload's min..max replicas; returns 1 if the count changed.
+
+    The bounds are applied as the daemon's loop applies them (:func:`within_bounds`), whichever
+    policy decided: a replay with ``--min-replicas 3`` under ``keda`` never goes below 3, as the
+    daemon would not, though KEDA's own HPA minimum is 1.
+    """
+    decision = within_bounds(decision, workload)
+    desired = max(decision.desired, 0)
     current = len(cluster.live)
     if desired > current:
         cluster.create(desired - current, now)
@@ -437,7 +443,7 @@ def _watch(
         if snap is None:
             continue
         decision = policy.surge(snap)
-        if decision is not None and decision.desired > len(cluster.live):
+        if decision is not None and within_bounds(decision, workload).desired > len(cluster.live):
             events += _apply(cluster, decision, workload, now)
     return events
 

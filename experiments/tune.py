@@ -5,6 +5,12 @@ small process pool (forked, so the prepared traces are shared rather than pickle
 Several traces (days of the same workload, say) are scored together: every job counts once and the
 cost is over their summed oracle; a recommendation must meet the target on each trace alone, since
 one configuration will serve all of them.
+
+Besides the policy's knobs, a grid may search the pool's floor, the target's ``min_replicas``
+(:data:`FLOOR`). On traffic as bursty as the Azure code trace, where most bursts are over before a
+pod ordered at their onset is ready, a fixed floor does work no policy knob can: the learned
+standing pool follows the bursts seen so far, and a floor chosen on a recorded day holds from the
+first second.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import yaml
 
@@ -20,6 +26,9 @@ from autoscaler.engine.registry import Value, format_option
 from experiments.replay import Outcome, Prepared, pooled_score, run_policy
 
 Point = dict[str, Value]
+
+FLOOR = "min_replicas"
+"""The one workload knob a grid may hold: the pool's floor, set on the target, not the policy."""
 
 _WORKER: tuple[Sequence[Prepared], str] | None = None
 
@@ -53,11 +62,32 @@ def _init_worker(prepared: Sequence[Prepared], spec: str) -> None:
     _WORKER = (prepared, spec)
 
 
+def with_floor(prepared: Prepared, floor: int) -> Prepared:
+    """``prepared`` with the workload's ``min_replicas`` set to ``floor`` (the policy's and the sim's)."""
+    workload = replace(prepared.workload, min_replicas=floor)
+    return replace(
+        prepared,
+        setup=replace(prepared.setup, min_replicas=floor),
+        workload=workload,
+        sim=replace(prepared.sim, workload=workload),
+    )
+
+
+def split_point(point: Point) -> tuple[int | None, Point]:
+    """A grid point as (its floor, or None when the grid does not search it; the policy's options)."""
+    options = dict(point)
+    floor = options.pop(FLOOR, None)
+    return (None if floor is None else int(floor)), options
+
+
 def _run_point(point: Point) -> Trial:
     assert _WORKER is not None, "worker not initialised"
     prepared, spec = _WORKER
     label = _label(spec, point)
-    runs = [run_policy(p, spec, point) for p in prepared]
+    floor, options = split_point(point)
+    if floor is not None:
+        prepared = [with_floor(p, floor) for p in prepared]
+    runs = [run_policy(p, spec, options) for p in prepared]
     per_trace = tuple(Outcome(**{**outcome.as_json(), "policy": label}) for outcome, _ in runs)
     if len(runs) == 1:
         return Trial(point, per_trace[0], per_trace)
@@ -126,6 +156,8 @@ def yaml_snippet(
         else f"no grid point reached {target:g}{every}; this one's worst trace attains the most"
     )
     name = spec.partition(":")[0]
+    floor, options = split_point(trial.options)
+    setup = traces[0].setup if floor is None else replace(traces[0].setup, min_replicas=floor)
     header = [
         f"# experiments tune on {', '.join(p.trace.name for p in traces)}: {why}",
         *(
@@ -133,10 +165,15 @@ def yaml_snippet(
             f"p99 latency {o.latency_p99:.1f} s"
             for label, o in _scored(trial, traces)
         ),
-        f"# workload: {traces[0].setup.describe()}",
+        f"# workload: {setup.describe()}",
     ]
     header.append("# paste under the target in the autoscaler ConfigMap (autoscaler/config.py)")
-    body = yaml.safe_dump({"policy": {"name": name, **trial.options}}, sort_keys=False)
+    document: dict[str, object] = {}
+    if floor is not None:
+        header.append(f"# {FLOOR} is the target's own field: its max_replicas must be at least {floor}")
+        document[FLOOR] = floor
+    document["policy"] = {"name": name, **options}
+    body = yaml.safe_dump(document, sort_keys=False)
     return "\n".join(header) + "\n" + body
 
 

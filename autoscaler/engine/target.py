@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from autoscaler.engine.snapshot import Decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +51,22 @@ class WorkloadSpec:
     def look_seconds(self) -> float:
         """How often the queue is looked at: the watch's interval when watching, else the tick."""
         return self.watch_seconds if self.watching else self.tick_seconds
+
+
+def within_bounds(decision: Decision, workload: WorkloadSpec) -> Decision:
+    """``decision`` with its count inside the target's min/max replicas.
+
+    The bounds are the operator's hard limits and win over every other rule, whichever policy
+    decided: the baselines keep their own (``keda`` its HPA ``min_replicas``, 1 by default;
+    ``static:N`` its N), so without this a target with ``min_replicas: 3`` under ``policy: keda``
+    would be scaled to 1 when idle and ``static:50`` would ignore ``max_replicas: 30``. What the
+    policy asked for stays in the terms. The daemon's loop and the simulator both apply it, so a
+    replay with a floor scales as the daemon would.
+    """
+    low, high = workload.min_replicas, workload.max_replicas
+    desired = min(max(decision.desired, low), high)
+    if desired == decision.desired:
+        return decision
+    reason = "min-replicas" if desired > decision.desired else "max-replicas"
+    terms = {**decision.terms, "policy_desired": float(decision.desired)}
+    return replace(decision, desired=desired, reason=reason, terms=terms)

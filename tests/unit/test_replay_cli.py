@@ -217,6 +217,26 @@ def test_tune_searches_given_knobs_and_shows_where_the_starting_config_stands(
     assert status == 2 and "expected KNOB=VALUE" in err
 
 
+def test_tune_searches_the_floor_and_puts_it_on_the_target(
+    trace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["tune", "--trace", str(trace), "--policy", "static:1", "--grid", "n=1", "--processes", "1"]
+    status, out, err = run_cli(capsys, *argv, "--min-replicas", "1", "--grid", "minReplicas=6,0")
+    assert status == 0, err
+    assert "3 grid points" in err  # floors 0, 6 and --min-replicas's 1
+    assert "Starting config (n=1, min_replicas=1)" in out
+    snippet = yaml.safe_load(out[out.index("# experiments tune") :])
+    # A pool of one pod meets 1 job/s of 5 s jobs only with the floor of 6 under it.
+    assert snippet == {"min_replicas": 6, "policy": {"name": "static", "n": 1}}
+    for grid, message in (
+        ("min_replicas=six", "'six' is not a whole number of pods"),
+        ("min_replicas=201", "201 is outside 0..--max-replicas (200)"),
+        ("min_replicas=-1", "-1 is outside 0..--max-replicas (200)"),
+    ):
+        status, _, err = run_cli(capsys, *argv, "--grid", grid)
+        assert status == 2 and message in err, err
+
+
 def test_tune_on_several_traces_recommends_for_each(
     trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

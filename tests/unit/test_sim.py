@@ -160,6 +160,18 @@ def test_desired_is_clamped_to_the_workload_maximum() -> None:
     assert result.max_replicas == 50
 
 
+def test_desired_is_raised_to_the_workload_minimum_as_the_daemon_raises_it() -> None:
+    # A policy asking for 1 pod, or none, under a floor of 4: the daemon's loop keeps 4 whichever
+    # policy decided (within_bounds), and a replay must scale as the daemon would.
+    arr = np.arange(0.0, 60.0, 2.0)
+    workload = WorkloadSpec(tick_seconds=5.0, min_replicas=4, max_replicas=50)
+    for ask in (0, 1):
+        policy = Scripted(lambda s: ask)  # noqa: B023 (called within this iteration)
+        result = simulate(arr, np.full(len(arr), 1.0), policy, SimConfig(workload=workload))
+        assert result.timeline.replicas.min() == 4 and result.max_replicas == 4
+        assert result.pod_exit.size == 4  # the initial pod was never let go, three were added
+
+
 @pytest.mark.parametrize(
     ("arrivals", "service"),
     [([], []), ([1.0, 0.0], [1.0, 1.0]), ([0.0], [-1.0]), ([0.0, 1.0], [1.0])],

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import yaml
 
+from autoscaler.config import ConfigError, parse_config
 from experiments.generators import Poisson, Step, generate
 from experiments.replay import Outcome, Prepared, Setup, prepare, run_policy
 from experiments.traces import Trace
@@ -80,3 +83,32 @@ def test_the_snippet_names_each_trace_and_parses_as_config(two: list[Prepared]) 
     assert "on steady.csv, crowd.csv: cheapest grid point with SLO attainment >= 0.5 on every trace" in text
     assert "# steady.csv: attainment" in text and "# crowd.csv: attainment" in text
     assert yaml.safe_load(text) == {"policy": {"name": "keda", "list_length": 5.0}}
+
+
+def test_a_floor_in_the_grid_is_the_workloads_min_replicas(two: list[Prepared]) -> None:
+    floors = run_grid(two, "keda", grid_points({"min_replicas": [0, 6], "list_length": [5.0]}), processes=1)
+    bare, floored = floors
+    for prepared, outcome in zip(two, floored.per_trace, strict=True):
+        # The same replay as a workload with that floor from the start: the policy and the sim see it.
+        setup = replace(prepared.setup, min_replicas=6)
+        alone, result = run_policy(prepare(prepared.trace, setup), "keda", {"list_length": 5.0})
+        assert outcome.as_json() | {"policy": ""} == alone.as_json() | {"policy": ""}
+        assert result.timeline.replicas.min() >= 6  # from the first tick on, though KEDA's own is 1
+    assert bare.per_trace == tuple(
+        Outcome(**{**run_policy(p, "keda", {"list_length": 5.0})[0].as_json(), "policy": o.policy})
+        for p, o in zip(two, bare.per_trace, strict=True)
+    )
+
+
+def test_a_floor_goes_on_the_target_beside_the_policy(two: list[Prepared]) -> None:
+    (trial,) = run_grid(two[0], "keda", [{"list_length": 5.0, "min_replicas": 6}], processes=1)
+    text = yaml_snippet("keda", trial, two[0], 0.5, met=True)
+    snippet = yaml.safe_load(text)
+    assert snippet == {"min_replicas": 6, "policy": {"name": "keda", "list_length": 5.0}}
+    assert "replicas 6..200" in text and "its max_replicas must be at least 6" in text
+    # Pasted under a target as the comment says, the daemon takes it: the floor is the target's.
+    target = {"name": "w", "source": {"kind": "list", "key": "q"}, "target": {"kind": "local"}}
+    config = parse_config(yaml.safe_dump({"targets": [{**target, "max_replicas": 6, **snippet}]}))
+    assert config.targets[0].workload().min_replicas == 6
+    with pytest.raises(ConfigError, match="min_replicas"):
+        parse_config(yaml.safe_dump({"targets": [{**target, "max_replicas": 5, **snippet}]}))
