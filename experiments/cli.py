@@ -528,17 +528,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     floors = _floors(requested, setup)
     grid: dict[str, list[Value]] = tuning_grid(args.policy, requested)  # before reading any trace
     start = starting_point(args.policy, grid)
-    if floors is not None:
-        grid[tune.FLOOR], start[tune.FLOOR] = floors, setup.min_replicas
-    points = tune.grid_points(grid)
+    workload = setup.nominal_workload()
+    for point in tune.grid_points(grid):  # every value must build a policy before any replay starts
+        make_policy(args.policy, workload, **point)
     traces = [_trace(path, setup) for path in args.trace]
     _service_column(
         setup, [(trace, f"--trace {path}") for trace, path in zip(traces, args.trace, strict=True)]
     )
-    workload = setup.nominal_workload()
-    for point in points:  # every value must build a policy before any replay starts
-        make_policy(args.policy, workload, **tune.split_point(point)[1])
     prepared = [prepare(trace, setup) for trace in traces]
+    if floors is not None:
+        given, auto = floors
+        suggested = tune.suggest_floors(prepared, args.target_attainment) if auto else []
+        grid[tune.FLOOR] = [*sorted({*given, *suggested})]
+        start[tune.FLOOR] = setup.min_replicas
+    points = tune.grid_points(grid)
     console = _console()
     err = _console(stderr=True)
     names = ", ".join(trace.name for trace in traces)
@@ -589,8 +592,9 @@ def _grid(options: Sequence[tuple[str, list[str]]]) -> dict[str, list[str]]:
     return grid
 
 
-def _floors(grid: dict[str, list[str]], setup: Setup) -> list[Value] | None:
-    """Take the floor (``min_replicas``) out of ``--grid``: its values, with ``--min-replicas``'s.
+def _floors(grid: dict[str, list[str]], setup: Setup) -> tuple[set[int], bool] | None:
+    """Take the floor (``min_replicas``) out of ``--grid``: its values with ``--min-replicas``'s,
+    and whether ``auto`` asks for the floors the traces suggest (:func:`tune.suggest_floors`).
 
     The floor is the target's field, not the policy's, so the registry does not know it; each
     value must be a whole number of pods the replay's ``--max-replicas`` allows.
@@ -598,17 +602,19 @@ def _floors(grid: dict[str, list[str]], setup: Setup) -> list[Value] | None:
     knob = next((k for k in grid if parse_spec(f"grid:{k}=")[2].keys() == {tune.FLOOR}), None)
     if knob is None:
         return None
-    floors: set[int] = {setup.min_replicas}
+    floors, auto = {setup.min_replicas}, False
     for text in grid.pop(knob):
+        if text == "auto":
+            auto = True
+            continue
         try:
             value = int(text)
         except ValueError:
-            raise UsageError(f"--grid {knob}: {text!r} is not a whole number of pods") from None
+            raise UsageError(f"--grid {knob}: {text!r} is not a whole number of pods, nor 'auto'") from None
         if not 0 <= value <= setup.max_replicas:
             raise UsageError(f"--grid {knob}: {value} is outside 0..--max-replicas ({setup.max_replicas})")
         floors.add(value)
-    values: list[Value] = [*sorted(floors)]
-    return values
+    return floors, auto
 
 
 def _grid_option(text: str) -> tuple[str, list[str]]:
@@ -831,7 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="search these values of KNOB instead of its default candidates (repeatable, once a knob; any "
         "config field, 'none' unsets an optional one); the --policy values are always searched too. "
         "min_replicas searches the pool's floor (with --min-replicas's value), the lever for traffic "
-        "whose bursts end before a warm-up does",
+        "whose bursts end before a warm-up does; min_replicas=auto proposes floors from the traces",
     )
     _add_workload(tun)
     tun.set_defaults(handler=cmd_tune)

@@ -10,7 +10,7 @@ Besides the policy's knobs, a grid may search the pool's floor, the target's ``m
 (:data:`FLOOR`). On traffic as bursty as the Azure code trace, where most bursts are over before a
 pod ordered at their onset is ready, a fixed floor does work no policy knob can: the learned
 standing pool follows the bursts seen so far, and a floor chosen on a recorded day holds from the
-first second.
+first second. ``auto`` proposes floors from the traces themselves (:func:`suggest_floors`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import yaml
 
 from autoscaler.engine.registry import Value, format_option
+from autoscaler.engine.standing_pool import FluidWindow, smallest_enough
 from experiments.replay import Outcome, Prepared, pooled_score, run_policy
 
 Point = dict[str, Value]
@@ -70,6 +72,36 @@ def with_floor(prepared: Prepared, floor: int) -> Prepared:
         setup=replace(prepared.setup, min_replicas=floor),
         workload=workload,
         sim=replace(prepared.sim, workload=workload),
+    )
+
+
+def suggest_floors(prepared: Sequence[Prepared], target: float) -> list[int]:
+    """Floors worth replaying: the fluid model's pool for ``target`` on each trace, and 10 % either side.
+
+    The pool is the smallest fixed one that meets ``target`` of a trace's jobs with nothing else
+    serving: its arrivals per control tick through the fluid FIFO queue the learned standing pool
+    uses (:class:`~autoscaler.engine.standing_pool.FluidWindow`). On bursty traffic it is close to
+    the best static pool (54 on the Azure code trace at 85 %, where ``static:54`` replays at
+    85.3 %); on smooth traffic it is the whole load, which the replays then show to cost more than
+    scaling does. The floor 0 is always among them, so the grid keeps the no-floor configuration.
+    """
+    floors = {0}
+    for p in prepared:
+        pool = fluid_pool(p, target)
+        floors |= {min(round(pool * share), p.workload.max_replicas) for share in (0.9, 1.0, 1.1)}
+    return sorted(floors)
+
+
+def fluid_pool(prepared: Prepared, target: float) -> int:
+    """The smallest fixed pool that starts ``target`` of the trace's jobs in time, in the fluid model."""
+    workload, tick = prepared.workload, prepared.setup.tick
+    ticks = np.floor(prepared.trace.arrivals / tick).astype(np.int64)
+    counts = np.bincount(ticks - ticks[0]).astype(np.float64)
+    window = FluidWindow(np.column_stack((counts, np.full(len(counts), tick), np.zeros(len(counts)))))
+    service, slots = workload.service_seconds, workload.slots_per_pod
+    wait = max(0.0, workload.slo_seconds - service)
+    return smallest_enough(
+        lambda n: window.attainment(n, slots, service, wait) >= target, workload.max_replicas, 0
     )
 
 

@@ -15,7 +15,9 @@ from autoscaler.config import PolicyConfig
 from experiments.cli import main
 from experiments.distributions import Fixed
 from experiments.generators import Poisson, generate
+from experiments.replay import Setup, prepare
 from experiments.traces import load_trace, write_trace
+from experiments.tune import suggest_floors
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_KEYS = {
@@ -228,8 +230,14 @@ def test_tune_searches_the_floor_and_puts_it_on_the_target(
     snippet = yaml.safe_load(out[out.index("# experiments tune") :])
     # A pool of one pod meets 1 job/s of 5 s jobs only with the floor of 6 under it.
     assert snippet == {"min_replicas": 6, "policy": {"name": "static", "n": 1}}
+    # auto: the floors the trace suggests (the fluid pool for the target, 10 % either side), and 0.
+    status, out, err = run_cli(capsys, *argv, "--grid", "min_replicas=auto", "--target-attainment", "0.9")
+    suggested = suggest_floors([prepare(load_trace(trace), Setup())], 0.9)
+    assert status == 0, err
+    assert len(suggested) == 4 and f"{len(suggested)} grid points" in err  # --min-replicas is 0 here
+    assert yaml.safe_load(out[out.index("# experiments tune") :])["min_replicas"] in suggested
     for grid, message in (
-        ("min_replicas=six", "'six' is not a whole number of pods"),
+        ("min_replicas=six", "'six' is not a whole number of pods, nor 'auto'"),
         ("min_replicas=201", "201 is outside 0..--max-replicas (200)"),
         ("min_replicas=-1", "-1 is outside 0..--max-replicas (200)"),
     ):

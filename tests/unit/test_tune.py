@@ -12,7 +12,16 @@ from autoscaler.config import ConfigError, parse_config
 from experiments.generators import Poisson, Step, generate
 from experiments.replay import Outcome, Prepared, Setup, prepare, run_policy
 from experiments.traces import Trace
-from experiments.tune import Trial, grid_points, pareto_front, recommend, run_grid, yaml_snippet
+from experiments.tune import (
+    Trial,
+    fluid_pool,
+    grid_points,
+    pareto_front,
+    recommend,
+    run_grid,
+    suggest_floors,
+    yaml_snippet,
+)
 
 
 def _prepared(name: str, shape: Poisson | Step, seed: int) -> Prepared:
@@ -112,3 +121,24 @@ def test_a_floor_goes_on_the_target_beside_the_policy(two: list[Prepared]) -> No
     assert config.targets[0].workload().min_replicas == 6
     with pytest.raises(ConfigError, match="min_replicas"):
         parse_config(yaml.safe_dump({"targets": [{**target, "max_replicas": 5, **snippet}]}))
+
+
+def test_suggested_floors_are_the_fluid_pool_for_the_target_and_ten_percent_either_side() -> None:
+    # 40 jobs in the first 2 s of every minute: n pods start 2n of them within the 5 s wait budget
+    # (two rounds of 5 s jobs), so 90 % needs about 18-19 pods and 17 fall short.
+    arrivals = np.concatenate([m * 60.0 + np.linspace(0.0, 2.0, 40) for m in range(30)])
+    prepared = prepare(Trace("minutely.csv", arrivals), Setup(initial_replicas=0))
+    pool = fluid_pool(prepared, 0.9)
+    assert suggest_floors([prepared], 0.9) == sorted({0, round(pool * 0.9), pool, round(pool * 1.1)})
+    assert 17 < pool <= 20
+
+    def static(n: int) -> float:
+        setup = Setup(initial_replicas=n)
+        return run_policy(prepare(Trace("minutely.csv", arrivals), setup), f"static:{n}")[0].slo_attainment
+
+    assert static(pool) >= 0.9 > static(round(pool * 0.9))
+    # A higher target never suggests a smaller pool; several traces give each its own candidates.
+    assert fluid_pool(prepared, 0.99) >= pool
+    other = prepare(Trace("steady.csv", np.arange(0.0, 600.0, 0.5)), Setup())  # 2 jobs/s, 10 pods busy
+    both = suggest_floors([prepared, other], 0.9)
+    assert set(suggest_floors([prepared], 0.9)) <= set(both) and 10 <= fluid_pool(other, 0.9) <= 11
