@@ -97,6 +97,29 @@ def test_random_scaling_never_loses_duplicates_or_shortcuts_a_job(
 
 
 @settings(max_examples=60, deadline=None)
+@given(
+    trace=traces(),
+    floor=st.integers(0, 4),
+    cap=st.integers(4, 8),
+    script=st.lists(st.integers(0, 12), min_size=1, max_size=12).filter(any),
+)
+def test_every_count_applied_is_within_the_workloads_bounds(
+    *, trace: tuple[np.ndarray, np.ndarray], floor: int, cap: int, script: list[int]
+) -> None:
+    # The daemon's loop holds any policy's count inside min..max_replicas (within_bounds), so a
+    # replay must too, whatever the policy asks: below the floor, above the cap, or in between.
+    arrivals, service = trace
+    policy = Scripted(lambda s: script[int(s.now // 40) % len(script)])
+    workload = WorkloadSpec(tick_seconds=5.0, min_replicas=floor, max_replicas=cap)
+    result = simulate(arrivals, service, policy, SimConfig(workload=workload, startup=Fixed(3.0)))
+    check_invariants(result, 1)
+    replicas = result.timeline.replicas
+    assert np.all((replicas >= floor) & (replicas <= cap))
+    asked = [min(max(script[int(s.now // 40) % len(script)], floor), cap) for s in policy.seen]
+    assert replicas.tolist() == asked[: len(replicas)]  # exactly the bounded ask, tick by tick
+
+
+@settings(max_examples=60, deadline=None)
 @given(trace=traces(), slots=st.integers(1, 3), replicas=st.integers(1, 4), tick=st.sampled_from([1.0, 5.0]))
 def test_static_pool_equals_the_reference_fifo(
     trace: tuple[np.ndarray, np.ndarray], slots: int, replicas: int, tick: float
