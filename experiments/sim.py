@@ -414,8 +414,7 @@ def _apply(cluster: _Cluster, decision: Decision, workload: WorkloadSpec, now: f
     policy decided: a replay with ``--min-replicas 3`` under ``keda`` never goes below 3, as the
     daemon would not, though KEDA's own HPA minimum is 1.
     """
-    decision = within_bounds(decision, workload)
-    desired = max(decision.desired, 0)
+    desired = within_bounds(decision, workload).desired
     current = len(cluster.live)
     if desired > current:
         cluster.create(desired - current, now)
@@ -443,7 +442,10 @@ def _watch(
         if snap is None:
             continue
         decision = policy.surge(snap)
-        if decision is not None and within_bounds(decision, workload).desired > len(cluster.live):
+        if decision is None:
+            continue
+        decision = within_bounds(decision, workload)  # the loop's watch bounds it before comparing too
+        if decision.desired > len(cluster.live):
             events += _apply(cluster, decision, workload, now)
     return events
 
