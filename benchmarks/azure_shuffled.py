@@ -60,16 +60,23 @@ def shifted(trace: Trace, policies: Sequence[str], after_real_hour: bool, shift:
     return score(Trace(trace.name, trace.arrivals + shift, trace.service), policies, 0, after_real_hour)
 
 
+def too_long_to_lead(lead: Trace) -> str | None:
+    """Why ``lead`` cannot be the hour the next one follows (its jobs must fit in it), or None."""
+    if len(lead) and lead.arrivals[-1] >= HOUR_SECONDS:
+        spans = f"{lead.name} spans {lead.arrivals[-1]:g} s"
+        return f"{spans}; the next hour needs one of at most {HOUR_SECONDS:g} s"
+    return None
+
+
 def score_next_hour(lead: Trace, hour: Trace, policies: Sequence[str]) -> Row:
     """``hour`` replayed one hour after ``lead`` began, in one run, and scored on its own.
 
     ``lead`` must fit in the hour (the Azure code trace spans 3,436 s), so its jobs are done
     before the scored hour starts, and the pods then running are billed to the scored hour.
     """
-    if len(lead) and lead.arrivals[-1] >= HOUR_SECONDS:
-        raise ValueError(
-            f"{lead.name}: spans {lead.arrivals[-1]:g} s, more than the {HOUR_SECONDS:g} s lead-in"
-        )
+    problem = too_long_to_lead(lead)
+    if problem:
+        raise ValueError(problem)
     service = (
         None if lead.service is None or hour.service is None else np.concatenate([lead.service, hour.service])
     )
@@ -174,11 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     policies = tuple(args.policy or POLICIES)
     check_policy_specs(parser, policies)
     trace = load_trace(args.trace)
-    if args.after_real_hour and trace.arrivals[-1] >= HOUR_SECONDS:
-        parser.error(
-            f"--after-real-hour: {trace.name} spans {trace.arrivals[-1]:g} s; "
-            f"the next hour needs one of at most {HOUR_SECONDS:g} s"
-        )
+    problem = too_long_to_lead(trace) if args.after_real_hour else None
+    if problem:  # found here, not in a worker process after the other replays
+        parser.error(f"--after-real-hour: {problem}")
     shifts = [k * Setup().tick / (args.shifts + 1) for k in range(1, args.shifts + 1)]
     steady = args.after_real_hour
     with ProcessPoolExecutor(max_workers=2) as pool:
