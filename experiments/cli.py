@@ -581,8 +581,7 @@ def _grid(options: Sequence[tuple[str, list[str]]]) -> dict[str, list[str]]:
     grid: dict[str, list[str]] = {}
     typed: dict[str, str] = {}
     for knob, values in options:
-        _, _, named = parse_spec(f"grid:{knob}=")
-        key = next(iter(named), knob)
+        key = _knob_key(knob)
         if key in typed:
             raise UsageError(
                 f"--grid {knob} repeats --grid {typed[key]}: list all its values in one --grid {knob}=V1,V2"
@@ -592,6 +591,12 @@ def _grid(options: Sequence[tuple[str, list[str]]]) -> dict[str, list[str]]:
     return grid
 
 
+def _knob_key(knob: str) -> str:
+    """The knob's name as the registry reads it: ``listLength`` is ``list_length``."""
+    _, _, named = parse_spec(f"grid:{knob}=")
+    return next(iter(named), knob)
+
+
 def _floors(grid: dict[str, list[str]], setup: Setup) -> tuple[set[int], bool] | None:
     """Take the floor (``min_replicas``) out of ``--grid``: its values with ``--min-replicas``'s,
     and whether ``auto`` asks for the floors the traces suggest (:func:`tune.suggest_floors`).
@@ -599,7 +604,7 @@ def _floors(grid: dict[str, list[str]], setup: Setup) -> tuple[set[int], bool] |
     The floor is the target's field, not the policy's, so the registry does not know it; each
     value must be a whole number of pods the replay's ``--max-replicas`` allows.
     """
-    knob = next((k for k in grid if parse_spec(f"grid:{k}=")[2].keys() == {tune.FLOOR}), None)
+    knob = next((k for k in grid if _knob_key(k) == tune.FLOOR), None)
     if knob is None:
         return None
     floors, auto = {setup.min_replicas}, False
