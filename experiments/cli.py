@@ -541,7 +541,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         suggested = tune.suggest_floors(prepared, args.target_attainment) if auto else []
         grid[tune.FLOOR] = [*sorted({*given, *suggested})]
         start[tune.FLOOR] = setup.min_replicas
-    points = tune.grid_points(grid)
+        points = tune.grid_points(grid)
+    elif parse_spec(args.policy)[0] == "static":  # a floor under a fixed pool is a bigger pool
+        points = tune.grid_points(grid)
+    else:  # by default the floors the traces suggest, each with the starting knobs
+        suggested = tune.suggest_floors(prepared, args.target_attainment)
+        points = tune.with_floor_points(tune.grid_points(grid), start, suggested, setup.min_replicas)
+        start[tune.FLOOR] = setup.min_replicas
     console = _console()
     err = _console(stderr=True)
     names = ", ".join(trace.name for trace in traces)
@@ -559,7 +565,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         trials = tune.run_grid(prepared, args.policy, points, args.processes, on_result)
     front = tune.pareto_front(trials)
     title = f"Pareto front (cost vs SLO attainment), {len(front)} of {len(trials)} grid points"
-    knobs: list[Column[tune.Trial]] = [(k, _knob(k)) for k in grid]
+    knobs: list[Column[tune.Trial]] = [(k, _knob(k)) for k in points[0]]
     metrics: list[Column[tune.Trial]] = [(h, _of_outcome(cell)) for h, cell in METRICS]
     if len(traces) > 1:  # all traces' jobs together, then the trace a recommendation must also meet
         metrics.insert(1, ("worst trace", lambda trial: f"{trial.worst_attainment:.1%}"))
@@ -841,8 +847,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KNOB=V1,V2",
         help="search these values of KNOB instead of its default candidates (repeatable, once a knob; any "
         "config field, 'none' unsets an optional one); the --policy values are always searched too. "
-        "min_replicas searches the pool's floor (with --min-replicas's value), the lever for traffic "
-        "whose bursts end before a warm-up does; min_replicas=auto proposes floors from the traces",
+        "min_replicas is the pool's floor, the lever for traffic whose bursts end before a warm-up "
+        "does: by default the floors the traces suggest are tried with the --policy values; named "
+        "here, its values (with --min-replicas's; auto: the suggested ones) are crossed with every knob",
     )
     _add_workload(tun)
     tun.set_defaults(handler=cmd_tune)

@@ -208,9 +208,12 @@ def test_tune_searches_given_knobs_and_shows_where_the_starting_config_stands(
         "1",
     )
     assert status == 0, err
-    assert "6 grid points" in err  # list_length 1, 3 (the spec's), 8; scale_up_pods 2, 4 (default)
+    # list_length 1, 3 (the spec's), 8 by scale_up_pods 2, 4 (default), at the floor of 0; then the
+    # starting knobs at each other floor the trace suggests (the default search adds them).
+    floors = [f for f in suggest_floors([prepare(load_trace(trace), Setup())], 0.99) if f != 0]
+    assert floors and f"{6 + len(floors)} grid points" in err
     line = out[out.index("Starting config (") :].splitlines()[0]
-    assert "list_length=3, scale_up_pods=4" in line and "within SLO at" in line
+    assert "list_length=3, scale_up_pods=4, min_replicas=0)" in line and "within SLO at" in line
     status, _, err = run_cli(capsys, "tune", "--trace", str(trace), "--grid", "warp=9")
     assert status == 2 and "unknown knob 'warp'" in err
     status, _, err = run_cli(capsys, "tune", "--trace", str(trace), "--grid", "confidence=0.9,2")
@@ -243,6 +246,26 @@ def test_tune_searches_the_floor_and_puts_it_on_the_target(
     ):
         status, _, err = run_cli(capsys, *argv, "--grid", grid)
         assert status == 2 and message in err, err
+
+
+def test_tune_searches_the_suggested_floors_by_default_with_the_starting_knobs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 40 jobs in the first 2 s of every minute: bursts over long before a pod ordered for them is
+    # ready, which only a floor serves. Asked for nothing but the trace, tune finds that floor.
+    path = tmp_path / "minutely.csv"
+    write_trace(path, np.concatenate([m * 60.0 + np.linspace(0.0, 2.0, 40) for m in range(20)]))
+    argv = ["tune", "--trace", str(path), "--target-attainment", "0.9", "--processes", "2"]
+    status, out, err = run_cli(capsys, *argv, "--policy", "keda")
+    assert status == 0, err
+    floors = [f for f in suggest_floors([prepare(load_trace(path), Setup())], 0.9) if f != 0]
+    assert len(floors) == 3 and f"{6 + len(floors)} grid points" in err  # 6 listLength values at 0
+    snippet = yaml.safe_load(out[out.index("# experiments tune") :])
+    assert snippet["min_replicas"] in floors  # KEDA alone never meets 90 % of these bursts
+    assert "cheapest grid point with SLO attainment >= 0.9" in out
+    # A static pool is its own floor: nothing is added to its grid.
+    status, _, err = run_cli(capsys, *argv, "--policy", "static:25")
+    assert status == 0 and "7 grid points" in err, err  # n: 10, 20, 40, 60, 80, 120 and the spec's 25
 
 
 def test_tune_on_several_traces_recommends_for_each(

@@ -20,6 +20,7 @@ from experiments.tune import (
     recommend,
     run_grid,
     suggest_floors,
+    with_floor_points,
     yaml_snippet,
 )
 
@@ -121,6 +122,11 @@ def test_a_floor_goes_on_the_target_beside_the_policy(two: list[Prepared]) -> No
     assert config.targets[0].workload().min_replicas == 6
     with pytest.raises(ConfigError, match="min_replicas"):
         parse_config(yaml.safe_dump({"targets": [{**target, "max_replicas": 5, **snippet}]}))
+    # The floor the target already has (the replay's, 0 here) is not repeated as a change to make.
+    (same,) = run_grid(two[0], "keda", [{"list_length": 5.0, "min_replicas": 0}], processes=1)
+    text = yaml_snippet("keda", same, two[0], 0.5, met=True)
+    assert yaml.safe_load(text) == {"policy": {"name": "keda", "list_length": 5.0}}
+    assert "min_replicas" not in text and "replicas 0..200" in text
 
 
 def test_suggested_floors_are_the_fluid_pool_for_the_target_and_ten_percent_either_side() -> None:
@@ -142,3 +148,21 @@ def test_suggested_floors_are_the_fluid_pool_for_the_target_and_ten_percent_eith
     other = prepare(Trace("steady.csv", np.arange(0.0, 600.0, 0.5)), Setup())  # 2 jobs/s, 10 pods busy
     both = suggest_floors([prepared, other], 0.9)
     assert set(suggest_floors([prepared], 0.9)) <= set(both) and 10 <= fluid_pool(other, 0.9) <= 11
+
+
+def test_the_default_floors_come_with_the_starting_knobs_and_the_learned_pool_on_and_off() -> None:
+    grid = grid_points({"confidence": [0.7, 0.8], "standing_pool_window_seconds": [0.0, 3600.0]})
+    start = {"confidence": 0.8, "standing_pool_window_seconds": 3600.0}
+    points = with_floor_points(grid, start, [0, 1, 54], current=1)
+    assert points[:4] == [{**p, "min_replicas": 1} for p in grid]  # the grid at the target's floor
+    assert points[4:] == [
+        {**start, "min_replicas": 0},
+        {**start, "standing_pool_window_seconds": 0.0, "min_replicas": 0},
+        {**start, "min_replicas": 54},
+        {**start, "standing_pool_window_seconds": 0.0, "min_replicas": 54},
+    ]
+    # A start with the pool off tries each floor once; a policy with no learned pool, once too.
+    off = {**start, "standing_pool_window_seconds": 0.0}
+    assert with_floor_points([], off, [54], current=1) == [{**off, "min_replicas": 54}]
+    keda = {"list_length": 5.0}
+    assert with_floor_points([], keda, [0, 54], current=0) == [{**keda, "min_replicas": 54}]
