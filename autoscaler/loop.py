@@ -168,7 +168,7 @@ def policy_estimates(policy: Policy, decision: Decision | None) -> dict[str, flo
             out[name] = float(value)
         elif term in terms:
             out[name] = terms[term]
-    for name in ("rate_now", "forecast_mean", "forecast_upper"):
+    for name in ("rate_now", "forecast_mean", "forecast_upper", "standing_pool"):
         if name in terms:
             out[name] = terms[name]
     return out

@@ -45,6 +45,10 @@ _PER_TARGET_GAUGES = {
     "arrival_rate": "Arrival rate over the short window, jobs per second.",
     "forecast_rate": "Forecast mean arrival rate over the startup horizon, jobs per second.",
     "forecast_rate_upper": "Upper quantile of the forecast arrival rate, jobs per second.",
+    "standing_pool_replicas": (
+        "Replicas the learned standing pool keeps warm for bursts that end before a warm-up does "
+        "(startup-aware; 0: none). Replicas held above the load's own need in quiet minutes are these."
+    ),
     "startup_seconds": "Startup (creation to Ready) estimate the policy plans with (p90 once measured).",
     "service_seconds": "Service-time estimate the policy plans with.",
     "season_seconds": (
@@ -169,6 +173,7 @@ class Metrics:
             ("arrival_rate", "rate_now"),
             ("forecast_rate", "forecast_mean"),
             ("forecast_rate_upper", "forecast_upper"),
+            ("standing_pool_replicas", "standing_pool"),
             ("startup_seconds", "startup_seconds"),
             ("service_seconds", "service_seconds"),
             ("season_seconds", "season_seconds"),

@@ -508,6 +508,24 @@ def test_a_season_found_in_the_arrivals_is_exported_and_logged_once(caplog: pyte
     assert changes[0].fields == {"target": "t", "season_seconds": 120.0, "previous": 0.0}  # type: ignore[attr-defined]
 
 
+def test_the_learned_standing_pool_is_exported_with_the_estimates() -> None:
+    """60 jobs in the first 5 s of every 3 min: bursts over before a pod ordered for them is ready."""
+    clock = Clock(now=0.0)
+    source, target = MemorySource(clock), MemoryTarget(clock, replicas=1)
+    policy = StartupAwarePolicy(WorkloadSpec(tick_seconds=TICK))
+    loop = TargetLoop("t", source, target, policy, LoopSettings(policy.workload), clock=clock)
+    pools = []
+    for i in range(36 * 2):  # two cycles of 36 ticks
+        clock.advance()
+        assert source.arrivals_total is not None
+        source.arrivals_total += 60 if i % 36 == 0 else 0
+        report = loop.tick()
+        assert report.decision is not None
+        pools.append((report.estimates or {})["standing_pool"])
+        assert pools[-1] == report.decision.terms["standing_pool"]
+    assert pools[0] == 0.0 and max(pools) > 0  # learned from the first burst's misses
+
+
 def test_warm_start_gives_the_forecaster_the_recent_rate() -> None:
     clock = Clock(now=10_000.0)
     workload = WorkloadSpec(tick_seconds=TICK)

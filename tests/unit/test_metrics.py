@@ -38,6 +38,7 @@ def report(**overrides: Any) -> TickReport:
             "rate_now": 1.6,
             "forecast_mean": 1.5,
             "forecast_upper": 2.5,
+            "standing_pool": 3.0,
             "startup_seconds": 31.0,
             "season_seconds": 600.0,
         },
@@ -63,6 +64,7 @@ def test_a_tick_sets_the_per_target_series() -> None:
     assert sample(metrics, "autoscaler_in_flight_jobs", **t) == 1
     assert sample(metrics, "autoscaler_arrival_rate", **t) == 1.6
     assert sample(metrics, "autoscaler_forecast_rate_upper", **t) == 2.5
+    assert sample(metrics, "autoscaler_standing_pool_replicas", **t) == 3.0
     assert sample(metrics, "autoscaler_startup_seconds", **t) == 31.0
     assert sample(metrics, "autoscaler_season_seconds", **t) == 600.0
     assert sample(metrics, "autoscaler_signal_age_seconds", **t) == 0.2
