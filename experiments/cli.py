@@ -536,17 +536,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
         setup, [(trace, f"--trace {path}") for trace, path in zip(traces, args.trace, strict=True)]
     )
     prepared = [prepare(trace, setup) for trace in traces]
-    if floors is not None:
+    if floors is not None:  # named: crossed with every knob
         given, auto = floors
         suggested = tune.suggest_floors(prepared, args.target_attainment) if auto else []
         grid[tune.FLOOR] = [*sorted({*given, *suggested})]
-        start[tune.FLOOR] = setup.min_replicas
-        points = tune.grid_points(grid)
-    elif parse_spec(args.policy)[0] == "static":  # a floor under a fixed pool is a bigger pool
-        points = tune.grid_points(grid)
-    else:  # by default the floors the traces suggest, each with the starting knobs
+    points = tune.grid_points(grid)
+    if floors is None and parse_spec(args.policy)[0] != "static":  # a floor under static:N is more N
         suggested = tune.suggest_floors(prepared, args.target_attainment)
-        points = tune.with_floor_points(tune.grid_points(grid), start, suggested, setup.min_replicas)
+        points = tune.with_floor_points(points, start, suggested, setup.min_replicas)
+    if tune.FLOOR in points[0]:
         start[tune.FLOOR] = setup.min_replicas
     console = _console()
     err = _console(stderr=True)
