@@ -16,6 +16,11 @@ import numpy as np
 
 from autoscaler.engine.state import RowSpec
 
+CAPPED_SHARE = 0.01
+CAP_MEDIANS = 20.0
+"""The slowest ``CAPPED_SHARE`` of service samples count as the slowest of the rest, and none as
+more than ``CAP_MEDIANS`` medians (see :meth:`SampleQuantiles.capped_mean`)."""
+
 
 class WindowedRate:
     """Arrival rate over a sliding time window, from per-tick (arrivals, interval) counts.
@@ -68,8 +73,9 @@ class WindowedRate:
 class SampleQuantiles:
     """Robust statistics of the most recent ``capacity`` samples, or a default until ``min_samples``.
 
-    Service times are summarised by a trimmed mean (the load a job brings, without letting one
-    pathological job dominate); startup times by a high quantile (the warm-up we must plan for).
+    Service times are summarised by a capped mean (:meth:`capped_mean`: the load a job brings,
+    without letting one pathological job dominate); startup times by a high quantile (the
+    warm-up we must plan for).
     """
 
     STATE: ClassVar[tuple[str, ...]] = ("_samples",)
@@ -108,32 +114,45 @@ class SampleQuantiles:
         return self._cache[key]
 
     def cv2(self, default: float = 1.0) -> float:
-        """Squared coefficient of variation of the samples (``default`` until measured).
+        """Squared coefficient of variation of the capped samples (``default`` until measured).
 
-        Also ``default`` when the samples' moments leave the float range: one duration of 1e300 s
-        (written by other software) made it NaN, and the queueing model then asked for the
-        maximum until 512 newer samples had pushed it out.
+        The same capped samples as :meth:`capped_mean`, so one duration of 1e300 s (written by
+        other software) can neither make it NaN nor size the queueing model for the maximum.
         """
         if not self.measured:
             return default
-        if "cv2" not in self._cache:
-            values = np.fromiter(self._samples, float)
-            with np.errstate(over="ignore", invalid="ignore"):
-                mean = float(values.mean())
-                cv2 = float(values.var() / (mean * mean)) if mean > 0 else default
-            self._cache["cv2"] = default if math.isnan(cv2) else cv2
-        return self._cache["cv2"]
+        cv2 = self._capped_moments()[1]
+        return default if math.isnan(cv2) else cv2
 
-    def trimmed_mean(self, trim: float = 0.1) -> float:
-        """Mean of the samples between the ``trim`` and ``1 - trim`` quantiles, or the default."""
+    def capped_mean(self) -> float:
+        """Mean of the samples with the slowest 1 % (at least one) capped, or the default.
+
+        A job's service time is the load it brings, so the slow tail counts: a 10 % trimmed mean
+        dropped it, and on lognormal service times (mean 5 s, p90 10 s) it read 4.2 s, so the pool
+        was sized for a sixth less work than came (SLO attainment 78 % where 88 % was possible).
+        The cap only keeps rare pathological durations (a hung job, a clock step, 1e300 s from
+        other software) from sizing the pool: the slowest 1 % (at least one sample) count as the
+        slowest of the rest, and no sample counts as more than 20 medians. The price is a small
+        bias on real tails (a mean of 5 s reads about 2 % low on that lognormal).
+        """
         if not self.measured:
             return self.default
-        if "tmean" not in self._cache:
+        return self._capped_moments()[0]
+
+    def _capped_moments(self) -> tuple[float, float]:
+        """(mean, squared coefficient of variation or NaN) of the capped samples, cached."""
+        if "mean" not in self._cache:
             values = np.sort(np.fromiter(self._samples, float))
-            cut = int(len(values) * trim)
-            kept = values[cut : len(values) - cut] if len(values) - 2 * cut > 0 else values
-            self._cache["tmean"] = float(kept.mean())
-        return self._cache["tmean"]
+            slowest = max(1, math.ceil(CAPPED_SHARE * len(values)))
+            with np.errstate(over="ignore", invalid="ignore"):
+                cap = CAP_MEDIANS * float(np.median(values))
+                if len(values) > slowest:
+                    cap = min(cap, float(values[-slowest - 1]))
+                capped = np.minimum(values, cap)
+                mean = float(capped.mean())
+                self._cache["cv2"] = float(capped.var() / (mean * mean)) if mean > 0 else math.nan
+            self._cache["mean"] = mean
+        return self._cache["mean"], self._cache["cv2"]
 
 
 class BurstPersistence:

@@ -227,7 +227,7 @@ class StartupAwarePolicy:
 
     @property
     def service_estimate(self) -> float:
-        return max(self._service.trimmed_mean(), MIN_SERVICE_SECONDS)
+        return max(self._service.capped_mean(), MIN_SERVICE_SECONDS)
 
     @property
     def season_seconds(self) -> float:

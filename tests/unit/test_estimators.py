@@ -1,8 +1,10 @@
 """Windowed rate, robust sample statistics and burst persistence."""
 
+import numpy as np
 import pytest
 
 from autoscaler.engine.estimators import BurstPersistence, SampleQuantiles, WindowedRate
+from experiments.distributions import LogNormal
 
 
 def test_windowed_rate_forgets_old_ticks() -> None:
@@ -29,11 +31,38 @@ def test_default_until_enough_samples() -> None:
     assert est.quantile(0.5) == pytest.approx(12.0)
 
 
-def test_trimmed_mean_ignores_outliers_and_bad_samples() -> None:
+def test_capped_mean_ignores_bad_samples_and_caps_the_slowest() -> None:
     est = SampleQuantiles(default=5.0, min_samples=10)
     est.extend(tuple([5.0] * 18 + [500.0, float("nan"), -1.0, 0.1]))
-    assert est.count == 20
-    assert est.trimmed_mean() == pytest.approx(5.0)
+    assert est.count == 20  # NaN and negative durations are not samples
+    # The slowest sample (1 % of 20, at least one) counts as the next slowest.
+    assert est.capped_mean() == pytest.approx((19 * 5.0 + 0.1) / 20)
+
+
+def test_no_sample_counts_as_more_than_twenty_medians() -> None:
+    est = SampleQuantiles(default=5.0, min_samples=10)
+    est.extend(tuple([5.0] * 16 + [1e6] * 4))  # four hung jobs: more than the slowest 1 %
+    assert est.capped_mean() == pytest.approx((16 * 5.0 + 4 * 100.0) / 20)
+
+
+def test_one_hung_job_in_a_full_window_does_not_move_the_service_estimate() -> None:
+    est = SampleQuantiles(default=5.0, min_samples=10)
+    est.extend(tuple([5.0] * 511 + [3600.0]))
+    assert est.capped_mean() == pytest.approx(5.0)
+    assert est.cv2() == pytest.approx(0.0)
+
+
+def test_capped_mean_keeps_a_heavy_tail_that_is_real_load() -> None:
+    """Lognormal service times, mean 5 s and p90 10 s: the load is their mean, not a trimmed one.
+
+    A 10 % trimmed mean reads about 4.2 s here, and the pool sized on it fell a sixth short.
+    """
+    rng = np.random.default_rng(7)
+    samples = LogNormal(mean=5.0, p90=10.0).draw(rng, 512)
+    est = SampleQuantiles(default=1.0, min_samples=10)
+    est.extend(tuple(samples.tolist()))
+    assert est.capped_mean() == pytest.approx(float(samples.mean()), rel=0.03)  # trimmed: -14 %
+    assert est.cv2() == pytest.approx(float(samples.var() / samples.mean() ** 2), rel=0.2)
 
 
 def test_window_is_bounded() -> None:

@@ -7,8 +7,9 @@ from autoscaler.engine.policy import StartupAwareConfig, StartupAwarePolicy
 from autoscaler.engine.queueing import slots_for_wait_slo
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
+from experiments.distributions import LogNormal
 from experiments.generators import OnOff, Poisson, Step, generate
-from experiments.oracle import oracle_pod_seconds
+from experiments.oracle import oracle_pod_seconds, warmup_bound
 from experiments.sim import SimConfig, simulate
 
 
@@ -165,3 +166,22 @@ def test_steady_low_rate_traffic_meets_the_smooth_load_target(rate: float, seed:
     holt_only = StartupAwarePolicy(workload, StartupAwareConfig(steady_window_seconds=0))
     noisier = simulate(arrivals, service, holt_only, SimConfig(workload=workload))
     assert result.pod_seconds < 0.9 * noisier.pod_seconds
+
+
+def test_heavy_tailed_service_times_are_sized_for_their_mean() -> None:
+    """Lognormal service times (mean 5 s, p90 10 s) at 5 jobs/s: the pool must carry their mean load.
+
+    A tenth of these jobs take longer than the SLO whatever the pool, and the first warm-up costs
+    its share: the best any policy can do from one warm pod is 88.6 %. Sized on a trimmed mean
+    (4.2 s) the policy reached 78.6 % at 0.85x the oracle; on the capped mean, 88.0 % at 0.93x.
+    """
+    arrivals, _ = generate(Poisson(rate=5.0, duration=1800.0), seed=1)
+    service = LogNormal(mean=5.0, p90=10.0).draw(np.random.default_rng(0), len(arrivals))
+    workload = WorkloadSpec()
+    policy = StartupAwarePolicy(workload, StartupAwareConfig())
+    result = simulate(arrivals, service, policy, SimConfig(workload=workload))
+    best = warmup_bound(
+        arrivals, service, slots=1, initial_pods=1, startup=30.0, look_seconds=1.0, slo=10.0, max_pods=200
+    )
+    assert float(np.mean(result.latency <= 10.0)) >= best - 0.01
+    assert result.pod_seconds <= 0.95 * oracle_pod_seconds(arrivals, service, 1, workload.startup_seconds)
