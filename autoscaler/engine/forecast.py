@@ -36,6 +36,8 @@ statsmodels' heuristic start needs a season plus ten (3p >= p + 10 only from p =
 # The steady-traffic line stands in for the Holt level when the two differ by at most this many
 # standard errors of their difference (Poisson noise of each).
 STEADY_AGREEMENT_Z = 3.0
+# The interval the Holt constants are per (the default control tick); see HoltParams.for_interval.
+HOLT_REFERENCE_SECONDS = 5.0
 # Sums over a horizon are looped up to this many steps (a horizon of about 14 h at 5 s ticks) and
 # taken in closed form beyond: the horizon follows the measured startup, and one absurd sample (a
 # pod whose creation time read as 0 measures a warm-up of 55 years) made a tick loop for minutes.
@@ -68,12 +70,39 @@ class RateForecast:
 
 @dataclass(frozen=True, slots=True)
 class HoltParams:
-    """Smoothing constants of the online filter. ``phi`` < 1 damps the trend: bursts are not ramps."""
+    """Smoothing constants of the online filter. ``phi`` < 1 damps the trend: bursts are not ramps.
+
+    They are per tick of :data:`HOLT_REFERENCE_SECONDS`, the default; see :meth:`for_interval`
+    for shorter ticks.
+    """
 
     alpha: float = 0.3
     beta: float = 0.05
     phi: float = 0.95
     variance_gain: float = 0.1
+
+    def for_interval(self, seconds: float) -> HoltParams:
+        """The constants for a control tick of ``seconds``: as many seconds' worth of memory.
+
+        A count over a second is five times as noisy as one over five, and at the same
+        per-update gains a 1 s tick made the level follow it: on steady Poisson traffic (5 jobs/s)
+        the pool stood a quarter higher than at a 5 s tick (37 pods against 30) and cost 1.09x
+        the oracle instead of 0.89x. Below the reference interval each gain is
+        scaled so that ``k`` updates of ``seconds / k`` forget what one update of ``seconds`` does
+        (``1 - (1 - g) ** k``), and the trend damps per second alike. Longer ticks keep the
+        per-update constants: each of their counts already averages more, and holding the time
+        constant there made the level follow single 15 s counts (the Azure code trace at a 15 s
+        tick lost 1.5 points).
+        """
+        if seconds >= HOLT_REFERENCE_SECONDS or seconds <= 0:
+            return self
+        k = seconds / HOLT_REFERENCE_SECONDS
+        return HoltParams(
+            alpha=1.0 - (1.0 - self.alpha) ** k,
+            beta=1.0 - (1.0 - self.beta) ** k,
+            phi=self.phi**k,
+            variance_gain=1.0 - (1.0 - self.variance_gain) ** k,
+        )
 
 
 class SeasonalProfile:
@@ -336,7 +365,9 @@ class RateForecaster:
             rate = arrivals / interval
         if self.steady is not None:
             self.steady.observe(now, arrivals, interval)
-        p = self.params
+        # Per the configured tick, not this update's interval: the watch's copy of the policy
+        # observes a second or two of a burst as a tick, and must react to it as to one.
+        p = self.params.for_interval(self.tick_seconds)
         if self.level is None:
             self.level = rate
             return
@@ -372,7 +403,7 @@ class RateForecaster:
         """Average rate over (now, now + horizon] and its upper quantile at ``z`` standard errors."""
         if self.level is None:
             return RateForecast(0.0, 0.0)
-        p = self.params
+        p = self.params.for_interval(self.tick_seconds)
         steps = max(1, math.ceil(horizon_seconds / self.tick_seconds))
         mean = self.level + self.trend * _damped_sum(p.phi, steps) / steps
         seasonal = self.seasonal is not None and self.seasonal.ready

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from autoscaler.engine.estimators import BurstPersistence, SampleQuantiles, WindowedRate
 from autoscaler.engine.forecast import MIN_TICKS_PER_SEASON, HoltParams, RateForecaster
 from autoscaler.engine.period import PeriodDetector
-from autoscaler.engine.sizing import SizingInputs, burst_rate, size
+from autoscaler.engine.sizing import SizingInputs, credible_burst_rate, size
 from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.standing_pool import StandingPool
 from autoscaler.engine.state import FORMAT, RowSpec, StateError, dump, load
@@ -340,6 +340,7 @@ class StartupAwarePolicy:
             max_step_down=cfg.max_step_down,
             burst_persistence=self._persistence.ratio,
             rate_last_tick=snapshot.arrivals / snapshot.interval if snapshot.interval > 0 else 0.0,
+            last_tick_seconds=snapshot.interval,
             long_rate=self._long_rate(),
             forecast_persistence=self._forecast_persistence.ratio,
             season_hold=self._season_hold(snapshot.now),
@@ -349,7 +350,9 @@ class StartupAwarePolicy:
             _push_peak(self._season_orders, snapshot.now + horizon, int(decision.terms["slo_pods"]))
         self._sized_rate = max(inputs.forecast.upper, inputs.rate_now)
         if decision.terms["burst"]:
-            self._persistence.project(snapshot.now, startup, burst_rate(inputs), inputs.forecast.mean)
+            # Scored on what the readings credibly showed: their noise never was a burst's excess.
+            credible = credible_burst_rate(inputs)
+            self._persistence.project(snapshot.now, startup, credible, inputs.forecast.mean)
         if "forecast_floor" in decision.terms:
             # Scored as slo_demand discounts it: the seasonal part is not a spike's echo.
             floor = decision.terms["forecast_floor"]

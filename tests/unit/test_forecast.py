@@ -65,6 +65,31 @@ def test_the_steady_line_is_far_less_noisy_than_the_holt_level_on_poisson_traffi
     assert abs(np.mean(means[600.0]) - 1.0) < 0.05
 
 
+def test_holt_constants_keep_their_memory_per_second_on_shorter_ticks() -> None:
+    p = HoltParams()
+    assert p.for_interval(5.0) is p and p.for_interval(15.0) is p  # the reference and longer ticks
+    second = p.for_interval(1.0)
+    # Five 1 s updates forget what one 5 s update does.
+    assert (1 - second.alpha) ** 5 == pytest.approx(1 - p.alpha)
+    assert (1 - second.variance_gain) ** 5 == pytest.approx(1 - p.variance_gain)
+    assert second.phi**5 == pytest.approx(p.phi)
+
+
+def test_the_holt_level_is_no_noisier_on_one_second_ticks() -> None:
+    """Poisson 5 jobs/s: per-update gains made a 1 s tick's level 2.8 times as noisy as a 5 s tick's."""
+    rng = np.random.default_rng(11)
+    spread: dict[float, float] = {}
+    for tick in (5.0, 1.0):
+        f = RateForecaster(tick, steady_window_seconds=0)
+        levels = []
+        for i in range(int(3600 / tick)):
+            f.observe((i + 1) * tick, int(rng.poisson(5.0 * tick)), tick)
+            if i * tick >= 300:
+                levels.append(f.forecast((i + 1) * tick, 35.0, 0.0).mean)
+        spread[tick] = float(np.std(levels))
+    assert spread[1.0] < 1.2 * spread[5.0]
+
+
 def test_a_level_shift_is_followed_at_once_and_the_line_refits_after_it() -> None:
     f = RateForecaster(5.0)
     now = feed(f, poisson_counts([2.0] * 120, seed=5))  # ten calm minutes: the line has the rate

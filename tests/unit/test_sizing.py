@@ -243,6 +243,19 @@ def test_a_burst_starting_mid_window_is_projected_at_the_newest_ticks_rate() -> 
     assert backlog_rate(replace(onset, rate_now=0.5, rate_last_tick=0.8, waiting=0)) == 0.5
 
 
+def test_the_newest_tick_counts_beyond_its_own_poisson_band() -> None:
+    # Steady 5 jobs/s read over a 30 s window; a 1 s tick with 11 arrivals happens every minute or
+    # so. Its band is 2 * sqrt(11 / 1) = 6.6 jobs/s: no burst (by the window's 0.8 it was 11 - 0.8).
+    steady = replace(BASE, forecast=RateForecast(5.0, 5.2), rate_now=5.1, short_window_seconds=30.0)
+    second = replace(steady, rate_last_tick=11.0, last_tick_seconds=1.0)
+    assert backlog_rate(second) == 5.0
+    # The same 11 jobs/s over a whole 5 s tick (55 jobs) is well beyond its band of 3 jobs/s.
+    tick = replace(second, last_tick_seconds=5.0)
+    assert backlog_rate(tick) == pytest.approx(11.0 - 2.0 * math.sqrt(11.0 / 5.0))
+    # And a queue already building counts the second in full.
+    assert backlog_rate(replace(second, waiting=5)) == pytest.approx(11.0)
+
+
 def test_onset_order_starts_the_whole_queue_when_the_pods_come_up() -> None:
     # One warm pod, 25 queued, 5 jobs/s for the 30 s warm-up: 25 + 150 - 6 = 169 jobs wait when
     # new pods are ready, and all of them must start within the 5 s budget (1 job per pod).
