@@ -326,6 +326,9 @@ class RateForecaster:
     ) -> None:
         self.tick_seconds = tick_seconds
         self.params = params or HoltParams()
+        # Per the configured tick, not each update's interval: the watch's copy of the policy
+        # observes a second or two of a burst as a tick, and must react to it as to one.
+        self._per_tick = self.params.for_interval(tick_seconds)
         self.level: float | None = None
         self.trend = 0.0
         self.variance = 0.0
@@ -365,9 +368,7 @@ class RateForecaster:
             rate = arrivals / interval
         if self.steady is not None:
             self.steady.observe(now, arrivals, interval)
-        # Per the configured tick, not this update's interval: the watch's copy of the policy
-        # observes a second or two of a burst as a tick, and must react to it as to one.
-        p = self.params.for_interval(self.tick_seconds)
+        p = self._per_tick
         if self.level is None:
             self.level = rate
             return
@@ -403,7 +404,7 @@ class RateForecaster:
         """Average rate over (now, now + horizon] and its upper quantile at ``z`` standard errors."""
         if self.level is None:
             return RateForecast(0.0, 0.0)
-        p = self.params.for_interval(self.tick_seconds)
+        p = self._per_tick
         steps = max(1, math.ceil(horizon_seconds / self.tick_seconds))
         mean = self.level + self.trend * _damped_sum(p.phi, steps) / steps
         seasonal = self.seasonal is not None and self.seasonal.ready
