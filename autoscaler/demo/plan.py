@@ -43,6 +43,7 @@ TIME_KNOBS: dict[str, tuple[str, ...]] = {
         "season_detect_max_seconds",
         "standing_pool_window_seconds",
         "steady_window_seconds",
+        "holt_reference_seconds",
     ),
     "keda": (
         "sync_period",

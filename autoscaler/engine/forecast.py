@@ -36,8 +36,6 @@ statsmodels' heuristic start needs a season plus ten (3p >= p + 10 only from p =
 # The steady-traffic line stands in for the Holt level when the two differ by at most this many
 # standard errors of their difference (Poisson noise of each).
 STEADY_AGREEMENT_Z = 3.0
-# The interval the Holt constants are per (the default control tick); see HoltParams.for_interval.
-HOLT_REFERENCE_SECONDS = 5.0
 # Sums over a horizon are looped up to this many steps (a horizon of about 14 h at 5 s ticks) and
 # taken in closed form beyond: the horizon follows the measured startup, and one absurd sample (a
 # pod whose creation time read as 0 measures a warm-up of 55 years) made a tick loop for minutes.
@@ -72,14 +70,16 @@ class RateForecast:
 class HoltParams:
     """Smoothing constants of the online filter. ``phi`` < 1 damps the trend: bursts are not ramps.
 
-    They are per tick of :data:`HOLT_REFERENCE_SECONDS`, the default; see :meth:`for_interval`
-    for shorter ticks.
+    They are per tick of ``reference_seconds``, the default tick; see :meth:`for_interval` for
+    shorter ticks. The reference is a duration like the workload's own, so a time-compressed run
+    (the demo's, at 10x) compresses it too.
     """
 
     alpha: float = 0.3
     beta: float = 0.05
     phi: float = 0.95
     variance_gain: float = 0.1
+    reference_seconds: float = 5.0
 
     def for_interval(self, seconds: float) -> HoltParams:
         """The constants for a control tick of ``seconds``: as many seconds' worth of memory.
@@ -94,14 +94,15 @@ class HoltParams:
         constant there made the level follow single 15 s counts (the Azure code trace at a 15 s
         tick lost 1.5 points).
         """
-        if seconds >= HOLT_REFERENCE_SECONDS or seconds <= 0:
+        if seconds >= self.reference_seconds or seconds <= 0:
             return self
-        k = seconds / HOLT_REFERENCE_SECONDS
+        k = seconds / self.reference_seconds
         return HoltParams(
             alpha=1.0 - (1.0 - self.alpha) ** k,
             beta=1.0 - (1.0 - self.beta) ** k,
             phi=self.phi**k,
             variance_gain=1.0 - (1.0 - self.variance_gain) ** k,
+            reference_seconds=seconds,
         )
 
 

@@ -97,6 +97,14 @@ class StartupAwareConfig(BaseModel):
     holt_alpha: float = Field(0.3, gt=0, le=1)
     holt_beta: float = Field(0.05, ge=0, le=1)
     holt_phi: float = Field(0.95, gt=0, le=1)
+    holt_reference_seconds: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "The tick the Holt constants are per. On a shorter tick they are scaled to the same "
+            "memory per second, so a faster look does not make a noisier forecast."
+        ),
+    )
     startup_quantile: float = Field(0.9, gt=0, lt=1)
     startup_min_samples: int = Field(3, ge=1)
     service_min_samples: int = Field(20, ge=1)
@@ -183,7 +191,12 @@ class StartupAwarePolicy:
         self._startup = SampleQuantiles(workload.startup_seconds, cfg.startup_min_samples, capacity=64)
         self.forecaster = RateForecaster(
             workload.tick_seconds,
-            HoltParams(alpha=cfg.holt_alpha, beta=cfg.holt_beta, phi=cfg.holt_phi),
+            HoltParams(
+                alpha=cfg.holt_alpha,
+                beta=cfg.holt_beta,
+                phi=cfg.holt_phi,
+                reference_seconds=cfg.holt_reference_seconds,
+            ),
             season_seconds=cfg.season_seconds,
             steady_window_seconds=cfg.steady_window_seconds,
         )

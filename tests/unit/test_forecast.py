@@ -73,6 +73,10 @@ def test_holt_constants_keep_their_memory_per_second_on_shorter_ticks() -> None:
     assert (1 - second.alpha) ** 5 == pytest.approx(1 - p.alpha)
     assert (1 - second.variance_gain) ** 5 == pytest.approx(1 - p.variance_gain)
     assert second.phi**5 == pytest.approx(p.phi)
+    # A time-compressed run (the demo's 10x) compresses the reference too, and keeps the constants.
+    compressed = HoltParams(reference_seconds=0.5)
+    assert compressed.for_interval(0.5) is compressed
+    assert compressed.for_interval(0.1).alpha == pytest.approx(second.alpha)
 
 
 def test_the_holt_level_is_no_noisier_on_one_second_ticks() -> None:
