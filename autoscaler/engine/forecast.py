@@ -87,12 +87,11 @@ class HoltParams:
         A count over a second is five times as noisy as one over five, and at the same
         per-update gains a 1 s tick made the level follow it: on steady Poisson traffic (5 jobs/s)
         the pool stood a quarter higher than at a 5 s tick (37 pods against 30) and cost 1.09x
-        the oracle instead of 0.89x. Below the reference interval each gain is
-        scaled so that ``k`` updates of ``seconds / k`` forget what one update of ``seconds`` does
-        (``1 - (1 - g) ** k``), and the trend damps per second alike. Longer ticks keep the
-        per-update constants: each of their counts already averages more, and holding the time
-        constant there made the level follow single 15 s counts (the Azure code trace at a 15 s
-        tick lost 1.5 points).
+        the oracle instead of 0.89x. Below the reference each gain is scaled so that ``k`` updates
+        of ``seconds / k`` forget what one update of ``seconds`` does (``1 - (1 - g) ** k``), and
+        the trend damps per second alike. Longer ticks keep the per-update constants: each of
+        their counts already averages more, and holding the time constant there made the level
+        follow single 15 s counts (the Azure code trace at a 15 s tick lost 1.5 points).
         """
         if seconds >= self.reference_seconds or seconds <= 0:
             return self
