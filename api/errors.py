@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.exceptions
@@ -122,7 +123,7 @@ def error_response(
     error: str,
     detail: str,
     retry_after: float | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> Response:
     headers = dict(headers or {})
@@ -163,8 +164,9 @@ def unparsable_body(cause: BaseException | None) -> str | None:
     """What is wrong with a body FastAPI could not read as JSON for a reason other than a syntax
     error, which it answers with a bare 400 "There was an error parsing the body": bytes that are
     not UTF-8 (a client encoding its text as Latin-1, as Windows PowerShell 5.1 does), or nesting
-    deeper than Python's JSON parser goes. Both are malformed input, a 422 that says so; None for
-    any other cause (left as it was)."""
+    deeper than Python's JSON parser goes, or an integer literal longer than Python converts
+    (``sys.get_int_max_str_digits``, 4300 digits by default). Each is malformed input, a 422 that
+    says so; None for any other cause (left as it was)."""
     if isinstance(cause, UnicodeDecodeError):
         return (
             f"not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start}); "
@@ -172,6 +174,8 @@ def unparsable_body(cause: BaseException | None) -> str | None:
         )
     if isinstance(cause, RecursionError):
         return "JSON nested too deeply (arrays and objects may nest a few hundred levels at most)"
+    if isinstance(cause, ValueError):  # json's syntax errors are a 422 already: this is int()'s limit
+        return f"a number in it is too long (integers may have at most {sys.get_int_max_str_digits()} digits)"
     return None
 
 
@@ -195,7 +199,9 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
             detail, items = f"body: {why}", [{"loc": "body", "msg": why}]
             return error_response(422, "invalid_request", detail, errors=items)
         names = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
-        return error_response(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail))
+        # Starlette's own headers stay: a 405 must say which methods the path allows (``Allow``).
+        error = names.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, error, str(exc.detail), headers=exc.headers)
 
     async def _redis_down(request: Request, exc: Exception) -> Response:
         cause = exc.cause if isinstance(exc, SubmissionUnknownError) else exc

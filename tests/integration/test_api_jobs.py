@@ -326,6 +326,9 @@ def test_malformed_requests_outside_the_json_body(redis_url: str, redis_client: 
         chunked = c.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
         assert chunked.status_code == 413
         assert c.get("/nowhere").json()["error"] == "not_found"
+        wrong_method = c.put("/v1/jobs")  # RFC 9110: a 405 names the methods the path allows
+        assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
+        assert wrong_method.headers["allow"] == "POST"
         metrics = c.get("/metrics").text
     assert 'api_rejections_total{reason="too_large"} 2.0' in metrics
     assert arrivals(redis_client) == 0  # nothing refused was queued
@@ -340,6 +343,7 @@ def test_a_body_not_read_as_json_is_a_422_that_says_why(redis_url: str, redis_cl
     cases = [
         (b'{"input": "caf\xe9", "model": "default"}', "application/json", "not valid UTF-8 (byte 0xe9"),
         (b'{"input": ' + b"[" * 2000 + b"]" * 2000 + b', "model": "default"}', None, "nested too deeply"),
+        (b'{"input": ' + b"9" * 5000 + b', "model": "default"}', None, "too long (integers may have at most"),
         (job, "application/x-www-form-urlencoded", "Content-Type 'application/x-www-form-urlencoded'; send"),
         (job, "text/plain", "Content-Type 'text/plain'; send it with Content-Type: application/json"),
     ]
@@ -350,7 +354,7 @@ def test_a_body_not_read_as_json_is_a_422_that_says_why(redis_url: str, redis_cl
                 assert r.status_code == 422, (path, r.text)
                 assert r.json()["error"] == "invalid_request" and message in r.json()["detail"], r.text
         metrics = c.get("/metrics").text
-    assert 'api_rejections_total{reason="invalid"} 8.0' in metrics
+    assert 'api_rejections_total{reason="invalid"} 10.0' in metrics
     assert arrivals(redis_client) == 0
 
 
