@@ -8,6 +8,7 @@ has exactly the jobs the demo submitted. The read itself: every stored record of
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 import redis
 
 from experiments.record import parse_since
-from jobqueue import JobStatus
+from jobqueue import JobStatus, Keyspace
 from jobqueue import sync as jq
 from jobqueue.binding import bind_sync
 from jobqueue.consumer import Outcome
@@ -85,6 +86,21 @@ def test_scan_finds_every_stored_record_of_a_queue(redis_client: redis.Redis) ->
 
     later = scan(redis_client, "a:v1", since=jobs[2].submitted_at)
     assert [t.id for t in later] == ids[2:]
+
+
+@pytest.mark.integration
+def test_a_record_that_does_not_parse_is_skipped_not_fatal(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker fails a job whose record does not decode and keeps the record for result_ttl;
+    one such record made every scan raise (and every recording of the queue) for that long."""
+    good = jq.submit_job(redis_client, "a:v1", "fine").job_id
+    bad = jq.submit_job(redis_client, "a:v1", "poison").job_id
+    redis_client.hset(Keyspace().job(bad), "submitted_at", "yesterday")
+    with caplog.at_level(logging.WARNING, logger="jobqueue.records"):
+        times = scan(redis_client, "a:v1")
+    assert [t.id for t in times] == [good]
+    assert f"skipped 1 job record(s) that do not parse, e.g. job {bad}:" in caplog.text
 
 
 @pytest.mark.integration
