@@ -6,7 +6,9 @@ the worker's name (its pod name). The life of an entry:
 1. :func:`fetch` hands out one new entry, the high-priority stream first; :func:`reclaim` hands out
    one entry another consumer has held idle for longer than the visibility timeout (its worker
    died: heartbeats renew the entries of live workers, see :func:`heartbeat`), scanning the pending
-   entries from a caller-kept :class:`ReclaimCursor` so long lists are covered in turns.
+   entries from a caller-kept :class:`ReclaimCursor` so long lists are covered in turns;
+   :func:`own_pending` hands back entries delivered to this consumer that it never learned of (a
+   read whose reply was lost, a predecessor under the same name), without that wait.
 2. :func:`start` decides atomically whether the entry runs: cancelled, finished, stale or vanished
    jobs are acknowledged and skipped; a job whose attempts are exhausted is dead-lettered, one
    whose attempts counter is corrupt or whose ``entry`` field is missing is failed; otherwise the
@@ -32,7 +34,7 @@ import redis
 
 from jobqueue import codec
 from jobqueue.driver import Call, Eval, Op, call
-from jobqueue.keys import GROUP, Keyspace
+from jobqueue.keys import GROUP, Keyspace, QueueKeys
 from jobqueue.ops import DEFAULT_SETTINGS
 from jobqueue.scripts import FINISH, FORGET_CONSUMERS, RENEW, START
 from jobqueue.types import Entry, Job, JobStatus, Settings, WorkerInfo
@@ -113,13 +115,43 @@ def fetch(
                 return got
             (both,) = yield [_read(consumer, qk.streams, block_ms)]
             if not isinstance(both, Exception):
-                order = {s: i for i, s in enumerate(qk.streams)}
-                return sorted(codec.read_entries(queue, both), key=lambda e: order[e.stream])
+                return _high_first(queue, qk, both)
             high = both
         if not _is_error(high, "NOGROUP"):
             raise high
         yield from ensure_groups(queue, settings=settings)
     return []
+
+
+def own_pending(queue: str, consumer: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[list[Entry]]:
+    """Entries delivered to ``consumer`` and never acknowledged, high priority first (one per stream).
+
+    A read that delivered an entry but whose reply was lost (a dropped connection: the client then
+    sends the read again, which takes the *next* entry) leaves the entry pending under this
+    consumer, unknown to it and renewed by nobody, so it waited a whole visibility timeout for a
+    reclaim; so did the entries of a process restarted under the same name (a container restarted
+    in its pod). A consumer that runs every entry it took before it reads again holds none of its
+    own at that point: each one found then is such an orphan, and running it now is safe, since
+    :func:`start` only runs a delivery its holder still holds and counts a new attempt for it.
+    """
+    qk = Keyspace(settings.prefix).queue(queue)
+    ids = ("0",) * len(qk.streams)  # from the start of this consumer's own pending list
+    (reply,) = yield [
+        call(
+            "XREADGROUP", "GROUP", GROUP, consumer, "COUNT", 1, "STREAMS", *qk.streams, *ids, allow_error=True
+        )
+    ]
+    if isinstance(reply, Exception):
+        if _is_error(reply, "NOGROUP"):  # no group yet: nothing was ever delivered (fetch makes it)
+            return []
+        raise reply
+    return _high_first(queue, qk, reply)
+
+
+def _high_first(queue: str, qk: QueueKeys, reply: Any) -> list[Entry]:
+    """An XREADGROUP reply over both streams as entries, the high-priority stream's first."""
+    order = {s: i for i, s in enumerate(qk.streams)}
+    return sorted(codec.read_entries(queue, reply), key=lambda e: order[e.stream])
 
 
 RECLAIM_BATCHES = 10

@@ -185,6 +185,13 @@ class Worker:
     def _next_entries(self) -> list[Entry]:
         now = time.monotonic()
         cfg = self.config
+        # Every entry this loop took has been run by now, so any still pending under our name is
+        # an orphan (a read whose reply was lost, a predecessor under our name): run it at once
+        # rather than a visibility timeout later, when a reclaim would find it.
+        orphans = jq.own_pending(self.client, cfg.queue, cfg.name, settings=cfg.settings)
+        if orphans:
+            log.info("running job(s) %s delivered to this worker earlier", [e.job_id for e in orphans])
+            return orphans
         if self._outage.is_set():
             # Redis was unreachable: no lease was renewed meanwhile, the live workers' as little as
             # the dead ones'. Reclaiming right after it returns would take running jobs from live

@@ -290,6 +290,24 @@ def test_reclaim_after_visibility_timeout_counts_the_attempt(redis_client: redis
     assert job is not None and (job.output, job.attempts, job.worker, job.error) == ("ok", 2, "w2", None)
 
 
+def test_own_pending_finds_a_delivery_its_consumer_never_learned_of(redis_client: redis.Redis) -> None:
+    """A read whose reply was lost leaves its entry pending under the reader: own_pending finds it
+    (high priority first), and nothing once every entry was run; other consumers' are not its own."""
+    assert jq.own_pending(redis_client, Q, "w") == []  # no group yet
+    normal = jq.submit_job(redis_client, Q, "normal").job_id
+    high = jq.submit_job(redis_client, Q, "high", priority=Priority.HIGH).job_id
+    jq.submit_job(redis_client, Q, "someone else's")
+    taken = [e.job_id for _ in range(2) for e in jq.fetch(redis_client, Q, "w", block_ms=50)]
+    assert taken == [high, normal]  # delivered to w; suppose both replies were lost
+    take(redis_client, "other")
+    orphans = jq.own_pending(redis_client, Q, "w")
+    assert [e.job_id for e in orphans] == [high, normal]
+    for entry in orphans:
+        jq.start(redis_client, entry, "w")
+        assert jq.finish(redis_client, entry, "w", Outcome.SUCCEEDED, "ok", 0.1) is JobStatus.SUCCEEDED
+    assert jq.own_pending(redis_client, Q, "w") == []
+
+
 def make_idle(r: redis.Redis, entry: Entry, ms: int) -> None:
     """Backdate ``entry``'s last delivery by ``ms`` (its holder stays), as if it stopped renewing."""
     r.xclaim(entry.stream, "workers", entry_holder(r, entry), 0, [entry.entry_id], idle=ms, justid=True)

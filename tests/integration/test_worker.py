@@ -268,10 +268,27 @@ def test_the_worker_reclaims_past_a_long_list_of_live_entries(redis_client: redi
     found = []
     for _ in range(3):
         worker._next_reclaim = 0.0  # reclaim on every call, not every few seconds
-        found.append(worker._next_entries())
+        found.append(entries := worker._next_entries())
+        for entry in entries:  # as the loop does: every entry taken runs before the next read
+            worker._process(entry)
     assert found == [[], [lost], []], found
     pending = redis_client.xpending(lost.stream, "workers")
-    assert {c["name"]: c["pending"] for c in pending["consumers"]} == {b"live": 150, b"rescuer": 1}
+    assert {c["name"]: c["pending"] for c in pending["consumers"]} == {b"live": 150}
+    assert job_status(redis_client, lost.job_id) is JobStatus.SUCCEEDED
+
+
+def test_an_entry_delivered_to_the_worker_unbeknown_to_it_runs_at_once(redis_client: redis.Redis) -> None:
+    """A read whose reply is lost (the client then resends it, which takes the next entry) leaves
+    the delivered entry pending under the worker's name, and a container restarted in its pod finds
+    its predecessor's that way: the worker runs it now, not a visibility timeout later."""
+    job_id = jq.submit_job(redis_client, Q, "x").job_id
+    [delivered] = jq.fetch(redis_client, Q, "w-lossy", block_ms=50)  # the reply that never arrived
+    env = {**FAST_ENV, "HOSTNAME": "w-lossy", "REDIS_URL": "unused", "VISIBILITY_TIMEOUT": "60"}
+    worker = Worker(WorkerConfig.from_env(env), ReferenceModel(0, 0), client=redis_client)
+    assert worker._next_entries() == [delivered]
+    worker._process(delivered)
+    assert job_status(redis_client, job_id) is JobStatus.SUCCEEDED
+    assert worker._next_entries() == []
 
 
 def test_a_hung_job_times_out_is_retried_then_dead_lettered_and_each_worker_exits(
