@@ -115,10 +115,15 @@ class JobService:
         caller = self.auth.principal(api_key)  # None with authentication off: one shared cache
         if ttl:
             checks["cache"] = cache.lookup(queue, input, scope=caller, settings=settings)
-        versions = self.router.versions(model) if version is None and idempotency_key is not None else []
-        if len(versions) > 1:  # routed by weight: the split may have moved since the key was used
-            queues = [queue_name(model, v) for v in versions]
-            checks["held"] = idempotency_holder(queues, str(idempotency_key), caller, settings=settings)
+        if version is None and idempotency_key is not None:
+            # Routed by weight: the split may have moved since the key was used, even away from
+            # the version that holds it (a rollback), so every queue of the model is asked.
+            routed = [
+                queue,
+                *(q for v in self.router.versions(model) if (q := queue_name(model, v)) != queue),
+            ]
+            key = str(idempotency_key)
+            checks["held"] = idempotency_holder(model, routed, key, caller, settings=settings)
         found: dict[str, Any] = {}
         if checks:
             found = dict(zip(checks, await arun(self.client, concurrently(*checks.values())), strict=True))

@@ -72,17 +72,32 @@ def _priority(value: Priority | str) -> Priority:
 
 
 def idempotency_holder(
-    queues: list[str], key: str, scope: str | None = None, *, settings: Settings = DEFAULT_SETTINGS
+    model: str,
+    queues: list[str],
+    key: str,
+    scope: str | None = None,
+    *,
+    settings: Settings = DEFAULT_SETTINGS,
 ) -> Op[str | None]:
-    """The first of ``queues`` that remembers idempotency ``key`` (in ``scope``), or None.
+    """The first queue of ``model`` that remembers idempotency ``key`` (in ``scope``), or None.
 
     A key is remembered per queue, i.e. per model version. A request that names no version is
     routed by the traffic split, which may change between a submission and its retry (a canary
     ramp, a rollback): the retry has to go where the key is, not where the split now points.
-    A key whose job is gone is remembered nowhere (see :func:`submit_job`). One round trip when no
-    queue remembers the key, two when one does.
+    ``queues`` (the versions the caller routes to now, the one it chose among them) are asked
+    first, then every other queue of ``model`` ever submitted to (``jq:queues``): a rollback that
+    takes a version out of the split (``v1=100`` after ``v1=90, v2=10``) leaves the caller no
+    longer knowing it, and the retry of a request the canary took queued a second job. With one
+    queue in all there is nothing to ask: the submission itself finds the key there.
+    A key whose job is gone is remembered nowhere (see :func:`submit_job`). One round trip when
+    the model has one queue, two when no queue remembers the key, three when one does.
     """
     ks = Keyspace(settings.prefix)
+    (members,) = yield [call("SMEMBERS", ks.queues)]
+    known = set(queues)
+    queues = [*queues, *sorted(q for q in set(members) - known if split_queue(q)[0] == model)]
+    if len(queues) <= 1:
+        return None
     named = yield [call("HGET", ks.queue(q).idempotency(key, scope), "job", allow_error=True) for q in queues]
     # A record of the old format (a string: WRONGTYPE here) holds its queue as before; a record whose
     # job is gone holds nothing, as :func:`submit_job` forgets it (the split decides again).

@@ -162,11 +162,7 @@ def test_a_retry_with_a_key_finds_its_job_after_the_split_moves(
     with api_client(redis_url, TRAFFIC_WEIGHTS="resnet:v1=50,resnet:v2=50") as c:
         first = [submit(c, model="resnet", input=i, idempotency_key=f"k{i}").json() for i in range(20)]
         assert {f["queue"] for f in first} == {"resnet:v1", "resnet:v2"}
-        bind_sync(set_traffic)(redis_client, "resnet", {"v1": 0, "v2": 100})
-        deadline = time.monotonic() + 5
-        while c.get("/v1/models").json()["traffic"]["resnet"] != {"v1": 0.0, "v2": 100.0}:
-            assert time.monotonic() < deadline, "live weights not picked up"
-            time.sleep(0.05)
+        go_live(c, redis_client, "resnet", {"v1": 0, "v2": 100})
         again = [submit(c, model="resnet", input=i, idempotency_key=f"k{i}").json() for i in range(20)]
         fresh = submit(c, model="resnet", input="new", idempotency_key="k-new").json()
     assert [(a["id"], a["queue"], a["created"]) for a in again] == [
@@ -174,6 +170,37 @@ def test_a_retry_with_a_key_finds_its_job_after_the_split_moves(
     ]
     assert fresh["queue"] == "resnet:v2" and fresh["created"]  # new keys follow the new split
     assert sum(arrivals(redis_client, q) for q in ("resnet:v1", "resnet:v2")) == 21
+
+
+def test_a_retry_finds_its_job_on_a_version_rolled_out_of_the_split(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A canary set live and then rolled back as docs/api.md shows (``set default v1=100``): v2 is
+    no longer a version the router knows, and the retry of a request the canary took was queued
+    a second time, on v1. Every queue of the model ever used is asked for the key."""
+    with api_client(redis_url) as c:  # MODEL_REF default:v1, no configured split
+        go_live(c, redis_client, "default", {"v1": 50, "v2": 50})
+        first = [submit(c, input=i, idempotency_key=f"k{i}").json() for i in range(20)]
+        on_v2 = [(i, f) for i, f in enumerate(first) if f["queue"] == "default:v2"]
+        assert 0 < len(on_v2) < 20
+        go_live(c, redis_client, "default", {"v1": 100})
+        again = [submit(c, input=i, idempotency_key=f"k{i}").json() for i, _ in on_v2]
+        fresh = submit(c, input="new", idempotency_key="k-new").json()
+    assert [(a["id"], a["queue"], a["created"]) for a in again] == [
+        (f["id"], f["queue"], False) for _, f in on_v2
+    ]
+    assert fresh["queue"] == "default:v1" and fresh["created"]
+    assert sum(arrivals(redis_client, q) for q in ("default:v1", "default:v2")) == 21
+
+
+def go_live(c: TestClient, r: redis.Redis, model: str, split: dict[str, float]) -> None:
+    """Set ``model``'s live traffic split and wait until the API routes by it."""
+    bind_sync(set_traffic)(r, model, split)
+    want = {version: float(weight) for version, weight in split.items()}
+    deadline = time.monotonic() + 5
+    while c.get("/v1/models").json()["traffic"].get(model) != want:
+        assert time.monotonic() < deadline, "live weights not picked up"
+        time.sleep(0.05)
 
 
 def wait_gone(c: TestClient, *urls: str) -> None:
@@ -209,11 +236,7 @@ def test_a_retry_whose_job_expired_follows_the_split(redis_url: str, redis_clien
         first = {i: submit(c, model="resnet", input=i, idempotency_key=f"k{i}").json() for i in range(20)}
         on_v1 = {i: f for i, f in first.items() if f["queue"] == "resnet:v1"}
         assert 0 < len(on_v1) < 20
-        bind_sync(set_traffic)(redis_client, "resnet", {"v1": 0, "v2": 100})  # v1 rolled back
-        deadline = time.monotonic() + 5
-        while c.get("/v1/models").json()["traffic"]["resnet"] != {"v1": 0.0, "v2": 100.0}:
-            assert time.monotonic() < deadline, "live weights not picked up"
-            time.sleep(0.05)
+        go_live(c, redis_client, "resnet", {"v1": 0, "v2": 100})  # v1 rolled back
         for f in on_v1.values():
             c.delete(f["url"])
         wait_gone(c, *(f["url"] for f in on_v1.values()))
