@@ -49,16 +49,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A submission's answer: a new or matched job id, or a cached (already succeeded) job."""
+    """A submission's answer: a new or matched job id (``status`` as found), or a cached job."""
 
     job_id: str
     queue: str
     created: bool
+    found: JobStatus = JobStatus.QUEUED
     cached_job: Job | None = None
 
     @property
     def status(self) -> JobStatus:
-        return self.cached_job.status if self.cached_job else JobStatus.QUEUED
+        return self.cached_job.status if self.cached_job else self.found
 
 
 class JobService:
@@ -178,7 +179,7 @@ class JobService:
         if sub.created:
             self.backlog.accepted(queue)
         self.metrics.submissions.labels(queue, "created" if sub.created else "duplicate").inc()
-        return Accepted(sub.job_id, queue, created=sub.created)
+        return Accepted(sub.job_id, queue, created=sub.created, found=sub.status)
 
     async def get(self, job_id: str, api_key: str | None) -> Job:
         """The job, or 404; with authentication on, the key must be allowed on the job's model.

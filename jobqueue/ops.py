@@ -178,7 +178,18 @@ def submit_job(
         outcome, the_id = int(reply[0]), str(reply[1])
     if outcome < 0:
         raise IdempotencyKeyReusedError(str(idempotency_key), the_id)
-    return Submitted(job_id=the_id, created=outcome == 1)
+    return Submitted(job_id=the_id, created=outcome == 1, status=_found_status(reply))
+
+
+def _found_status(reply: Any) -> JobStatus:
+    """The status SUBMIT found an earlier job in (its third element), QUEUED for a created job.
+
+    A status that is not one (a corrupt record) reads as QUEUED, as every match did before the
+    status was returned: the submission is answered, and reading the job reports the damage."""
+    try:
+        return JobStatus(str(reply[2])) if len(reply) > 2 and reply[2] else JobStatus.QUEUED
+    except ValueError:
+        return JobStatus.QUEUED
 
 
 def get_job(job_id: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[Job | None]:

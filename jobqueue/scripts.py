@@ -38,7 +38,9 @@ SUBMIT = Script(
 -- ARGV: job id, group, queue, idempotency ttl, request fingerprint, the id of a job found gone ('' for
 --       none), hash field/value pairs...
 -- Returns {1, id} for a created job, {0, id} for an earlier one (same idempotency key and request,
--- or a caller-chosen id that exists), {-1, id} when the key is bound to a different request.
+-- or a caller-chosen id that exists), {-1, id} when the key is bound to a different request. An
+-- earlier job whose record is at hand (a caller-chosen id, or the job ARGV[6] names) adds its
+-- status: {0, id, status}.
 -- A record answers for its job only while the job's record exists: the caller, told an earlier id,
 -- runs this again naming that job (ARGV[6], KEYS[6]); if the record still names it and it is gone
 -- (expired RESULT_TTL after it ended, or evicted), the record is forgotten like an expired one.
@@ -55,10 +57,12 @@ if KEYS[5] then
   end
   if seen and not (KEYS[6] and seen == ARGV[6] and redis.call('EXISTS', KEYS[6]) == 0) then
     if fingerprint and fingerprint ~= ARGV[5] then return {-1, seen} end
+    if KEYS[6] and seen == ARGV[6] then return {0, seen, redis.call('HGET', KEYS[6], 'status')} end
     return {0, seen}
   end  -- no record, a record without a job, or one whose job is gone: the write below replaces it
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end  -- caller-chosen id reused
+-- A caller-chosen id reused:
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1], redis.call('HGET', KEYS[1], 'status')} end
 if KEYS[5] then
   redis.call('DEL', KEYS[5])
   redis.call('HSET', KEYS[5], 'job', ARGV[1], 'fingerprint', ARGV[5])

@@ -91,10 +91,15 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
-    """Answer to a submission: ``created`` is False when an idempotency key matched an earlier job."""
+    """Answer to a submission: ``created`` is False when an idempotency key matched an earlier job.
+
+    ``status`` is the job's status as the submission found it: QUEUED for a created job, the
+    earlier job's own (it may have run, or finished, since) for a match.
+    """
 
     job_id: str
     created: bool
+    status: JobStatus = JobStatus.QUEUED
 
 
 class IdempotencyKeyReusedError(Exception):

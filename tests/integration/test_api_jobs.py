@@ -98,7 +98,10 @@ def test_idempotency_key_returns_the_first_job(redis_url: str, redis_client: red
         first = submit(c, idempotency_key="order-42", input={"a": 1, "b": 2}).json()
         again = submit(c, idempotency_key="order-42", input={"b": 2, "a": 1}).json()  # same request
         other = submit(c, idempotency_key="order-43").json()
+        take_and_start(redis_client)  # order-42's job runs: a retry now says so
+        running = submit(c, idempotency_key="order-42", input={"a": 1, "b": 2}).json()
     assert again["id"] == first["id"] and (first["created"], again["created"]) == (True, False)
+    assert (first["status"], again["status"], running["status"]) == ("queued", "queued", "running")
     assert other["id"] != first["id"]
     assert arrivals(redis_client) == 2
 

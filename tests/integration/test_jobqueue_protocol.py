@@ -126,10 +126,25 @@ def test_idempotency_key_returns_the_first_job(redis_client: redis.Redis) -> Non
     again = jq.submit_job(redis_client, Q, {"b": 2, "a": 1}, idempotency_key="k", metadata={"m": 1})
     other = jq.submit_job(redis_client, Q, 3, idempotency_key="k2")
     assert (again.job_id, again.created, first.created) == (first.job_id, False, True)
+    assert (first.status, again.status) == (JobStatus.QUEUED, JobStatus.QUEUED)
     assert other.job_id != first.job_id
     stats = jq.read_queue_stats(redis_client, Q)
     assert (stats.arrivals_total, stats.waiting) == (2, 2)
     assert redis_client.ttl(KS.queue(Q).idempotency("k")) > 0
+
+
+def test_a_match_reports_the_status_its_job_is_in_now(redis_client: redis.Redis) -> None:
+    """A retry of a job that has run since was answered as if it were still queued."""
+    first = jq.submit_job(redis_client, Q, 1, idempotency_key="k")
+    entry = take(redis_client, "w")
+    jq.start(redis_client, entry, "w")
+    assert jq.submit_job(redis_client, Q, 1, idempotency_key="k").status is JobStatus.RUNNING
+    jq.finish(redis_client, entry, "w", Outcome.SUCCEEDED, "ok", 0.1)
+    again = jq.submit_job(redis_client, Q, 1, idempotency_key="k")
+    assert (again.job_id, again.created, again.status) == (first.job_id, False, JobStatus.SUCCEEDED)
+    jq.submit_job(redis_client, Q, 2, job_id="mine")
+    jq.cancel_job(redis_client, "mine")
+    assert jq.submit_job(redis_client, Q, 2, job_id="mine").status is JobStatus.CANCELLED
 
 
 @pytest.mark.parametrize(
