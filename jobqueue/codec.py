@@ -28,8 +28,18 @@ T = TypeVar("T")
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON; refuses NaN/Infinity, which other languages' JSON parsers reject."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    """Compact JSON; refuses NaN/Infinity, which other languages' JSON parsers reject, and strings
+    holding a lone UTF-16 surrogate (``"\\udc80"``, what ``surrogateescape`` decoding leaves of a
+    byte that is not UTF-8). JSON's escapes can store the latter, but it is not text: every reader
+    that encodes it again failed, an API answering the job with a generic 500 on every read."""
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    if "\\ud" in text:  # a surrogate escape: a pair (a character beyond the BMP) or a lone one
+        try:
+            json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end]
+            raise ValueError(f"a string holds a lone UTF-16 surrogate ({bad!r}), which is not text") from None
+    return text
 
 
 def digest(value: Any) -> str:

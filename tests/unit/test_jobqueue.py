@@ -72,6 +72,15 @@ def test_request_fingerprint_is_of_what_the_client_sent() -> None:
     assert len(others) == 5 and base not in others
 
 
+def test_a_string_with_a_lone_surrogate_is_refused_before_any_command() -> None:
+    """Not text: stored through JSON's escapes, every read of the job failed where the text was
+    encoded again (the API answered it with a generic 500)."""
+    assert codec.dumps(["\U0001f600", "\\ud800"]) == '["\\ud83d\\ude00","\\\\ud800"]'  # fine
+    for bad in ("ab\udc80", {"k\ud800": 1}, ["\ud800\ud800"]):
+        with pytest.raises(ValueError, match="lone UTF-16 surrogate"):
+            next(submit_job("resnet:v1", bad))
+
+
 def test_a_bad_priority_is_refused_before_any_command() -> None:
     op = submit_job("resnet:v1", 1, priority="urgent")
     with pytest.raises(ValueError, match="priority must be one of 'normal', 'high', got 'urgent'"):

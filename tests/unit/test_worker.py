@@ -103,6 +103,11 @@ class Scripted:
         (PermanentJobError("bad"), Outcome.FAILED, "PermanentJobError: bad"),
         (RuntimeError("flaky"), Outcome.ERROR, "RuntimeError: flaky"),
         ({1, 2}, Outcome.FAILED, "model output is not JSON-serialisable"),
+        (
+            {"text": "ab\udc80"},  # a byte decoded with surrogateescape: storable, never readable
+            Outcome.FAILED,
+            "model output is not JSON-serialisable: a string holds a lone UTF-16 surrogate",
+        ),
     ],
 )
 def test_outcome_rules(result: Any, outcome: Outcome, text: str | None) -> None:
