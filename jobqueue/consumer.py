@@ -20,7 +20,8 @@ the worker's name (its pod name). The life of an entry:
    ``failed`` (permanent), or a retryable error, which re-enqueues the job at the tail of its
    stream until ``max_attempts`` is reached and then dead-letters it with the error kept. Every
    finish appends (finished_at, service seconds) to the completions stream. Entries are
-   acknowledged *and deleted*, so a stream holds only waiting and in-flight entries.
+   acknowledged *and deleted*, so a stream holds only waiting and in-flight entries. A finish
+   retried with the attempt's token returns what it recorded.
 """
 
 from __future__ import annotations
@@ -267,6 +268,7 @@ def finish(
     payload: Any,
     duration: float,
     *,
+    token: str = "",
     settings: Settings = DEFAULT_SETTINGS,
 ) -> Op[JobStatus | None]:
     """Record the outcome of an attempt; returns the job's new status.
@@ -275,6 +277,11 @@ def finish(
     otherwise. ``QUEUED`` means the job will be retried. None means this worker no longer held the
     job (it was reclaimed after the visibility timeout, or it expired): the result is discarded and
     the stream is left alone, because the entry now belongs to another consumer.
+
+    ``token``, the one the attempt was started with (see :func:`start`), makes the call safe to
+    retry: if the script ran but its reply was lost, the retry returns the status it recorded,
+    where without one it finds the job no longer running and answers None (a recorded result
+    counted as discarded).
     """
     ks = Keyspace(settings.prefix)
     qk = ks.queue(entry.queue)
@@ -294,6 +301,7 @@ def finish(
         settings.dead_letter_maxlen,
         entry.job_id,
         ks.done_channel(entry.job_id),
+        token,
     )
     (reply,) = yield [Eval(FINISH, keys, args)]
     return None if reply in ("lost", "missing") else JobStatus(reply)

@@ -204,16 +204,20 @@ FINISH = Script(
 -- KEYS: job hash, stream, completions stream, dead-letter stream
 -- ARGV: group, entry id, worker, now, outcome (succeeded|failed|error), payload (output JSON or
 --       error text), service seconds, max attempts, result ttl, completions maxlen, dead maxlen,
---       job id, channel
+--       job id, channel, attempt token ('' for none)
 -- Returns the job's resulting status, 'lost' if this worker no longer holds the job (it was
 -- reclaimed by another: that worker's delivery must stay pending, so nothing is acked), or
 -- 'missing' if the record is gone.
-local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts', 'entry', 'submitted_at')
+local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts', 'entry', 'submitted_at',
+                     'attempt_token')
 if not h[1] then
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
   redis.call('XDEL', KEYS[2], ARGV[2])
   return 'missing'
 end
+-- The caller's retry of a FINISH whose reply was lost: the attempt its token began has ended
+-- (this script ran), and no other has begun, so what it recorded is the answer, not 'lost'.
+if h[1] ~= 'running' and ARGV[14] ~= '' and h[6] == ARGV[14] and h[2] == ARGV[3] then return h[1] end
 if h[1] ~= 'running' or h[2] ~= ARGV[3] or h[4] ~= ARGV[2] then return 'lost' end
 local outcome = ARGV[5]
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])

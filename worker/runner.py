@@ -236,7 +236,7 @@ class Worker:
         except GaveUp:
             return  # still pending under our name: reclaimed by another worker later
         except MalformedJobError as exc:
-            self._fail_malformed(entry, exc, time.monotonic() - t0)
+            self._fail_malformed(entry, exc, time.monotonic() - t0, token)
             return
         if started.job is None:
             self.metrics.skipped.labels(cfg.queue, started.skipped).inc()
@@ -253,7 +253,7 @@ class Worker:
             threading.Event().wait()
         status = self._redis(
             lambda: jq.finish(
-                self.client, entry, cfg.name, outcome, payload, duration, settings=cfg.settings
+                self.client, entry, cfg.name, outcome, payload, duration, token=token, settings=cfg.settings
             ),
             "recording a result",
             until_drained=False,  # a finished job is recorded even while draining
@@ -267,7 +267,7 @@ class Worker:
             duration,
         )
 
-    def _fail_malformed(self, entry: Entry, error: MalformedJobError, elapsed: float) -> None:
+    def _fail_malformed(self, entry: Entry, error: MalformedJobError, elapsed: float, token: str) -> None:
         """Fail a started job whose record does not decode, and go on serving.
 
         Why not let the error escape: it ended the job loop and the process. The restarted pod paid
@@ -283,7 +283,14 @@ class Worker:
         log.error("job %s: %s; failed without running the model", entry.job_id, text)
         status = self._redis(
             lambda: jq.finish(
-                self.client, entry, cfg.name, Outcome.FAILED, text, elapsed, settings=cfg.settings
+                self.client,
+                entry,
+                cfg.name,
+                Outcome.FAILED,
+                text,
+                elapsed,
+                token=token,
+                settings=cfg.settings,
             ),
             "failing a malformed job",
         )

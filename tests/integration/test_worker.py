@@ -15,7 +15,7 @@ import redis
 from jobqueue import Entry, JobStatus, Keyspace, Priority, Settings, WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from jobqueue.driver import decode
-from jobqueue.scripts import START
+from jobqueue.scripts import FINISH, START
 from jobqueue.server import ValkeyServer
 from tests.support.proxy import ReplyDropper
 from tests.support.workers import FAST_ENV, WorkerPool, WorkerProcess
@@ -252,6 +252,29 @@ def test_a_start_whose_reply_was_lost_is_retried_without_counting_twice(redis_cl
     job = jq.get_job(redis_client, job_id)
     assert job is not None and (job.status, job.attempts, job.error) == (JobStatus.SUCCEEDED, 1, None)
     assert jq.read_dead_letters(redis_client, Q) == []
+
+
+def test_a_finish_whose_reply_was_lost_is_reported_as_what_it_recorded(redis_client: redis.Redis) -> None:
+    """The connection drops after FINISH recorded the success: the worker's retry found the job no
+    longer running, answered 'lost', and the worker counted a recorded success as discarded."""
+    port = redis_client.connection_pool.connection_kwargs["port"]
+    redis_client.script_load(FINISH.source)  # so the dropped reply is the script's, not NOSCRIPT
+    with ReplyDropper(port) as proxy:
+        env = {**FAST_ENV, "HOSTNAME": "w-lossy", "REDIS_URL": proxy.url}
+        worker = Worker(WorkerConfig.from_env(env), ReferenceModel(setup_seconds=0, predict_seconds=0))
+        job_id = jq.submit_job(redis_client, Q, "once").job_id
+        [entry] = jq.fetch(redis_client, Q, "w-lossy", block_ms=50)
+        proxy.drop_reply_to(FINISH.sha.encode())
+        worker._process(entry)
+        assert proxy.dropped.is_set()
+        worker.client.close()
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
+    jobs = {
+        s: worker.metrics.registry.get_sample_value("worker_jobs_total", {"queue": Q, "status": s})
+        for s in ("succeeded", "lost")
+    }
+    assert jobs == {"succeeded": 1.0, "lost": None}
 
 
 def test_the_worker_reclaims_past_a_long_list_of_live_entries(redis_client: redis.Redis) -> None:
