@@ -37,7 +37,7 @@ from jobqueue import codec
 from jobqueue.driver import Call, Eval, Op, call
 from jobqueue.keys import GROUP, Keyspace, QueueKeys
 from jobqueue.ops import DEFAULT_SETTINGS
-from jobqueue.scripts import FINISH, FORGET_CONSUMERS, RENEW, START
+from jobqueue.scripts import FINISH, FORGET_CONSUMERS, INDEX_WORKER, RENEW, START
 from jobqueue.types import Entry, Job, JobStatus, Settings, WorkerInfo
 
 
@@ -323,8 +323,7 @@ def heartbeat(
     batch: list[Call | Eval] = [
         call("HSET", ks.worker(info.name), *(x for kv in fields.items() for x in kv)),
         call("PEXPIRE", ks.worker(info.name), int(settings.worker_ttl * 1000)),
-        call("ZADD", qk.workers, info.heartbeat_at, info.name),
-        call("ZREMRANGEBYSCORE", qk.workers, "-inf", f"({info.heartbeat_at - settings.worker_ttl}"),
+        Eval(INDEX_WORKER, (qk.workers,), (info.name, settings.worker_ttl)),
     ]
     if lease is not None:
         batch.append(Eval(RENEW, (lease.stream,), (GROUP, info.name, lease.entry_id), allow_error=True))

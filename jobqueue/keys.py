@@ -13,7 +13,7 @@ software and ``SCAN jq:*`` shows exactly what this system owns. A queue is named
                                            one entry per ended attempt, plus one (duration '') for a
                                            job dead-lettered because its last worker died
     jq:q:<queue>:dead              STREAM  capped dead letters: job, attempts, error, dead_at
-    jq:q:<queue>:workers           ZSET    worker name -> last heartbeat (epoch seconds)
+    jq:q:<queue>:workers           ZSET    worker name -> last heartbeat (server clock, epoch seconds)
     jq:q:<queue>:idem:<key>        HASH    idempotency record of a key used without a scope: ``job`` (its
                                            id) and ``fingerprint`` (digest of the request that created
                                            it), EX; a STRING holding only the job id if written before

@@ -247,6 +247,21 @@ return result
 """,
 )
 
+INDEX_WORKER = Script(
+    "index_worker",
+    """
+-- KEYS: the queue's worker set.  ARGV: worker name, worker ttl (seconds)
+-- Stamps the worker with the server's clock and drops members not stamped for a ttl. Stamped and
+-- judged with each writer's own clock, a worker whose clock ran a ttl behind its peers' was
+-- dropped by every peer's heartbeat, and a reader listing the set between its own beats missed it
+-- (a busy pod seen as idle).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[2])))
+""",
+)
+
 RENEW = Script(
     "renew",
     """

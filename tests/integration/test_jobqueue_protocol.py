@@ -571,6 +571,22 @@ def test_stats_read_is_two_round_trips_and_lists_live_workers(redis_client: redi
     assert [w.name for w in jq.read_queue_stats(redis_client, Q).workers] == ["b"]
 
 
+def test_the_worker_set_is_kept_by_the_servers_clock(redis_client: redis.Redis) -> None:
+    """Stamped with each writer's clock, a worker whose clock ran a ttl behind was dropped from the
+    set by every peer's heartbeat, and a stats read between its own beats missed it (a busy pod
+    read as idle). Stamps and pruning now use the server's clock: a worker goes once it stops."""
+    now = time.time()
+    late = WorkerInfo("late-clock", Q, WorkerState.BUSY, now - 120, now - 60, job="j")
+    jq.heartbeat(redis_client, late)
+    jq.heartbeat(redis_client, WorkerInfo("a", Q, WorkerState.IDLE, now, now))
+    assert [w.name for w in jq.read_queue_stats(redis_client, Q).workers] == ["a", "late-clock"]
+    short = Settings(worker_ttl=0.05)
+    jq.heartbeat(redis_client, WorkerInfo("gone", Q, WorkerState.IDLE, now, now), settings=short)
+    time.sleep(0.1)
+    jq.heartbeat(redis_client, WorkerInfo("a", Q, WorkerState.IDLE, now, now), settings=short)
+    assert redis_client.zrange(KS.queue(Q).workers, 0, -1) == [b"a"]
+
+
 def test_empty_queue_stats(redis_client: redis.Redis) -> None:
     stats = jq.read_queue_stats(redis_client, "never:used")
     assert (stats.waiting, stats.in_flight, stats.arrivals_total, stats.workers) == (0, 0, 0, ())
