@@ -238,6 +238,11 @@ class DeletionMarker:
                 self._marked[pod.name] = time.monotonic()
                 result = self._annotate(pod, mark(pod, want), may_act)
             else:
+                # Already right (a former leader's mark, a clear that failed, our own from earlier):
+                # it serves this decision's scale-down, so its hold counts from now. Left undated,
+                # the clear right after the scale patch took it for stale and removed it before the
+                # controller picked its pods, a busy pod's protection included.
+                self._marked[pod.name] = time.monotonic()
                 continue
             if result == "changed":
                 # Not written (a write of ours that landed unanswered, its retry refused, carries

@@ -312,6 +312,36 @@ def test_a_scale_down_whose_busy_mark_is_refused_is_held_for_this_tick(
     assert outcome.marks_cleared == 1
 
 
+@pytest.mark.parametrize("already", [False, True], ids=["unmarked", "marks-in-place"])
+def test_the_marks_a_scale_down_relies_on_stay_until_the_controller_has_picked(
+    monkeypatch: pytest.MonkeyPatch, already: bool
+) -> None:
+    """Right after the scale patch the watch still shows 3 live pods for 2 replicas: the marks the
+    decision relies on must stay. Marks already in place (a former leader's, a failed clear's) were
+    skipped undated, taken for stale and removed at once, the busy pod's protection with them."""
+    a = pod({DELETION_COST: REMOVE, MARK_OWNER: REMOVE} if already else {}, "worker-a", "10")
+    b = pod({DELETION_COST: BUSY, MARK_OWNER: BUSY} if already else {}, "worker-b", "20")
+    api = _Pods()
+    target = concurrency_target(monkeypatch, [a, b, pod({}, "worker-c", "30")], api)
+    scaled: list[int] = []
+    monkeypatch.setattr(target, "_read_scale", lambda: _ScaleRead(scaled[-1] if scaled else 3, "7", None))
+    monkeypatch.setattr(target, "_patch_scale", lambda replicas, rv: scaled.append(replicas))
+    monkeypatch.setattr(target._conflicts, "_checked", float("inf"))
+    monkeypatch.setattr(target._events, "record", lambda *args: None)  # no API server to tell
+    try:
+        target.scale(
+            Decision(2, "down", remove=("worker-a",)), _down(["worker-a", "worker-b", "worker-c"], "worker-b")
+        )
+    finally:
+        target.close()
+    assert scaled == [2]
+    written = {
+        name: [body["metadata"]["annotations"][DELETION_COST] for body in bodies]
+        for name, bodies in api.bodies.items()
+    }
+    assert written == ({} if already else {"worker-a": [REMOVE], "worker-b": [BUSY]})  # and none removed
+
+
 def test_our_own_answer_is_the_pods_view_only_until_the_watch_shows_it_or_a_later_change(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
