@@ -37,6 +37,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
@@ -65,6 +66,9 @@ decision_log = logging.getLogger("autoscaler.decision")
 
 STALE_TICKS = 3
 """Signals older than this many ticks are stale: hold, do not act."""
+
+PENDING_SERVICE_SAMPLES = 10_000
+"""Service-time samples kept for the next decision the policy makes (the newest, if more came)."""
 
 Clock = Callable[[], float]
 PolicyFactory = Callable[[], Policy]
@@ -220,7 +224,9 @@ class TargetLoop:
         # Samples that arrived on a tick the policy could not use (stale, error): delivered later,
         # because targets report each startup once and losing one would bias the warm-up estimate.
         self._pending_startups: list[float] = []
-        self._pending_services: list[float] = []
+        # The source hands each completion over once too. Bounded: the estimator keeps far fewer,
+        # and a policy failing (or signals stale) for hours must not grow the process.
+        self._pending_services: deque[float] = deque(maxlen=PENDING_SERVICE_SAMPLES)
         self.last_report: TickReport | None = None
         # When the last report was published, on time.monotonic: the liveness probe's "seconds
         # since the last tick" must not jump with an NTP step of the wall clock (see Daemon.health).
@@ -332,6 +338,8 @@ class TargetLoop:
         self._pending_startups.extend(state.startup_times)
 
         signals, error = self._read_source()
+        if signals is not None:  # kept until a decision uses them, like the startups
+            self._pending_services.extend(signals.service_times)
         # The tick's time is taken after both reads: observing the target can take seconds (a pod
         # list not synced yet), and signals must never look as if read after "now".
         now = self._timeline.now()
@@ -574,7 +582,7 @@ class TargetLoop:
             # between two ticks' clocks (a slow target read would stretch one and not the other).
             # The first tick has nothing to difference: interval 0 tells the estimators "no data".
             interval=max(0.0, signals.observed_at - previous.observed_at) if previous else 0.0,
-            service_times=(*self._pending_services, *signals.service_times),
+            service_times=tuple(self._pending_services),
             startup_times=tuple(self._pending_startups),
             stale=False,
         )

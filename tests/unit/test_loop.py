@@ -190,6 +190,27 @@ def test_startups_and_service_times_reach_the_policy() -> None:
     assert r.policy.seen[-1].service_times == (4.0, 6.0)
 
 
+@pytest.mark.parametrize("held_by", ["policy-error", "stale"])
+def test_samples_read_on_a_tick_the_policy_could_not_use_reach_the_next_decision(held_by: str) -> None:
+    """The source hands each completion over once; on a tick whose decision failed (or whose
+    signals were too old to act on) its service times were dropped, the startups kept."""
+    r = rig()
+    r.tick()
+    r.source.service_times, r.target.startups = (4.0, 6.0), [31.0]
+    r.policy.fail = held_by == "policy-error"
+    r.source.age = 4 * TICK if held_by == "stale" else 0.0
+    report = r.tick()
+    held = report.error == "policy-error" or (report.snapshot is not None and report.snapshot.stale)
+    assert held and report.error == (held_by if held_by == "policy-error" else None)
+    r.policy.fail, r.source.age = False, 0.0
+    r.source.service_times = (5.0,)
+    r.tick()
+    delivered = [(seen.service_times, seen.startup_times) for seen in r.policy.seen[-1:]]
+    r.tick()
+    delivered += [(seen.service_times, seen.startup_times) for seen in r.policy.seen[-1:]]
+    assert delivered == [((4.0, 6.0, 5.0), (31.0,)), ((), ())]  # each once
+
+
 # ---- failing safe --------------------------------------------------------------------------------
 
 
