@@ -15,7 +15,7 @@ import redis
 from jobqueue import Entry, JobStatus, Keyspace, Priority, Settings, WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from jobqueue.driver import decode
-from jobqueue.scripts import FINISH, START
+from jobqueue.scripts import FINISH, START, Script
 from jobqueue.server import ValkeyServer
 from tests.support.proxy import ReplyDropper
 from tests.support.workers import FAST_ENV, WorkerPool, WorkerProcess
@@ -235,41 +235,28 @@ def test_the_heartbeat_outlives_a_refusal_that_is_not_an_outage(redis_client: re
         beat.stop()
 
 
-def test_a_start_whose_reply_was_lost_is_retried_without_counting_twice(redis_client: redis.Redis) -> None:
-    """The connection drops after START ran on the server: the worker's retry must find the attempt
-    it began (same token), so the job runs once with attempts 1, and not dead-lettered at 1."""
+@pytest.mark.parametrize("script", [START, FINISH], ids=["start", "finish"])
+def test_a_script_whose_reply_was_lost_is_retried_as_the_same_attempt(
+    redis_client: redis.Redis, script: Script
+) -> None:
+    """The connection drops after the script ran on the server, and the worker retries it with the
+    attempt's token. START's retry must find the attempt it began, so the job runs once with
+    attempts 1 and is not dead-lettered at 1 (MAX_ATTEMPTS). FINISH's retry must return the
+    success it recorded, where it answered 'lost' and the worker counted the success as discarded."""
     port = redis_client.connection_pool.connection_kwargs["port"]
-    redis_client.script_load(START.source)  # so the dropped reply is the script's, not NOSCRIPT
+    redis_client.script_load(script.source)  # so the dropped reply is the script's, not NOSCRIPT
     with ReplyDropper(port) as proxy:
         env = {**FAST_ENV, "HOSTNAME": "w-lossy", "REDIS_URL": proxy.url, "MAX_ATTEMPTS": "1"}
         worker = Worker(WorkerConfig.from_env(env), ReferenceModel(setup_seconds=0, predict_seconds=0))
         job_id = jq.submit_job(redis_client, Q, "once").job_id
         [entry] = jq.fetch(redis_client, Q, "w-lossy", block_ms=50)
-        proxy.drop_reply_to(START.sha.encode())
+        proxy.drop_reply_to(script.sha.encode())
         worker._process(entry)
         assert proxy.dropped.is_set()
         worker.client.close()
     job = jq.get_job(redis_client, job_id)
     assert job is not None and (job.status, job.attempts, job.error) == (JobStatus.SUCCEEDED, 1, None)
     assert jq.read_dead_letters(redis_client, Q) == []
-
-
-def test_a_finish_whose_reply_was_lost_is_reported_as_what_it_recorded(redis_client: redis.Redis) -> None:
-    """The connection drops after FINISH recorded the success: the worker's retry found the job no
-    longer running, answered 'lost', and the worker counted a recorded success as discarded."""
-    port = redis_client.connection_pool.connection_kwargs["port"]
-    redis_client.script_load(FINISH.source)  # so the dropped reply is the script's, not NOSCRIPT
-    with ReplyDropper(port) as proxy:
-        env = {**FAST_ENV, "HOSTNAME": "w-lossy", "REDIS_URL": proxy.url}
-        worker = Worker(WorkerConfig.from_env(env), ReferenceModel(setup_seconds=0, predict_seconds=0))
-        job_id = jq.submit_job(redis_client, Q, "once").job_id
-        [entry] = jq.fetch(redis_client, Q, "w-lossy", block_ms=50)
-        proxy.drop_reply_to(FINISH.sha.encode())
-        worker._process(entry)
-        assert proxy.dropped.is_set()
-        worker.client.close()
-    job = jq.get_job(redis_client, job_id)
-    assert job is not None and (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
     jobs = {
         s: worker.metrics.registry.get_sample_value("worker_jobs_total", {"queue": Q, "status": s})
         for s in ("succeeded", "lost")
