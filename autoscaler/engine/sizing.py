@@ -90,10 +90,13 @@ def keep_order(inp: SizingInputs) -> list[PodView]:
 
 
 def removals(inp: SizingInputs, count: int) -> tuple[str, ...]:
-    """Pods to let go, at most ``count``: overdue ones first, then :func:`removal_order`'s choice."""
+    """Pods to let go, at most ``count``: overdue ones first, then :func:`removal_order`'s choice.
+
+    Never a busy pod, overdue or not (one whose readiness probe fails while it serves a job reads
+    as starting, and grows overdue)."""
     if count <= 0:
         return ()
-    stuck = tuple(p.name for p in overdue_pods(inp))
+    stuck = tuple(p.name for p in overdue_pods(inp) if not p.busy)
     rest = tuple(p for p in inp.pods if p.name not in stuck)
     return (stuck + removal_order(rest, count - len(stuck)))[:count]
 

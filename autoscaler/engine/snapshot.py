@@ -164,10 +164,13 @@ def removal_order(pods: tuple[PodView, ...], count: int) -> tuple[str, ...]:
 
     Starting pods go first (newest first: the least warm-up sunk into them), then idle ready pods
     (newest first, so long-lived pods keep their warm caches). Busy and draining pods are never
-    picked, so the result can be shorter than ``count``.
+    picked, so the result can be shorter than ``count``: a busy pod that reads as starting (its
+    readiness probe failed while it serves a job) is busy all the same.
     """
     if count <= 0:
         return ()
-    starting = sorted((p for p in pods if p.phase is PodPhase.STARTING), key=lambda p: -p.created_at)
+    starting = sorted(
+        (p for p in pods if p.phase is PodPhase.STARTING and not p.busy), key=lambda p: -p.created_at
+    )
     idle = sorted((p for p in pods if p.phase is PodPhase.READY and not p.busy), key=lambda p: -p.created_at)
     return tuple(p.name for p in (starting + idle)[:count])
