@@ -105,12 +105,23 @@ class SampleQuantiles:
         return len(self._samples) >= self.min_samples
 
     def quantile(self, q: float) -> float:
-        """The ``q`` quantile of recent samples, or the default while too few exist."""
+        """The ``q`` quantile of recent samples, none counted above 20 medians; the default while
+        too few exist.
+
+        The cap keeps one pathological sample among the first few from setting the quantile: a
+        pod that waited an hour for a node, or a creation time read as the epoch (1.7e9 s), was
+        the startup p90 of ten samples (linear interpolation reaches the largest), and the policy
+        planned every horizon that long and ordered the maximum pool each tick. A slow regime
+        that is real moves the median with it, and the cap follows.
+        """
         if not self.measured:
             return self.default
         key = f"q{q}"
         if key not in self._cache:
-            self._cache[key] = float(np.quantile(np.fromiter(self._samples, float), q))
+            values = np.fromiter(self._samples, float)
+            with np.errstate(over="ignore"):
+                cap = CAP_MEDIANS * float(np.median(values))
+            self._cache[key] = float(np.quantile(np.minimum(values, cap), q))
         return self._cache[key]
 
     def cv2(self, default: float = 1.0) -> float:

@@ -1,5 +1,7 @@
 """Windowed rate, robust sample statistics and burst persistence."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,19 @@ def test_no_sample_counts_as_more_than_twenty_medians() -> None:
     est = SampleQuantiles(default=5.0, min_samples=10)
     est.extend(tuple([5.0] * 16 + [1e6] * 4))  # four hung jobs: more than the slowest 1 %
     assert est.capped_mean() == pytest.approx((16 * 5.0 + 4 * 100.0) / 20)
+
+
+def test_one_pathological_startup_among_the_first_few_does_not_set_the_p90() -> None:
+    """Nine warm-ups of 30-38 s and one of 1.7e9 s (a creation time read as the epoch): linear
+    interpolation put the p90 at 1.7e8 s, and the policy planned every horizon that long."""
+    est = SampleQuantiles(default=30.0, min_samples=3, capacity=64)
+    est.extend((*(30.0 + k for k in range(9)), 1.7e9))
+    assert est.quantile(0.9) == pytest.approx(0.9 * 38.0 + 0.1 * 20 * 34.5)  # capped at 20 medians
+    est.extend((1e308,))
+    assert math.isfinite(est.quantile(0.9))
+    slow = SampleQuantiles(default=30.0, min_samples=3, capacity=64)
+    slow.extend((300.0, 320.0, 340.0, 3600.0))  # a slow regime moves the median, and the cap with it
+    assert slow.quantile(0.9) == pytest.approx(float(np.quantile([300.0, 320.0, 340.0, 3600.0], 0.9)))
 
 
 def test_one_hung_job_in_a_full_window_does_not_move_the_service_estimate() -> None:
