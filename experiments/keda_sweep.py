@@ -66,7 +66,9 @@ def sweep_trace(
 
 def _verdict(section: Section, compare: Sequence[str]) -> str:
     """One sentence per compared policy: does any KEDA setting dominate it, or does it dominate?"""
-    keda = [o for o in section.outcomes if o.policy.startswith("keda")]
+    # The swept settings only: a compared spec may be a KEDA variant too (keda:syncOffset=0), and
+    # named by prefix it was "matched or beaten" by itself.
+    keda = [o for o in section.outcomes if o.policy not in compare]
     lines = []
     for other in (o for o in section.outcomes if o.policy in compare):
         beaten_by = [

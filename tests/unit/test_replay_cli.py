@@ -15,8 +15,9 @@ from autoscaler.config import PolicyConfig
 from experiments.cli import main
 from experiments.distributions import Fixed
 from experiments.generators import Poisson, generate
-from experiments.replay import Setup, prepare
-from experiments.traces import load_trace, write_trace
+from experiments.keda_sweep import Section, _verdict
+from experiments.replay import Outcome, Setup, prepare
+from experiments.traces import Trace, load_trace, write_trace
 from experiments.tune import suggest_floors
 
 REPO = Path(__file__).resolve().parents[2]
@@ -281,6 +282,23 @@ def test_tune_on_several_traces_recommends_for_each(
     snippet = out[out.index("# experiments tune") :]
     assert "# small.csv: attainment" in snippet and "# busier.csv: attainment" in snippet
     assert yaml.safe_load(snippet)["policy"]["name"] == "keda"
+
+
+def test_the_keda_sweep_verdict_weighs_a_compared_keda_variant_against_the_sweep_only() -> None:
+    """Named by prefix, ``keda:syncOffset=0`` was among the swept settings it is compared with,
+    and the report said it was "matched or beaten on both axes by: keda:syncOffset=0"."""
+
+    def point(policy: str, attainment: float, cost: float) -> Outcome:
+        return Outcome(policy, attainment, 5.0, 5.0, 5.0, 100.0, cost, 1, 1)
+
+    section = Section(
+        Trace("t.csv", np.zeros(1)),
+        "",
+        100.0,
+        [point("keda listLength=5", 0.4, 0.9), point("keda:syncOffset=0", 0.95, 1.0)],
+    )
+    verdict = _verdict(section, ["keda:syncOffset=0"])
+    assert "keda:syncOffset=0" in verdict and "by: keda:syncOffset=0" not in verdict
 
 
 def test_keda_sweep_writes_markdown(trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
