@@ -404,15 +404,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
         report = replay(trace, setup, specs, progress_for)
     document = report.as_json()
     notes = _console(stderr=to_stdout)
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"  # strict JSON: NaN is no number
     if to_stdout:
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        sys.stdout.write(text)
     else:
         title = f"{trace.name}: {len(trace):,} jobs, oracle {report.prepared.oracle:,.0f} pod-seconds"
         notes.print(rich_table(report.outcomes, title, COLUMNS))
         notes.print(f"[dim]{setup.describe()}[/dim]", highlight=False)
         if args.json:
             with _writing("--json", Path(args.json)):
-                Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+                Path(args.json).write_text(text, encoding="utf-8")
             notes.print(f"wrote {args.json}")
     if args.plot:
         from experiments.plots import plot_report  # matplotlib only when asked for

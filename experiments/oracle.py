@@ -26,9 +26,15 @@ class Profile:
     pods: np.ndarray
 
 
+INSTANT_JOB_SECONDS = 1e-6
+"""How long a job of length 0 holds its pod in the profile: it still needs one Ready at that moment.
+Counted as length 0 it ended as it began and needed no pod at all, so a trace of such jobs had an
+oracle of 0 pod-seconds and every cost ratio was NaN (written to ``--json -`` as bare ``NaN``)."""
+
+
 def zero_wait_profile(arrivals: np.ndarray, service: np.ndarray, slots: int) -> Profile:
     """Pods needed over time if every job ran from its arrival (ends before starts at one instant)."""
-    times = np.concatenate([arrivals + service, arrivals])
+    times = np.concatenate([arrivals + np.maximum(service, INSTANT_JOB_SECONDS), arrivals])
     deltas = np.concatenate([-np.ones(len(service), np.int64), np.ones(len(arrivals), np.int64)])
     order = np.argsort(times, kind="stable")  # ends were placed first, so they stay first on ties
     times, deltas = times[order], deltas[order]

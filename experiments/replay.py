@@ -7,6 +7,7 @@ The score of a policy is a point on the cost-versus-SLO plane: the share of jobs
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +126,8 @@ class Outcome:
     max_replicas: int
 
     def as_json(self) -> dict[str, Any]:
+        """The CLI's JSON record; a number that is not finite (a ratio to an oracle of 0) is null,
+        since bare ``NaN`` is not JSON and strict parsers refuse the whole document."""
         return {
             "policy": self.policy,
             "slo_attainment": self.slo_attainment,
@@ -132,7 +135,7 @@ class Outcome:
             "latency_p95": self.latency_p95,
             "latency_p99": self.latency_p99,
             "pod_seconds": self.pod_seconds,
-            "cost_vs_oracle": self.cost_vs_oracle,
+            "cost_vs_oracle": self.cost_vs_oracle if math.isfinite(self.cost_vs_oracle) else None,
             "scale_events": self.scale_events,
             "max_replicas": self.max_replicas,
         }

@@ -46,6 +46,13 @@ def test_single_job_pays_startup_plus_service() -> None:
     assert oracle_pod_seconds(np.array([0.0]), np.array([5.0]), 1, 30.0) == 35.0
 
 
+def test_a_job_of_length_zero_still_needs_a_ready_pod() -> None:
+    """Counted as ending as it began, it needed no pod: a trace of such jobs had an oracle of 0
+    pod-seconds, and every cost ratio was NaN."""
+    assert oracle_pod_seconds(np.array([0.0]), np.array([0.0]), 1, 30.0) == pytest.approx(30.0)
+    assert oracle_pod_seconds(np.array([0.0, 100.0]), np.array([0.0, 0.0]), 1, 30.0) == pytest.approx(60.0)
+
+
 def test_short_gap_is_bridged_long_gap_restarts() -> None:
     arrivals, service = np.array([0.0, 10.0]), np.array([5.0, 5.0])
     assert oracle_pod_seconds(arrivals, service, 1, 30.0) == 30 + 5 + 5 + 5  # idles 5 s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -282,6 +283,25 @@ def test_tune_on_several_traces_recommends_for_each(
     snippet = out[out.index("# experiments tune") :]
     assert "# small.csv: attainment" in snippet and "# busier.csv: attainment" in snippet
     assert yaml.safe_load(snippet)["policy"]["name"] == "keda"
+
+
+def test_json_to_stdout_stays_strict_json_when_every_job_takes_no_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``--service 0`` the oracle was 0 pod-seconds and ``cost_vs_oracle`` a bare NaN, which
+    strict JSON parsers refuse (the whole document with it)."""
+    path = tmp_path / "instant.csv"
+    path.write_text("timestamp\n0\n1\n2\n")
+    status, out, _ = run_cli(
+        capsys, "replay", "--trace", str(path), "--service", "0", "--policy", "static:1", "--json", "-"
+    )
+
+    def refuse(constant: str) -> float:
+        raise AssertionError(f"not JSON: {constant}")
+
+    document = json.loads(out, parse_constant=refuse)
+    assert status == 0 and document["oracle_pod_seconds"] == pytest.approx(30.0 + 2.0, abs=1e-3)  # gaps idled
+    assert math.isfinite(document["policies"][0]["cost_vs_oracle"])
 
 
 def test_the_keda_sweep_verdict_weighs_a_compared_keda_variant_against_the_sweep_only() -> None:
