@@ -36,6 +36,18 @@ def test_scores_every_policy_on_every_trace_and_marks_targets() -> None:
     assert "python -m experiments scorecard" in text
 
 
+def test_no_best_possible_is_claimed_when_startups_are_drawn() -> None:
+    """The bound assumes every startup takes the mean; drawn ones can be far shorter, and a policy
+    beat the "best possible" (200 jobs at once, static:200: 3.5 % against 0 %)."""
+    trace = Trace("synthetic:ramp", np.zeros(200))
+    drawn = Setup(startup_p90=60.0, initial_replicas=1, max_replicas=200)
+    [row] = score_traces([(trace, "burst")], drawn, ["static:200"])
+    assert row.bound is None and row.best_possible(1) == "-"
+    assert "| synthetic:ramp | >= 98.0% at <= 1x | - | - | - |" in render([row], drawn, "cmd")
+    [fixed] = score_traces([(trace, "burst")], Setup(), ["static:200"])
+    assert fixed.bound is not None and fixed.best_possible(1) == f"{fixed.bound:.1%}"
+
+
 def test_rows_without_a_target_say_so() -> None:
     trace = Trace("synthetic:bursts", np.array([0.0, 1.0]))
     text = render([Row(trace, "two jobs", 10.0, [outcome("startup-aware", 1.0, 1.0)])], Setup(), "cmd")
