@@ -13,6 +13,7 @@ which is why cost is always read together with SLO attainment.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,12 +84,14 @@ def warmup_bound(
     look_seconds: float,
     slo: float,
     max_pods: int | None = None,
+    tick_seconds: float | None = None,
 ) -> float:
     """The best SLO attainment any online policy can reach on a trace that starts busy.
 
     Until the first pod ordered on evidence can be ready, only the initial pods serve. A policy
-    learns of the first job at the first look at the queue at or after it arrives (``look_seconds``
-    apart: the control tick, or the watch's interval between ticks when there is one), so
+    learns of the first job at the first look at the queue at or after it arrives (see
+    :func:`first_look`: ``look_seconds`` apart, the control tick or the watch's interval between
+    ticks, restarting at every tick when ``tick_seconds`` is given), so
     no new pod serves before that instant plus one startup. Give the policy every pod it may have
     (``max_pods``, unlimited when None) from that instant on: jobs the pods cannot start in time
     are still late, FIFO, whatever the policy does. FIFO start times only move earlier when servers
@@ -96,7 +99,7 @@ def warmup_bound(
     """
     if len(arrivals) == 0:
         return 1.0
-    first_ready = float(np.ceil(arrivals[0] / look_seconds) * look_seconds) + startup
+    first_ready = first_look(float(arrivals[0]), look_seconds, tick_seconds) + startup
     later = len(arrivals) if max_pods is None else max(0, max_pods - initial_pods)
     # When each slot is next free, a min-heap: the initial ones now, the rest at first_ready.
     free = [0.0] * (initial_pods * slots) + [first_ready] * (later * slots)
@@ -110,3 +113,17 @@ def warmup_bound(
         latest_start = start
         met += start - arrival + work <= slo
     return met / len(arrivals)
+
+
+def first_look(at: float, look_seconds: float, tick_seconds: float | None = None) -> float:
+    """The first look at the queue at or after ``at``.
+
+    Looks fall every ``look_seconds`` from 0; with ``tick_seconds``, at every tick from 0 and every
+    ``look_seconds`` after each tick before the next, as the simulator's and the daemon's watch
+    look. The two grids differ when the tick is no multiple of the watch: at a tick of 5 s and a
+    watch of 2 s the looks are at 0, 2, 4, 5, 7, 9, 10, ..., and a job at 4.5 s is seen at 5 s, not 6 s.
+    """
+    tick = look_seconds if tick_seconds is None else tick_seconds
+    start = math.floor(at / tick) * tick  # the tick at or before ``at``
+    look = start + math.ceil((at - start) / look_seconds) * look_seconds
+    return min(look, start + tick)

@@ -108,6 +108,7 @@ def score_traces(traces: Sequence[tuple[Trace, str]], setup: Setup, policies: Se
             initial_pods=setup.initial_replicas,
             startup=setup.startup,
             look_seconds=prepared.workload.look_seconds,
+            tick_seconds=prepared.workload.tick_seconds,
             slo=setup.slo,
             max_pods=setup.max_replicas,
         )

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.oracle import oracle_pod_seconds, warmup_bound, zero_wait_profile
+from experiments.oracle import first_look, oracle_pod_seconds, warmup_bound, zero_wait_profile
 from experiments.traces import AZURE_CODE_TRACE, load_trace
 
 AZURE = AZURE_CODE_TRACE
@@ -101,6 +101,19 @@ def test_matches_brute_force_and_bounds(jobs: list[tuple[float, float]], slots: 
     end = float(np.max(arrivals + service))
     assert service.sum() / slots <= cost + 1e-9
     assert cost <= peak * (end - arrivals[0] + startup) + 1e-9
+
+
+def test_the_first_look_follows_the_watch_restarting_at_each_tick() -> None:
+    assert [first_look(t, 2.0, 5.0) for t in (0.0, 0.5, 4.5, 5.0, 5.1, 9.5)] == [
+        0.0,
+        2.0,
+        5.0,
+        5.0,
+        7.0,
+        10.0,
+    ]
+    assert [first_look(t, 1.0, 5.0) for t in (0.0, 0.3, 4.5)] == [0.0, 1.0, 5.0]
+    assert [first_look(t, 5.0) for t in (0.0, 0.1, 5.0, 7.5)] == [0.0, 5.0, 5.0, 10.0]
 
 
 def test_warmup_bound_worked_example() -> None:
