@@ -84,7 +84,7 @@ def _select(rules: Mapping[str, Any], what: str) -> str:
     return str(select)
 
 
-Knobs = dict[str, float | int]
+Knobs = dict[str, float | int | str]
 
 
 def _scale_up(rules: Mapping[str, Any], notes: list[str]) -> Knobs:
@@ -135,6 +135,11 @@ def keda_knobs(spec: Mapping[str, Any], trigger: Mapping[str, Any], notes: list[
         **_scale_up(mapping(behavior.get("scaleUp"), f"{HPA_PATH}.scaleUp"), notes),
         **_scale_down(mapping(behavior.get("scaleDown"), f"{HPA_PATH}.scaleDown")),
     }
+    if hpa.get("behavior") is None:
+        # KEDA then creates its HPA with no behavior field, and the HPA controller applies its older
+        # rules (max(2 x, 4) per sync; the highest recent recommendation wins both ways), not the
+        # behavior defaults: an empty ``behavior: {}`` is defaulted to those, an absent one is not.
+        knobs["hpa_behavior"] = "none"
     metric_type = trigger.get("metricType", "AverageValue")
     if metric_type != "AverageValue":
         raise BehaviorError(

@@ -41,6 +41,15 @@ class KedaConfig:
     ``list_length`` is KEDA's ``listLength`` (AverageValue target per replica). The ``scale_up_*``
     and ``scale_down_*`` fields are the HPA ``behavior`` defaults: up by max(+100 %, +4 pods) per
     15 s with no stabilization; down by up to 100 % per 15 s after a 300 s stabilization window.
+
+    ``hpa_behavior`` "defaults" is that (the reference semantics every report uses). "none" is
+    what an HPA without a ``behavior`` field does, which is what KEDA creates for a ScaledObject
+    without ``advanced.horizontalPodAutoscalerConfig.behavior``: the controller's older rules. Up
+    to max(2 x current, 4) per sync, no period; the highest recommendation of the last
+    ``scale_down_stabilization`` seconds wins in either direction, so after a burst it scales *up*
+    towards a recommendation the queue has since dropped below; the first sync records the
+    current count as a recommendation; no scale-down rate limit. The ``scale_up_*`` and
+    ``scale_down_percent``/``period`` fields do not apply then.
     """
 
     list_length: float = 5.0
@@ -59,10 +68,12 @@ class KedaConfig:
     scale_down_period: float = 15.0
     scale_down_stabilization: float = 300.0
     min_replicas: int = 1
+    hpa_behavior: str = "defaults"
 
     def __post_init__(self) -> None:
         _require(
             {
+                "hpa_behavior 'defaults' or 'none'": self.hpa_behavior in ("defaults", "none"),
                 "list_length > 0": self.list_length > 0,
                 "sync_period > 0": self.sync_period > 0,
                 "0 <= sync_offset < sync_period": self.sync_offset is None
@@ -101,12 +112,18 @@ class KedaPolicy:
         offset = self.config.sync_offset
         self._next_sync = workload.tick_seconds % self.config.sync_period if offset is None else offset
         self._recommendations: deque[tuple[float, int]] = deque()
+        self._synced = False  # whether the first sync has recorded its initial recommendation
         self._up_events: deque[tuple[float, int]] = deque()
         self._down_events: deque[tuple[float, int]] = deque()
 
     @property
     def name(self) -> str:
         return f"keda(listLength={self.config.list_length:g})"
+
+    @property
+    def _legacy(self) -> bool:
+        """An HPA without ``behavior``: the controller's older normalization (see KedaConfig)."""
+        return self.config.hpa_behavior == "none"
 
     def decide(self, snapshot: Snapshot) -> Decision:
         if snapshot.now < self._next_sync - _EPS:
@@ -130,6 +147,11 @@ class KedaPolicy:
     def _sync(self, snapshot: Snapshot) -> Decision:
         cfg, now = self.config, snapshot.now
         current = snapshot.current_replicas
+        if self._legacy and not self._synced:
+            # recordInitialRecommendation: a new HPA (or a restarted controller) holds the count it
+            # finds for a stabilization window before it scales below it.
+            self._recommendations.append((now, current))
+            self._synced = True
         max_replicas = self.workload.max_replicas
         min_replicas = min(cfg.min_replicas, max_replicas)
         # reconcileAutoscaler: out-of-range counts are clamped without consulting the metric.
@@ -140,8 +162,12 @@ class KedaPolicy:
 
         metric_desired, ratio = self._metric_replicas(snapshot.waiting, current)
         terms = {"waiting": float(snapshot.waiting), "usage_ratio": ratio, "metric_desired": metric_desired}
-        stabilized = self._stabilize(now, current, metric_desired)
-        desired, limit_reason = self._rate_limit(now, current, stabilized)
+        if self._legacy:
+            stabilized = self._stabilize_legacy(now, metric_desired)
+            desired, limit_reason = self._limit_legacy(current, stabilized)
+        else:
+            stabilized = self._stabilize(now, current, metric_desired)
+            desired, limit_reason = self._rate_limit(now, current, stabilized)
         terms["stabilized"] = stabilized
         if limit_reason:
             reason = limit_reason
@@ -176,6 +202,25 @@ class KedaPolicy:
         down_limit = max([recommendation, *(r for _, r in recs)])
         recs.append((now, recommendation))
         return min(max(current, recommendation), down_limit)
+
+    def _stabilize_legacy(self, now: float, recommendation: int) -> int:
+        """stabilizeRecommendation: the highest recommendation of the window, the new one included."""
+        recs = self._recommendations
+        while recs and recs[0][0] <= now - self.config.scale_down_stabilization + _EPS:
+            recs.popleft()
+        highest = max([recommendation, *(r for _, r in recs)])
+        recs.append((now, recommendation))
+        return highest
+
+    def _limit_legacy(self, current: int, desired: int) -> tuple[int, str]:
+        """convertDesiredReplicasWithRules: at most max(2 x current, 4) per sync, min..max replicas."""
+        floor = min(self.config.min_replicas, self.workload.max_replicas)
+        limit = min(max(2 * current, 4), self.workload.max_replicas)
+        if desired > limit:
+            return limit, "hpa-scale-up-limit"
+        if desired < floor:
+            return floor, "hpa-min-replicas"
+        return desired, ""
 
     def _rate_limit(self, now: float, current: int, desired: int) -> tuple[int, str]:
         """convertDesiredReplicasWithBehaviorRate with the default scaling policies."""

@@ -108,6 +108,38 @@ class TestKeda:
     def test_config_validation(self) -> None:
         with pytest.raises(ValueError, match="list_length > 0"):
             KedaConfig(list_length=0)
+        with pytest.raises(ValueError, match="hpa_behavior 'defaults' or 'none'"):
+            KedaConfig(hpa_behavior="legacy")
+
+
+class TestKedaWithoutHpaBehavior:
+    """An HPA with no ``behavior`` field, what KEDA creates for a plain ScaledObject: the HPA
+    controller's older normalize-desired-replicas rules (horizontal.go), not the behavior defaults."""
+
+    NONE = KedaConfig(sync_offset=0.0, hpa_behavior="none")
+
+    def test_scale_up_is_limited_to_double_or_four_per_sync(self) -> None:
+        keda = KedaPolicy(WORKLOAD, self.NONE)
+        steps = [(1, 4), (4, 8), (8, 16), (16, 32)]  # with behavior defaults: 5, 10, 20, 40
+        for i, (current, expected) in enumerate(steps):
+            decision = keda.decide(snap(15.0 * i, 10_000, current))
+            assert (decision.desired, decision.reason) == (expected, "hpa-scale-up-limit")
+
+    def test_the_highest_recent_recommendation_also_pulls_the_count_up(self) -> None:
+        keda = KedaPolicy(WORKLOAD, self.NONE)
+        assert keda.decide(snap(0, 500, 10)).desired == 20  # recommends 100, limited to 2 x 10
+        # The queue now asks for 25; the 100 of 15 s ago is in the window: up to 2 x 20 = 40.
+        assert keda.decide(snap(15, 125, 20)).desired == 40
+        with_defaults = KedaPolicy(WORKLOAD, ON_ZERO)
+        with_defaults.decide(snap(0, 500, 10))
+        assert with_defaults.decide(snap(15, 125, 20)).desired == 25
+
+    def test_the_first_sync_holds_the_count_it_finds_for_a_window(self) -> None:
+        keda = KedaPolicy(WORKLOAD, self.NONE)
+        for now in range(0, 300, 15):
+            decision = keda.decide(snap(now, 0, 10))
+            assert (decision.desired, decision.reason) == (10, "hpa-scale-down-stabilization")
+        assert keda.decide(snap(300, 0, 10)).desired == 1  # the initial 10 has left the window
 
 
 class TestKpa:

@@ -358,7 +358,8 @@ def test_import_keda_converts_a_redis_trigger(monkeypatch: pytest.MonkeyPatch) -
     assert (target["min_replicas"], target["max_replicas"], target["shadow"]) == (2, 30, True)
     assert any("listLength=8" in note for note in conversion.notes)
     keda = convert_text(SCALED_OBJECT, policy="keda", shadow=False).targets[0]
-    assert keda["policy"] == {"name": "keda", "list_length": 8.0, "min_replicas": 2}
+    # No behavior in the ScaledObject: KEDA's HPA has none, and runs the controller's older rules.
+    assert keda["policy"] == {"name": "keda", "list_length": 8.0, "hpa_behavior": "none", "min_replicas": 2}
     assert keda["shadow"] is False
 
 
@@ -376,7 +377,10 @@ def test_import_keda_output_is_a_valid_config(
     config = parse_config(out)
     target = config.targets[0]
     assert target.source.resolved_url() == "rediss://secret@redis.ml:6379/3"
-    assert target.policy.name == "keda" and target.policy.knobs == {"list_length": 8.0, "min_replicas": 2}
+    assert target.policy.name == "keda"
+    assert target.policy.knobs == {"list_length": 8.0, "hpa_behavior": "none", "min_replicas": 2}
+    built = make_policy(target.policy.name, WorkloadSpec(), **target.policy.knobs)
+    assert isinstance(built, KedaPolicy) and built.config.hpa_behavior == "none"
 
 
 BEHAVIOR = """\
