@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import re
 import types
 import typing
@@ -49,7 +50,10 @@ def parse_spec(spec: str) -> tuple[str, list[str], dict[str, str]]:
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, sep, value = part.partition("=")
         if sep:
-            options[_snake(key.strip())] = value.strip()
+            name_ = _snake(key.strip())
+            if name_ in options:  # ``listLength=5,list_length=10``: which one was meant?
+                raise PolicySpecError(f"option {name_} is given twice in {spec.strip()!r}")
+            options[name_] = value.strip()
         else:
             positional.append(part)
     return name.strip(), positional, options
@@ -94,7 +98,13 @@ def _coerce(raw: Value, hint: Any, key: str) -> Value:
                 raise ValueError
             return int(number)
         if float in allowed:
-            return float(raw)
+            number = float(raw)
+            if math.isfinite(number):
+                return number
+            # No knob means anything at infinity (or NaN); an int knob never parses one.
+            raise PolicySpecError(f"option {key}={raw!r} is not a finite number")
+    except PolicySpecError:
+        raise
     except ValueError:
         pass
     else:

@@ -66,6 +66,11 @@ def test_startup_aware_builds_with_its_knobs() -> None:
         ("keda:bogus=1", "unknown option(s) bogus for policy 'keda'; valid: list_length"),
         ("keda:listLength=abc", "list_length='abc' is not a valid float"),
         ("keda:listLength=0", "list_length > 0"),
+        ("keda:listLength=inf", "option list_length='inf' is not a finite number"),
+        (
+            "keda:listLength=5,list_length=10",
+            "option list_length is given twice in 'keda:listLength=5,list_length=10'",
+        ),
         ("keda:5", "takes key=value options"),
         ("static", "needs exactly a replica count"),
         ("static:many", "not a valid int"),
