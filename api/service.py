@@ -41,7 +41,7 @@ from jobqueue.combine import concurrently
 from jobqueue.driver import Op, arun
 from jobqueue.errors import transient
 from jobqueue.keys import queue_name
-from jobqueue.ops import idempotency_holder, request_fingerprint, submit_job
+from jobqueue.ops import idempotency_holder, idempotency_known, request_fingerprint, submit_job
 from jobqueue.ratelimit import RateDecision, take_token
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,8 @@ class JobService:
         caller = self.auth.principal(api_key)  # None with authentication off: one shared cache
         if ttl:
             checks["cache"] = cache.lookup(queue, input, scope=caller, settings=settings)
+            if idempotency_key is not None:
+                checks["known"] = idempotency_known(queue, str(idempotency_key), caller, settings=settings)
         if version is None and idempotency_key is not None:
             # Routed by weight: the split may have moved since the key was used, even away from
             # the version that holds it (a rollback), so every queue of the model is asked.
@@ -135,6 +137,11 @@ class JobService:
                 retry_after=decision.retry_after, reason="rate_limited",
             )  # fmt: skip
         hit: Job | None = found.get("cache")
+        if found.get("known") or found.get("held"):
+            # A key already bound to a request decides, not the cache (which matched the input
+            # alone): the key's own job for the same request, a 422 for another. Served from the
+            # cache, a reused key was answered 200 with whatever job had the same input.
+            hit = None
         if hit is not None:
             self.metrics.submissions.labels(queue, "cached").inc()
             return Accepted(hit.id, queue, created=False, cached_job=hit)

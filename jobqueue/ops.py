@@ -109,6 +109,19 @@ def idempotency_holder(
     return next((q for q, h in zip(queues, held, strict=True) if h), None)
 
 
+def idempotency_known(
+    queue: str, key: str, scope: str | None = None, *, settings: Settings = DEFAULT_SETTINGS
+) -> Op[bool]:
+    """Whether ``queue`` holds a record of idempotency ``key`` (in ``scope``), of any format.
+
+    A record whose job is gone counts too: :func:`submit_job` decides what it means. Read beside
+    a result-cache lookup, so that a key bound to a request decides before the cache does.
+    """
+    record = Keyspace(settings.prefix).queue(queue).idempotency(key, scope)
+    (exists,) = yield [call("EXISTS", record)]
+    return bool(exists)
+
+
 def submit_job(
     queue: str,
     input: Any,

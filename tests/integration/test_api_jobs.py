@@ -522,6 +522,28 @@ def test_result_cache_answers_identical_requests(redis_url: str, redis_client: r
     assert 'api_submissions_total{outcome="cached",queue="default:v1"} 1.0' in metrics
 
 
+def test_a_bound_idempotency_key_decides_before_the_result_cache(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """The cache matches the input alone: a key reused with the same input and other metadata was
+    answered 200 with the cached job, where the key's contract is a 422."""
+    with api_client(redis_url, RESULT_CACHE_TTL="60") as c:
+        first = submit(c, input="cat.jpg", idempotency_key="k1", metadata={"user": "a"}).json()
+        finish(redis_client, take_and_start(redis_client), {"label": "cat"})
+        reused = submit(c, input="cat.jpg", idempotency_key="k1", metadata={"user": "b"})
+        retried = submit(c, input="cat.jpg", idempotency_key="k1", metadata={"user": "a"})
+        new_key = submit(c, input="cat.jpg", idempotency_key="k2", metadata={"user": "a"})
+    assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused", reused.text
+    assert retried.status_code == 202, retried.text  # the key's own job, as found
+    assert (retried.json()["id"], retried.json()["created"], retried.json()["status"]) == (
+        first["id"],
+        False,
+        "succeeded",
+    )
+    assert new_key.status_code == 200 and new_key.json()["id"] == first["id"]  # a new key: the cache
+    assert arrivals(redis_client) == 1
+
+
 def test_result_cache_is_per_tenant_and_honours_the_key_prefix(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
