@@ -41,15 +41,16 @@ class KedaConfig:
     ``list_length`` is KEDA's ``listLength`` (AverageValue target per replica). The ``scale_up_*``
     and ``scale_down_*`` fields are the HPA ``behavior`` defaults: up by max(+100 %, +4 pods) per
     15 s with no stabilization; down by up to 100 % per 15 s after a 300 s stabilization window.
+    On either path the first sync records the count it finds as a recommendation, as the HPA
+    controller does, so a new HPA keeps the pods it found for one stabilization window.
 
     ``hpa_behavior`` "defaults" is that (the reference semantics every report uses). "none" is
     what an HPA without a ``behavior`` field does, which is what KEDA creates for a ScaledObject
     without ``advanced.horizontalPodAutoscalerConfig.behavior``: the controller's older rules. Up
     to max(2 x current, 4) per sync, no period; the highest recommendation of the last
     ``scale_down_stabilization`` seconds wins in either direction, so after a burst it scales *up*
-    towards a recommendation the queue has since dropped below; the first sync records the
-    current count as a recommendation; no scale-down rate limit. The ``scale_up_*`` and
-    ``scale_down_percent``/``period`` fields do not apply then.
+    towards a recommendation the queue has since dropped below; no scale-down rate limit. The
+    ``scale_up_*`` and ``scale_down_percent``/``period`` fields do not apply then.
     """
 
     list_length: float = 5.0
@@ -147,9 +148,9 @@ class KedaPolicy:
     def _sync(self, snapshot: Snapshot) -> Decision:
         cfg, now = self.config, snapshot.now
         current = snapshot.current_replicas
-        if self._legacy and not self._synced:
-            # recordInitialRecommendation: a new HPA (or a restarted controller) holds the count it
-            # finds for a stabilization window before it scales below it.
+        if not self._synced:
+            # recordInitialRecommendation, on both paths: a new HPA (or a restarted controller)
+            # holds the count it finds for a stabilization window before it scales below it.
             self._recommendations.append((now, current))
             self._synced = True
         max_replicas = self.workload.max_replicas

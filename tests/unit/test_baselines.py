@@ -91,10 +91,20 @@ class TestKeda:
 
     def test_never_below_one_and_activates_from_zero(self) -> None:
         keda = KedaPolicy(WORKLOAD, ON_ZERO)
-        decision = keda.decide(snap(0, 0, 1))
+        keda.decide(snap(0, 0, 1))  # held by its own initial recommendation of 1
+        decision = keda.decide(snap(300, 0, 1))
         assert (decision.desired, decision.reason) == (1, "hpa-min-replicas")
         assert KedaPolicy(WORKLOAD, ON_ZERO).decide(snap(0, 0, 0)).desired == 1
         assert KedaPolicy(WORKLOAD, ON_ZERO).decide(snap(0, 40, 0)).desired == 1  # below min: min first
+
+    def test_the_first_sync_holds_the_count_it_finds_for_a_window(self) -> None:
+        # recordInitialRecommendation runs on the behavior path too: an HPA created over 10 pods
+        # with an empty queue keeps them for the 300 s scale-down stabilization window.
+        keda = KedaPolicy(WORKLOAD, ON_ZERO)
+        for now in range(0, 300, 15):
+            decision = keda.decide(snap(now, 0, 10))
+            assert (decision.desired, decision.reason) == (10, "hpa-scale-down-stabilization")
+        assert keda.decide(snap(300, 0, 10)).desired == 1
 
     def test_never_names_pods_and_holds_on_stale_signals(self) -> None:
         keda = KedaPolicy(WORKLOAD, ON_ZERO)
