@@ -96,7 +96,8 @@ class JobAccepted(BaseModel):
     status: JobStatus
     queue: str = Field(description="`model:version` the job was routed to")
     created: bool = Field(
-        description="False when an idempotency key or the result cache matched an earlier job"
+        description="True for the request that created the job; false when an idempotency key or the "
+        "result cache matched a job an earlier request made"
     )
 
 

@@ -71,8 +71,9 @@ def as_map(reply: Any) -> dict[str, Any]:
 
 
 def job_fields(job: Job) -> dict[str, str]:
-    """The hash fields that represent ``job`` (``entry`` and ``attempt_token`` are managed by the
-    scripts: the stream entry that delivers the job, and the token of the attempt that started)."""
+    """The hash fields that represent ``job`` (``entry``, ``attempt_token`` and ``submit_token`` are
+    managed by the scripts: the stream entry that delivers the job, the token of the attempt that
+    started, and that of the request that submitted it)."""
     return {
         "id": job.id,
         "queue": job.queue,

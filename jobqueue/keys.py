@@ -26,7 +26,8 @@ software and ``SCAN jq:*`` shows exactly what this system owns. A queue is named
                                            keys are checked) -> id of a job that ran it (EX)
     jq:ratelimit:<digest>          HASH    token bucket of one client identity (hashed)
     jq:traffic                     HASH    model -> version weights as JSON (canary / A-B split)
-    jq:job:<id>                    HASH    the job record (see ``jobqueue.types.Job``)
+    jq:job:<id>                    HASH    the job record (see ``jobqueue.types.Job``), plus fields the
+                                           scripts keep: ``entry``, ``attempt_token``, ``submit_token``
     jq:worker:<name>               HASH    worker registry entry, EXPIREs unless heartbeats renew it
     jq:done:<id>                   PUBSUB  channel; a message is published when the job reaches a
                                            terminal state (for push-style waiters)

@@ -132,6 +132,7 @@ def submit_job(
     fingerprint: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     job_id: str | None = None,
+    request_token: str | None = None,
     settings: Settings = DEFAULT_SETTINGS,
 ) -> Op[Submitted]:
     """Create a job record and enqueue it, atomically, in one round trip.
@@ -154,7 +155,20 @@ def submit_job(
     expired, and the submission creates a new job: answering ``created=False`` with the id of a job
     that no longer exists (404) would leave the client neither the result nor a way to get one.
     So a retry costs a second round trip, which checks the earlier job; a first submission, one.
+
+    ``request_token`` names this request (default: a new random one per call) and is stored with
+    the job. ``created`` is True for the request that created the job even when the script ran
+    twice for it: a Redis client that loses the reply with its connection sends the command again
+    (redis-py does, once, with the retry policy the API and the workers set), and that resend finds
+    the job it wrote, by its idempotency key or its id. Without the token it was answered
+    ``created=False``, as if another request had made the job, and the one client that did was
+    told its request was a duplicate. The resend carries the same token (the same command, sent
+    again), so the script tells it from any other request, which is answered ``created=False``. A
+    caller that retries a submission by itself after a lost reply passes the same ``job_id`` and
+    ``request_token`` each time for the same answer: a job is matched to its request by both.
     """
+    if request_token is not None and not request_token:
+        raise ValueError("request_token must not be empty (None draws a new one)")
     priority = _priority(priority)
     ks = Keyspace(settings.prefix)
     qk = ks.queue(queue)
@@ -179,7 +193,8 @@ def submit_job(
             fingerprint = request_fingerprint(model, version, input, priority, metadata)
     pairs = [x for kv in fields.items() for x in kv]
     head: list[Arg] = [job.id, GROUP, queue, settings.idempotency_ttl, fingerprint or ""]
-    (reply,) = yield [Eval(SUBMIT, tuple(keys), (*head, "", *pairs))]
+    token = request_token or uuid.uuid4().hex
+    (reply,) = yield [Eval(SUBMIT, tuple(keys), (*head, "", token, *pairs))]
     outcome, the_id = int(reply[0]), str(reply[1])
     checked = None
     # The key matched an earlier job: it counts only while that job's record exists (see the docstring).
@@ -187,7 +202,7 @@ def submit_job(
         if outcome == 1 or idempotency_key is None or the_id == checked:
             break
         checked = the_id
-        (reply,) = yield [Eval(SUBMIT, (*keys, ks.job(checked)), (*head, checked, *pairs))]
+        (reply,) = yield [Eval(SUBMIT, (*keys, ks.job(checked)), (*head, checked, token, *pairs))]
         outcome, the_id = int(reply[0]), str(reply[1])
     if outcome < 0:
         raise IdempotencyKeyReusedError(str(idempotency_key), the_id)

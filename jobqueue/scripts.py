@@ -36,7 +36,7 @@ SUBMIT = Script(
     """
 -- KEYS: job hash, stream, arrivals counter, queues set, [idempotency record, [the job hash of ARGV[6]]]
 -- ARGV: job id, group, queue, idempotency ttl, request fingerprint, the id of a job found gone ('' for
---       none), hash field/value pairs...
+--       none), request token (never ''), hash field/value pairs...
 -- Returns {1, id} for a created job, {0, id} for an earlier one (same idempotency key and request,
 -- or a caller-chosen id that exists), {-1, id} when the key is bound to a different request. An
 -- earlier job whose record is at hand (a caller-chosen id, or the job ARGV[6] names) adds its
@@ -44,6 +44,14 @@ SUBMIT = Script(
 -- A record answers for its job only while the job's record exists: the caller, told an earlier id,
 -- runs this again naming that job (ARGV[6], KEYS[6]); if the record still names it and it is gone
 -- (expired RESULT_TTL after it ended, or evicted), the record is forgotten like an expired one.
+-- The job keeps the request token it was created with (field submit_token). A call that finds its
+-- own job, under its own id and carrying its own token, is the request that created it sent again
+-- (a client such as redis-py resends a command whose reply was lost with its connection, after the
+-- script ran): it is answered {1, id, status}, as the lost reply would have been, with the status
+-- the job is in now.
+local function resent()
+  return redis.call('HGET', KEYS[1], 'submit_token') == ARGV[7]
+end
 if KEYS[5] then
   local kind = redis.call('TYPE', KEYS[5])['ok']
   local seen, fingerprint = false, false
@@ -57,12 +65,15 @@ if KEYS[5] then
   end
   if seen and not (KEYS[6] and seen == ARGV[6] and redis.call('EXISTS', KEYS[6]) == 0) then
     if fingerprint and fingerprint ~= ARGV[5] then return {-1, seen} end
+    if seen == ARGV[1] and resent() then return {1, seen, redis.call('HGET', KEYS[1], 'status')} end
     if KEYS[6] and seen == ARGV[6] then return {0, seen, redis.call('HGET', KEYS[6], 'status')} end
     return {0, seen}
   end  -- no record, a record without a job, or one whose job is gone: the write below replaces it
 end
--- A caller-chosen id reused:
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1], redis.call('HGET', KEYS[1], 'status')} end
+-- A caller-chosen id reused (or this request's own job, sent again):
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {resent() and 1 or 0, ARGV[1], redis.call('HGET', KEYS[1], 'status')}
+end
 if KEYS[5] then
   redis.call('DEL', KEYS[5])
   redis.call('HSET', KEYS[5], 'job', ARGV[1], 'fingerprint', ARGV[5])
@@ -72,10 +83,10 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[2], '0', 'MKSTREAM')
 end
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
-redis.call('HSET', KEYS[1], 'entry', entry)
+redis.call('HSET', KEYS[1], 'entry', entry, 'submit_token', ARGV[7])
 redis.call('INCR', KEYS[3])
 redis.call('SADD', KEYS[4], ARGV[3])
 return {1, ARGV[1]}

@@ -91,10 +91,12 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
-    """Answer to a submission: ``created`` is False when an idempotency key matched an earlier job.
+    """Answer to a submission: ``created`` is False when an idempotency key (or a caller-chosen id)
+    matched a job another request made, True for the request that made it (sent twice or not: see
+    :func:`jobqueue.ops.submit_job`).
 
     ``status`` is the job's status as the submission found it: QUEUED for a created job, the
-    earlier job's own (it may have run, or finished, since) for a match.
+    earlier job's own (it may have run, or finished, since) for a match or a resend.
     """
 
     job_id: str

@@ -26,8 +26,10 @@ from jobqueue import JobStatus, Keyspace, Settings
 from jobqueue import sync as jq
 from jobqueue.binding import bind_sync
 from jobqueue.consumer import Outcome
+from jobqueue.scripts import SUBMIT
 from jobqueue.traffic import set_traffic
 from tests.support.api import api_client
+from tests.support.proxy import ReplyDropper
 from tests.support.valkey import ValkeyServer
 from tests.support.workers import REPO
 
@@ -104,6 +106,31 @@ def test_idempotency_key_returns_the_first_job(redis_url: str, redis_client: red
     assert (first["status"], again["status"], running["status"]) == ("queued", "queued", "running")
     assert other["id"] != first["id"]
     assert arrivals(redis_client) == 2
+
+
+@pytest.mark.parametrize("key", [None, "order-42"], ids=["no-key", "idempotency-key"])
+def test_the_request_whose_write_redis_py_resent_is_told_it_created_the_job(
+    redis_client: redis.Redis, key: str | None
+) -> None:
+    """The job is written, the reply is lost with its connection, and the API's Redis client
+    reconnects and resends the script by itself (one retry). The resend met the job just written
+    (its key's record, or its id) and the client that created it was told ``created: false``,
+    counted as a duplicate. The client's own retry with the key is the duplicate, and says so."""
+    port = redis_client.connection_pool.connection_kwargs["port"]
+    redis_client.script_load(SUBMIT.source)  # so the dropped reply is the script's, not NOSCRIPT
+    with ReplyDropper(port) as proxy, api_client(proxy.url) as c:
+        proxy.drop_reply_to(SUBMIT.sha.encode())
+        first = submit(c, idempotency_key=key)
+        assert proxy.dropped.is_set()
+        metrics = c.get("/metrics").text
+        again = submit(c, idempotency_key="order-42").json() if key else None
+    assert first.status_code == 202, first.text
+    assert (first.json()["created"], first.json()["status"]) == (True, "queued")
+    assert 'api_submissions_total{outcome="created",queue="default:v1"} 1.0' in metrics
+    assert 'outcome="duplicate"' not in metrics
+    if again is not None:
+        assert (again["id"], again["created"]) == (first.json()["id"], False)
+    assert arrivals(redis_client) == 1
 
 
 def test_an_idempotency_key_reused_for_another_request_is_422(

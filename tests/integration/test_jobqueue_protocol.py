@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from jobqueue import (
     IdempotencyKeyReusedError,
@@ -24,7 +26,9 @@ from jobqueue import (
 from jobqueue import consumer as jq_consumer
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome
+from jobqueue.scripts import SUBMIT
 from jobqueue.types import Entry
+from tests.support.proxy import ReplyDropper
 from tests.support.valkey import ValkeyServer
 
 pytestmark = pytest.mark.integration
@@ -236,6 +240,61 @@ def test_caller_chosen_job_id_is_not_overwritten(redis_client: redis.Redis) -> N
     job = jq.get_job(redis_client, "mine")
     assert job is not None and job.input == 1
     assert jq.read_queue_stats(redis_client, Q).arrivals_total == 1
+
+
+@pytest.mark.parametrize(
+    "how",
+    [{}, {"job_id": "mine"}, {"idempotency_key": "k"}, {"idempotency_key": "k", "job_id": "mine"}],
+    ids=["plain", "caller-chosen-id", "idempotency-key", "both"],
+)
+def test_a_submission_whose_reply_was_lost_is_told_it_created_its_job(
+    redis_client: redis.Redis, how: dict[str, Any]
+) -> None:
+    """The script ran, its reply was lost with the connection, and redis-py reconnected and sent
+    it again by itself. The resend found the job just written (by its id, or by its idempotency
+    key) and answered ``created=False`` to the only request that created it. A later submission
+    of the same request is a different one, and is told the job is not its own."""
+    port = redis_client.connection_pool.connection_kwargs["port"]
+    redis_client.script_load(SUBMIT.source)  # so the dropped reply is the script's, not NOSCRIPT
+    with ReplyDropper(port) as proxy:
+        # One resend after a connection error, as the API's and the worker's clients are set up.
+        lossy = redis.Redis.from_url(proxy.url, retry=Retry(NoBackoff(), 1))
+        try:
+            proxy.drop_reply_to(SUBMIT.sha.encode())
+            first = jq.submit_job(lossy, Q, 1, **how)
+            assert proxy.dropped.is_set()
+            again = jq.submit_job(lossy, Q, 1, **how) if how else None  # plain: a new job
+        finally:
+            lossy.close()
+    assert (first.created, first.status) == (True, JobStatus.QUEUED)
+    if again is not None:
+        assert (again.job_id, again.created) == (first.job_id, False)
+    stats = jq.read_queue_stats(redis_client, Q)
+    assert (stats.arrivals_total, stats.waiting) == (1, 1)
+
+
+def test_a_request_token_names_the_submission_that_created_the_job(redis_client: redis.Redis) -> None:
+    """What a resend looks like to the script: the same call again, job id and token included.
+    Only the request whose token the job carries is told it created the job; another request with
+    the same idempotency key (or the same caller-chosen id) is a duplicate."""
+    request: dict[str, Any] = {"idempotency_key": "k", "job_id": "job-1"}
+    first = jq.submit_job(redis_client, Q, 1, **request, request_token="req-1")
+    resent = jq.submit_job(redis_client, Q, 1, **request, request_token="req-1")
+    other = jq.submit_job(redis_client, Q, 1, **request, request_token="req-2")
+    other_id = jq.submit_job(redis_client, Q, 1, idempotency_key="k", request_token="req-1")
+    assert (first.created, resent.created, other.created, other_id.created) == (True, True, False, False)
+    assert first.job_id == resent.job_id == other.job_id == other_id.job_id == "job-1"
+    mine = jq.submit_job(redis_client, Q, 2, job_id="mine", request_token="req-3")
+    mine_resent = jq.submit_job(redis_client, Q, 2, job_id="mine", request_token="req-3")
+    mine_other = jq.submit_job(redis_client, Q, 2, job_id="mine", request_token="req-4")
+    assert (mine.created, mine_resent.created, mine_other.created) == (True, True, False)
+    assert jq.read_queue_stats(redis_client, Q).arrivals_total == 2
+    # A resend that finds its job already taken by a worker reports the status it is in now.
+    jq.start(redis_client, take(redis_client), "w1")
+    late = jq.submit_job(redis_client, Q, 1, **request, request_token="req-1")
+    assert (late.created, late.status) == (True, JobStatus.RUNNING)
+    with pytest.raises(ValueError, match="request_token"):
+        jq.submit_job(redis_client, Q, 3, request_token="")
 
 
 def test_cancel_queued_job_is_skipped_by_workers(redis_client: redis.Redis) -> None:
