@@ -33,9 +33,15 @@ class Heartbeat(threading.Thread):
         settings: Settings,
         *,
         on_redis_error: Callable[[], None] | None = None,
+        on_redis_reached: Callable[[], None] | None = None,
     ) -> None:
+        """``on_redis_error`` is called after a beat Redis did not serve (a transient error: down,
+        unreachable, refusing for a while), ``on_redis_reached`` after one it did: the worker
+        learns from both whether an outage may have kept leases from being renewed (see
+        :mod:`worker.contact`)."""
         super().__init__(name="heartbeat", daemon=True)
         self._on_redis_error = on_redis_error
+        self._on_redis_reached = on_redis_reached
         self.client = client
         self.status = status
         self.metrics = metrics
@@ -63,13 +69,17 @@ class Heartbeat(threading.Thread):
             self.status.redis_failed(exc)
             if not transient(exc):
                 raise
-            self._failed()
+            self.metrics.redis_errors.labels(self.metrics.queue).inc()
+            if self._on_redis_error is not None:
+                self._on_redis_error()
             if not self._down:
                 log.warning("heartbeat failed (%s); will keep trying", exc)
             self._down = True
             return
         self._down = False
         self.status.redis_reached()
+        if self._on_redis_reached is not None:
+            self._on_redis_reached()
         if held is False and lease is not None and self._warned_lost != lease.entry_id:
             self._warned_lost = lease.entry_id
             log.warning(
@@ -83,22 +93,20 @@ class Heartbeat(threading.Thread):
             # The lease of a running job lives on this thread. Any other refusal (MISCONF while the
             # server cannot persist, say) must not end it: the job would then be reclaimed and run
             # twice once the condition cleared, and the autoscaler would lose sight of this pod.
+            # Counted as an error, not reported as an outage: an error reply (WRONGTYPE, NOPERM) is
+            # Redis answering, and a failure that is not Redis's says nothing about it either; as
+            # an outage, it postponed the worker's reclaim for as long as it recurred.
             try:
                 self.beat()
                 failing = None
             except Exception as exc:
-                self._failed()
+                self.metrics.redis_errors.labels(self.metrics.queue).inc()
                 if failing != str(exc) and misconfigured(exc):  # no traceback: nothing to debug
                     log.error("heartbeat failed: redis %s; check REDIS_URL", describe(exc))
                 elif failing != str(exc):  # once per distinct error, not every interval
                     log.exception("heartbeat failed; will keep trying")
                 failing = str(exc)
             self._stop_event.wait(self.interval)
-
-    def _failed(self) -> None:
-        self.metrics.redis_errors.labels(self.metrics.queue).inc()
-        if self._on_redis_error is not None:
-            self._on_redis_error()
 
     def stop(self) -> None:
         self._stop_event.set()

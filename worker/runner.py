@@ -29,6 +29,7 @@ from jobqueue import sync as jq
 from jobqueue.consumer import Outcome, ReclaimCursor
 from jobqueue.errors import describe, misconfigured
 from worker.config import WorkerConfig
+from worker.contact import RedisContact
 from worker.heartbeat import Heartbeat
 from worker.metrics import WorkerMetrics
 from worker.model import Model, PermanentJobError
@@ -77,15 +78,17 @@ class Worker:
         self.metrics = WorkerMetrics(config.queue)
         self.metrics.state.labels(config.queue).state(self.status.state.value)
         self.draining = threading.Event()
-        # Set by any failed Redis call, of the job loop or of the heartbeat thread (see _next_entries).
-        self._outage = threading.Event()
+        # Fed by the Redis calls of the job loop and of the heartbeat thread; decides whether an
+        # outage postpones the reclaim (see _next_entries and worker.contact).
+        self._contact = RedisContact(config.visibility_timeout, config.heartbeat_seconds)
         self.heartbeat = Heartbeat(
             self.client,
             self.status,
             self.metrics,
             config.heartbeat_seconds,
             config.settings,
-            on_redis_error=self._outage.set,
+            on_redis_error=self._contact.failed,
+            on_redis_reached=self._contact.reached,
         )
         self.watchdog = JobWatchdog(self.status, config.job_timeout, self._abandon_hung_job)
         self._reclaim_every = min(config.visibility_timeout / 4, 5.0)
@@ -165,8 +168,14 @@ class Worker:
 
     def _redis(self, fn: Callable[[], T], what: str, *, until_drained: bool = True) -> T:
         """Retry ``fn`` through Redis outages; with ``until_drained`` give up once draining."""
+
+        def reaching() -> T:
+            result = fn()
+            self._contact.reached()
+            return result
+
         return with_retry(
-            fn,
+            reaching,
             what=what,
             wake=self.draining if until_drained else None,
             give_up=self.draining.is_set if until_drained else lambda: False,
@@ -175,7 +184,7 @@ class Worker:
 
     def _redis_failed(self) -> None:
         self.metrics.redis_errors.labels(self.config.queue).inc()
-        self._outage.set()
+        self._contact.failed()
 
     def _loop(self) -> None:
         while not self.draining.is_set():
@@ -189,18 +198,16 @@ class Worker:
         # an orphan (a read whose reply was lost, a predecessor under our name): run it at once
         # rather than a visibility timeout later, when a reclaim would find it.
         orphans = jq.own_pending(self.client, cfg.queue, cfg.name, settings=cfg.settings)
+        # Redis answers now: a blackout in progress ends here, before the reclaim is decided on.
+        self._contact.reached()
         if orphans:
             log.info("running job(s) %s delivered to this worker earlier", [e.job_id for e in orphans])
             return orphans
-        if self._outage.is_set():
-            # Redis was unreachable: no lease was renewed meanwhile, the live workers' as little as
-            # the dead ones'. Reclaiming right after it returns would take running jobs from live
-            # holders before their heartbeats renew them; a visibility timeout from now, only the
-            # dead ones' are still idle. The flag is cleared before this call: if Redis is still
-            # down, the call fails, sets it again, and the wait counts from the next attempt.
-            self._outage.clear()
-            self._next_reclaim = max(self._next_reclaim, now + cfg.visibility_timeout)
-        if now >= self._next_reclaim:
+        # After an outage long enough to have kept live holders from renewing their leases, the
+        # reclaim waits a visibility timeout from its end (their jobs would look abandoned until
+        # their heartbeats return). Failed calls between successful ones, however often they
+        # recur (a heartbeat failing at every beat), postpone nothing: see worker.contact.
+        if now >= self._next_reclaim and self._contact.may_reclaim():
             self._next_reclaim = now + self._reclaim_every
             entry = jq.reclaim(
                 self.client,

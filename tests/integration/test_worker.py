@@ -15,7 +15,7 @@ import redis
 from jobqueue import Entry, JobStatus, Keyspace, Priority, Settings, WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from jobqueue.driver import decode
-from jobqueue.scripts import FINISH, START, Script
+from jobqueue.scripts import FINISH, FORGET_CONSUMERS, INDEX_WORKER, RENEW, START, Script
 from jobqueue.server import ValkeyServer
 from tests.support.proxy import ReplyDropper
 from tests.support.workers import FAST_ENV, WorkerPool, WorkerProcess
@@ -285,6 +285,38 @@ def test_the_worker_reclaims_past_a_long_list_of_live_entries(redis_client: redi
     pending = redis_client.xpending(lost.stream, "workers")
     assert {c["name"]: c["pending"] for c in pending["consumers"]} == {b"live": 150}
     assert job_status(redis_client, lost.job_id) is JobStatus.SUCCEEDED
+
+
+def test_a_heartbeat_failing_at_every_beat_does_not_postpone_the_reclaim(
+    redis_client: redis.Redis, worker_pool: WorkerPool
+) -> None:
+    """A dead peer's job waits for a worker whose heartbeat fails at every beat (its replies are
+    lost, a transient error) while its job loop reaches Redis. Each failed beat counted as an
+    outage, and each outage pushed the next reclaim a visibility timeout away: beating more often
+    than that, the failures postponed it for ever and the job stayed pending. Failures between
+    the loop's successful calls are not an outage that could have kept live holders from renewing,
+    so the reclaim runs on schedule."""
+    job_id = jq.submit_job(redis_client, Q, "orphaned").job_id
+    [lost] = jq.fetch(redis_client, Q, "dead-peer", block_ms=50)
+    redis_client.xclaim(lost.stream, "workers", "dead-peer", 0, [lost.entry_id], idle=60_000, justid=True)
+    for script in (START, FINISH, RENEW, INDEX_WORKER, FORGET_CONSUMERS):
+        redis_client.script_load(script.source)  # the loop's EVALSHAs never carry the marker below
+    port = redis_client.connection_pool.connection_kwargs["port"]
+    with ReplyDropper(port) as proxy:
+        # Every heartbeat writes the registry entry; only its commands name it. redis-py's one
+        # resend of each beat loses its reply too.
+        proxy.drop_reply_to(Keyspace().worker("rescuer").encode(), times=1_000_000)
+        # Beats every 0.5 s (FAST_ENV), far more often than the visibility timeout.
+        w = worker_pool.spawn("rescuer", REDIS_URL=proxy.url, VISIBILITY_TIMEOUT="3")
+        deadline = time.monotonic() + 12
+        while job_status(redis_client, job_id) is not JobStatus.SUCCEEDED:
+            assert time.monotonic() < deadline, f"the dead peer's job was never reclaimed:\n{w.log()}"
+            time.sleep(0.05)
+        assert "heartbeat failed" in w.log() and "reclaimed job" in w.log(), w.log()
+        w.signal(signal.SIGTERM)
+        assert w.wait(10) == 0, w.log()
+    job = jq.get_job(redis_client, job_id)
+    assert job is not None and (job.worker, job.attempts) == ("rescuer", 1)
 
 
 def test_an_entry_delivered_to_the_worker_unbeknown_to_it_runs_at_once(redis_client: redis.Redis) -> None:

@@ -13,6 +13,7 @@ import redis
 from jobqueue import Entry, Job, JobStatus, MalformedJobError, Priority, WorkerState, codec
 from jobqueue.consumer import Outcome
 from worker.config import WorkerConfig
+from worker.contact import RedisContact
 from worker.model import PermanentJobError, ReferenceModel, load_model
 from worker.retry import GaveUp, with_retry
 from worker.runner import Worker
@@ -151,6 +152,70 @@ def test_live_status_transitions() -> None:
     info, lease = status.snapshot()
     assert (info.state, info.job, lease, status.ready) == (WorkerState.DRAINING, None, None, False)
     assert info.warmup_seconds == pytest.approx(2, abs=0.5)
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failures_between_successes_never_postpone_the_reclaim() -> None:
+    """A heartbeat failing at every beat while the job loop's calls succeed: each failure used to
+    push the reclaim a visibility timeout away, for ever. Blackouts this short (0.6 s, with a
+    visibility timeout of 30 s and beats every second) cannot have let a live lease lapse."""
+    clock = Clock()
+    contact = RedisContact(visibility_timeout=30, heartbeat_seconds=1, clock=clock)
+    contact.reached()
+    for _ in range(200):  # 200 s of it
+        clock.now += 0.4
+        contact.failed()  # the beat
+        assert contact.may_reclaim()  # a blackout of 0.4 s so far, in progress
+        clock.now += 0.6
+        contact.reached()  # the loop's next call
+        assert contact.may_reclaim()
+
+
+def test_a_long_blackout_postpones_the_reclaim_to_a_visibility_timeout_after_it() -> None:
+    clock = Clock()
+    contact = RedisContact(visibility_timeout=30, heartbeat_seconds=1, clock=clock)
+    contact.reached()
+    clock.now += 1
+    contact.failed()
+    clock.now += 27  # 28 s since the last success: a live lease may be 30 s old by its next beat
+    assert not contact.may_reclaim()
+    contact.failed()  # failures within one blackout do not restart it
+    clock.now += 5
+    contact.reached()
+    clock.now += 29.9
+    assert not contact.may_reclaim()
+    clock.now += 0.1
+    assert contact.may_reclaim()
+    # Just shorter than that: no live lease can have reached the visibility timeout.
+    contact.reached()
+    contact.failed()
+    clock.now += 27.9
+    contact.reached()
+    assert contact.may_reclaim()
+
+
+def test_a_failure_before_redis_was_ever_reached_is_an_outage_of_unknown_length() -> None:
+    """A worker started while Redis was down cannot tell how long it has been: it waits."""
+    clock = Clock()
+    contact = RedisContact(visibility_timeout=30, heartbeat_seconds=1, clock=clock)
+    assert contact.may_reclaim()
+    contact.failed()
+    clock.now += 0.1
+    assert not contact.may_reclaim()
+    contact.reached()
+    clock.now += 29
+    assert not contact.may_reclaim()
+    clock.now += 1.1
+    assert contact.may_reclaim()
 
 
 def test_process_start_time_is_in_the_past() -> None:
