@@ -28,6 +28,7 @@ from prometheus_client import (
 )
 
 from autoscaler.loop import TickReport
+from jobqueue.httpreply import send_reply
 
 log = logging.getLogger("autoscaler.metrics")
 
@@ -232,7 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            self._send(200, self.server.metrics.render(), CONTENT_TYPE_LATEST)
+            send_reply(self, 200, self.server.metrics.render(), CONTENT_TYPE_LATEST)
         elif path in ("/healthz", "/readyz"):
             probe = self.server.health if path == "/healthz" else self.server.ready
             try:
@@ -240,16 +241,9 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as exc:  # a broken probe is itself a failed probe
                 ok, detail = False, {"error": str(exc)}
             body = json.dumps({"status": "ok" if ok else "fail", **detail}, default=str).encode()
-            self._send(200 if ok else 503, body, "application/json")
+            send_reply(self, 200 if ok else 503, body, "application/json")
         else:
-            self._send(404, b"not found\n", "text/plain")
-
-    def _send(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            send_reply(self, 404, b"not found\n", "text/plain")
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http %s", format % args)

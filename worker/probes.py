@@ -34,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from jobqueue.httpreply import send_reply
 from worker.metrics import WorkerMetrics
 from worker.status import LiveStatus
 
@@ -57,22 +58,15 @@ def start_probe_server(
             path = self.path.split("?", 1)[0]
             if path == "/readyz":
                 ok = status.ready
-                self._send(200 if ok else 503, f"{status.state.value}\n".encode(), "text/plain")
+                send_reply(self, 200 if ok else 503, f"{status.state.value}\n".encode(), "text/plain")
             elif path == "/healthz":
-                self._send(200, f"ok\nredis: {redis_state(status)}\n".encode(), "text/plain")
+                send_reply(self, 200, f"ok\nredis: {redis_state(status)}\n".encode(), "text/plain")
             elif path == "/metrics":
                 metrics.state.labels(metrics.queue).state(status.state.value)
                 metrics.redis_up.labels(metrics.queue).set(1 if status.redis_outage is None else 0)
-                self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
+                send_reply(self, 200, metrics.render(), CONTENT_TYPE_LATEST)
             else:
-                self._send(404, b"not found\n", "text/plain")
-
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                send_reply(self, 404, b"not found\n", "text/plain")
 
         def log_message(self, format: str, *args: object) -> None:  # probes every few s: keep logs quiet
             return
