@@ -7,6 +7,12 @@ once, so a start during a Redis outage never overwrites good state with a cold o
 replaced by a hot reload hands its state to the new one (:func:`hand_over`). Without saved state
 the loop warms the forecaster from the source's history instead, when the source keeps one.
 
+The document also names the pods whose startups the saved policy has counted
+(:data:`STARTUP_PODS`): a new process lists the pods and finds those Ready already, and the target
+reports each of them as a startup again (it reports a pod once per process). Without the names, every
+restart, failover or rebuild on reload added the running pods' startups to the restored window once
+more, and the startup p90 drifted towards the warm-ups of the pods that happened to be running.
+
 Times in the documents are on the loop's :class:`~autoscaler.timeline.Timeline`, like the
 policy's own times. Nothing here raises: a store that fails is logged and asked again later, and
 a document that cannot be used leaves the policy cold.
@@ -15,8 +21,8 @@ a document that cannot be used leaves the policy cold.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from autoscaler.engine.snapshot import Policy
 from autoscaler.engine.state import StateError, StatefulPolicy
@@ -33,6 +39,10 @@ MAX_TIMELINE_CATCH_UP = 86_400.0
 A previous process whose wall clock stepped back saved times up to that step ahead of this one's
 clock; further ahead than a day, its clock was wrong rather than stepped, and following it would
 put ``now`` anywhere (the windows then wait for the wall clock, as without a timeline)."""
+
+STARTUP_PODS = "startup_pods"
+"""The document's key for :attr:`LearnedState.counted`: the ids of the pods whose startup samples
+the saved policy holds (a document saved before it existed has none, and counts nothing as seen)."""
 
 
 def hand_over(old: Policy, new: Policy, target: str) -> bool:
@@ -59,6 +69,17 @@ class LearnedState:
         self.pending = store is not None
         """The store has not been read yet: restore before deciding, and save nothing meanwhile."""
         self.last_saved: float | None = None
+        self.counted: set[str] = set()
+        """Pods (their ids: :attr:`~autoscaler.targets.base.TargetState.startup_pods`) whose startup
+        samples the policy has been given, by this process or by the one whose state it restored.
+        Their startups reported again are not counted again. The loop adds to it, forgets the pods
+        that are gone (an id is never reused, so they cannot come back), and empties it when the
+        policy starts cold: what a cold policy never held, it may count."""
+
+    def forget_pods_except(self, present: frozenset[str] | None) -> None:
+        """Forget the counted pods not in ``present`` (None: the target cannot tell; keep them all)."""
+        if present is not None:
+            self.counted &= present
 
     def skip_restore(self) -> None:
         """The policy must start cold (it replaced one whose state kept failing): never restore."""
@@ -90,6 +111,7 @@ class LearnedState:
             except StateError as exc:
                 problem = str(exc)
             else:
+                self.counted = self._counted_pods(document, fields)
                 saved_at = document.get("saved_at")
                 if isinstance(saved_at, int | float):
                     age = self._timeline.now() - saved_at
@@ -105,6 +127,22 @@ class LearnedState:
         else:
             log.warning("saved state unusable, starting cold", extra={"fields": {**fields, "error": problem}})
         return False
+
+    @staticmethod
+    def _counted_pods(document: Mapping[str, Any], fields: dict[str, object]) -> set[str]:
+        """The pods whose startups the restored policy holds, as the document names them.
+
+        Replaces what this process counted before the restore (a store read late, after ticks of a
+        cold policy): the restore replaced those samples with the saved ones. A list that is not
+        one of strings is ignored (noted in ``fields``) rather than refusing the whole state: a
+        pod counted twice skews the p90 a little, a cold policy loses its standing pool.
+        """
+        pods = document.get(STARTUP_PODS, [])
+        if not isinstance(pods, list) or not all(isinstance(pod, str) for pod in pods):
+            fields["startup_pods_ignored"] = f"expected a list of strings, got {type(pods).__name__}"
+            return set()
+        fields["startup_pods"] = len(pods)
+        return set(pods)
 
     def save(
         self, policy: Policy, now: float, every: float, *, allowed: Callable[[], bool], force: bool = False
@@ -122,7 +160,14 @@ class LearnedState:
         if not force and last is not None and now - last < every:
             return False
         try:
-            store.save({**policy.export_state(), "saved_at": now, "target": self.target})
+            store.save(
+                {
+                    **policy.export_state(),
+                    STARTUP_PODS: sorted(self.counted),
+                    "saved_at": now,
+                    "target": self.target,
+                }
+            )
         except Exception as exc:
             fields = {"target": self.target, "store": store.location, "error": str(exc)}
             log.warning("saving the learned state failed", extra={"fields": fields})

@@ -223,7 +223,9 @@ class TargetLoop:
         self._previous: QueueSignals | None = None  # last fresh signals
         # Samples that arrived on a tick the policy could not use (stale, error): delivered later,
         # because targets report each startup once and losing one would bias the warm-up estimate.
-        self._pending_startups: list[float] = []
+        # Each with the id of its pod (None: unknown), which joins the learned state's counted pods
+        # once the policy has the sample (see _take_startups).
+        self._pending_startups: list[tuple[str | None, float]] = []
         # The source hands each completion over once too. Bounded: the estimator keeps far fewer,
         # and a policy failing (or signals stale) for hours must not grow the process.
         self._pending_services: deque[float] = deque(maxlen=PENDING_SERVICE_SAMPLES)
@@ -270,6 +272,8 @@ class TargetLoop:
                 inherited = hand_over(self._policy, policy, self.name)
                 self._policy = policy
                 self._needs_warm_start = self._history is not None and not inherited
+                if not inherited:
+                    self._learned.counted.clear()  # its samples went with the old policy
                 self.policy_errors = 0
 
     def warm_start(self, arrival_times: Sequence[float], service_times: Sequence[float] = ()) -> int:
@@ -314,6 +318,10 @@ class TargetLoop:
         """Once per process, before the first decision: continue from the saved state, if any."""
         if self._learned.restore(self._policy):
             self._needs_warm_start = False
+            counted = self._learned.counted  # the restored policy holds these pods' samples already
+            self._pending_startups = [
+                (p, s) for p, s in self._pending_startups if p is None or p not in counted
+            ]
 
     def save_state(self, now: float | None = None, *, force: bool = False) -> bool:
         """Save the policy's state if this replica is the acting leader and a save is due.
@@ -335,7 +343,8 @@ class TargetLoop:
             state = self._on_timeline(self.target.observe())
         except Exception as exc:
             return self._failed(self._timeline.now(), "target-unavailable", exc)
-        self._pending_startups.extend(state.startup_times)
+        self._take_startups(state)
+        self._learned.forget_pods_except(state.pod_ids)
 
         signals, error = self._read_source()
         if signals is not None:  # kept until a decision uses them, like the startups
@@ -354,6 +363,7 @@ class TargetLoop:
         self.policy_errors = 0
         if not snapshot.stale:  # a hold is never acted on, and its reason says why it held
             decision = within_bounds(decision, settings.workload)
+            self._learned.counted.update(p for p, _ in self._pending_startups if p is not None)
             self._pending_startups.clear()
             self._pending_services.clear()
             self._previous = signals
@@ -479,7 +489,7 @@ class TargetLoop:
             return None
         pulse = replace(pulse, observed_at=self._timeline.from_wall(pulse.observed_at))
         state = self._on_timeline(self.target.observe())
-        self._pending_startups.extend(state.startup_times)  # the next tick's to report
+        self._take_startups(state)  # the next tick's to report
         now = self._timeline.now()
         # A pulse has no worker states: the tick's are the newest known.
         signals = replace(pulse, busy_by_worker=previous.busy_by_worker)
@@ -535,6 +545,21 @@ class TargetLoop:
             log.exception("reading signals failed, holding", extra={"fields": {"target": self.name}})
             return None, "source-error"
 
+    def _take_startups(self, state: TargetState) -> None:
+        """Keep ``state``'s startup samples for the next decision, but none of a pod counted already.
+
+        A target reports each pod's startup once per process; a new process lists the pods and
+        reports those Ready already, whose samples the state it restored holds (see
+        :mod:`autoscaler.learned_state`). A sample without a pod id is always kept.
+        """
+        counted = self._learned.counted
+        pending = {p for p, _ in self._pending_startups}
+        for pod, seconds in state.startups():
+            if pod is not None and (pod in counted or pod in pending):
+                continue
+            self._pending_startups.append((pod, seconds))
+            pending.add(pod)
+
     def _on_timeline(self, state: TargetState) -> TargetState:
         """``state`` with its wall-clock times (read just now) moved onto the loop's timeline.
 
@@ -583,7 +608,7 @@ class TargetLoop:
             # The first tick has nothing to difference: interval 0 tells the estimators "no data".
             interval=max(0.0, signals.observed_at - previous.observed_at) if previous else 0.0,
             service_times=tuple(self._pending_services),
-            startup_times=tuple(self._pending_startups),
+            startup_times=tuple(seconds for _, seconds in self._pending_startups),
             stale=False,
         )
 
@@ -628,6 +653,7 @@ class TargetLoop:
         self.policy_errors = 0
         self.policy_resets += 1
         self._learned.skip_restore()
+        self._learned.counted.clear()  # the fresh policy holds none of the samples counted so far
         self._needs_warm_start = False
         log.error(
             "policy kept failing: replaced by a fresh one (cold start, same config)",

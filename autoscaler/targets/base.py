@@ -36,12 +36,33 @@ class TargetState:
     ``pods`` carry phase and timing; their ``busy_slots`` are filled in by the loop from the queue's
     worker registry. ``startup_times`` are creation-to-Ready durations of pods that became Ready
     since the previous call (each pod reported once).
+
+    ``startup_pods`` names the pod each of ``startup_times`` came from, in the same order, by an id
+    no other pod ever has (a Kubernetes pod's uid: a StatefulSet's pods reuse their names), and
+    ``pod_ids`` holds those ids for every pod the target knows now. A target reports each pod's
+    startup once per process only; a new process (a restart, a failover, a loop rebuilt on reload)
+    finds the pods already Ready and reports them again, while the policy it restores already
+    holds their samples. With the ids the loop counts each pod once across processes (see
+    :class:`~autoscaler.learned_state.LearnedState`). Empty and None: the target cannot tell.
     """
 
     observed_at: float
     replicas: int
     pods: tuple[PodView, ...]
     startup_times: tuple[float, ...] = ()
+    startup_pods: tuple[str, ...] = ()
+    pod_ids: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.startup_pods and len(self.startup_pods) != len(self.startup_times):
+            raise ValueError(
+                f"startup_pods names {len(self.startup_pods)} pods for {len(self.startup_times)} samples"
+            )
+
+    def startups(self) -> tuple[tuple[str | None, float], ...]:
+        """Each startup sample with the id of its pod (None when the target cannot tell)."""
+        pods: tuple[str | None, ...] = self.startup_pods or (None,) * len(self.startup_times)
+        return tuple(zip(pods, self.startup_times, strict=True))
 
 
 class ScaleTarget(Protocol):

@@ -182,7 +182,7 @@ class KubernetesTarget:
         self._selector: str | None = None
         self._watch: PodWatch | None = None
         self._generation = 0  # bumped when the workload is forgotten: older watches' callbacks are ignored
-        self._startups: list[float] = []
+        self._startups: list[tuple[str, float]] = []  # (pod uid, creation to Ready), not reported yet
         self._reported: set[str] = set()
         self._events = EventRecorder(
             self._core,
@@ -320,11 +320,17 @@ class KubernetesTarget:
                 key=lambda v: v.name,
             )
         )
+        known = frozenset(p.uid for p in watch.pods())
         with self._lock:
             startups, self._startups = tuple(self._startups), []
-            self._reported &= {p.uid for p in watch.pods()}
+            self._reported &= known
         return TargetState(
-            observed_at=time.time(), replicas=scale.replicas, pods=pods, startup_times=startups
+            observed_at=time.time(),
+            replicas=scale.replicas,
+            pods=pods,
+            startup_times=tuple(seconds for _, seconds in startups),
+            startup_pods=tuple(uid for uid, _ in startups),
+            pod_ids=known,
         )
 
     def ready_pods(self) -> int | None:
@@ -599,7 +605,7 @@ class KubernetesTarget:
                     pod.name,
                 )
                 return
-            self._startups.append(startup)
+            self._startups.append((pod.uid, startup))
 
 
 def _always() -> bool:

@@ -157,16 +157,19 @@ class LocalProcessTarget:
         with self._lock:
             self._reap()
             self._replace_missing()
-            startups = []
+            startups: list[tuple[str, float]] = []
             for worker in self._workers.values():
                 if worker.ready_at is not None and not worker.startup_reported:
                     worker.startup_reported = True
-                    startups.append(worker.ready_at - worker.created_at)
+                    startups.append((worker.name, worker.ready_at - worker.created_at))
+            # A worker's name is its id: drawn at random for each new worker, unique among those running.
             return TargetState(
                 observed_at=self._clock(),
                 replicas=self._desired,
                 pods=tuple(w.view() for w in self._workers.values()),
-                startup_times=tuple(startups),
+                startup_times=tuple(seconds for _, seconds in startups),
+                startup_pods=tuple(name for name, _ in startups),
+                pod_ids=frozenset(self._workers),
             )
 
     def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> int | None:

@@ -15,7 +15,10 @@ import pytest
 import redis
 from kubernetes import client as k8s
 
+from autoscaler.engine.registry import make_policy
 from autoscaler.engine.snapshot import Decision, PodPhase, removal_order
+from autoscaler.engine.target import WorkloadSpec
+from autoscaler.loop import LoopSettings, TargetLoop
 from autoscaler.sources.redis_source import StreamSource
 from autoscaler.targets.base import LeadershipLostError, TargetState, TargetUnavailableError
 from autoscaler.targets.deletion_marks import COST_BUSY, COST_REMOVE, DELETION_COST
@@ -23,6 +26,7 @@ from autoscaler.targets.kube_client import Backoff
 from autoscaler.targets.kubernetes import KubernetesTarget
 from autoscaler.targets.pod_watch import PodWatch
 from tests.e2e.kube import Install, heartbeat, wait_for
+from tests.unit.doubles import Clock, MemorySource, MemoryStateStore
 
 pytestmark = pytest.mark.e2e
 
@@ -315,3 +319,34 @@ def test_a_410_gone_from_the_server_leads_to_one_relist(installed: Install, targ
         assert {p.name for p in watch.pods()} == {p.metadata.name for p in installed.worker_pods()}
     finally:
         watch.stop()
+
+
+def test_a_new_process_counts_the_startups_of_the_pods_running_once(installed: Install) -> None:
+    """A new daemon process (a restart, a failover, a loop rebuilt on reload) restores the startup
+    samples its predecessor saved; its pod watch's first list then reports every pod Ready already,
+    those very samples. Counted again, each restart added the running pods' warm-ups once more."""
+    installed.wait_worker_rollout()
+    uids = sorted(p.metadata.uid for p in installed.worker_pods())
+    assert uids
+    store, workload, counts = MemoryStateStore(), WorkloadSpec(), []
+    for _process in range(3):
+        # In shadow mode the target writes nothing to the cluster; the loop still saves the state.
+        fresh = KubernetesTarget(installed.sa, installed.namespace, "worker", shadow=True)
+        policy = make_policy("startup-aware", workload)
+        loop = TargetLoop(
+            "worker",
+            MemorySource(Clock(time.time())),
+            fresh,
+            policy,
+            LoopSettings(workload),
+            state_store=store,
+        )
+        try:
+            report = loop.tick()
+            assert report.error is None, report.detail
+            counts.append(policy._startup.count)  # type: ignore[attr-defined]
+            assert loop.save_state(force=True)
+        finally:
+            fresh.close()
+    assert counts == [len(uids)] * 3
+    assert store.document is not None and store.document["startup_pods"] == uids

@@ -80,6 +80,8 @@ class MemoryTarget:
     replicas: int = 2
     pods: list[PodView] = field(default_factory=list)
     startups: list[float] = field(default_factory=list)
+    startup_pods: list[str] = field(default_factory=list)  # the pod of each of ``startups``, if given
+    pod_ids: set[str] | None = None  # the ids of the pods it knows, if it tells
     fail_observe: bool = False
     fail_scale: bool = False
     scaled: list[tuple[Decision, TargetState]] = field(default_factory=list)
@@ -101,7 +103,9 @@ class MemoryTarget:
         if self.fail_observe:
             raise TargetUnavailableError("api server down")
         startups, self.startups = tuple(self.startups), []
-        return TargetState(self.clock(), self.replicas, tuple(self.pods), startups)
+        startup_pods, self.startup_pods = tuple(self.startup_pods), []
+        ids = None if self.pod_ids is None else frozenset(self.pod_ids)
+        return TargetState(self.clock(), self.replicas, tuple(self.pods), startups, startup_pods, ids)
 
     def scale(self, decision: Decision, state: TargetState, may_act: ActGate | None = None) -> int | None:
         if self.fail_scale:

@@ -17,13 +17,18 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from autoscaler.engine.registry import make_policy
 from autoscaler.engine.snapshot import PodPhase
+from autoscaler.engine.target import WorkloadSpec
+from autoscaler.loop import LoopSettings, TargetLoop
 from autoscaler.targets.kube_client import format_time
-from autoscaler.targets.kubernetes import KubernetesTarget
+from autoscaler.targets.kubernetes import KubernetesTarget, _ScaleRead
 from autoscaler.targets.pod_watch import PodWatch, WatchedPod
+from tests.unit.doubles import Clock, MemorySource, MemoryStateStore
 
 CREATED = 1_700_000_000.0
 READY = CREATED + 42.0
+WORKLOAD = WorkloadSpec()
 
 
 def pod(name: str, uid: str, *, created: float | None, ready: float | None = None) -> dict[str, Any]:
@@ -82,7 +87,8 @@ def test_the_target_records_no_startup_sample_for_a_pod_without_creation_timesta
     try:
         target._pod_ready(WatchedPod.from_dict(pod("w-1", "u1", created=None, ready=READY)), False)
         target._pod_ready(WatchedPod.from_dict(pod("w-2", "u2", created=CREATED, ready=READY)), False)
-        assert target._startups == [pytest.approx(42.0)]  # not also ~1.7e9 s for w-1
+        ((uid, seconds),) = target._startups  # not also ~1.7e9 s for w-1
+        assert uid == "u2" and seconds == pytest.approx(42.0)
     finally:
         api.close()  # type: ignore[no-untyped-call]
 
@@ -112,3 +118,50 @@ def test_first_sight_of_a_pod_without_creation_timestamp_survives_watch_events_a
     watch._list()
     (replaced,) = watch.pods()
     assert replaced.view().created_at == CREATED + 60
+
+
+def _restarted_process(
+    monkeypatch: pytest.MonkeyPatch, store: MemoryStateStore, pods: list[dict[str, Any]]
+) -> Any:
+    """One daemon process: a Kubernetes target whose pod watch has made its first list of ``pods``
+    (the API server stood in for by canned replies), in a loop with the startup-aware policy."""
+    target = KubernetesTarget(k8s.ApiClient(k8s.Configuration()), "ns", "worker")
+    watch = PodWatch(_Core(lists=[pods], streams=[]), "ns", "app=w", on_ready=target._pod_ready)  # type: ignore[arg-type]
+    watch._list()  # the first list of a new process: every pod Ready already is reported, initial
+    monkeypatch.setattr(target, "_synced_watch", lambda: watch)
+    monkeypatch.setattr(target, "_read_scale", lambda: _ScaleRead(len(pods), "1", None))
+    monkeypatch.setattr(target, "scale", lambda *args: None)  # what it decides is not the subject
+    clock = Clock(READY + 100.0)
+    return TargetLoop(
+        "t",
+        MemorySource(clock),
+        target,
+        make_policy("startup-aware", WORKLOAD),
+        LoopSettings(WORKLOAD),
+        clock=clock,
+        state_store=store,
+    )
+
+
+def test_a_restored_state_does_not_count_the_startups_of_pods_it_already_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new process (restart, failover, rebuild on reload) restores the samples its predecessor
+    saved, then lists the pods: those Ready already are the ones whose startups were sampled. Counted
+    again, each restart added them once more to the startup p90's window."""
+    store = MemoryStateStore()
+    ready = [pod(f"w-{i}", f"u{i}", created=CREATED, ready=READY + i) for i in range(3)]
+    first = _restarted_process(monkeypatch, store, ready)
+    first.tick()
+    first.save_state(force=True)
+    assert first.policy._startup.count == 3
+
+    newer = [*ready, pod("w-3", "u3", created=CREATED, ready=READY + 10)]  # one pod Ready since
+    second = _restarted_process(monkeypatch, store, newer)
+    second.tick()
+    assert second.policy._startup.count == 4  # the three restored, and the new pod's once
+    second.save_state(force=True)
+
+    third = _restarted_process(monkeypatch, store, newer)  # and again: still each pod once
+    third.tick()
+    assert third.policy._startup.count == 4

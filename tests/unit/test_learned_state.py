@@ -67,3 +67,18 @@ def test_hand_over_only_between_policies_of_one_kind() -> None:
     old = make_policy("startup-aware", WORKLOAD)
     assert hand_over(old, make_policy("startup-aware", WORKLOAD), "t")
     assert not hand_over(old, make_policy("keda", WORKLOAD), "t")
+
+
+def test_a_malformed_list_of_counted_pods_is_ignored_not_the_whole_state() -> None:
+    store = MemoryStateStore()
+    saved = LearnedState("t", store, at(0.0))
+    saved.pending = False
+    saved.counted = {"u1"}
+    assert saved.save(make_policy("startup-aware", WORKLOAD), 10.0, 30.0, allowed=lambda: True)
+    assert store.document is not None and store.document["startup_pods"] == ["u1"]
+    later = LearnedState("t", store, at(20.0))
+    assert later.restore(make_policy("startup-aware", WORKLOAD)) and later.counted == {"u1"}
+
+    store.document["startup_pods"] = "u1"
+    broken = LearnedState("t", store, at(20.0))
+    assert broken.restore(make_policy("startup-aware", WORKLOAD)) and broken.counted == set()

@@ -1004,3 +1004,46 @@ def test_a_target_that_writes_between_scales_is_given_the_loops_leader_gate() ->
     gate.leader = False
     assert target.gate() is False
     assert loop.may_act() is False
+
+
+def report_startups(r: StatefulRig, samples: dict[str, float], present: set[str]) -> None:
+    target = r.loop.target
+    assert isinstance(target, MemoryTarget)
+    target.startups, target.startup_pods, target.pod_ids = list(samples.values()), list(samples), present
+
+
+def test_a_new_process_counts_only_the_startups_its_predecessor_had_not() -> None:
+    """A target reports each pod once per process; the next process reports the pods Ready already
+    once more. Only those whose samples the saved state does not hold may count."""
+    clock, store = Clock(), MemoryStateStore()
+    first = stateful_rig(store, clock)
+    report_startups(first, {"u1": 30.0, "u2": 31.0}, {"u1", "u2"})
+    drive(first, clock, 1)
+    first.source.down = True  # u3 became Ready on a tick that could not decide: not counted yet
+    report_startups(first, {"u3": 32.0}, {"u1", "u2", "u3"})
+    drive(first, clock, 1)
+    assert first.loop.save_state(force=True)
+    assert store.document is not None and store.document["startup_pods"] == ["u1", "u2"]
+
+    second = stateful_rig(store, clock)
+    report_startups(second, {"u1": 30.0, "u2": 31.0, "u3": 32.0}, {"u1", "u2", "u3"})
+    drive(second, clock, 1)
+    assert list(second.policy._startup._samples) == [30.0, 31.0, 32.0]
+
+
+def test_the_counted_pods_are_those_that_still_exist_and_start_over_with_a_cold_policy() -> None:
+    clock, store = Clock(), MemoryStateStore()
+    r = stateful_rig(store, clock)
+    report_startups(r, {"u1": 30.0, "u2": 31.0}, {"u1", "u2"})
+    drive(r, clock, 1)
+    report_startups(r, {}, {"u2", "u4"})  # u1 is gone: its id never comes back, no need to keep it
+    drive(r, clock, 1)
+    assert r.loop.save_state(force=True)
+    assert store.document is not None and store.document["startup_pods"] == ["u2"]
+
+    workload = WorkloadSpec(tick_seconds=TICK)
+    r.loop.reconfigure(LoopSettings(workload), ScriptedPolicy())  # holds none of those samples
+    r.loop.reconfigure(LoopSettings(workload), StartupAwarePolicy(workload))
+    report_startups(r, {"u2": 31.0}, {"u2"})  # were it reported again, the fresh policy may count it
+    drive(r, clock, 1)
+    assert list(r.loop.policy._startup._samples) == [31.0]  # type: ignore[attr-defined]
