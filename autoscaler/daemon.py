@@ -55,6 +55,12 @@ HEALTH_MIN_SECONDS = 120.0
 """A loop that has not ticked (failed ticks count) for HEALTH_TICKS periods and at least this long is
 unhealthy. Longer than the loop's longest backoff, so an API outage alone never triggers a restart."""
 
+RETIRE_SECONDS = 30.0
+"""How long a reload (or a stop) waits for a retiring loop's thread to end: its tick in progress,
+then the save of its learned state. The loop acts on nothing from the moment it is retired (see
+:meth:`~autoscaler.loop.TargetLoop.retire`); a thread still running after this is abandoned (it
+saves nothing either) and its successor starts."""
+
 SourceFactory = Callable[[TargetConfig], SignalSource]
 TargetFactory = Callable[[TargetConfig], ScaleTarget]
 StateStoreFactory = Callable[[TargetConfig], StateStore | None]
@@ -336,9 +342,19 @@ class Daemon:
         running.loop.run(running.stop)
 
     def _retire(self, running: _Running, forget_metrics: bool = True) -> None:
+        # First of all: from here on the loop writes nothing to the target, and the tick it may be
+        # in (waited for below, up to RETIRE_SECONDS) acts on nothing. Before, that tick went on to
+        # scale while the reload waited for it, or after its successor had started.
+        running.loop.retire()
         running.stop.set()
         if running.thread is not None:
-            running.thread.join(timeout=30)
+            running.thread.join(timeout=RETIRE_SECONDS)
+            if running.thread.is_alive():
+                running.loop.abandon()
+                log.warning(
+                    "target loop still busy; left behind, acting on nothing",
+                    extra={"fields": {"target": running.config.name, "waited_seconds": RETIRE_SECONDS}},
+                )
         self._close_components(running)
         if forget_metrics:
             self.metrics.forget_target(running.config.name)

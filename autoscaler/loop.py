@@ -240,6 +240,9 @@ class TargetLoop:
         self._policy_factory = policy_factory
         self.policy_errors = 0  # consecutive ticks on which the policy raised
         self.policy_resets = 0  # times it was replaced by a fresh one for that
+        # Set by the daemon when this loop is replaced (a reload) or stopped: see retire().
+        self._retired = threading.Event()
+        self._abandoned = threading.Event()
 
     @property
     def policy(self) -> Policy:
@@ -252,6 +255,28 @@ class TargetLoop:
     @property
     def state_store(self) -> StateStore | None:
         return self._learned.store
+
+    @property
+    def retired(self) -> bool:
+        return self._retired.is_set()
+
+    def retire(self) -> None:
+        """Never write to the target again: this loop is being replaced by a reload, or stopped.
+
+        Called before the daemon waits for the loop's thread to end, which takes as long as a tick
+        in progress (reads of an API server that answers slowly, retries): that tick still decides
+        but acts on nothing, so that once the reload has begun only the new loop acts. Its target
+        asks :meth:`may_act` before each write, so a decision half applied stops at the next one.
+        The learned state is still saved when the thread ends, for the new loop to restore.
+        """
+        self._retired.set()
+
+    def abandon(self) -> None:
+        """Save nothing either: the daemon stopped waiting for this loop's thread and started its
+        successor, which has restored (or will) the state saved so far and saves its own; a late
+        save of this loop's would replace the newer one."""
+        self._retired.set()
+        self._abandoned.set()
 
     def reconfigure(
         self,
@@ -331,7 +356,7 @@ class TargetLoop:
         """
         now = self._timeline.now() if now is None else now
         every = self._settings.state_save_seconds
-        return self._learned.save(self._policy, now, every, allowed=self.may_act, force=force)
+        return self._learned.save(self._policy, now, every, allowed=self._may_save, force=force)
 
     def _tick(self) -> TickReport:
         if self._learned.pending:
@@ -371,7 +396,7 @@ class TargetLoop:
 
         acted, detail, delay, scaled_to = False, None, settings.workload.tick_seconds, None
         leader = self.leader.is_leader()  # asked as late as possible: leadership can move mid-tick
-        if self._should_act(snapshot, decision, leader, settings.shadow):
+        if not self.retired and self._should_act(snapshot, decision, leader, settings.shadow):
             scaled_to, failure = self._scale(decision, state, snapshot)
             if failure is None:
                 acted = True
@@ -411,8 +436,14 @@ class TargetLoop:
             return None, exc
 
     def may_act(self) -> bool:
-        """Whether this replica may write to the target right now: a live target and the leader."""
-        return not self._settings.shadow and self.leader.is_leader()
+        """Whether this loop may write to the target right now: a live target, the leader, and not
+        retired (see :meth:`retire`)."""
+        return not self._retired.is_set() and not self._settings.shadow and self.leader.is_leader()
+
+    def _may_save(self) -> bool:
+        """Whether this loop may save the learned state: as :meth:`may_act`, except that a retired
+        loop still saves on its way out, unless it was abandoned (see :meth:`abandon`)."""
+        return not self._abandoned.is_set() and not self._settings.shadow and self.leader.is_leader()
 
     def _decided(
         self,
@@ -480,7 +511,7 @@ class TargetLoop:
         settings, policy, previous = self._settings, self._policy, self._previous
         if not (settings.workload.watching and isinstance(policy, SurgeResponder)) or previous is None:
             return None
-        if settings.shadow or not self.leader.is_leader():
+        if not self.may_act():
             return None
         pulse = self.source.pulse()
         if pulse.waiting <= 0 or arrivals_between(previous, pulse) <= 0:

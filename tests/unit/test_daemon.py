@@ -224,3 +224,52 @@ def test_probes_answer_while_a_reload_waits_for_a_tick_in_progress(rig: tuple[Da
         ticking.join(5)
         reloading.join(5)
     assert daemon.loops["a"].settings.workload.tick_seconds == 30
+
+
+def _hung_tick_deciding_a_scale_up(daemon: Daemon, made: Factories) -> tuple[MemoryTarget, threading.Event]:
+    """Loop a's tick in progress, hung in the target's read, about to decide a scale-up."""
+    first_decision(daemon, "a")
+    old = made.targets["a"][0]
+    made.sources["a"][0].waiting = 50  # the tick, once its read returns, scales up
+    hung = old.hold = threading.Event()
+    threading.Thread(target=daemon.loops["a"].tick, daemon=True).start()
+    deadline = time.monotonic() + 5
+    while old.observes < 2:  # the tick is in the read
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return old, hung
+
+
+def test_a_loop_replaced_by_a_reload_does_not_act_while_the_reload_waits_for_it(
+    rig: tuple[Daemon, Factories],
+) -> None:
+    """The reload waits for a retiring loop's tick in progress: that tick must not scale any more."""
+    daemon, made = rig
+    old, hung = _hung_tick_deciding_a_scale_up(daemon, made)
+    scaled = len(old.scaled)
+    reloading = threading.Thread(target=daemon.apply, args=(edited("key: qa", "key: qa2"),))
+    reloading.start()  # retires loop a: waits for its tick
+    time.sleep(0.2)
+    hung.set()  # the read returns while the reload waits
+    reloading.join(10)
+    assert not reloading.is_alive()
+    assert len(old.scaled) == scaled, "the retired loop scaled after the reload had replaced it"
+    assert made.saved["a"].document is not None  # it did save its state on its way out
+
+
+def test_a_loop_replaced_by_a_reload_does_not_act_after_the_wait_for_it_gave_up(
+    rig: tuple[Daemon, Factories], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tick hung longer than the reload waits (an API server that does not answer) ends after the
+    new loop has started: it must neither scale nor save over what the new loop restored."""
+    daemon, made = rig
+    monkeypatch.setattr("autoscaler.daemon.RETIRE_SECONDS", 0.2, raising=False)
+    old, hung = _hung_tick_deciding_a_scale_up(daemon, made)
+    scaled = len(old.scaled)
+    daemon.apply(edited("key: qa", "key: qa2"))
+    first_decision(daemon, "a")  # the new loop runs
+    saves = made.saved["a"].saves
+    hung.set()  # the old tick's read returns now
+    time.sleep(0.3)
+    assert len(old.scaled) == scaled, "the retired loop scaled after the new one had started"
+    assert made.saved["a"].saves == saves
