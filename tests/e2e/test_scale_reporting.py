@@ -145,3 +145,24 @@ def test_a_scale_whose_answer_was_lost_is_reported_as_done(installed: Install) -
         return any(e.message.startswith(f"New size: {size}; reason: answer-lost") for e in events)
 
     wait_for("the rescale event", evented, 10)
+
+
+def test_a_count_changed_between_ticks_is_put_back_when_the_policy_asks_the_same(
+    installed: Install, target: KubernetesTarget, redis_url: str
+) -> None:
+    """The same answer as the tick before, after someone else changed the count: the tick reads the
+    new count from the API server and writes the policy's again (nothing cached of our last write)."""
+    client = redis.Redis.from_url(redis_url)
+    settled_scene(installed, target, 2)
+    r = rig(target, client, 2)
+    same = r.loop.tick()
+    assert same.error is None and not same.acted and same.scaled_to is None  # already 2
+
+    body = {"spec": {"replicas": 4}}
+    installed.apps.patch_namespaced_deployment_scale("worker", installed.namespace, body)
+    installed.wait_worker_rollout()  # not to race the controllers' status updates (see above)
+    put_back = r.loop.tick()
+    assert put_back.snapshot is not None and put_back.snapshot.current_replicas == 4
+    assert put_back.error is None and put_back.acted and put_back.scaled_to == 2, put_back.detail
+    assert installed.worker_replicas() == 2
+    client.close()

@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from autoscaler.engine.snapshot import Decision
 from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS, TargetState, TargetUnavailableError
+from autoscaler.targets.deletion_marks import Marks
 from autoscaler.targets.kube_client import Backoff
 from autoscaler.targets.kubernetes import KubernetesTarget, _ScaleRead
 from autoscaler.targets.pod_watch import WatchedPod
@@ -78,3 +79,31 @@ def test_a_scale_patch_outlasts_a_burst_of_status_updates(monkeypatch: pytest.Mo
     finally:
         target.close()
     assert sent == ["0", "1", "2", "3", "4"]  # each attempt on the version read after the conflict
+
+
+def test_a_count_changed_behind_our_back_is_written_again_when_the_policy_asks_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The count compared with is the one read from the API server (``spec.replicas`` now), never
+    the count this target wrote last: asked for 3 again after someone set 5 over our 3, it writes 3."""
+    target = KubernetesTarget(k8s.ApiClient(k8s.Configuration()), "ns", "worker", backoff=Backoff(attempts=1))
+    spec = {"replicas": 5}
+    monkeypatch.setattr(target, "_read_scale", lambda: _ScaleRead(spec["replicas"], "1", None))
+    monkeypatch.setattr(target._conflicts, "_checked", float("inf"))
+    monkeypatch.setattr(target._events, "record", lambda *args: None)
+    monkeypatch.setattr(target._marks, "mark_deletion_costs", lambda *args: Marks(0))
+    sent: list[int] = []
+
+    def patch(replicas: int, rv: str) -> None:
+        sent.append(replicas)
+        spec["replicas"] = replicas
+
+    monkeypatch.setattr(target, "_patch_scale", patch)
+    try:
+        assert target.scale(Decision(3, "down"), TargetState(0.0, 5, ())) == 3
+        spec["replicas"] = 5  # kubectl scale, a deploy pipeline re-applying a manifest with replicas
+        assert target.scale(Decision(3, "down"), TargetState(1.0, 5, ())) == 3
+        assert target.scale(Decision(3, "down"), TargetState(2.0, 3, ())) is None  # nothing to correct
+    finally:
+        target.close()
+    assert sent == [3, 3] and spec["replicas"] == 3
