@@ -38,6 +38,7 @@ from autoscaler.engine.registry import (
     starting_point,
     tuning_grid,
 )
+from autoscaler.engine.snapshot import MAX_SLOTS_PER_POD
 from experiments import keda_sweep, record, scorecard, tune
 from experiments.distributions import Distribution, duration
 from experiments.generators import SHAPES, AnyShape, generate
@@ -181,7 +182,7 @@ def _add_workload(parser: argparse.ArgumentParser) -> None:
         help="between ticks, look at the queue this often (less than --tick) and let the policy answer "
         f"a surge; 0: off [{DEFAULT_WATCH_SECONDS:g}; off when --tick <= {DEFAULT_WATCH_SECONDS:g}]",
     )
-    number("--slots", COUNT, type=int, default=1, help="job slots per pod [1]")
+    number("--slots", Bounds(1, MAX_SLOTS_PER_POD), type=int, default=1, help="job slots per pod [1]")
     number("--initial-replicas", Bounds(0), type=int, default=1, help="warm pods at t=0 [1]")
     number("--min-replicas", Bounds(0), type=int, default=0, help="policy floor [0]")
     number("--max-replicas", COUNT, type=int, default=200, help="policy ceiling [200]")

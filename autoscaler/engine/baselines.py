@@ -15,7 +15,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from autoscaler.engine.snapshot import Decision, Snapshot
+from autoscaler.engine.snapshot import Decision, Snapshot, bounded
 from autoscaler.engine.target import WorkloadSpec
 
 # Guards comparisons of clock values that are sums of ticks against float rounding.
@@ -127,6 +127,7 @@ class KedaPolicy:
         return self.config.hpa_behavior == "none"
 
     def decide(self, snapshot: Snapshot) -> Decision:
+        snapshot = bounded(snapshot)  # a 400-digit queue length overflowed the usage ratio
         if snapshot.now < self._next_sync - _EPS:
             held = snapshot.current_replicas if self._desired is None else self._desired
             return Decision(held, "hpa-between-syncs", {"next_sync": self._next_sync})
@@ -325,6 +326,7 @@ class KpaPolicy:
         return sum(stable) / len(stable), sum(panic) / len(panic)
 
     def decide(self, snapshot: Snapshot) -> Decision:
+        snapshot = bounded(snapshot)  # a 400-digit queue length overflowed the average
         if snapshot.stale:
             return _hold(snapshot)
         cfg, now = self.config, snapshot.now

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from autoscaler.engine.snapshot import MAX_CLOCK_SECONDS
 from autoscaler.engine.state import RowSpec
 
 CAPPED_SHARE = 0.01
@@ -88,7 +89,11 @@ class SampleQuantiles:
         self._cache: dict[str, float] = {}
 
     def extend(self, samples: tuple[float, ...]) -> None:
-        valid = [s for s in samples if s >= 0 and math.isfinite(s)]  # math: np.isfinite per float is slow
+        # Dropped: NaN, negative, infinite and beyond any clock's reading (1e308 s of service
+        # written by other software, a startup of 1e300 s); kept, and capped later: long ones that
+        # a clock can measure (a warm-up timed from a creation time of 0, 1.7e9 s). One of 1e308
+        # made the horizon infinite and the forecast NaN, and every tick raised.
+        valid = [s for s in samples if 0 <= s <= MAX_CLOCK_SECONDS]  # NaN fails both comparisons
         if valid:
             self._samples.extend(valid)
             self._cache.clear()

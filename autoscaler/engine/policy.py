@@ -25,7 +25,13 @@ from autoscaler.engine.estimators import BurstPersistence, SampleQuantiles, Wind
 from autoscaler.engine.forecast import MIN_TICKS_PER_SEASON, HoltParams, RateForecaster
 from autoscaler.engine.period import PeriodDetector
 from autoscaler.engine.sizing import SizingInputs, credible_burst_rate, size
-from autoscaler.engine.snapshot import Decision, Snapshot
+from autoscaler.engine.snapshot import (
+    MAX_COUNT,
+    MIN_RATE_INTERVAL_SECONDS,
+    Decision,
+    Snapshot,
+    bounded,
+)
 from autoscaler.engine.standing_pool import StandingPool
 from autoscaler.engine.state import FORMAT, RowSpec, StateError, dump, load
 from autoscaler.engine.surge import late_already, poisson_tail
@@ -288,8 +294,8 @@ class StartupAwarePolicy:
         """Raise :class:`StateError` if a copy of this policy cannot decide a quiet next tick."""
         tick = self.workload.tick_seconds
         now = (self._last_decision_at or 0.0) + tick
-        quiet = Snapshot(now=now, waiting=0, in_flight=0, arrivals=0, interval=tick, current_replicas=0)
-        try:
+        try:  # a saved clock no snapshot takes (1e300: see MAX_CLOCK_SECONDS) is refused here too
+            quiet = Snapshot(now=now, waiting=0, in_flight=0, arrivals=0, interval=tick, current_replicas=0)
             copy.deepcopy(self).decide(quiet)
         except Exception as exc:  # whatever it is, the next tick would meet it too
             raise StateError(
@@ -297,16 +303,19 @@ class StartupAwarePolicy:
             ) from exc
 
     def decide(self, snapshot: Snapshot) -> Decision:
+        snapshot = bounded(snapshot)  # counts as a live source delivers them: see MAX_COUNT
         if snapshot.stale:
             return Decision(
                 desired=snapshot.current_replicas,
                 reason="stale-signals-hold",
                 terms={"current": float(snapshot.current_replicas)},
             )
-        if snapshot.arrivals < 0:
+        if snapshot.arrivals < 0 or 0 < snapshot.interval < MIN_RATE_INTERVAL_SECONDS:
             # A counter that went below its previous reading tells nothing about this interval:
             # read as a count, one tick of -10^6 held the Holt variance, and the pool with it, at
-            # the maximum for eleven minutes. It is an interval without data, as the first tick is.
+            # the maximum for eleven minutes. Nor does one read again within a millisecond: its
+            # count over 5e-324 s was an infinite rate. Either is an interval without data, as the
+            # first tick is.
             snapshot = replace(snapshot, arrivals=0, interval=0.0)
         wl, cfg = self.workload, self.config
         self._rate_now.observe(snapshot.now, snapshot.arrivals, snapshot.interval)
@@ -392,7 +401,10 @@ class StartupAwarePolicy:
         so nothing read off a partial interval stays learned. A tick that has not happened yet in
         this process (nothing sized for) means no answer.
         """
-        if snapshot.stale or self._sized_rate is None or snapshot.interval <= 0:
+        snapshot = bounded(snapshot)
+        # Too short an interval has no rate to judge (see MIN_RATE_INTERVAL_SECONDS), and the next
+        # tick's decision reads it as no data too.
+        if snapshot.stale or self._sized_rate is None or snapshot.interval < MIN_RATE_INTERVAL_SECONDS:
             return None
         if not self.surge_possible(snapshot.waiting, snapshot.ready * snapshot.slots_per_pod):
             return None
@@ -415,6 +427,7 @@ class StartupAwarePolicy:
         Its first two tests: a tick has sized for something, and the queue is already too long for
         the ready slots to start within the SLO (:func:`~autoscaler.engine.surge.late_already`).
         """
+        waiting, ready_slots = min(waiting, MAX_COUNT), min(ready_slots, MAX_COUNT)  # see bounded()
         return self._sized_rate is not None and late_already(
             waiting, ready_slots, self.service_estimate, self.workload.slo_seconds
         )

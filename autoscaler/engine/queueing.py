@@ -75,6 +75,10 @@ def slots_for_wait_slo(
     if arrival_rate <= 0:
         return 0
     load = arrival_rate * service_time
+    if limit is not None and load >= limit:
+        # Every size up to the limit is unstable (servers <= load), so the walk below would step
+        # through all of them to answer the limit: answered at once, the same number.
+        return limit
     blocking = 1.0
     servers = 0
     while True:

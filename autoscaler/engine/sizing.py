@@ -344,9 +344,12 @@ def size(inp: SizingInputs) -> Decision:
     """Replicas needed at now + startup for the SLO, plus those to drain the projected backlog."""
     demand = slo_demand(inp)
     max_wait = max(0.0, inp.slo_seconds - inp.service_time)
-    # Beyond one pod more than any count in play, the answer no longer changes the decision: the
-    # pool then exceeds both the maximum and the current count, whatever it is exactly.
-    most = (max(inp.max_replicas, inp.current, len(inp.pods)) + 1) * inp.slots_per_pod
+    # Beyond one pod more than the maximum and the pods there are, the answer no longer changes
+    # the decision: a need above the maximum is clipped to it, whatever it is exactly, and the
+    # standing pool compares it with the ready pods only. The current count is not one of the
+    # bounds: a Deployment's spec says whatever was written to it (2**31 - 1 by a typo), and as
+    # one it made the search walk that many sizes, minutes of one tick, for the same decision.
+    most = (max(inp.max_replicas, len(inp.pods)) + 1) * inp.slots_per_pod
     slo_slots = slots_for_wait_slo(
         demand, inp.service_time, max_wait, inp.miss_probability, inp.service_cv2, limit=most
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from autoscaler.engine.snapshot import Decision
+from autoscaler.engine.snapshot import MAX_SLOTS_PER_POD, Decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,7 @@ class WorkloadSpec:
             "slo_seconds": self.slo_seconds > 0,
             "startup_seconds": self.startup_seconds >= 0,
             "service_seconds": self.service_seconds > 0,
-            "slots_per_pod": self.slots_per_pod >= 1,
+            "slots_per_pod": 1 <= self.slots_per_pod <= MAX_SLOTS_PER_POD,  # see MAX_SLOTS_PER_POD
             "tick_seconds": self.tick_seconds > 0,
             "watch_seconds": self.watch_seconds >= 0,
             "min_replicas": self.min_replicas >= 0,

@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from autoscaler.engine.baselines import KedaPolicy, KpaPolicy
 from autoscaler.engine.forecast import (
     HORIZON_LOOP_STEPS,
     RateForecast,
@@ -26,7 +29,18 @@ from autoscaler.engine.forecast import (
 from autoscaler.engine.policy import MIN_SERVICE_SECONDS, StartupAwareConfig, StartupAwarePolicy
 from autoscaler.engine.queueing import slots_for_wait_slo
 from autoscaler.engine.sizing import SizingInputs, size
-from autoscaler.engine.snapshot import PodPhase, PodView, Snapshot
+from autoscaler.engine.snapshot import (
+    MAX_CLOCK_SECONDS,
+    MAX_COUNT,
+    MAX_SLOTS_PER_POD,
+    MIN_RATE_INTERVAL_SECONDS,
+    Decision,
+    PodPhase,
+    PodView,
+    Policy,
+    Snapshot,
+    bounded,
+)
 from autoscaler.engine.standing_pool import StandingPool
 from autoscaler.engine.target import WorkloadSpec
 
@@ -52,6 +66,11 @@ def tick(i: int, **changes: Any) -> Snapshot:
         ("in_flight", -1),
         ("current_replicas", -1),
         ("slots_per_pod", 0),
+        ("slots_per_pod", MAX_SLOTS_PER_POD + 1),
+        ("slots_per_pod", 10**400),
+        ("now", 1e300),  # "now - 60" is "now" from about 1e17 on: a window held nothing
+        ("now", -1.7e308),
+        ("interval", 1e300),
     ],
 )
 def test_a_snapshot_refuses_what_no_reading_means_naming_the_field(field: str, value: float) -> None:
@@ -72,6 +91,163 @@ def test_a_negative_arrivals_count_is_an_interval_without_data() -> None:
         b = clean.decide(tick(i, arrivals=0, interval=0.0) if bad else tick(i))
         assert (a.desired, a.reason) == (b.desired, b.reason), f"tick {i}"
     assert glitched.export_state() == clean.export_state()
+
+
+def test_a_workload_refuses_more_slots_per_pod_than_a_snapshot_takes() -> None:
+    """The daemon copies the config's slots into every snapshot: refused at the config, not each tick."""
+    assert WorkloadSpec(slots_per_pod=MAX_SLOTS_PER_POD).slots_per_pod == MAX_SLOTS_PER_POD
+    with pytest.raises(ValueError, match=r"invalid WorkloadSpec field\(s\): slots_per_pod"):
+        WorkloadSpec(slots_per_pod=MAX_SLOTS_PER_POD + 1)
+
+
+def test_a_snapshot_takes_the_largest_clock_and_interval_it_admits() -> None:
+    assert tick(0, now=MAX_CLOCK_SECONDS, interval=MAX_CLOCK_SECONDS).now == MAX_CLOCK_SECONDS
+    assert tick(0, now=-MAX_CLOCK_SECONDS).now == -MAX_CLOCK_SECONDS
+
+
+POLICIES: dict[str, Any] = {
+    "startup-aware": lambda: StartupAwarePolicy(WORKLOAD),
+    "seasonal": lambda: StartupAwarePolicy(WORKLOAD, StartupAwareConfig(season_seconds=150.0)),
+    "keda": lambda: KedaPolicy(WORKLOAD),
+    "kpa": lambda: KpaPolicy(WORKLOAD),
+}
+
+
+def run_ticks(policy: Policy, ticks: int, glitch: int, **changes: Any) -> Decision:
+    """Decide ``ticks`` steady ticks, the ``glitch``-th with ``changes``; every decision within bounds.
+
+    The surge answer between ticks is asked for too, with the same snapshot, where a policy has one.
+    """
+    decision = None
+    for i in range(ticks):
+        snap = tick(i, **changes) if i == glitch else tick(i)
+        decision = policy.decide(snap)
+        assert WORKLOAD.min_replicas <= decision.desired <= WORKLOAD.max_replicas, f"tick {i}: {decision}"
+        surge = getattr(policy, "surge", None)
+        if surge is not None:
+            surge(snap)
+    assert decision is not None
+    return decision
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("field", ["waiting", "in_flight", "arrivals", "current_replicas"])
+@pytest.mark.parametrize("count", [2**31 - 1, 2**63 - 1, 2**64 + 7, 10**400])
+def test_a_count_no_queue_holds_is_decided_within_bounds(policy: str, field: str, count: int) -> None:
+    """Counts come from Redis and Kubernetes as whatever another program wrote (a counter key set to
+    a 400-digit number parses as an int): a decision, not an OverflowError, and no minutes-long walk.
+    """
+    run_ticks(POLICIES[policy](), 30, 20, **{field: count})
+
+
+@pytest.mark.timeout(20)
+def test_an_absurd_replica_count_does_not_walk_the_pool_search_that_far() -> None:
+    """The search for the SLO pool walked up to the current count: 2**31 - 1 sizes in one tick."""
+    policy = StartupAwarePolicy(WORKLOAD)
+    decision = run_ticks(policy, 22, 20, current_replicas=2**31 - 1, arrivals=10**9, waiting=10**6)
+    assert decision.desired <= WORKLOAD.max_replicas
+
+
+def test_a_count_beyond_the_bound_reads_as_the_bound_and_a_sane_snapshot_is_left_alone() -> None:
+    sane = tick(0)
+    assert bounded(sane) is sane
+    huge = bounded(tick(0, waiting=10**400, arrivals=2**64, current_replicas=MAX_COUNT))
+    assert (huge.waiting, huge.arrivals, huge.current_replicas) == (MAX_COUNT, MAX_COUNT, MAX_COUNT)
+    assert (huge.in_flight, huge.interval, huge.pods) == (sane.in_flight, sane.interval, sane.pods)
+
+
+def test_one_absurd_arrivals_count_leaves_the_windows_running_sums_exact() -> None:
+    """2**64 added to a float sum absorbed the real arrivals beside it: once the tick had left the
+    short window, the window read no arrivals at all, for as long as the process lived."""
+    policy = StartupAwarePolicy(WORKLOAD)
+    run_ticks(policy, 80, 50, arrivals=2**64 + 7)
+    for window in (policy._rate_now, policy._rate_long):
+        assert window is not None
+        assert window.arrivals == sum(arrivals for _, arrivals, _ in window.ticks)
+    assert policy._rate_now.rate == 1.0  # 5 jobs per 5 s tick
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("interval", [5e-324, 1e-300, 1e-9, MIN_RATE_INTERVAL_SECONDS / 2])
+@pytest.mark.parametrize("arrivals", [1, 100, 10**12])
+def test_an_interval_too_short_for_a_rate_is_decided_within_bounds(
+    policy: str, interval: float, arrivals: int
+) -> None:
+    """100 jobs over 5e-324 s read as an infinite rate, and the decision raised (ValueError)."""
+    run_ticks(POLICIES[policy](), 30, 20, interval=interval, arrivals=arrivals, waiting=1000)
+
+
+@pytest.mark.parametrize("interval", [5e-324, 1e-9, MIN_RATE_INTERVAL_SECONDS / 2])
+def test_an_interval_too_short_for_a_rate_is_an_interval_without_data(interval: float) -> None:
+    glitched, clean = StartupAwarePolicy(WORKLOAD), StartupAwarePolicy(WORKLOAD)
+    for i in range(120):
+        bad = i == 50
+        a = glitched.decide(tick(i, arrivals=500, interval=interval) if bad else tick(i))
+        b = clean.decide(tick(i, arrivals=0, interval=0.0) if bad else tick(i))
+        assert (a.desired, a.reason) == (b.desired, b.reason), f"tick {i}"
+    assert glitched.export_state() == clean.export_state()
+
+
+def test_an_interval_just_long_enough_is_read_as_a_rate() -> None:
+    policy = StartupAwarePolicy(WORKLOAD)
+    run_ticks(policy, 21, 20, interval=MIN_RATE_INTERVAL_SECONDS, arrivals=1)
+    assert policy._rate_now.arrivals == 5 + 1  # the tick before's, and this one's
+
+
+@pytest.mark.parametrize("samples", ["service_times", "startup_times"])
+@pytest.mark.parametrize("value", [1e13, 1e300, 1.7e308])
+def test_durations_no_clock_measures_are_dropped_like_infinite_ones(samples: str, value: float) -> None:
+    """A window of startups of 1e308 s made the horizon infinite and the forecast NaN: every tick raised."""
+    policy = StartupAwarePolicy(WORKLOAD)
+    for i in range(40):
+        decision = policy.decide(tick(i, **{samples: (value,) * 30}) if 10 <= i < 14 else tick(i))
+        assert WORKLOAD.min_replicas <= decision.desired <= WORKLOAD.max_replicas, f"tick {i}"
+    assert policy.service_estimate == 5.0 and policy.startup_estimate == 30.0
+
+
+COUNTS = st.one_of(
+    st.integers(0, 50), st.sampled_from([2**31 - 1, 2**53 + 1, 2**63 - 1, 2**64, 10**20, 10**400])
+)
+DURATIONS = st.one_of(
+    st.sampled_from([0.0, 5e-324, 1e-9, 5.0, 1.7e9, MAX_CLOCK_SECONDS, 1e300, 1.7e308]),
+    st.floats(0.0, 1.7e308),
+)
+INTERVALS = st.one_of(
+    st.sampled_from([0.0, 5e-324, 1e-300, 1e-9, MIN_RATE_INTERVAL_SECONDS, 5.0, 1.7e9, MAX_CLOCK_SECONDS]),
+    st.floats(0.0, MAX_CLOCK_SECONDS),
+)
+CHANGES = st.fixed_dictionaries(
+    {},
+    optional={
+        "waiting": COUNTS,
+        "in_flight": COUNTS,
+        "arrivals": COUNTS,
+        "current_replicas": COUNTS,
+        "slots_per_pod": st.sampled_from([1, 4, MAX_SLOTS_PER_POD]),
+        "interval": INTERVALS,
+        "service_times": st.lists(DURATIONS, max_size=25).map(tuple),
+        "startup_times": st.lists(DURATIONS, max_size=5).map(tuple),
+        "now": st.sampled_from([0.0, 1e9, MAX_CLOCK_SECONDS, -MAX_CLOCK_SECONDS]),
+    },
+)
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policy=st.sampled_from(sorted(POLICIES)), changes=CHANGES, repeated=st.booleans())
+def test_any_snapshot_a_source_can_deliver_is_decided_within_bounds(
+    policy: str, changes: dict[str, Any], repeated: bool
+) -> None:
+    """Extreme counts, intervals, durations and clock steps, once or tick after tick: never a raise."""
+    subject = POLICIES[policy]()
+    for i in range(30):
+        snap = tick(i, **changes) if i == 20 or (repeated and i > 20) else tick(i)
+        decision = subject.decide(snap)
+        assert WORKLOAD.min_replicas <= decision.desired <= WORKLOAD.max_replicas, f"tick {i}: {decision}"
+        surge = getattr(subject, "surge", None)
+        if surge is not None:
+            surge(snap)
 
 
 def test_jobs_measured_at_zero_seconds_do_not_fail_every_tick() -> None:

@@ -364,6 +364,7 @@ def test_scorecard_names_a_missing_conversation_trace_and_where_to_get_it(
         (["--seed", "-1"], "--seed must be >= 0"),
         (["--tick", "inf"], "--tick must be in (0, 3600], got inf"),
         (["--tick", "1e9"], "--tick must be in (0, 3600]"),
+        (["--slots", "10001"], "--slots must be in [1, 10000], got 10001"),
     ],
 )
 def test_numbers_the_workload_spec_lets_through_are_usage_errors(
