@@ -375,18 +375,21 @@ def size(inp: SizingInputs) -> Decision:
         desired, reason = inp.current + inp.max_step_up, "step-limit"
     if inp.max_step_down is not None and desired < inp.current - inp.max_step_down:
         desired, reason = inp.current - inp.max_step_down, "step-limit"
+    # Replicas with no pod behind them (not created yet, refused by a quota) go first, and at once:
+    # dropping them removes nothing. Only the pods beyond ``desired`` are to be picked.
+    podless = max(0, inp.current - sum(1 for p in inp.pods if p.phase is not PodPhase.DRAINING))
     remove: tuple[str, ...] = ()
-    if desired < inp.current:
-        remove = removals(inp, inp.current - desired)
-        if len(remove) < inp.current - desired:
-            desired, reason = inp.current - len(remove), "busy-pods"
+    if desired < inp.current - podless:
+        remove = removals(inp, inp.current - podless - desired)
+        if len(remove) < inp.current - podless - desired:
+            desired, reason = inp.current - podless - len(remove), "busy-pods"
     # The operator's bounds are hard limits and win over every softer rule above.
     if desired < inp.min_replicas:
         desired, reason = inp.min_replicas, "min-replicas"
     if desired > inp.max_replicas:
         desired, reason = inp.max_replicas, "max-replicas"
     # removals() of fewer pods is a prefix of its answer for more: reuse it unless the cap cut deeper.
-    cut = inp.current - desired
+    cut = inp.current - podless - desired
     remove = remove[: max(cut, 0)] if cut <= len(remove) else removals(inp, cut)
 
     terms = {

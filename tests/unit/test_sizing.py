@@ -376,3 +376,20 @@ def test_the_prefix_sums_give_the_pod_seconds_of_a_loop_over_the_pods(
     n = data.draw(st.integers(0, len(times)))
     expected = sum(now + horizon - at for at in times[:n] if at < now + horizon)
     assert _ReadyTimes(times, now).pod_seconds(n, horizon) == pytest.approx(expected, abs=1e-6)
+
+
+def test_replicas_with_no_pod_behind_them_are_dropped_in_one_decision() -> None:
+    """10 replicas, 4 idle pods (6 never created: a quota refused them): an idle queue goes to 0
+    in one decision, not 10 -> 6 -> 2 -> 0 as "busy-pods" with no pod busy. Only pods are named."""
+    workload = WorkloadSpec()
+    policy = StartupAwarePolicy(workload)
+    pods = tuple(PodView(f"w-{i}", PodPhase.READY, 0.0, ready_at=30.0) for i in range(4))
+    current, changes = 10, []
+    for i in range(40):
+        now = 100.0 + i * workload.tick_seconds
+        decision = policy.decide(Snapshot(now, 0, 0, 0, workload.tick_seconds if i else 0.0, current, pods))
+        assert set(decision.remove) <= {p.name for p in pods}
+        if decision.desired < current:
+            changes.append((current, decision.desired, decision.reason, len(decision.remove)))
+            current = decision.desired
+    assert changes[0][:2] == (10, 0) and changes[0][2] != "busy-pods" and changes[0][3] == 4, changes
