@@ -44,7 +44,7 @@ from experiments.distributions import Distribution, duration
 from experiments.generators import SHAPES, AnyShape, generate
 from experiments.render import COLUMNS, METRICS, Column, invocation, rich_table
 from experiments.replay import SERVICE_FROM_TRACE, Outcome, Setup, prepare, replay
-from experiments.sim import ProgressFn, SimulationError
+from experiments.sim import MAX_TICKS, ProgressFn, SimulationError, TickLimitError
 from experiments.traces import AZURE_CODE_TRACE, AZURE_COLUMNS, Trace, TraceError, load_trace, write_trace
 from jobqueue import Settings
 
@@ -172,8 +172,8 @@ def _add_workload(parser: argparse.ArgumentParser) -> None:
         "--tick",
         Bounds(0.0, MAX_TICK_SECONDS, open_low=True),
         type=float,
-        default=5.0,
-        help="control tick in seconds [5]",
+        default=DEFAULT_TICK_SECONDS,
+        help=f"control tick in seconds [{DEFAULT_TICK_SECONDS:g}]",
     )
     number(
         "--watch",
@@ -267,14 +267,16 @@ def _setup(args: argparse.Namespace) -> Setup:
     return setup
 
 
-MAX_TICKS = 2_000_000
-"""Control ticks one replay may take (about 115 days at a 5 s tick, minutes of wall time): a trace
-spanning more almost always mixes units or origins (relative seconds then epoch seconds), and
-replaying it would tick for hours or years without a word."""
+DEFAULT_TICK_SECONDS = 5.0
 
 MAX_TICK_SECONDS = 3600.0
 """Longest control tick: beyond it there is no control loop to speak of, and the watch between
 ticks (every ``--watch`` seconds) would spin for as long as one tick lasts."""
+
+MAX_LOOKS = MAX_TICKS * round(DEFAULT_TICK_SECONDS / DEFAULT_WATCH_SECONDS)
+"""Watch looks one replay may take: as many as ``MAX_TICKS`` ticks take at the default tick and
+watch (one look a second). A look is cheaper than a tick, but a ``--watch`` of a microsecond made
+3.6 billion of them in an hour of trace."""
 
 
 def _trace(path: str, setup: Setup) -> Trace:
@@ -282,17 +284,69 @@ def _trace(path: str, setup: Setup) -> Trace:
         trace = load_trace(path)
     except TraceError as exc:
         raise UsageError(f"{exc}. {TRACE_HINT}") from None
-    arrivals = trace.arrivals
-    ticks = float(arrivals[-1] - arrivals[0]) / setup.tick
-    if ticks > MAX_TICKS:
-        gaps = np.diff(arrivals)
+    _check_length(trace, setup, path)
+    return trace
+
+
+def _least_seconds(trace: Trace, setup: Setup) -> float:
+    """Seconds a replay of ``trace`` simulates at the least: until its last job could have finished.
+
+    Ticks run until every job is done, and no job is done before its arrival plus its service time
+    (the draws :func:`~experiments.replay.prepare` makes, from the same seed). The arrivals' span
+    alone said 0 s for a trace of one job, or of jobs that all arrive at once, however tiny the tick.
+    """
+    if setup.service == SERVICE_FROM_TRACE and trace.service is None:
+        return trace.span  # refused by _service_column, naming the option that brought it in
+    return float(np.max(trace.arrivals + setup.service_times(trace)))
+
+
+def _many(count: float) -> str:
+    """A count of ticks or looks for a message: digits while they can be read, then powers of ten."""
+    if not math.isfinite(count):  # a quotient past the float range
+        return "more than 1e+308"
+    return f"{count:,.0f}" if count < 1e15 else f"{count:.3g}"
+
+
+def _at_least(value: float) -> str:
+    """``value`` rounded up to two significant digits, for a message's "pass at least": with a
+    little headroom, so that the number printed passes the check it is the answer to."""
+    value *= 1 + 1e-9
+    step = 10.0 ** (math.floor(math.log10(value)) - 1)
+    return f"{math.ceil(value / step) * step:.2g}"
+
+
+def _check_length(trace: Trace, setup: Setup, source: str) -> None:
+    """Refuse before any run a replay that would take more than ``MAX_TICKS`` ticks or ``MAX_LOOKS``
+    watch looks, naming what is out of proportion: the trace, ``--tick`` or ``--watch``.
+
+    Counted over :func:`_least_seconds`, not over the arrivals' span: with ``--tick 1e-300`` a
+    one-job trace spanned 0 ticks, passed, and the replay then ticked through its job's 5 s
+    without end. A trace too long even at the default tick is the trace's fault (mixed units or
+    origins, most likely); within that, a tick or watch too short for it is the option's.
+    """
+    least = _least_seconds(trace, setup)
+    ticks = least / setup.tick  # infinity past the float range: refused like any count too large
+    if ticks > MAX_TICKS and trace.span > MAX_TICKS * DEFAULT_TICK_SECONDS:
+        gaps = np.diff(trace.arrivals)
         at = int(np.argmax(gaps))
         raise UsageError(
-            f"{path}: the trace spans {ticks * setup.tick / 86400:,.0f} days, {ticks:,.0f} ticks of "
+            f"{source}: the trace spans {trace.span / 86400:,.0f} days, {_many(ticks)} ticks of "
             f"{setup.tick:g} s to simulate (at most {MAX_TICKS:,}); its largest gap is "
             f"{gaps[at]:,.0f} s, after job {at + 1}: are its timestamps all in one unit and origin?"
         )
-    return trace
+    if ticks > MAX_TICKS:
+        raise UsageError(
+            f"--tick {setup.tick:g} is too short for {source}: replaying it simulates at least "
+            f"{least:,.6g} s (to its last job's arrival plus service), {_many(ticks)} ticks "
+            f"(at most {MAX_TICKS:,}); pass a --tick of at least {_at_least(least / MAX_TICKS)}"
+        )
+    looks = least / setup.watch if setup.watch > 0 else 0.0
+    if looks > MAX_LOOKS:
+        raise UsageError(
+            f"--watch {setup.watch:g} is too short for {source}: replaying it simulates at least "
+            f"{least:,.6g} s, {_many(looks)} looks (at most {MAX_LOOKS:,}); pass a --watch of at "
+            f"least {_at_least(least / MAX_LOOKS)}, or --watch 0 to turn it off"
+        )
 
 
 def _service_column(setup: Setup, traces: Sequence[tuple[Trace, str]]) -> None:
@@ -673,9 +727,12 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
         setup, [(trace, f"--trace {path}") for (trace, _), path in zip(traces, args.trace or [], strict=True)]
     )
     try:
-        traces += [keda_sweep.synthetic_trace(name, args.seed) for name in args.synthetic or []]
+        synthetic = [keda_sweep.synthetic_trace(name, args.seed) for name in args.synthetic or []]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    for (trace, _), name in zip(synthetic, args.synthetic or [], strict=True):
+        _check_length(trace, setup, f"--synthetic {name}")
+    traces += synthetic
     out = Path(args.out)
     _file_writable("--out", out)
     err = _console(stderr=True)
@@ -712,6 +769,8 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _file_writable("--out", out)
     traces = scorecard.reference_traces(azure, args.seed, conv)
+    for trace, _ in traces:
+        _check_length(trace, setup, f"the scorecard's trace {trace.name}")
     rows = scorecard.score_traces(traces, setup, args.policy or list(scorecard.POLICIES))
     text = scorecard.render(rows, setup, invocation())
     with _writing("--out", out):
@@ -909,6 +968,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except (UsageError, PolicySpecError, TraceError) as exc:
         _fail(str(exc), EXIT_USAGE)
+    except TickLimitError as exc:  # found running, past what _check_length can foresee
+        flag, seconds = ("--watch", exc.watch_seconds) if exc.looks else ("--tick", exc.tick_seconds)
+        _fail(f"{flag} {seconds:g} is too short: {exc}; pass a longer {flag}", EXIT_USAGE)
     except SimulationError as exc:
         _fail(str(exc), 1)
     except KeyboardInterrupt:

@@ -53,8 +53,27 @@ _PROGRESS_EVERY_TICKS = 200
 _LIVE, _DRAINING, _GONE = 0, 1, 2
 
 
+MAX_TICKS = 2_000_000
+"""Control ticks one replay may take (about 115 days at a 5 s tick, minutes of wall time), and
+watch looks one tick may take. The CLI refuses a trace or a ``--tick`` that needs more before it
+starts; a replay that gets there all the same (a queue that drains far slower than the trace
+arrives, at a tiny tick) stops with :class:`TickLimitError` instead of running for hours."""
+
+
 class SimulationError(RuntimeError):
     """The replay cannot finish (e.g. the policy keeps no replica while jobs wait)."""
+
+
+class TickLimitError(SimulationError):
+    """The replay took more than ``max_ticks`` ticks, or one tick would take more watch looks.
+
+    ``looks`` says which: the watch's interval (``watch_seconds``) is what is out of proportion
+    then, else the tick's (``tick_seconds``).
+    """
+
+    def __init__(self, message: str, *, tick_seconds: float, watch_seconds: float, looks: bool) -> None:
+        super().__init__(message)
+        self.tick_seconds, self.watch_seconds, self.looks = tick_seconds, watch_seconds, looks
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +87,8 @@ class SimConfig:
     # Give up when jobs wait and none starts for this long (or 10 service times, if longer): a
     # policy that never keeps a replica until it is ready would otherwise loop forever.
     stall_seconds: float = 6 * 3600.0
+    # Give up (TickLimitError) after this many ticks, or before a tick that would look this often.
+    max_ticks: int = MAX_TICKS
 
     def __post_init__(self) -> None:
         if not 0 <= self.initial_replicas <= self.workload.max_replicas:
@@ -357,8 +378,18 @@ def simulate(
     responder = policy if workload.watching and isinstance(policy, SurgeResponder) else None
     # Asked once: a runtime protocol check costs ~9 us, and the watch runs after every tick.
     gate = responder if isinstance(responder, SurgeGate) else None
+    _check_looks(config, watching=responder is not None)
+    limit = config.max_ticks
     k = 0
     while True:
+        if k >= limit:
+            raise TickLimitError(
+                f"the replay had not ended after {limit:,} ticks of {tick:g} s ({k * tick:,.6g} s "
+                f"simulated, {cluster.next_job:,} of {n:,} jobs started)",
+                tick_seconds=tick,
+                watch_seconds=workload.watch_seconds,
+                looks=False,
+            )
         now = k * tick  # multiplied, not accumulated, so tick times stay exact
         previous = now - tick
         cluster.assign(now)
@@ -405,6 +436,26 @@ def simulate(
             in_flight=np.asarray(in_flight),
         ),
     )
+
+
+def _check_looks(config: SimConfig, *, watching: bool) -> None:
+    """Raise :class:`TickLimitError` if one tick's watch would look more than ``max_ticks`` times.
+
+    :func:`_watch` looks every ``watch_seconds`` within a tick: at 1e-300 s it took 5e300 looks to
+    end the first tick, however few ticks the replay had.
+    """
+    workload = config.workload
+    if not watching:
+        return
+    looks = workload.tick_seconds / workload.watch_seconds
+    if looks > config.max_ticks:
+        raise TickLimitError(
+            f"a watch every {workload.watch_seconds:g} s looks {looks:,.6g} times a tick of "
+            f"{workload.tick_seconds:g} s (at most {config.max_ticks:,})",
+            tick_seconds=workload.tick_seconds,
+            watch_seconds=workload.watch_seconds,
+            looks=True,
+        )
 
 
 def _apply(cluster: _Cluster, decision: Decision, workload: WorkloadSpec, now: float) -> int:

@@ -18,6 +18,7 @@ from experiments.distributions import Fixed
 from experiments.generators import Poisson, generate
 from experiments.keda_sweep import Section, _verdict
 from experiments.replay import Outcome, Setup, prepare
+from experiments.sim import TickLimitError
 from experiments.traces import Trace, load_trace, write_trace
 from experiments.tune import suggest_floors
 
@@ -384,6 +385,107 @@ def test_a_trace_mixing_relative_and_epoch_seconds_is_refused_not_replayed_for_e
     status, out, err = run_cli(capsys, "replay", "--trace", str(mixed), "--policy", "keda", "--json", "-")
     assert status == 2 and out == ""
     assert "spans 19,676 days" in err and "largest gap is 1,699,999,999 s, after job 2" in err, err
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("jobs", "tick", "ticks"),
+    [
+        ("0", "1e-300", "5e+300 ticks"),  # one job: its arrivals spanned 0 ticks, and it ran for ever
+        ("0\n0", "1e-9", "5,000,000,000 ticks"),
+        ("0\n1", "1e-6", "6,000,000 ticks"),  # 1 s of arrivals (a million ticks) but 6 s to replay
+        ("0\n1", "5e-324", "more than 1e+308 ticks"),  # read as a trace spanning "inf days"
+    ],
+)
+def test_a_tick_too_short_for_the_replay_is_refused_naming_the_tick(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], jobs: str, tick: str, ticks: str
+) -> None:
+    short = tmp_path / "short.csv"
+    short.write_text(f"timestamp\n{jobs}\n")
+    status, out, err = run_cli(
+        capsys, "replay", "--trace", str(short), "--policy", "static:1", "--tick", tick
+    )
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: --tick {float(tick):g} is too short for {short}: ") and ticks in err, err
+    assert "(at most 2,000,000); pass a --tick of at least " in err
+
+
+def test_the_tick_a_refusal_suggests_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    short = tmp_path / "short.csv"
+    short.write_text("timestamp\n0\n")  # 5 s of service: 2,000,000 ticks of 2.5e-06 s
+    _, _, err = run_cli(capsys, "replay", "--trace", str(short), "--policy", "static:1", "--tick", "1e-6")
+    suggested = err.rsplit("at least ", 1)[1].strip()
+    assert suggested == "2.6e-06"
+    run_cli(
+        capsys, "replay", "--trace", str(short), "--policy", "static:0", "--tick", suggested, "--json", "-"
+    )
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("watch", ["1e-300", "1e-9"])
+def test_a_watch_too_short_for_the_replay_is_refused_naming_the_watch(
+    trace: Path, capsys: pytest.CaptureFixture[str], watch: str
+) -> None:
+    """A tick's watch looks every --watch seconds: at 1e-300 s the first tick never ended."""
+    status, out, err = run_cli(
+        capsys, "replay", "--trace", str(trace), "--policy", "static:1", "--watch", watch
+    )
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: --watch {float(watch):g} is too short for {trace}: "), err
+    assert "pass a --watch of at least" in err and "or --watch 0 to turn it off" in err
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("command", "tick", "fragment"),
+    [
+        (["scorecard", "--policy", "static:1"], "0.001", "for the scorecard's trace azure_llm_code_2023.csv"),
+        (["keda-sweep", "--synthetic", "smooth", "--compare", "static:1"], "0.001", "for --synthetic smooth"),
+        (["tune", "--trace", "TRACE", "--policy", "static:1"], "1e-05", "for TRACE"),
+    ],
+)
+def test_every_command_refuses_a_tick_too_short_for_its_traces(
+    *,
+    trace: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    tick: str,
+    fragment: str,
+) -> None:
+    """The scorecard's and the sweep's own traces were never checked: at --tick 0.001 they ran for hours."""
+    argv = [str(trace) if a == "TRACE" else a for a in command]
+    if command[0] != "tune":
+        argv += ["--out", str(tmp_path / "out.md")]
+    status, out, err = run_cli(capsys, *argv, "--tick", tick)
+    assert status == 2 and out == "" and err.count("\n") == 1
+    expected = f"error: --tick {tick} is too short {fragment.replace('TRACE', str(trace))}: "
+    assert err.startswith(expected), err
+
+
+def test_a_replay_that_outruns_the_tick_limit_running_names_the_tick(
+    trace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue that drains slower than the trace arrives needs more ticks than any check foresees."""
+
+    def too_long(*_args: object, **_kwargs: object) -> None:
+        raise TickLimitError(
+            "the replay had not ended after 2,000,000 ticks of 0.01 s (20,000 s simulated, 9 of 9 jobs "
+            "started)",
+            tick_seconds=0.01,
+            watch_seconds=0.0,
+            looks=False,
+        )
+
+    monkeypatch.setattr("experiments.replay.simulate", too_long)
+    status, out, err = run_cli(
+        capsys, "replay", "--trace", str(trace), "--policy", "static:1", "--tick", "0.01"
+    )
+    assert status == 2 and out == ""
+    assert err == (
+        "error: --tick 0.01 is too short: the replay had not ended after 2,000,000 ticks of 0.01 s "
+        "(20,000 s simulated, 9 of 9 jobs started); pass a longer --tick\n"
+    )
 
 
 @pytest.mark.parametrize("option", ["--json", "--plot"])

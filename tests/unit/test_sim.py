@@ -10,7 +10,7 @@ import pytest
 from autoscaler.engine.snapshot import Decision, PodPhase, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 from experiments.distributions import Fixed, LogNormal
-from experiments.sim import SimConfig, SimResult, SimulationError, simulate
+from experiments.sim import MAX_TICKS, SimConfig, SimResult, SimulationError, TickLimitError, simulate
 
 
 class Scripted:
@@ -170,6 +170,48 @@ def test_desired_is_raised_to_the_workload_minimum_as_the_daemon_raises_it() -> 
         result = simulate(arr, np.full(len(arr), 1.0), policy, SimConfig(workload=workload))
         assert result.timeline.replicas.min() == 4 and result.max_replicas == 4
         assert result.pod_exit.size == 4  # the initial pod was never let go, three were added
+
+
+class Surging(Scripted):
+    """A scripted policy that answers surges too (never with a scale-up), counting the looks."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda s: 1)
+        self.looks = 0
+
+    def surge(self, snapshot: Snapshot) -> Decision | None:
+        self.looks += 1
+        return None
+
+
+@pytest.mark.timeout(20)
+def test_a_replay_past_its_tick_limit_stops_naming_the_tick() -> None:
+    """A queue that drains far slower than the trace arrives took more ticks than any check of the
+    trace foresaw; at a tiny tick it ran for hours."""
+    with pytest.raises(TickLimitError, match=r"not ended after 1,000 ticks of 0\.001 s") as caught:
+        run([0.0] * 20, 5.0, Scripted(lambda s: 1), tick=0.001, max_ticks=1000)
+    assert (caught.value.tick_seconds, caught.value.looks) == (0.001, False)
+    assert isinstance(caught.value, SimulationError)  # callers that catch those still do
+    assert run([0.0] * 20, 5.0, Scripted(lambda s: 1), tick=0.1, max_ticks=1001).end == 100.0
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("watch", [1e-300, 5.0 / (MAX_TICKS + 1)])
+def test_a_watch_that_would_look_without_end_in_one_tick_is_refused_before_the_first(watch: float) -> None:
+    """At 1e-300 s the watch's first tick took 5e300 looks: the replay never ended, at any tick count."""
+    arrivals = np.zeros(3)
+    workload = WorkloadSpec(tick_seconds=5.0, watch_seconds=watch)
+    policy = Surging()
+    with pytest.raises(TickLimitError, match="looks") as caught:
+        simulate(arrivals, np.full(3, 1.0), policy, SimConfig(workload=workload))
+    assert caught.value.looks and caught.value.watch_seconds == watch and policy.seen == []
+
+
+def test_a_watch_within_the_limit_still_looks() -> None:
+    workload = WorkloadSpec(tick_seconds=5.0, watch_seconds=5.0 / MAX_TICKS * 1e5)
+    policy = Surging()
+    simulate(np.array([0.0, 6.0, 6.0]), np.full(3, 10.0), policy, SimConfig(workload=workload))
+    assert policy.looks > 0  # jobs waited between ticks: the watch was shown them
 
 
 @pytest.mark.parametrize(
