@@ -3,6 +3,12 @@
 The format is told apart by the header, so ``--trace`` takes either without a flag. Arrivals come
 back sorted and shifted so the first job arrives at t=0 (the simulator's origin). Every problem is a
 :class:`TraceError` whose message names the file and what is wrong, fit to print on one line.
+
+Every record holds exactly one value per header column: a missing value or one too many is refused,
+naming the line and the column (one comma too many in ``2,000,5`` read the job as arriving at 2 with
+a service time of 0). Lines with nothing but blanks and commas are skipped: they hold no job, and
+spreadsheet exports end with them. Columns the header names beyond the known ones are kept out of
+the trace but must be there on every line; the Azure token counts must be whole numbers.
 """
 
 from __future__ import annotations
@@ -70,10 +76,12 @@ def _load_careful(path: Path) -> Trace:
     if not rows:
         raise TraceError(f"{path}: the file is empty")
     header = [h.strip() for h in rows[0][1]]
+    _check_header(path, header)
     kept = [(line, r) for line, r in rows[1:] if any(cell.strip() for cell in r)]
     body = _Body([r for _, r in kept], [line for line, _ in kept])
     if not body.rows:
         raise TraceError(f"{path}: the header is there but there are no jobs")
+    _check_widths(path, header, body)
     if AZURE_COLUMNS[0] in header:
         arrivals, service = _azure(path, header, body), None
     elif GENERIC_TIME in header:
@@ -99,9 +107,10 @@ def _generic_fast(path: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
     """A generic CSV's columns parsed by numpy's C reader, or None to take the careful path.
 
     The csv module plus a float per cell took 2.4 s of a million-job replay's 11 s; numpy reads the
-    same file in 0.1 s. Any file it does not read cleanly (blank cells, a missing value, a word
-    where a number belongs, another format) goes the careful way, which finds the same numbers or
-    says which line is wrong: the line numbers, and a blank line's place, are only known there.
+    same file in 0.1 s. Any file it does not read cleanly (blank cells, a missing value or one too
+    many, a word where a number belongs, another column, another format) goes the careful way, which
+    finds the same numbers or says which line is wrong: the line numbers, and a blank line's place,
+    are only known there.
     """
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -111,11 +120,11 @@ def _generic_fast(path: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
     if '"' in first:  # a quoted header could span lines, and skiprows counts lines
         return None
     header = [h.strip() for h in next(csv.reader([first]), [])]
-    if GENERIC_TIME not in header or AZURE_COLUMNS[0] in header:
+    # Only a header of the two known columns, each once: numpy then reads every column and refuses
+    # a record of another width, which it does not with a selection of columns (one more value,
+    # or one fewer in a column not selected, went through unseen).
+    if sorted(header) not in ([GENERIC_TIME], sorted([GENERIC_TIME, GENERIC_SERVICE])):
         return None
-    columns = [header.index(GENERIC_TIME)]
-    if GENERIC_SERVICE in header:
-        columns.append(header.index(GENERIC_SERVICE))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # numpy warns of an empty file
@@ -123,7 +132,6 @@ def _generic_fast(path: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
                 path,
                 delimiter=",",
                 skiprows=1,
-                usecols=columns,
                 dtype=np.float64,
                 encoding="utf-8-sig",
                 comments=None,
@@ -132,9 +140,46 @@ def _generic_fast(path: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
             )
     except (ValueError, OSError, UnicodeDecodeError):
         return None
-    if len(values) == 0 or not np.all(np.isfinite(values)) or np.any(values[:, 1:] < 0):
+    if len(values) == 0 or values.shape[1] != len(header) or not np.all(np.isfinite(values)):
         return None  # the careful path names the offending line (blank lines shift the count)
-    return values[:, 0].copy(), values[:, 1].copy() if len(columns) > 1 else None
+    arrivals = values[:, header.index(GENERIC_TIME)].copy()
+    if GENERIC_SERVICE not in header:
+        return arrivals, None
+    service = values[:, header.index(GENERIC_SERVICE)].copy()
+    return (arrivals, service) if np.all(service >= 0) else None
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """Refuse a header that names a column twice: which of the two would the trace be read from?"""
+    named = [h for h in header if h]
+    twice = next((h for i, h in enumerate(named) if h in named[:i]), None)
+    if twice is not None:
+        raise TraceError(f"{path}: the header names the column {twice!r} twice")
+
+
+def _value_of(header: list[str], index: int) -> str:
+    """How a message names a record's value in column ``index``: by the header's name for it, or
+    by its place (counted from 1) when the header left that column unnamed."""
+    return f"{header[index]!r} value" if header[index] else f"value in column {index + 1}"
+
+
+def _check_widths(path: Path, header: list[str], body: _Body) -> None:
+    """Refuse the first record that does not hold exactly one value per header column.
+
+    A record one value short shifts nothing but still misses one; one value too long almost always
+    means a comma inside a number (``2,000``) or a column moved, and reading the first columns of
+    it anyway read another column's value as the job's.
+    """
+    width = len(header)
+    for line, row in zip(body.lines, body.rows, strict=True):
+        if len(row) < width:
+            raise TraceError(f"{path}: line {line} has no {_value_of(header, len(row))}")
+        if len(row) > width:
+            raise TraceError(
+                f"{path}: line {line} has {len(row)} values for the header's {width} columns: "
+                f"{row[width].strip()!r} after the {_value_of(header, width - 1)} is one too many "
+                "(a comma inside a number?)"
+            )
 
 
 class _Body(NamedTuple):
@@ -144,13 +189,10 @@ class _Body(NamedTuple):
     lines: list[int]
 
 
-def _column(path: Path, header: list[str], body: _Body, name: str) -> list[str]:
+def _column(header: list[str], body: _Body, name: str) -> list[str]:
+    """The stripped values of column ``name`` (every record has one: :func:`_check_widths`)."""
     index = header.index(name)
-    try:
-        return [row[index].strip() for row in body.rows]
-    except IndexError:
-        line = next(line for line, row in zip(body.lines, body.rows, strict=True) if len(row) <= index)
-        raise TraceError(f"{path}: line {line} has no {name!r} value") from None
+    return [row[index].strip() for row in body.rows]
 
 
 def _floats(path: Path, body: _Body, values: list[str], name: str) -> np.ndarray:
@@ -179,8 +221,29 @@ def _first_bad(body: _Body, values: list[str], parse: Callable[[str], object]) -
     return 0, ""  # unreachable for values that failed as a batch
 
 
+_WHOLE_NUMBER = re.compile(r"\d+")
+
+
+def _token_counts(path: Path, header: list[str], body: _Body) -> None:
+    """Refuse a token count that is not a whole number >= 0 (blank, a word, a fraction).
+
+    The replay reads only the arrival times, but a count that is not one says the record is not what
+    the header says it is (a column moved, a value cut short), and its time may be another column's.
+    """
+    for name in AZURE_COLUMNS[1:]:
+        if name not in header:
+            continue
+        values = _column(header, body, name)
+        bad = next((i for i, v in enumerate(values) if not _WHOLE_NUMBER.fullmatch(v)), None)
+        if bad is not None:
+            raise TraceError(
+                f"{path}: line {body.lines[bad]}: {name} {values[bad]!r} is not a whole number >= 0"
+            )
+
+
 def _azure(path: Path, header: list[str], body: _Body) -> np.ndarray:
-    stamps = _column(path, header, body, AZURE_COLUMNS[0])
+    _token_counts(path, header, body)
+    stamps = _column(header, body, AZURE_COLUMNS[0])
     try:
         if not all(map(_DATE_TIME.fullmatch, stamps)):
             raise ValueError
@@ -209,10 +272,10 @@ def _azure(path: Path, header: list[str], body: _Body) -> np.ndarray:
 
 
 def _generic(path: Path, header: list[str], body: _Body) -> tuple[np.ndarray, np.ndarray | None]:
-    arrivals = _floats(path, body, _column(path, header, body, GENERIC_TIME), GENERIC_TIME)
+    arrivals = _floats(path, body, _column(header, body, GENERIC_TIME), GENERIC_TIME)
     if GENERIC_SERVICE not in header:
         return arrivals, None
-    service = _floats(path, body, _column(path, header, body, GENERIC_SERVICE), GENERIC_SERVICE)
+    service = _floats(path, body, _column(header, body, GENERIC_SERVICE), GENERIC_SERVICE)
     bad = ~(np.isfinite(service) & (service >= 0))
     if np.any(bad):
         line = body.lines[int(np.flatnonzero(bad)[0])]

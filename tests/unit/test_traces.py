@@ -24,6 +24,7 @@ from experiments.traces import (
 )
 
 AZURE_HEAD = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+AZURE_SECOND = AZURE_HEAD + "2023-11-16 18:17:04,1,1\n2023-11-16 18:17:05"  # a good line, then another
 
 
 def write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
@@ -86,6 +87,25 @@ def test_round_trip_through_write_trace(tmp_path: Path) -> None:
         (AZURE_HEAD + "\n2023-11-16 18:17:04.0319600,1,1\nyesterday,1,1\n", "line 4: TIMESTAMP 'yesterday'"),
         ("timestamp\n1\ninf\n", "finite"),
         (AZURE_HEAD + "2023-11-16 18:17:04.0319600,1,1\nyesterday,1,1\n", "line 3: TIMESTAMP 'yesterday'"),
+        # One value per column, no more, no fewer: a row was read by its first columns alone.
+        ("timestamp,service_s\n1,5\n2,000,5\n", "line 3 has 3 values for the header's 2 columns: '5' after"),
+        ("timestamp\n1\n2,3\n", "line 3 has 2 values for the header's 1 columns: '3' after the 'timestamp'"),
+        ("timestamp\n1\n2, \n", "line 3 has 2 values for the header's 1 columns: '' after the 'timestamp'"),
+        ("timestamp,id\n1,a\n2\n", "line 3 has no 'id' value"),
+        ("timestamp,service_s,id\n1,5,a\n\n2,5\n", "line 4 has no 'id' value"),
+        ("timestamp,\n1,\n2\n", "line 3 has no value in column 2"),
+        (
+            "timestamp,\n1,\n2,,3\n",
+            "line 3 has 3 values for the header's 2 columns: '3' after the value in column 2",
+        ),
+        ("timestamp,service_s,timestamp\n1,5,2\n", "the header names the column 'timestamp' twice"),
+        (AZURE_SECOND + "\n", "line 3 has no 'ContextTokens' value"),
+        (AZURE_SECOND + ",1\n", "line 3 has no 'GeneratedTokens'"),
+        (AZURE_SECOND + ",1,1,7\n", "line 3 has 4 values for"),
+        (AZURE_SECOND + ",,1\n", "line 3: ContextTokens '' is not"),
+        (AZURE_SECOND + ",1,ten\n", "line 3: GeneratedTokens 'ten'"),
+        (AZURE_SECOND + ",-1,1\n", "ContextTokens '-1' is not a whole"),
+        (AZURE_SECOND + ",1,2.5\n", "GeneratedTokens '2.5' is not a"),
     ],
 )
 def test_bad_files_name_the_file_and_the_problem(tmp_path: Path, text: str, problem: str) -> None:
@@ -94,6 +114,26 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path: Path, text: str, prob
         load_trace(path)
     message = str(caught.value)
     assert message.startswith(str(path)) and problem in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "timestamp,service_s\n1,5\n,\n , \n2,7\n,\n",  # rows of blanks only: a spreadsheet's empty rows
+        "timestamp,service_s,id\n1,5,a\n2,7,\n",  # an extra column is the file's own business
+        "service_s,timestamp\n5,1\n7,2\n",
+        '"timestamp","service_s"\n"1","5"\n2,7\n',
+    ],
+)
+def test_what_a_loose_but_whole_file_holds_is_read(tmp_path: Path, text: str) -> None:
+    trace = load_trace(write(tmp_path, text))
+    assert trace.arrivals.tolist() == [0.0, 1.0]
+    assert trace.service is not None and trace.service.tolist() == [5.0, 7.0]
+
+
+def test_an_azure_file_with_whole_token_counts_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path, AZURE_HEAD + "2023-11-16 18:17:04, 0 ,12\n\n2023-11-16 18:17:06,4808,10\n")
+    assert load_trace(path).arrivals.tolist() == [0.0, 2.0]
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -250,6 +290,41 @@ def test_the_fast_reader_gives_what_the_careful_one_gives(content: bytes) -> Non
     assert (fast.service is None) == (careful.service is None)
     if fast.service is not None and careful.service is not None:
         assert fast.service.tolist() == careful.service.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    header=st.sampled_from([["timestamp"], ["timestamp", "service_s"], ["service_s", "timestamp", "id"]]),
+    jobs=st.integers(min_value=1, max_value=12),
+    blanks=st.lists(st.integers(min_value=0, max_value=12), max_size=3),
+    bad=st.integers(min_value=0, max_value=11),
+    change=st.sampled_from([-2, -1, 1, 2]),
+    crlf=st.booleans(),
+)
+def test_a_record_of_another_width_is_refused_by_both_readers_naming_its_line(
+    *, header: list[str], jobs: int, blanks: list[int], bad: int, change: int, crlf: bool
+) -> None:
+    """Each job's record holds one value per column; one record longer or shorter (at any place,
+    blank lines anywhere) is refused by its line number, however the file is read."""
+    records = [",".join(str(i) for _ in header) for i in range(jobs)]
+    bad %= jobs
+    width = max(0, len(header) + change)
+    if width in (0, len(header)):  # a record of no values is a blank line; none of this width is bad
+        return
+    records[bad] = ",".join(["3"] * width)
+    lines = [",".join(header), *records]
+    for at in sorted(blanks, reverse=True):
+        lines.insert(1 + min(at, len(lines) - 1), "")
+    line = 1 + lines.index(records[bad], 1)  # the editor's number of the bad record
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.csv"
+        path.write_text(("\r\n" if crlf else "\n").join(lines) + "\n", encoding="utf-8")
+        with pytest.raises(TraceError) as caught:
+            load_trace(path)
+        assert str(caught.value).startswith(f"{path}: line {line} has ")
+        with pytest.raises(TraceError) as careful:
+            _load_careful(path)
+        assert str(careful.value) == str(caught.value)
 
 
 def test_a_million_job_generic_trace_is_read_by_numpy(tmp_path: Path) -> None:
