@@ -207,7 +207,6 @@ class KubernetesTarget:
             events=self._events,
             request_timeout=request_timeout,
         )
-        self._last_scale_rv: str | None = None
         # May observe() clear stale marks? The bound gate (bind_gate), else the latest scale()'s.
         self._gate: ActGate | None = may_act
         self._marks = DeletionMarker(
