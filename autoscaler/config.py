@@ -231,8 +231,9 @@ class PolicyConfig(BaseModel):
     @model_validator(mode="after")
     def _buildable(self) -> PolicyConfig:
         for key, knob in self.knobs.items():
-            if not isinstance(knob, str | int | float | bool):
-                raise ValueError(f"knob {key!r} must be a number, a boolean or a string")
+            # null unsets an optional knob, as ``none`` does in a spec (``season_seconds: null``)
+            if knob is not None and not isinstance(knob, str | int | float | bool):
+                raise ValueError(f"knob {key!r} must be a number, a boolean, a string or null")
         for key, knob in (*parse_spec(self.name)[2].items(), *self.knobs.items()):
             if not _finite(knob):  # the policies' own checks are bounds, which .inf can pass
                 raise ValueError(f"knob {key!r} must be a finite number, got {knob!r}")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import yaml
 
-from autoscaler.engine.registry import Value, format_option
+from autoscaler.engine.registry import Value, format_option, spec_options
 from autoscaler.engine.standing_pool import FluidWindow, smallest_enough
 from experiments.replay import Outcome, Prepared, pooled_score, run_policy
 
@@ -235,7 +235,9 @@ def yaml_snippet(
     if floor is not None and floor != traces[0].setup.min_replicas:  # the floor one has stays unsaid
         header.append(f"# {FLOOR} is the target's own field: its max_replicas must be at least {floor}")
         document[FLOOR] = floor
-    document["policy"] = {"name": name, **options}
+    # The spec's own options too: the replays ran with them, and a snippet without them is
+    # another policy (``keda:hpaBehavior=none`` pasted as plain ``keda``).
+    document["policy"] = {"name": name, **spec_options(spec), **options}
     body = yaml.safe_dump(document, sort_keys=False)
     return "\n".join(header) + "\n" + body
 

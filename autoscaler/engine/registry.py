@@ -201,6 +201,19 @@ def format_option(value: Value) -> str:
     return value
 
 
+def spec_options(spec: str) -> dict[str, Value]:
+    """The options ``spec`` sets, typed as their fields (``keda:listLength=10`` -> ``{"list_length": 10}``).
+
+    What a config file needs to build the same policy from ``{name: ..., **options}``; ``static:40``
+    gives ``{"n": 40}``. Raises :class:`PolicySpecError` as :func:`make_policy` would.
+    """
+    name, config = _configure(spec, {})
+    if isinstance(config, StaticPolicy):
+        return {"n": config.replicas}
+    fields = _field_types(_config_class(name))
+    return {key: _coerce(value, fields[key], key) for key, value in parse_spec(spec)[2].items()}
+
+
 def starting_point(spec: str, knobs: Iterable[str]) -> dict[str, Value]:
     """What ``spec`` sets each knob to: its own option, else the config's default."""
     _, config = _configure(spec, {})

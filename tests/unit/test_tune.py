@@ -95,6 +95,37 @@ def test_the_snippet_names_each_trace_and_parses_as_config(two: list[Prepared]) 
     assert yaml.safe_load(text) == {"policy": {"name": "keda", "list_length": 5.0}}
 
 
+@pytest.mark.parametrize(
+    ("spec", "point", "knobs"),
+    [
+        # The spec's own options ran in every replay: without them the pasted policy is another one.
+        (
+            "keda:hpaBehavior=none,syncOffset=0",
+            {"list_length": 2.0},
+            {"hpa_behavior": "none", "sync_offset": 0.0, "list_length": 2.0},
+        ),
+        # A grid's 'none' (an optional knob unset) is written as YAML null, which the loader takes.
+        (
+            "startup-aware:confidence=0.9",
+            {"season_seconds": None, "drain_seconds": None},
+            {"confidence": 0.9, "season_seconds": None, "drain_seconds": None},
+        ),
+    ],
+)
+def test_the_pasted_snippet_builds_the_policy_whose_numbers_it_prints(
+    two: list[Prepared], spec: str, point: dict[str, float | None], knobs: dict[str, object]
+) -> None:
+    crowd = two[1]
+    (trial,) = run_grid(crowd, spec, [point], processes=1)
+    snippet = yaml.safe_load(yaml_snippet(spec, trial, crowd, 0.5, met=True))
+    target = {"name": "w", "source": {"kind": "list", "key": "q"}, "target": {"kind": "local"}}
+    config = parse_config(yaml.safe_dump({"targets": [{**target, "max_replicas": 200, **snippet}]}))
+    policy = config.targets[0].policy
+    assert policy.knobs == knobs
+    pasted, _ = run_policy(crowd, policy.name, policy.knobs)
+    assert pasted.as_json() | {"policy": ""} == trial.outcome.as_json() | {"policy": ""}
+
+
 def test_a_floor_in_the_grid_is_the_workloads_min_replicas(two: list[Prepared]) -> None:
     floors = run_grid(two, "keda", grid_points({"min_replicas": [0, 6], "list_length": [5.0]}), processes=1)
     bare, floored = floors
