@@ -721,6 +721,8 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
     if setup.service == SERVICE_FROM_TRACE and args.synthetic:  # generated without service times
         raise UsageError(_no_service_column(f"--synthetic {args.synthetic[0]} has no service_s column"))
     workload = setup.nominal_workload()
+    if args.compare:  # asked for by name: a typo is an error before any run, not a note after
+        _check_policies(args.compare, setup)
     compare, notes = keda_sweep.available(args.compare or [STARTUP_AWARE], lambda s: make_policy(s, workload))
     traces = [(_trace(path, setup), f"trace file `{Path(path).name}`") for path in args.trace or []]
     _service_column(
@@ -814,7 +816,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.out:
         _file_writable("--out", Path(args.out))
-    client = redis.Redis.from_url(args.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        client = redis.Redis.from_url(args.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    except ValueError as exc:  # no scheme, a port or db that is no number: redis-py's own words
+        raise UsageError(f"--redis-url {args.redis_url!r}: {exc}") from None
     try:
         queue = _record_queue(client, args.queue, settings)
         jobs = bind_sync(scan_job_times)(client, queue, since=since, settings=settings)

@@ -333,15 +333,12 @@ def test_keda_sweep_writes_markdown(trace: Path, tmp_path: Path, capsys: pytest.
         "1,5",
         "--compare",
         "static:3",
-        "--compare",
-        "nonsense",
         "--out",
         str(report),
     )
     text = report.read_text()
     assert status == 0
     assert "| keda listLength=1 |" in text and "| keda listLength=5 |" in text and "| static:3 |" in text
-    assert "Not compared: unknown policy 'nonsense'" in text
     status, _, err = run_cli(capsys, "keda-sweep", "--out", str(report))
     assert status == 2 and "--trace" in err
 
@@ -651,6 +648,28 @@ def test_an_unwritable_report_is_a_usage_error_before_the_run(
     status, out, err = run_cli(capsys, *command_line(command, trace, target))
     assert status == 2 and out == ""  # nothing swept or scored only to be lost
     assert err == f"error: --out {target}: cannot write there ({reason})\n"
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "redis://127.0.0.1:port/0", "http://127.0.0.1:6379"])
+def test_a_redis_url_redis_py_cannot_read_names_the_flag(
+    capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    """No scheme (a common slip), another scheme, a port that is no number: one error, no traceback."""
+    status, out, err = run_cli(capsys, "record", "--redis-url", url)
+    assert status == 2 and out == ""
+    assert err.startswith(f"error: --redis-url {url!r}: ") and err.count("\n") == 1, err
+
+
+def test_a_keda_sweep_compare_policy_that_does_not_build_is_refused_before_the_sweep(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Asked for by name, a typo is the user's to fix, not a 'Not compared' line in a finished report."""
+    report = tmp_path / "sweep.md"
+    for spec in ("startup-awre", "startup-aware:confidence=2"):
+        argv = command_line("keda-sweep", trace, report)
+        status, out, err = run_cli(capsys, *argv, "--compare", spec)
+        assert status == 2 and out == "" and not report.exists()
+        assert err.startswith("error: ") and ("startup-awre" in err or "confidence" in err), err
 
 
 def test_record_to_an_unwritable_path_is_a_usage_error_before_reading_the_queue(
