@@ -58,13 +58,23 @@ def rendered(overlay: str) -> tuple[dict[str, Any], ...]:
     return tuple(_kustomize(KUSTOMIZE / overlay))
 
 
-def renamespaced(tmp_path: Path, namespace: str) -> list[dict[str, Any]]:
-    """The dev overlay installed into another namespace, as an operator's overlay would do it."""
-    (tmp_path / "rendered.yaml").write_text(yaml.safe_dump_all(rendered("overlays/dev")))
-    (tmp_path / "kustomization.yaml").write_text(
-        yaml.safe_dump({"namespace": namespace, "resources": ["rendered.yaml"]})
-    )
-    return _kustomize(tmp_path)
+def renamespaced(tmp_path: Path, namespace: str, over: str = "overlays/dev") -> list[dict[str, Any]]:
+    """``over`` installed into another namespace by an overlay of the operator's own.
+
+    The overlay names ``over``'s directory, as an operator's does; ``over="rendered"`` layers it over
+    the dev overlay's rendered YAML instead, as the e2e install does. kustomize rewrites the two
+    differently: a RoleBinding subject naming the base's namespace followed only the second.
+    """
+    work = tmp_path / f"{namespace}-{over.replace('/', '-')}"
+    work.mkdir()
+    if over == "rendered":
+        (work / "rendered.yaml").write_text(yaml.safe_dump_all(rendered("overlays/dev")))
+        resource = "rendered.yaml"
+    else:
+        resource = os.path.relpath(KUSTOMIZE / over, work)
+    overlay = {"namespace": namespace, "resources": [resource]}
+    (work / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    return _kustomize(work)
 
 
 def find(docs: Sequence[Doc], kind: str, name: str | None = None) -> dict[str, Any]:
@@ -140,7 +150,8 @@ def test_config_role_and_workloads_name_the_same_objects_in_any_namespace(
 ) -> None:
     """An overlay that sets another namespace must leave a working install: the target, the Lease
     and the RoleBinding's subject all follow (the Role grants nothing in other namespaces)."""
-    for docs in (list(rendered("overlays/dev")), renamespaced(tmp_path, "ml-serving")):
+    installs = [renamespaced(tmp_path, "ml-serving", over) for over in ("base", "overlays/dev", "rendered")]
+    for docs in (list(rendered("overlays/dev")), *installs):
         config, namespace = autoscaler_config(docs, monkeypatch)
         role, binding = find(docs, "Role", "autoscaler"), find(docs, "RoleBinding", "autoscaler")
         assert role["metadata"]["namespace"] == namespace
