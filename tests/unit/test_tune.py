@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from autoscaler.config import ConfigError, parse_config
+from autoscaler.engine.registry import Value
 from experiments.generators import Poisson, Step, generate
 from experiments.replay import Outcome, Prepared, Setup, prepare, run_policy
 from experiments.traces import Trace
@@ -113,7 +114,7 @@ def test_the_snippet_names_each_trace_and_parses_as_config(two: list[Prepared]) 
     ],
 )
 def test_the_pasted_snippet_builds_the_policy_whose_numbers_it_prints(
-    two: list[Prepared], spec: str, point: dict[str, float | None], knobs: dict[str, object]
+    two: list[Prepared], spec: str, point: dict[str, Value], knobs: dict[str, object]
 ) -> None:
     crowd = two[1]
     (trial,) = run_grid(crowd, spec, [point], processes=1)
