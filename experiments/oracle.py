@@ -85,6 +85,7 @@ def warmup_bound(
     slo: float,
     max_pods: int | None = None,
     tick_seconds: float | None = None,
+    evidence_jobs: int = 1,
 ) -> float:
     """The best SLO attainment any online policy can reach on a trace that starts busy.
 
@@ -96,10 +97,14 @@ def warmup_bound(
     (``max_pods``, unlimited when None) from that instant on: jobs the pods cannot start in time
     are still late, FIFO, whatever the policy does. FIFO start times only move earlier when servers
     free up earlier, so no scaling schedule does better.
+
+    ``evidence_jobs`` > 1 gives the pods at the first look after that many jobs instead: the bound
+    of a policy that acts on a rate, not on the first job alone (see ``benchmarks/smooth_warmup.py``).
     """
     if len(arrivals) == 0:
         return 1.0
-    first_ready = first_look(float(arrivals[0]), look_seconds, tick_seconds) + startup
+    seen = float(arrivals[min(evidence_jobs, len(arrivals)) - 1])
+    first_ready = first_look(seen, look_seconds, tick_seconds) + startup
     later = len(arrivals) if max_pods is None else max(0, max_pods - initial_pods)
     # When each slot is next free, a min-heap: the initial ones now, the rest at first_ready.
     free = [0.0] * (initial_pods * slots) + [first_ready] * (later * slots)

@@ -131,3 +131,7 @@ def test_warmup_bound_worked_example() -> None:
     assert bound(initial_pods=1, max_pods=3) == pytest.approx(2 / 60)
     assert bound(initial_pods=1, max_pods=1) == pytest.approx(2 / 60)
     assert bound(initial_pods=0, max_pods=0) == 0.0
+    # Pods at the first look after the 6th job (t=5, a look at 5): ready at 35, in time from t=30.
+    assert bound(initial_pods=1, evidence_jobs=6) == pytest.approx((2 + 30) / 60)
+    assert bound(initial_pods=1, evidence_jobs=1) == bound(initial_pods=1)
+    assert bound(initial_pods=1, evidence_jobs=600) == bound(initial_pods=1, evidence_jobs=60)  # the last
