@@ -75,6 +75,8 @@ def import_keda(path: str, policy: str, live: bool) -> int:
         conversion = convert_text(text, policy=policy, shadow=not live)
     except OSError as exc:
         return _error(f"{path}: cannot read: {exc.strerror or exc}")
+    except UnicodeDecodeError as exc:
+        return _error(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})")
     except KedaImportError as exc:
         return _error(f"{path}: {exc}")
     for note in conversion.notes:

@@ -4,14 +4,20 @@ The point is a low-risk switch: the generated target reads the same list and sca
 workload, and starts in shadow mode so it can run beside KEDA and be compared before the
 ScaledObject is deleted (a live target refuses to fight KEDA anyway). Connection settings follow
 the trigger's metadata: ``address`` or ``host``/``port`` (each also ``...FromEnv``), ``enableTLS``,
+``unsafeSsl`` (``?ssl_cert_reqs=none`` on the ``rediss://`` URL: no certificate check, as in KEDA),
 ``databaseIndex``, ``usernameFromEnv``, ``passwordFromEnv``. Secrets stay in the environment:
 values named by ``...FromEnv`` become ``${NAME}`` references, expanded by the daemon when it
 connects (so the daemon's pod needs those variables, as the scaled pods had them for KEDA).
+
+A target is named after its ScaledObject. A name that several ScaledObjects share (the same name in
+different namespaces, as ``kubectl get scaledobjects -A -o yaml`` lists them) becomes
+``namespace.name`` for each of them, so the file passes ``check-config`` as it is.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +33,8 @@ from autoscaler.keda_behavior import (
 )
 
 SUPPORTED_KINDS = ("Deployment", "StatefulSet")
+MAX_NAME = 63
+"""The longest target name the config accepts (``TargetConfig.name``)."""
 UNSUPPORTED_REDIS = {
     "redis-streams": "a Redis stream consumer group (not a list)",
     "redis-cluster": "a Redis Cluster",
@@ -67,7 +75,12 @@ def _env(name: str) -> str:
     return "${" + name + "}"
 
 
-def _redis_url(trigger: Mapping[str, Any], where: str) -> str:
+def _flag(trigger: Mapping[str, Any], key: str) -> bool:
+    """A boolean trigger setting, true as KEDA's ``strconv.ParseBool`` reads it."""
+    return (_meta(trigger, key) or "false").lower() in ("1", "t", "true")
+
+
+def _redis_url(trigger: Mapping[str, Any], where: str, notes: list[str]) -> str:
     address = _meta(trigger, "address")
     if address is None and (env := _meta(trigger, "addressFromEnv")):
         address = _env(env)
@@ -77,11 +90,18 @@ def _redis_url(trigger: Mapping[str, Any], where: str) -> str:
         if host is None:
             raise KedaImportError(f"{where}: no address, addressFromEnv, host or hostFromEnv in the trigger")
         address = f"{host}:{port}"
-    tls = (_meta(trigger, "enableTLS") or "false").lower() == "true"
+    tls = _flag(trigger, "enableTLS")
     user = _meta(trigger, "usernameFromEnv")
     credentials = f"{_env(user)}@" if user else ""
     database = _meta(trigger, "databaseIndex") or "0"
-    return f"{'rediss' if tls else 'redis'}://{credentials}{address}/{database}"
+    url = f"{'rediss' if tls else 'redis'}://{credentials}{address}/{database}"
+    if tls and _flag(trigger, "unsafeSsl"):
+        notes.append(
+            f"{where}: unsafeSsl: the redis_url ends in ?ssl_cert_reqs=none, so the daemon does not verify "
+            "the server's certificate (nor its host name), as KEDA did not"
+        )
+        url += "?ssl_cert_reqs=none"
+    return url
 
 
 def _pick_trigger(raw: Any, where: str, notes: list[str]) -> Mapping[str, Any]:
@@ -130,14 +150,14 @@ def convert_scaled_object(
     list_name = _meta(trigger, "listName")
     if not list_name:
         raise KedaImportError(f"{where}: the redis trigger has no metadata.listName")
-    source: dict[str, Any] = {"kind": "list", "key": list_name, "redis_url": _redis_url(trigger, where)}
+    url = _redis_url(trigger, where, notes)
+    source: dict[str, Any] = {"kind": "list", "key": list_name, "redis_url": url}
     if password := _meta(trigger, "passwordFromEnv"):
         source["password_env"] = password
-    if trigger.get("authenticationRef"):
-        auth = (trigger.get("authenticationRef") or {}).get("name", "?")
+    if auth := _mapping(trigger.get("authenticationRef"), "the redis trigger's authenticationRef", where):
         notes.append(
-            f"{where}: credentials come from TriggerAuthentication {auth!r}; expose that secret to the "
-            "autoscaler as an env variable and set source.password_env (or ${VAR} in redis_url)"
+            f"{where}: credentials come from TriggerAuthentication {auth.get('name', '?')!r}; expose that "
+            "secret to the autoscaler as an env variable and set source.password_env (or ${VAR} in redis_url)"
         )
     raw_length = _meta(trigger, "listLength") or "5"
     try:
@@ -176,6 +196,14 @@ def convert_scaled_object(
         "policy": policy_entry,
         "shadow": shadow,
     }
+    if spec.get("idleReplicaCount") is not None:
+        idle = _count(spec["idleReplicaCount"], "spec.idleReplicaCount", where)
+        floor = policy_entry.get("min_replicas", entry["min_replicas"])
+        notes.append(
+            f"{where}: spec.idleReplicaCount {idle} is not modelled: KEDA scales to {idle} while the list "
+            f"holds at most activationListLength ({_meta(trigger, 'activationListLength') or '0'}) items; "
+            f"the converted target keeps at least {floor} replicas then"
+        )
     return Conversion([entry], notes)
 
 
@@ -183,7 +211,10 @@ def _scaled_objects(documents: Iterable[Any]) -> list[Mapping[str, Any]]:
     found = []
     for doc in documents:
         if isinstance(doc, Mapping) and doc.get("kind") == "List":
-            found.extend(_scaled_objects(doc.get("items") or []))
+            items = doc.get("items") or []
+            if not isinstance(items, list):
+                raise KedaImportError(f"a List's items must be a list, got {type(items).__name__}")
+            found.extend(_scaled_objects(items))
         elif isinstance(doc, Mapping) and doc.get("kind") == "ScaledObject":
             found.append(doc)
     return found
@@ -204,7 +235,38 @@ def convert_text(text: str, *, policy: str = "startup-aware", shadow: bool = Tru
         part = convert_scaled_object(obj, policy=policy, shadow=shadow)
         result.targets += part.targets
         result.notes += part.notes
+    _unique_names(result)
     return result
+
+
+def _unique_names(conversion: Conversion) -> None:
+    """Qualify a name several ScaledObjects share with each one's namespace (``team-a.worker``).
+
+    The config wants unique target names; a namespace cannot contain a dot, so ``namespace.name``
+    cannot be another namespace's name. Names still repeated then (one object listed twice, or two
+    without ``metadata.namespace``) are refused, naming them.
+    """
+    shared = {name for name, count in Counter(t["name"] for t in conversion.targets).items() if count > 1}
+    for target in conversion.targets:
+        name, namespace = target["name"], target["target"].get("namespace")
+        if name not in shared or not namespace:
+            continue
+        target["name"] = f"{namespace}.{name}"
+        if len(target["name"]) > MAX_NAME:
+            raise KedaImportError(
+                f"ScaledObject {namespace}/{name}: its name is used in several namespaces, and "
+                f"{target['name']!r} is longer than the {MAX_NAME} characters a target name may have"
+            )
+        conversion.notes.append(
+            f"ScaledObject {namespace}/{name}: target named {target['name']!r} (the name {name!r} is used "
+            "in more than one namespace)"
+        )
+    counts = Counter(t["name"] for t in conversion.targets)
+    if repeated := sorted(name for name, count in counts.items() if count > 1):
+        raise KedaImportError(
+            f"several ScaledObjects would become target {', '.join(map(repr, repeated))} (the same name, "
+            "and no namespace tells them apart); each target needs its own name"
+        )
 
 
 def render(conversion: Conversion, origin: str) -> str:

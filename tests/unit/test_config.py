@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 import textwrap
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 from kubernetes import client as k8s
 
@@ -30,6 +32,7 @@ from autoscaler.engine.registry import make_policy
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.keda_import import KedaImportError, convert_text
 from autoscaler.leader import leader_election_from_config
+from autoscaler.sources.redis_source import connect
 
 VALID = textwrap.dedent(
     """
@@ -491,6 +494,12 @@ def test_import_keda_refuses_other_triggers_clearly(
             "spec.scaleTargetRef must",
         ),
         ("- type: redis", "- redis\n    - type: redis", "spec.triggers[0] must be a mapping, got str"),
+        # authenticationRef is an object ({name: ...}); a bare name raised AttributeError.
+        (
+            "- type: redis",
+            "- type: redis\n      authenticationRef: keda-trigger-auth-redis",
+            "the redis trigger's authenticationRef must be a mapping, got str",
+        ),
     ],
 )
 def test_import_keda_names_a_malformed_field_instead_of_a_traceback(
@@ -503,6 +512,114 @@ def test_import_keda_names_a_malformed_field_instead_of_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: ScaledObject ml/inference: ") and expected in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        # read_text raised UnicodeDecodeError: only OSError was caught.
+        (b"kind: ScaledObject\nmetadata: {name: w\xff}\n", "not UTF-8 text (byte 0xff at offset 37)"),
+        (b"kind: List\nitems: 5\n", "a List's items must be a list, got int"),
+    ],
+)
+def test_import_keda_unreadable_input_is_one_error_line(
+    content: bytes, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "so.yaml"
+    path.write_bytes(content)
+    assert main(["import-keda", str(path)]) == 2
+    assert capsys.readouterr().err == f"error: {path}: {expected}\n"
+
+
+def _scaled_object(name: str, namespace: str | None) -> dict[str, object]:
+    metadata = {"name": name} if namespace is None else {"name": name, "namespace": namespace}
+    trigger = {"type": "redis", "metadata": {"address": f"redis.{namespace}:6379", "listName": "jobs"}}
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": metadata,
+        "spec": {"scaleTargetRef": {"name": name}, "triggers": [trigger]},
+    }
+
+
+def test_import_keda_qualifies_a_name_used_in_several_namespaces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kubectl get scaledobjects -A -o yaml`: worker in team-a and in team-b became two targets
+    named worker, and the output, promised valid on its own, failed check-config."""
+    objects = [_scaled_object("worker", "team-a"), _scaled_object("worker", "team-b")]
+    objects.append(_scaled_object("embedder", "team-a"))
+    source = tmp_path / "so.yaml"
+    source.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": objects}))
+    assert main(["import-keda", str(source)]) == 0
+    converted = capsys.readouterr()
+    config = tmp_path / "config.yaml"
+    config.write_text(converted.out)
+    assert main(["check-config", str(config)]) == 0
+    assert "note: ScaledObject team-b/worker: target named 'team-b.worker'" in converted.err
+    targets = load_config(config).targets
+    assert [t.name for t in targets] == ["team-a.worker", "team-b.worker", "embedder"]
+    assert [t.source.resolved_url() for t in targets][:2] == [
+        "redis://redis.team-a:6379/0",
+        "redis://redis.team-b:6379/0",
+    ]
+    # Nothing tells these apart: refused, naming the name, rather than written and rejected later.
+    twice = [objects[0], objects[0]]
+    no_namespace = [_scaled_object("w", None), _scaled_object("w", None)]
+    for twins, name in ((twice, r"'team-a\.worker'"), (no_namespace, "'w'")):
+        with pytest.raises(KedaImportError, match=f"several ScaledObjects would become target {name} "):
+            convert_text(yaml.safe_dump_all(twins))
+    long_namespace = [_scaled_object("worker", "n" * 60), _scaled_object("worker", "team-b")]
+    with pytest.raises(KedaImportError, match="longer than the 63 characters"):
+        convert_text(yaml.safe_dump_all(long_namespace))
+
+
+IDLE = """\
+  idleReplicaCount: 0
+  triggers:
+    - type: redis
+      metadata:
+        activationListLength: "3"
+"""
+
+
+@pytest.mark.parametrize("policy", ["keda", "startup-aware"])
+def test_import_keda_names_idle_replica_count_in_a_note(policy: str) -> None:
+    """KEDA scales to idleReplicaCount while the list is below activation; no policy here does.
+    It was dropped without a word, though the keda policy promises KEDA's behaviour."""
+    text = SCALED_OBJECT.replace("  triggers:\n    - type: redis\n      metadata:\n", IDLE)
+    assert "idleReplicaCount" in text
+    conversion = convert_text(text, policy=policy)
+    assert (
+        "ScaledObject ml/inference: spec.idleReplicaCount 0 is not modelled: KEDA scales to 0 while the "
+        "list holds at most activationListLength (3) items; the converted target keeps at least 2 "
+        "replicas then"
+    ) in conversion.notes
+    with pytest.raises(KedaImportError, match=r"spec\.idleReplicaCount must be a whole number"):
+        convert_text(text.replace("idleReplicaCount: 0", "idleReplicaCount: none"), policy=policy)
+
+
+def test_import_keda_unsafe_ssl_skips_certificate_checks_as_keda_did(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """unsafeSsl "true" was dropped: the rediss:// URL kept verifying, so against the self-signed
+    server KEDA read, the daemon never read the queue."""
+    text = SCALED_OBJECT.replace('enableTLS: "true"', 'enableTLS: "true"\n        unsafeSsl: "true"')
+    conversion = convert_text(text, policy="keda")
+    url = conversion.targets[0]["source"]["redis_url"]
+    assert url == "rediss://${REDIS_USER}@${REDIS_HOST}:${REDIS_PORT}/3?ssl_cert_reqs=none"
+    assert any("unsafeSsl" in note and "does not verify" in note for note in conversion.notes)
+    for name in ("REDIS_HOST", "REDIS_PORT", "REDIS_USER", "REDIS_PASSWORD"):
+        monkeypatch.setenv(name, "6380" if name == "REDIS_PORT" else "x")
+    source = parse_config(yaml.safe_dump({"targets": conversion.targets})).targets[0].source
+    assert isinstance(source, ListSourceConfig)
+    pool = connect(source).connection_pool  # redis-py reads the option from the URL (no connection made)
+    connection = pool.connection_class(**pool.connection_kwargs)
+    assert isinstance(connection, redis.SSLConnection)
+    assert connection.cert_reqs == ssl.CERT_NONE and connection.check_hostname is False
+    # Without TLS there is no certificate to skip, as in KEDA.
+    plain = convert_text(text.replace('enableTLS: "true"', 'enableTLS: "false"'))
+    assert plain.targets[0]["source"]["redis_url"] == "redis://${REDIS_USER}@${REDIS_HOST}:${REDIS_PORT}/3"
 
 
 def test_replicas_sharing_a_configured_leader_identity_still_elect_one_leader() -> None:
