@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -67,6 +68,34 @@ def expand_env(text: str, environ: dict[str, str] | None = None) -> str:
         return value
 
     return _ENV_REF.sub(substitute, text)
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _dns_label(value: str) -> str:
+    """A namespace: what the API server accepts, checked at load time, not refused on every call."""
+    if not _DNS_LABEL.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a Kubernetes namespace name: at most 63 characters of a-z, 0-9 and "
+            "'-', starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _dns_subdomain(value: str) -> str:
+    """An object name (Deployment, StatefulSet, Lease): refused here rather than as an HTTP 4xx later."""
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a Kubernetes object name: at most 253 characters of a-z, 0-9, '-' "
+            "and '.', starting and ending with a letter or digit"
+        )
+    return value
+
+
+KubeNamespace = Annotated[str, AfterValidator(_dns_label)]
+KubeName = Annotated[str, AfterValidator(_dns_subdomain)]
 
 
 class _Strict(BaseModel):
@@ -148,9 +177,9 @@ class KubernetesTargetConfig(_Strict):
     """A Deployment or StatefulSet scaled through its scale subresource."""
 
     kind: Literal["kubernetes"] = "kubernetes"
-    namespace: str | None = Field(None, description="Default: the daemon's own namespace.")
+    namespace: KubeNamespace | None = Field(None, description="Default: the daemon's own namespace.")
     workload_kind: Literal["Deployment", "StatefulSet"] = "Deployment"
-    name: str = Field(min_length=1, description="The Deployment's or StatefulSet's name.")
+    name: KubeName = Field(description="The Deployment's or StatefulSet's name.")
     kubeconfig: str | None = Field(
         None, description="Path to a kubeconfig; default in-cluster, then ~/.kube."
     )
@@ -310,8 +339,10 @@ class LeaderElectionConfig(_Strict):
     """A coordination.k8s.io Lease so that of several replicas exactly one acts (client-go defaults)."""
 
     enabled: bool = False
-    lease_name: str = "startup-autoscaler"
-    lease_namespace: str | None = Field(None, description="Default: the pod's namespace, else 'default'.")
+    lease_name: KubeName = "startup-autoscaler"
+    lease_namespace: KubeNamespace | None = Field(
+        None, description="Default: the pod's namespace, else 'default'."
+    )
     identity: str | None = Field(
         None,
         description="Holder identity prefix (default: the pod name); a random suffix per process "

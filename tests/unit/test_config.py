@@ -122,6 +122,52 @@ def test_errors_name_the_field(change: str, expected: str) -> None:
     assert expected in error_of(VALID.replace(change, broken, 1))
 
 
+@pytest.mark.parametrize(
+    ("change", "broken", "expected"),
+    [
+        (
+            "name: resnet-worker",
+            "name: Resnet_Worker",
+            "targets[0].target.name: 'Resnet_Worker' is not a Kubernetes",
+        ),
+        ("name: resnet-worker", "name: resnet-worker.", "targets[0].target.name: 'resnet-worker.' is not"),
+        ("name: resnet-worker", f"name: {'w' * 254}", "targets[0].target.name: 'www"),
+        (
+            "namespace: ml,",
+            "namespace: ML Prod,",
+            "targets[0].target.namespace: 'ML Prod' is not a Kubernetes",
+        ),
+        ("namespace: ml,", "namespace: ml.prod,", "targets[0].target.namespace: 'ml.prod' is not"),
+        (
+            "port: 9100",
+            "port: 9100\nleader_election: {lease_name: My_Lease}",
+            "leader_election.lease_name: 'My",
+        ),
+        (
+            "port: 9100",
+            "port: 9100\nleader_election: {lease_namespace: -ml}",
+            "leader_election.lease_namespace",
+        ),
+    ],
+)
+def test_names_the_api_server_would_refuse_are_refused_at_load_time(
+    change: str, broken: str, expected: str
+) -> None:
+    """Refused by the API server only on every call (a bad Lease name: no replica ever leads), and
+    a reload that held one replaced the working loop; here they are one line naming the field."""
+    assert change in VALID
+    assert expected in error_of(VALID.replace(change, broken, 1))
+
+
+def test_names_kubernetes_accepts_load() -> None:
+    for name in ("w", "resnet-worker", "resnet.v2-worker", "a" * 253):
+        text = VALID.replace("name: resnet-worker", f"name: {name}", 1).replace(
+            "namespace: ml,", "namespace: m-1,"
+        )
+        (first, _) = parse_config(text).targets
+        assert isinstance(first.target, KubernetesTargetConfig) and first.target.name == name
+
+
 def test_the_watch_is_set_per_target_and_checked() -> None:
     text = VALID.replace("shadow: true", "shadow: true\n    watch_seconds: 0")
     assert not parse_config(text).targets[1].workload().watching
