@@ -7,6 +7,12 @@ and a change of the source or the scaled object rebuilds that target's loop. New
 built before any running one is touched, so a reload that cannot be applied leaves everything as
 it was (and the watcher reports the file as rejected).
 
+The fields in :data:`RESTART_ONLY` (the HTTP listener, the file's poll period, leader election) are
+read once, at start. A reload that changes any of them is rejected as a whole, naming them: the
+running config stays fully in force until a restart, and the daemon never reports as applied a
+config it does not run (before, such a reload was logged, then recorded and reported as applied
+while the old elector kept acting).
+
 Plug-in points for the other parts of the system:
 
 * target kind ``kubernetes``: ``autoscaler.targets.kubernetes.kubernetes_target_from_config(name,
@@ -60,6 +66,29 @@ RETIRE_SECONDS = 30.0
 then the save of its learned state. The loop acts on nothing from the moment it is retired (see
 :meth:`~autoscaler.loop.TargetLoop.retire`); a thread still running after this is abandoned (it
 saves nothing either) and its successor starts."""
+
+RESTART_ONLY = ("port", "host", "config_poll_seconds", "leader_election")
+"""Top-level fields the process uses only when it starts: a reload that changes one is rejected."""
+
+
+class RestartRequiredError(Exception):
+    """A reload changes fields that take effect only on a restart (see :data:`RESTART_ONLY`)."""
+
+
+def restart_only_changes(running: AppConfig, new: AppConfig) -> list[str]:
+    """The restart-only fields that differ between ``running`` and ``new``, as dotted names."""
+    changed: list[str] = []
+    for name in RESTART_ONLY:
+        old_value, new_value = getattr(running, name), getattr(new, name)
+        if old_value == new_value:
+            continue
+        if isinstance(old_value, LeaderElectionConfig):
+            before, after = old_value.model_dump(), new_value.model_dump()
+            changed += [f"{name}.{key}" for key in before if before[key] != after[key]]
+        else:
+            changed.append(name)
+    return changed
+
 
 SourceFactory = Callable[[TargetConfig], SignalSource]
 TargetFactory = Callable[[TargetConfig], ScaleTarget]
@@ -287,9 +316,18 @@ class Daemon:
         return built
 
     def apply(self, config: AppConfig) -> None:
-        """Reconcile the running loops with a new config (the watcher's callback)."""
+        """Reconcile the running loops with a new config (the watcher's callback).
+
+        Raises :class:`RestartRequiredError`, changing nothing, when a :data:`RESTART_ONLY` field
+        differs from the running config's (the watcher then reports the file as rejected).
+        """
         with self._lock:
-            self._warn_restart_only(config)
+            changed = restart_only_changes(self.config, config)
+            if changed:
+                raise RestartRequiredError(
+                    f"{', '.join(changed)} changed: takes effect only on a restart; nothing of this "
+                    "file was applied, the running config stays in force until the daemon restarts"
+                )
             fresh: dict[str, _Running] = {}
             retuned: dict[str, TargetConfig] = {}
             try:
@@ -321,11 +359,6 @@ class Daemon:
                 self._start(running)
             logging.getLogger().setLevel(config.log_level)
             self.config = config
-
-    def _warn_restart_only(self, config: AppConfig) -> None:
-        for name in ("port", "host", "leader_election", "config_poll_seconds"):
-            if getattr(config, name) != getattr(self.config, name):
-                log.warning("config change needs a restart to take effect", extra={"fields": {"field": name}})
 
     def _start(self, running: _Running) -> None:
         _call_if_present(running.loop.target, "start")

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,6 +166,50 @@ def test_a_config_that_cannot_be_built_changes_nothing(rig: tuple[Daemon, Factor
     assert not made.targets["b"][0].closed and not made.targets["a"][0].closed
     assert made.sources["a"][1].closed  # the half-built replacement was cleaned up
     assert daemon.config.targets[1].name == "b"
+
+
+def test_a_reload_changing_a_restart_only_field_is_rejected_whole(tmp_path: Path) -> None:
+    """Leader election, the listener and the poll period are read only at start. A reload changing one
+    (leader election enabled before scaling to 2 replicas, say) was logged, then recorded and reported
+    as applied while the old gate went on acting: the new replica took the free Lease and both scaled.
+    Such a file is rejected as a whole now, naming the fields, and reported as any rejected file is;
+    the running config stays in force, and each later file is judged against it."""
+    path = tmp_path / "config.yaml"
+    path.write_text(BASE)
+    made = Factories()
+    daemon = Daemon(
+        parse_config(BASE),
+        config_path=path,
+        source_factory=made.source,
+        target_factory=made.target,
+        state_store_factory=made.state_store,
+    ).start(serve_http=False)
+    sample = daemon.metrics.registry.get_sample_value
+    watcher = daemon.watcher
+    assert watcher is not None
+    try:
+        leader, loops = daemon.leader, daemon.loops
+        retuned = BASE.replace("tick_seconds: 60", "tick_seconds: 30", 1)
+        for port in (9191, 9292):  # still rejected at the next change of the file
+            path.write_text(f"port: {port}\nleader_election: {{enabled: true}}\n{retuned}")
+            assert not watcher.check()
+            assert isinstance(daemon.leader, AlwaysLeader) and daemon.leader is leader
+            assert daemon.loops == loops and daemon.loops["a"].settings.workload.tick_seconds == 60
+            assert daemon.config.port == 9090 and not daemon.config.leader_election.enabled
+            _, detail = daemon.ready()
+            error = detail["config"]["error"]
+            assert detail["config"]["valid"] is False and "degraded" in detail
+            assert "port, leader_election.enabled changed" in error and "restart" in error, error
+            assert sample("autoscaler_config_valid") == 0
+        assert sample("autoscaler_config_reloads_total", {"result": "rejected"}) == 2
+
+        path.write_text(retuned)  # the same change without the restart-only fields applies
+        assert watcher.check()
+        assert daemon.loops["a"].settings.workload.tick_seconds == 30 and daemon.ready()[1]["config"]["valid"]
+        assert sample("autoscaler_config_valid") == 1
+        assert sample("autoscaler_config_reloads_total", {"result": "applied"}) == 1
+    finally:
+        daemon.stop()
 
 
 def test_probes_report_each_target(rig: tuple[Daemon, Factories]) -> None:
