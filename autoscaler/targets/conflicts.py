@@ -7,6 +7,12 @@ the CRD exists) in its namespace, and while one targets the same workload it ref
 it is in shadow mode), with a ``ConflictingAutoscaler`` Warning Event on the workload when the
 conflict appears. A list that fails keeps what was known: a conflict is not forgotten because the
 API server did not answer.
+
+Only a process that may act (the loop's ``may_act`` gate: the leader) records the Event. Every
+replica still lists, as it observes: reads change nothing, and a standby that takes over then
+knows the conflict before its first decision. A conflict seen but not reported (by a standby, or
+while the gate was closed) is reported as soon as the gate opens, once per process and conflict.
+Before, every replica created its own Event: each conflict was reported twice with two replicas.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from autoscaler.targets.base import TargetUnavailableError
+from autoscaler.targets.base import ActGate, TargetUnavailableError
 from autoscaler.targets.events import EventRecorder
 from autoscaler.targets.kube_client import ApiCaller, describe, status_of
 
@@ -69,6 +75,7 @@ class ConflictCheck:
         self._events = events
         self._timeout = request_timeout
         self._conflict: Conflict | None = None
+        self._reported: Conflict | None = None  # the conflict this process has an Event for
         self._checked: float | None = None
         self._keda_absent_logged = False
 
@@ -77,8 +84,10 @@ class ConflictCheck:
         """The HPA or ScaledObject found by the latest check, if any."""
         return self._conflict
 
-    def check(self) -> Conflict | None:
-        """List HPAs and ScaledObjects in the namespace; remember and return one targeting us."""
+    def check(self, may_act: ActGate) -> Conflict | None:
+        """List HPAs and ScaledObjects in the namespace; remember and return one targeting us.
+
+        The Event for a new conflict is recorded only if ``may_act()`` (see the module docstring)."""
         found: Conflict | None = None
         try:
             hpas: Any = self._call(
@@ -104,18 +113,28 @@ class ConflictCheck:
                     self._label,
                     found,
                 )
-                if not self._shadow:
-                    self._events.record(
-                        "Warning",
-                        "ConflictingAutoscaler",
-                        f"{found} also scales this {self._kind}; startup-autoscaler will not act until "
-                        "it is removed (or the target is set to shadow mode)",
-                    )
             else:
                 log.info("kubernetes: %s: the conflicting autoscaler is gone; acting again", self._label)
         self._conflict = found
         self._checked = time.monotonic()
+        self._report(may_act)
         return found
+
+    def _report(self, may_act: ActGate) -> None:
+        """Record the Event for the known conflict, unless reported already or this process may not act."""
+        found = self._conflict
+        if found is None:
+            self._reported = None  # one that comes back is a new conflict
+            return
+        if self._shadow or found == self._reported or not may_act():
+            return
+        self._events.record(
+            "Warning",
+            "ConflictingAutoscaler",
+            f"{found} also scales this {self._kind}; startup-autoscaler will not act until "
+            "it is removed (or the target is set to shadow mode)",
+        )
+        self._reported = found
 
     def _check_keda(self) -> Conflict | None:
         try:
@@ -149,8 +168,11 @@ class ConflictCheck:
                 return Conflict("ScaledObject", item["metadata"]["name"], "keda.sh/v1alpha1")
         return None
 
-    def maybe_check(self) -> None:
-        """:meth:`check`, if none was made yet or the last is ``every_seconds`` old."""
+    def maybe_check(self, may_act: ActGate) -> None:
+        """:meth:`check`, if none was made yet or the last is ``every_seconds`` old; else only report
+        a known conflict not reported yet, if ``may_act()`` now (a standby that took over)."""
         due = self._checked is None or time.monotonic() - self._checked >= self._every
         if due:
-            self.check()
+            self.check(may_act)
+        else:
+            self._report(may_act)

@@ -26,8 +26,9 @@ What one :class:`KubernetesTarget` does against the API server, and nothing else
   :mod:`autoscaler.targets.events`);
 * ``list`` HorizontalPodAutoscalers (autoscaling/v2) and KEDA ScaledObjects (keda.sh/v1alpha1, when
   the CRD exists) in the namespace, every ``conflict_check_seconds``: if one targets the same
-  workload the target refuses to act (unless it is in shadow mode), so two autoscalers never fight
-  (see :mod:`autoscaler.targets.conflicts`).
+  workload the target refuses to act (unless it is in shadow mode), so two autoscalers never fight;
+  its Warning Event is recorded only under the ``may_act`` gate (see
+  :mod:`autoscaler.targets.conflicts`).
 
 API errors are retried with capped exponential backoff and full jitter (429, 5xx, connection
 errors: see :func:`~autoscaler.targets.kube_client.with_retries`); a 409 on the scale patch re-reads
@@ -307,7 +308,9 @@ class KubernetesTarget:
             # The pods, samples and marks seen so far were another workload's: start over with the
             # new one's selector (the scale just read is already the new workload's).
             watch = self._synced_watch()
-        self._conflicts.maybe_check()
+        # Every replica reads; only one that may act records the conflict's Event (a standby, or a
+        # target no gate is bound to yet, writes nothing: see autoscaler.targets.conflicts).
+        self._conflicts.maybe_check(self._gate or _never)
         if self._gate is not None:
             # A scale-down completes between ticks, when nothing calls scale(), and a new leader
             # finds its predecessor's marks: they go now, under the bound gate or the last scale()'s
@@ -457,7 +460,7 @@ class KubernetesTarget:
                 decision.reason,
             )
             return ScaleOutcome("shadow", decision.desired, "shadow mode")
-        self._conflicts.maybe_check()
+        self._conflicts.maybe_check(may_act)
         conflict = self._conflicts.conflict
         if conflict is not None:
             log.warning(
@@ -609,6 +612,10 @@ class KubernetesTarget:
 
 def _always() -> bool:
     return True
+
+
+def _never() -> bool:
+    return False
 
 
 def rescale_message(desired: int, decision: Decision) -> str:

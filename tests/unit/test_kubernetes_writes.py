@@ -4,11 +4,15 @@ bounded by WRITE_TIMEOUT_SECONDS in all, on a connection pool that makes no retr
 Why: the gate (is this replica still the leader?) is asked before each attempt, and the leader keeps
 its gate open only while a write started then still ends before its lease can expire. urllib3's own
 retries (each with a fresh timeout) or the 15 s read timeout of the other calls would let an attempt
-outlast that. No API server is contacted: the pool's ``request`` is replaced."""
+outlast that. No API server is contacted: the pool's ``request`` is replaced.
+
+A replica whose gate is closed (the standby) writes nothing at all, Events included."""
 
 from __future__ import annotations
 
+import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -107,3 +111,60 @@ def test_a_count_changed_behind_our_back_is_written_again_when_the_policy_asks_t
     finally:
         target.close()
     assert sent == [3, 3] and spec["replicas"] == 3
+
+
+class _NoPods:
+    def pods(self) -> list[Any]:
+        return []
+
+
+def test_only_a_replica_that_may_act_reports_a_conflicting_autoscaler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every replica's observe() checks for another autoscaler on the workload; the standby created
+    the ``ConflictingAutoscaler`` Event too, so with 2 replicas each conflict was reported twice.
+    The standby still sees the conflict (a read) but writes nothing; once it may act, it reports it
+    once, without waiting for the next check."""
+    target = KubernetesTarget(k8s.ApiClient(k8s.Configuration()), "ns", "worker", backoff=Backoff(attempts=1))
+    leads = {"now": False}
+    target.bind_gate(lambda: leads["now"])  # the loop's may_act: this replica is the standby
+    hpas = {
+        "items": [
+            {
+                "metadata": {"name": "keda-hpa-worker"},
+                "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "worker"}},
+            }
+        ]
+    }
+    lists: list[str] = []
+
+    def list_hpas(*args: Any, **kwargs: Any) -> Any:
+        lists.append("hpas")
+        return SimpleNamespace(data=json.dumps(hpas).encode())
+
+    def no_keda(*args: Any, **kwargs: Any) -> Any:
+        raise ApiException(status=404, reason="Not Found")
+
+    written: list[str] = []
+    conflicts = target._conflicts
+    monkeypatch.setattr(conflicts._autoscaling, "list_namespaced_horizontal_pod_autoscaler", list_hpas)
+    monkeypatch.setattr(conflicts._custom, "list_namespaced_custom_object", no_keda)
+    monkeypatch.setattr(
+        target._events._core, "create_namespaced_event", lambda ns, event, **kw: written.append(event.reason)
+    )
+    monkeypatch.setattr(
+        target._events._core, "patch_namespaced_event", lambda *args, **kw: written.append("patch")
+    )
+    monkeypatch.setattr(target, "_synced_watch", _NoPods)
+    monkeypatch.setattr(target, "_read_scale", lambda: _ScaleRead(3, "1", None))
+    try:
+        assert target.observe().replicas == 3
+        assert target.conflict is not None and target.conflict.name == "keda-hpa-worker"
+        assert written == [], f"the standby wrote to the API server: {written}"
+
+        leads["now"] = True  # it takes over: the conflict it knows is reported, once
+        target.observe()
+        target.observe()
+        assert written == ["ConflictingAutoscaler"] and lists == ["hpas"]
+    finally:
+        target.close()
