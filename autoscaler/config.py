@@ -143,10 +143,12 @@ class StreamSourceConfig(_RedisConnection):
     kind: Literal["stream"] = "stream"
     queue: str = Field(description="Queue name, model:version (e.g. resnet:v1).")
     prefix: str = Field("jq", description="Key prefix shared with the API and the workers.")
-    worker_ttl_seconds: float = Field(
-        6.0,
+    worker_ttl_seconds: float | None = Field(
+        None,
         gt=0,
-        description="A worker is alive this long after its heartbeat (the workers' WORKER_TTL).",
+        description="Count a worker only while its last heartbeat (by the Redis server's clock) is at "
+        "most this old; unset: the workers' own WORKER_TTL, which also bounds it when this is longer. "
+        "Keep it above the workers' HEARTBEAT_SECONDS, or live workers drop out between beats.",
     )
     warm_start_seconds: float = Field(
         3600.0, ge=0, description="Rebuild this much arrival history from completions on start (0: off)."

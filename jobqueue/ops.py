@@ -15,7 +15,7 @@ from typing import Any
 from jobqueue import codec
 from jobqueue.driver import Arg, Command, Eval, Op, Sleep, call
 from jobqueue.keys import GROUP, Keyspace, QueueKeys, split_queue, validate_queue
-from jobqueue.scripts import CANCEL, SUBMIT
+from jobqueue.scripts import CANCEL, LIVE_WORKERS, SUBMIT
 from jobqueue.types import (
     Completion,
     DeadLetter,
@@ -321,6 +321,7 @@ def read_queue_stats(
     *,
     since: str | None = None,
     limit: int = 1000,
+    max_heartbeat_age: float | None = None,
     settings: Settings = DEFAULT_SETTINGS,
 ) -> Op[QueueStats]:
     """Everything the autoscaler observes about a queue, in two pipelined round trips.
@@ -328,9 +329,13 @@ def read_queue_stats(
     ``since`` is the ``completions_cursor`` of the previous read: completions after it are returned
     (oldest first, at most ``limit``; the cursor then advances only that far, so nothing is skipped).
     Without ``since`` the newest ``limit`` completions are returned, which seeds service-time
-    estimates on the first tick. Workers are those whose registry entry has not expired; the
-    server's expiry decides, so the reader's clock cannot hide or resurrect a worker.
+    estimates on the first tick. Workers are those whose registry entry has not expired (each
+    worker's own ``worker_ttl``) and, with ``max_heartbeat_age``, whose last heartbeat is at most
+    that many seconds old: a reader's own, tighter bound. The server's clock decides both, so the
+    reader's clock cannot hide or resurrect a worker.
     """
+    if max_heartbeat_age is not None and not max_heartbeat_age > 0:
+        raise ValueError("max_heartbeat_age must be > 0")
     ks = Keyspace(settings.prefix)
     qk = ks.queue(queue)
     completions = (
@@ -339,7 +344,12 @@ def read_queue_stats(
         else call("XREVRANGE", qk.completions, "+", "-", "COUNT", limit)
     )
     counting = _count_commands(qk)
-    replies = yield [*counting, completions, call("ZRANGE", qk.workers, 0, -1)]
+    members = (
+        call("ZRANGE", qk.workers, 0, -1)
+        if max_heartbeat_age is None
+        else Eval(LIVE_WORKERS, (qk.workers,), (max_heartbeat_age,))
+    )
+    replies = yield [*counting, completions, members]
     counts = _queue_counts(queue, replies[: len(counting)])
     done, names = replies[len(counting) :]
     entries = codec.stream_entries(done)

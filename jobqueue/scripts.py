@@ -9,8 +9,9 @@ Each script is defined once here, identified by its SHA-1, and sent with EVALSHA
 which loads it on NOSCRIPT (e.g. after a server restart emptied the script cache).
 
 Conventions: KEYS are declared (so the scripts stay correct under ACLs and key-space tooling);
-timestamps are epoch seconds passed in by the caller (one clock per party, no TIME calls); a
-missing optional value is the empty string.
+timestamps are epoch seconds passed in by the caller (one clock per party, no TIME calls), except
+the queue's worker set, stamped and judged by the server's clock alone (INDEX_WORKER, LIVE_WORKERS);
+a missing optional value is the empty string.
 """
 
 from __future__ import annotations
@@ -270,6 +271,19 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[2])))
+""",
+)
+
+LIVE_WORKERS = Script(
+    "live_workers",
+    """
+-- KEYS: the queue's worker set.  ARGV: max age (seconds)
+-- Members stamped (by INDEX_WORKER, with the server's clock) within the last ARGV[1] seconds by the
+-- same clock: a reader's own bound on how long a silent worker still counts, which no reader's or
+-- writer's clock can skew. Writes nothing.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 """,
 )
 

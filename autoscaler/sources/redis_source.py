@@ -86,7 +86,12 @@ class ArrivalHistory:
 
 
 class StreamSource:
-    """Signals of one ``jobqueue`` queue: exact arrivals counter, completions, worker states."""
+    """Signals of one ``jobqueue`` queue: exact arrivals counter, completions, worker states.
+
+    ``worker_ttl`` (the source's ``worker_ttl_seconds``) counts a worker only while its last
+    heartbeat, by the Redis server's clock, is at most that old; None leaves it to the workers' own
+    WORKER_TTL (their registry entry expires), which also bounds it when this is longer.
+    """
 
     def __init__(
         self,
@@ -96,18 +101,20 @@ class StreamSource:
         clock: Clock = time.time,
         *,
         max_completions: int = COMPLETIONS_PER_READ,
+        worker_ttl: float | None = None,
     ) -> None:
         self._client = client
         self.queue = queue
         self._settings = settings or Settings()
+        self._worker_ttl = worker_ttl
         self._clock = clock
         self._cursor: str | None = None
         self._max_completions = max(COMPLETIONS_BATCH, max_completions)
 
     @classmethod
     def from_config(cls, config: StreamSourceConfig) -> StreamSource:
-        settings = Settings(prefix=config.prefix, worker_ttl=config.worker_ttl_seconds)
-        return cls(connect(config), config.queue, settings)
+        settings = Settings(prefix=config.prefix)
+        return cls(connect(config), config.queue, settings, worker_ttl=config.worker_ttl_seconds)
 
     def read(self) -> QueueSignals:
         """The counts, worker states and every completion since the previous read (up to a bound).
@@ -122,7 +129,12 @@ class StreamSource:
         seeding = self._cursor is None
         try:
             stats = jq.read_queue_stats(
-                self._client, self.queue, since=self._cursor, limit=COMPLETIONS_BATCH, settings=self._settings
+                self._client,
+                self.queue,
+                since=self._cursor,
+                limit=COMPLETIONS_BATCH,
+                max_heartbeat_age=self._worker_ttl,
+                settings=self._settings,
             )
             # Taken at the counter's read: the loop differences arrivals over these timestamps.
             observed_at = self._clock()

@@ -69,6 +69,30 @@ def test_stream_source_reads_waiting_in_flight_arrivals_completions_and_busy_wor
     source.close()
 
 
+def test_worker_ttl_seconds_bounds_how_long_a_silent_worker_counts_by_the_servers_clock(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """``source.worker_ttl_seconds`` was accepted and handed to the source, which never used it: a
+    worker counted for as long as its own WORKER_TTL kept its registry entry, so shortening it (to
+    stop a dead worker's last "busy" beat protecting its pod) changed nothing. Silence is judged
+    by the server's clock, so a worker whose own clock runs behind still counts while it beats."""
+    workers_ttl = Settings(worker_ttl=30.0)  # the workers' own WORKER_TTL
+    now = time.time()
+    silent = WorkerInfo("silent", QUEUE, WorkerState.BUSY, now - 60, now, job="j1")
+    jq.heartbeat(redis_client, silent, settings=workers_ttl)
+    bounded = make_source(StreamSourceConfig(queue=QUEUE, redis_url=redis_url, worker_ttl_seconds=1))
+    unbounded = make_source(StreamSourceConfig(queue=QUEUE, redis_url=redis_url))
+    assert bounded.read().busy_by_worker == {"silent": 1}
+
+    time.sleep(1.5)  # "silent" beats no more; "late-clock" beats now, its clock two minutes behind
+    late = WorkerInfo("late-clock", QUEUE, WorkerState.BUSY, now - 180, now - 120, job="j2")
+    jq.heartbeat(redis_client, late, settings=workers_ttl)
+    assert bounded.read().busy_by_worker == {"late-clock": 1}
+    assert unbounded.read().busy_by_worker == {"late-clock": 1, "silent": 1}  # unset: the workers' TTL
+    bounded.close()
+    unbounded.close()
+
+
 def test_a_pulse_reads_the_counts_alone_and_leaves_the_completions_to_the_next_read(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
