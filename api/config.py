@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from jobqueue import Settings, split_queue, validate_queue
+from jobqueue.keys import prefix_from_env
 from jobqueue.ratelimit import RateLimit
 from jobqueue.traffic import Weights, validate_weights
 
@@ -91,6 +92,10 @@ class ApiConfig:
                 f"MODEL_REF={model_ref!r} names no version and TRAFFIC_WEIGHTS has none for it: "
                 f"use MODEL_REF=model:version or add e.g. TRAFFIC_WEIGHTS={model_ref}:v1=100"
             )
+        try:  # read as the workers read it (jobqueue.keys), so the two cannot disagree
+            prefix = prefix_from_env(env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             redis_url=get("REDIS_URL", _redis_url, d.redis_url),
             host=get("HOST", str, d.host),
@@ -112,7 +117,7 @@ class ApiConfig:
             access_log=get("ACCESS_LOG", _bool, d.access_log),
             log_level=get("LOG_LEVEL", _log_level, d.log_level),
             settings=Settings(
-                prefix=get("KEY_PREFIX", _key_prefix, d.settings.prefix),
+                prefix=prefix,
                 result_ttl=get("RESULT_TTL", _int_in(1, 10**9), d.settings.result_ttl),
                 idempotency_ttl=get("IDEMPOTENCY_TTL", _int_in(1, 10**9), d.settings.idempotency_ttl),
             ),
@@ -164,12 +169,6 @@ def _comma_list(raw: str) -> tuple[str, ...]:
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
-    return raw
-
-
-def _key_prefix(raw: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", raw):
-        raise ValueError("must be 1-32 characters of [A-Za-z0-9._-]")
     return raw
 
 

@@ -20,6 +20,7 @@ import redis
 
 from jobqueue import Settings
 from jobqueue.binding import bind_sync
+from jobqueue.keys import prefix_from_env
 from jobqueue.traffic import clear_traffic, read_traffic, set_traffic
 
 
@@ -43,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("clear", help="drop a model's live split (configured weights apply again)")
     c.add_argument("model")
     args = ap.parse_args(argv)
-    settings = Settings(prefix=os.environ.get("KEY_PREFIX") or Settings().prefix)
     client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://localhost:6379/0"))
     try:
+        settings = Settings(prefix=prefix_from_env(os.environ))  # as the API reads it
         if args.command == "set":
             bind_sync(set_traffic)(client, args.model, _weights(args.weights), settings=settings)
         elif args.command == "clear":

@@ -43,14 +43,41 @@ a single primary (optionally behind Sentinel) is.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "jq"
+PREFIX_ENV = "KEY_PREFIX"
+"""The environment variable the API, the workers and ``python -m api.traffic`` read the prefix from."""
 GROUP = "workers"
 """The one consumer group all workers of a queue read through (at-least-once delivery)."""
 
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$")
 _SCOPE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PREFIX_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` unchanged if it is a usable key prefix, else raise ``ValueError``."""
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ValueError("must be 1-32 characters of [A-Za-z0-9._-]")
+    return prefix
+
+
+def prefix_from_env(env: Mapping[str, str]) -> str:
+    """The key prefix ``env`` sets in ``KEY_PREFIX`` (``jq`` if unset or blank).
+
+    Every process of one deployment reads it through here, so the API that enqueues and the workers
+    that serve read the same variable the same way (the autoscaler's ``source.prefix`` must match
+    it). An invalid value raises ``ValueError`` naming the variable.
+    """
+    raw = env.get(PREFIX_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PREFIX
+    try:
+        return validate_prefix(raw)
+    except ValueError as exc:
+        raise ValueError(f"{PREFIX_ENV}={raw!r}: {exc}") from None
 
 
 def validate_queue(queue: str) -> str:

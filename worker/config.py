@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from jobqueue import Settings, validate_queue
+from jobqueue.keys import prefix_from_env
 
 
 def env_float(env: Mapping[str, str], name: str, default: float, *, positive: bool = False) -> float:
@@ -95,6 +96,7 @@ class WorkerConfig:
             forget_consumers_after=env_float(env, "FORGET_CONSUMERS_AFTER", 600.0),
             job_timeout=env_float(env, "JOB_TIMEOUT", 600.0, positive=True),
             settings=Settings(
+                prefix=prefix_from_env(env),  # the API's KEY_PREFIX, read the same way
                 max_attempts=_int(env, "MAX_ATTEMPTS", 3, 1),
                 result_ttl=_int(env, "RESULT_TTL", 24 * 3600, 1),
                 worker_ttl=worker_ttl,

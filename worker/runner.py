@@ -128,7 +128,8 @@ class Worker:
             self._setup()
             if not self.draining.is_set():
                 self._redis(
-                    lambda: jq.ensure_groups(self.client, self.config.queue), "creating consumer groups"
+                    lambda: jq.ensure_groups(self.client, self.config.queue, settings=self.config.settings),
+                    "creating consumer groups",
                 )
                 self._loop()
         except SetupAborted as why:

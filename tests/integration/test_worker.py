@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from api.config import ApiConfig
 from jobqueue import Entry, JobStatus, Keyspace, Priority, Settings, WorkerInfo, WorkerState
 from jobqueue import sync as jq
 from jobqueue.driver import decode
@@ -67,6 +68,24 @@ def test_three_workers_run_200_jobs_exactly_once(redis_client: redis.Redis, work
     assert stats.arrivals_total == 200
     per_worker = Counter(c.worker for c in stats.completions)
     assert set(per_worker) == {"w0", "w1", "w2"}, per_worker  # the load was shared
+
+
+def test_a_worker_serves_the_jobs_the_api_queues_under_its_key_prefix(
+    redis_client: redis.Redis, worker_pool: WorkerPool
+) -> None:
+    """Workers ignored KEY_PREFIX and always read ``jq:*``: with the variable set on the api and
+    worker Deployments alike, every job stayed queued under the API's prefix, never served."""
+    settings = ApiConfig.from_env({"KEY_PREFIX": "tenant1"}).settings
+    job_id = jq.submit_job(redis_client, Q, {"n": 1}, settings=settings).job_id
+    worker_pool.spawn("prefixed", KEY_PREFIX="tenant1")
+
+    def served() -> bool:
+        job = jq.get_job(redis_client, job_id, settings=settings)
+        return job is not None and job.status is JobStatus.SUCCEEDED
+
+    wait_until(served)
+    assert [w.name for w in jq.read_queue_stats(redis_client, Q, settings=settings).workers] == ["prefixed"]
+    assert redis_client.keys("jq:*") == []  # nothing under the default prefix
 
 
 def test_lifecycle_probes_registry_and_metrics(redis_client: redis.Redis, worker_pool: WorkerPool) -> None:

@@ -10,7 +10,19 @@ from typing import Any
 import pytest
 import redis
 
-from jobqueue import Entry, Job, JobStatus, MalformedJobError, Priority, WorkerState, codec
+from api.config import ApiConfig
+from autoscaler.config import StreamSourceConfig
+from jobqueue import (
+    Entry,
+    Job,
+    JobStatus,
+    Keyspace,
+    MalformedJobError,
+    Priority,
+    Settings,
+    WorkerState,
+    codec,
+)
 from jobqueue.consumer import Outcome
 from worker.config import WorkerConfig
 from worker.contact import RedisContact
@@ -60,11 +72,28 @@ def test_config_defaults_and_overrides() -> None:
         ({"JOB_TIMEOUT": "-5"}, "JOB_TIMEOUT must be a finite number > 0, got '-5'"),
         ({"JOB_TIMEOUT": "ten"}, "JOB_TIMEOUT='ten' is not a number"),
         ({"JOB_TIMEOUT": "inf"}, "JOB_TIMEOUT must be a finite number"),
+        ({"KEY_PREFIX": "a b"}, "KEY_PREFIX='a b': must be 1-32 characters"),
     ],
 )
 def test_config_rejects_nonsense_naming_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         WorkerConfig.from_env(env)
+
+
+def test_the_worker_reads_the_stream_the_api_writes_and_the_autoscaler_watches() -> None:
+    """KEY_PREFIX was read by the API alone: workers built their settings without it and always read
+    ``jq:*``, so with KEY_PREFIX on the api and worker Deployments (and ``prefix`` in the autoscaler's
+    source, as docs/api.md asks) the API enqueued where no worker read: no job was ever served,
+    and the autoscaler scaled idle workers up to its maximum on the growing backlog."""
+    env = {"QUEUE": "reference:v1", "KEY_PREFIX": " tenant1 ", "HOSTNAME": "worker-abc"}
+    api, worker = ApiConfig.from_env(env), WorkerConfig.from_env(env)
+    source = StreamSourceConfig(queue="reference:v1", prefix="tenant1")
+    streams = {
+        Keyspace(settings.prefix).queue("reference:v1").stream
+        for settings in (api.settings, worker.settings, Settings(prefix=source.prefix))
+    }
+    assert streams == {"tenant1:q:reference:v1:stream"}
+    assert WorkerConfig.from_env({"KEY_PREFIX": ""}).settings.prefix == ApiConfig.from_env({}).settings.prefix
 
 
 def test_reference_model_output(monkeypatch: pytest.MonkeyPatch) -> None:
