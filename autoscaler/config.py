@@ -161,6 +161,15 @@ class StreamSourceConfig(_RedisConnection):
 
         return validate_queue(value)
 
+    @field_validator("prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        # The rule the API and the workers apply to KEY_PREFIX: a prefix they would refuse is one
+        # whose keys no job is ever written under, and the source would watch an empty queue.
+        from jobqueue.keys import validate_prefix
+
+        return validate_prefix(value)
+
 
 class ListSourceConfig(_RedisConnection):
     """A plain Redis list (Celery, RQ, Bull, KEDA's redis scaler): waiting = LLEN."""

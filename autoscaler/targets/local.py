@@ -42,6 +42,7 @@ from typing import IO
 from autoscaler.config import LocalTargetConfig, StreamSourceConfig, TargetConfig
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView, removal_order
 from autoscaler.targets.base import ActGate, LeadershipLostError, TargetState
+from jobqueue.keys import PREFIX_ENV
 from jobqueue.server import free_port
 
 log = logging.getLogger("autoscaler.targets.local")
@@ -131,13 +132,15 @@ class LocalProcessTarget:
 
     @classmethod
     def from_config(cls, config: TargetConfig) -> LocalProcessTarget:
-        """Workers for a target entry: they get the source's Redis URL and queue unless env overrides."""
+        """Workers for a target entry: they get the source's Redis URL, queue and key prefix unless
+        env overrides."""
         spec = config.target
         if not isinstance(spec, LocalTargetConfig):
             raise TypeError(f"target {config.name!r} is not a local target")
         env = {"REDIS_URL": config.source.resolved_url()}
         if isinstance(config.source, StreamSourceConfig):
             env["QUEUE"] = config.source.queue
+            env[PREFIX_ENV] = config.source.prefix
         env.update(spec.env)
         return cls(
             config.name,

@@ -159,6 +159,15 @@ def test_names_the_api_server_would_refuse_are_refused_at_load_time(
     assert expected in error_of(VALID.replace(change, broken, 1))
 
 
+def test_a_key_prefix_the_api_and_workers_would_refuse_is_refused() -> None:
+    """Their KEY_PREFIX rule: the source would otherwise watch keys no job is ever written under."""
+    for bad in ("a b", "x" * 33, '""'):
+        text = VALID.replace('queue: "resnet:v1"', f'queue: "resnet:v1", prefix: {bad}', 1)
+        assert "targets[0].source.prefix: " in error_of(text)
+    text = VALID.replace('queue: "resnet:v1"', 'queue: "resnet:v1", prefix: tenant-1.a_b', 1)
+    assert parse_config(text).targets[0].source.prefix == "tenant-1.a_b"  # type: ignore[union-attr]
+
+
 def test_names_kubernetes_accepts_load() -> None:
     for name in ("w", "resnet-worker", "resnet.v2-worker", "a" * 253):
         text = VALID.replace("name: resnet-worker", f"name: {name}", 1).replace(

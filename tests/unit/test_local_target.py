@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from autoscaler.config import parse_config
 from autoscaler.engine.snapshot import Decision, PodPhase
 from autoscaler.targets.base import TargetState
 from autoscaler.targets.local import LocalProcessTarget
@@ -159,3 +160,28 @@ def test_close_stops_everything_and_kills_a_worker_that_ignores_sigterm(
     target.close(timeout=0.5)
     assert not any(alive(pid) for pid in pids)
     assert target.workers == {}
+
+
+def test_workers_of_a_stream_target_get_its_url_queue_and_key_prefix() -> None:
+    """The API and the workers key every job under KEY_PREFIX: a local worker left on the default
+    prefix while the source watches another serves nothing, and the autoscaler scales up for ever."""
+    config = parse_config(
+        textwrap.dedent(
+            """
+            targets:
+              - name: t
+                source: {kind: stream, queue: "m:v1", prefix: tenant1, redis_url: "redis://127.0.0.1:1/0"}
+                target: {kind: local, env: {MODEL_SETUP_SECONDS: "0"}}
+            """
+        )
+    )
+    target = LocalProcessTarget.from_config(config.targets[0])
+    try:
+        assert target._env == {
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "QUEUE": "m:v1",
+            "KEY_PREFIX": "tenant1",
+            "MODEL_SETUP_SECONDS": "0",
+        }
+    finally:
+        target.close()
