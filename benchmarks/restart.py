@@ -13,7 +13,7 @@ one moment, by a new process in one of three ways:
 
     .venv/bin/python benchmarks/restart.py [--conv-trace PATH] [--out reports/restart.md]
 
-About five seconds on two cores.
+About 30 seconds on two cores.
 """
 
 from __future__ import annotations
@@ -36,9 +36,13 @@ RESTART_TIMES = (900.0, 1800.0, 2700.0)
 DIURNAL = "synthetic:diurnal"
 
 
-def runs(trace: Trace) -> tuple[Trace, list[Outcome]]:
+Row = tuple[Outcome, int | None]
+"""A run's outcome, and the size in bytes of the state saved at its restart (None: no restart)."""
+
+
+def runs(trace: Trace) -> tuple[Trace, list[Row]]:
     prepared = prepare(trace, Setup())
-    outcomes = [replay(prepared, StartupAwarePolicy(prepared.workload), "no restart")[0]]
+    rows: list[Row] = [(replay(prepared, StartupAwarePolicy(prepared.workload), "no restart")[0], None)]
     end = float(np.max(trace.arrivals))
     for at in (t for t in RESTART_TIMES if t < end):
 
@@ -46,11 +50,13 @@ def runs(trace: Trace) -> tuple[Trace, list[Outcome]]:
             return StartupAwarePolicy(prepared.workload)
 
         arrivals = prepared.trace.arrivals.tolist()
-        outcomes += [replay(prepared, RestartedAt(make, at, mode, arrivals))[0] for mode in MODES]
-    return trace, outcomes
+        for mode in MODES:
+            restarted = RestartedAt(make, at, mode, arrivals)
+            rows.append((replay(prepared, restarted)[0], restarted.saved_bytes))
+    return trace, rows
 
 
-def render(results: list[tuple[Trace, list[Outcome]]], command: str) -> str:
+def render(results: list[tuple[Trace, list[Row]]], command: str) -> str:
     lines = [
         *report_header(
             "Restarting the autoscaler: cold, warmed from history, or restored",
@@ -59,18 +65,20 @@ def render(results: list[tuple[Trace, list[Outcome]]], command: str) -> str:
         ),
         "Each row replaces the default policy at one moment by a new process's policy. *Restored*",
         "must equal *no restart* exactly (the test suite checks the same property on generated",
-        "traces); the other two show what is lost without the saved state.",
+        "traces); the other two show what is lost without the saved state. *Saved state* is the",
+        "size of the JSON the old policy would have left in Redis at the restart.",
         "",
-        "| trace | run | within SLO | × oracle | change in SLO points |",
-        "|:---|:---|---:|---:|---:|",
+        "| trace | run | within SLO | × oracle | change in SLO points | saved state |",
+        "|:---|:---|---:|---:|---:|---:|",
     ]
-    for trace, outcomes in results:
-        base = outcomes[0].slo_attainment
-        for row in outcomes:
+    for trace, rows in results:
+        base = rows[0][0].slo_attainment
+        for row, saved in rows:
             delta = (row.slo_attainment - base) * 100
+            size = "-" if saved is None else f"{saved / 1000:.1f} kB"
             lines.append(
                 f"| {trace.name} | {row.policy} | {row.slo_attainment:.2%} | {row.cost_vs_oracle:.3f} "
-                f"| {delta:+.2f} |"
+                f"| {delta:+.2f} | {size} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -43,6 +43,7 @@ class RestartedAt:
         self.arrivals = arrivals
         self.restarted = False
         self.skipped: list[str] = []
+        self.saved_bytes = 0  # the old policy's state as JSON at the restart: what Redis would hold
 
     @property
     def name(self) -> str:
@@ -51,7 +52,9 @@ class RestartedAt:
     def decide(self, snapshot: Snapshot) -> Decision:
         if not self.restarted and snapshot.now >= self.at:
             self.restarted = True
-            saved = json.loads(json.dumps(self.policy.export_state(), allow_nan=False))
+            text = json.dumps(self.policy.export_state(), allow_nan=False)
+            self.saved_bytes = len(text.encode())
+            saved = json.loads(text)
             self.policy = self.make()
             if self.mode == "restored":
                 self.skipped = self.policy.restore_state(saved)

@@ -63,6 +63,7 @@ def test_a_restored_policy_decides_exactly_as_the_original(
     )
     assert same_run(replay(arrivals, StartupAwarePolicy(WORKLOAD, config)), replay(arrivals, restarted))
     assert restarted.restarted and restarted.skipped == []
+    assert 1_000 < restarted.saved_bytes < 100_000  # the restart report's "saved state" column
 
 
 def test_the_seasonal_profile_is_restored_too() -> None:
