@@ -23,8 +23,8 @@ from autoscaler.engine.policy import StartupAwarePolicy
 from autoscaler.engine.snapshot import Decision, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 from experiments.keda_sweep import synthetic_trace
-from experiments.oracle import warmup_bound
 from experiments.replay import Prepared, Setup, prepare, run
+from experiments.scorecard import best_possible
 
 WARM_UP_SECONDS = 60.0
 """Late jobs that arrived before this are the first warm-up's; every later one is the policy's."""
@@ -40,20 +40,7 @@ def excursion_rate(arrivals: np.ndarray, late: np.ndarray, seconds: float = 45.0
 
 def bound_late(prepared: Prepared, evidence_jobs: int) -> int:
     """Jobs late at best when the policy gets its pods at the first look after ``evidence_jobs`` jobs."""
-    setup, workload = prepared.setup, prepared.workload
-    best = warmup_bound(
-        prepared.trace.arrivals,
-        prepared.service,
-        slots=setup.slots,
-        initial_pods=setup.initial_replicas,
-        startup=setup.startup,
-        look_seconds=workload.look_seconds,
-        tick_seconds=workload.tick_seconds,
-        slo=setup.slo,
-        max_pods=setup.max_replicas,
-        evidence_jobs=evidence_jobs,
-    )
-    return round((1.0 - best) * len(prepared.trace))
+    return round((1.0 - best_possible(prepared, evidence_jobs)) * len(prepared.trace))
 
 
 class FirstOrders:

@@ -17,7 +17,7 @@ from experiments.generators import Diurnal, generate
 from experiments.keda_sweep import SYNTHETIC, synthetic_trace
 from experiments.oracle import warmup_bound
 from experiments.render import COLUMNS, markdown_table, report_header
-from experiments.replay import Outcome, Setup, prepare, run_policy
+from experiments.replay import Outcome, Prepared, Setup, prepare, run_policy
 from experiments.traces import Trace, load_trace
 
 POLICIES = ("startup-aware", "keda", "keda:syncOffset=0", "kpa", "static:60")
@@ -101,19 +101,25 @@ def score_traces(traces: Sequence[tuple[Trace, str]], setup: Setup, policies: Se
             # no bound (a policy beat it), and targets capped by it would be met too easily.
             rows.append(Row(trace, about, prepared.oracle, outcomes))
             continue
-        bound = warmup_bound(
-            trace.arrivals,
-            prepared.service,
-            slots=setup.slots,
-            initial_pods=setup.initial_replicas,
-            startup=setup.startup,
-            look_seconds=prepared.workload.look_seconds,
-            tick_seconds=prepared.workload.tick_seconds,
-            slo=setup.slo,
-            max_pods=setup.max_replicas,
-        )
-        rows.append(Row(trace, about, prepared.oracle, outcomes, bound))
+        rows.append(Row(trace, about, prepared.oracle, outcomes, best_possible(prepared)))
     return rows
+
+
+def best_possible(prepared: Prepared, evidence_jobs: int = 1) -> float:
+    """The warm-up bound (:func:`~experiments.oracle.warmup_bound`) of a prepared replay's workload."""
+    setup, workload = prepared.setup, prepared.workload
+    return warmup_bound(
+        prepared.trace.arrivals,
+        prepared.service,
+        slots=setup.slots,
+        initial_pods=setup.initial_replicas,
+        startup=setup.startup,
+        look_seconds=workload.look_seconds,
+        tick_seconds=workload.tick_seconds,
+        slo=setup.slo,
+        max_pods=setup.max_replicas,
+        evidence_jobs=evidence_jobs,
+    )
 
 
 def render(rows: Sequence[Row], setup: Setup, command: str) -> str:
