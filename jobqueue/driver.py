@@ -10,6 +10,11 @@ Replies are taken raw (the pipeline's response callbacks are switched off) and n
 (bytes to str, RESP3 maps kept as dicts), so operations see the same shapes whatever the caller's
 ``decode_responses`` and ``protocol`` settings are.
 
+An asyncio client may run round trips its own way: :func:`arun` uses its ``execute_wire(commands)``
+method when it has one (the API's client, :class:`api.redis_client.ApiRedis`, does), with the
+contract of a pipeline's ``execute(raise_on_error=False)`` with response callbacks off: the raw
+replies in order, an error reply as its exception, connection errors raised.
+
 Error handling: a command flagged ``allow_error`` receives its ``ResponseError`` as its reply (used
 for reads of keys that may not exist yet); any other error reply raises. Connection errors always
 raise: retrying is the caller's policy (the worker backs off and retries, the API answers 503).
@@ -158,6 +163,13 @@ def run(client: redis.Redis, op: Op[T]) -> T:
         op.close()
 
 
+async def _aexecute(client: redis.asyncio.Redis, commands: Wire) -> Any:
+    execute_wire = getattr(client, "execute_wire", None)  # see the module docstring
+    if execute_wire is not None:
+        return await execute_wire(commands)
+    return await _pipeline(client, commands).execute(raise_on_error=False)
+
+
 async def arun(client: redis.asyncio.Redis, op: Op[T]) -> T:
     """Execute ``op`` with an asyncio client; returns the operation's result."""
     trips = _round_trips(op)
@@ -168,7 +180,7 @@ async def arun(client: redis.asyncio.Redis, op: Op[T]) -> T:
                 await asyncio.sleep(step.seconds)
                 step = trips.send(None)
             else:
-                step = trips.send(await _pipeline(client, step).execute(raise_on_error=False))
+                step = trips.send(await _aexecute(client, step))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     finally:
