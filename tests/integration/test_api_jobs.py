@@ -786,3 +786,57 @@ def test_redis_refusing_the_credentials_is_a_misconfiguration_not_an_outage(
     anonymous = redis.Redis(port=server.port, password="s3cret")
     assert anonymous.dbsize() == 0  # nothing was stored
     anonymous.close()
+
+
+def test_a_submission_is_answered_alike_whether_its_body_takes_the_short_way_or_fastapis(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SubmitRoute`` reads a plain JSON body itself and leaves any other request to FastAPI's
+    handler; either way the answer is the same (here: created, refused for the key, invalid)."""
+    import api.routes_jobs
+
+    short: list[bool] = []
+    plain_body = api.routes_jobs.plain_body
+
+    async def spy(request: Any) -> Any:
+        body = await plain_body(request)
+        short.append(body is not None)
+        return body
+
+    monkeypatch.setattr(api.routes_jobs, "plain_body", spy)
+    key = {"X-API-Key": "key-number-one"}
+    answers: dict[str, list[Any]] = {}
+    with api_client(redis_url, API_KEYS="key-number-one=*") as c:
+        for ctype in ("application/json", "application/json; charset=utf-8"):
+
+            def post(body: dict[str, Any], headers: dict[str, str], ctype: str = ctype) -> Any:
+                headers = {"Content-Type": ctype, **headers}
+                return c.post("/v1/jobs", content=json.dumps(body), headers=headers)
+
+            created = post({"input": {"n": 1}, "model": "default", "metadata": {"a": 1}}, key)
+            assert created.status_code == 202, created.text
+            job = created.json()
+            assert created.headers["Location"] == job["url"] == f"/v1/jobs/{job['id']}"
+            answers[ctype] = [
+                (created.status_code, {k: v for k, v in job.items() if k not in ("id", "url")}),
+                *(
+                    (r.status_code, r.json(), r.headers.get("WWW-Authenticate"))
+                    for r in (
+                        post({"input": 1, "model": "default"}, {}),  # no key
+                        post({"input": 1, "model": "default"}, {"X-API-Key": "nope"}),  # unknown key
+                        post({"model": "default"}, key),  # no input
+                        post({"input": 1, "model": "default", "priorty": "high"}, key),  # misspelt
+                        post({"input": 1, "model": "nope"}, key),  # unknown model
+                    )
+                ),
+            ]
+            assert c.get(job["url"], headers=key).json()["metadata"] == {"a": 1}
+    assert answers["application/json"] == answers["application/json; charset=utf-8"]
+    assert answers["application/json"][0] == (
+        202, {"status": "queued", "queue": "default:v1", "created": True}
+    )  # fmt: skip
+    assert [a[0] for a in answers["application/json"][1:]] == [401, 401, 422, 422, 422]
+    # The short way took the requests that validate (the unknown model is refused by the service),
+    # FastAPI's handler every other one, and every request with the charset parameter.
+    assert short == [True, True, True, False, False, True] + [False] * 6
+    assert arrivals(redis_client) == 2
