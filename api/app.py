@@ -6,9 +6,11 @@ body limit (413 before anything is parsed), then FastAPI's routing and exception
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio
 from fastapi import FastAPI
@@ -26,6 +28,16 @@ from api.routing import TrafficRouter
 from api.service import JobService
 
 log = logging.getLogger("api")
+
+NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+"""FastAPI's own OpenTelemetry hooks (newer FastAPI versions) switched off. The API's metrics are
+Prometheus (``/metrics``); with no OpenTelemetry SDK configured the hooks recorded nothing, yet
+looking for one (three provider look-ups per request) cost ~25 µs of CPU per request, a twentieth
+of a submission."""
 
 
 def create_app(config: ApiConfig, client: redis.asyncio.Redis | None = None) -> FastAPI:
@@ -79,6 +91,7 @@ def create_app(config: ApiConfig, client: redis.asyncio.Redis | None = None) -> 
         version="1.0.0",
         description="Submit inference jobs to model workers through Redis; poll, cancel, or wait.",
         lifespan=lifespan,
+        **NO_NATIVE_TELEMETRY,
     )
     app.state.service = service
     install_error_handlers(app, metrics)

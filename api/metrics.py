@@ -78,6 +78,10 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Each request's series, looked up once per label set (``labels()`` locks and validates on
+        # every call): as many entries as the series themselves, which the labels already bound.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,8 +101,16 @@ class MetricsMiddleware:
         finally:
             route = _route_label(scope)
             method = scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(time.perf_counter() - start)
+            counter = self._counters.get((route, method, status))
+            if counter is None:
+                counter = self._counters[route, method, status] = self.metrics.requests.labels(
+                    route, method, str(status)
+                )
+            timer = self._timers.get((route, method))
+            if timer is None:
+                timer = self._timers[route, method] = self.metrics.latency.labels(route, method)
+            counter.inc()
+            timer.observe(time.perf_counter() - start)
 
 
 def _route_label(scope: Scope) -> str:

@@ -26,13 +26,16 @@ from jobqueue.types import (
 
 T = TypeVar("T")
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+"""``json.dumps(value, separators=(",", ":"), allow_nan=False)`` without building an encoder per call."""
+
 
 def dumps(value: Any) -> str:
     """Compact JSON; refuses NaN/Infinity, which other languages' JSON parsers reject, and strings
     holding a lone UTF-16 surrogate (``"\\udc80"``, what ``surrogateescape`` decoding leaves of a
     byte that is not UTF-8). JSON's escapes can store the latter, but it is not text: every reader
     that encodes it again failed, an API answering the job with a generic 500 on every read."""
-    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    text = _COMPACT.encode(value)
     if "\\ud" in text:  # a surrogate escape: a pair (a character beyond the BMP) or a lone one
         try:
             json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

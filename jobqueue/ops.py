@@ -7,6 +7,7 @@ same functions to a client. Worker-side operations are in :mod:`jobqueue.consume
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from collections.abc import Mapping
@@ -193,7 +194,7 @@ def submit_job(
             fingerprint = request_fingerprint(model, version, input, priority, metadata)
     pairs = [x for kv in fields.items() for x in kv]
     head: list[Arg] = [job.id, GROUP, queue, settings.idempotency_ttl, fingerprint or ""]
-    token = request_token or uuid.uuid4().hex
+    token = request_token or secrets.token_hex(16)
     (reply,) = yield [Eval(SUBMIT, tuple(keys), (*head, "", token, *pairs))]
     outcome, the_id = int(reply[0]), str(reply[1])
     checked = None
