@@ -723,7 +723,9 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
     workload = setup.nominal_workload()
     if args.compare:  # asked for by name: a typo is an error before any run, not a note after
         _check_policies(args.compare, setup)
-    compare, notes = keda_sweep.available(args.compare or [STARTUP_AWARE], lambda s: make_policy(s, workload))
+        compare, notes = list(args.compare), list[str]()
+    else:
+        compare, notes = keda_sweep.available([STARTUP_AWARE], lambda s: make_policy(s, workload))
     traces = [(_trace(path, setup), f"trace file `{Path(path).name}`") for path in args.trace or []]
     _service_column(
         setup, [(trace, f"--trace {path}") for (trace, _), path in zip(traces, args.trace or [], strict=True)]
@@ -818,7 +820,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         _file_writable("--out", Path(args.out))
     try:
         client = redis.Redis.from_url(args.redis_url, socket_timeout=10, socket_connect_timeout=5)
-    except ValueError as exc:  # no scheme, a port or db that is no number: redis-py's own words
+    except ValueError as exc:  # no scheme, another scheme, a port that is no number: redis-py's words
         raise UsageError(f"--redis-url {args.redis_url!r}: {exc}") from None
     try:
         queue = _record_queue(client, args.queue, settings)
