@@ -438,12 +438,16 @@ class TargetLoop:
     def may_act(self) -> bool:
         """Whether this loop may write to the target right now: a live target, the leader, and not
         retired (see :meth:`retire`)."""
-        return not self._retired.is_set() and not self._settings.shadow and self.leader.is_leader()
+        return not self._retired.is_set() and self._live_leader()
 
     def _may_save(self) -> bool:
         """Whether this loop may save the learned state: as :meth:`may_act`, except that a retired
         loop still saves on its way out, unless it was abandoned (see :meth:`abandon`)."""
-        return not self._abandoned.is_set() and not self._settings.shadow and self.leader.is_leader()
+        return not self._abandoned.is_set() and self._live_leader()
+
+    def _live_leader(self) -> bool:
+        """A live target (not shadow) and this replica the leader: what acting and saving both need."""
+        return not self._settings.shadow and self.leader.is_leader()
 
     def _decided(
         self,
