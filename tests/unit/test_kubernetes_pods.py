@@ -124,13 +124,17 @@ def _restarted_process(
     monkeypatch: pytest.MonkeyPatch, store: MemoryStateStore, pods: list[dict[str, Any]]
 ) -> Any:
     """One daemon process: a Kubernetes target whose pod watch has made its first list of ``pods``
-    (the API server stood in for by canned replies), in a loop with the startup-aware policy."""
+    (the API server stood in for by canned replies, every other call stubbed: nothing here may
+    reach the network), in a loop with the startup-aware policy."""
     target = KubernetesTarget(k8s.ApiClient(k8s.Configuration()), "ns", "worker")
     watch = PodWatch(_Core(lists=[pods], streams=[]), "ns", "app=w", on_ready=target._pod_ready)  # type: ignore[arg-type]
     watch._list()  # the first list of a new process: every pod Ready already is reported, initial
     monkeypatch.setattr(target, "_synced_watch", lambda: watch)
     monkeypatch.setattr(target, "_read_scale", lambda: _ScaleRead(len(pods), "1", None))
     monkeypatch.setattr(target, "scale", lambda *args: None)  # what it decides is not the subject
+    # Nor is the check for other autoscalers: unstubbed, it sent its HPA list to a host that is not
+    # there, retried it, and held each tick about 2 s (with urllib3's scheme-less-URL warning).
+    monkeypatch.setattr(target._conflicts, "maybe_check", lambda may_act: None)
     clock = Clock(READY + 100.0)
     return TargetLoop(
         "t",
