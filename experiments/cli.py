@@ -720,12 +720,9 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
         raise UsageError("keda-sweep needs at least one --trace PATH or --synthetic NAME")
     if setup.service == SERVICE_FROM_TRACE and args.synthetic:  # generated without service times
         raise UsageError(_no_service_column(f"--synthetic {args.synthetic[0]} has no service_s column"))
-    workload = setup.nominal_workload()
-    if args.compare:  # asked for by name: a typo is an error before any run, not a note after
-        _check_policies(args.compare, setup)
-        compare, notes = list(args.compare), list[str]()
-    else:
-        compare, notes = keda_sweep.available([STARTUP_AWARE], lambda s: make_policy(s, workload))
+    # Checked by name before any run: a typo is a usage error, not a note after an hour of replays.
+    compare = list(args.compare or [STARTUP_AWARE])
+    _check_policies(compare, setup)
     traces = [(_trace(path, setup), f"trace file `{Path(path).name}`") for path in args.trace or []]
     _service_column(
         setup, [(trace, f"--trace {path}") for (trace, _), path in zip(traces, args.trace or [], strict=True)]
@@ -748,7 +745,7 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
                 trace, about, setup, compare, list_lengths=args.list_lengths, processes=args.processes
             )
         )
-    text = keda_sweep.render(sections, setup, compare, notes)
+    text = keda_sweep.render(sections, setup, compare)
     with _writing("--out", out):
         out.write_text(text, encoding="utf-8")
     sys.stdout.write(text)

@@ -7,7 +7,7 @@ cost-versus-SLO plane beside the startup-aware policy on the same traces, and wr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from autoscaler.engine.registry import STARTUP_AWARE
@@ -91,7 +91,7 @@ def _verdict(section: Section, compare: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def render(sections: Sequence[Section], setup: Setup, compare: Sequence[str], notes: Sequence[str]) -> str:
+def render(sections: Sequence[Section], setup: Setup, compare: Sequence[str]) -> str:
     lines = [
         *report_header(
             "KEDA `listLength` sweep versus the startup-aware policy", invocation(), setup.describe()
@@ -100,7 +100,6 @@ def render(sections: Sequence[Section], setup: Setup, compare: Sequence[str], no
         '"within SLO" is the share of jobs whose latency (arrival to completion) is within the SLO.',
         "KEDA is modelled as its Redis scaler feeding the HPA with default behaviour "
         "(15 s sync, tolerance 0.1, up max(+100 %, +4)/15 s, down stabilization 300 s, min 1).",
-        *(f"\n{n}" for n in notes),
     ]
     for section in sections:
         lines += [
@@ -115,19 +114,6 @@ def render(sections: Sequence[Section], setup: Setup, compare: Sequence[str], no
             _verdict(section, compare),
         ]
     return "\n".join(lines) + "\n"
-
-
-def available(compare: Sequence[str], check: Callable[[str], object]) -> tuple[list[str], list[str]]:
-    """Split ``compare`` into policies that can be built here and notes about the others."""
-    usable, notes = [], []
-    for spec in compare:
-        try:
-            check(spec)
-        except ValueError as exc:
-            notes.append(f"Not compared: {exc}.")
-        else:
-            usable.append(spec)
-    return usable, notes
 
 
 DEFAULT_COMPARE = (STARTUP_AWARE,)
