@@ -26,6 +26,7 @@ from api.redis_client import connect
 from api.refresh import Refresher
 from api.routing import TrafficRouter
 from api.service import JobService
+from jobqueue.redis_url import redact
 
 log = logging.getLogger("api")
 
@@ -71,7 +72,7 @@ def create_app(config: ApiConfig, client: redis.asyncio.Redis | None = None) -> 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info(
             "serving model_ref=%s on redis %s; kv endpoints: %s; auth %s; rate limit %s; max waiting %s",
-            config.model_ref, _redacted(config.redis_url), ", ".join(config.kv_endpoints) or "(none)",
+            config.model_ref, redact(config.redis_url), ", ".join(config.kv_endpoints) or "(none)",
             "on" if config.auth_enabled else "off", config.rate_limit or "off", config.max_waiting or "off",
         )  # fmt: skip
         backlog.watch(router.resolve(config.default_model, config.default_version))
@@ -100,10 +101,3 @@ def create_app(config: ApiConfig, client: redis.asyncio.Redis | None = None) -> 
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    _creds, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}{'***@' if at else ''}{host}" if sep else url

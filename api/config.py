@@ -19,6 +19,7 @@ from typing import TypeVar
 from jobqueue import Settings, split_queue, validate_queue
 from jobqueue.keys import prefix_from_env
 from jobqueue.ratelimit import RateLimit
+from jobqueue.redis_url import SCHEMES
 from jobqueue.traffic import Weights, validate_weights
 
 T = TypeVar("T")
@@ -167,7 +168,7 @@ def _comma_list(raw: str) -> tuple[str, ...]:
 
 
 def _redis_url(raw: str) -> str:
-    if not raw.startswith(("redis://", "rediss://", "unix://")):
+    if not raw.startswith(SCHEMES):
         raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
     return raw
 

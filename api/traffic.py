@@ -20,8 +20,10 @@ import redis
 
 from jobqueue import Settings
 from jobqueue.binding import bind_sync
+from jobqueue.errors import misconfigured
 from jobqueue.keys import prefix_from_env
-from jobqueue.traffic import clear_traffic, read_traffic, set_traffic
+from jobqueue.redis_url import redact, scheme_problem
+from jobqueue.traffic import clear_traffic, read_traffic, set_traffic, validate_weights
 
 
 def _weights(pairs: list[str]) -> dict[str, float]:
@@ -30,8 +32,22 @@ def _weights(pairs: list[str]) -> dict[str, float]:
         version, sep, weight = pair.partition("=")
         if not sep:
             raise ValueError(f"{pair!r} is not version=weight")
-        out[version] = float(weight)
+        try:
+            out[version] = float(weight)
+        except ValueError:
+            raise ValueError(f"{pair!r}: the weight {weight!r} is not a number") from None
     return out
+
+
+def _connect(url: str) -> redis.Redis:
+    """A client for ``url``; one that redis-py cannot use is a ValueError naming REDIS_URL."""
+    problem = scheme_problem(url)
+    if problem is not None:
+        raise ValueError(f"REDIS_URL {problem}")
+    try:
+        return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    except ValueError as exc:  # a port that is no number, an unknown option: redis-py's words
+        raise ValueError(f"REDIS_URL {redact(url)!r} is not a usable Redis URL: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,20 +60,38 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("clear", help="drop a model's live split (configured weights apply again)")
     c.add_argument("model")
     args = ap.parse_args(argv)
-    client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://localhost:6379/0"))
-    try:
+    url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    try:  # everything the command line and environment say is checked before Redis is touched
         settings = Settings(prefix=prefix_from_env(os.environ))  # as the API reads it
+        weights = _weights(args.weights) if args.command == "set" else {}
         if args.command == "set":
-            bind_sync(set_traffic)(client, args.model, _weights(args.weights), settings=settings)
-        elif args.command == "clear":
-            bind_sync(clear_traffic)(client, args.model, settings=settings)
-        print(json.dumps(bind_sync(read_traffic)(client, settings=settings), sort_keys=True))
+            validate_weights(args.model, weights)
+        client = _connect(url)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        if args.command == "set":
+            bind_sync(set_traffic)(client, args.model, weights, settings=settings)
+        elif args.command == "clear":
+            bind_sync(clear_traffic)(client, args.model, settings=settings)
+        print(json.dumps(bind_sync(read_traffic)(client, settings=settings), sort_keys=True))
+    except redis.RedisError as exc:
+        print(f"error: {_unreachable(url, exc)}", file=sys.stderr)
+        return 1
     finally:
         client.close()
     return 0
+
+
+def _unreachable(url: str, exc: redis.RedisError) -> str:
+    """What went wrong talking to Redis, and what to check (the URL shown without its password)."""
+    if misconfigured(exc):
+        return f"Redis at {redact(url)} refused this client ({exc}): check the password and user in REDIS_URL"
+    return (
+        f"cannot reach Redis at {redact(url)} ({exc}): set REDIS_URL to the server the API uses, "
+        "and check that it is running"
+    )
 
 
 if __name__ == "__main__":

@@ -807,6 +807,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     from jobqueue.binding import bind_sync
     from jobqueue.records import scan_job_times
+    from jobqueue.redis_url import redact
 
     settings = Settings(prefix=args.prefix)
     try:
@@ -818,12 +819,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     try:
         client = redis.Redis.from_url(args.redis_url, socket_timeout=10, socket_connect_timeout=5)
     except ValueError as exc:  # no scheme, another scheme, a port that is no number: redis-py's words
-        raise UsageError(f"--redis-url {args.redis_url!r}: {exc}") from None
+        raise UsageError(f"--redis-url {redact(args.redis_url)!r}: {exc}") from None
     try:
         queue = _record_queue(client, args.queue, settings)
         jobs = bind_sync(scan_job_times)(client, queue, since=since, settings=settings)
     except redis.RedisError as exc:
-        raise UsageError(f"cannot read {args.redis_url}: {exc}") from None
+        raise UsageError(f"cannot read {redact(args.redis_url)}: {exc}") from None
     finally:
         client.close()
     recorded = record.recording(jobs, queue, args.speedup)

@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -33,6 +32,7 @@ from autoscaler.demo.plan import Plan
 from autoscaler.loop import TargetLoop
 from autoscaler.targets.base import ScaleTarget
 from autoscaler.targets.local import LocalProcessTarget, _die_with_parent, http_ready
+from jobqueue.redis_url import redact
 from jobqueue.server import ServerBinaryNotFoundError, ValkeyServer, free_port
 
 log = logging.getLogger("autoscaler.demo")
@@ -43,15 +43,6 @@ API_READY_TIMEOUT = 60.0
 
 class DemoError(RuntimeError):
     """Something the user can fix; the message is one line saying what to do."""
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def reserve_port(port: int, option: str) -> int:

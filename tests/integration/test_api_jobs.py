@@ -530,6 +530,34 @@ def test_traffic_weights_split_and_live_rollback(redis_url: str, redis_client: r
             time.sleep(0.05)
 
 
+@pytest.mark.parametrize("trouble", ["stopped", "wrong-password"])
+def test_the_traffic_command_names_a_server_it_cannot_use_without_its_password(
+    valkey_factory: Callable[..., ValkeyServer], trouble: str
+) -> None:
+    """A stopped server or refused credentials were a redis-py traceback; now one line saying
+    which server (password hidden) and what to check, exit 1, and nothing written."""
+    server = valkey_factory(password="s3cret")
+    url = server.url
+    if trouble == "stopped":
+        server.stop()
+    else:
+        url = url.replace("s3cret", "wrong")
+    run = subprocess.run(
+        [sys.executable, "-m", "api.traffic", "set", "resnet", "v1=100"], cwd=REPO,
+        env={**os.environ, "REDIS_URL": url}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 1 and run.stdout == "", run
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
+    assert f"redis://:***@127.0.0.1:{server.port}/" in run.stderr and "s3cret" not in run.stderr
+    if trouble == "stopped":
+        assert "cannot reach Redis" in run.stderr and "set REDIS_URL" in run.stderr
+    else:
+        assert "check the password and user in REDIS_URL" in run.stderr
+        owner = redis.Redis(port=server.port, password="s3cret")
+        assert owner.dbsize() == 0  # nothing was written
+        owner.close()
+
+
 def test_result_cache_answers_identical_requests(redis_url: str, redis_client: redis.Redis) -> None:
     # v2 takes no weighted traffic but may be named: the cache is per version
     with api_client(redis_url, RESULT_CACHE_TTL="60", TRAFFIC_WEIGHTS="default:v1=1,default:v2=0") as c:

@@ -660,6 +660,15 @@ def test_a_redis_url_redis_py_cannot_read_names_the_flag(
     assert err.startswith(f"error: --redis-url {url!r}: ") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("url", ["redis://:s3cret@127.0.0.1:port/0", "redis://:s3cret@127.0.0.1:1/0"])
+def test_record_never_prints_the_password_in_redis_url(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    """Refused by redis-py, or a server that is not there: the message names the server, not the
+    password (it went to a terminal, a CI log)."""
+    status, out, err = run_cli(capsys, "record", "--redis-url", url)
+    assert status == 2 and out == "" and err.count("\n") == 1, err
+    assert "s3cret" not in err and "redis://:***@127.0.0.1:" in err, err
+
+
 def test_a_keda_sweep_compare_policy_that_does_not_build_is_refused_before_the_sweep(
     trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
