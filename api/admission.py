@@ -43,9 +43,13 @@ class BacklogMonitor:
     def estimate(self, queue: str) -> int:
         return self.waiting.get(queue, 0) + self._accepted_since_read.get(queue, 0)
 
+    def full(self, queue: str) -> bool:
+        """Whether one more job would put ``queue`` above ``max_waiting`` (what :meth:`check` refuses)."""
+        return bool(self.max_waiting) and self.estimate(queue) >= self.max_waiting
+
     def check(self, queue: str) -> None:
         """Raise 429 if accepting one more job would put ``queue`` above ``max_waiting``."""
-        if self.max_waiting and self.estimate(queue) >= self.max_waiting:
+        if self.full(queue):
             raise ApiError(
                 429,
                 "overloaded",

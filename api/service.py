@@ -41,7 +41,13 @@ from jobqueue.combine import concurrently
 from jobqueue.driver import Op, arun
 from jobqueue.errors import transient
 from jobqueue.keys import queue_name
-from jobqueue.ops import idempotency_holder, idempotency_known, request_fingerprint, submit_job
+from jobqueue.ops import (
+    bind_idempotency_key,
+    idempotency_holder,
+    idempotency_known,
+    request_fingerprint,
+    submit_job,
+)
 from jobqueue.ratelimit import RateDecision, take_token
 
 log = logging.getLogger(__name__)
@@ -142,18 +148,30 @@ class JobService:
             # alone): the key's own job for the same request, a 422 for another. Served from the
             # cache, a reused key was answered 200 with whatever job had the same input.
             hit = None
-        if hit is not None:
-            self.metrics.submissions.labels(queue, "cached").inc()
-            return Accepted(hit.id, queue, created=False, cached_job=hit)
-        queue = found.get("held") or queue
-        self.backlog.check(queue)
-        job_id = job_id or new_job_id()
         scope = fingerprint = None
         if idempotency_key is not None:
             # Keys are per caller, and bound to the request as the client sent it: the version it
             # named (None when routed by weight), so a retry matches wherever it was routed.
             scope = caller
             fingerprint = request_fingerprint(model, version, input, priority, metadata)
+        if hit is not None and fingerprint is not None:
+            # The key answers its retries with the job it was answered with: unbound, a retry after
+            # the cache entry expired queued a second job. Bound elsewhere meanwhile (a concurrent
+            # request with the key): the submission below answers as the key says.
+            bind = bind_idempotency_key(
+                queue, str(idempotency_key), hit.id, fingerprint, scope, settings=settings
+            )
+            if not await arun(self.client, bind):
+                hit = None
+        if hit is not None:
+            self.metrics.submissions.labels(queue, "cached").inc()
+            return Accepted(hit.id, queue, created=False, cached_job=hit)
+        queue = found.get("held") or queue
+        if self.backlog.full(queue) and not await self._retry_of_known_key(
+            queue, idempotency_key, caller, found
+        ):
+            self.backlog.check(queue)
+        job_id = job_id or new_job_id()
         write = submit_job(
             queue, input, priority=priority, idempotency_key=idempotency_key, idempotency_scope=scope,
             fingerprint=fingerprint, metadata=metadata, job_id=job_id, settings=settings,
@@ -187,6 +205,22 @@ class JobService:
             self.backlog.accepted(queue)
         self.metrics.submissions.labels(queue, "created" if sub.created else "duplicate").inc()
         return Accepted(sub.job_id, queue, created=sub.created, found=sub.status)
+
+    async def _retry_of_known_key(
+        self, queue: str, idempotency_key: str | None, caller: str | None, found: dict[str, Any]
+    ) -> bool:
+        """Whether ``queue`` knows ``idempotency_key``: a retry, which queues nothing, so the backlog's
+        breaker does not refuse it. Overloaded is when answers time out and clients resend; refused
+        429, the retry of an accepted job was told to retry later instead of getting its job. Asked
+        only of a full queue (one more round trip) unless the cache lookup asked already."""
+        if idempotency_key is None:
+            return False
+        if found.get("held"):  # another version's queue remembers it: ``queue`` is that one now
+            return True
+        if "known" in found:
+            return bool(found["known"])
+        known = idempotency_known(queue, str(idempotency_key), caller, settings=self.settings)
+        return bool(await arun(self.client, known))
 
     async def get(self, job_id: str, api_key: str | None) -> Job:
         """The job, or 404; with authentication on, the key must be allowed on the job's model.

@@ -16,7 +16,7 @@ from typing import Any
 from jobqueue import codec
 from jobqueue.driver import Arg, Command, Eval, Op, Sleep, call
 from jobqueue.keys import GROUP, Keyspace, QueueKeys, split_queue, validate_queue
-from jobqueue.scripts import CANCEL, LIVE_WORKERS, SUBMIT
+from jobqueue.scripts import BIND_KEY, CANCEL, LIVE_WORKERS, SUBMIT
 from jobqueue.types import (
     Completion,
     DeadLetter,
@@ -121,6 +121,31 @@ def idempotency_known(
     record = Keyspace(settings.prefix).queue(queue).idempotency(key, scope)
     (exists,) = yield [call("EXISTS", record)]
     return bool(exists)
+
+
+def bind_idempotency_key(
+    queue: str,
+    key: str,
+    job_id: str,
+    fingerprint: str,
+    scope: str | None = None,
+    *,
+    settings: Settings = DEFAULT_SETTINGS,
+) -> Op[bool]:
+    """Make idempotency ``key`` (in ``scope``) name ``job_id``, an existing job of ``queue``, for the
+    request ``fingerprint``; True if it does now.
+
+    For a request answered with an earlier job instead of a new one (a result-cache hit): the key
+    it carried must answer its retries with that job, as :func:`submit_job` would have bound it.
+    Unbound, a retry after the cache entry expired queued a second job, and the key could be used
+    for another request without the 422. False when the key is bound already (to this job and
+    request only if True) or the job is gone: then submit as usual, and :func:`submit_job` decides.
+    """
+    ks = Keyspace(settings.prefix)
+    record = ks.queue(queue).idempotency(key, scope)
+    args = (job_id, fingerprint, settings.idempotency_ttl)
+    (bound,) = yield [Eval(BIND_KEY, (record, ks.job(job_id)), args)]
+    return bool(int(bound))
 
 
 def submit_job(

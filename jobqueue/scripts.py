@@ -94,6 +94,28 @@ return {1, ARGV[1]}
 """,
 )
 
+BIND_KEY = Script(
+    "bind_key",
+    """
+-- KEYS: idempotency record, the job hash of ARGV[1].  ARGV: job id, request fingerprint, idempotency ttl
+-- Binds an unused idempotency key to a job that exists (a request answered from the result cache
+-- carried the key), so that its retries get that job, as SUBMIT's would. Returns 1 when the key
+-- names ARGV[1] for this request now, 0 when it does not: the record is there already (another job,
+-- another request, or the old string format), or the job is gone. On 0 the caller submits as usual
+-- and SUBMIT decides what the key means.
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'hash' then
+  local h = redis.call('HMGET', KEYS[1], 'job', 'fingerprint')
+  if h[1] == ARGV[1] and h[2] == ARGV[2] then return 1 end
+  return 0
+end
+if kind ~= 'none' or redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'job', ARGV[1], 'fingerprint', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+""",
+)
+
 CANCEL = Script(
     "cancel",
     """

@@ -441,6 +441,31 @@ def test_circuit_breaker_refuses_above_max_waiting(redis_url: str, redis_client:
     assert arrivals(redis_client) == 6
 
 
+@pytest.mark.parametrize("cache_ttl", ["0", "60"])
+def test_the_retry_of_an_accepted_job_gets_it_while_its_queue_is_full(
+    redis_url: str, redis_client: redis.Redis, cache_ttl: str
+) -> None:
+    """Overload is when answers time out and clients resend. The breaker ran before the key was
+    looked up, so the retry of an accepted job was refused 429 "retry later" instead of getting its
+    job, although it queues nothing. A new request is still refused. With the result cache on the
+    key is read beside the lookup, without it only when the queue is full."""
+    with api_client(
+        redis_url, MAX_WAITING="1", STATS_REFRESH_SECONDS="0.05", RESULT_CACHE_TTL=cache_ttl
+    ) as c:
+        first = submit(c, idempotency_key="order-1")
+        assert first.status_code == 202, first.text
+        deadline = time.monotonic() + 5
+        while 'api_queue_waiting_jobs{queue="default:v1"} 1.0' not in c.get("/metrics").text:
+            assert time.monotonic() < deadline, "backlog not re-read"
+            time.sleep(0.02)
+        retried = submit(c, idempotency_key="order-1")
+        new = submit(c, idempotency_key="order-2")
+    assert retried.status_code == 202, retried.text
+    assert (retried.json()["id"], retried.json()["created"]) == (first.json()["id"], False)
+    assert new.status_code == 429 and new.json()["error"] == "overloaded", new.text
+    assert arrivals(redis_client) == 1
+
+
 def test_rate_limit_per_client_address_when_keys_are_not_checked(redis_url: str) -> None:
     with api_client(redis_url, RATE_LIMIT="3/m") as c:
         a = [submit(c, input=i) for i in range(4)]
@@ -597,6 +622,27 @@ def test_a_bound_idempotency_key_decides_before_the_result_cache(
     )
     assert new_key.status_code == 200 and new_key.json()["id"] == first["id"]  # a new key: the cache
     assert arrivals(redis_client) == 1
+
+
+def test_a_key_answered_from_the_cache_answers_its_retries_with_that_job(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A request with a new key answered from the cache left the key unbound: once the cache entry
+    expired (its TTL is usually far shorter than the key's), the retry queued a second job, and the
+    key could meanwhile be used for another request without the 422."""
+    with api_client(redis_url, RESULT_CACHE_TTL="1") as c:
+        submit(c, input="cat.jpg")
+        finish(redis_client, take_and_start(redis_client), {"label": "cat"})
+        cached = submit(c, input="cat.jpg", idempotency_key="order-7")
+        assert cached.status_code == 200, cached.text
+        other = submit(c, input="dog.jpg", idempotency_key="order-7")
+        time.sleep(1.5)  # the cache entry is gone; the key (a day) is not
+        retried = submit(c, input="cat.jpg", idempotency_key="order-7")
+    assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused", other.text
+    assert retried.status_code == 202, retried.text
+    assert (retried.json()["id"], retried.json()["created"]) == (cached.json()["id"], False)
+    assert retried.json()["status"] == "succeeded"
+    assert arrivals(redis_client) == 1  # only the first, uncached submission queued a job
 
 
 def test_result_cache_is_per_tenant_and_honours_the_key_prefix(

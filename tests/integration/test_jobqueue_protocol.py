@@ -25,7 +25,9 @@ from jobqueue import (
 )
 from jobqueue import consumer as jq_consumer
 from jobqueue import sync as jq
+from jobqueue.binding import bind_sync
 from jobqueue.consumer import Outcome
+from jobqueue.ops import bind_idempotency_key, request_fingerprint
 from jobqueue.scripts import SUBMIT
 from jobqueue.types import Entry
 from tests.support.proxy import ReplyDropper
@@ -190,6 +192,31 @@ def test_an_idempotency_record_of_the_old_format_still_matches(redis_client: red
     redis_client.set(KS.queue(Q).idempotency("k"), old.job_id, ex=3600)
     again = jq.submit_job(redis_client, Q, "anything", idempotency_key="k")
     assert (again.job_id, again.created) == ("old-job", False)
+    assert jq.read_queue_stats(redis_client, Q).arrivals_total == 1
+
+
+def test_binding_a_key_to_an_existing_job_answers_its_retries_with_that_job(
+    redis_client: redis.Redis,
+) -> None:
+    """``bind_idempotency_key``: a request answered with an earlier job (a cache hit) binds its key
+    as a submission would have. It binds only an unused key to a job that exists, and a bound key
+    then decides every submission that carries it."""
+    bind = bind_sync(bind_idempotency_key)
+    cached = jq.submit_job(redis_client, Q, "cat.jpg")
+    request = request_fingerprint("default", "v1", "cat.jpg", "normal", None)
+    assert bind(redis_client, Q, "k", cached.job_id, request, "tenant")
+    assert bind(redis_client, Q, "k", cached.job_id, request, "tenant")  # again: the same binding
+    assert not bind(redis_client, Q, "k", cached.job_id, "another request", "tenant")
+    assert not bind(redis_client, Q, "k", "some-other-job", request, "tenant")
+    assert not bind(redis_client, Q, "unused", "never-existed", request)  # no job: nothing bound
+    assert not redis_client.exists(KS.queue(Q).idempotency("unused"))
+    ttl = redis_client.ttl(KS.queue(Q).idempotency("k", "tenant"))
+    assert 0 < ttl <= Settings().idempotency_ttl
+    kwargs: dict[str, Any] = {"idempotency_key": "k", "idempotency_scope": "tenant", "fingerprint": request}
+    retried = jq.submit_job(redis_client, Q, "cat.jpg", **kwargs)
+    assert (retried.job_id, retried.created) == (cached.job_id, False)
+    with pytest.raises(IdempotencyKeyReusedError):
+        jq.submit_job(redis_client, Q, "dog.jpg", **{**kwargs, "fingerprint": "another request"})
     assert jq.read_queue_stats(redis_client, Q).arrivals_total == 1
 
 
