@@ -19,7 +19,7 @@ from typing import TypeVar
 from jobqueue import Settings, split_queue, validate_queue
 from jobqueue.keys import prefix_from_env
 from jobqueue.ratelimit import RateLimit
-from jobqueue.redis_url import SCHEMES
+from jobqueue.redis_url import url_problem
 from jobqueue.traffic import Weights, validate_weights
 
 T = TypeVar("T")
@@ -98,7 +98,7 @@ class ApiConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return cls(
-            redis_url=get("REDIS_URL", _redis_url, d.redis_url),
+            redis_url=_redis_url(env, d.redis_url),
             host=get("HOST", str, d.host),
             port=get("PORT", _int_in(1, 65535), d.port),
             model_ref=model_ref,
@@ -167,10 +167,15 @@ def _comma_list(raw: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in raw.split(",") if x.strip())
 
 
-def _redis_url(raw: str) -> str:
-    if not raw.startswith(SCHEMES):
-        raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
-    return raw
+def _redis_url(env: Mapping[str, str], default: str) -> str:
+    """``REDIS_URL`` if redis-py can use it (:func:`jobqueue.redis_url.url_problem`): a URL it cannot
+    parse would otherwise stop the process with a traceback. Not read through ``get``, which would
+    print the value: the message shows it with its password hidden."""
+    url = env.get("REDIS_URL", "").strip() or default
+    problem = url_problem(url)
+    if problem is not None:
+        raise ConfigError(f"REDIS_URL {problem}")
+    return url
 
 
 def _model_ref(raw: str) -> str:

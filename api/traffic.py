@@ -22,7 +22,7 @@ from jobqueue import Settings
 from jobqueue.binding import bind_sync
 from jobqueue.errors import misconfigured
 from jobqueue.keys import prefix_from_env
-from jobqueue.redis_url import redact, scheme_problem
+from jobqueue.redis_url import redact, url_problem
 from jobqueue.traffic import clear_traffic, read_traffic, set_traffic, validate_weights
 
 
@@ -41,13 +41,10 @@ def _weights(pairs: list[str]) -> dict[str, float]:
 
 def _connect(url: str) -> redis.Redis:
     """A client for ``url``; one that redis-py cannot use is a ValueError naming REDIS_URL."""
-    problem = scheme_problem(url)
+    problem = url_problem(url)  # as the API checks it at start
     if problem is not None:
         raise ValueError(f"REDIS_URL {problem}")
-    try:
-        return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
-    except ValueError as exc:  # a port that is no number, an unknown option: redis-py's words
-        raise ValueError(f"REDIS_URL {redact(url)!r} is not a usable Redis URL: {exc}") from None
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,10 @@ to a terminal or shipped to a log store never holds the secret.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+import redis
+
 SCHEMES = ("redis://", "rediss://", "unix://")
 """The schemes redis-py's ``from_url`` accepts."""
 
@@ -35,3 +39,33 @@ def scheme_problem(url: str) -> str | None:
     if url.startswith(SCHEMES):
         return None
     return f"{redact(url)!r} must start with redis://, rediss:// (TLS) or unix://"
+
+
+def url_problem(url: str) -> str | None:
+    """Why redis-py cannot use ``url``, or None if it can; the message shows the URL redacted.
+
+    Beyond the scheme, redis-py itself judges the URL: a client for it is built as ``from_url``
+    builds one, without connecting, which refuses a port that is no number or beyond 65535, an
+    option with a bad value (``?socket_timeout=abc``) or one no connection takes (``?foo=1``).
+    Port 0, which redis-py silently turns into 6379, is refused too. redis-py's words are about the
+    redacted URL, never the real one: a password typed with a ``/`` ends the host part, and
+    redis-py would then quote a piece of it as the port.
+    """
+    problem = scheme_problem(url)
+    if problem is not None:
+        return problem
+    shown = redact(url)
+    reason = _parse_problem(shown)
+    if reason is None and shown != url and _parse_problem(url) is not None:
+        reason = "its password does not parse: percent-encode a / ? or # in it (%2F, %3F, %23)"
+    return None if reason is None else f"{shown!r} is not a usable Redis URL: {reason}"
+
+
+def _parse_problem(url: str) -> str | None:
+    """What redis-py says against ``url`` (a URL with an accepted scheme) before connecting."""
+    try:
+        redis.ConnectionPool.from_url(url).make_connection()  # builds the client, no I/O
+        port = urlsplit(url).port
+    except (ValueError, TypeError, redis.RedisError) as exc:
+        return str(exc)
+    return "port 0 is not a port (1-65535)" if port == 0 else None

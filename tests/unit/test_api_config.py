@@ -51,7 +51,10 @@ def test_queue_is_accepted_as_model_ref_for_existing_manifests() -> None:
     [
         ({"PORT": "eighty"}, "PORT='eighty'"),
         ({"PORT": "70000"}, "PORT='70000': must be an integer in [1, 65535]"),
-        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL='localhost:6379': must start with redis://"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL 'localhost:6379' must start with redis://"),
+        ({"REDIS_URL": "redis://localhost:abc/0"}, "REDIS_URL 'redis://localhost:abc/0' is not a usable"),
+        ({"REDIS_URL": "redis://localhost:99999/0"}, "Port out of range"),
+        ({"REDIS_URL": "redis://localhost:6379/0?socket_timeout=abc"}, "Invalid value for 'socket_timeout'"),
         ({"MAX_WAITING": "-1"}, "MAX_WAITING='-1'"),
         ({"MAX_CONCURRENCY": "0"}, "MAX_CONCURRENCY='0'"),
         ({"INFER_TIMEOUT": "nan"}, "INFER_TIMEOUT='nan': must be a number of seconds"),
@@ -85,6 +88,19 @@ def test_python_m_api_exits_2_with_the_variable_named() -> None:
     )  # fmt: skip
     assert run.returncode == 2
     assert "api: configuration error: PORT='x'" in run.stderr
+
+
+def test_python_m_api_names_an_unusable_redis_url_without_its_password() -> None:
+    """A URL redis-py cannot parse was a ValueError traceback and exit 1 when the app was built."""
+    env = {"REDIS_URL": "redis://:s3cret@cache:99999/0", "PATH": ""}
+    run = subprocess.run(
+        [sys.executable, "-m", "api"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert (run.returncode, run.stderr.strip()) == (
+        2, "api: configuration error: REDIS_URL 'redis://:***@cache:99999/0' is not a usable Redis URL: "
+        "Port out of range 0-65535",
+    )  # fmt: skip
 
 
 def test_python_m_api_names_a_bad_log_level_instead_of_a_traceback() -> None:

@@ -1,4 +1,5 @@
-"""What every party prints about a Redis URL: never its password (jobqueue.redis_url)."""
+"""What every party prints about a Redis URL: never its password (jobqueue.redis_url), and why
+redis-py cannot use one."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobqueue.redis_url import redact, scheme_problem
+from jobqueue.redis_url import redact, scheme_problem, url_problem
 
 
 @pytest.mark.parametrize(
@@ -45,3 +46,41 @@ def test_scheme_problem_names_what_redis_py_accepts_without_the_password() -> No
     problem = scheme_problem("http://:s3cret@cache:6379")
     assert problem is not None and "s3cret" not in problem
     assert "redis://, rediss:// (TLS) or unix://" in problem
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis://:s3cret@localhost:abc/0", "Port could not be cast to integer value as 'abc'"),
+        ("redis://:s3cret@localhost:99999/0", "Port out of range"),
+        ("redis://localhost:0/0", "port 0 is not a port (1-65535)"),  # redis-py would use 6379
+        ("redis://localhost:6379/0?socket_timeout=abc", "Invalid value for 'socket_timeout'"),
+        ("unix:///run/valkey.sock?db=one", "Invalid value for 'db'"),
+        ("redis://localhost?no_such_option=1", "no_such_option"),
+        ("rediss://localhost?ssl_cert_reqs=sometimes", "Invalid SSL Certificate Requirements Flag"),
+        # a / typed into the password ends the host part: redis-py would quote "s3" as the port
+        ("redis://:s3/cret@cache:6379/0", "its password does not parse: percent-encode a / ? or #"),
+    ],
+)
+def test_url_problem_is_redis_pys_reason_about_the_redacted_url(url: str, reason: str) -> None:
+    problem = url_problem(url)
+    assert problem is not None and problem.startswith(f"{redact(url)!r} is not a usable Redis URL: ")
+    assert reason in problem and "s3" not in problem and "cret" not in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost:6379/0",
+        "rediss://app:s3cret@cache:6380/2?ssl_cert_reqs=required&ssl_ca_certs=/ca.crt",
+        "redis://:p@ss@cache/0",  # an @ in a password parses (the last one ends the credentials)
+        "redis://[::1]:6379/0?socket_timeout=2.5",
+        "unix:///run/valkey.sock?db=1",
+    ],
+)
+def test_url_problem_accepts_what_redis_py_uses(url: str) -> None:
+    assert url_problem(url) is None
+
+
+def test_url_problem_starts_with_the_scheme() -> None:
+    assert url_problem("http://:s3cret@cache:6379") == scheme_problem("http://:s3cret@cache:6379")
