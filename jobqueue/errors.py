@@ -10,8 +10,9 @@ redis-py turns some error replies into their own classes (``LOADING`` is a
 ...) and leaves others as a plain :class:`~redis.exceptions.ResponseError` whose message starts with
 the code (``BUSY``, ``MISCONF``, ``NOREPLICAS``): both kinds are recognised, the latter by that code.
 
-A server that refuses this process's credentials or ACL user (:func:`misconfigured`) is not such a
-state: the API answers it 503 without ``Retry-After`` and says what to check, and a worker exits.
+A server that refuses this process's credentials or ACL user, or lacks the database its URL names
+(:func:`misconfigured`), is not such a state: the API answers it 503 without ``Retry-After`` and says
+what to check, and a worker exits.
 """
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ through a state: a retry repeats them until an operator changes REDIS_URL or the
 requirepass/ACL. Never :func:`transient`, although redis-py makes ``AuthenticationError`` a
 ``ConnectionError``: retried, a wrong password looked like an outage that never ended (the API
 answering "retry later", the worker backing off forever)."""
+
+WRONG_DATABASE: tuple[str, ...] = (
+    "DB index is out of range",  # Redis and Valkey: beyond the server's `databases` (16 by default)
+    "invalid DB index",  # older servers
+    "SELECT is not allowed in cluster mode",  # a cluster has database 0 only
+)
+"""How a server refuses the SELECT redis-py sends on every new connection when REDIS_URL names a
+database (its path, ``/1``) other than 0 that the server does not have. A plain ``ResponseError``
+(redis-py strips the ``ERR`` code), recognised by its message; every connection repeats it until
+REDIS_URL changes, so it is a misconfiguration like a wrong password. It was neither: the worker
+crashed with a traceback after its warm-up (a restart loop, each restart a warm-up again), and the
+API answered every request with a generic 500."""
 
 REFUSALS: Mapping[str, str] = {
     "BUSY": (
@@ -92,9 +105,26 @@ def transient(exc: BaseException) -> bool:
 
 
 def misconfigured(exc: BaseException) -> bool:
-    """Whether the server refused this process's configuration (:data:`MISCONFIGURED`): an operator
-    has to fix REDIS_URL or the server's credentials; no retry will succeed before."""
-    return isinstance(exc, MISCONFIGURED)
+    """Whether the server refused this process's configuration (:data:`MISCONFIGURED`, or a database
+    it lacks: :data:`WRONG_DATABASE`): an operator has to fix REDIS_URL or the server's credentials;
+    no retry will succeed before. :func:`remedy` says which."""
+    return isinstance(exc, MISCONFIGURED) or wrong_database(exc)
+
+
+def wrong_database(exc: BaseException) -> bool:
+    """Whether the server refused the database REDIS_URL names (:data:`WRONG_DATABASE`)."""
+    return type(exc) is rx.ResponseError and str(exc).startswith(WRONG_DATABASE)
+
+
+def remedy(exc: BaseException) -> str:
+    """What an operator should check for a :func:`misconfigured` error, as a sentence's rest
+    ("... ; check the database number ...")."""
+    if wrong_database(exc):
+        return (
+            "check the database number in REDIS_URL (its path, /0 when there is none) against the "
+            "server's `databases` setting"
+        )
+    return "check the password (and user) in REDIS_URL against the server's requirepass or ACL rules"
 
 
 def describe(exc: BaseException) -> str:
@@ -103,6 +133,8 @@ def describe(exc: BaseException) -> str:
     that is not :func:`transient` by its class name."""
     if refusal := REFUSALS.get(error_code(exc)):
         return refusal
+    if wrong_database(exc):
+        return f"refused the database REDIS_URL names ({exc}: the server has no such database)"
     for cls, meaning in _STATES:
         if isinstance(exc, cls):
             if isinstance(exc, rx.ConnectionError | rx.TimeoutError) and str(exc):

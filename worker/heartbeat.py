@@ -15,7 +15,7 @@ import redis
 
 from jobqueue import Settings
 from jobqueue import sync as jq
-from jobqueue.errors import describe, misconfigured
+from jobqueue.errors import describe, misconfigured, remedy
 from worker.metrics import WorkerMetrics
 from worker.retry import transient
 from worker.status import LiveStatus
@@ -102,7 +102,7 @@ class Heartbeat(threading.Thread):
             except Exception as exc:
                 self.metrics.redis_errors.labels(self.metrics.queue).inc()
                 if failing != str(exc) and misconfigured(exc):  # no traceback: nothing to debug
-                    log.error("heartbeat failed: redis %s; check REDIS_URL", describe(exc))
+                    log.error("heartbeat failed: redis %s; %s", describe(exc), remedy(exc))
                 elif failing != str(exc):  # once per distinct error, not every interval
                     log.exception("heartbeat failed; will keep trying")
                 failing = str(exc)

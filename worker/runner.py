@@ -27,7 +27,7 @@ from redis.retry import Retry
 from jobqueue import Entry, MalformedJobError, codec
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome, ReclaimCursor
-from jobqueue.errors import describe, misconfigured
+from jobqueue.errors import describe, misconfigured, remedy
 from worker.config import WorkerConfig
 from worker.contact import RedisContact
 from worker.heartbeat import Heartbeat
@@ -42,7 +42,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 EXIT_MISCONFIGURED = 2
-"""Exit status when Redis refuses the worker's credentials (as for a bad setting: see __main__)."""
+"""Exit status when Redis refuses the worker's configuration (its credentials, the database REDIS_URL
+names: :func:`jobqueue.errors.misconfigured`), as for a bad setting (see __main__)."""
 
 
 class SetupAborted(BaseException):  # a control-flow signal, not an error
@@ -122,6 +123,11 @@ class Worker:
     def run(self) -> int:
         """Serve until drained; returns the process exit code."""
         probes = start_probe_server(self.status, self.metrics, self.config.port)
+        try:
+            self._check_redis()
+        except redis.RedisError as exc:  # a misconfiguration: nothing has started yet
+            probes.shutdown()
+            return self._refused(exc)
         self.heartbeat.start()
         self.watchdog.start()
         try:
@@ -139,21 +145,35 @@ class Worker:
         except redis.RedisError as exc:
             if not misconfigured(exc):
                 raise
-            # Not an outage to wait out (it was retried forever, quietly, as one): the process exits
-            # and its restarts show, until an operator fixes REDIS_URL or the server's credentials.
-            log.critical(
-                "redis %s; check the password (and user) in REDIS_URL against the server's requirepass "
-                "or ACL; exiting with status %d",
-                describe(exc),
-                EXIT_MISCONFIGURED,
-            )
-            return EXIT_MISCONFIGURED
+            return self._refused(exc)
         finally:
             self.watchdog.stop()
             self._leave()
             probes.shutdown()
         log.info("stopped")
         return 0
+
+    def _check_redis(self) -> None:
+        """One PING before the model's setup: a server that refuses this worker's configuration (a
+        wrong password, a database it lacks: :func:`jobqueue.errors.misconfigured`) is raised now,
+        before the warm-up is paid, where it was met after it (and each restart paid it again).
+
+        A server that is down or unreachable is not waited for here: the setup goes ahead, the
+        heartbeat reports the outage, and the job loop waits it out as before. This costs at most
+        the client's connect timeout (3 s, tried twice) on a server that does not answer at all."""
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            if misconfigured(exc):
+                raise
+            log.warning("redis unavailable at start (%s: %s); setting up meanwhile", type(exc).__name__, exc)
+
+    def _refused(self, exc: redis.RedisError) -> int:
+        """Not an outage to wait out (retried as one, a wrong password was retried forever, quietly):
+        the process exits, one line saying what to check, and its restarts show until an operator
+        fixes REDIS_URL or the server."""
+        log.critical("redis %s; %s; exiting with status %d", describe(exc), remedy(exc), EXIT_MISCONFIGURED)
+        return EXIT_MISCONFIGURED
 
     def _setup(self) -> None:
         log.info("setting up model %s", self.config.model_class)

@@ -492,18 +492,66 @@ def test_a_beat_in_flight_at_shutdown_cannot_re_register_the_worker(redis_client
     assert redis_client.exists(key) == 0 and redis_client.zcard(Keyspace().queue(Q).workers) == 0
 
 
-def test_a_worker_whose_redis_password_is_refused_exits_loudly(
-    valkey_factory: Callable[..., ValkeyServer], tmp_path: Path
+@pytest.mark.parametrize(
+    ("refusal", "said"),
+    [
+        (
+            "wrong-password",
+            [
+                "refused the credentials in REDIS_URL (AuthenticationError",
+                "check the password (and user) in REDIS_URL",
+            ],
+        ),
+        (
+            "missing-database",
+            [
+                "refused the database REDIS_URL names (DB index is out of range",
+                "check the database number in REDIS_URL",
+            ],
+        ),
+    ],
+)
+def test_a_worker_whose_redis_url_is_refused_exits_loudly_before_its_warm_up(
+    valkey_factory: Callable[..., ValkeyServer], tmp_path: Path, refusal: str, said: list[str]
 ) -> None:
     """A wrong password was an outage to the worker: it backed off and retried forever, never
-    ready, with a warning every twentieth attempt. It now exits with status 2, saying what to check."""
+    ready, with a warning every twentieth attempt. A database the server lacks (``/99``; Valkey has
+    16) crashed it with a traceback and status 1 after its warm-up: a restart loop, each restart a
+    warm-up. Both now exit with status 2, one line saying what to check in REDIS_URL, before the
+    model's setup starts (its 60 s here would outlast the wait)."""
     server = valkey_factory(password="s3cret")
-    pool = WorkerPool(server.url.replace("s3cret", "wrong"), tmp_path / "workers")
+    urls = {
+        "wrong-password": server.url.replace("s3cret", "wrong"),
+        "missing-database": server.url.rsplit("/", 1)[0] + "/99",
+    }
+    pool = WorkerPool(urls[refusal], tmp_path / "workers")
     try:
-        w = pool.spawn("misconfigured", ready=False)
-        assert w.wait(20) == EXIT_MISCONFIGURED, w.log()
+        w = pool.spawn("misconfigured", ready=False, MODEL_SETUP_SECONDS="60")
+        assert w.wait(10) == EXIT_MISCONFIGURED, w.log()
         log = w.log(200)
-        assert "refused the credentials in REDIS_URL (AuthenticationError" in log, log
-        assert "check the password (and user) in REDIS_URL" in log and "Traceback" not in log, log
+        assert all(words in log for words in said) and "Traceback" not in log, log
+        assert "setting up model" not in log, log
+    finally:
+        pool.kill_all()
+
+
+def test_a_worker_started_while_redis_is_down_sets_up_and_serves_once_it_is_back(
+    valkey_factory: Callable[..., ValkeyServer], tmp_path: Path
+) -> None:
+    """The check at start that refuses a misconfigured REDIS_URL takes an unreachable server for
+    what it is, an outage: the worker sets up meanwhile and serves once the server is back."""
+    server = valkey_factory()
+    server.stop()
+    pool = WorkerPool(server.url, tmp_path / "workers")
+    try:
+        w = pool.spawn("early", ready=False)
+        wait_until(lambda: "setting up model" in w.log(), 10)
+        server.start()
+        w.wait_ready()
+        r = redis.Redis.from_url(server.url)
+        job = jq.wait_for_job(r, jq.submit_job(r, Q, "x").job_id, 10)
+        r.close()
+        assert job is not None and job.status is JobStatus.SUCCEEDED, w.log()
+        assert "redis unavailable at start" in w.log() and w.proc.poll() is None, w.log()
     finally:
         pool.kill_all()

@@ -24,6 +24,7 @@ from jobqueue import (
     codec,
 )
 from jobqueue.consumer import Outcome
+from jobqueue.errors import describe, misconfigured, remedy
 from worker.config import WorkerConfig
 from worker.contact import RedisContact
 from worker.model import PermanentJobError, ReferenceModel, load_model
@@ -319,6 +320,32 @@ def test_retry_waits_out_a_server_that_refuses_for_now(refusal: redis.RedisError
         return "written"
 
     assert with_retry(refused_twice, what="test", first=0.001) == "written" and calls == 3
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        redis.ResponseError("DB index is out of range"),  # SELECT 99 on a server with 16 databases
+        redis.ResponseError("SELECT is not allowed in cluster mode"),
+    ],
+)
+def test_a_database_the_server_lacks_is_a_misconfiguration_not_retried(refusal: redis.RedisError) -> None:
+    """Refused at every connection until REDIS_URL changes: neither an outage to retry nor a bug to
+    crash on (a traceback and a restart loop, each restart paying the warm-up), but what a worker
+    exits on naming REDIS_URL, and what the API answers 503 ``redis_misconfigured``."""
+    calls = 0
+
+    def refused() -> str:
+        nonlocal calls
+        calls += 1
+        raise refusal
+
+    with pytest.raises(redis.ResponseError):
+        with_retry(refused, what="test", first=0.001)
+    assert calls == 1 and misconfigured(refusal)
+    assert describe(refusal).startswith(f"refused the database REDIS_URL names ({refusal}")
+    assert remedy(refusal).startswith("check the database number in REDIS_URL")
+    assert not misconfigured(redis.ResponseError("WRONGTYPE Operation against a key"))
 
 
 def test_a_drain_requested_while_the_status_lock_is_held_does_not_hang() -> None:
