@@ -36,8 +36,9 @@ UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 INFER_READ_CAP = 3605.0
 """Read timeout of an ``infer`` without ``timeout``: the server answers by its own INFER_TIMEOUT,
-which this client does not know, so it waits for the longest deadline a request may name (3600 s)
-plus slack; finite, so a server that hangs without closing the connection cannot block forever."""
+which this client does not know, so it waits an hour plus slack (against a server whose
+INFER_TIMEOUT is longer, pass ``timeout``); finite, so a server that hangs without closing the
+connection cannot block forever."""
 
 
 class ApiClientError(Exception):

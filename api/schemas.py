@@ -175,10 +175,10 @@ class InferRequest(BaseModel):
     )
     timeout: float | None = Field(
         None,
-        ge=1,
-        le=3600,
-        description="Deadline of the whole request (submission and wait) in seconds, 1 or more, capped by "
-        "the server's INFER_TIMEOUT",
+        gt=0,
+        allow_inf_nan=False,
+        description="Deadline of the whole request (submission and wait) in seconds, > 0, capped by the "
+        "server's INFER_TIMEOUT: a longer one is not refused, the server's deadline applies",
     )
 
 
