@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 EXIT_MISCONFIGURED = 2
 """Exit status when Redis refuses the worker's configuration (its credentials, the database REDIS_URL
-names: :func:`jobqueue.errors.misconfigured`), as for a bad setting (see __main__)."""
+names: :func:`jobqueue.errors.misconfigured`) or PORT cannot be listened on, as for a bad setting
+(see __main__)."""
 
 
 class SetupAborted(BaseException):  # a control-flow signal, not an error
@@ -122,7 +123,16 @@ class Worker:
 
     def run(self) -> int:
         """Serve until drained; returns the process exit code."""
-        probes = start_probe_server(self.status, self.metrics, self.config.port)
+        try:
+            probes = start_probe_server(self.status, self.metrics, self.config.port)
+        except OSError as exc:  # taken, or privileged: a setting to fix, like an invalid PORT
+            log.critical(
+                "configuration error: PORT=%d cannot be listened on (%s); exiting with status %d",
+                self.config.port,
+                exc.strerror or exc,
+                EXIT_MISCONFIGURED,
+            )
+            return EXIT_MISCONFIGURED
         try:
             self._check_redis()
         except redis.RedisError as exc:  # a misconfiguration: nothing has started yet

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from worker import runner
+from worker.config import WorkerConfig
+from worker.model import ReferenceModel
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,3 +55,39 @@ def test_the_worker_stops_at_start_naming_the_bad_variable(env: dict[str, str], 
     last = stderr.splitlines()[-1] if stderr else ""
     assert (done.returncode, "Traceback" in stderr) == (2, False), stderr[-2000:]
     assert last.startswith("worker: configuration error: ") and message in last, stderr[-2000:]
+
+
+def test_a_port_already_taken_stops_the_worker_naming_port() -> None:
+    """A PORT another listener holds (a sidecar in the pod, say) ended in an ``OSError: [Errno 98]
+    Address already in use`` traceback and exit status 1, with nothing naming PORT."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "HOSTNAME": "cfg-test", "PORT": str(port), "REDIS_URL": "redis://127.0.0.1:1/0"}
+        done = subprocess.run(
+            [sys.executable, "-m", "worker"], check=False, cwd=REPO, env=env, capture_output=True, timeout=10
+        )
+    stderr = done.stderr.decode(errors="replace").strip()
+    assert (done.returncode, "Traceback" in stderr) == (2, False), stderr[-2000:]
+    assert stderr.count("\n") == 0 and f"PORT={port} cannot be listened on" in stderr, stderr
+
+
+@pytest.mark.parametrize(
+    "refusal", [PermissionError(13, "Permission denied"), OSError(98, "Address already in use")]
+)
+def test_a_port_that_cannot_be_listened_on_is_a_configuration_error(
+    refusal: OSError, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A port below 1024 without the privilege to bind it is refused like a taken one."""
+
+    def refuse(*_: object, **__: object) -> None:
+        raise refusal
+
+    monkeypatch.setattr(runner, "start_probe_server", refuse)
+    worker = runner.Worker(WorkerConfig.from_env({"HOSTNAME": "t", "PORT": "80"}), ReferenceModel(0, 0))
+    assert worker.run() == runner.EXIT_MISCONFIGURED
+    [record] = caplog.records
+    assert record.getMessage().startswith(
+        f"configuration error: PORT=80 cannot be listened on ({refusal.strerror})"
+    )
