@@ -59,6 +59,19 @@ class Started:
     skipped: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedOutput:
+    """A model output already encoded by :func:`jobqueue.codec.dumps`, which :func:`finish` stores as
+    it is instead of encoding the output again.
+
+    The worker encodes each output once, when it checks that it encodes at all, and hands the text
+    on: encoding it a second time in :func:`finish` cost as much again on a large output, and could
+    fail where the check passed (an output nested close to the encoder's recursion limit, encoded
+    from a deeper stack)."""
+
+    json: str
+
+
 def _is_error(reply: Any, code: str) -> bool:
     return isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith(code)
 
@@ -273,10 +286,11 @@ def finish(
 ) -> Op[JobStatus | None]:
     """Record the outcome of an attempt; returns the job's new status.
 
-    ``payload`` is the model output (JSON-serialisable) for ``SUCCEEDED`` and the error text
-    otherwise. ``QUEUED`` means the job will be retried. None means this worker no longer held the
-    job (it was reclaimed after the visibility timeout, or it expired): the result is discarded and
-    the stream is left alone, because the entry now belongs to another consumer.
+    ``payload`` is the model output (JSON-serialisable, or an :class:`EncodedOutput`) for
+    ``SUCCEEDED`` and the error text otherwise. ``QUEUED`` means the job will be retried. None means
+    this worker no longer held the job (it was reclaimed after the visibility timeout, or it
+    expired): the result is discarded and the stream is left alone, because the entry now belongs to
+    another consumer.
 
     ``token``, the one the attempt was started with (see :func:`start`), makes the call safe to
     retry: if the script ran but its reply was lost, the retry returns the status it recorded,
@@ -285,7 +299,10 @@ def finish(
     """
     ks = Keyspace(settings.prefix)
     qk = ks.queue(entry.queue)
-    text = codec.dumps(payload) if outcome is Outcome.SUCCEEDED else str(payload)
+    if outcome is not Outcome.SUCCEEDED:
+        text = str(payload)
+    else:
+        text = payload.json if isinstance(payload, EncodedOutput) else codec.dumps(payload)
     keys = (ks.job(entry.job_id), entry.stream, qk.completions, qk.dead)
     args = (
         GROUP,

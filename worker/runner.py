@@ -26,7 +26,7 @@ from redis.retry import Retry
 
 from jobqueue import Entry, MalformedJobError, codec
 from jobqueue import sync as jq
-from jobqueue.consumer import Outcome, ReclaimCursor
+from jobqueue.consumer import EncodedOutput, Outcome, ReclaimCursor
 from jobqueue.errors import describe, misconfigured, remedy
 from worker.config import WorkerConfig
 from worker.contact import RedisContact
@@ -375,7 +375,9 @@ class Worker:
             os._exit(EXIT_JOB_TIMEOUT)
 
     def _predict(self, input: Any) -> tuple[Outcome, Any]:
-        """Run the model; a model exception is retryable unless it is a PermanentJobError."""
+        """Run the model; a model exception is retryable unless it is a PermanentJobError. A success
+        carries its output encoded (:class:`~jobqueue.consumer.EncodedOutput`), so that
+        :func:`~jobqueue.consumer.finish` stores the text checked here rather than encoding again."""
         try:
             output = self.model.predict(input)
         except PermanentJobError as exc:
@@ -384,10 +386,12 @@ class Worker:
             log.exception("model raised")
             return Outcome.ERROR, f"{type(exc).__name__}: {exc}"
         try:
-            codec.dumps(output)
-        except (TypeError, ValueError) as exc:  # a model bug: retrying gives the same answer
+            return Outcome.SUCCEEDED, EncodedOutput(codec.dumps(output))
+        # A model bug: retrying gives the same answer. RecursionError is an output nested deeper than
+        # the encoder goes: let through, it ended the process, leaving the job running until it was
+        # reclaimed, crashed the next worker, and was dead-lettered as "stopped heartbeating".
+        except (TypeError, ValueError, RecursionError) as exc:
             return Outcome.FAILED, f"model output is not JSON-serialisable: {exc}"
-        return Outcome.SUCCEEDED, output
 
     def _leave(self) -> None:
         """Leave the registry for good: no heartbeat may write after the deregistration (see

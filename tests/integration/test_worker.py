@@ -182,6 +182,25 @@ def test_permanent_error_fails_without_retry(redis_client: redis.Redis, worker_p
     assert jq.read_dead_letters(redis_client, Q) == []
 
 
+def test_an_output_nested_too_deep_to_encode_fails_the_job_and_the_worker_serves_on(
+    redis_client: redis.Redis, worker_pool: WorkerPool
+) -> None:
+    """Its RecursionError escaped the check of the output: a traceback, exit status 1, the job left
+    running until reclaimed, the same crash on every redelivery, and at last a dead letter saying
+    its worker "stopped heartbeating". It is failed for good like any output that does not encode."""
+    w = worker_pool.spawn(MODEL_CLASS="tests.support.models:NestsTooDeep")
+    bad = jq.submit_job(redis_client, Q, {"deep": True}).job_id
+    good = jq.submit_job(redis_client, Q, {"deep": False}).job_id
+    done = jq.wait_for_job(redis_client, good, 10)
+    assert w.proc.poll() is None, w.log()
+    assert done is not None and (done.status, done.worker) == (JobStatus.SUCCEEDED, w.name), done
+    job = jq.get_job(redis_client, bad)
+    assert job is not None and (job.status, job.attempts) == (JobStatus.FAILED, 1), job
+    assert job.error is not None, job
+    assert job.error.startswith("model output is not JSON-serialisable: maximum recursion depth"), job.error
+    assert jq.read_dead_letters(redis_client, Q) == [] and "Traceback" not in w.log(200)
+
+
 def test_cancelled_job_is_never_run(redis_client: redis.Redis, worker_pool: WorkerPool) -> None:
     worker_pool.spawn(MODEL_PREDICT_SECONDS="0.3")
     first = jq.submit_job(redis_client, Q, 1).job_id

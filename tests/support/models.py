@@ -45,3 +45,16 @@ class SetupRetriesOnAnyError(ReferenceModel):
                 time.sleep(0.05)
             except Exception:  # the pattern under test
                 continue
+
+
+class NestsTooDeep(ReferenceModel):
+    """Inputs marked ``{"deep": true}`` get an output nested deeper than the JSON encoder goes
+    (a RecursionError when it is encoded); others succeed."""
+
+    def predict(self, input: Any) -> Any:
+        if isinstance(input, dict) and input.get("deep"):
+            nested: list[Any] = []
+            for _ in range(5000):
+                nested = [nested]
+            return {"tree": nested}
+        return super().predict(input)

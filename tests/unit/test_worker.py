@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -23,7 +24,7 @@ from jobqueue import (
     WorkerState,
     codec,
 )
-from jobqueue.consumer import Outcome
+from jobqueue.consumer import EncodedOutput, Outcome
 from jobqueue.errors import describe, misconfigured, remedy
 from worker.config import WorkerConfig
 from worker.contact import RedisContact
@@ -139,7 +140,13 @@ class Scripted:
             Outcome.FAILED,
             "model output is not JSON-serialisable: a string holds a lone UTF-16 surrogate",
         ),
+        (
+            functools.reduce(lambda inner, _: [inner], range(5000), []),  # [[[...]]] 5000 deep
+            Outcome.FAILED,
+            "model output is not JSON-serialisable: maximum recursion depth exceeded",
+        ),
     ],
+    ids=["ok", "permanent", "retryable", "a-set", "a-surrogate", "nested-too-deep"],
 )
 def test_outcome_rules(result: Any, outcome: Outcome, text: str | None) -> None:
     worker = Worker(WorkerConfig.from_env({"HOSTNAME": "t"}), Scripted(result))
@@ -147,6 +154,8 @@ def test_outcome_rules(result: Any, outcome: Outcome, text: str | None) -> None:
     assert got is outcome
     if text is not None:
         assert str(payload).startswith(text)
+    if outcome is Outcome.SUCCEEDED:  # encoded once, here; finish stores this text
+        assert payload == EncodedOutput(codec.dumps(result))
 
 
 def test_retry_backs_off_then_succeeds_or_gives_up() -> None:
