@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from api.metrics import ApiMetrics
 from jobqueue.errors import describe, misconfigured, transient
@@ -179,6 +180,27 @@ def unparsable_body(cause: BaseException | None) -> str | None:
     return None
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""The methods :func:`allowed_methods` asks about (the app serves no other)."""
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods the app serves on the request's path, sorted: a 405's ``Allow`` (RFC 9110).
+
+    Starlette's 405 comes from the first route whose path matches and names that route's methods
+    alone: ``/v1/jobs/{id}`` said ``Allow: GET`` though DELETE is served there too, by another
+    route. Each method is tried against the app's routes as the router dispatches a request (a
+    route that fully matches serves it), so the answer holds however the routes are split or nested
+    (FastAPI keeps included routers nested), and names HEAD only where it is really served."""
+    path, root_path = request.scope["path"], request.scope.get("root_path", "")
+    served = []
+    for method in METHODS:
+        probe = {"type": "http", "path": path, "root_path": root_path, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            served.append(method)
+    return ", ".join(sorted(served))
+
+
 def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
@@ -193,15 +215,17 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
         return error_response(422, "invalid_request", sentence, errors=items)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400 and (why := unparsable_body(exc.__cause__)):
             metrics.rejections.labels("invalid").inc()
             detail, items = f"body: {why}", [{"loc": "body", "msg": why}]
             return error_response(422, "invalid_request", detail, errors=items)
         names = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
-        # Starlette's own headers stay: a 405 must say which methods the path allows (``Allow``).
         error = names.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, error, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405 and (allowed := allowed_methods(request)):
+            headers = {**(headers or {}), "Allow": allowed}  # every route's methods, not the first's
+        return error_response(exc.status_code, error, str(exc.detail), headers=headers)
 
     async def _redis_down(request: Request, exc: Exception) -> Response:
         cause = exc.cause if isinstance(exc, SubmissionUnknownError) else exc

@@ -382,9 +382,24 @@ def test_malformed_requests_outside_the_json_body(redis_url: str, redis_client: 
         wrong_method = c.put("/v1/jobs")  # RFC 9110: a 405 names the methods the path allows
         assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
         assert wrong_method.headers["allow"] == "POST"
+        assert c.post("/healthz").headers["allow"] == "GET"  # FastAPI's routes do not serve HEAD
+        assert c.post("/docs").headers["allow"] == "GET, HEAD"  # Starlette's (the docs page) do
         metrics = c.get("/metrics").text
     assert 'api_rejections_total{reason="too_large"} 2.0' in metrics
     assert arrivals(redis_client) == 0  # nothing refused was queued
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST", "PATCH"])
+def test_a_405_on_a_job_url_lists_every_method_served_there(redis_url: str, method: str) -> None:
+    """GET and DELETE on /v1/jobs/{id} are two routes; Starlette answered a 405 from the first whose
+    path matches, so ``Allow`` said GET but not DELETE."""
+    with api_client(redis_url) as c:
+        url = c.post("/v1/jobs", json={"input": 1, "model": "default"}).json()["url"]
+        r = c.request(method, url)
+        assert r.status_code == 405 and r.json()["error"] == "method_not_allowed", r.text
+        assert r.headers["allow"] == "DELETE, GET"
+        assert c.head(url).headers["allow"] == "DELETE, GET"  # HEAD is not served here either
+        assert c.delete(url).status_code == 200
 
 
 def test_a_body_not_read_as_json_is_a_422_that_says_why(redis_url: str, redis_client: redis.Redis) -> None:
