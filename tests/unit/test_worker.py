@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 import time
@@ -113,6 +112,13 @@ def test_reference_model_output(monkeypatch: pytest.MonkeyPatch) -> None:
         load_model("no_colon")
 
 
+def nested(depth: int) -> list[Any]:
+    out: list[Any] = []
+    for _ in range(depth):
+        out = [out]
+    return out
+
+
 class Scripted:
     """A model whose predictions are given by the test."""
 
@@ -141,7 +147,7 @@ class Scripted:
             "model output is not JSON-serialisable: a string holds a lone UTF-16 surrogate",
         ),
         (
-            functools.reduce(lambda inner, _: [inner], range(5000), []),  # [[[...]]] 5000 deep
+            nested(5000),  # [[[...]]]: a RecursionError in the encoder
             Outcome.FAILED,
             "model output is not JSON-serialisable: maximum recursion depth exceeded",
         ),
