@@ -214,6 +214,14 @@ def parse_api_keys(raw: str) -> dict[str, frozenset[str]]:
             raise ValueError(f"entry {item!r} is not key=model|model or key=*")
         if len(key) < 8:
             raise ValueError(f"API key {key[:2]}… is shorter than 8 characters")
+        if not (key.isascii() and key.isprintable() and " " not in key):
+            # X-API-Key reaches the app decoded as Latin-1, so a key with other characters (which
+            # clients send as UTF-8) never matched: refused here rather than every request a 401.
+            # Visible characters only (0x21-0x7E), as in any token; a space in a key is a typo.
+            raise ValueError(
+                f"API key {key[:2]}… must be printable ASCII without spaces (0x21-0x7E, ! to ~), what "
+                "the X-API-Key header carries as typed: with other characters it could never match"
+            )
         out[key] = names
     return out
 

@@ -61,6 +61,9 @@ def test_queue_is_accepted_as_model_ref_for_existing_manifests() -> None:
         ({"RATE_LIMIT": "fast"}, "RATE_LIMIT='fast': expected N/s"),
         ({"API_KEYS": "abc"}, "API_KEYS='abc': entry 'abc' is not key=model|model"),
         ({"API_KEYS": "short=*"}, "API_KEYS='short=*': API key sh… is shorter than 8 characters"),
+        ({"API_KEYS": "ключ-секрет-1=*"}, "API key кл… must be printable ASCII without spaces (0x21-0x7E"),
+        ({"API_KEYS": "key-aaaaaaaa=*,café-secret=*"}, "API key ca… must be printable ASCII"),  # Latin-1
+        ({"API_KEYS": "my secret key=*"}, "API key my… must be printable ASCII without spaces"),
         (
             {"TRAFFIC_WEIGHTS": "resnet=5"},
             "TRAFFIC_WEIGHTS='resnet=5': entry 'resnet=5' is not model:version",
@@ -129,6 +132,8 @@ def test_rate_limit_forms(raw: str, rate: float, burst: float) -> None:
 
 def test_parsers_edge_cases() -> None:
     assert parse_api_keys("") == {}
+    visible = "".join(map(chr, range(0x21, 0x7F))).replace(",", "").replace("=", "")  # all but separators
+    assert parse_api_keys(f"{visible}=*") == {visible: frozenset({"*"})}
     assert parse_traffic_weights("a:v1=1,a:v2=0") == {"a": {"v1": 1.0, "v2": 0.0}}
     with pytest.raises(ValueError, match="must be > 0"):
         parse_rate_limit("0/s")
