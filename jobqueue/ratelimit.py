@@ -46,16 +46,30 @@ return {allowed, tostring(wait), tostring(tokens)}
 )
 
 
+MAX_REFILL_SECONDS = 86_400
+"""Longest time an empty bucket may take to refill (``burst / rate``): one day. The bucket's
+expiry is that time, and Redis refuses an EXPIRE beyond ~2**63 ms, which made every submission
+fail (a 500) under a limit such as ``1/9999999999999999999s``; a day is far below that and above
+any limit that means to let requests through (``1/24h`` is the slowest one-token bucket)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """``rate`` requests per second on average, bursts of up to ``burst`` requests."""
+    """``rate`` requests per second on average, bursts of up to ``burst`` requests; an empty bucket
+    refills within :data:`MAX_REFILL_SECONDS`."""
 
     rate: float
     burst: float
 
     def __post_init__(self) -> None:
-        if not (self.rate > 0 and self.burst >= 1):
-            raise ValueError("a rate limit needs rate > 0 and burst >= 1")
+        if not (self.rate > 0 and self.burst >= 1 and math.isfinite(self.rate) and math.isfinite(self.burst)):
+            raise ValueError("a rate limit needs a finite rate > 0 and burst >= 1")
+        refill = self.burst / self.rate
+        if refill > MAX_REFILL_SECONDS * (1 + 1e-9):  # "24/24h" is a day, however rounded
+            raise ValueError(
+                f"the bucket would take {refill:.6g} s to refill (burst / rate); at most "
+                f"{MAX_REFILL_SECONDS} s (one day) is allowed: raise the rate or lower the burst"
+            )
 
 
 @dataclass(frozen=True, slots=True)

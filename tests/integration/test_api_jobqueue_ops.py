@@ -16,7 +16,7 @@ from jobqueue.backlog import Backlog, read_backlog
 from jobqueue.binding import bind_async, bind_sync
 from jobqueue.cache import cache_key, lookup, remember
 from jobqueue.consumer import Outcome
-from jobqueue.ratelimit import RateLimit, bucket_key, take_token
+from jobqueue.ratelimit import MAX_REFILL_SECONDS, RateLimit, bucket_key, take_token
 from jobqueue.traffic import clear_traffic, read_traffic, set_traffic, traffic_key
 
 pytestmark = pytest.mark.integration
@@ -51,6 +51,16 @@ def test_token_bucket_burst_then_rate_and_isolation(redis_client: redis.Redis) -
     key = bucket_key("key:a")
     assert "key:a" not in key and key.startswith("jq:ratelimit:")  # secrets never in key names
     assert 0 < redis_client.ttl(key) <= 2  # idle buckets expire once full again (3 tokens at 2/s)
+
+
+@pytest.mark.parametrize("limit", [RateLimit(rate=1 / 86400, burst=1), RateLimit(rate=1e9, burst=8.64e13)])
+def test_the_slowest_bucket_a_rate_limit_allows_expires_within_a_day(
+    redis_client: redis.Redis, limit: RateLimit
+) -> None:
+    """A bucket expires once full again (burst / rate); a refill time past what EXPIRE takes made
+    every take fail. RateLimit refuses more than a day, and a day's expiry is what Redis sets."""
+    assert take(redis_client, "key:slow", limit).allowed
+    assert 86_000 < redis_client.ttl(bucket_key("key:slow")) <= MAX_REFILL_SECONDS
 
 
 def test_token_bucket_is_atomic_under_concurrency(redis_url: str) -> None:

@@ -59,6 +59,11 @@ def test_queue_is_accepted_as_model_ref_for_existing_manifests() -> None:
         ({"MAX_CONCURRENCY": "0"}, "MAX_CONCURRENCY='0'"),
         ({"INFER_TIMEOUT": "nan"}, "INFER_TIMEOUT='nan': must be a number of seconds"),
         ({"RATE_LIMIT": "fast"}, "RATE_LIMIT='fast': expected N/s"),
+        # the bucket's expiry (its refill time) was beyond Redis's EXPIRE: every submission a 500
+        ({"RATE_LIMIT": "1/9999999999999999999s"}, "RATE_LIMIT='1/9999999999999999999s': the bucket would"),
+        ({"RATE_LIMIT": "1/h,burst=10000000000000"}, "take 3.6e+16 s to refill (burst / rate); at most"),
+        ({"RATE_LIMIT": "1/25h"}, "RATE_LIMIT='1/25h': the bucket would take 90000 s to refill"),
+        ({"RATE_LIMIT": "9" * 400 + "/s"}, "needs a finite rate > 0"),  # float() of it is inf
         ({"API_KEYS": "abc"}, "API_KEYS='abc': entry 'abc' is not key=model|model"),
         ({"API_KEYS": "short=*"}, "API_KEYS='short=*': API key sh… is shorter than 8 characters"),
         ({"API_KEYS": "ключ-секрет-1=*"}, "API key кл… must be printable ASCII without spaces (0x21-0x7E"),
@@ -124,6 +129,8 @@ def test_python_m_api_names_a_bad_log_level_instead_of_a_traceback() -> None:
         ("5/10s", 0.5, 5),
         ("20/s,burst=100", 20, 100),
         ("3600/h", 1, 3600),
+        ("1/24h", 1 / 86400, 1),  # the slowest bucket: a day to refill
+        ("24/24h", 1 / 3600, 24),
     ],
 )
 def test_rate_limit_forms(raw: str, rate: float, burst: float) -> None:
