@@ -49,6 +49,13 @@ class Outcome(StrEnum):
     ERROR = "error"  # retryable: re-enqueued, or dead-lettered once attempts are exhausted
 
 
+class Discarded(StrEnum):
+    """Why :func:`finish_attempt` recorded nothing (the FINISH script's answers)."""
+
+    LOST = "lost"  # another worker holds the job now: its entry was reclaimed from this worker
+    MISSING = "missing"  # the job's record is gone: deleted, expired, or lost with Redis's data
+
+
 @dataclass(frozen=True, slots=True)
 class Started:
     """Answer of :func:`start`: ``job`` is set iff the entry must run; else ``skipped`` says why
@@ -288,14 +295,35 @@ def finish(
 
     ``payload`` is the model output (JSON-serialisable, or an :class:`EncodedOutput`) for
     ``SUCCEEDED`` and the error text otherwise. ``QUEUED`` means the job will be retried. None means
-    this worker no longer held the job (it was reclaimed after the visibility timeout, or it
-    expired): the result is discarded and the stream is left alone, because the entry now belongs to
-    another consumer.
+    the result was discarded: this worker no longer held the job (it was reclaimed after the
+    visibility timeout), or its record is gone; :func:`finish_attempt` says which.
 
     ``token``, the one the attempt was started with (see :func:`start`), makes the call safe to
     retry: if the script ran but its reply was lost, the retry returns the status it recorded,
     where without one it finds the job no longer running and answers None (a recorded result
     counted as discarded).
+    """
+    result = yield from finish_attempt(
+        entry, worker, outcome, payload, duration, token=token, settings=settings
+    )
+    return result if isinstance(result, JobStatus) else None
+
+
+def finish_attempt(
+    entry: Entry,
+    worker: str,
+    outcome: Outcome,
+    payload: Any,
+    duration: float,
+    *,
+    token: str = "",
+    settings: Settings = DEFAULT_SETTINGS,
+) -> Op[JobStatus | Discarded]:
+    """:func:`finish`, saying why a discarded result was: ``Discarded.LOST`` when another worker
+    holds the job (the stream is then left alone: the entry belongs to that consumer now),
+    ``Discarded.MISSING`` when the job's record is gone (its entry is acknowledged and deleted). The
+    worker reports them apart: a record lost with Redis's data (a restart without persistence)
+    reported as reclaimed sent an operator looking for a second worker that never existed.
     """
     ks = Keyspace(settings.prefix)
     qk = ks.queue(entry.queue)
@@ -321,7 +349,7 @@ def finish(
         token,
     )
     (reply,) = yield [Eval(FINISH, keys, args)]
-    return None if reply in ("lost", "missing") else JobStatus(reply)
+    return Discarded(reply) if reply in (Discarded.LOST, Discarded.MISSING) else JobStatus(reply)
 
 
 def heartbeat(

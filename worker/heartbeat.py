@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import redis
 
-from jobqueue import Settings
+from jobqueue import Entry, MalformedJobError, Settings
 from jobqueue import sync as jq
 from jobqueue.errors import describe, misconfigured, remedy
 from worker.metrics import WorkerMetrics
@@ -82,10 +82,25 @@ class Heartbeat(threading.Thread):
             self._on_redis_reached()
         if held is False and lease is not None and self._warned_lost != lease.entry_id:
             self._warned_lost = lease.entry_id
-            log.warning(
-                "job %s was reclaimed by another worker; this attempt's result will be discarded",
-                lease.job_id,
+            log.warning("job %s %s; this attempt's result will be discarded", lease.job_id, self._lost(lease))
+
+    def _lost(self, lease: Entry) -> str:
+        """Why the running job's entry is no longer pending under this worker, from the job's record
+        (looked up once per lost lease): another worker reclaimed it, or the record is gone with it,
+        Redis having lost its data (a restart without persistence). Reported as a reclaim, that sent
+        an operator looking for a second worker that never existed."""
+        try:
+            job = jq.get_job(self.client, lease.job_id, settings=self.settings)
+        except (redis.RedisError, MalformedJobError):  # the record cannot tell: say the usual cause
+            return "was reclaimed by another worker"
+        if job is None:
+            return (
+                "is gone from Redis (its record and its entry: Redis lost its data, e.g. restarted "
+                "without persistence, or they were deleted)"
             )
+        if job.worker and job.worker != self.status.name:
+            return f"was reclaimed by worker {job.worker}"
+        return "was reclaimed by another worker"
 
     def run(self) -> None:
         failing: str | None = None

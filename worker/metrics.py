@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest
 
 from jobqueue import JobStatus, WorkerState
+from jobqueue.consumer import Discarded
 
 SERVICE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300)
 
@@ -15,7 +16,8 @@ class WorkerMetrics:
         labels = ["queue"]
         self.jobs = Counter(
             "worker_jobs",
-            "Attempts finished by this worker, by the job's resulting status (queued = will retry)",
+            "Attempts finished by this worker, by the job's resulting status (queued = will retry; "
+            "lost = discarded, reclaimed by another worker; missing = discarded, the job's record gone)",
             [*labels, "status"],
             registry=self.registry,
         )
@@ -65,8 +67,8 @@ class WorkerMetrics:
         )
         self.queue = queue
 
-    def finished(self, status: JobStatus | None, seconds: float, raised: bool) -> None:
-        self.jobs.labels(self.queue, status.value if status else "lost").inc()
+    def finished(self, status: JobStatus | Discarded, seconds: float, raised: bool) -> None:
+        self.jobs.labels(self.queue, status.value).inc()
         self.service.labels(self.queue).observe(seconds)
         if raised:
             self.failures.labels(self.queue).inc()

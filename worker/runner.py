@@ -24,9 +24,10 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from jobqueue import Entry, MalformedJobError, codec
+from jobqueue import Entry, JobStatus, MalformedJobError, codec, consumer
 from jobqueue import sync as jq
-from jobqueue.consumer import EncodedOutput, Outcome, ReclaimCursor
+from jobqueue.binding import bind_sync
+from jobqueue.consumer import Discarded, EncodedOutput, Outcome, ReclaimCursor
 from jobqueue.errors import describe, misconfigured, remedy
 from worker.config import WorkerConfig
 from worker.contact import RedisContact
@@ -40,6 +41,7 @@ from worker.watchdog import EXIT_JOB_TIMEOUT, JobWatchdog
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+finish_attempt = bind_sync(consumer.finish_attempt)  # jq.finish, saying why a result was discarded
 
 EXIT_MISCONFIGURED = 2
 """Exit status when Redis refuses the worker's configuration (its credentials, the database REDIS_URL
@@ -290,7 +292,7 @@ class Worker:
             # process; recording this result too would race it. Wait for the end.
             threading.Event().wait()
         status = self._redis(
-            lambda: jq.finish(
+            lambda: finish_attempt(
                 self.client, entry, cfg.name, outcome, payload, duration, token=token, settings=cfg.settings
             ),
             "recording a result",
@@ -298,12 +300,7 @@ class Worker:
         )
         self.status.idle()
         self.metrics.finished(status, duration, raised=outcome is not Outcome.SUCCEEDED)
-        log.info(
-            "job %s -> %s in %.3f s",
-            entry.job_id,
-            status.value if status else "discarded (reclaimed)",
-            duration,
-        )
+        log.info("job %s -> %s in %.3f s", entry.job_id, recorded(status), duration)
 
     def _fail_malformed(self, entry: Entry, error: MalformedJobError, elapsed: float, token: str) -> None:
         """Fail a started job whose record does not decode, and go on serving.
@@ -320,7 +317,7 @@ class Worker:
         text = f"malformed job record: {error}"
         log.error("job %s: %s; failed without running the model", entry.job_id, text)
         status = self._redis(
-            lambda: jq.finish(
+            lambda: finish_attempt(
                 self.client,
                 entry,
                 cfg.name,
@@ -333,7 +330,7 @@ class Worker:
             "failing a malformed job",
         )
         self.metrics.malformed.labels(cfg.queue).inc()
-        self.metrics.jobs.labels(cfg.queue, status.value if status else "lost").inc()
+        self.metrics.jobs.labels(cfg.queue, status.value).inc()
 
     def _abandon_hung_job(self, entry: Entry, elapsed: float) -> None:
         """Watchdog callback (its thread; the main thread is stuck in the model): record the attempt
@@ -358,14 +355,14 @@ class Worker:
             )
             deadline = time.monotonic() + cfg.visibility_timeout
             status = with_retry(
-                lambda: jq.finish(
+                lambda: finish_attempt(
                     self.client, entry, cfg.name, Outcome.ERROR, error, elapsed, settings=cfg.settings
                 ),
                 what="recording a timed-out job",
                 give_up=lambda: time.monotonic() > deadline,
                 on_error=self._redis_failed,
             )
-            log.error("job %s -> %s (timed out)", entry.job_id, status.value if status else "discarded")
+            log.error("job %s -> %s (timed out)", entry.job_id, recorded(status))
             self._leave()
         except Exception:  # GaveUp included: whatever happened, the process must still end
             log.exception("could not record the timed-out job %s; it is reclaimed later", entry.job_id)
@@ -403,3 +400,15 @@ class Worker:
             jq.deregister(self.client, self.config.name, self.config.queue, settings=self.config.settings)
         except redis.RedisError as exc:
             log.warning("could not deregister (%s); the registry entry expires by itself", exc)
+
+
+def recorded(status: JobStatus | Discarded) -> str:
+    """What became of an attempt's result, for the log: the job's status, or why it was discarded."""
+    if status is Discarded.LOST:
+        return "discarded (reclaimed by another worker, which holds the job now)"
+    if status is Discarded.MISSING:
+        return (
+            "discarded (the job's record is gone: Redis lost its data, e.g. restarted without "
+            "persistence, or the record was deleted)"
+        )
+    return status.value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -300,6 +301,64 @@ def test_a_script_whose_reply_was_lost_is_retried_as_the_same_attempt(
         for s in ("succeeded", "lost")
     }
     assert jobs == {"succeeded": 1.0, "lost": None}
+
+
+class Sabotaged(ReferenceModel):
+    """Runs ``during`` inside its prediction, then has the heartbeat beat once: what happens to the
+    job while its model runs, and what the heartbeat makes of it."""
+
+    def __init__(self, during: Callable[[], None]) -> None:
+        super().__init__(setup_seconds=0, predict_seconds=0)
+        self.during = during
+        self.heartbeat: Heartbeat | None = None
+
+    def predict(self, input: object) -> dict[str, object]:
+        self.during()
+        assert self.heartbeat is not None
+        self.heartbeat.beat()
+        return super().predict(input)
+
+
+@pytest.mark.parametrize("fate", ["reclaimed", "gone"])
+def test_a_discarded_result_says_whether_the_job_was_reclaimed_or_lost_with_redis_data(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture, fate: str
+) -> None:
+    """Both were "reclaimed by another worker" / "discarded (reclaimed)": FINISH's 'missing' (the
+    record is gone, as after a restart without persistence) was folded into 'lost' (another worker
+    holds the job), and the heartbeat's renewal cannot tell the two apart by itself."""
+    caplog.set_level(logging.INFO)
+
+    def reclaim() -> None:
+        stolen = jq.reclaim(redis_client, Q, "thief", 0)
+        assert stolen is not None and jq.start(redis_client, stolen, "thief").job is not None
+
+    def lose_the_data() -> None:
+        redis_client.flushall()
+        jq.ensure_groups(redis_client, Q)  # the API's next submission and the worker's next read
+
+    model = Sabotaged(reclaim if fate == "reclaimed" else lose_the_data)
+    env = {**FAST_ENV, "HOSTNAME": "w-unlucky", "REDIS_URL": "unused"}
+    worker = Worker(WorkerConfig.from_env(env), model, client=redis_client)
+    model.heartbeat = worker.heartbeat
+    job_id = jq.submit_job(redis_client, Q, "x").job_id
+    [entry] = jq.fetch(redis_client, Q, "w-unlucky", block_ms=50)
+    worker._process(entry)
+
+    said = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
+    if fate == "reclaimed":
+        assert f"job {job_id} was reclaimed by worker thief; this attempt's result will be discarded" in said
+        assert any("discarded (reclaimed by another worker" in line for line in said), said
+        job = jq.get_job(redis_client, job_id)
+        assert job is not None and (job.status, job.worker) == (JobStatus.RUNNING, "thief")  # left alone
+    else:
+        assert not any("reclaimed" in line for line in said), said
+        assert any("is gone from Redis" in line for line in said), said
+        assert any("discarded (the job's record is gone" in line for line in said), said
+    sample = worker.metrics.registry.get_sample_value
+    counted = {s: sample("worker_jobs_total", {"queue": Q, "status": s}) for s in ("lost", "missing")}
+    assert counted == (
+        {"lost": 1.0, "missing": None} if fate == "reclaimed" else {"lost": None, "missing": 1.0}
+    )
 
 
 def test_the_worker_reclaims_past_a_long_list_of_live_entries(redis_client: redis.Redis) -> None:

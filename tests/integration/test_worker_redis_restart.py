@@ -63,6 +63,40 @@ def test_worker_reconnects_and_queued_jobs_complete(
         pool.kill_all()
 
 
+def test_a_job_lost_with_redis_data_is_reported_gone_not_reclaimed(
+    valkey_factory: Callable[..., ValkeyServer], tmp_path: Path
+) -> None:
+    """A restart without persistence (documented to lose every job) mid-job: the worker's result is
+    discarded since the job's record is gone, but its heartbeat said the job "was reclaimed by
+    another worker" and its finish "discarded (reclaimed)", which sent an operator looking for a
+    second worker running it. FINISH answered 'missing' apart from 'lost'; finish() folded both."""
+    server = valkey_factory()  # appendonly no: a restart loses every job
+    pool = WorkerPool(server.url, tmp_path / "workers")
+    r = redis.Redis.from_url(server.url)
+    try:
+        w = pool.spawn("w", MODEL_PREDICT_SECONDS="2")
+        job_id = jq.submit_job(r, Q, "x").job_id
+        deadline = time.monotonic() + 10
+        while (job := jq.get_job(r, job_id)) is None or job.status is not JobStatus.RUNNING:
+            assert time.monotonic() < deadline, w.log()
+            time.sleep(0.02)
+        server.restart()
+        # The API's next submission makes the stream again, the worker's next read the group: the
+        # heartbeat's renewal then finds the group without the entry (before, it only failed).
+        later = _retrying(lambda: jq.submit_job(r, Q, "after").job_id)
+        done = jq.wait_for_job(r, later, 15)
+        assert done is not None and done.status is JobStatus.SUCCEEDED, w.log()
+        assert [x.name for x in jq.read_queue_stats(r, Q).workers] == ["w"]  # nobody else exists
+        lines = [line for line in w.log(200).splitlines() if job_id in line]
+        assert not any("reclaimed" in line for line in lines), "\n".join(lines)
+        assert any("is gone from Redis" in line for line in lines), "\n".join(lines)
+        assert any("discarded (the job's record is gone" in line for line in lines), "\n".join(lines)
+        assert 'worker_jobs_total{queue="default:v1",status="missing"} 1.0' in w.get("/metrics")[1]
+    finally:
+        r.close()
+        pool.kill_all()
+
+
 def _retrying(fn: Callable[[], T]) -> T:
     """``fn`` once the restarted server answers (the first command after a restart may find the
     client's old connection closed)."""
