@@ -77,14 +77,15 @@ class ApiConfig:
         env = os.environ if env is None else env
         d = cls()
 
-        def get(name: str, parse: Callable[[str], T], default: T) -> T:
+        def get(name: str, parse: Callable[[str], T], default: T, *, secret: bool = False) -> T:
+            """``secret``: the message does not repeat the value (it is one, or holds some)."""
             raw = env.get(name, "").strip()
             if not raw:
                 return default
             try:
                 return parse(raw)
             except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{name}={raw!r}: {exc}") from None
+                raise ConfigError(f"{name}: {exc}" if secret else f"{name}={raw!r}: {exc}") from None
 
         model_ref = get("MODEL_REF", _model_ref, "") or get("QUEUE", _model_ref, d.model_ref)
         weights: dict[str, Weights] = get("TRAFFIC_WEIGHTS", parse_traffic_weights, {})
@@ -108,7 +109,7 @@ class ApiConfig:
             max_waiting=get("MAX_WAITING", _int_in(0, 10**12), d.max_waiting),
             rate_limit=get("RATE_LIMIT", parse_rate_limit, None),
             max_body_bytes=get("MAX_BODY_BYTES", _int_in(64, 1 << 30), d.max_body_bytes),
-            api_keys=get("API_KEYS", parse_api_keys, {}),
+            api_keys=get("API_KEYS", parse_api_keys, {}, secret=True),
             traffic_weights=weights,
             result_cache_ttl=get("RESULT_CACHE_TTL", _int_in(0, 10**9), d.result_cache_ttl),
             stats_refresh_seconds=get("STATS_REFRESH_SECONDS", _seconds(0.01), d.stats_refresh_seconds),
@@ -206,12 +207,12 @@ def parse_rate_limit(raw: str) -> RateLimit:
 def parse_api_keys(raw: str) -> dict[str, frozenset[str]]:
     """``key=model|model,key2=*``: each key and the models it may use (``*`` = every model)."""
     out: dict[str, frozenset[str]] = {}
-    for item in _comma_list(raw):
+    for n, item in enumerate(_comma_list(raw), 1):
         key, sep, models = item.partition("=")
         key = key.strip()
         names = frozenset(m.strip() for m in models.split("|") if m.strip())
-        if not sep or not key or not names:
-            raise ValueError(f"entry {item!r} is not key=model|model or key=*")
+        if not sep or not key or not names:  # shown by position: the entry may be a key
+            raise ValueError(f"entry {n} ({item[:2]}…) is not key=model|model or key=*")
         if len(key) < 8:
             raise ValueError(f"API key {key[:2]}… is shorter than 8 characters")
         if not (key.isascii() and key.isprintable() and " " not in key):

@@ -64,8 +64,8 @@ def test_queue_is_accepted_as_model_ref_for_existing_manifests() -> None:
         ({"RATE_LIMIT": "1/h,burst=10000000000000"}, "take 3.6e+16 s to refill (burst / rate); at most"),
         ({"RATE_LIMIT": "1/25h"}, "RATE_LIMIT='1/25h': the bucket would take 90000 s to refill"),
         ({"RATE_LIMIT": "9" * 400 + "/s"}, "needs a finite rate > 0"),  # float() of it is inf
-        ({"API_KEYS": "abc"}, "API_KEYS='abc': entry 'abc' is not key=model|model"),
-        ({"API_KEYS": "short=*"}, "API_KEYS='short=*': API key sh… is shorter than 8 characters"),
+        ({"API_KEYS": "key-aaaaaaaa=*,abc"}, "API_KEYS: entry 2 (ab…) is not key=model|model"),
+        ({"API_KEYS": "short=*"}, "API_KEYS: API key sh… is shorter than 8 characters"),
         ({"API_KEYS": "ключ-секрет-1=*"}, "API key кл… must be printable ASCII without spaces (0x21-0x7E"),
         ({"API_KEYS": "key-aaaaaaaa=*,café-secret=*"}, "API key ca… must be printable ASCII"),  # Latin-1
         ({"API_KEYS": "my secret key=*"}, "API key my… must be printable ASCII without spaces"),
@@ -87,6 +87,13 @@ def test_bad_variable_is_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as exc:
         ApiConfig.from_env(env)
     assert message in str(exc.value)
+
+
+def test_an_api_keys_error_does_not_print_the_keys() -> None:
+    """The message repeated API_KEYS' whole value: every key, to stderr and the pod's log."""
+    with pytest.raises(ConfigError) as exc:
+        ApiConfig.from_env({"API_KEYS": "key-s3cret-one=*,key-s3cret-two"})
+    assert str(exc.value) == "API_KEYS: entry 2 (ke…) is not key=model|model or key=*"
 
 
 def test_python_m_api_exits_2_with_the_variable_named() -> None:
