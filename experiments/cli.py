@@ -157,8 +157,15 @@ def _add_workload(parser: argparse.ArgumentParser) -> None:
     def number(flag: str, bounds: Bounds, **kwargs: Any) -> None:
         _number(parser, flag, bounds, group=group, **kwargs)
 
-    number("--startup", NON_NEGATIVE, type=float, default=30.0, help="pod startup seconds (mean) [30]")
-    number("--startup-p90", NON_NEGATIVE, type=float, help="startup p90: draws lognormal startups")
+    startup = Bounds(0.0, MAX_STARTUP_SECONDS)
+    number(
+        "--startup",
+        startup,
+        type=float,
+        default=30.0,
+        help=f"pod startup seconds (mean), at most {MAX_STARTUP_SECONDS:g} (a day) [30]",
+    )
+    number("--startup-p90", startup, type=float, help="startup p90: draws lognormal startups")
     number(
         "--service",
         NON_NEGATIVE,
@@ -272,6 +279,11 @@ DEFAULT_TICK_SECONDS = 5.0
 MAX_TICK_SECONDS = 3600.0
 """Longest control tick: beyond it there is no control loop to speak of, and the watch between
 ticks (every ``--watch`` seconds) would spin for as long as one tick lasts."""
+
+MAX_STARTUP_SECONDS = 86400.0
+"""Longest pod startup ``--startup`` and ``--startup-p90`` admit: a day. Warm-ups take seconds to
+minutes, an hour for the largest images. Unbounded, ``--startup 1e308`` overflowed the oracle's
+bill (a startup for every level of the pod profile) to infinity, which no JSON can hold."""
 
 MAX_LOOKS = MAX_TICKS * round(DEFAULT_TICK_SECONDS / DEFAULT_WATCH_SECONDS)
 """Watch looks one replay may take: as many as ``MAX_TICKS`` ticks take at the default tick and

@@ -578,6 +578,30 @@ def test_every_numeric_flag_out_of_range_is_a_usage_error_naming_it(
     assert not report.exists()
 
 
+@pytest.mark.parametrize("flag", ["--startup", "--startup-p90"])
+@pytest.mark.parametrize("command", ["replay", "tune", "keda-sweep", "scorecard"])
+def test_a_startup_beyond_a_day_is_a_usage_error_naming_the_flag(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, flag: str
+) -> None:
+    """A finite startup of 1e308 passed every check; the oracle's bill (a startup per pod level)
+    overflowed to infinity and writing the results raised ValueError: a traceback, table or JSON."""
+    report = tmp_path / "report.md"
+    status, out, err = run_cli(capsys, *command_line(command, trace, report), flag, "1e308")
+    assert status == 2 and out == ""
+    assert err == f"error: {flag} must be in [0, 86400], got 1e+308\n"
+    assert not report.exists()
+
+
+def test_a_startup_of_a_day_replays_to_finite_numbers(
+    trace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run_cli(
+        capsys, "replay", "--trace", str(trace), "--policy", "static:1", "--startup", "86400"
+    )
+    assert status == 0, err
+    assert "oracle" in out and "inf" not in out
+
+
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
