@@ -155,6 +155,28 @@ def test_policy_never_readying_a_replica_is_reported_not_looped_forever(
         run([0.0], 1.0, Scripted(flapping), initial=0, stall_seconds=60.0)
 
 
+def test_a_pod_still_warming_up_is_no_stall() -> None:
+    """Jobs waited 30,000 s for the only pod's admitted startup: the guard (6 h) called that a policy
+    that "kept no replica long enough to become ready", though the pod was ready at 30,000 s."""
+    result = run([0.0, 1.0, 1.0, 2.0, 10.0], 5.0, Scripted(lambda s: 1), initial=0, startup=30_000.0)
+    assert result.start.tolist() == [30_000.0 + 5.0 * i for i in range(5)]
+    assert result.pod_seconds == 30_025.0  # created at 0, five jobs of 5 s from 30,000 s
+
+
+def test_a_drawn_startup_past_the_stall_limit_is_no_stall() -> None:
+    """With startups drawn from a distribution, the longest one drawn is what the pods may take."""
+    arr, svc = np.zeros(3), np.full(3, 5.0)
+    config = SimConfig(startup=LogNormal(100.0, 150.0), initial_replicas=0, stall_seconds=60.0)
+    result = simulate(arr, svc, Scripted(lambda s: 1), config)
+    ready = LogNormal(100.0, 150.0).draw(np.random.default_rng(0), 1)[0]
+    assert ready > 60.0 and result.start.tolist() == [ready, ready + 5.0, ready + 10.0]
+
+
+def test_a_policy_that_drops_its_starting_pods_is_stopped_after_twice_the_longest_startup() -> None:
+    with pytest.raises(SimulationError, match="no job started for 200 s"):
+        run([0.0], 1.0, Scripted(lambda s: int(s.now / 5) % 2), initial=0, startup=100.0, stall_seconds=60.0)
+
+
 def test_desired_is_clamped_to_the_workload_maximum() -> None:
     result = run([0.0], 1.0, Scripted(lambda s: 10_000), initial=1)
     assert result.max_replicas == 50
