@@ -175,10 +175,10 @@ class InferRequest(BaseModel):
     )
     timeout: float | None = Field(
         None,
-        gt=0,
+        ge=1,
         allow_inf_nan=False,
-        description="Deadline of the whole request (submission and wait) in seconds, > 0, capped by the "
-        "server's INFER_TIMEOUT: a longer one is not refused, the server's deadline applies",
+        description="Deadline of the whole request (submission and wait) in seconds, 1 or more, capped by "
+        "the server's INFER_TIMEOUT: a longer one is not refused, the server's deadline applies",
     )
 
 
