@@ -262,6 +262,15 @@ class KedaPolicy:
         return Decision(desired, reason, {**terms, "current": float(current)})
 
 
+KPA_MIN_STABLE_WINDOW = 6.0
+"""Knative's shortest stable window (``WindowMin``): its autoscaler refuses one below 6 s."""
+
+KPA_MIN_PANIC_WINDOW = 1.0
+"""Knative's shortest panic window: the percentage of the stable window must leave at least one
+1 s metric bucket. Shorter, nothing is averaged: a window of 1e-10 s held no sample at all (below
+the clock tolerance) and the average divided by zero."""
+
+
 @dataclass(frozen=True, slots=True)
 class KpaConfig:
     """Knative Pod Autoscaler settings (``config-autoscaler`` names in comments).
@@ -279,12 +288,14 @@ class KpaConfig:
     max_scale_down_rate: float = 2.0  # max-scale-down-rate
 
     def __post_init__(self) -> None:
+        stable, panic = self.stable_window, self.panic_window
+        panic_rule = f"{KPA_MIN_PANIC_WINDOW:g} <= panic_window <= stable_window"
         _require(
             {
                 "target > 0": self.target is None or self.target > 0,
                 "0 < utilization <= 1": 0 < self.utilization <= 1,
-                "stable_window > 0": self.stable_window > 0,
-                "0 < panic_window <= stable_window": 0 < self.panic_window <= self.stable_window,
+                f"stable_window >= {KPA_MIN_STABLE_WINDOW:g}": stable >= KPA_MIN_STABLE_WINDOW,
+                panic_rule: KPA_MIN_PANIC_WINDOW <= panic <= stable,
                 "panic_threshold > 0": self.panic_threshold > 0,
                 "max_scale_up_rate > 1": self.max_scale_up_rate > 1,
                 "max_scale_down_rate > 1": self.max_scale_down_rate > 1,

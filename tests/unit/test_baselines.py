@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
+from autoscaler.config import PolicyConfig
 from autoscaler.engine.baselines import KedaConfig, KedaPolicy, KpaConfig, KpaPolicy, StaticPolicy
 from autoscaler.engine.snapshot import PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
@@ -184,13 +186,37 @@ class TestKpa:
         assert after.reason == "kpa-stable" and after.desired < 22
 
     def test_scale_down_at_most_halves_and_may_reach_min(self) -> None:
-        kpa = KpaPolicy(WORKLOAD, KpaConfig(target=1.0, stable_window=5.0, panic_window=5.0))
+        kpa = KpaPolicy(WORKLOAD, KpaConfig(target=1.0, stable_window=6.0, panic_window=6.0))
         assert kpa.decide(snap(0, 0, 10)).desired == 5
         assert kpa.decide(snap(5, 0, 5)).desired == 2
         assert kpa.decide(snap(10, 0, 2)).desired == 1
         assert kpa.decide(snap(15, 0, 1)).desired == 0
-        floor = KpaPolicy(WorkloadSpec(min_replicas=2), KpaConfig(stable_window=5.0, panic_window=5.0))
+        floor = KpaPolicy(WorkloadSpec(min_replicas=2), KpaConfig(stable_window=6.0, panic_window=6.0))
         assert floor.decide(snap(0, 0, 1)).desired == 2
+
+    @pytest.mark.parametrize(
+        ("options", "rule"),
+        [
+            ({"panic_window": 1e-10}, "1 <= panic_window <= stable_window"),
+            ({"stable_window": 1e-10, "panic_window": 1e-10}, "stable_window >= 6"),
+            ({"panic_window": 0.5}, "1 <= panic_window <= stable_window"),
+            ({"stable_window": 5.0, "panic_window": 5.0}, "stable_window >= 6"),
+        ],
+    )
+    def test_windows_shorter_than_knative_allows_are_refused_by_name(
+        self, options: dict[str, float], rule: str
+    ) -> None:
+        """Knative refuses a stable window below 6 s and a panic window below its 1 s bucket. A window
+        of 1e-10 s was admitted and held no sample (below the clock tolerance): ZeroDivisionError."""
+        with pytest.raises(ValueError, match=rule):
+            KpaConfig(**options)
+        with pytest.raises(ValidationError, match=f"policy 'kpa': KpaConfig needs .*{rule}"):
+            PolicyConfig.model_validate({"name": "kpa", **options})  # the daemon's config says so too
+
+    def test_the_shortest_windows_knative_allows_average_the_latest_sample(self) -> None:
+        kpa = KpaPolicy(WORKLOAD, KpaConfig(target=1.0, stable_window=6.0, panic_window=1.0))
+        assert kpa.decide(snap(0, 3, 1)).desired == 3
+        assert kpa.decide(snap(5, 9, 3)).desired == 9  # panic: the 1 s window holds t=5 alone
 
     def test_scale_up_rate_is_relative_to_ready_pods(self) -> None:
         kpa = KpaPolicy(WORKLOAD, KpaConfig(target=1.0, max_scale_up_rate=3.0))

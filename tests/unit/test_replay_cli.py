@@ -705,6 +705,19 @@ def test_a_keda_sweep_compare_policy_that_does_not_build_is_refused_before_the_s
         assert err.startswith("error: ") and ("startup-awre" in err or "confidence" in err), err
 
 
+@pytest.mark.parametrize("window", ["panic_window=1e-10", "stable_window=1e-10,panic_window=1e-10"])
+def test_a_kpa_window_shorter_than_knative_allows_is_a_usage_error_naming_it(
+    trace: Path, capsys: pytest.CaptureFixture[str], window: str
+) -> None:
+    """A window of 1e-10 s held no sample, and the replay ended in a ZeroDivisionError traceback."""
+    status, out, err = run_cli(capsys, "replay", "--trace", str(trace), "--policy", f"kpa:{window}")
+    assert status == 2 and out == ""
+    assert (
+        err.startswith("error: invalid option(s) for policy 'kpa': KpaConfig needs ") and err.count("\n") == 1
+    )
+    assert ("stable_window >= 6" if "stable" in window else "1 <= panic_window <= stable_window") in err, err
+
+
 def test_record_to_an_unwritable_path_is_a_usage_error_before_reading_the_queue(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
