@@ -28,6 +28,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+from autoscaler.engine.baselines import StaticPolicy
 from autoscaler.engine.registry import (
     STARTUP_AWARE,
     PolicySpecError,
@@ -38,7 +39,7 @@ from autoscaler.engine.registry import (
     starting_point,
     tuning_grid,
 )
-from autoscaler.engine.snapshot import MAX_SLOTS_PER_POD
+from autoscaler.engine.snapshot import MAX_SLOTS_PER_POD, Policy
 from experiments import keda_sweep, record, scorecard, tune
 from experiments.distributions import Distribution, duration
 from experiments.generators import SHAPES, AnyShape, generate
@@ -379,10 +380,44 @@ def _no_service_column(why: str) -> str:
     )
 
 
-def _check_policies(specs: Sequence[str], setup: Setup) -> None:
+def _check_policies(specs: Sequence[str], setup: Setup, option: str = "--policy") -> None:
+    """Every spec builds a policy (else its own error), and no ``static:N`` is above the ceiling."""
     workload = setup.nominal_workload()
     for spec in specs:
-        make_policy(spec, workload)
+        _within_ceiling(make_policy(spec, workload), f"{option} {spec}", setup)
+
+
+def _within_ceiling(policy: Policy, named: str, setup: Setup) -> None:
+    """Refuse a static pool larger than ``--max-replicas``, as ``--initial-replicas`` above it is.
+
+    The simulator bounds every decision as the daemon does, so ``static:300`` under the default
+    ceiling of 200 ran 200 pods and was reported as "static:300".
+    """
+    if isinstance(policy, StaticPolicy) and policy.replicas > setup.max_replicas:
+        raise UsageError(_above_ceiling(named, setup))
+
+
+def _above_ceiling(named: str, setup: Setup) -> str:
+    return f"{named} is above --max-replicas {setup.max_replicas}"
+
+
+def _static_sizes(
+    spec: str, grid: dict[str, list[Value]], requested: dict[str, list[str]], setup: Setup
+) -> None:
+    """``static:N``'s pool sizes to tune, none above ``--max-replicas``.
+
+    The spec's N and the sizes typed with ``--grid n=`` are refused above it, like ``--policy``'s;
+    the default candidates above it are left out (each would replay the ceiling's pods as N).
+    """
+    if parse_spec(spec)[0] != "static":
+        return
+    _check_policies([spec], setup)
+    above = [n for n in grid["n"] if isinstance(n, int) and n > setup.max_replicas]
+    if any(_knob_key(knob) == "n" for knob in requested):  # then the grid holds only those and N
+        if above:
+            raise UsageError(_above_ceiling(f"--grid n={','.join(map(str, above))}", setup))
+    else:
+        grid["n"] = [n for n in grid["n"] if n not in above]
 
 
 @contextmanager
@@ -595,6 +630,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     requested = _grid(args.grid or [])
     floors = _floors(requested, setup)
     grid: dict[str, list[Value]] = tuning_grid(args.policy, requested)  # before reading any trace
+    _static_sizes(args.policy, grid, requested, setup)
     start = starting_point(args.policy, grid)
     workload = setup.nominal_workload()
     for point in tune.grid_points(grid):  # every value must build a policy before any replay starts
@@ -734,7 +770,7 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
         raise UsageError(_no_service_column(f"--synthetic {args.synthetic[0]} has no service_s column"))
     # Checked by name before any run: a typo is a usage error, not a note after an hour of replays.
     compare = list(args.compare or [STARTUP_AWARE])
-    _check_policies(compare, setup)
+    _check_policies(compare, setup, "--compare")
     traces = [(_trace(path, setup), f"trace file `{Path(path).name}`") for path in args.trace or []]
     _service_column(
         setup, [(trace, f"--trace {path}") for (trace, _), path in zip(traces, args.trace or [], strict=True)]
@@ -779,6 +815,7 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
             f"--conv-trace {conv} not found: download AzureLLMInferenceTrace_conv.csv from the "
             "Azure/AzurePublicDataset repository on GitHub (data/)"
         )
+    _check_policies(args.policy or [], setup)  # the defaults are the report's reference rows
     out = Path(args.out)
     _file_writable("--out", out)
     traces = scorecard.reference_traces(azure, args.seed, conv)
@@ -889,8 +926,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--policy",
         action="append",
-        help="policy spec, repeatable: startup-aware[:k=v], keda[:listLength=N], kpa[:k=v], static:N "
-        "[startup-aware and keda]",
+        help="policy spec, repeatable: startup-aware[:k=v], keda[:listLength=N], kpa[:k=v], "
+        "static:N (N <= --max-replicas) [startup-aware and keda]",
     )
     rep.add_argument("--json", metavar="PATH|-", help="write the results as JSON ('-' = only JSON on stdout)")
     rep.add_argument("--plot", metavar="DIR", help="write replicas.png and latency_cdf.png here")

@@ -650,6 +650,34 @@ def test_replica_bounds_that_contradict_each_other_name_the_flags(
     assert status == 2 and err == "error: --initial-replicas 9 is above --max-replicas 3\n"
 
 
+@pytest.mark.parametrize("command", ["replay", "tune", "keda-sweep", "scorecard"])
+def test_a_static_pool_above_max_replicas_is_refused_naming_both(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """The simulator bounds every decision by --max-replicas, as the daemon does: `static:300` under
+    the default 200 replayed 200 pods and was reported as "static:300"."""
+    report = tmp_path / "report.md"
+    option = "--compare" if command == "keda-sweep" else "--policy"
+    argv = command_line(command, trace, report)
+    status, out, err = run_cli(capsys, *argv, option, "static:300")
+    assert status == 2 and out == "" and not report.exists()
+    assert err == f"error: {option} static:300 is above --max-replicas 200\n"
+    status, out, err = run_cli(capsys, *argv, option, "static:4", "--max-replicas", "3")
+    assert status == 2 and err == f"error: {option} static:4 is above --max-replicas 3\n"
+
+
+def test_tune_keeps_static_pool_sizes_within_max_replicas(
+    trace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Typed sizes above the ceiling are refused; default candidates above it are not searched."""
+    argv = ["tune", "--trace", str(trace), "--policy", "static:10", "--processes", "1"]
+    status, out, err = run_cli(capsys, *argv, "--grid", "n=20,300,400")
+    assert status == 2 and out == "" and err == "error: --grid n=300,400 is above --max-replicas 200\n"
+    status, out, err = run_cli(capsys, *argv, "--max-replicas", "50", "--target-attainment", "0.5")
+    assert status == 0, err
+    assert "3 grid points" in err  # 10, 20 and 40 of the default 10...120
+
+
 def test_a_p90_below_its_mean_names_both_flags(trace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = command_line("replay", trace, Path())
     status, _, err = run_cli(capsys, *argv, "--startup", "30", "--startup-p90", "10")
