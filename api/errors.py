@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from api.metrics import ApiMetrics
-from jobqueue.errors import describe, misconfigured, transient
+from jobqueue.errors import describe, misconfigured, remedy, transient
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +80,18 @@ def redis_failure_response(exc: BaseException, method: str, path: str) -> Respon
 def misconfiguration_detail(exc: BaseException) -> str:
     return (
         f"the job store (Redis) {describe(exc)}: this API server is misconfigured, not overloaded; "
-        "its operator must check the password (and user) in its REDIS_URL against the server's "
-        "requirepass or ACL rules; nothing was stored, and resending will fail the same way until then"
+        f"its operator must {remedy(exc)}; nothing was stored, and resending will fail the same way "
+        "until then"
     )
 
 
 def misconfigured_response(exc: BaseException) -> Response:
-    """The answer when Redis refuses the API's credentials or ACL user (wrong password, NOAUTH,
-    WRONGPASS, NOPERM: :func:`jobqueue.errors.misconfigured`). Still a 503 (the service cannot
-    serve), but ``redis_misconfigured`` with no ``Retry-After`` and never ``queued: false``: the
-    client is not invited to resend as after an outage (:class:`api.client.JobClient` does not),
-    and the detail says what the operator must fix. The refusal comes at connection time, before
-    any command ran, so nothing was stored."""
+    """The answer when Redis refuses the API's credentials, ACL user or database (wrong password,
+    NOAUTH, WRONGPASS, NOPERM, a database it lacks: :func:`jobqueue.errors.misconfigured`). Still
+    a 503 (the service cannot serve), but ``redis_misconfigured`` with no ``Retry-After`` and never
+    ``queued: false``: the client is not invited to resend as after an outage
+    (:class:`api.client.JobClient` does not), and the detail says what the operator must fix. The
+    refusal comes at connection time, before any command ran, so nothing was stored."""
     return error_response(503, "redis_misconfigured", misconfiguration_detail(exc))
 
 
@@ -234,7 +234,12 @@ def install_error_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
         if response is None:  # another command error (WRONGTYPE, ...): a bug, answered by _unexpected
             raise exc
         if misconfigured(cause):
-            log.error("redis refused this server's credentials: %s: %s", type(cause).__name__, cause)
+            log.error(
+                "redis refused this server's configuration (%s: %s): %s",
+                type(cause).__name__,
+                cause,
+                remedy(cause),
+            )
             return response
         metrics.rejections.labels("redis_unavailable").inc()
         log.warning("redis unavailable: %s: %s", type(cause).__name__, cause)

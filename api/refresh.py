@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from jobqueue.errors import transient
+from jobqueue.errors import describe, misconfigured, remedy, transient
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,12 @@ class Refresher:
         try:
             await self.tick()
         except Exception as exc:
-            if not transient(exc):
+            if misconfigured(exc):  # the operator's to fix: one line saying what, not a traceback
+                if self.healthy:
+                    log.error(
+                        "%s: Redis %s; %s; keeping the last value", self.name, describe(exc), remedy(exc)
+                    )
+            elif not transient(exc):
                 log.exception("%s: refresh failed; keeping the last value", self.name)
             elif self.healthy:  # an outage (BUSY, LOADING, down, ...): logged once, not per tick
                 log.warning("%s: redis unavailable (%r: %s); keeping the last value", self.name, exc, exc)

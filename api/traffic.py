@@ -20,7 +20,7 @@ import redis
 
 from jobqueue import Settings
 from jobqueue.binding import bind_sync
-from jobqueue.errors import misconfigured
+from jobqueue.errors import misconfigured, remedy
 from jobqueue.keys import prefix_from_env
 from jobqueue.redis_url import redact, url_problem
 from jobqueue.traffic import clear_traffic, read_traffic, set_traffic, validate_weights
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 def _unreachable(url: str, exc: redis.RedisError) -> str:
     """What went wrong talking to Redis, and what to check (the URL shown without its password)."""
     if misconfigured(exc):
-        return f"Redis at {redact(url)} refused this client ({exc}): check the password and user in REDIS_URL"
+        return f"Redis at {redact(url)} refused this client ({exc}): {remedy(exc)}"
     return (
         f"cannot reach Redis at {redact(url)} ({exc}): set REDIS_URL to the server the API uses, "
         "and check that it is running"

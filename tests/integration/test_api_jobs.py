@@ -570,7 +570,7 @@ def test_traffic_weights_split_and_live_rollback(redis_url: str, redis_client: r
             time.sleep(0.05)
 
 
-@pytest.mark.parametrize("trouble", ["stopped", "wrong-password"])
+@pytest.mark.parametrize("trouble", ["stopped", "wrong-password", "missing-database"])
 def test_the_traffic_command_names_a_server_it_cannot_use_without_its_password(
     valkey_factory: Callable[..., ValkeyServer], trouble: str
 ) -> None:
@@ -580,8 +580,10 @@ def test_the_traffic_command_names_a_server_it_cannot_use_without_its_password(
     url = server.url
     if trouble == "stopped":
         server.stop()
-    else:
+    elif trouble == "wrong-password":
         url = url.replace("s3cret", "wrong")
+    else:
+        url = url.rsplit("/", 1)[0] + "/99"
     run = subprocess.run(
         [sys.executable, "-m", "api.traffic", "set", "resnet", "v1=100"], cwd=REPO,
         env={**os.environ, "REDIS_URL": url}, capture_output=True, text=True, timeout=60, check=False,
@@ -592,7 +594,8 @@ def test_the_traffic_command_names_a_server_it_cannot_use_without_its_password(
     if trouble == "stopped":
         assert "cannot reach Redis" in run.stderr and "set REDIS_URL" in run.stderr
     else:
-        assert "check the password and user in REDIS_URL" in run.stderr
+        check = "the database number" if trouble == "missing-database" else "the password (and user)"
+        assert f"check {check} in REDIS_URL" in run.stderr, run.stderr
         owner = redis.Redis(port=server.port, password="s3cret")
         assert owner.dbsize() == 0  # nothing was written
         owner.close()
@@ -844,18 +847,25 @@ def test_an_undecodable_job_record_is_a_500_naming_the_job_and_the_field(
             assert "Retry-After" not in r.headers
 
 
-@pytest.mark.parametrize("credentials", ["wrong-password", "no-password"])
+@pytest.mark.parametrize("credentials", ["wrong-password", "no-password", "missing-database"])
 def test_redis_refusing_the_credentials_is_a_misconfiguration_not_an_outage(
     valkey_factory: Callable[..., ValkeyServer], credentials: str
 ) -> None:
     """A wrong password (WRONGPASS) was transient: 503 "retry later" with Retry-After, and to /infer
     even ``queued: false``, which invites a resend; no password (NOAUTH) was the generic 500. Both are
-    now a 503 ``redis_misconfigured`` saying what to check, with nothing inviting a retry."""
+    now a 503 ``redis_misconfigured`` saying what to check, with nothing inviting a retry. So is a
+    database the server does not have (a 500 before), whose detail names the database, not the
+    password."""
     server = valkey_factory(password="s3cret")
-    url = (
-        server.url.replace("s3cret", "wrong")
-        if credentials == "wrong-password"
-        else server.url.replace(":s3cret@", "")
+    url = {
+        "wrong-password": server.url.replace("s3cret", "wrong"),
+        "no-password": server.url.replace(":s3cret@", ""),
+        "missing-database": server.url.rsplit("/", 1)[0] + "/99",
+    }[credentials]
+    refused, check = (
+        ("refused the database REDIS_URL names", "check the database number in REDIS_URL")
+        if credentials == "missing-database"
+        else ("refused the credentials in REDIS_URL (AuthenticationError", "check the password")
     )
     with api_client(url) as c:
         answers = {
@@ -869,8 +879,8 @@ def test_redis_refusing_the_credentials_is_a_misconfiguration_not_an_outage(
         assert r.status_code == 503, (what, r.text)
         body = r.json()
         assert body["error"] == "redis_misconfigured", (what, body)
-        assert "refused the credentials in REDIS_URL (AuthenticationError" in body["detail"], (what, body)
-        assert "check the password" in body["detail"] and "retry later" not in body["detail"], (what, body)
+        assert refused in body["detail"], (what, body)
+        assert check in body["detail"] and "retry later" not in body["detail"], (what, body)
         assert "queued" not in body and "Retry-After" not in r.headers, (what, body, r.headers)
     anonymous = redis.Redis(port=server.port, password="s3cret")
     assert anonymous.dbsize() == 0  # nothing was stored

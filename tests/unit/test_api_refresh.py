@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
 import redis.exceptions
 
 from api.refresh import Refresher
@@ -48,3 +50,24 @@ def test_stop_ends_a_loop_whose_cancellation_was_turned_into_an_error() -> None:
         return loop.time() - began
 
     assert asyncio.run(scenario()) < 1
+
+
+def test_a_misconfigured_redis_is_one_line_saying_what_to_check_not_a_traceback_per_tick(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis refusing the database REDIS_URL names logged a traceback every refresh (two refreshers,
+    a few per second); now one error line while it lasts, naming what the operator must fix."""
+
+    async def tick() -> None:
+        raise redis.exceptions.ResponseError("DB index is out of range")
+
+    async def scenario() -> None:
+        r = Refresher("backlog", tick, 0.01)
+        for _ in range(3):
+            assert not await r.run_once()
+
+    with caplog.at_level(logging.ERROR, logger="api.refresh"):
+        asyncio.run(scenario())
+    (record,) = caplog.records
+    assert record.exc_info is None
+    assert "check the database number in REDIS_URL" in record.getMessage()
