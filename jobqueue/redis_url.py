@@ -24,14 +24,14 @@ def redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:  # no scheme (a mistake the message is about): the credentials may still be there
         scheme, rest = "", url
-    where, question, query = rest.partition("?")
-    # The last @ before the query ends the credentials: a host has none, and a password typed
-    # without percent-encoding may hold a / (which would end the authority if split there first).
-    credentials, at, host = where.rpartition("@")
+    # The last @ ends the credentials: a host has none, and a password typed without
+    # percent-encoding may hold a / or a ? (which would end the authority if split there first).
+    # An @ in the query (a certificate path) then hides the host too: more than needed, never less.
+    credentials, at, host = rest.rpartition("@")
     if not at:
         return url
     user, colon, _password = credentials.partition(":")
-    return f"{scheme}{sep}{user}{':***' if colon else ''}@{host}{question}{query}"
+    return f"{scheme}{sep}{user}{':***' if colon else ''}@{host}"
 
 
 def scheme_problem(url: str) -> str | None:
