@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.optimize import linear_sum_assignment
 
-from experiments.oracle import first_look, oracle_pod_seconds, warmup_bound, zero_wait_profile
+from experiments.oracle import (
+    cheapest_schedule,
+    first_look,
+    oracle_pod_seconds,
+    warmup_bound,
+    zero_wait_profile,
+)
 from experiments.traces import AZURE_CODE_TRACE, load_trace
 
 AZURE = AZURE_CODE_TRACE
@@ -104,21 +109,6 @@ def test_matches_brute_force_and_bounds(jobs: list[tuple[float, float]], slots: 
     assert cost <= peak * (end - arrivals[0] + startup) + 1e-9
 
 
-def cheapest_chains(arrivals: np.ndarray, service: np.ndarray, startup: float) -> float:
-    """The cheapest way to serve every job at its arrival with one-slot pods, found by matching.
-
-    A pod serves a chain of jobs, each starting when it arrives after the one before ended. Every
-    job costs its service; a job that starts a pod pays the startup, one that follows another on
-    the same pod pays the idle gap before it instead if that is cheaper. Choosing which job each
-    job follows is an assignment problem (each job has at most one successor and one
-    predecessor), solved exactly by ``linear_sum_assignment`` on the savings.
-    """
-    gap = arrivals[None, :] - (arrivals[:, None] + service[:, None])  # after job i ends, job j arrives
-    saving = np.where((gap >= 0) & (gap < startup), gap - startup, 0.0)
-    rows, cols = linear_sum_assignment(saving)
-    return float(service.sum() + startup * len(arrivals) + saving[rows, cols].sum())
-
-
 @settings(max_examples=200, deadline=None)
 @given(jobs=jobs, startup=st.sampled_from([0.0, 1.0, 3.5, 30.0]))
 def test_the_level_stacking_is_the_cheapest_assignment_of_jobs_to_pods(
@@ -128,12 +118,12 @@ def test_the_level_stacking_is_the_cheapest_assignment_of_jobs_to_pods(
     a schedule: here the cheapest schedule of real pods, each job on one pod from start to end,
     costs exactly as much (one slot per pod). On the Azure code trace the same matching over all
     8,819 jobs gives the oracle's 143,982 pod-seconds to the unit (benchmarks/RESULTS.md, session
-    42), so an oracle ~15 % cheaper (the independent reference's implied figure) is a different
-    definition, not a better schedule."""
+    42; ``benchmarks/oracle_matching.py``), so an oracle ~15 % cheaper (the independent
+    reference's implied figure) is a different definition, not a better schedule."""
     jobs.sort()
     arrivals = np.array([a for a, _ in jobs])
     service = np.array([s for _, s in jobs])
-    expected = cheapest_chains(arrivals, service, startup)
+    expected = cheapest_schedule(arrivals, service, startup)
     assert oracle_pod_seconds(arrivals, service, 1, startup) == pytest.approx(expected)
 
 
