@@ -314,7 +314,8 @@ def _least_seconds(trace: Trace, setup: Setup) -> float:
 
 
 def _many(count: float) -> str:
-    """A count of ticks or looks for a message: digits while they can be read, then powers of ten."""
+    """A count (of ticks, looks, days, seconds) for a message: digits while they can be read, then
+    powers of ten (a trace spanning 1e300 s printed 300 digits twice)."""
     if not math.isfinite(count):  # a quotient past the float range
         return "more than 1e+308"
     return f"{count:,.0f}" if count < 1e15 else f"{count:.3g}"
@@ -335,7 +336,8 @@ def _check_length(trace: Trace, setup: Setup, source: str) -> None:
     Counted over :func:`_least_seconds`, not over the arrivals' span: with ``--tick 1e-300`` a
     one-job trace spanned 0 ticks, passed, and the replay then ticked through its job's 5 s
     without end. A trace too long even at the default tick is the trace's fault (mixed units or
-    origins, most likely); within that, a tick or watch too short for it is the option's.
+    origins, most likely); within that, service times too long even at the longest tick are the
+    service's, and a tick or watch too short for the rest is the option's.
     """
     least = _least_seconds(trace, setup)
     ticks = least / setup.tick  # infinity past the float range: refused like any count too large
@@ -343,15 +345,24 @@ def _check_length(trace: Trace, setup: Setup, source: str) -> None:
         gaps = np.diff(trace.arrivals)
         at = int(np.argmax(gaps))
         raise UsageError(
-            f"{source}: the trace spans {trace.span / 86400:,.0f} days, {_many(ticks)} ticks of "
+            f"{source}: the trace spans {_many(trace.span / 86400)} days, {_many(ticks)} ticks of "
             f"{setup.tick:g} s to simulate (at most {MAX_TICKS:,}); its largest gap is "
-            f"{gaps[at]:,.0f} s, after job {at + 1}: are its timestamps all in one unit and origin?"
+            f"{_many(gaps[at])} s, after job {at + 1}: are its timestamps all in one unit and origin?"
+        )
+    simulated = f"replaying it simulates at least {least:,.6g} s (to its last job's arrival plus service)"
+    # No --tick would do: the arrivals span at most MAX_TICKS default ticks, so the service is too long.
+    if ticks > MAX_TICKS and least / MAX_TICKS > MAX_TICK_SECONDS:
+        raise UsageError(
+            f"{_service_too_long(setup, source)}: {simulated}, "
+            f"{_many(least / MAX_TICK_SECONDS)} ticks even at the longest --tick, {MAX_TICK_SECONDS:g} s "
+            f"(at most {MAX_TICKS:,}): are the service times in seconds?"
         )
     if ticks > MAX_TICKS:
+        advice = _at_least(least / MAX_TICKS)  # its headroom may round past the longest tick
         raise UsageError(
-            f"--tick {setup.tick:g} is too short for {source}: replaying it simulates at least "
-            f"{least:,.6g} s (to its last job's arrival plus service), {_many(ticks)} ticks "
-            f"(at most {MAX_TICKS:,}); pass a --tick of at least {_at_least(least / MAX_TICKS)}"
+            f"--tick {setup.tick:g} is too short for {source}: {simulated}, {_many(ticks)} ticks "
+            f"(at most {MAX_TICKS:,}); pass a --tick of at least "
+            f"{advice if float(advice) <= MAX_TICK_SECONDS else f'{MAX_TICK_SECONDS:g}'}"
         )
     looks = least / setup.watch if setup.watch > 0 else 0.0
     if looks > MAX_LOOKS:
@@ -360,6 +371,14 @@ def _check_length(trace: Trace, setup: Setup, source: str) -> None:
             f"{least:,.6g} s, {_many(looks)} looks (at most {MAX_LOOKS:,}); pass a --watch of at "
             f"least {_at_least(least / MAX_LOOKS)}, or --watch 0 to turn it off"
         )
+
+
+def _service_too_long(setup: Setup, source: str) -> str:
+    """Says that the replayed service times are too long, naming where they come from."""
+    if setup.service == SERVICE_FROM_TRACE:
+        return f"the service_s of {source} (--service {SERVICE_FROM_TRACE}) are too long"
+    spread = "" if setup.service_p90 is None else f" with --service-p90 {setup.service_p90:g}"
+    return f"--service {float(setup.service):g}{spread} is too long for {source}"
 
 
 def _service_column(setup: Setup, traces: Sequence[tuple[Trace, str]]) -> None:

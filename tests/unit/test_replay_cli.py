@@ -384,6 +384,58 @@ def test_a_trace_mixing_relative_and_epoch_seconds_is_refused_not_replayed_for_e
     assert "spans 19,676 days" in err and "largest gap is 1,699,999,999 s, after job 2" in err, err
 
 
+def test_a_trace_of_absurd_span_is_refused_in_a_readable_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its days and its largest gap were printed digit by digit: a line of over 1,000 characters."""
+    huge = tmp_path / "huge.csv"
+    huge.write_text("timestamp\n0\n1e300\n")
+    status, out, err = run_cli(capsys, "replay", "--trace", str(huge), "--json", "-")
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert err == (
+        f"error: {huge}: the trace spans 1.16e+295 days, 2e+299 ticks of 5 s to simulate "
+        "(at most 2,000,000); its largest gap is 1e+300 s, after job 1: "
+        "are its timestamps all in one unit and origin?\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("service", "column", "cause"),
+    [
+        (["--service", "1e300", "--tick", "3600"], "", "--service 1e+300 is too long for {trace}: "),
+        (
+            ["--service", "1e10", "--service-p90", "1.5e10"],
+            "",
+            "--service 1e+10 with --service-p90 1.5e+10 is ",
+        ),
+        (["--service", "trace"], ",service_s", "the service_s of {trace} (--service trace) are too long: "),
+    ],
+)
+def test_service_times_too_long_for_any_tick_are_blamed_not_the_tick(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], service: list[str], column: str, cause: str
+) -> None:
+    """No --tick (at most 3600 s) replays them: 'pass a --tick of at least 5.1e+293' could not be followed."""
+    one = tmp_path / "one.csv"
+    one.write_text(f"timestamp{column}\n0{',1e12' if column else ''}\n")
+    status, out, err = run_cli(capsys, "replay", "--trace", str(one), *service, "--json", "-")
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: {cause.format(trace=one)}"), err
+    assert (
+        "ticks even at the longest --tick, 3600 s (at most 2,000,000)" in err and "pass a --tick" not in err
+    )
+
+
+def test_the_tick_a_refusal_suggests_is_never_above_the_longest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """7.2e9 s need exactly the longest tick; rounded up with headroom, that was advised as 3.7e+03."""
+    one = tmp_path / "one.csv"
+    one.write_text("timestamp\n0\n")
+    argv = ["replay", "--trace", str(one), "--service", "7.2e9", "--tick", "3000", "--json", "-"]
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 2 and err.endswith("; pass a --tick of at least 3600\n"), err
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("jobs", "tick", "ticks"),
