@@ -230,10 +230,17 @@ class JobClient:
 
     def infer(self, prompt: str, timeout: float | None = None) -> dict[str, Any]:
         """Synchronous inference. If the server times out (504), the job keeps running: this
-        follows it by id for the rest of ``timeout`` instead of submitting it again; so does a 503
-        naming the job (Redis failed after the write was sent). A 504 for a submission that did not
-        complete names a job that may not exist: if it does not (404), :class:`JobTimeoutError` as
-        for any timeout; a 503's job that does not exist raises that 503.
+        follows it by id for the rest of ``timeout`` instead of submitting it again (without
+        ``timeout`` the server's own deadline has passed: :class:`JobTimeoutError` at once). A 503
+        naming the job (Redis failed after the write was sent) is followed too, for the rest of
+        ``timeout`` or, without one, up to :data:`INFER_READ_CAP` from the start (the server's
+        deadline, which this client does not know, had not passed). A 504 for a submission that
+        did not complete names a job that may not exist: if it does not (404),
+        :class:`JobTimeoutError` as for any timeout; a 503's job that does not exist raises that
+        503. If following fails otherwise (Redis still down, a proxy's error, the API unreachable),
+        the 503 or 504 that named the job is raised, the failure as its ``__cause__``: the job may
+        exist, so resending could queue it twice. A 504 that names no job (a proxy's own) is a
+        plain :class:`ApiClientError`.
 
         The request is never resent once it may have reached the server (see :meth:`request`):
         each resend would queue the prompt again. Refusals are resent only when the server says
@@ -248,25 +255,25 @@ class JobClient:
         limits = httpx.Timeout(self.timeout, read=INFER_READ_CAP if timeout is None else timeout + 5)
         response = self.request("POST", "/infer", json=body, timeout=limits, resend=False)
         job_id = _job_named(response) if response.status_code in (503, 504) else ""
-        if response.status_code == 504 or job_id:
-            body = self._json(response, ok=(response.status_code,))
-            left = (timeout or 0) - (time.monotonic() - start)
-            if not job_id or left <= 0:
-                if response.status_code == 503:
-                    raise ApiClientError(503, body)
-                raise JobTimeoutError(job_id, body)
-            try:
-                job = self.wait(job_id, left)
-            except ApiClientError as exc:
-                if exc.status != 404:
-                    raise
-                if response.status_code == 503:  # never stored: the refusal stands
-                    raise ApiClientError(503, body) from exc
-                raise JobTimeoutError(job_id, body) from exc
-            if job["status"] != "succeeded":
-                raise ApiClientError(
-                    502, {"error": "job_failed", "detail": job.get("error") or job["status"]}
-                )
-            return {"id": job_id, "prompt": prompt, "output": job["output"], "followed": True}
-        result: dict[str, Any] = self._json(response, ok=(200,))
-        return result
+        if not job_id:  # a proxy's own 504 names no job: nothing to follow, no JobTimeoutError
+            result: dict[str, Any] = self._json(response, ok=(200,))
+            return result
+        body = self._json(response, ok=(response.status_code,))
+        refusal = ApiClientError(503, body) if response.status_code == 503 else JobTimeoutError(job_id, body)
+        if response.status_code == 504 and timeout is None:  # the server's own deadline has passed
+            raise refusal
+        left = (INFER_READ_CAP if timeout is None else timeout) - (time.monotonic() - start)
+        if left <= 0:
+            raise refusal
+        try:
+            job = self.wait(job_id, left)
+        except JobTimeoutError:
+            raise
+        except (ApiClientError, httpx.TransportError) as exc:
+            # No such job (404): a 503's refusal stands, a 504's submission never completed in time.
+            # Any other failure (Redis still down, a proxy's 502, the API unreachable): the job may
+            # exist, so the error raised names it, never inviting a resend.
+            raise refusal from exc
+        if job["status"] != "succeeded":
+            raise ApiClientError(502, {"error": "job_failed", "detail": job.get("error") or job["status"]})
+        return {"id": job_id, "prompt": prompt, "output": job["output"], "followed": True}

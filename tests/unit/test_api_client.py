@@ -13,6 +13,7 @@ from redis.asyncio.connection import Connection
 
 from api.client import INFER_READ_CAP, ApiClientError, JobClient, JobTimeoutError, RetryPolicy
 from api.redis_client import FastPackMixin, _fast
+from tests.support.fakeapi import Answer, fake_api, html, js
 
 
 def scripted(*responses: httpx.Response | Exception) -> tuple[JobClient, list[float], list[httpx.Request]]:
@@ -160,10 +161,11 @@ def test_infer_503_for_an_accepted_job_follows_it_instead_of_resubmitting() -> N
     )
     assert client.infer("p", timeout=30) == {"id": "j4", "prompt": "p", "output": "o", "followed": True}
     assert [(r.method, r.url.path) for r in seen] == [("POST", "/infer"), ("GET", "/v1/jobs/j4")]
-    client, _, seen = scripted(httpx.Response(503, json=accepted))
-    with pytest.raises(ApiClientError) as exc:
-        client.infer("p")  # no time left to follow it: the 503 is the answer, naming the job
-    assert exc.value.status == 503 and exc.value.body["id"] == "j4" and len(seen) == 1
+    client, _, seen = scripted(  # without ``timeout`` too: the server's deadline had not passed
+        httpx.Response(503, json=accepted), ok({"status": "succeeded", "output": "o"}, 200)
+    )
+    assert client.infer("p")["followed"] is True
+    assert [(r.method, r.url.path) for r in seen] == [("POST", "/infer"), ("GET", "/v1/jobs/j4")]
 
 
 def test_infer_resends_only_a_503_that_says_nothing_was_queued() -> None:
@@ -199,6 +201,66 @@ def test_infer_503_naming_a_job_never_stored_raises_the_503() -> None:
     assert not isinstance(exc.value, JobTimeoutError)
     assert exc.value.status == 503 and exc.value.body == unknown
     assert [r.url.path for r in seen] == ["/infer", "/v1/jobs/j6"]
+
+
+NAMING = {
+    503: {"error": "redis_unavailable", "detail": "the job was queued ...; do not resend it: fetch it later",
+          "id": "jX", "url": "/v1/jobs/jX", "queued": True},
+    504: {"error": "timeout", "detail": "no result within 1 s; the job continues",
+          "id": "jX", "url": "/v1/jobs/jX"},
+}  # fmt: skip
+FOLLOW_FAILURES: dict[str, Answer] = {
+    "503 retry later": js(
+        503, {"error": "redis_unavailable", "detail": "retry later"}, **{"Retry-After": "1"}
+    ),
+    "proxy's 502": html(502),
+}
+
+
+@pytest.mark.parametrize("status", sorted(NAMING))
+@pytest.mark.parametrize("failure", sorted(FOLLOW_FAILURES))
+def test_infer_whose_follow_fails_raises_the_answer_that_named_the_job(status: int, failure: str) -> None:
+    """The follow's own error ("retry later", a proxy's page) was raised: no job id, an invitation
+    to resend a prompt that was already queued."""
+
+    def route(method: str, path: str, body: object) -> Answer:
+        return (
+            js(status, NAMING[status], **{"Retry-After": "2"})
+            if path == "/infer"
+            else FOLLOW_FAILURES[failure]
+        )
+
+    retry = RetryPolicy(attempts=2, base=0.01)
+    with (
+        fake_api(route) as (url, seen),
+        JobClient(url, retry=retry) as client,
+        pytest.raises(ApiClientError) as exc,
+    ):
+        client.infer("p", timeout=30)
+    assert (exc.value.status, exc.value.body) == (status, NAMING[status])
+    assert isinstance(exc.value, JobTimeoutError) == (status == 504)
+    assert isinstance(exc.value.__cause__, ApiClientError) and exc.value.__cause__.status != 404
+    assert [m for m, _, _ in seen].count("POST") == 1
+
+
+def test_infer_whose_follow_cannot_connect_raises_the_answer_that_named_the_job() -> None:
+    client, _, _ = scripted(httpx.Response(503, json=NAMING[503]), *[httpx.ConnectError("refused")] * 4)
+    with pytest.raises(ApiClientError) as exc:
+        client.infer("p", timeout=30)
+    assert exc.value.body["id"] == "jX" and isinstance(exc.value.__cause__, httpx.ConnectError)
+
+
+def test_a_proxys_504_without_a_job_is_not_a_job_timeout() -> None:
+    """A gateway's own 504 (its read timeout) names no job: it was a JobTimeoutError with job_id ''."""
+    page = "<html><head><title>504 Gateway Time-out</title></head><body>nginx</body></html>"
+    with (
+        fake_api(lambda m, p, b: html(504, page)) as (url, seen),
+        JobClient(url) as client,
+        pytest.raises(ApiClientError) as exc,
+    ):
+        client.infer("p", timeout=120)
+    assert type(exc.value) is ApiClientError and exc.value.status == 504 and exc.value.body == page
+    assert [p for _, p, _ in seen] == ["/infer"]
 
 
 args = st.lists(

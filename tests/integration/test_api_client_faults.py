@@ -1,0 +1,51 @@
+"""JobClient against the real API and Valkey when things fail: Redis lost while a job is followed, a
+gateway that loses the API's answer, a Retry-After longer than the client waits, a bad key."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from api.client import ApiClientError, JobClient, RetryPolicy
+from jobqueue import Keyspace
+from tests.support.api import api_process
+from tests.support.valkey import ValkeyServer
+
+
+def stop_once_queued(server: ValkeyServer, timeout: float = 10) -> threading.Thread:
+    """Stop ``server`` as soon as the API has queued a job on it (the API is then waiting for it)."""
+
+    def run() -> None:
+        direct = redis.Redis.from_url(server.url)
+        deadline = time.monotonic() + timeout
+        while not direct.get(Keyspace().queue("default:v1").arrivals) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        direct.close()
+        server.stop()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_infer_keeps_the_job_id_when_redis_is_lost_while_it_is_followed(
+    valkey_factory: Callable[..., ValkeyServer], tmp_path: Path
+) -> None:
+    """The API answers 503 naming the job ("do not resend it"); following it meets the same outage
+    (503 "retry later"). That last error was raised: no job id, and a caller told to retry."""
+    server = valkey_factory()
+    with api_process(server.url, tmp_path) as api:  # no worker: the job stays queued
+        stopper = stop_once_queued(server)
+        retry = RetryPolicy(attempts=2, base=0.01)
+        with JobClient(api.url, retry=retry) as client, pytest.raises(ApiClientError) as exc:
+            client.infer("hello", timeout=10)
+        stopper.join(10)
+    assert exc.value.status == 503 and exc.value.body["id"], exc.value
+    assert "do not resend" in exc.value.detail, exc.value
+    cause = exc.value.__cause__
+    assert isinstance(cause, ApiClientError) and cause.status == 503 and "id" not in cause.body
