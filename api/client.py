@@ -2,8 +2,11 @@
 
 Retries: on 429 (overloaded, rate limited), 503 (Redis unavailable) and connection errors, with
 exponential back-off and jitter (so a fleet of clients refused together does not come back together),
-waiting at least what ``Retry-After`` asks. Submissions carry an idempotency key (generated unless
-given), so a retry after a lost answer returns the first job instead of creating a second.
+waiting at least what ``Retry-After`` asks (a refusal asking for more than
+``RetryPolicy.max_retry_after`` is raised, not resent early). ``wait`` and ``infer`` keep to their
+``timeout``: polls and resends are cut to the time left. Submissions carry an idempotency key
+(generated unless given), so a retry after a lost answer returns the first job instead of creating
+a second.
 ``/infer`` takes no key, so it is resent only when the server cannot have queued it yet: a refused
 connection, a 429, or a 503 whose body says ``"queued": false``. Never after a read timeout or a
 dropped connection, and never after any other 503 (a proxy's, or one naming the job). A 503
@@ -34,6 +37,13 @@ RETRY_STATUSES = frozenset({429, 503})
 UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Transport errors raised before the request reached the server: resending cannot repeat it."""
 
+LAST_POLL = 0.5
+"""Time limit of a poll sent when :meth:`JobClient.wait`'s deadline has (nearly) passed: the last
+look at the job, which may have just finished, overruns the deadline by this much at most."""
+
+MIN_INFER_TIMEOUT = 1.0
+"""The least ``timeout`` the API accepts on ``/infer``: a resend that would leave less is not made."""
+
 INFER_READ_CAP = 3605.0
 """Read timeout of an ``infer`` without ``timeout``: the server answers by its own INFER_TIMEOUT,
 which this client does not know, so it waits an hour plus slack (against a server whose
@@ -47,24 +57,42 @@ class ApiClientError(Exception):
     def __init__(self, status: int, body: Any) -> None:
         self.status = status
         self.body = body
-        self.error = body.get("error", "") if isinstance(body, dict) else ""
+        self.error = str(body.get("error") or "") if isinstance(body, dict) else ""
         self.detail = body.get("detail", "") if isinstance(body, dict) else str(body)
         super().__init__(f"HTTP {status} {self.error}: {self.detail}")
 
 
 class JobTimeoutError(ApiClientError):
-    """The job did not finish in time; ``job_id`` is still valid and can be fetched later."""
+    """The job did not finish in time; ``job_id`` is still valid and can be fetched later.
 
-    def __init__(self, job_id: str, body: Any) -> None:
+    ``body`` is the server's 504 that said so (``infer``), or with ``polled`` the job's last record
+    as :meth:`JobClient.wait` read it (None if no poll answered in time): the message then names
+    the job and its last status, and claims no HTTP 504 (``status`` is 504 all the same, a timeout)."""
+
+    def __init__(self, job_id: str, body: Any, *, polled: bool = False) -> None:
         super().__init__(504, body)
         self.job_id = job_id
+        if polled:
+            last = body.get("status") if isinstance(body, dict) else None
+            self.error = "timeout"
+            self.detail = f"job {job_id} did not finish in time (last status: {last or 'unknown'})"
+            self.args = (self.detail,)
+
+
+class _OutOfTimeError(Exception):
+    """A deadline stopped a request's retries: ``error`` is the refusal or failure it ended on."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """``attempts`` tries in all; the n-th back-off is ``min(cap, base * 2**n)`` scaled by a random
-    factor in [0.5, 1] ("equal jitter"), or ``Retry-After`` (capped at ``max_retry_after``) plus up
-    to ``base`` of jitter when the server sent one."""
+    """``attempts`` tries in all (1 or more); the n-th back-off is ``min(cap, base * 2**n)`` scaled by
+    a random factor in [0.5, 1] ("equal jitter"), or ``Retry-After`` plus up to ``base`` of jitter
+    when the server sent one. A refusal whose ``Retry-After`` exceeds ``max_retry_after`` is not
+    retried but returned (raised): resending sooner than asked would only be refused again."""
 
     attempts: int = 5
     base: float = 0.1
@@ -72,9 +100,15 @@ class RetryPolicy:
     max_retry_after: float = 30.0
     statuses: frozenset[int] = RETRY_STATUSES
 
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(
+                f"RetryPolicy.attempts must be at least 1 (one try, no retry), not {self.attempts}"
+            )
+
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         if retry_after is not None:
-            return min(retry_after, self.max_retry_after) + rng.uniform(0, self.base)
+            return retry_after + rng.uniform(0, self.base)
         return backoff_delay(attempt, self.base, self.cap, rng)
 
 
@@ -110,6 +144,17 @@ def _job_named(response: httpx.Response) -> str:
     except ValueError:
         return ""
     return str(body.get("id") or "") if isinstance(body, dict) else ""
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _error(response: httpx.Response) -> ApiClientError:
+    return ApiClientError(response.status_code, _body(response))
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -154,33 +199,58 @@ class JobClient:
         (read timeout, dropped connection) is raised at once, since resending it would queue the
         job again; only errors raised before it left (:data:`UNSENT`) are retried, and only the
         refusals the server says came before anything was stored (see :func:`_unstored`). A
-        refusal that names a job (``id`` in its body: the job may exist) is never resent either way."""
+        refusal that names a job (``id`` in its body: the job may exist) is never resent either way.
+        A refusal whose ``Retry-After`` exceeds ``retry.max_retry_after`` is returned, not resent."""
+        return self._send(method, path, resend=resend, **kwargs)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        resend: bool = True,
+        deadline: float | None = None,
+        needs: float = 0.0,
+        bound: Callable[[float], dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """:meth:`request`, and with ``deadline`` (a :func:`time.monotonic` time) within it:
+        ``bound(time left)`` gives each retry's arguments that depend on it (its time limits,
+        ``/infer``'s ``timeout``; the first attempt's are the caller's); a retry is made only if
+        its delay leaves ``needs`` seconds before the deadline; a transport error once the deadline
+        has passed is not retried. When the deadline stops it, raises :class:`_OutOfTimeError` with
+        the refusal (as :class:`ApiClientError`) or error it ended on."""
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
+            if deadline is not None and bound is not None and attempt > 0:
+                kwargs.update(bound(deadline - time.monotonic()))
+            failure: Exception
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise _OutOfTimeError(exc) from exc
                 if last or not (resend or isinstance(exc, UNSENT)):
                     raise
-                self.sleep(self.retry.delay(attempt, None, self.rng))
-                continue
-            if response.status_code not in self.retry.statuses or last or _job_named(response):
-                return response
-            if _misconfigured(response):
-                return response
-            if not (resend or _unstored(response)):
-                return response
-            self.sleep(self.retry.delay(attempt, _retry_after(response), self.rng))
+                failure, wait = exc, self.retry.delay(attempt, None, self.rng)
+            else:
+                if response.status_code not in self.retry.statuses or last or _job_named(response):
+                    return response
+                if _misconfigured(response) or not (resend or _unstored(response)):
+                    return response
+                retry_after = _retry_after(response)
+                if retry_after is not None and retry_after > self.retry.max_retry_after:
+                    return response  # it asks for longer than this client waits: the refusal stands
+                failure, wait = _error(response), self.retry.delay(attempt, retry_after, self.rng)
+            if deadline is not None and time.monotonic() + wait + needs > deadline:
+                raise _OutOfTimeError(failure) from failure
+            self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _json(self, response: httpx.Response, ok: tuple[int, ...] = (200, 201, 202)) -> Any:
-        try:
-            body = response.json()
-        except ValueError:
-            body = response.text
         if response.status_code not in ok:
-            raise ApiClientError(response.status_code, body)
-        return body
+            raise _error(response)
+        return _body(response)
 
     def submit(
         self,
@@ -216,17 +286,33 @@ class JobClient:
 
     def wait(self, job_id: str, timeout: float, poll: float = 0.1, poll_max: float = 2.0) -> dict[str, Any]:
         """Poll until the job is finished (succeeded, failed, cancelled or dead) or ``timeout``
-        passes (:class:`JobTimeoutError`)."""
+        passes (:class:`JobTimeoutError`, naming the job and its last status). The deadline bounds
+        every poll too: its time limits are cut to the time left (:data:`LAST_POLL` at least) and
+        a retry (of a 503, a 429 or a connection error) is made only if its delay ends before the
+        deadline; when it does not, or a poll times out at the deadline, the wait ends with
+        :class:`JobTimeoutError`, the poll's failure as its ``__cause__``. A poll that fails for
+        good before the deadline (attempts exhausted, a 404) raises that failure."""
         deadline = time.monotonic() + timeout
+        job: dict[str, Any] | None = None
         while True:
-            job = self.get(job_id)
+            try:
+                limits = self._poll_limits(deadline - time.monotonic())
+                response = self._send(
+                    "GET", f"/v1/jobs/{job_id}", deadline=deadline, bound=self._poll_limits, **limits
+                )
+            except _OutOfTimeError as exc:
+                raise JobTimeoutError(job_id, job, polled=True) from exc.error
+            job = self._json(response)
             if job["status"] not in ("queued", "running"):
                 return job
             left = deadline - time.monotonic()
             if left <= 0:
-                raise JobTimeoutError(job_id, job)
+                raise JobTimeoutError(job_id, job, polled=True)
             self.sleep(min(poll, left))
             poll = min(poll * 2, poll_max)
+
+    def _poll_limits(self, left: float) -> dict[str, Any]:
+        return {"timeout": min(self.timeout, max(left, LAST_POLL))}
 
     def infer(self, prompt: str, timeout: float | None = None) -> dict[str, Any]:
         """Synchronous inference. If the server times out (504), the job keeps running: this
@@ -249,11 +335,21 @@ class JobClient:
         ``INFER_TIMEOUT`` when none is given, which this client does not know: up to
         :data:`INFER_READ_CAP` then) rather than giving up before it."""
         start = time.monotonic()
-        body: dict[str, Any] = {"prompt": prompt}
-        if timeout is not None:
-            body["timeout"] = timeout
-        limits = httpx.Timeout(self.timeout, read=INFER_READ_CAP if timeout is None else timeout + 5)
-        response = self.request("POST", "/infer", json=body, timeout=limits, resend=False)
+
+        def limits(left: float) -> dict[str, Any]:  # each send asks for the time left, not all of it
+            sent = min(timeout, round(left, 3)) if timeout is not None else None
+            body = {"prompt": prompt} if sent is None else {"prompt": prompt, "timeout": sent}
+            read = INFER_READ_CAP if sent is None else sent + 5
+            return {"json": body, "timeout": httpx.Timeout(self.timeout, read=read)}
+
+        deadline = None if timeout is None else start + timeout
+        try:
+            response = self._send(
+                "POST", "/infer", resend=False, deadline=deadline, needs=MIN_INFER_TIMEOUT,
+                bound=limits, **limits(INFER_READ_CAP),
+            )  # fmt: skip
+        except _OutOfTimeError as exc:  # a refusal whose Retry-After does not fit: it is the answer
+            raise exc.error from None
         job_id = _job_named(response) if response.status_code in (503, 504) else ""
         if not job_id:  # a proxy's own 504 names no job: nothing to follow, no JobTimeoutError
             result: dict[str, Any] = self._json(response, ok=(200,))

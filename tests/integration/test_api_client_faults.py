@@ -49,3 +49,17 @@ def test_infer_keeps_the_job_id_when_redis_is_lost_while_it_is_followed(
     assert "do not resend" in exc.value.detail, exc.value
     cause = exc.value.__cause__
     assert isinstance(cause, ApiClientError) and cause.status == 503 and "id" not in cause.body
+
+
+def test_a_retry_after_longer_than_the_client_waits_is_raised_at_once(redis_url: str, tmp_path: Path) -> None:
+    """RATE_LIMIT=1/m asks for about a minute; the client cut that to max_retry_after (30 s) and
+    resent early, to be refused again. The 429 is raised at once, with the API's Retry-After."""
+    sleeps: list[float] = []
+    with (
+        api_process(redis_url, tmp_path, RATE_LIMIT="1/m") as api,
+        JobClient(api.url, sleep=sleeps.append) as client,
+    ):
+        client.submit({"n": 0}, model="default")  # the bucket's one token
+        with pytest.raises(ApiClientError) as exc:
+            client.submit({"n": 1}, model="default")
+    assert exc.value.status == 429 and exc.value.error == "rate_limited" and sleeps == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import httpx
@@ -91,7 +92,33 @@ def test_backoff_is_capped_and_jittered() -> None:
     rng = random.Random(3)
     delays = [policy.delay(n, None, rng) for n in range(10)]
     assert all(0.05 <= d <= 1.0 for d in delays) and max(delays) > 0.5
-    assert policy.delay(0, 100, rng) <= 10.1  # a huge Retry-After is capped
+    assert 100 <= policy.delay(0, 100, rng) <= 100.1  # at least what Retry-After asks
+
+
+def test_a_retry_policy_without_a_try_is_refused() -> None:
+    """attempts=0 was accepted, then every call raised AssertionError('unreachable'), sending nothing."""
+    for attempts in (0, -1):
+        with pytest.raises(ValueError, match="attempts"):
+            RetryPolicy(attempts=attempts)
+    client, sleeps, seen = scripted(httpx.Response(503, json={"error": "redis_unavailable", "detail": "d"}))
+    client.retry = RetryPolicy(attempts=1)
+    with pytest.raises(ApiClientError):
+        client.get("j1")  # one try, no retry
+    assert len(seen) == 1 and sleeps == []
+
+
+def test_a_retry_after_longer_than_the_client_waits_is_raised_not_resent_early() -> None:
+    """Retry-After above max_retry_after was cut to it and the request resent before the server
+    asked: the docs promise at least Retry-After. The refusal is raised instead."""
+    refusal = {"error": "rate_limited", "detail": "d"}
+    client, sleeps, seen = scripted(httpx.Response(429, headers={"Retry-After": "31"}, json=refusal))
+    with pytest.raises(ApiClientError) as exc:
+        client.submit("x", model="m")
+    assert exc.value.status == 429 and sleeps == [] and len(seen) == 1
+    client, sleeps, seen = scripted(
+        httpx.Response(429, headers={"Retry-After": "30"}, json=refusal), ok({"id": "j1"})
+    )
+    assert client.submit("x", model="m")["id"] == "j1" and 30 <= sleeps[0] <= 30.1
 
 
 def test_wait_polls_until_terminal_and_times_out() -> None:
@@ -104,6 +131,20 @@ def test_wait_polls_until_terminal_and_times_out() -> None:
     with pytest.raises(JobTimeoutError) as exc:
         client.wait("j1", timeout=0)
     assert exc.value.job_id == "j1"
+
+
+def test_a_wait_timeout_names_the_job_and_its_last_status() -> None:
+    """It read 'HTTP 504 None: ' (the job record's ``error`` field, None): no job, no status, and a
+    504 no server sent."""
+    job = {"id": "j1", "status": "running", "error": None, "output": None}
+    with (
+        fake_api(lambda m, p, b: js(200, job)) as (url, _),
+        JobClient(url) as client,
+        pytest.raises(JobTimeoutError) as exc,
+    ):
+        client.wait("j1", timeout=0.2)
+    assert str(exc.value) == "job j1 did not finish in time (last status: running)"
+    assert (exc.value.job_id, exc.value.error, exc.value.body) == ("j1", "timeout", job)
 
 
 def test_infer_504_without_time_left_raises_with_the_job_id() -> None:
@@ -261,6 +302,72 @@ def test_a_proxys_504_without_a_job_is_not_a_job_timeout() -> None:
         client.infer("p", timeout=120)
     assert type(exc.value) is ApiClientError and exc.value.status == 504 and exc.value.body == page
     assert [p for _, p, _ in seen] == ["/infer"]
+
+
+QUEUED = {"id": "j1", "status": "queued", "error": None}
+DOWN = js(503, {"error": "redis_unavailable", "detail": "retry later"}, **{"Retry-After": "2"})
+
+
+@pytest.mark.parametrize("failure", ["hang", "503"])
+def test_wait_ends_by_its_timeout_when_the_api_hangs_or_refuses(failure: str) -> None:
+    """Each poll ran the whole retry loop, with full read timeouts and Retry-After: wait(timeout=1)
+    took 10 s and more, and ended with httpx.ReadTimeout or a 503 instead of JobTimeoutError."""
+    polls: list[str] = []
+
+    def route(method: str, path: str, body: object) -> Answer:
+        polls.append(path)
+        return js(200, QUEUED) if len(polls) == 1 else (None if failure == "hang" else DOWN)
+
+    with fake_api(route) as (url, _), JobClient(url, timeout=10) as client:
+        start = time.monotonic()
+        with pytest.raises(JobTimeoutError) as exc:
+            client.wait("j1", timeout=1)
+        took = time.monotonic() - start
+    assert took < 1.8, f"wait(timeout=1) took {took:.1f} s"
+    assert exc.value.job_id == "j1" and "last status: queued" in str(exc.value)
+    cause = httpx.ReadTimeout if failure == "hang" else ApiClientError
+    assert isinstance(exc.value.__cause__, cause)
+
+
+def test_infer_follows_a_job_only_until_its_timeout() -> None:
+    def route(method: str, path: str, body: object) -> Answer:
+        return js(503, NAMING[503], **{"Retry-After": "2"}) if path == "/infer" else None
+
+    with fake_api(route) as (url, _), JobClient(url) as client:
+        start = time.monotonic()
+        with pytest.raises(JobTimeoutError) as exc:
+            client.infer("p", timeout=1)
+        took = time.monotonic() - start
+    assert took < 1.8 and exc.value.job_id == "jX", f"{took:.1f} s: {exc.value}"
+
+
+UNSTORED = {
+    429: {"error": "too_many_requests", "detail": "64 synchronous requests already in flight"},
+    503: {"error": "redis_unavailable", "detail": "nothing was queued", "queued": False},
+}
+
+
+@pytest.mark.parametrize("status", sorted(UNSTORED))
+def test_infer_resends_a_refusal_only_while_its_retry_after_fits_in_the_timeout(status: int) -> None:
+    """Resends of a 429 / 503 queued:false ignored ``timeout``: infer(timeout=1.5) slept through
+    Retry-After four times. Now the refusal is raised when the wait would leave less than the
+    second the API needs."""
+    refuse = js(status, UNSTORED[status], **{"Retry-After": "2"})
+    with fake_api(lambda m, p, b: refuse) as (url, seen), JobClient(url) as client:
+        start = time.monotonic()
+        with pytest.raises(ApiClientError) as exc:
+            client.infer("p", timeout=1.5)
+        took = time.monotonic() - start
+    assert exc.value.status == status and len(seen) == 1 and took < 0.5
+
+
+def test_an_infer_resend_asks_only_for_the_time_left() -> None:
+    """Each resend carried the caller's whole ``timeout`` again, so the server could wait all of it anew."""
+    answers = [js(429, UNSTORED[429], **{"Retry-After": "1"}), js(200, {"id": "j", "output": "o"})]
+    with fake_api(lambda m, p, b: answers.pop(0)) as (url, seen), JobClient(url) as client:
+        assert client.infer("p", timeout=3)["output"] == "o"
+    first, second = seen[0][2]["timeout"], seen[1][2]["timeout"]
+    assert first == 3 and 1.5 < second <= 3 - 1, (first, second)
 
 
 args = st.lists(
