@@ -141,6 +141,9 @@ class Plan:
             "tick_seconds": self.wall(w.tick_seconds),
             "watch_seconds": self.wall(w.watch_seconds),
             "policy": {"name": self.policy, **self.policy_knobs()},
+            # Nothing saved under the target's name on a shared REDIS_URL: every run starts cold,
+            # as its replays do, and a real target named "demo" there keeps its own state.
+            "state": {"persist": False},
         }
         return AppConfig.model_validate(
             {"host": "127.0.0.1", "port": metrics_port, "log_level": "WARNING", "targets": [target]}

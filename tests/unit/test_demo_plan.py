@@ -85,6 +85,16 @@ def test_app_config_is_the_reference_workload_compressed(tmp_path: Path) -> None
     assert target.policy.knobs == plan.policy_knobs()
 
 
+def test_the_demo_daemon_saves_no_learned_state_on_the_server(tmp_path: Path) -> None:
+    """State would be kept under the target's name ("demo"), not the run's queue: a second run on
+    the same REDIS_URL would restore the first's, and a real target named "demo" be overwritten."""
+    from autoscaler.state_store import build_state_store
+
+    (target,) = Plan(speedup=10, max_workers=2).app_config("redis://127.0.0.1:6379/0", 0, tmp_path).targets
+    assert not target.state.persist
+    assert build_state_store(target) is None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
