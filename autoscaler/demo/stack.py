@@ -32,7 +32,8 @@ from autoscaler.demo.plan import Plan
 from autoscaler.loop import TargetLoop
 from autoscaler.targets.base import ScaleTarget
 from autoscaler.targets.local import LocalProcessTarget, _die_with_parent, http_ready
-from jobqueue.redis_url import redact
+from jobqueue.errors import describe, misconfigured, remedy
+from jobqueue.redis_url import redact, url_problem
 from jobqueue.server import ServerBinaryNotFoundError, ValkeyServer, free_port
 
 log = logging.getLogger("autoscaler.demo")
@@ -62,11 +63,16 @@ def reserve_port(port: int, option: str) -> int:
 
 
 def check_redis(url: str) -> None:
-    """PING ``url``; an unreachable server is a :class:`DemoError`."""
+    """PING ``url``; a malformed URL, an unreachable server or one refusing it is a :class:`DemoError`."""
+    problem = url_problem(url)
+    if problem is not None:
+        raise DemoError(f"REDIS_URL {problem}: fix it, or unset REDIS_URL and the demo starts its own")
     client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
     try:
         client.ping()
-    except (redis.RedisError, ValueError) as exc:
+    except redis.RedisError as exc:
+        if misconfigured(exc):  # the server answers but refuses this URL: starting it is no fix
+            raise DemoError(f"REDIS_URL={redact(url)}: Redis {describe(exc)}; {remedy(exc)}") from None
         raise DemoError(
             f"REDIS_URL={redact(url)} is unreachable ({exc}): start that server, or unset REDIS_URL "
             "and the demo starts its own"
