@@ -34,6 +34,10 @@ from jobqueue.backoff import backoff_delay
 
 RETRY_STATUSES = frozenset({429, 503})
 
+KEYED_RETRY_STATUSES = frozenset({502, 503, 504})
+"""Retried too for a submission, which carries an idempotency key: a gateway's 502 or 504 may come
+after the API stored the job, and resending with the same key returns that job, never a second."""
+
 UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Transport errors raised before the request reached the server: resending cannot repeat it."""
 
@@ -53,6 +57,9 @@ connection cannot block forever."""
 
 class ApiClientError(Exception):
     """The API refused or failed a request (after retries, if it was retryable)."""
+
+    idempotency_key: str | None = None
+    """The key of the submission that failed (set by :meth:`JobClient.submit`): resend with it."""
 
     def __init__(self, status: int, body: Any) -> None:
         self.status = status
@@ -209,17 +216,20 @@ class JobClient:
         path: str,
         *,
         resend: bool = True,
+        statuses: frozenset[int] = frozenset(),
         deadline: float | None = None,
         needs: float = 0.0,
         bound: Callable[[float], dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """:meth:`request`, and with ``deadline`` (a :func:`time.monotonic` time) within it:
-        ``bound(time left)`` gives each retry's arguments that depend on it (its time limits,
-        ``/infer``'s ``timeout``; the first attempt's are the caller's); a retry is made only if
-        its delay leaves ``needs`` seconds before the deadline; a transport error once the deadline
-        has passed is not retried. When the deadline stops it, raises :class:`_OutOfTimeError` with
-        the refusal (as :class:`ApiClientError`) or error it ended on."""
+        """:meth:`request`, retrying ``statuses`` besides ``retry.statuses``, and with ``deadline``
+        (a :func:`time.monotonic` time) within it: ``bound(time left)`` gives each retry's
+        arguments that depend on it (its time limits, ``/infer``'s ``timeout``; the first attempt's
+        are the caller's); a retry is made only if its delay leaves ``needs`` seconds before the
+        deadline; a transport error once the deadline has passed is not retried. When the deadline
+        stops it, raises :class:`_OutOfTimeError` with the refusal (as :class:`ApiClientError`) or
+        error it ended on."""
+        retried = self.retry.statuses | statuses
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
             if deadline is not None and bound is not None and attempt > 0:
@@ -234,7 +244,7 @@ class JobClient:
                     raise
                 failure, wait = exc, self.retry.delay(attempt, None, self.rng)
             else:
-                if response.status_code not in self.retry.statuses or last or _job_named(response):
+                if response.status_code not in retried or last or _job_named(response):
                     return response
                 if _misconfigured(response) or not (resend or _unstored(response)):
                     return response
@@ -262,17 +272,35 @@ class JobClient:
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Submit a job; returns ``{"id", "url", "status", "queue", "created"}``."""
+        """Submit a job; returns ``{"id", "url", "status", "queue", "created"}``.
+
+        The request carries ``idempotency_key`` (a random one unless given; ``""`` is refused with
+        :class:`ValueError`, as the API would), so it is retried on a gateway's 502 or 504 too
+        (:data:`KEYED_RETRY_STATUSES`). If it fails all the same, the exception raised
+        (:class:`ApiClientError` or ``httpx.TransportError``) carries the key as ``idempotency_key``:
+        submitting again with it returns the job if the lost attempt created one."""
+        if idempotency_key == "":
+            raise ValueError("idempotency_key must be 1-128 characters (None: a random one)")
+        key = uuid.uuid4().hex if idempotency_key is None else idempotency_key
         body: dict[str, Any] = {
             "input": input,
             "model": model,
             "priority": priority,
-            "idempotency_key": idempotency_key or uuid.uuid4().hex,
+            "idempotency_key": key,
             "metadata": dict(metadata or {}),
         }
         if version is not None:
             body["version"] = version
-        result: dict[str, Any] = self._json(self.request("POST", "/v1/jobs", json=body))
+        try:
+            result: dict[str, Any] = self._json(
+                self._send("POST", "/v1/jobs", statuses=KEYED_RETRY_STATUSES, json=body)
+            )
+        except ApiClientError as exc:
+            exc.idempotency_key = key
+            raise
+        except httpx.TransportError as exc:
+            exc.idempotency_key = key  # type: ignore[attr-defined]
+            raise
         return result
 
     def get(self, job_id: str) -> dict[str, Any]:

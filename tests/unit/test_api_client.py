@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import Any
@@ -70,6 +71,15 @@ def test_gives_up_after_attempts_and_does_not_retry_client_errors() -> None:
     client, _, _ = scripted(*[httpx.ConnectError("refused")] * 4)
     with pytest.raises(httpx.ConnectError):
         client.get("j1")
+
+
+def test_a_submission_that_fails_for_good_carries_its_idempotency_key() -> None:
+    """The generated key was lost with the error: a caller's resubmission could only make a new job."""
+    client, _, seen = scripted(*[httpx.ConnectError("refused")] * 4)
+    with pytest.raises(httpx.ConnectError) as exc:
+        client.submit("x", model="m")
+    sent = {json.loads(r.read())["idempotency_key"] for r in seen}
+    assert len(seen) == 4 and sent == {getattr(exc.value, "idempotency_key", None)}
 
 
 def test_a_503_for_refused_redis_credentials_is_not_retried() -> None:
