@@ -112,14 +112,29 @@ def options(args: argparse.Namespace) -> Options:
     for port, flag in ((args.api_port, "--api-port"), (args.metrics_port, "--metrics-port")):
         if not 0 <= port <= 65535:
             raise DemoError(f"{flag} must be within 0..65535, got {port}")
-    return Options(
-        plan,
-        traffic,
-        Path(args.out),
-        Path(args.report) if args.report else None,
-        args.api_port,
-        args.metrics_port,
-    )
+    out = Path(args.out)
+    _make_dir(out, "--out")
+    report_path = Path(args.report) if args.report else None
+    if report_path is not None:
+        _check_writable_file(report_path, "--report")
+    return Options(plan, traffic, out, report_path, args.api_port, args.metrics_port)
+
+
+def _make_dir(path: Path, flag: str) -> None:
+    """Create ``path`` (and its parents) now, so a path that cannot be a directory stops nothing."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DemoError(f"{flag} {path}: cannot create the directory ({exc.strerror or exc})") from None
+
+
+def _check_writable_file(path: Path, flag: str) -> None:
+    """Refuse a file the run could not write at its end (its directory is created now)."""
+    _make_dir(path.parent, flag)
+    if path.is_dir():
+        raise DemoError(f"{flag} {path}: is a directory, not a file")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise DemoError(f"{flag} {path}: cannot write there (permission denied)")
 
 
 # ---- signals ------------------------------------------------------------------------------------
@@ -200,7 +215,7 @@ async def _session(stack: Stack, opts: Options, ledger: Ledger, monitor: Monitor
 def _live_run(opts: Options, console: Console, run_dir: Path) -> report.LiveRun:
     """Start the stack, play the traffic, read everything back; the stack is stopped on return."""
     plan = opts.plan
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _make_dir(run_dir, "--out")
     stack = Stack(plan, run_dir, redis_url=os.environ.get("REDIS_URL") or None,
                   api_port=opts.api_port, metrics_port=opts.metrics_port)  # fmt: skip
     monitor: Monitor | None = None
