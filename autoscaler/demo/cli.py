@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="trace CSV, Azure LLM or generic [traces/azure_llm_code_2023.csv]",
     )
     parser.add_argument(
-        "--speedup", type=float, default=10.0, help="run this many times faster than real time [10]"
+        "--speedup", type=float, default=10.0, help="run this many times faster than real time, 1/60..50 [10]"
     )
     parser.add_argument("--start", type=float, default=0.0, help="trace second the window starts at [0]")
     parser.add_argument("--duration", type=float, default=1200.0, help="trace seconds to replay [1200]")

@@ -10,6 +10,8 @@ import pytest
 
 from autoscaler.config import LocalTargetConfig, StreamSourceConfig
 from autoscaler.demo.plan import (
+    MAX_SPEEDUP,
+    MIN_SPEEDUP,
     REFERENCE,
     TIME_KNOBS,
     Plan,
@@ -100,6 +102,9 @@ def test_the_demo_daemon_saves_no_learned_state_on_the_server(tmp_path: Path) ->
     [
         ({"speedup": 0.0, "max_workers": 4}, "speedup"),
         ({"speedup": float("inf"), "max_workers": 4}, "speedup"),
+        ({"speedup": 0.01, "max_workers": 4}, "speedup must be within 1/60"),
+        ({"speedup": 1e7, "max_workers": 4}, "speedup must be within 1/60"),
+        ({"speedup": MAX_SPEEDUP * 1.01, "max_workers": 4}, "speedup must be within 1/60"),
         ({"speedup": 10.0, "max_workers": 0}, "max-workers"),
         ({"speedup": 10.0, "max_workers": 4, "policy": "kpa"}, "policy"),
         ({"speedup": 10.0, "max_workers": 4, "policy": "static:3"}, "policy"),
@@ -108,6 +113,14 @@ def test_the_demo_daemon_saves_no_learned_state_on_the_server(tmp_path: Path) ->
 def test_bad_plans_name_the_option(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Plan(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("speedup", [MIN_SPEEDUP, MAX_SPEEDUP])
+def test_the_speedup_bounds_give_a_config_the_daemon_accepts(speedup: float, tmp_path: Path) -> None:
+    (target,) = (
+        Plan(speedup=speedup, max_workers=2).app_config("redis://127.0.0.1:6379/0", 0, tmp_path).targets
+    )
+    assert target.tick_seconds == pytest.approx(REFERENCE.tick_seconds / speedup)
 
 
 def test_run_queue_is_a_valid_unique_queue_name() -> None:
