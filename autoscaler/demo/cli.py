@@ -43,7 +43,9 @@ from autoscaler.engine.registry import STARTUP_AWARE
 from experiments.render import COLUMNS, rich_table
 from experiments.traces import AZURE_CODE_TRACE, TraceError, load_trace, write_trace
 from jobqueue.binding import bind_sync
+from jobqueue.errors import describe
 from jobqueue.records import scan_job_times
+from jobqueue.redis_url import redact
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 WARM_UP_GRACE_WALL = 60.0
@@ -241,6 +243,8 @@ def _live_run(opts: Options, console: Console, run_dir: Path) -> report.LiveRun:
         monitor.stop()
         rejected = ledger.sent - len(ledger.submitted)  # refused by the API or never answered
         return report.LiveRun(jobs, len(ledger.submitted), rejected, monitor.reports, monitor.lives, counters)
+    except redis.RedisError as exc:  # the server went away (or turned on us) mid-run: one line, exit 1
+        raise RuntimeError(f"the run stopped: Redis at {redact(stack.redis_url)} {describe(exc)}") from None
     finally:
         with _signals_ignored():
             if stack.running:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 
+from autoscaler.demo import cli
 from autoscaler.demo.cli import build_parser, options
 from autoscaler.demo.stack import DemoError
 from experiments.traces import write_trace
@@ -37,3 +39,35 @@ def test_writable_out_and_report_paths_pass(tmp_path: Path) -> None:
     checked(tmp_path, "--report", str(tmp_path / "new" / "r.json"))
     assert (tmp_path / "out").is_dir() and (tmp_path / "new").is_dir()
     assert not (tmp_path / "new" / "r.json").exists()  # written only at the end of a run
+
+
+class LostRedis:
+    """A stack whose Redis goes away once started."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.redis_url = "redis://:hunter2@127.0.0.1:6390/0"
+        self.running = False
+        self.closed = False
+
+    def start(self) -> None:
+        self.running = True
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+
+    def close(self) -> None:
+        self.closed, self.running = True, False
+
+
+def test_redis_going_away_mid_run_is_one_error_line_naming_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stacks: list[LostRedis] = []
+    monkeypatch.setattr(cli, "Stack", lambda *a, **k: stacks.append(LostRedis()) or stacks[-1])
+    monkeypatch.setattr(cli, "_setup_logging", lambda console: None)  # the root logger stays pytest's
+    trace = tmp_path / "trace.csv"
+    write_trace(trace, np.arange(0.0, 60.0, 2.0))
+    code = cli.main(["--trace", str(trace), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == cli.EXIT_INCOMPLETE
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "127.0.0.1:6390" in err[0] and "unreachable" in err[0] and "hunter2" not in err[0]
+    assert stacks[0].closed
