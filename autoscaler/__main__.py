@@ -7,16 +7,16 @@ Exit codes: 0 success; 2 a config or input problem (one line on stderr naming th
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 
-from autoscaler.config import ConfigError, effective_yaml, load_config
+from autoscaler.config import ConfigError, effective_yaml, load_config, read_text
 from autoscaler.logs import setup_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -71,12 +71,9 @@ def import_keda(path: str, policy: str, live: bool) -> int:
     from autoscaler.keda_import import KedaImportError, convert_text, render
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
-        conversion = convert_text(text, policy=policy, shadow=not live)
-    except OSError as exc:
-        return _error(f"{path}: cannot read: {exc.strerror or exc}")
-    except UnicodeDecodeError as exc:
-        return _error(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})")
+        conversion = convert_text(read_text(path), policy=policy, shadow=not live)
+    except ConfigError as exc:
+        return _error(str(exc))
     except KedaImportError as exc:
         return _error(f"{path}: {exc}")
     for note in conversion.notes:
@@ -105,6 +102,8 @@ def run(path: str, port: int | None) -> int:
     except ConfigError as exc:
         return _error(str(exc))
     if port is not None:
+        if not 0 <= port <= 65535:  # model_copy does not validate: bind() would raise OverflowError
+            return _error(f"--port must be within 0..65535 (0: any free port), got {port}")
         config = config.model_copy(update={"port": port})
     setup_logging(config.log_level)
     stop = threading.Event()
@@ -118,6 +117,14 @@ def run(path: str, port: int | None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         daemon = Daemon(config, config_path=path).start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            log.exception("daemon failed to start")
+            return _error(f"cannot start: {exc}", EXIT_FAILED)
+        option = "--port" if port is not None else f"port: in {path}"
+        return _error(
+            f"port {config.port} is already in use on {config.host}: pass another {option} (0: any free)"
+        )
     except Exception as exc:
         log.exception("daemon failed to start")
         return _error(f"cannot start: {exc}", EXIT_FAILED)

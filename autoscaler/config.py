@@ -471,11 +471,19 @@ def parse_config(text: str, origin: str = "<config>") -> AppConfig:
 
 def load_config(path: str | Path) -> AppConfig:
     """Read and validate a config file (symlinks followed, as ConfigMap mounts need)."""
+    return parse_config(read_text(path), str(path))
+
+
+def read_text(path: str | Path) -> str:
+    """A file's UTF-8 text; one that cannot be read, or is not UTF-8, is a :class:`ConfigError`."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return parse_config(text, str(path))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
 
 
 def effective_yaml(config: AppConfig) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 import textwrap
 from pathlib import Path
@@ -693,3 +694,60 @@ def test_a_season_too_short_for_the_targets_own_tick_is_refused_at_load() -> Non
     assert parse_config(ok).targets[0].policy.knobs["season_seconds"] == 30
     text = ok.replace("slo_seconds: 10", "slo_seconds: 10\n    tick_seconds: 10")
     assert "targets[0]: season_seconds: 30 s is shorter than 5 ticks of 10 s (50 s)" in error_of(text)
+
+
+@pytest.mark.parametrize("command", ["run", "check-config"])
+def test_a_config_file_that_is_not_utf8_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"port: 9100\n\xd0\xff\xfe targets: []\n")
+    args = ["run", "--config", str(path)] if command == "run" else ["check-config", str(path)]
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"error: {path}: not UTF-8 text (byte 0xd0 at offset 11)\n"
+
+
+def runnable(tmp_path: Path) -> Path:
+    """A config ``run`` can start without a cluster or a server (its loops fail their ticks only)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "port: 0\nhost: 127.0.0.1\ntargets:\n  - name: t\n"
+        '    source: {kind: stream, queue: "t:v1", redis_url: "redis://127.0.0.1:1/0"}\n'
+        f"    target: {{kind: local, log_dir: {tmp_path / 'logs'}}}\n"
+        "    min_replicas: 0\n    max_replicas: 1\n"
+    )
+    return path
+
+
+@pytest.fixture()
+def quiet_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run`` without its process-wide side effects: JSON logging on the root, signal handlers."""
+    monkeypatch.setattr("autoscaler.__main__.setup_logging", lambda level: None)
+    monkeypatch.setattr("autoscaler.__main__.signal.signal", lambda *args: None)
+
+
+@pytest.mark.parametrize("port", ["-1", "70000"])
+@pytest.mark.usefixtures("quiet_run")
+def test_run_port_out_of_range_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    assert main(["run", "--config", str(runnable(tmp_path)), "--port", port]) == 2
+    assert (
+        capsys.readouterr().err == f"error: --port must be within 0..65535 (0: any free port), got {port}\n"
+    )
+
+
+@pytest.mark.usefixtures("quiet_run")
+def test_run_port_in_use_names_the_port_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = runnable(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert main(["run", "--config", str(path), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: port {port} is already in use on 127.0.0.1: pass another --port"), err
+    assert err.count("\n") == 1
+    assert not any(record.exc_info for record in caplog.records)
