@@ -153,14 +153,24 @@ def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """While cleaning up: a second Ctrl-C must not cut the cleanup short and leave processes behind."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _signals_deferred() -> Iterator[None]:
+    """While cleaning up: a Ctrl-C or SIGTERM must not cut the cleanup short and leave processes
+    behind, nor be lost. The first one is remembered and raised as :class:`KeyboardInterrupt` once
+    the cleanup is done (the run ends as interrupted, exit 130); any later one is ignored. If the
+    cleanup itself raised, that exception goes on instead."""
+    received: list[int] = []
+
+    def remember(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, remember) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if received:
+        raise KeyboardInterrupt(signal.Signals(received[0]).name)
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -246,7 +256,7 @@ def _live_run(opts: Options, console: Console, run_dir: Path) -> report.LiveRun:
     except redis.RedisError as exc:  # the server went away (or turned on us) mid-run: one line, exit 1
         raise RuntimeError(f"the run stopped: Redis at {redact(stack.redis_url)} {describe(exc)}") from None
     finally:
-        with _signals_ignored():
+        with _signals_deferred():
             if stack.running:
                 log.info("stopping: API, workers (draining), server")
             if monitor is not None:

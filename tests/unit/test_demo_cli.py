@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +73,37 @@ def test_redis_going_away_mid_run_is_one_error_line_naming_the_server(
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert "127.0.0.1:6390" in err[0] and "unreachable" in err[0] and "hunter2" not in err[0]
     assert stacks[0].closed
+
+
+class SignalledWhileClosing:
+    """A stack that cannot start (one error line) and receives ``sig`` while it is being stopped."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        self.redis_url = "redis://127.0.0.1:6390/0"
+        self.running = True
+        self.sig = sig
+        self.closed = False
+
+    def start(self) -> None:
+        raise DemoError("the API did not start")
+
+    def close(self) -> None:
+        os.kill(os.getpid(), self.sig)
+        os.kill(os.getpid(), self.sig)  # a second one during the same cleanup is ignored
+        self.closed, self.running = True, False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_cleanup_is_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], sig: signal.Signals
+) -> None:
+    """Before: SIGINT and SIGTERM were ignored for the whole cleanup, so one arriving then was
+    dropped and the run went on (to its verdict and exit 0 after a normal run)."""
+    stacks: list[SignalledWhileClosing] = []
+    monkeypatch.setattr(cli, "Stack", lambda *a, **k: stacks.append(SignalledWhileClosing(sig)) or stacks[-1])
+    monkeypatch.setattr(cli, "_setup_logging", lambda console: None)
+    trace = tmp_path / "trace.csv"
+    write_trace(trace, np.arange(0.0, 60.0, 2.0))
+    assert cli.main(["--trace", str(trace), "--out", str(tmp_path / "out")]) == cli.EXIT_INTERRUPTED
+    assert stacks[0].closed
+    assert capsys.readouterr().err.startswith("interrupted:")
