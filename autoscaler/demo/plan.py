@@ -225,4 +225,7 @@ def select_traffic(
             f"(it spans 0-{trace.span:.0f}): choose another --start or --duration"
         )
     k = keep_every or auto_keep_every(window, plan)
+    # A window running past the trace's last arrival replays only up to it: say so (the whole
+    # second of the last arrival), not the window asked for.
+    duration = min(duration, math.floor(trace.span) + 1 - start)
     return Traffic(trace.name, start, duration, len(window), k, window[::k])

@@ -157,3 +157,13 @@ def test_an_empty_window_says_where_the_trace_is() -> None:
         select_traffic(trace([0.0, 1.0]), Plan(10, 4), start=500, duration=100)
     with pytest.raises(ValueError, match="--duration"):
         select_traffic(trace([0.0]), Plan(10, 4), start=0, duration=0)
+
+
+def test_a_window_past_the_trace_end_is_announced_up_to_the_trace_end() -> None:
+    """A 60 s trace replayed with the default 1,200 s window was announced (and reported in the
+    JSON's "traffic", and drawn as a progress bar stopping at 5 %) as trace seconds 0-1200."""
+    traffic = select_traffic(trace([0.0, 10.0, 59.4]), Plan(10, 4), start=5, duration=1200)
+    assert traffic.duration == 55
+    assert "trace seconds 5-60:" in traffic.describe()
+    inside = select_traffic(trace([0.0, 10.0, 59.4]), Plan(10, 4), start=0, duration=30)
+    assert inside.duration == 30
