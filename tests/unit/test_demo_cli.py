@@ -62,8 +62,8 @@ class LostRedis:
 def test_redis_going_away_mid_run_is_one_error_line_naming_the_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stacks: list[LostRedis] = []
-    monkeypatch.setattr(cli, "Stack", lambda *a, **k: stacks.append(LostRedis()) or stacks[-1])
+    stacks = [LostRedis()]
+    monkeypatch.setattr(cli, "Stack", lambda *a, **k: stacks[0])
     monkeypatch.setattr(cli, "_setup_logging", lambda console: None)  # the root logger stays pytest's
     trace = tmp_path / "trace.csv"
     write_trace(trace, np.arange(0.0, 60.0, 2.0))
@@ -99,8 +99,8 @@ def test_a_signal_during_the_cleanup_is_not_lost(
 ) -> None:
     """Before: SIGINT and SIGTERM were ignored for the whole cleanup, so one arriving then was
     dropped and the run went on (to its verdict and exit 0 after a normal run)."""
-    stacks: list[SignalledWhileClosing] = []
-    monkeypatch.setattr(cli, "Stack", lambda *a, **k: stacks.append(SignalledWhileClosing(sig)) or stacks[-1])
+    stacks = [SignalledWhileClosing(sig)]
+    monkeypatch.setattr(cli, "Stack", lambda *a, **k: stacks[0])
     monkeypatch.setattr(cli, "_setup_logging", lambda console: None)
     trace = tmp_path / "trace.csv"
     write_trace(trace, np.arange(0.0, 60.0, 2.0))

@@ -6,7 +6,6 @@ import pytest
 import redis
 import redis.exceptions as rx
 
-from autoscaler.demo import stack
 from autoscaler.demo.stack import DemoError, check_redis
 
 
@@ -42,7 +41,7 @@ class Refusing:
 def test_a_server_refusing_the_url_is_not_called_unreachable(
     monkeypatch: pytest.MonkeyPatch, error: Exception, needle: str
 ) -> None:
-    monkeypatch.setattr(stack.redis.Redis, "from_url", lambda *a, **k: Refusing(error))
+    monkeypatch.setattr(redis.Redis, "from_url", lambda *a, **k: Refusing(error))
     with pytest.raises(DemoError) as caught:
         check_redis("redis://:secret@127.0.0.1:6379/99")
     message = str(caught.value)
@@ -51,8 +50,6 @@ def test_a_server_refusing_the_url_is_not_called_unreachable(
 
 
 def test_a_server_that_does_not_answer_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        stack.redis.Redis, "from_url", lambda *a, **k: Refusing(redis.ConnectionError("refused"))
-    )
-    with pytest.raises(DemoError, match="unreachable .*start that server"):
+    monkeypatch.setattr(redis.Redis, "from_url", lambda *a, **k: Refusing(redis.ConnectionError("refused")))
+    with pytest.raises(DemoError, match=r"unreachable .*start that server"):
         check_redis("redis://127.0.0.1:6379/0")
