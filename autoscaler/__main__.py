@@ -98,13 +98,9 @@ def run(path: str, port: int | None) -> int:
     from autoscaler.daemon import Daemon
 
     try:
-        config = load_config(path)
+        config = load_config(path, port=port)
     except ConfigError as exc:
         return _error(str(exc))
-    if port is not None:
-        if not 0 <= port <= 65535:  # model_copy does not validate: bind() would raise OverflowError
-            return _error(f"--port must be within 0..65535 (0: any free port), got {port}")
-        config = config.model_copy(update={"port": port})
     setup_logging(config.log_level)
     stop = threading.Event()
 
@@ -116,7 +112,7 @@ def run(path: str, port: int | None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        daemon = Daemon(config, config_path=path).start()
+        daemon = Daemon(config, config_path=path, port_override=port).start()
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             log.exception("daemon failed to start")

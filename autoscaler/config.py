@@ -469,9 +469,17 @@ def parse_config(text: str, origin: str = "<config>") -> AppConfig:
         raise ConfigError(f"{origin}: {describe_error(exc)}") from None
 
 
-def load_config(path: str | Path) -> AppConfig:
-    """Read and validate a config file (symlinks followed, as ConfigMap mounts need)."""
-    return parse_config(read_text(path), str(path))
+def load_config(path: str | Path, *, port: int | None = None) -> AppConfig:
+    """Read and validate a config file (symlinks followed, as ConfigMap mounts need).
+
+    ``port`` (``run --port``) stands in for the file's ``port`` in every version of the file read,
+    the daemon's reloads included (:class:`ConfigWatcher`'s ``load``): read without it, each reload
+    found the port "changed" from the command line's and was rejected as needing a restart.
+    """
+    if port is not None and not 0 <= port <= 65535:  # model_copy does not validate
+        raise ConfigError(f"--port must be within 0..65535 (0: any free port), got {port}")
+    config = parse_config(read_text(path), str(path))
+    return config if port is None else config.model_copy(update={"port": port})
 
 
 def read_text(path: str | Path) -> str:
@@ -522,11 +530,13 @@ class ConfigWatcher:
         current: AppConfig,
         apply: Callable[[AppConfig], None],
         *,
+        load: Callable[[Path], AppConfig] = load_config,
         on_status: Callable[[ConfigStatus], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
         self._apply = apply
+        self._load = load  # as the running config was read (the command line's overrides)
         self._on_status = on_status
         self._clock = clock
         self.config = current
@@ -555,7 +565,7 @@ class ConfigWatcher:
             self.status = replace(self.status, checked_at=now)
             return False
         try:
-            config = parse_config(self.path.read_text(encoding="utf-8"), str(self.path))
+            config = self._load(self.path)
             self._apply(config)
         except Exception as exc:
             error = str(exc) if isinstance(exc, ConfigError) else f"{self.path}: cannot apply: {exc}"

@@ -43,6 +43,7 @@ from autoscaler.config import (
     LocalTargetConfig,
     StreamSourceConfig,
     TargetConfig,
+    load_config,
 )
 from autoscaler.engine.registry import make_policy
 from autoscaler.engine.snapshot import Policy
@@ -185,6 +186,7 @@ class Daemon:
         config: AppConfig,
         *,
         config_path: str | Path | None = None,
+        port_override: int | None = None,
         metrics: Metrics | None = None,
         leader: LeaderGate | None = None,
         source_factory: SourceFactory = build_source,
@@ -206,7 +208,13 @@ class Daemon:
         self._stop = threading.Event()
         self._server: MetricsServer | None = None
         self._watcher = (
-            ConfigWatcher(config_path, config, self.apply, on_status=self._config_status)
+            ConfigWatcher(
+                config_path,
+                config,
+                self.apply,
+                load=functools.partial(load_config, port=port_override),
+                on_status=self._config_status,
+            )
             if config_path is not None
             else None
         )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from autoscaler.config import AppConfig, TargetConfig, parse_config
+from autoscaler.config import AppConfig, TargetConfig, load_config, parse_config
 from autoscaler.daemon import Daemon
 from autoscaler.engine.policy import StartupAwarePolicy
 from autoscaler.loop import AlwaysLeader
@@ -318,3 +318,53 @@ def test_a_loop_replaced_by_a_reload_does_not_act_after_the_wait_for_it_gave_up(
     time.sleep(0.3)
     assert len(old.scaled) == scaled, "the retired loop scaled after the new one had started"
     assert made.saved["a"].saves == saves
+
+
+def test_a_reload_keeps_the_port_the_command_line_gave(tmp_path: Path) -> None:
+    """``run --port N`` overrides the file's port. Every reload read the file without it, saw the
+    port "changed" from N, and was rejected as needing a restart: no edit of the ConfigMap was
+    ever applied while the daemon ran with --port. The override now holds for every version of
+    the file, so a reload compares like with like."""
+    path = tmp_path / "config.yaml"
+    path.write_text(BASE)
+    made = Factories()
+    daemon = Daemon(
+        load_config(path, port=9191),
+        config_path=path,
+        port_override=9191,
+        source_factory=made.source,
+        target_factory=made.target,
+        state_store_factory=made.state_store,
+    ).start(serve_http=False)
+    watcher = daemon.watcher
+    assert watcher is not None
+    try:
+        path.write_text(BASE.replace("tick_seconds: 60", "tick_seconds: 30", 1))
+        assert watcher.check(), daemon.ready()[1]["config"]
+        assert daemon.loops["a"].settings.workload.tick_seconds == 30 and daemon.config.port == 9191
+    finally:
+        daemon.stop()
+
+
+def test_a_config_file_that_turns_to_non_utf8_is_rejected_naming_it(tmp_path: Path) -> None:
+    """A reload reads the file as loading does (``load_config``): bytes that are not UTF-8 are the
+    same one-line ConfigError as at start, not "cannot apply: 'utf-8' codec can't decode ..."."""
+    path = tmp_path / "config.yaml"
+    path.write_text(BASE)
+    made = Factories()
+    daemon = Daemon(
+        parse_config(BASE),
+        config_path=path,
+        source_factory=made.source,
+        target_factory=made.target,
+        state_store_factory=made.state_store,
+    ).start(serve_http=False)
+    watcher = daemon.watcher
+    assert watcher is not None
+    try:
+        path.write_bytes(BASE.encode() + b"# caf\xe9\n")
+        assert not watcher.check()
+        error = daemon.ready()[1]["config"]["error"]
+        assert error == f"{path}: not UTF-8 text (byte 0xe9 at offset {len(BASE.encode()) + 5})", error
+    finally:
+        daemon.stop()
