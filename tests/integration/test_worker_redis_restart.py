@@ -76,10 +76,7 @@ def test_a_job_lost_with_redis_data_is_reported_gone_not_reclaimed(
     try:
         w = pool.spawn("w", MODEL_PREDICT_SECONDS="2")
         job_id = jq.submit_job(r, Q, "x").job_id
-        deadline = time.monotonic() + 10
-        while (job := jq.get_job(r, job_id)) is None or job.status is not JobStatus.RUNNING:
-            assert time.monotonic() < deadline, w.log()
-            time.sleep(0.02)
+        _until_running(r, job_id, time.monotonic() + 10, w.log)
         server.restart()
         # The API's next submission makes the stream again, the worker's next read the group: the
         # heartbeat's renewal then finds the group without the entry (before, it only failed).
@@ -95,6 +92,14 @@ def test_a_job_lost_with_redis_data_is_reported_gone_not_reclaimed(
     finally:
         r.close()
         pool.kill_all()
+
+
+def _until_running(r: redis.Redis, job_id: str, deadline: float, log: Callable[[], str]) -> None:
+    """Wait until a worker has started ``job_id``, at most until ``deadline`` (``time.monotonic``);
+    ``log`` explains a failure."""
+    while (job := jq.get_job(r, job_id)) is None or job.status is not JobStatus.RUNNING:
+        assert time.monotonic() < deadline, log()
+        time.sleep(0.02)
 
 
 def _retrying(fn: Callable[[], T]) -> T:
@@ -165,9 +170,7 @@ def test_a_redis_refusing_writes_after_a_failed_save_is_waited_out_not_crashed_o
         idle = pool.spawn("idle", QUEUE="other:v1")
         job_id = jq.submit_job(r, Q, "through a refusal").job_id
         deadline = time.monotonic() + 10
-        while (job := jq.get_job(r, job_id)) is None or job.status is not JobStatus.RUNNING:
-            assert time.monotonic() < deadline, busy.log()
-            time.sleep(0.02)
+        _until_running(r, job_id, deadline, busy.log)
         # Make a save fail for real: the data directory (the server's cwd) disappears, then a save
         # point is configured and a background save started; the server then refuses writes.
         shutil.rmtree(server.data_dir)
