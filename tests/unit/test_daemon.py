@@ -97,6 +97,19 @@ def rig() -> Iterator[tuple[Daemon, Factories]]:
     daemon.stop()
 
 
+def watching(path: Path, config: AppConfig, **kwargs: Any) -> Daemon:
+    """A started daemon (no HTTP) whose config came from ``path``, which it watches for reloads."""
+    made = Factories()
+    return Daemon(
+        config,
+        config_path=path,
+        source_factory=made.source,
+        target_factory=made.target,
+        state_store_factory=made.state_store,
+        **kwargs,
+    ).start(serve_http=False)
+
+
 def edited(old: str, new: str) -> AppConfig:
     assert old in BASE
     return parse_config(BASE.replace(old, new, 1))
@@ -176,14 +189,7 @@ def test_a_reload_changing_a_restart_only_field_is_rejected_whole(tmp_path: Path
     the running config stays in force, and each later file is judged against it."""
     path = tmp_path / "config.yaml"
     path.write_text(BASE)
-    made = Factories()
-    daemon = Daemon(
-        parse_config(BASE),
-        config_path=path,
-        source_factory=made.source,
-        target_factory=made.target,
-        state_store_factory=made.state_store,
-    ).start(serve_http=False)
+    daemon = watching(path, parse_config(BASE))
     sample = daemon.metrics.registry.get_sample_value
     watcher = daemon.watcher
     assert watcher is not None
@@ -327,15 +333,7 @@ def test_a_reload_keeps_the_port_the_command_line_gave(tmp_path: Path) -> None:
     the file, so a reload compares like with like."""
     path = tmp_path / "config.yaml"
     path.write_text(BASE)
-    made = Factories()
-    daemon = Daemon(
-        load_config(path, port=9191),
-        config_path=path,
-        port_override=9191,
-        source_factory=made.source,
-        target_factory=made.target,
-        state_store_factory=made.state_store,
-    ).start(serve_http=False)
+    daemon = watching(path, load_config(path, port=9191), port_override=9191)
     watcher = daemon.watcher
     assert watcher is not None
     try:
@@ -351,14 +349,7 @@ def test_a_config_file_that_turns_to_non_utf8_is_rejected_naming_it(tmp_path: Pa
     same one-line ConfigError as at start, not "cannot apply: 'utf-8' codec can't decode ..."."""
     path = tmp_path / "config.yaml"
     path.write_text(BASE)
-    made = Factories()
-    daemon = Daemon(
-        parse_config(BASE),
-        config_path=path,
-        source_factory=made.source,
-        target_factory=made.target,
-        state_store_factory=made.state_store,
-    ).start(serve_http=False)
+    daemon = watching(path, parse_config(BASE))
     watcher = daemon.watcher
     assert watcher is not None
     try:
