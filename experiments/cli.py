@@ -400,24 +400,35 @@ def _no_service_column(why: str) -> str:
 
 
 def _check_policies(specs: Sequence[str], setup: Setup, option: str = "--policy") -> None:
-    """Every spec builds a policy (else its own error), and no ``static:N`` is above the ceiling."""
+    """Every spec builds a policy (else its own error), and no ``static:N`` is outside the bounds."""
     workload = setup.nominal_workload()
     for spec in specs:
-        _within_ceiling(make_policy(spec, workload), f"{option} {spec}", setup)
+        _within_bounds(make_policy(spec, workload), f"{option} {spec}", setup)
 
 
-def _within_ceiling(policy: Policy, named: str, setup: Setup) -> None:
-    """Refuse a static pool larger than ``--max-replicas``, as ``--initial-replicas`` above it is.
+def _within_bounds(policy: Policy, named: str, setup: Setup) -> None:
+    """Refuse a static pool outside ``--min-replicas``..``--max-replicas``, as ``--initial-replicas``
+    above the ceiling is.
 
     The simulator bounds every decision as the daemon does, so ``static:300`` under the default
-    ceiling of 200 ran 200 pods and was reported as "static:300".
+    ceiling of 200 ran 200 pods and was reported as "static:300", and ``static:5`` over a floor of
+    10 ran 10.
     """
-    if isinstance(policy, StaticPolicy) and policy.replicas > setup.max_replicas:
-        raise UsageError(_above_ceiling(named, setup))
+    if isinstance(policy, StaticPolicy):
+        if policy.replicas > setup.max_replicas:
+            raise UsageError(_above_ceiling(named, setup))
+        if policy.replicas < setup.min_replicas:
+            raise UsageError(_below_floor(named, setup))
 
 
 def _above_ceiling(named: str, setup: Setup) -> str:
     return f"{named} is above --max-replicas {setup.max_replicas}"
+
+
+def _below_floor(named: str, setup: Setup) -> str:
+    return (
+        f"{named} is below --min-replicas {setup.min_replicas}: the floor would run more pods than it names"
+    )
 
 
 def _static_sizes(
@@ -432,11 +443,14 @@ def _static_sizes(
         return
     _check_policies([spec], setup)
     above = [n for n in grid["n"] if isinstance(n, int) and n > setup.max_replicas]
+    below = [n for n in grid["n"] if isinstance(n, int) and n < setup.min_replicas]
     if any(_knob_key(knob) == "n" for knob in requested):  # then the grid holds only those and N
         if above:
             raise UsageError(_above_ceiling(f"--grid n={','.join(map(str, above))}", setup))
+        if below:
+            raise UsageError(_below_floor(f"--grid n={','.join(map(str, below))}", setup))
     else:
-        grid["n"] = [n for n in grid["n"] if n not in above]
+        grid["n"] = [n for n in grid["n"] if n not in above and n not in below]
 
 
 @contextmanager
@@ -840,7 +854,13 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
     traces = scorecard.reference_traces(azure, args.seed, conv)
     for trace, _ in traces:
         _check_length(trace, setup, f"the scorecard's trace {trace.name}")
-    rows = scorecard.score_traces(traces, setup, args.policy or list(scorecard.POLICIES))
+    policies = args.policy or scorecard.default_policies(setup.min_replicas, setup.max_replicas)
+    if f"static:{scorecard.REFERENCE_POOL}" not in policies and not args.policy:
+        _console(stderr=True).print(
+            f"note: static:{scorecard.REFERENCE_POOL} is outside --min-replicas {setup.min_replicas}.."
+            f"--max-replicas {setup.max_replicas}; its column is left empty"
+        )
+    rows = scorecard.score_traces(traces, setup, policies)
     text = scorecard.render(rows, setup, invocation())
     with _writing("--out", out):
         out.write_text(text, encoding="utf-8")

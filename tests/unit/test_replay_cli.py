@@ -356,6 +356,24 @@ def test_scorecard_names_a_missing_conversation_trace_and_where_to_get_it(
     )
 
 
+def test_scorecard_leaves_out_the_reference_pool_above_the_ceiling_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """static:60 under --max-replicas 40 ran 40 pods and was reported as static:60."""
+    from experiments import scorecard
+
+    arrivals, _ = generate(Poisson(rate=0.5, duration=120.0), seed=1)
+    small = [(Trace("synthetic:smooth", arrivals), "small")]
+    monkeypatch.setattr(scorecard, "reference_traces", lambda *_: small)
+    out = tmp_path / "card.md"
+    status, stdout, err = run_cli(capsys, "scorecard", "--max-replicas", "40", "--out", str(out))
+    assert status == 0 and "static:60 is outside --min-replicas 0..--max-replicas 40" in err
+    table = stdout.split("\n## ")[1]
+    assert "| static:60 |" not in table and "| keda |" in table
+    assert scorecard.default_policies(0, 60) == list(scorecard.POLICIES)
+    assert "static:60" not in scorecard.default_policies(61, 200)
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -716,6 +734,40 @@ def test_a_static_pool_above_max_replicas_is_refused_naming_both(
     assert err == f"error: {option} static:300 is above --max-replicas 200\n"
     status, out, err = run_cli(capsys, *argv, option, "static:4", "--max-replicas", "3")
     assert status == 2 and err == f"error: {option} static:4 is above --max-replicas 3\n"
+
+
+@pytest.mark.parametrize("command", ["replay", "tune", "keda-sweep", "scorecard"])
+def test_a_static_pool_below_min_replicas_is_refused_naming_both(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """The floor bounds every decision too: `static:1 --min-replicas 10` replayed 10 pods as "static:1"."""
+    report = tmp_path / "report.md"
+    option = "--compare" if command == "keda-sweep" else "--policy"
+    argv = command_line(command, trace, report)  # under static:1
+    status, out, err = run_cli(capsys, *argv, "--min-replicas", "10")
+    assert status == 2 and out == "" and not report.exists()
+    assert err.startswith(f"error: {option} static:1 is below --min-replicas 10")
+
+
+def test_tune_keeps_static_pool_sizes_above_min_replicas(
+    trace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "tune",
+        "--trace",
+        str(trace),
+        "--policy",
+        "static:40",
+        "--processes",
+        "1",
+        "--min-replicas",
+        "30",
+    ]
+    status, out, err = run_cli(capsys, *argv, "--grid", "n=20,40")
+    assert status == 2 and out == "" and err.startswith("error: --grid n=20 is below --min-replicas 30")
+    status, out, err = run_cli(capsys, *argv, "--max-replicas", "50", "--target-attainment", "0.5")
+    assert status == 0, err
+    assert "1 grid points" in err  # 40 of the default 10...120
 
 
 def test_tune_keeps_static_pool_sizes_within_max_replicas(
