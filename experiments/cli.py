@@ -340,8 +340,12 @@ def _check_length(trace: Trace, setup: Setup, source: str) -> None:
     service's, and a tick or watch too short for the rest is the option's.
     """
     least = _least_seconds(trace, setup)
-    ticks = least / setup.tick  # infinity past the float range: refused like any count too large
-    if ticks > MAX_TICKS and trace.span > MAX_TICKS * DEFAULT_TICK_SECONDS:
+    # The replay ticks at 0, tick, 2 tick, ... up to ``least``: one more tick than least / tick
+    # (a trace of exactly MAX_TICKS ticks passed here, ran the whole limit, then stopped). Infinity
+    # past the float range is refused like any count too large.
+    room = MAX_TICKS - 1  # tick lengths after the first tick
+    ticks = least / setup.tick + 1
+    if ticks > MAX_TICKS and trace.span > room * DEFAULT_TICK_SECONDS:
         gaps = np.diff(trace.arrivals)
         at = int(np.argmax(gaps))
         raise UsageError(
@@ -351,14 +355,14 @@ def _check_length(trace: Trace, setup: Setup, source: str) -> None:
         )
     simulated = f"replaying it simulates at least {least:,.6g} s (to its last job's arrival plus service)"
     # No --tick would do: the arrivals span at most MAX_TICKS default ticks, so the service is too long.
-    if ticks > MAX_TICKS and least / MAX_TICKS > MAX_TICK_SECONDS:
+    if ticks > MAX_TICKS and least / room > MAX_TICK_SECONDS:
         raise UsageError(
             f"{_service_too_long(setup, source)}: {simulated}, "
-            f"{_many(least / MAX_TICK_SECONDS)} ticks even at the longest --tick, {MAX_TICK_SECONDS:g} s "
+            f"{_many(least / MAX_TICK_SECONDS + 1)} ticks even at the longest --tick, {MAX_TICK_SECONDS:g} s "
             f"(at most {MAX_TICKS:,}): are the service times in seconds?"
         )
     if ticks > MAX_TICKS:
-        advice = _at_least(least / MAX_TICKS)  # its headroom may round past the longest tick
+        advice = _at_least(least / room)  # its headroom may round past the longest tick
         raise UsageError(
             f"--tick {setup.tick:g} is too short for {source}: {simulated}, {_many(ticks)} ticks "
             f"(at most {MAX_TICKS:,}); pass a --tick of at least "
@@ -371,6 +375,22 @@ def _check_length(trace: Trace, setup: Setup, source: str) -> None:
             f"{least:,.6g} s, {_many(looks)} looks (at most {MAX_LOOKS:,}); pass a --watch of at "
             f"least {_at_least(least / MAX_LOOKS)}, or --watch 0 to turn it off"
         )
+
+
+def _tick_limit_advice(exc: TickLimitError) -> str:
+    """What to change when a replay ran into the tick limit after :func:`_check_length` let it in.
+
+    That check counts the least the trace needs; jobs queueing behind too few pods can still make
+    the replay longer. A longer ``--tick`` is the answer unless it is at the longest already.
+    """
+    if exc.looks:
+        return f"--watch {exc.watch_seconds:g} is too short: {exc}; pass a longer --watch"
+    if exc.tick_seconds >= MAX_TICK_SECONDS:
+        return (
+            f"{exc}: even at the longest --tick, {MAX_TICK_SECONDS:g} s, the jobs queue for longer than "
+            "that many ticks: replay fewer jobs, or give the policy more pods"
+        )
+    return f"--tick {exc.tick_seconds:g} is too short: {exc}; pass a longer --tick"
 
 
 def _service_too_long(setup: Setup, source: str) -> str:
@@ -1062,8 +1082,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, PolicySpecError, TraceError) as exc:
         _fail(str(exc), EXIT_USAGE)
     except TickLimitError as exc:  # found running, past what _check_length can foresee
-        flag, seconds = ("--watch", exc.watch_seconds) if exc.looks else ("--tick", exc.tick_seconds)
-        _fail(f"{flag} {seconds:g} is too short: {exc}; pass a longer {flag}", EXIT_USAGE)
+        _fail(_tick_limit_advice(exc), EXIT_USAGE)
     except SimulationError as exc:
         _fail(str(exc), 1)
     except KeyboardInterrupt:

@@ -446,12 +446,40 @@ def test_service_times_too_long_for_any_tick_are_blamed_not_the_tick(
 def test_the_tick_a_refusal_suggests_is_never_above_the_longest(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """7.2e9 s need exactly the longest tick; rounded up with headroom, that was advised as 3.7e+03."""
+    """7,199,996,400 s (1,999,999 ticks after t = 0) need exactly the longest tick; rounded up
+    with headroom, that was advised as 3.7e+03."""
     one = tmp_path / "one.csv"
     one.write_text("timestamp\n0\n")
-    argv = ["replay", "--trace", str(one), "--service", "7.2e9", "--tick", "3000", "--json", "-"]
+    argv = ["replay", "--trace", str(one), "--service", "7199996400", "--tick", "3000", "--json", "-"]
     status, _, err = run_cli(capsys, *argv)
     assert status == 2 and err.endswith("; pass a --tick of at least 3600\n"), err
+
+
+def test_a_trace_of_exactly_the_tick_limit_is_refused_before_it_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ticks at 0, 5, ..., 1e7 s are MAX_TICKS + 1: the check passed it, and the replay then ran
+    2,000,000 ticks (19 s) before stopping at the limit."""
+    edge = tmp_path / "edge.csv"
+    edge.write_text("timestamp\n0\n9999995\n")
+    status, out, err = run_cli(capsys, "replay", "--trace", str(edge), "--policy", "static:1", "--json", "-")
+    assert status == 2 and out == ""
+    assert "2,000,001 ticks (at most 2,000,000); pass a --tick of at least 5.1" in err, err
+
+
+def test_the_tick_limit_met_at_the_longest_tick_does_not_advise_a_longer_one() -> None:
+    """Jobs queued behind too few pods can outlast the limit that _check_length let in; at
+    --tick 3600 "pass a longer --tick" could not be followed."""
+    from experiments.cli import _tick_limit_advice
+
+    def limit(tick: float) -> TickLimitError:
+        return TickLimitError("not ended", tick_seconds=tick, watch_seconds=1.0, looks=False)
+
+    assert _tick_limit_advice(limit(5.0)).endswith("; pass a longer --tick")
+    longest = _tick_limit_advice(limit(3600.0))
+    assert "longer --tick" not in longest and "replay fewer jobs, or give the policy more pods" in longest
+    looks = TickLimitError("x", tick_seconds=3600.0, watch_seconds=1e-9, looks=True)
+    assert _tick_limit_advice(looks).startswith("--watch 1e-09 is too short")
 
 
 @pytest.mark.timeout(30)
@@ -459,8 +487,8 @@ def test_the_tick_a_refusal_suggests_is_never_above_the_longest(
     ("jobs", "tick", "ticks"),
     [
         ("0", "1e-300", "5e+300 ticks"),  # one job: its arrivals spanned 0 ticks, and it ran for ever
-        ("0\n0", "1e-9", "5,000,000,000 ticks"),
-        ("0\n1", "1e-6", "6,000,000 ticks"),  # 1 s of arrivals (a million ticks) but 6 s to replay
+        ("0\n0", "1e-9", "5,000,000,001 ticks"),  # t = 0 and 5e9 more
+        ("0\n1", "1e-6", "6,000,001 ticks"),  # 1 s of arrivals (a million ticks) but 6 s to replay
         ("0\n1", "5e-324", "more than 1e+308 ticks"),  # read as a trace spanning "inf days"
     ],
 )
