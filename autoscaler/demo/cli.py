@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import logging
 import math
 import os
@@ -114,6 +115,8 @@ def options(args: argparse.Namespace) -> Options:
     for port, flag in ((args.api_port, "--api-port"), (args.metrics_port, "--metrics-port")):
         if not 0 <= port <= 65535:
             raise DemoError(f"{flag} must be within 0..65535, got {port}")
+    if args.api_port != 0 and args.api_port == args.metrics_port:  # found only once both servers started
+        raise DemoError(f"--api-port and --metrics-port are both {args.api_port}: give them different ports")
     out = Path(args.out)
     _make_dir(out, "--out")
     report_path = Path(args.report) if args.report else None
@@ -128,6 +131,36 @@ def _make_dir(path: Path, flag: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DemoError(f"{flag} {path}: cannot create the directory ({exc.strerror or exc})") from None
+
+
+LOCK_NAME = ".demo.lock"
+
+
+@contextmanager
+def _holding(out: Path) -> Iterator[None]:
+    """Hold ``out`` for this run: two demos writing one directory overwrote each other's logs,
+    plots and recorded traffic. The lock is the kernel's (``flock``), so it goes with the process
+    however that ends, and a stale lock file from a killed run blocks nothing."""
+    path = out / LOCK_NAME
+    try:
+        handle = path.open("a+")
+    except OSError as exc:
+        raise DemoError(f"--out {out}: cannot create {LOCK_NAME} ({exc.strerror or exc})") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise DemoError(
+                f"--out {out} is in use by another demo run (pid {holder}): "
+                "pass another --out, or wait for it"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
 
 
 def _check_writable_file(path: Path, flag: str) -> None:
@@ -356,9 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         opts = options(args)
-        _setup_logging(console)
-        run = _live_run(opts, console, opts.out / "logs")
-        return _conclude(opts, run, console)
+        with _holding(opts.out):
+            _setup_logging(console)
+            run = _live_run(opts, console, opts.out / "logs")
+            return _conclude(opts, run, console)
     except DemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

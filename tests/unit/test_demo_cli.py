@@ -107,3 +107,19 @@ def test_a_signal_during_the_cleanup_is_not_lost(
     assert cli.main(["--trace", str(trace), "--out", str(tmp_path / "out")]) == cli.EXIT_INTERRUPTED
     assert stacks[0].closed
     assert capsys.readouterr().err.startswith("interrupted:")
+
+
+def test_the_same_port_for_the_api_and_the_metrics_is_refused_up_front(tmp_path: Path) -> None:
+    """It was found only after Valkey and the API had started, as "port N is already in use"."""
+    with pytest.raises(DemoError, match="--api-port and --metrics-port are both 8123"):
+        checked(tmp_path, "--api-port", "8123", "--metrics-port", "8123")
+    checked(tmp_path, "--api-port", "0", "--metrics-port", "0")  # any free port, twice, is fine
+
+
+def test_a_second_run_into_the_same_out_directory_is_refused_while_the_first_holds_it(tmp_path: Path) -> None:
+    """Two demos with one --out overwrote each other's logs, plots and recorded traffic."""
+    held = rf"--out {tmp_path} is in use by another demo run \(pid {os.getpid()}\)"
+    with cli._holding(tmp_path), pytest.raises(DemoError, match=held), cli._holding(tmp_path):
+        pass
+    with cli._holding(tmp_path):  # released with its run, and a lock file left behind blocks nothing
+        assert (tmp_path / cli.LOCK_NAME).read_text() == f"{os.getpid()}\n"
