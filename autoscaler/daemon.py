@@ -224,25 +224,35 @@ class Daemon:
     # ---- lifecycle --------------------------------------------------------------------------------
 
     def start(self, serve_http: bool = True) -> Daemon:
-        _call_if_present(self.leader, "start")
+        """Serve HTTP, compete for leadership, start every loop and the config watcher.
+
+        The port is bound first: a port in use then stops a daemon that has started nothing else
+        (it used to leave the leader election competing, and renewing a Lease, in a process that
+        was about to exit). Anything failing later stops what had started.
+        """
         if serve_http:
             self._server = MetricsServer(
                 self.config.host, self.config.port, self.metrics, self.health, self.ready
             ).start()
             log.info("serving /metrics /healthz /readyz", extra={"fields": {"port": self._server.port}})
-        with self._lock:
-            built = self._build_all(self.config.targets)
-            for running in built.values():
-                self._start(running)
-        if self._watcher is not None:
-            watcher = self._watcher
-            self._watch_thread = threading.Thread(
-                target=watcher.run,
-                args=(self._stop, self.config.config_poll_seconds),
-                name="config",
-                daemon=True,
-            )
-            self._watch_thread.start()
+        try:
+            _call_if_present(self.leader, "start")
+            with self._lock:
+                built = self._build_all(self.config.targets)
+                for running in built.values():
+                    self._start(running)
+            if self._watcher is not None:
+                watcher = self._watcher
+                self._watch_thread = threading.Thread(
+                    target=watcher.run,
+                    args=(self._stop, self.config.config_poll_seconds),
+                    name="config",
+                    daemon=True,
+                )
+                self._watch_thread.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     @property

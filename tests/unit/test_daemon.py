@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import textwrap
 import threading
 import time
@@ -359,3 +360,54 @@ def test_a_config_file_that_turns_to_non_utf8_is_rejected_naming_it(tmp_path: Pa
         assert error == f"{path}: not UTF-8 text (byte 0xe9 at offset {len(BASE.encode()) + 5})", error
     finally:
         daemon.stop()
+
+
+@dataclass
+class RecordingLeader:
+    """A leader gate that records whether it was ever started and whether it was stopped."""
+
+    started: bool = False
+    stopped: bool = False
+
+    def is_leader(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_a_port_in_use_stops_the_start_before_the_leader_election_competes() -> None:
+    """`run --port N` with N taken exited while the election thread went on renewing a Lease."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = parse_config(BASE + f"host: 127.0.0.1\nport: {port}\n")
+        leader, made = RecordingLeader(), Factories()
+        daemon = Daemon(config, leader=leader, source_factory=made.source, target_factory=made.target)
+        with pytest.raises(OSError):
+            daemon.start()
+    assert not leader.started
+    assert made.targets == {}  # no loop was built either
+
+
+def test_a_start_that_fails_after_the_port_stops_what_had_started() -> None:
+    made = Factories(fail_for="b")
+    leader = RecordingLeader()
+    daemon = Daemon(
+        parse_config(BASE + "host: 127.0.0.1\nport: 0\n"),
+        leader=leader,
+        source_factory=made.source,
+        target_factory=made.target,
+        state_store_factory=made.state_store,
+    )
+    with pytest.raises(RuntimeError, match="cannot reach b"):
+        daemon.start()
+    assert leader.started and leader.stopped
+    port = daemon.port
+    assert port is not None
+    with pytest.raises(ConnectionRefusedError):  # the HTTP server is closed
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
