@@ -11,9 +11,16 @@ from dataclasses import dataclass
 from jobqueue import Settings, validate_queue
 from jobqueue.keys import prefix_from_env
 
+MAX_SECONDS = 7 * 86400.0
+"""The longest duration a worker setting takes: a week. Every one of them (heartbeat, lease, poll,
+job timeout, model times) is seconds to hours in practice; past the bound they failed deep in the
+worker with a traceback (``VISIBILITY_TIMEOUT=1e300`` as milliseconds no Redis command takes,
+``POLL_SECONDS=1e12`` as a sleep too long for the OS)."""
+
 
 def env_float(env: Mapping[str, str], name: str, default: float, *, positive: bool = False) -> float:
-    """A finite number >= 0 from ``env[name]`` (``default`` if unset); errors name the variable.
+    """A finite number of seconds, >= 0 and at most :data:`MAX_SECONDS`, from ``env[name]``
+    (``default`` if unset); errors name the variable.
 
     ``positive``: 0 is refused too (a limit of 0 s is no setting anyone means)."""
     raw = env.get(name, "")
@@ -24,6 +31,8 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, positive: bo
     # nan/inf parse, then fail deep in the loop
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {raw!r}")
+    if value > MAX_SECONDS:
+        raise ValueError(f"{name} must be at most {MAX_SECONDS:.0f} seconds (a week), got {raw!r}")
     return value
 
 
@@ -98,7 +107,7 @@ class WorkerConfig:
             settings=Settings(
                 prefix=prefix_from_env(env),  # the API's KEY_PREFIX, read the same way
                 max_attempts=_int(env, "MAX_ATTEMPTS", 3, 1),
-                result_ttl=_int(env, "RESULT_TTL", 24 * 3600, 1),
+                result_ttl=_int(env, "RESULT_TTL", 24 * 3600, 1, 10**9),  # the API's bound
                 worker_ttl=worker_ttl,
             ),
         )

@@ -29,6 +29,12 @@ REPO = Path(__file__).resolve().parents[2]
         ({"MODEL_SETUP_SECONDS": "thirty"}, "MODEL_SETUP_SECONDS='thirty' is not a number"),
         ({"MODEL_PREDICT_SECONDS": "-1"}, "MODEL_PREDICT_SECONDS must be a finite number >= 0"),
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL='verbose' is not a log level"),
+        # Past any sense, these failed deep in the worker with a traceback.
+        ({"VISIBILITY_TIMEOUT": "1e300"}, "VISIBILITY_TIMEOUT must be at most 604800 seconds (a week)"),
+        ({"POLL_SECONDS": "1e12"}, "POLL_SECONDS must be at most 604800 seconds"),
+        ({"JOB_TIMEOUT": "1e20"}, "JOB_TIMEOUT must be at most 604800 seconds"),
+        ({"MODEL_SETUP_SECONDS": "1e300"}, "MODEL_SETUP_SECONDS must be at most 604800 seconds"),
+        ({"RESULT_TTL": "10000000000"}, "RESULT_TTL must be <= 1000000000"),
     ],
 )
 def test_the_worker_stops_at_start_naming_the_bad_variable(env: dict[str, str], message: str) -> None:
