@@ -18,6 +18,7 @@ import redis
 from autoscaler.config import ListSourceConfig, StreamSourceConfig
 from autoscaler.sources.base import QueueSignals, SourceUnavailableError
 from jobqueue import sync as jq
+from jobqueue.errors import wrong_database
 from jobqueue.types import Completion, QueueStats, Settings, WorkerInfo, WorkerState
 
 Clock = Callable[[], float]
@@ -57,6 +58,11 @@ def unavailable(what: str, client: redis.Redis, exc: redis.RedisError) -> Source
         hint = (
             f"cannot reach Redis at {where}: check the source's redis_url (by default $REDIS_URL) "
             "and that the server is running and reachable from this pod"
+        )
+    elif wrong_database(exc):
+        hint = (
+            f"Redis at {where} has no database {kwargs.get('db', 0)}: check the database number "
+            "(the URL's path) in the source's redis_url against the server's `databases` setting"
         )
     else:
         hint = f"Redis at {where} refused the read"

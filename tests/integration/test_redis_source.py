@@ -290,6 +290,17 @@ def test_password_from_env_and_an_unreachable_server(
     wrong.close()
 
 
+def test_a_database_the_server_lacks_is_named_with_the_setting_to_check(redis_url: str) -> None:
+    """The hint said only "refused the read", not which database or where it is set."""
+    base = redis_url.rsplit("/", 1)[0]
+    source = make_source(StreamSourceConfig(queue=QUEUE, redis_url=f"{base}/99", socket_timeout_seconds=2))
+    with pytest.raises(
+        SourceUnavailableError, match=r"has no database 99: check the database number.*redis_url"
+    ):
+        source.read()
+    source.close()
+
+
 def test_a_job_dead_lettered_by_the_reclaimer_counts_once_with_no_service_sample(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
