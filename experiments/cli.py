@@ -915,7 +915,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     from jobqueue.binding import bind_sync
     from jobqueue.records import scan_job_times
-    from jobqueue.redis_url import redact
+    from jobqueue.redis_url import redact, url_problem
 
     settings = Settings(prefix=args.prefix)
     try:
@@ -924,10 +924,11 @@ def cmd_record(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.out:
         _file_writable("--out", Path(args.out))
-    try:
-        client = redis.Redis.from_url(args.redis_url, socket_timeout=10, socket_connect_timeout=5)
-    except ValueError as exc:  # no scheme, another scheme, a port that is no number: redis-py's words
-        raise UsageError(f"--redis-url {redact(args.redis_url)!r}: {exc}") from None
+    # No scheme, another scheme, a port that is no number or 0, an option no connection takes, a
+    # password whose / or ? ends the host: judged as the API, the worker and the demo judge it.
+    if (problem := url_problem(args.redis_url)) is not None:
+        raise UsageError(f"--redis-url {problem}")
+    client = redis.Redis.from_url(args.redis_url, socket_timeout=10, socket_connect_timeout=5)
     try:
         queue = _record_queue(client, args.queue, settings)
         jobs = bind_sync(scan_job_times)(client, queue, since=since, settings=settings)
