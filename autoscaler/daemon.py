@@ -169,6 +169,17 @@ def _rebuild_key(config: TargetConfig) -> tuple[Any, ...]:
     return (config.source, config.target, shadow, state)
 
 
+def _same_workload(old: TargetConfig, new: TargetConfig) -> bool:
+    """Whether a rebuilt target still scales the same workload on the same queue with the same
+    state settings (only the shadow flag of a Kubernetes target changed): then the new loop
+    continues from the old one's policy in memory (:meth:`TargetLoop.inherit`)."""
+    return (old.source, old.target, old.state) == (new.source, new.target, new.state)
+
+
+class DaemonStoppingError(RuntimeError):
+    """A config reload reached the daemon after :meth:`Daemon.stop` began; nothing was applied."""
+
+
 @dataclass
 class _Running:
     config: TargetConfig
@@ -274,6 +285,8 @@ class Daemon:
     def stop(self) -> None:
         """Stop every loop, drain local workers, release the Lease, close the HTTP server."""
         self._stop.set()
+        if self._watch_thread is not None:  # a reload in progress ends first (refused, see apply)
+            self._watch_thread.join(timeout=5)
         with self._lock:
             retiring = list(self._running.values())
             self._running.clear()
@@ -283,8 +296,6 @@ class Daemon:
         _call_if_present(self.leader, "stop")
         if self._server is not None:
             self._server.stop()
-        if self._watch_thread is not None:
-            self._watch_thread.join(timeout=5)
 
     # ---- building and reconciling ---------------------------------------------------------------------
 
@@ -340,6 +351,10 @@ class Daemon:
         differs from the running config's (the watcher then reports the file as rejected).
         """
         with self._lock:
+            if self._stop.is_set():
+                # The watcher waited for the lock while stop() retired every loop: building them
+                # now would leave loops acting on the workloads after the daemon said it stopped.
+                raise DaemonStoppingError("the daemon is stopping: this file was not applied")
             changed = restart_only_changes(self.config, config)
             if changed:
                 raise RestartRequiredError(
@@ -366,6 +381,9 @@ class Daemon:
             self._publish()
             for running, forget in retiring:
                 self._retire(running, forget_metrics=forget)
+                successor = fresh.get(running.config.name)
+                if successor is not None and _same_workload(running.config, successor.config):
+                    successor.loop.inherit(running.loop)
             for name, target in retuned.items():
                 running = self._running[name]
                 running.loop.reconfigure(

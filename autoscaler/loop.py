@@ -278,6 +278,36 @@ class TargetLoop:
         self._retired.set()
         self._abandoned.set()
 
+    @property
+    def abandoned(self) -> bool:
+        """The daemon stopped waiting for this loop's thread (see :meth:`abandon`)."""
+        return self._abandoned.is_set()
+
+    def inherit(self, old: TargetLoop) -> bool:
+        """Continue from what ``old``, the retired loop this one replaces, learned in memory.
+
+        For a rebuild that keeps the queue and the workload (the shadow switch of a Kubernetes
+        target rebuilds its target): a shadow loop saves nothing, so its successor restoring from
+        the store started cold, and the migration from KEDA (shadow beside it, then live) threw
+        away what the shadow run had learned just as it began to act. Call before this loop's
+        first tick, once ``old``'s thread has ended. Returns whether the state was taken over;
+        if not, this loop restores from the store as usual.
+        """
+        if old.abandoned:  # its tick may still be changing the policy: the store is the safe source
+            return False
+        with self._lock, old._lock:
+            if not hand_over(old._policy, self._policy, self.name):
+                return False
+            self._learned.skip_restore()
+            self._learned.counted = set(old._learned.counted)
+            self._needs_warm_start = False
+            # Samples old held for a tick it never had, and its clock if ahead (the policy's times
+            # are on old's timeline: this one must not run behind them).
+            self._pending_startups = [*old._pending_startups, *self._pending_startups]
+            self._pending_services.extendleft(reversed(old._pending_services))
+            self._timeline.not_before(old._timeline.now())
+            return True
+
     def reconfigure(
         self,
         settings: LoopSettings,

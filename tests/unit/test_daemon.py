@@ -411,3 +411,80 @@ def test_a_start_that_fails_after_the_port_stops_what_had_started() -> None:
     assert port is not None
     with pytest.raises(ConnectionRefusedError):  # the HTTP server is closed
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+SHADOWED = textwrap.dedent(
+    """
+    targets:
+      - name: a
+        source: {kind: list, key: qa, redis_url: "redis://127.0.0.1:1/0"}
+        target: {kind: kubernetes, namespace: default, name: workers}
+        tick_seconds: 60
+        shadow: SHADOW
+    """
+)
+
+
+def test_a_shadow_kubernetes_target_switched_live_keeps_what_it_learned() -> None:
+    """The migration from KEDA: shadow beside it, then live. The switch rebuilds a Kubernetes
+    target, and a shadow loop saves nothing, so the live loop started cold: warm-ups measured at
+    90 s in shadow were estimated at the 30 s default again the moment it began to act."""
+    made = Factories()
+    daemon = Daemon(
+        parse_config(SHADOWED.replace("SHADOW", "true")),
+        leader=AlwaysLeader(),
+        source_factory=made.source,
+        target_factory=made.target,
+        state_store_factory=made.state_store,
+    ).start(serve_http=False)
+    try:
+        shadow = daemon.loops["a"]
+        for _ in range(4):
+            made.targets["a"][0].startups.append(90.0)
+            shadow.tick()
+        assert shadow.policy.startup_estimate == 90.0  # type: ignore[attr-defined]
+        assert made.saved["a"].document is None  # a shadow loop saves nothing
+        daemon.apply(parse_config(SHADOWED.replace("SHADOW", "false")))
+        live = daemon.loops["a"]
+        assert live is not shadow and made.targets["a"][1] is live.target  # rebuilt
+        live.tick()
+        assert live.policy.startup_estimate == 90.0  # type: ignore[attr-defined]
+        assert made.saved["a"].document is not None  # and the live loop saves it
+    finally:
+        daemon.stop()
+
+
+def test_a_shadow_target_moved_to_another_workload_starts_from_the_store_not_the_old_loop() -> None:
+    made = Factories()
+    daemon = Daemon(
+        parse_config(SHADOWED.replace("SHADOW", "true")),
+        leader=AlwaysLeader(),
+        source_factory=made.source,
+        target_factory=made.target,
+        state_store_factory=made.state_store,
+    ).start(serve_http=False)
+    try:
+        for _ in range(4):
+            made.targets["a"][0].startups.append(90.0)
+            daemon.loops["a"].tick()
+        other = SHADOWED.replace("SHADOW", "false").replace("name: workers", "name: other-workers")
+        daemon.apply(parse_config(other))
+        daemon.loops["a"].tick()
+        assert daemon.loops["a"].policy.startup_estimate == 30.0  # type: ignore[attr-defined]
+    finally:
+        daemon.stop()
+
+
+def test_a_reload_that_reaches_the_daemon_after_stop_starts_nothing(tmp_path: Path) -> None:
+    """The watcher, waiting for the lock while stop() retired the loops, then built and started
+    new ones that nobody stopped: they went on scaling after the daemon said it had stopped."""
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE)
+    daemon = watching(path, load_config(path), leader=AlwaysLeader())
+    daemon.stop()
+    path.write_text(BASE.replace("key: qa", "key: qa2", 1))  # the ConfigMap changed as SIGTERM came
+    assert daemon.watcher is not None
+    assert not daemon.watcher.check()
+    assert "stopping" in (daemon.watcher.status.error or "")
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("loop-") and t.is_alive()]
+    assert not daemon.loops and not alive
