@@ -69,6 +69,17 @@ _PER_TARGET_GAUGES = {
         "saves every state.save_every_seconds, so an old value means saves fail)."
     ),
 }
+_ESTIMATE_GAUGES = (
+    ("arrival_rate", "rate_now"),
+    ("forecast_rate", "forecast_mean"),
+    ("forecast_rate_upper", "forecast_upper"),
+    ("standing_pool_replicas", "standing_pool"),
+    ("startup_seconds", "startup_seconds"),
+    ("service_seconds", "service_seconds"),
+    ("season_seconds", "season_seconds"),
+)
+"""Gauges fed from the policy's estimates (``TickReport.estimates``): (gauge, estimate key)."""
+_ESTIMATED = frozenset(gauge for gauge, _ in _ESTIMATE_GAUGES)
 LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 """Job latency histogram bounds (seconds): dense around the usual SLOs of a few seconds to a minute."""
 
@@ -138,7 +149,8 @@ class Metrics:
     def observe_tick(self, report: TickReport) -> None:
         """Fold one tick into the series of its target (the loop's observer hook)."""
         target = report.target
-        g = {name: gauge.labels(target) for name, gauge in self.gauges.items()}
+        # Created at once (0 until set), except the estimates: a policy without one has no series.
+        g = {name: gauge.labels(target) for name, gauge in self.gauges.items() if name not in _ESTIMATED}
         g["last_tick_timestamp_seconds"].set(report.now)
         g["shadow"].set(float(report.shadow))
         self.leader.set(float(report.leader))
@@ -170,17 +182,16 @@ class Metrics:
             g["waiting_jobs"].set(snap.waiting)
             g["in_flight_jobs"].set(snap.in_flight)
         estimates = report.estimates or {}
-        for gauge, key in (
-            ("arrival_rate", "rate_now"),
-            ("forecast_rate", "forecast_mean"),
-            ("forecast_rate_upper", "forecast_upper"),
-            ("standing_pool_replicas", "standing_pool"),
-            ("startup_seconds", "startup_seconds"),
-            ("service_seconds", "service_seconds"),
-            ("season_seconds", "season_seconds"),
-        ):
+        for gauge, key in _ESTIMATE_GAUGES:
             if key in estimates:
-                g[gauge].set(estimates[key])
+                self.gauges[gauge].labels(target).set(estimates[key])
+            elif not snap.stale:
+                # A fresh tick's policy does not estimate this (a hot reload switched it to keda,
+                # kpa or static): the series goes rather than claim the old policy's last value for
+                # ever. A stale hold estimates nothing new and keeps the last values, as the queue
+                # numbers above do.
+                with contextlib.suppress(KeyError):
+                    self.gauges[gauge].remove(target)
         self._count(self.decisions, target, decision.reason)
         # Only a change of the count the target really made is a scale action: not a re-apply of
         # the same count (to steer which pods a scale-down not finished yet lets go), nor a
