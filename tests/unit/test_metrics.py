@@ -40,8 +40,9 @@ def report(**overrides: Any) -> TickReport:
             "forecast_upper": 2.5,
             "standing_pool": 3.0,
             "startup_seconds": 31.0,
+            "service_seconds": 4.0,
             "season_seconds": 600.0,
-        },
+        },  # what startup-aware reports: tests/support/promql.py finds the exported series by them
         "state_saved_at": 95.0,
     }
     values.update(overrides)
