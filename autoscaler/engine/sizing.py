@@ -52,11 +52,16 @@ class SizingInputs:
     # tenth of a decision's time.
     ready_pods: int = field(init=False, default=0)
     starting: tuple[PodView, ...] = field(init=False, default=())
+    # The pods that serve or will: ``pods`` without the draining ones, which finish their job and
+    # take no other. Counted as capacity over the horizon, five of them halved the pods a burst
+    # got right after a scale-down or during a rollout (their slots are no capacity to plan on).
+    active: tuple[PodView, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
-        ready, starting = PodPhase.READY, PodPhase.STARTING
+        ready, starting, draining = PodPhase.READY, PodPhase.STARTING, PodPhase.DRAINING
         object.__setattr__(self, "ready_pods", len([p for p in self.pods if p.phase is ready]))
         object.__setattr__(self, "starting", tuple([p for p in self.pods if p.phase is starting]))
+        object.__setattr__(self, "active", tuple([p for p in self.pods if p.phase is not draining]))
 
 
 # A starting pod this many startup estimates old is not coming soon: unschedulable, stuck pulling
@@ -78,14 +83,15 @@ def overdue_pods(inp: SizingInputs) -> list[PodView]:
 
 
 def keep_order(inp: SizingInputs) -> list[PodView]:
-    """Pods in the order they would be kept: ready (and draining), the oldest starting, overdue ones.
+    """Pods in the order they would be kept: ready, the oldest starting, overdue ones (never the
+    draining: they are leaving).
 
     The inverse of :func:`removals` for capacity planning: shrinking to ``k`` pods keeps the first
     ``k`` of this list.
     """
     if not inp.starting:
-        return list(inp.pods)
-    serving = [p for p in inp.pods if p.phase is not PodPhase.STARTING]
+        return list(inp.active)
+    serving = [p for p in inp.active if p.phase is not PodPhase.STARTING]
     return serving + sorted(inp.starting, key=lambda p: (overdue(inp, p), p.created_at))
 
 
@@ -119,12 +125,12 @@ def projected_backlog(
     """Jobs still queued ``horizon`` seconds from now (fluid model, never negative).
 
     Queue now, plus arrivals over the horizon at ``demand_rate``, minus what the ``kept`` pods
-    (default: all of them) finish by then: ready ones serve the whole horizon, starting ones from
-    their expected ready time. In-flight work is not subtracted: at a saturated steady state as
+    (default: all but the draining) finish by then: ready ones serve the whole horizon, starting
+    ones from their expected ready time. In-flight work is not subtracted: at a saturated steady state as
     much is in flight at the horizon as now, and counting it only once read that as backlog. The
     default horizon is one startup: when a pod ordered now would be ready.
     """
-    ready = sorted(ready_time(inp, pod) for pod in (inp.pods if kept is None else kept))
+    ready = sorted(ready_time(inp, pod) for pod in (inp.active if kept is None else kept))
     horizon = inp.startup_time if horizon is None else horizon
     return _backlog(inp, demand_rate, _ReadyTimes(ready, inp.now).pod_seconds(len(ready), horizon), horizon)
 
@@ -377,7 +383,7 @@ def size(inp: SizingInputs) -> Decision:
         desired, reason = inp.current - inp.max_step_down, "step-limit"
     # Replicas with no pod behind them (not created yet, refused by a quota) go first, and at once:
     # dropping them removes nothing. Only the pods beyond ``desired`` are to be picked.
-    podless = max(0, inp.current - sum(1 for p in inp.pods if p.phase is not PodPhase.DRAINING))
+    podless = max(0, inp.current - len(inp.active))
     remove: tuple[str, ...] = ()
     if desired < inp.current - podless:
         remove = removals(inp, inp.current - podless - desired)

@@ -185,6 +185,19 @@ def test_never_removes_a_busy_or_draining_pod(inp: SizingInputs) -> None:
         assert len(d.remove) == max(0, inp.current - d.desired)
 
 
+@given(sizing_inputs() | shrinking_inputs() | free_inputs(), st.integers(1, 10), st.integers(0, 1))
+def test_draining_pods_change_no_decision(inp: SizingInputs, extra: int, busy: int) -> None:
+    """Pods on their way out take no new job: the pods ordered and the pods picked to go are the
+    same with any number of them (they count in neither the spec count nor the capacity)."""
+    leaving = tuple(
+        PodView(f"leaving-{i}", PodPhase.DRAINING, NOW - 100.0, busy, ready_at=NOW - 70.0)
+        for i in range(extra)
+    )
+    more_pods = replace(inp, pods=inp.pods + leaving, in_flight=inp.in_flight + busy * extra)
+    before, after = size(replace(inp, in_flight=more_pods.in_flight)), size(more_pods)
+    assert (after.desired, after.remove) == (before.desired, before.remove)
+
+
 @settings(max_examples=1000, deadline=None)
 @given(sizing_inputs() | free_inputs(), st.data())
 def test_non_decreasing_in_waiting_jobs(inp: SizingInputs, data: st.DataObject) -> None:
