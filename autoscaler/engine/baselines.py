@@ -237,7 +237,10 @@ class KedaPolicy:
             start = self._period_start(now, current, cfg.scale_down_period)
             floor = min(cfg.min_replicas, self.workload.max_replicas)
             # Go's int32() truncation of the percent policy; 100 % (the default) means no limit.
-            limit = int(start * (1 - cfg.scale_down_percent / 100))
+            # Capped at the current count, as the HPA caps it: with more replicas at the period's
+            # start than now (someone scaled down, or a clamp to the maximum), a scale-down
+            # recommendation was answered with a scale-up.
+            limit = min(int(start * (1 - cfg.scale_down_percent / 100)), current)
             if desired < max(floor, limit):
                 return max(floor, limit), "hpa-min-replicas" if floor >= limit else "hpa-scale-down-limit"
         return desired, ""

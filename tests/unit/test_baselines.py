@@ -240,3 +240,21 @@ def test_keda_first_tick_on_an_epoch_clock_lands_on_the_sync_grid() -> None:
     held = policy.decide(Snapshot(now + 11.0, 400, 0, 0, 5.0, first.desired))
     assert (held.reason, held.terms["next_sync"]) == ("hpa-between-syncs", 1_795_000_020.0)
     assert policy.decide(Snapshot(now + 12.0, 400, 0, 0, 5.0, first.desired)).reason != "hpa-between-syncs"
+
+
+def test_keda_scale_down_limit_never_ends_above_the_current_count() -> None:
+    """Kubernetes caps the scale-down limit at the current replicas (convertDesiredReplicasWith
+    BehaviorRate). Without the cap, a 50 %-per-60 s policy whose period began at 10 replicas
+    answered an empty queue at 2 (someone scaled it down) with 3, and one clamped from 50 to a
+    maximum of 20 asked for 25."""
+    config = KedaConfig(scale_down_percent=50.0, scale_down_period=60.0, scale_down_stabilization=0.0)
+
+    def at(now: float, current: int) -> Snapshot:
+        return Snapshot(now=now, waiting=0, in_flight=0, arrivals=0, interval=5.0, current_replicas=current)
+
+    keda = KedaPolicy(WorkloadSpec(max_replicas=200), config)
+    assert keda.decide(at(5.0, 10)).desired == 5  # 50 % per 60 s: 10 -> 5
+    assert keda.decide(at(20.0, 2)).desired == 2  # HPA holds 2
+    clamped = KedaPolicy(WorkloadSpec(max_replicas=20), config)
+    assert clamped.decide(at(5.0, 50)).desired == 20
+    assert clamped.decide(at(20.0, 20)).desired == 20
