@@ -11,13 +11,18 @@ import errno
 import importlib
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from autoscaler.config import ConfigError, effective_yaml, load_config, read_text
 from autoscaler.logs import setup_logging
+
+if TYPE_CHECKING:
+    from autoscaler.metrics import ListenError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -94,8 +99,40 @@ def demo(args: Sequence[str]) -> int:
     return int(module.main(list(args)) or 0)
 
 
+def _cannot_listen(exc: ListenError, path: str, port_given: bool) -> str | None:
+    """One line naming the setting to change when the HTTP server could not listen because of its
+    ``host`` or ``port``; None for a failure no setting explains (out of file descriptors, ...)."""
+    host, port = exc.host, exc.port
+    port_option = "--port" if port_given else f"port: in {path}"
+    host_option = f"host: in {path}"
+    reason = exc.strerror or str(exc.cause)
+    if isinstance(exc.cause, socket.gaierror):
+        return (
+            f"host {host!r} does not resolve ({reason}): set {host_option} to an address or a name "
+            "this machine resolves"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is already in use on {host}: pass another {port_option} (0: any free)"
+    if exc.errno == errno.EACCES:
+        return (
+            f"port {port} on {host} may not be listened on ({reason}; ports below 1024 need "
+            f"privileges): pass another {port_option} (0: any free)"
+        )
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
+        # EINVAL: a link-local IPv6 address without its interface (fe80::1 for fe80::1%eth0).
+        scope = (
+            " (a link-local IPv6 one with its interface: fe80::1%eth0)" if exc.errno == errno.EINVAL else ""
+        )
+        return (
+            f"host {host!r} is not an address this machine can listen on ({reason}): set {host_option} "
+            f"to one of its addresses{scope}, or 0.0.0.0 (every IPv4 address) or '::' (every address)"
+        )
+    return None
+
+
 def run(path: str, port: int | None) -> int:
     from autoscaler.daemon import Daemon
+    from autoscaler.metrics import ListenError
 
     try:
         config = load_config(path, port=port)
@@ -113,14 +150,12 @@ def run(path: str, port: int | None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         daemon = Daemon(config, config_path=path, port_override=port).start()
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
+    except ListenError as exc:
+        problem = _cannot_listen(exc, path, port is not None)
+        if problem is None:
             log.exception("daemon failed to start")
             return _error(f"cannot start: {exc}", EXIT_FAILED)
-        option = "--port" if port is not None else f"port: in {path}"
-        return _error(
-            f"port {config.port} is already in use on {config.host}: pass another {option} (0: any free)"
-        )
+        return _error(problem)
     except Exception as exc:
         log.exception("daemon failed to start")
         return _error(f"cannot start: {exc}", EXIT_FAILED)

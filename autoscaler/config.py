@@ -13,7 +13,9 @@ referenced variable is set, so a missing Secret is reported at load time, not at
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import ipaddress
 import logging
 import math
 import os
@@ -92,6 +94,30 @@ def _dns_subdomain(value: str) -> str:
             "and '.', starting and ending with a letter or digit"
         )
     return value
+
+
+_HOST_NAME_LABEL = re.compile(r"[A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?")
+
+
+def _listen_address(value: str) -> str:
+    """An address or a name the HTTP server can be told to listen on. Only its form is checked:
+    whether this machine has the address, or resolves the name, is known when it binds (``run``
+    then stops naming ``host``)."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(value)
+        return value
+    name = value.removesuffix(".")
+    if 0 < len(name) <= 253 and all(_HOST_NAME_LABEL.fullmatch(label) for label in name.split(".")):
+        return value
+    bracketed = value.startswith("[") and value.endswith("]")
+    if bracketed:
+        hint = f" (without the brackets: {value[1:-1]!r})"
+    else:
+        hint = " (the port is the `port` field)" if ":" in value else ""
+    raise ValueError(
+        f"{value!r} is neither an IP address nor a host name{hint}: 0.0.0.0 listens on every IPv4 "
+        "address, '::' on every address"
+    )
 
 
 KubeNamespace = Annotated[str, AfterValidator(_dns_label)]
@@ -385,11 +411,20 @@ class AppConfig(_Strict):
     """The whole daemon."""
 
     port: int = Field(9090, ge=0, le=65535, description="/metrics, /healthz, /readyz (0: any free port).")
-    host: str = "0.0.0.0"
+    host: str = Field(
+        "0.0.0.0",
+        description="Listen address: an IPv4 or IPv6 address (0.0.0.0: every IPv4 one; '::' every "
+        "one) or a host name.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     config_poll_seconds: float = Field(5.0, gt=0, description="How often the file is checked for changes.")
     leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
     targets: list[TargetConfig] = Field(min_length=1)
+
+    @field_validator("host")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        return _listen_address(value)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
 import textwrap
@@ -751,3 +752,69 @@ def test_run_port_in_use_names_the_port_without_a_traceback(
     assert err.startswith(f"error: port {port} is already in use on 127.0.0.1: pass another --port"), err
     assert err.count("\n") == 1
     assert not any(record.exc_info for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("", "neither an IP address nor a host name"),
+        ("[::]", "without the brackets: '::'"),
+        ("0.0.0.0:9090", "the port is the `port` field"),
+        ("http://metrics", "neither an IP address nor a host name"),
+    ],
+)
+def test_a_host_that_is_no_address_nor_name_is_refused(host: str, problem: str) -> None:
+    message = error_of(VALID + f'host: "{host}"\n')
+    assert message.startswith("cfg.yaml: host: ") and problem in message, message
+
+
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "::", "::1", "127.0.0.1", "fe80::1%eth0", "localhost", "metrics.ml.svc."]
+)
+def test_addresses_and_host_names_are_accepted(host: str) -> None:
+    assert parse_config(VALID + f'host: "{host}"\n').host == host
+
+
+@pytest.mark.parametrize(
+    ("host", "named"),
+    [
+        ("192.0.2.1", "is not an address this machine can listen on"),  # TEST-NET-1: no machine's
+        ("no-such-host.invalid", "does not resolve"),  # .invalid never resolves (RFC 6761)
+    ],
+)
+@pytest.mark.usefixtures("quiet_run")
+def test_run_on_a_host_it_cannot_listen_on_names_the_field_without_a_traceback(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    host: str,
+    named: str,
+) -> None:
+    """It was exit status 1 and "cannot start: [Errno 99] Cannot assign requested address" after a
+    logged traceback, naming no setting."""
+    path = runnable(tmp_path)
+    path.write_text(path.read_text().replace("host: 127.0.0.1", f"host: {host}"))
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: host {host!r} {named} ") and f"set host: in {path}" in err, err
+    assert err.count("\n") == 1
+    assert not any(record.exc_info for record in caplog.records)
+
+
+def test_why_a_port_cannot_be_listened_on_names_the_setting_to_change() -> None:
+    from autoscaler.__main__ import _cannot_listen
+    from autoscaler.metrics import ListenError
+
+    denied = ListenError("0.0.0.0", 80, PermissionError(errno.EACCES, "Permission denied"))
+    assert _cannot_listen(denied, "c.yaml", port_given=False) == (
+        "port 80 on 0.0.0.0 may not be listened on (Permission denied; ports below 1024 need "
+        "privileges): pass another port: in c.yaml (0: any free)"
+    )
+    assert "pass another --port" in (_cannot_listen(denied, "c.yaml", port_given=True) or "")
+    link_local = ListenError("fe80::1", 9090, OSError(errno.EINVAL, "Invalid argument"))
+    assert "fe80::1%eth0" in (_cannot_listen(link_local, "c.yaml", port_given=False) or "")
+    # Out of file descriptors is no setting's fault: run reports it as a failure (exit 1).
+    assert (
+        _cannot_listen(ListenError("::", 9090, OSError(errno.EMFILE, "Too many open files")), "c", False)
+        is None
+    )
