@@ -20,13 +20,13 @@ from autoscaler.engine.snapshot import Decision, PodPhase, removal_order
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.loop import LoopSettings, TargetLoop
 from autoscaler.sources.redis_source import StreamSource
+from autoscaler.state_store import RedisStateStore
 from autoscaler.targets.base import LeadershipLostError, TargetState, TargetUnavailableError
 from autoscaler.targets.deletion_marks import COST_BUSY, COST_REMOVE, DELETION_COST
 from autoscaler.targets.kube_client import Backoff
 from autoscaler.targets.kubernetes import KubernetesTarget
 from autoscaler.targets.pod_watch import PodWatch
 from tests.e2e.kube import Install, heartbeat, wait_for
-from tests.unit.doubles import Clock, MemorySource, MemoryStateStore
 
 pytestmark = pytest.mark.e2e
 
@@ -321,21 +321,25 @@ def test_a_410_gone_from_the_server_leads_to_one_relist(installed: Install, targ
         watch.stop()
 
 
-def test_a_new_process_counts_the_startups_of_the_pods_running_once(installed: Install) -> None:
+def test_a_new_process_counts_the_startups_of_the_pods_running_once(
+    installed: Install, redis_url: str
+) -> None:
     """A new daemon process (a restart, a failover, a loop rebuilt on reload) restores the startup
     samples its predecessor saved; its pod watch's first list then reports every pod Ready already,
-    those very samples. Counted again, each restart added the running pods' warm-ups once more."""
+    those very samples. Counted again, each restart added the running pods' warm-ups once more.
+    Each process reads and writes the saved state in a real Valkey, as the daemon does."""
     installed.wait_worker_rollout()
     uids = sorted(p.metadata.uid for p in installed.worker_pods())
     assert uids
-    store, workload, counts = MemoryStateStore(), WorkloadSpec(), []
+    workload, counts, key = WorkloadSpec(), [], "jq:autoscaler:e2e-startups:state"
     for _process in range(3):
         # In shadow mode the target writes nothing to the cluster; the loop still saves the state.
         fresh = KubernetesTarget(installed.sa, installed.namespace, "worker", shadow=True)
+        store = RedisStateStore(redis.Redis.from_url(redis_url), key, ttl_seconds=600)
         policy = make_policy("startup-aware", workload)
         loop = TargetLoop(
             "worker",
-            MemorySource(Clock(time.time())),
+            StreamSource(redis.Redis.from_url(redis_url), "e2e-startups:v1"),
             fresh,
             policy,
             LoopSettings(workload),
@@ -346,7 +350,10 @@ def test_a_new_process_counts_the_startups_of_the_pods_running_once(installed: I
             assert report.error is None, report.detail
             counts.append(policy._startup.count)  # type: ignore[attr-defined]
             assert loop.save_state(force=True)
+            saved = store.load()
+            assert saved is not None and saved["startup_pods"] == uids
         finally:
             fresh.close()
+            loop.source.close()
+            store.close()
     assert counts == [len(uids)] * 3
-    assert store.document is not None and store.document["startup_pods"] == uids

@@ -18,6 +18,7 @@ from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.logs import JsonFormatter
 from autoscaler.loop import STALE_TICKS, Backoff, LoopSettings, TargetLoop, TickReport
+from autoscaler.targets.base import TargetState
 from tests.unit.doubles import TICK, Clock, MemorySource, MemoryStateStore, MemoryTarget
 
 
@@ -1047,3 +1048,30 @@ def test_the_counted_pods_are_those_that_still_exist_and_start_over_with_a_cold_
     report_startups(r, {"u2": 31.0}, {"u2"})  # were it reported again, the fresh policy may count it
     drive(r, clock, 1)
     assert list(r.loop.policy._startup._samples) == [31.0]  # type: ignore[attr-defined]
+
+
+@dataclass
+class GatelessTarget(MemoryTarget):
+    """A target that writes without asking the loop's gate: the loop's own check must stop it."""
+
+    def scale(self, decision: Decision, state: TargetState, may_act: object = None) -> int | None:
+        return super().scale(decision, state, None)
+
+
+def test_a_retired_loop_decides_but_calls_no_scale_even_on_a_target_that_never_asks() -> None:
+    """Two guards stop a retired loop's writes (its tick, and the gate the target asks); with the
+    tick's removed, the tests through the gate still passed."""
+    r = rig(desired=5)
+    target = GatelessTarget(r.clock)
+    loop = TargetLoop(
+        "t", r.source, target, r.policy, LoopSettings(WorkloadSpec(tick_seconds=TICK)), leader=r.gate,
+        clock=r.clock, rng=random.Random(7),
+    )  # fmt: skip
+    r.clock.advance(TICK)
+    assert loop.tick().acted and len(target.scaled) == 1
+    r.policy.desired = 8
+    loop.retire()
+    r.clock.advance(TICK)
+    report = loop.tick()
+    assert report.decision is not None and report.decision.desired == 8
+    assert not report.acted and len(target.scaled) == 1 and target.replicas == 5

@@ -309,7 +309,8 @@ def test_the_watchdog_reports_an_overdue_call_once() -> None:
         dog.join(1)
         assert not dog.is_alive()
         [(got, seconds)] = calls
-        assert got == entry and 0.2 <= seconds < 1.0
+        # At or past the limit; no upper bound: a loaded machine may wake the watchdog late.
+        assert got == entry and seconds >= 0.2
     finally:
         dog.stop()
 
