@@ -7,11 +7,14 @@ same functions to a client. Worker-side operations are in :mod:`jobqueue.consume
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from jobqueue import codec
 from jobqueue.driver import Arg, Command, Eval, Op, Sleep, call
@@ -418,10 +421,43 @@ def read_list_queue_stats(key: str, arrivals_key: str | None = None) -> Op[ListQ
     """
     batch: list[Command] = [call("LLEN", key)]
     if arrivals_key is not None:
-        batch.append(call("GET", arrivals_key))
+        # Its error reply comes back here, to be named with its key: the list's own error (first
+        # in the batch) still raises as it is.
+        batch.append(call("GET", arrivals_key, allow_error=True))
     replies = yield batch
-    arrivals = int(replies[1] or 0) if arrivals_key is not None else None
+    arrivals = _counter(arrivals_key, replies[1]) if arrivals_key is not None else None
     return ListQueueStats(key=key, waiting=int(replies[0]), arrivals_total=arrivals)
+
+
+class CounterKeyError(ResponseError):
+    """A key read as a counter (a list queue's arrivals key) holds something else: a key of another
+    type (the server's WRONGTYPE) or a value that is not an integer. ``key`` names it and
+    ``problem`` says what it holds, for a message in the caller's own terms."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+_INTEGRAL = re.compile(r"[-+]?[0-9]{1,30}(?:\.0*)?")
+"""What a counter holds: an integer as INCR writes it, or written as a float with nothing after the
+point ("12.0": a client's SET of a float, or INCRBYFLOAT's input); 30 digits is far beyond any count."""
+
+
+def _counter(key: str, reply: Any) -> int:
+    """The value of the counter at ``key`` (0 when it does not exist yet)."""
+    if isinstance(reply, Exception):
+        raise CounterKeyError(
+            key, f"{reply} (a counter is a string key the producer INCRs once per job it pushes)"
+        ) from reply
+    if reply is None:
+        return 0
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+    if not _INTEGRAL.fullmatch(text):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise CounterKeyError(key, f"holds {shown!r}, not an integer counter")
+    return int(text.split(".", 1)[0])
 
 
 def list_queues(*, settings: Settings = DEFAULT_SETTINGS) -> Op[list[str]]:

@@ -19,6 +19,7 @@ from autoscaler.config import ListSourceConfig, StreamSourceConfig
 from autoscaler.sources.base import QueueSignals, SourceUnavailableError
 from jobqueue import sync as jq
 from jobqueue.errors import wrong_database
+from jobqueue.ops import CounterKeyError
 from jobqueue.types import Completion, QueueStats, Settings, WorkerInfo, WorkerState
 
 Clock = Callable[[], float]
@@ -228,6 +229,9 @@ class StreamSource:
 class ListSource:
     """A plain list: waiting = LLEN; arrivals from an optional counter key, else left to the loop.
 
+    The counter holds an integer (INCR, INCRBY; "12.0" too, an integral value written as a float);
+    a key of another type or another value is a read that failed, naming ``arrivals_key``.
+
     Nothing is known about jobs in flight or finished (other systems keep that elsewhere), so
     ``in_flight`` is 0 and no completions are reported; see :mod:`autoscaler.loop` for how arrivals
     are estimated without a counter and the bias that has.
@@ -248,6 +252,8 @@ class ListSource:
     def read(self) -> QueueSignals:
         try:
             stats = jq.read_list_queue_stats(self._client, self.key, self.arrivals_key)
+        except CounterKeyError as exc:  # the counter, not the list, is wrong: name the setting
+            raise SourceUnavailableError(f"arrivals_key {exc.key}: {exc.problem}") from exc
         except redis.RedisError as exc:
             raise unavailable(f"list {self.key}", self._client, exc) from exc
         return QueueSignals(

@@ -258,6 +258,43 @@ def test_list_source_reads_llen_and_the_optional_counter(redis_url: str, redis_c
     without.close()
 
 
+def test_a_bad_arrivals_counter_is_a_failed_read_naming_arrivals_key(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """It was named as the list's problem (WRONGTYPE), or escaped read() as a bare ValueError: a
+    traceback every tick, naming nothing."""
+    redis_client.rpush("celery", "job")
+    source = make_source(ListSourceConfig(key="celery", arrivals_key="celery_total", redis_url=redis_url))
+    redis_client.rpush("celery_total", "oops")  # the setting names a list by mistake
+    with pytest.raises(SourceUnavailableError) as wrong_type:
+        source.read()
+    assert str(wrong_type.value).startswith("arrivals_key celery_total: WRONGTYPE "), wrong_type.value
+    # jobqueue's own error stays a Redis error, for any other caller that catches those
+    assert isinstance(wrong_type.value.__cause__, redis.ResponseError)
+    for value in ("twelve", "12.5", "", "1e3"):
+        redis_client.set("celery_total", value)
+        with pytest.raises(SourceUnavailableError) as bad_value:
+            source.read()
+        assert str(bad_value.value) == f"arrivals_key celery_total: holds {value!r}, not an integer counter"
+    redis_client.set("not-a-list", "x")  # the list's own problem is still the list's
+    with pytest.raises(SourceUnavailableError, match=r"^list not-a-list: WRONGTYPE"):
+        ListSource(redis.Redis.from_url(redis_url), "not-a-list", "celery_total").read()
+    source.close()
+
+
+def test_an_integral_counter_written_as_a_float_is_read(redis_url: str, redis_client: redis.Redis) -> None:
+    """A client that SETs the count as a float ("12.0") or moves it with INCRBYFLOAT still counts."""
+    redis_client.rpush("celery", "job")
+    source = make_source(ListSourceConfig(key="celery", arrivals_key="celery_total", redis_url=redis_url))
+    redis_client.set("celery_total", "12.0")
+    assert source.read().arrivals_total == 12
+    redis_client.incrbyfloat("celery_total", 3.0)
+    assert source.read().arrivals_total == 15
+    redis_client.incr("celery_total")  # INCR takes over again once INCRBYFLOAT wrote an integer
+    assert source.read().arrivals_total == 16
+    source.close()
+
+
 def test_password_from_env_and_an_unreachable_server(
     valkey_factory: Callable[..., ValkeyServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
