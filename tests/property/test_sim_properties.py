@@ -45,7 +45,9 @@ def config(slots: int, tick: float, startup: float, initial: int, max_replicas: 
     return SimConfig(workload=workload, startup=Fixed(startup), initial_replicas=initial)
 
 
-def check_invariants(result: SimResult, slots: int) -> None:
+def check_invariants(result: SimResult, slots: int, startup: float | None = None, initial: int = 0) -> None:
+    """What every replay must satisfy; with the fixed ``startup`` (and the ``initial`` pods warm at
+    t = 0), also that no job starts without a Ready slot free for the whole of its service."""
     n = len(result.arrivals)
     assert len(result.start) == n and np.all(np.isfinite(result.start))
     assert result.completions_reported == n  # each job reported complete once, none twice
@@ -55,6 +57,23 @@ def check_invariants(result: SimResult, slots: int) -> None:
     assert result.end == float(np.max(result.finish))
     assert np.all(result.pod_exit >= result.pod_created)
     assert result.pod_seconds * slots >= float(np.sum(result.service)) * (1 - 1e-12)
+    if startup is not None:
+        check_capacity(result, slots, startup, initial)
+
+
+def check_capacity(result: SimResult, slots: int, startup: float, initial: int) -> None:
+    """At each job's start, the jobs in service (started, not finished) fit the slots of the pods
+    Ready then and not yet gone. ``latency >= service`` holds by definition (latency is wait plus
+    service); this is what shows that a job really held its slot for its whole service time."""
+    ready = result.pod_created + startup
+    ready[:initial] = result.pod_created[:initial]
+    served = result.pod_exit > ready  # pods gone before Ready never served
+    finish = np.sort(result.finish)
+    ready_sorted, exits = np.sort(ready[served]), np.sort(result.pod_exit[served])
+    for at in result.start:
+        in_service = np.searchsorted(result.start, at, "right") - np.searchsorted(finish, at, "right")
+        serving = np.searchsorted(ready_sorted, at + 1e-9, "right") - np.searchsorted(exits, at, "right")
+        assert in_service <= slots * serving, (at, in_service, serving)
 
 
 @settings(max_examples=80, deadline=None)
@@ -80,7 +99,7 @@ def test_random_scaling_never_loses_duplicates_or_shortcuts_a_job(
     # and the cycle guarantees progress (a flapping policy is the stall guard's business).
     policy = Scripted(lambda s: script[int(s.now // 40) % len(script)])
     result = simulate(arrivals, service, policy, config(slots, tick, startup, initial))
-    check_invariants(result, slots)
+    check_invariants(result, slots, startup, initial)
     # Every job's service time reported once (a count alone passes a job reported twice and one
     # never), and none before it finished: by each tick, no more reports than jobs done by then.
     reported = [t for s in policy.seen for t in s.service_times]
@@ -112,7 +131,7 @@ def test_every_count_applied_is_within_the_workloads_bounds(
     policy = Scripted(lambda s: script[int(s.now // 40) % len(script)])
     workload = WorkloadSpec(tick_seconds=5.0, min_replicas=floor, max_replicas=cap)
     result = simulate(arrivals, service, policy, SimConfig(workload=workload, startup=Fixed(3.0)))
-    check_invariants(result, 1)
+    check_invariants(result, 1, 3.0, initial=1)
     replicas = result.timeline.replicas
     assert np.all((replicas >= floor) & (replicas <= cap))
     asked = [min(max(script[int(s.now // 40) % len(script)], floor), cap) for s in policy.seen]
@@ -129,7 +148,7 @@ def test_static_pool_equals_the_reference_fifo(
     result = simulate(arrivals, service, policy, config(slots, tick, 30.0, replicas))
     assert result.start.tolist() == reference_fifo(arrivals, service, slots * replicas)
     assert result.pod_seconds == replicas * result.end
-    check_invariants(result, slots)
+    check_invariants(result, slots, 30.0, replicas)
 
 
 @settings(max_examples=40, deadline=None)
@@ -140,7 +159,7 @@ def test_real_policies_keep_the_invariants(
     arrivals, service = trace
     sim = config(slots, 5.0, 10.0, 1)
     result = simulate(arrivals, service, make_policy(policy, sim.workload), sim)
-    check_invariants(result, slots)
+    check_invariants(result, slots, 10.0, initial=1)
 
 
 @settings(max_examples=60, deadline=None)
@@ -225,7 +244,7 @@ def test_a_watch_between_ticks_never_beats_the_bound_at_its_own_interval(
     workload = WorkloadSpec(max_replicas=8, watch_seconds=watch)
     sim = SimConfig(workload=workload, startup=Fixed(startup), initial_replicas=1)
     result = simulate(arrivals, service, policy, sim)
-    check_invariants(result, 1)
+    check_invariants(result, 1, startup, initial=1)
     attainment = float(np.mean(result.latency <= 10.0))
     bound = partial(warmup_bound, arrivals, service, slots=1, initial_pods=1, startup=startup, slo=10.0)
     at_looks = bound(look_seconds=workload.look_seconds, tick_seconds=workload.tick_seconds, max_pods=8)
