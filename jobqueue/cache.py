@@ -42,17 +42,33 @@ def cache_key(
 def lookup(
     queue: str, input: Any, *, scope: str | None = None, settings: Settings = DEFAULT_SETTINGS
 ) -> Op[Job | None]:
-    """The succeeded job cached for this input, or None (one round trip on a miss, two on a hit)."""
+    """The succeeded job cached for this input, or None.
+
+    One round trip when no entry exists; two when it names a job still queued or running (its
+    status alone is read: the whole record, some forty fields through the client's parser, cost
+    a busy API more than the round trip, for a miss); three on a hit.
+    """
     key = cache_key(queue, input, scope=scope, settings=settings)
     (job_id,) = yield [call("GET", key)]
     if not job_id:
         return None
-    job = yield from get_job(job_id, settings=settings)
-    if job is not None and job.status is JobStatus.SUCCEEDED:
-        return job
-    if job is None or job.status.terminal:  # will never succeed: let the next job take the entry
+    (status,) = yield [call("HGET", Keyspace(settings.prefix).job(job_id), "status")]
+    if status == JobStatus.SUCCEEDED.value:
+        job = yield from get_job(job_id, settings=settings)
+        if job is not None and job.status is JobStatus.SUCCEEDED:
+            return job
+        status = None if job is None else job.status.value  # gone, or changed in between
+    if status is None or _terminal(status):  # will never succeed: the next job takes the entry
         yield [call("DEL", key)]
     return None
+
+
+def _terminal(status: str) -> bool:
+    """Whether a job in ``status`` will never succeed now; an unknown status counts as such."""
+    try:
+        return JobStatus(status).terminal
+    except ValueError:
+        return True
 
 
 def remember(

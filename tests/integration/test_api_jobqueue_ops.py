@@ -84,7 +84,10 @@ def test_result_cache_hits_only_successes(redis_client: redis.Redis) -> None:
     cache_remember(redis_client, q, {"a": 1}, job_id, 30)
     cache_remember(redis_client, q, {"a": 1}, "other", 30)  # an in-progress entry is kept
     assert redis_client.get(cache_key(q, {"a": 1})) == job_id.encode()
+    whole_records = hgetall_calls(redis_client)
     assert cache_lookup(redis_client, q, {"a": 1}) is None  # queued: a miss that keeps the entry
+    assert redis_client.get(cache_key(q, {"a": 1})) == job_id.encode()
+    assert hgetall_calls(redis_client) == whole_records  # its status alone was read
     [entry] = jq.fetch(redis_client, q, "w1", block_ms=50)
     jq.start(redis_client, entry, "w1")
     jq.finish(redis_client, entry, "w1", Outcome.SUCCEEDED, {"label": "cat"}, 0.01)
@@ -103,6 +106,14 @@ def test_result_cache_hits_only_successes(redis_client: redis.Redis) -> None:
     assert redis_client.get(cache_key(q, {"a": 2})) is None  # dropped: the next job takes the entry
     with pytest.raises(ValueError, match="ttl"):
         cache_remember(redis_client, q, {"a": 3}, "x", 0)
+    cache_remember(redis_client, q, {"a": 4}, "expired-or-never-was", 30)
+    assert cache_lookup(redis_client, q, {"a": 4}) is None
+    assert redis_client.get(cache_key(q, {"a": 4})) is None  # a job gone never succeeds: dropped
+
+
+def hgetall_calls(client: redis.Redis) -> int:
+    """HGETALLs the server has run (its command statistics)."""
+    return int(client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
 
 
 def test_traffic_weights_set_read_clear(redis_client: redis.Redis) -> None:
