@@ -42,6 +42,7 @@ from pydantic import (
 from autoscaler.engine.registry import make_policy, parse_spec
 from autoscaler.engine.target import WorkloadSpec
 from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS
+from jobqueue.redis_url import password_in
 
 log = logging.getLogger("autoscaler.config")
 
@@ -155,6 +156,17 @@ class _RedisConnection(_Strict):
         if value is not None and value not in os.environ:
             raise ValueError(f"environment variable {value} is not set")
         return value
+
+    @model_validator(mode="after")
+    def _one_password(self) -> _RedisConnection:
+        """redis-py lets a password in the URL win over the one given beside it, so with both the
+        password_env secret was silently never used: refused here, naming both."""
+        if self.password_env is not None and password_in(expand_env(self.redis_url)) is not None:
+            raise ValueError(
+                "redis_url has a password and password_env names another; the URL's would be used "
+                "and password_env ignored: drop one of them"
+            )
+        return self
 
     def resolved_url(self) -> str:
         return expand_env(self.redis_url)

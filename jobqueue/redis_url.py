@@ -15,12 +15,10 @@ SCHEMES = ("redis://", "rediss://", "unix://")
 """The schemes redis-py's ``from_url`` accepts."""
 
 
-def redact(url: str) -> str:
-    """``url`` with the password in its credentials replaced by ``***`` (the user name is kept).
-
-    Works on text, not a parsed URL: a URL that does not parse (a port that is no number) is
-    exactly the one an error message names, and must not leak either.
-    """
+def _credentials(url: str) -> tuple[str, str, str, str, str] | None:
+    """``url`` as (scheme with ``://``, user, ``:`` or '', password, host and the rest), or None
+    when it has no credentials. On text, not a parsed URL: a URL that does not parse (a port that
+    is no number) is exactly the one an error message names, and must not leak either."""
     scheme, sep, rest = url.partition("://")
     if not sep:  # no scheme (a mistake the message is about): the credentials may still be there
         scheme, rest = "", url
@@ -29,9 +27,24 @@ def redact(url: str) -> str:
     # An @ in the query (a certificate path) then hides the host too: more than needed, never less.
     credentials, at, host = rest.rpartition("@")
     if not at:
+        return None
+    user, colon, password = credentials.partition(":")
+    return scheme + sep, user, colon, password, host
+
+
+def redact(url: str) -> str:
+    """``url`` with the password in its credentials replaced by ``***`` (the user name is kept)."""
+    parts = _credentials(url)
+    if parts is None:
         return url
-    user, colon, _password = credentials.partition(":")
-    return f"{scheme}{sep}{user}{':***' if colon else ''}@{host}"
+    scheme, user, colon, _password, host = parts
+    return f"{scheme}{user}{':***' if colon else ''}@{host}"
+
+
+def password_in(url: str) -> str | None:
+    """The password ``url`` carries, or None when it carries none (or an empty one)."""
+    parts = _credentials(url)
+    return (parts[3] or None) if parts is not None else None
 
 
 def scheme_problem(url: str) -> str | None:

@@ -818,3 +818,23 @@ def test_why_a_port_cannot_be_listened_on_names_the_setting_to_change() -> None:
         _cannot_listen(ListenError("::", 9090, OSError(errno.EMFILE, "Too many open files")), "c", False)
         is None
     )
+
+
+def test_a_password_in_the_url_and_password_env_together_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py lets the URL's password win, so password_env's secret was silently never used."""
+    monkeypatch.setenv("QUEUE_PASSWORD", "from-env")
+    monkeypatch.setenv("URL_WITH_PASSWORD", "redis://:in-url@redis:6379/0")
+    both = textwrap.dedent(
+        """
+        targets:
+          - name: a
+            source: {kind: stream, queue: "m:v1", redis_url: "URL", password_env: QUEUE_PASSWORD}
+            target: {kind: local}
+        """
+    )
+    for url in ("redis://:in-url@redis:6379/0", "redis://user:in-url@redis/0", "${URL_WITH_PASSWORD}"):
+        message = error_of(both.replace("URL", url))
+        assert "redis_url has a password and password_env names another" in message, message
+        assert "in-url" not in message and "from-env" not in message
+    for url in ("redis://redis:6379/0", "redis://user@redis/0", "redis://:@redis/0"):
+        assert parse_config(both.replace("URL", url)).targets[0].source.password() == "from-env"
