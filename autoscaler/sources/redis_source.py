@@ -55,6 +55,11 @@ def unavailable(what: str, client: redis.Redis, exc: redis.RedisError) -> Source
     where = kwargs.get("path") or f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
     if isinstance(exc, redis.AuthenticationError) or str(exc).startswith(("NOAUTH", "WRONGPASS")):
         hint = "Redis refused the credentials: check the source's password_env (or the URL's password)"
+    elif isinstance(exc, redis.BusyLoadingError):  # a ConnectionError to redis-py, yet it answered
+        hint = (
+            f"Redis at {where} is loading its data into memory (it restarted): the loop holds until "
+            "it is done, nothing to change"
+        )
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         hint = (
             f"cannot reach Redis at {where}: check the source's redis_url (by default $REDIS_URL) "
