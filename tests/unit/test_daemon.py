@@ -425,18 +425,23 @@ SHADOWED = textwrap.dedent(
 )
 
 
-def test_a_shadow_kubernetes_target_switched_live_keeps_what_it_learned() -> None:
-    """The migration from KEDA: shadow beside it, then live. The switch rebuilds a Kubernetes
-    target, and a shadow loop saves nothing, so the live loop started cold: warm-ups measured at
-    90 s in shadow were estimated at the 30 s default again the moment it began to act."""
-    made = Factories()
-    daemon = Daemon(
+def shadowed(made: Factories) -> Daemon:
+    """A started daemon (no HTTP) running SHADOWED's one Kubernetes target in shadow mode."""
+    return Daemon(
         parse_config(SHADOWED.replace("SHADOW", "true")),
         leader=AlwaysLeader(),
         source_factory=made.source,
         target_factory=made.target,
         state_store_factory=made.state_store,
     ).start(serve_http=False)
+
+
+def test_a_shadow_kubernetes_target_switched_live_keeps_what_it_learned() -> None:
+    """The migration from KEDA: shadow beside it, then live. The switch rebuilds a Kubernetes
+    target, and a shadow loop saves nothing, so the live loop started cold: warm-ups measured at
+    90 s in shadow were estimated at the 30 s default again the moment it began to act."""
+    made = Factories()
+    daemon = shadowed(made)
     try:
         shadow = daemon.loops["a"]
         for _ in range(4):
@@ -456,13 +461,7 @@ def test_a_shadow_kubernetes_target_switched_live_keeps_what_it_learned() -> Non
 
 def test_a_shadow_target_moved_to_another_workload_starts_from_the_store_not_the_old_loop() -> None:
     made = Factories()
-    daemon = Daemon(
-        parse_config(SHADOWED.replace("SHADOW", "true")),
-        leader=AlwaysLeader(),
-        source_factory=made.source,
-        target_factory=made.target,
-        state_store_factory=made.state_store,
-    ).start(serve_http=False)
+    daemon = shadowed(made)
     try:
         for _ in range(4):
             made.targets["a"][0].startups.append(90.0)

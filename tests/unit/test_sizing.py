@@ -399,30 +399,22 @@ def test_draining_pods_are_no_capacity_to_plan_on() -> None:
     """A draining pod finishes its job and takes no other. Counted as serving the horizon, five of
     them (after a scale-down, in a rollout) halved what a burst of 60 queued jobs got: 30 pods
     instead of 60."""
-    ready = [PodView(f"r{i}", PodPhase.READY, 0.0, busy_slots=1, ready_at=0.0) for i in range(5)]
+    busy = [PodView(f"r{i}", PodPhase.READY, 0.0, busy_slots=1, ready_at=0.0) for i in range(5)]
     draining = [PodView(f"d{i}", PodPhase.DRAINING, 0.0, busy_slots=1, ready_at=0.0) for i in range(5)]
 
     def sized(pods: list[PodView]) -> int:
-        return size(
-            SizingInputs(
-                now=1000.0,
-                waiting=60,
-                in_flight=sum(p.busy_slots for p in pods),
-                current=5,
-                pods=tuple(pods),
-                rate_now=1.0,
-                short_window_seconds=10.0,
-                forecast=RateForecast(1.0, 1.2),
-                service_time=5.0,
-                startup_time=30.0,
-                service_cv2=0.0,
-                slots_per_pod=1,
-                slo_seconds=10.0,
-                miss_probability=0.01,
-                drain_seconds=10.0,
-                min_replicas=0,
-                max_replicas=200,
-            )
-        ).desired
+        situation = replace(
+            BASE,
+            now=1000.0,
+            waiting=60,
+            in_flight=len(pods),
+            current=5,
+            pods=tuple(pods),
+            rate_now=1.0,
+            forecast=RateForecast(1.0, 1.2),
+            service_cv2=0.0,
+            miss_probability=0.01,
+        )
+        return size(situation).desired
 
-    assert sized(ready + draining) == sized(ready) == 60
+    assert sized(busy + draining) == sized(busy) == 60
