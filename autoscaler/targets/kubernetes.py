@@ -538,6 +538,16 @@ class KubernetesTarget:
         desired = max(0, decision.desired)
         if desired >= current:
             return desired
+        if self._rolling_out_with_busy_pods(state):
+            log.info(
+                "kubernetes: %s: holding %d replicas instead of %d: a rollout is in progress and "
+                "pods are busy (the controller splits a scale-down between the ReplicaSets, "
+                "whatever the deletion costs say)",
+                self.name,
+                current,
+                desired,
+            )
+            return current
         floor = scale_down_floor(state.pods, self.kind, self.workload)
         if desired < floor:
             log.info(
@@ -547,6 +557,22 @@ class KubernetesTarget:
                 desired,
             )
         return min(current, max(desired, floor))
+
+    def _rolling_out_with_busy_pods(self, state: TargetState) -> bool:
+        """Whether the workload's live pods belong to more than one controller (a Deployment in a
+        rollout: old and new ReplicaSets) while any of them is busy.
+
+        The deletion costs rank pods within one ReplicaSet only, and the Deployment controller
+        cuts each ReplicaSet in proportion to its size: a busy pod went whenever its ReplicaSet's
+        share of the cut exceeded its idle pods, while the idle pods named for removal in the
+        other ReplicaSet stayed. Until one ReplicaSet is left, a scale-down waits.
+        """
+        watch = self._watch
+        if watch is None or not any(p.busy for p in state.pods if p.phase is not PodPhase.DRAINING):
+            return False
+        live = {p.name for p in state.pods if p.phase is not PodPhase.DRAINING}
+        owners = {p.owner for p in watch.pods() if p.name in live}
+        return len(owners) > 1
 
     # -- API calls --
     def _read_workload(self) -> dict[str, Any]:

@@ -34,6 +34,14 @@ WATCH_READ_SLACK_SECONDS = 30
 """A watch stream's read timeout is its server-side timeout plus this: a silent stream fails then."""
 
 
+def _controller_uid(meta: Mapping[str, Any]) -> str | None:
+    """The uid in the pod's ownerReference marked ``controller: true``, if any."""
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("controller") and ref.get("uid"):
+            return str(ref["uid"])
+    return None
+
+
 @dataclass(slots=True)
 class WatchedPod:
     """The facts kept per pod from the watch.
@@ -66,6 +74,9 @@ class WatchedPod:
     # metadata.resourceVersion of the object this view was read from: the precondition of any patch
     # computed from it (None only for a malformed object, as for created_at: then no precondition).
     resource_version: str | None = None
+    # The uid of the controller that owns the pod (its ReplicaSet, for a Deployment's): during a
+    # rollout a Deployment's pods belong to several, and a scale-down is split between them.
+    owner: str | None = None
 
     @property
     def our_mark(self) -> bool:
@@ -117,6 +128,7 @@ class WatchedPod:
             cost_owner=annotations.get(MARK_OWNER),
             cost_before=annotations.get(MARK_BEFORE),
             resource_version=meta.get("resourceVersion") or None,
+            owner=_controller_uid(meta),
         )
 
     @property

@@ -26,7 +26,8 @@ from autoscaler.targets.deletion_marks import COST_BUSY, COST_REMOVE, DELETION_C
 from autoscaler.targets.kube_client import Backoff
 from autoscaler.targets.kubernetes import KubernetesTarget
 from autoscaler.targets.pod_watch import PodWatch
-from tests.e2e.kube import Install, heartbeat, wait_for
+from tests.e2e.kube import READY_DELAY as READY_DELAY_ANNOTATION
+from tests.e2e.kube import Install, heartbeat, settled_scene, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -357,3 +358,71 @@ def test_a_new_process_counts_the_startups_of_the_pods_running_once(
             loop.source.close()
             store.close()
     assert counts == [len(uids)] * 3
+
+
+def test_a_scale_down_during_a_rollout_waits_while_pods_are_busy(installed: Install, redis_url: str) -> None:
+    """Mid-rollout, the Deployment's pods belong to two ReplicaSets and the controller splits a
+    scale-down between them in proportion to their size; the deletion costs rank pods within one
+    ReplicaSet only. With the old pods idle and the new ones busy, cutting to the busy count
+    deleted a busy pod of the new ReplicaSet and kept an idle old one the decision had named."""
+    ns = installed.namespace
+    installed.set_worker_ready_delay(1.0)
+    installed.wait_worker_rollout()
+    target = KubernetesTarget(installed.sa, ns, "worker")
+    merge = "application/merge-patch+json"
+
+    def template_hash() -> dict[str, str]:
+        return {p.metadata.name: p.metadata.labels.get("pod-template-hash") for p in installed.worker_pods()}
+
+    try:
+        settled_scene(installed, target, 4)
+        old_hash = set(template_hash().values())
+        template = {"spec": {"template": {"metadata": {"annotations": {READY_DELAY_ANNOTATION: "2"}}}}}
+        installed.apps.patch_namespaced_deployment("worker", ns, template, _content_type=merge)
+
+        def new_ready() -> bool:
+            pods = {p.metadata.name: p for p in installed.worker_pods()}
+            fresh = [n for n, h in template_hash().items() if h not in old_hash and n in pods]
+            return (
+                sum(
+                    any(c.type == "Ready" and c.status == "True" for c in (pods[n].status.conditions or []))
+                    for n in fresh
+                )
+                >= 2
+            )
+
+        wait_for("two Ready pods of the new ReplicaSet", new_ready, 60, interval=0.05)
+        # Paused part way, as a rollout of pods that warm up for 30 s is for minutes.
+        installed.apps.patch_namespaced_deployment(
+            "worker", ns, {"spec": {"paused": True}}, _content_type=merge
+        )
+        time.sleep(3)
+        by_hash = template_hash()
+        fresh = {n for n, h in by_hash.items() if h not in old_hash}
+        assert fresh and len(fresh) < len(by_hash)
+
+        def all_seen() -> TargetState | None:
+            state = target.observe()
+            shown = len(state.pods) == len(by_hash) and all(p.phase is PodPhase.READY for p in state.pods)
+            return state if shown else None
+
+        state = wait_for("the watch to show every pod Ready", all_seen, 30)
+        client = redis.Redis.from_url(redis_url)
+        busy = {p.name for p in state.pods if p.name in fresh}
+        heartbeat(client, state, busy, QUEUE)
+        signals = StreamSource(client, QUEUE).read()
+        pods = tuple(
+            dataclasses.replace(p, busy_slots=signals.busy_by_worker.get(p.name, 0)) for p in state.pods
+        )
+        state = dataclasses.replace(state, pods=pods)
+        decision = Decision(
+            desired=len(busy), reason="idle", remove=removal_order(pods, len(pods) - len(busy))
+        )
+        assert decision.remove and not set(decision.remove) & busy
+        target.scale(decision, state)
+        assert target.last_outcome is not None and target.last_outcome.replicas == state.replicas
+        time.sleep(3)
+        assert busy <= {p.metadata.name for p in installed.worker_pods()}
+        client.close()
+    finally:
+        target.close()
