@@ -82,7 +82,7 @@ from autoscaler.targets.kube_client import (
     status_of,
     without_retries,
 )
-from autoscaler.targets.pod_watch import WATCH_READ_SLACK_SECONDS, PodWatch, WatchedPod
+from autoscaler.targets.pod_watch import WATCH_READ_SLACK_SECONDS, WATCH_TIMEOUT_SECONDS, PodWatch, WatchedPod
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class KubernetesTarget:
         sync_timeout_seconds: float = 10.0,
         request_timeout: tuple[float, float] = (5.0, 15.0),
         backoff: Backoff | None = None,
-        watch_timeout_seconds: tuple[int, int] = (240, 360),
+        watch_timeout_seconds: tuple[int, int] = WATCH_TIMEOUT_SECONDS,
         reporting_instance: str | None = None,
         may_act: ActGate | None = None,
         mark_hold_seconds: float = MARK_HOLD_SECONDS,

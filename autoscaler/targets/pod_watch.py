@@ -30,7 +30,15 @@ from autoscaler.targets.kube_client import Backoff, describe, parse_time, status
 
 log = logging.getLogger(__name__)
 
-WATCH_READ_SLACK_SECONDS = 30
+WATCH_TIMEOUT_SECONDS = (30, 60)
+"""The server ends each watch stream after a time drawn from this range, and the watch reopens it
+from where it was. Short, because a stream can go silent without being closed (a node, load
+balancer or NAT entry lost on the way: no reset ever arrives), and then only the read timeout
+ends it: at 240-360 s, the pod list the policy planned from stayed frozen for up to 6.5 minutes,
+Ready pods unseen and no error raised. client-go catches that with HTTP/2 health checks, which this
+client lacks. A reopen a minute is one cheap request (it resumes from the last resourceVersion)."""
+
+WATCH_READ_SLACK_SECONDS = 10
 """A watch stream's read timeout is its server-side timeout plus this: a silent stream fails then."""
 
 
@@ -166,7 +174,7 @@ class PodWatch:
         selector: str,
         *,
         on_ready: Callable[[WatchedPod, bool], None],
-        watch_timeout_seconds: tuple[int, int] = (240, 360),
+        watch_timeout_seconds: tuple[int, int] = WATCH_TIMEOUT_SECONDS,
         backoff: Backoff | None = None,
     ) -> None:
         self._core = core
