@@ -50,6 +50,16 @@ def _controller_uid(meta: Mapping[str, Any]) -> str | None:
     return None
 
 
+def newly_ready(pod: WatchedPod, previous: WatchedPod | None) -> bool:
+    """Whether ``pod`` is Ready and ``previous`` (the record of the same name, if any) was not that
+    pod Ready: another pod under the name counts as new. A StatefulSet re-creates its pods under
+    their names; compared by name alone, one replaced while the watch re-listed was Ready "before"
+    (its predecessor was) and its warm-up was never counted."""
+    if pod.ready_at is None:
+        return False
+    return previous is None or previous.uid != pod.uid or previous.ready_at is None
+
+
 @dataclass(slots=True)
 class WatchedPod:
     """The facts kept per pod from the watch.
@@ -295,7 +305,7 @@ class PodWatch:
             old, self._pods = self._pods, pods
         initial = not self._synced.is_set()
         for pod in pods.values():
-            if pod.ready_at is not None and ((prev := old.get(pod.name)) is None or prev.ready_at is None):
+            if newly_ready(pod, old.get(pod.name)):
                 self._on_ready(pod, initial)
         self.lists += 1
         self.last_sync = time.monotonic()
@@ -343,7 +353,7 @@ class PodWatch:
                         self._pods.pop(pod.name, None)
                     else:
                         self._pods[pod.name] = pod
-                if kind != "DELETED" and pod.ready_at is not None and (prev is None or prev.ready_at is None):
+                if kind != "DELETED" and newly_ready(pod, prev):
                     self._on_ready(pod, False)
         finally:
             self._resp = None

@@ -169,3 +169,24 @@ def test_a_restored_state_does_not_count_the_startups_of_pods_it_already_counted
     third = _restarted_process(monkeypatch, store, newer)  # and again: still each pod once
     third.tick()
     assert third.policy._startup.count == 4
+
+
+def test_a_pod_recreated_under_its_name_while_the_watch_relists_gives_its_startup_sample() -> None:
+    """A StatefulSet re-creates its pods under their names. Compared by name alone, the new pod
+    found Ready by a re-list (410 Gone) was Ready "before" (its predecessor was), and its warm-up
+    was never reported."""
+    ready: list[tuple[str, str]] = []
+    core = _Core(
+        lists=[
+            [pod("w-0", "u1", created=CREATED, ready=READY)],
+            [pod("w-0", "u2", created=CREATED + 100, ready=CREATED + 130)],  # replaced meanwhile
+        ],
+        streams=[
+            [{"type": "MODIFIED", "object": pod("w-0", "u3", created=CREATED + 200, ready=CREATED + 240)}]
+        ],
+    )
+    watch = PodWatch(core, "ns", "app=w", on_ready=lambda p, initial: ready.append((p.name, p.uid)))  # type: ignore[arg-type]
+    watch._list()
+    rv = watch._list()
+    watch._watch(rv)  # and again, seen by the stream as a change of the pod under that name
+    assert ready == [("w-0", "u1"), ("w-0", "u2"), ("w-0", "u3")]
