@@ -145,8 +145,8 @@ def test_a_pod_watch_silent_for_longer_than_its_timeouts_is_replaced(
     assert new is not None and new is not old
     assert {p.name for p in state.pods} == pod_names(installed)
     wait_for("the stalled watch's thread to be stopped", lambda: not old.alive, 5, interval=0.05)
-    # Silence within the limit (30 s stream + 30 s read slack + 30 s staleness) is a quiet cluster.
-    new.last_sync = new.last_open = time.monotonic() - 80.0
+    # Silence within the limit (30 s stream + 10 s read slack + 30 s staleness) is a quiet cluster.
+    new.last_sync = new.last_open = time.monotonic() - 60.0
     quiet_target.observe()
     assert quiet_target.pod_watch is new
 
@@ -427,6 +427,11 @@ def test_a_scale_down_during_a_rollout_waits_while_pods_are_busy(installed: Inst
         client.close()
     finally:
         target.close()
+        # The next tests share the Deployment: the rollout goes on and ends.
+        installed.apps.patch_namespaced_deployment(
+            "worker", ns, {"spec": {"paused": False}}, _content_type=merge
+        )
+        installed.wait_worker_rollout()
 
 
 def test_a_watch_whose_connection_goes_silent_is_replaced_within_its_longest_stream(
