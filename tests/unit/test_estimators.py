@@ -67,10 +67,13 @@ def test_one_pathological_startup_among_the_first_few_does_not_set_the_p90() -> 
     assert est.quantile(0.9) == pytest.approx(38.0)  # the slowest counts as the next slowest
     est.extend((1e308,))  # beyond any clock: not a sample
     assert est.count == 10 and est.quantile(0.9) == pytest.approx(38.0)
-    slow = SampleQuantiles(default=30.0, min_samples=3, capacity=64)
-    regime = [300.0 + 10 * k for k in range(19)] + [3600.0]
-    slow.extend(tuple(regime))  # a slow regime is the samples' own: only its slowest is capped
-    assert slow.quantile(0.9) == pytest.approx(float(np.quantile([*regime[:-1], regime[-2]], 0.9)))
+    few = SampleQuantiles(default=30.0, min_samples=3, capacity=64)
+    few.extend((30.0, 60.0, 90.0))  # no outlier: the slowest of few samples counts as it is
+    assert few.quantile(0.9) == pytest.approx(84.0)
+    slow = SampleQuantiles(default=5.0, min_samples=3, capacity=64)
+    regime = [300.0 + 10 * k for k in range(19)] + [3600.0]  # slow, and one slower: not 20 times
+    slow.extend(tuple(regime))
+    assert slow.quantile(1.0) == 3600.0 and slow.capped_mean() == pytest.approx(float(np.mean(regime)))
 
 
 def test_one_hung_job_in_a_full_window_does_not_move_the_service_estimate() -> None:
