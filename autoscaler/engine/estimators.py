@@ -162,7 +162,7 @@ class SampleQuantiles:
         return default if math.isnan(cv2) else cv2
 
     def capped_mean(self) -> float:
-        """Mean of the samples with the slowest 1 % (at least one) capped, or the default.
+        """Mean of the samples with outliers among the slowest 1 % capped, or the default.
 
         A job's service time is the load it brings, so the slow tail counts: a 10 % trimmed mean
         dropped it, and on lognormal service times (mean 5 s, p90 10 s) it read 4.2 s, so the pool
