@@ -80,6 +80,10 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
     except (k8s_config.ConfigException, OSError) as exc:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config / in-cluster service account"
         raise TargetUnavailableError(f"no Kubernetes credentials ({where}): {exc}") from exc
+    # TCP keepalive with client-go's timings (30 s idle, then 9 probes 15 s apart): a connection
+    # whose path died without a reset (a node, load balancer or NAT entry lost) is dropped by the
+    # kernel instead of waiting out a read timeout; the pod watch's short streams bound it too.
+    configuration.keep_alive = True
     return k8s.ApiClient(configuration)
 
 
