@@ -25,7 +25,7 @@ OUTLIER_FLOOR_SECONDS = 1.0
 ``OUTLIER_FLOOR_SECONDS``, if that is more): see :func:`winsorised`."""
 
 
-def winsorised(samples: Sequence[float] | deque[float]) -> np.ndarray:
+def winsorised(samples: Sequence[float]) -> np.ndarray:
     """The samples, with each of the slowest ``CAPPED_SHARE`` (at least one) that lies beyond
     ``OUTLIER_FACTOR`` times the slowest of the rest counted as that one: a pathological duration
     among the first few (a creation time read as the epoch, 1.7e9 s; a hung job) cannot set a

@@ -568,11 +568,11 @@ class KubernetesTarget:
         other ReplicaSet stayed. Until one ReplicaSet is left, a scale-down waits.
         """
         watch = self._watch
-        if watch is None or not any(p.busy for p in state.pods if p.phase is not PodPhase.DRAINING):
+        live = [p for p in state.pods if p.phase is not PodPhase.DRAINING]
+        if watch is None or not any(p.busy for p in live):
             return False
-        live = {p.name for p in state.pods if p.phase is not PodPhase.DRAINING}
-        owners = {p.owner for p in watch.pods() if p.name in live}
-        return len(owners) > 1
+        names = {p.name for p in live}
+        return len({p.owner for p in watch.pods() if p.name in names}) > 1
 
     # -- API calls --
     def _read_workload(self) -> dict[str, Any]:
