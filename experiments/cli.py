@@ -875,9 +875,9 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
     for trace, _ in traces:
         _check_length(trace, setup, f"the scorecard's trace {trace.name}")
     policies = args.policy or scorecard.default_policies(setup.min_replicas, setup.max_replicas)
-    if f"static:{scorecard.REFERENCE_POOL}" not in policies and not args.policy:
+    if scorecard.REFERENCE_STATIC not in policies and not args.policy:
         _console(stderr=True).print(
-            f"note: static:{scorecard.REFERENCE_POOL} is outside --min-replicas {setup.min_replicas}.."
+            f"note: {scorecard.REFERENCE_STATIC} is outside --min-replicas {setup.min_replicas}.."
             f"--max-replicas {setup.max_replicas}; its column is left empty"
         )
     rows = scorecard.score_traces(traces, setup, policies)
