@@ -35,8 +35,10 @@ WATCH_TIMEOUT_SECONDS = (30, 60)
 from where it was. Short, because a stream can go silent without being closed (a node, load
 balancer or NAT entry lost on the way: no reset ever arrives), and then only the read timeout
 ends it: at 240-360 s, the pod list the policy planned from stayed frozen for up to 6.5 minutes,
-Ready pods unseen and no error raised. client-go catches that with HTTP/2 health checks, which this
-client lacks. A reopen a minute is one cheap request (it resumes from the last resourceVersion)."""
+Ready pods unseen and no error raised. TCP keepalive (``kube_client.load_api_client``) drops a
+path that really died, after about 165 s; a short stream also bounds a silence that keepalive
+cannot see (a proxy that answers probes). A reopen a minute is one cheap request (it resumes from
+the last resourceVersion)."""
 
 WATCH_READ_SLACK_SECONDS = 10
 """A watch stream's read timeout is its server-side timeout plus this: a silent stream fails then."""
