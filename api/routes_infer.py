@@ -31,7 +31,7 @@ import redis.exceptions
 from fastapi import APIRouter, Request
 from starlette.types import Receive
 
-from api.deps import CallerDep, job_url
+from api.deps import CallerDep, KeyFirstRoute, job_url
 from api.errors import REDIS_RETRY_AFTER, ApiError, SubmissionUnknownError
 from api.routes_jobs import SUBMIT_ERRORS
 from api.schemas import InferRequest, InferResult, Problem
@@ -39,7 +39,7 @@ from api.service import Accepted, JobService, elapsed_ms, new_job_id
 from jobqueue import Job, JobStatus
 from jobqueue.errors import describe, transient
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], route_class=KeyFirstRoute)  # the key before the body
 
 TIMEOUT_RETRY_AFTER = 2.0
 

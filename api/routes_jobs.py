@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from api.deps import CallerDep, JobId, api_key_header, caller, job_url
+from api.deps import CallerDep, JobId, caller, checked_key, job_url
 from api.schemas import JobAccepted, JobRequest, JobView, Problem
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -54,10 +54,14 @@ class SubmitRoute(APIRoute):
         handle = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
+            # The key first (401), before a byte of the body is read: an unauthenticated client
+            # must not get the body parsed and validated (see :class:`api.deps.KeyFirstRoute`; the
+            # model, hence a 403, is known only from the body).
+            api_key = await checked_key(request)
             body = await plain_body(request)
             if body is None:
                 return await handle(request)
-            return await submit(body, await caller(request, await api_key_header(request)))
+            return await submit(body, await caller(request, api_key))
 
         return handler
 

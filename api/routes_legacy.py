@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import CallerDep, JobId
+from api.deps import CallerDep, JobId, KeyFirstRoute
 from api.routes_jobs import COMMON_ERRORS, SUBMIT_ERRORS
 from api.schemas import LegacyData, LegacyPushed, LegacyStatus, Problem, latency_of
 
@@ -17,7 +17,6 @@ router = APIRouter(tags=["legacy"])
 NOT_FOUND = {**COMMON_ERRORS, 404: {"model": Problem, "description": "No such job (or expired)"}}
 
 
-@router.post("/push", response_model=LegacyPushed, responses=SUBMIT_ERRORS, summary="Submit (seed API)")
 async def push(
     input: Annotated[str, Query(max_length=65536, description="The job's input")],
     response: Response,
@@ -28,6 +27,12 @@ async def push(
     )
     response.headers["Location"] = f"/status/{accepted.job_id}"
     return LegacyPushed(id=accepted.job_id)
+
+
+router.add_api_route(
+    "/push", push, methods=["POST"], response_model=LegacyPushed, responses=SUBMIT_ERRORS,
+    summary="Submit (seed API)", route_class_override=KeyFirstRoute,  # the key before the query
+)  # fmt: skip
 
 
 @router.get("/status/{job_id}", response_model=LegacyStatus, responses=NOT_FOUND, summary="Status (seed API)")
