@@ -7,13 +7,16 @@ showed up at the top of the submission hot path's profile.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+import json
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
 from api.admission import ConcurrencyGate
 from api.auth import API_KEY_HEADER
@@ -74,6 +77,30 @@ class KeyFirstRoute(APIRoute):
             return await handle(request)
 
         return handler
+
+
+FREE_FORM = ("input", "output", "metadata")
+"""The fields of a job's views that hold what clients and models sent, as they sent it."""
+
+
+def rendered(model: BaseModel, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    """``model`` (a view of a job) as the JSON response, whatever its job holds.
+
+    Pydantic's serializer stops at ~250 levels of nesting (``Maximum serialization depth
+    exceeded``): a job whose input, output or metadata nests that deep (stored before submissions
+    were capped at :data:`api.schemas.MAX_DEPTH`, or a model's output) was a 500 on every read.
+    Those fields are then written by Python's JSON encoder, which goes as deep as the decoder that
+    read them from the job record went; the rest of the view is pydantic's as always."""
+    try:
+        body = model.model_dump_json()
+    except PydanticSerializationError:
+        free = {name for name in FREE_FORM if name in type(model).model_fields}
+        plain = model.model_dump(mode="json", exclude=free)
+        fields = {
+            name: getattr(model, name) if name in free else plain[name] for name in type(model).model_fields
+        }
+        body = json.dumps(fields, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
 
 
 def job_url(job_id: str) -> str:

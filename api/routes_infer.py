@@ -28,10 +28,10 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import redis.exceptions
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from starlette.types import Receive
 
-from api.deps import CallerDep, KeyFirstRoute, job_url
+from api.deps import CallerDep, KeyFirstRoute, job_url, rendered
 from api.errors import REDIS_RETRY_AFTER, ApiError, SubmissionUnknownError
 from api.routes_jobs import SUBMIT_ERRORS
 from api.schemas import InferRequest, InferResult, Problem
@@ -73,7 +73,7 @@ class ClientGoneError(Exception):
 
 
 @router.post("/infer", response_model=InferResult, responses=INFER_ERRORS, summary="Submit and wait")
-async def infer(body: InferRequest, c: CallerDep, request: Request) -> InferResult:
+async def infer(body: InferRequest, c: CallerDep, request: Request) -> Response:
     """Run the prompt on MODEL_REF and return the output, within `timeout` (or INFER_TIMEOUT) seconds."""
     service = c.service
     config = service.config
@@ -123,10 +123,12 @@ async def infer(body: InferRequest, c: CallerDep, request: Request) -> InferResu
                 502, "job_failed", f"job {job.id} {job.status.value}: {job.error or 'no error recorded'}",
                 id=job.id, url=url, status=job.status.value,
             )  # fmt: skip
-        return InferResult(
-            id=job.id, modelRef=accepted.queue, prompt=body.prompt, routerPod=config.hostname,
-            kvEndpoints=list(config.kv_endpoints), processingMs=elapsed_ms(start), output=job.output,
-            cached=accepted.cached_job is not None,
+        return rendered(  # an output of any depth (see rendered)
+            InferResult(
+                id=job.id, modelRef=accepted.queue, prompt=body.prompt, routerPod=config.hostname,
+                kvEndpoints=list(config.kv_endpoints), processingMs=elapsed_ms(start), output=job.output,
+                cached=accepted.cached_job is not None,
+            )
         )  # fmt: skip
 
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from api.deps import CallerDep, JobId, caller, checked_key, job_url
+from api.deps import CallerDep, JobId, caller, checked_key, job_url, rendered
 from api.schemas import JobAccepted, JobRequest, JobView, Problem
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -113,9 +113,9 @@ router.add_api_route(
     "/jobs/{job_id}", response_model=JobView, summary="Get a job",
     responses={**COMMON_ERRORS, 404: {"model": Problem, "description": "No such job (or expired)"}},
 )  # fmt: skip
-async def get_job(job_id: JobId, c: CallerDep) -> JobView:
+async def get_job(job_id: JobId, c: CallerDep) -> Response:
     """Status, output or error, attempts, and latency (queue wait, service, total)."""
-    return JobView.of(await c.service.get(job_id, c.api_key))
+    return rendered(JobView.of(await c.service.get(job_id, c.api_key)))
 
 
 @router.delete(
@@ -126,7 +126,7 @@ async def get_job(job_id: JobId, c: CallerDep) -> JobView:
         409: {"model": Problem, "description": "The job already started or finished"},
     },
 )  # fmt: skip
-async def cancel_job(job_id: JobId, c: CallerDep) -> JobView:
+async def cancel_job(job_id: JobId, c: CallerDep) -> Response:
     """Cancel a job that no worker has started; workers skip it. 409 once it is running or done."""
     await c.service.cancel(job_id, c.api_key)
-    return JobView.of(await c.service.get(job_id, c.api_key))
+    return rendered(JobView.of(await c.service.get(job_id, c.api_key)))

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import CallerDep, JobId, KeyFirstRoute
+from api.deps import CallerDep, JobId, KeyFirstRoute, rendered
 from api.routes_jobs import COMMON_ERRORS, SUBMIT_ERRORS
 from api.schemas import LegacyData, LegacyPushed, LegacyStatus, Problem, latency_of
 
@@ -47,12 +47,12 @@ async def status(job_id: JobId, c: CallerDep) -> LegacyStatus:
     "/data/{job_id}", response_model=LegacyData, summary="Output and latency (seed API)",
     responses={**NOT_FOUND, 202: {"model": LegacyData, "description": "Not finished; see Retry-After"}},
 )  # fmt: skip
-async def data(job_id: JobId, response: Response, c: CallerDep) -> LegacyData:
+async def data(job_id: JobId, c: CallerDep) -> Response:
     """The output plus queue wait, service and total latency; 202 while the job is not finished."""
     job = await c.service.get(job_id, c.api_key)
-    if not job.status.terminal:
-        response.status_code = 202
-        response.headers["Retry-After"] = "1"
-    return LegacyData(
+    view = LegacyData(
         id=job.id, status=job.status, output=job.output, error=job.error, latency=latency_of(job)
     )
+    if not job.status.terminal:
+        return rendered(view, 202, {"Retry-After": "1"})
+    return rendered(view)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 
 from jobqueue import Job, JobStatus, Priority
 
@@ -33,27 +33,40 @@ VersionName = Annotated[
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
+MAX_DEPTH = 64
+"""How deep a job's ``input`` (and its ``metadata``, whose own object counts as one level) may nest
+arrays and objects. Pydantic reads up to ~254 levels but cannot write a job that deep back (its
+serializer stops earlier): such a job was accepted and every read of it was a 500. Far beyond any
+real input, far below both limits (a model's output may wrap the input a few levels deeper)."""
+
+
 def storable(value: Any) -> Any:
     """Refuse what a JSON body can carry in but the job store cannot give back.
 
     Python's JSON parser takes ``NaN``, ``Infinity`` and overflowing numbers such as ``1e400``
     (read as infinity), and ``\\ud800`` escapes that leave a lone UTF-16 surrogate in a string.
     Strict JSON cannot write either back: such a job failed with a 500 on submission, or was
-    accepted and then every read of it failed. Refused here, they are a 422 naming the field.
+    accepted and then every read of it failed. Nor can a value nested deeper than :data:`MAX_DEPTH`
+    be read back reliably. Refused here, they are a 422 naming the field. Run before the value is
+    validated as JSON (whose validation recurses, and names every level of a too deep value in its
+    error), in one walk.
     """
-    stack = [value]
+    stack = [(value, 0)]
     while stack:  # iterative: a deeply nested body must not hit the recursion limit
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise ValueError("numbers must be finite (NaN, Infinity or one too large for a double)")
         if isinstance(item, str):
             _unicode(item)
+        elif isinstance(item, dict | list) and depth >= MAX_DEPTH:
+            raise ValueError(f"nests arrays and objects more than {MAX_DEPTH} levels deep (the limit)")
         elif isinstance(item, dict):
             for key in item:
-                _unicode(key)
-            stack.extend(item.values())
+                if isinstance(key, str):
+                    _unicode(key)
+            stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((v, depth + 1) for v in item)
     return value
 
 
@@ -65,7 +78,7 @@ def _unicode(text: str) -> None:
         raise ValueError(f"strings must be valid Unicode ({bad} is a lone surrogate)") from None
 
 
-StorableJson = Annotated[JsonValue, AfterValidator(storable)]
+StorableJson = Annotated[JsonValue, BeforeValidator(storable)]
 """Any JSON value the job store can round-trip (see :func:`storable`)."""
 
 
@@ -85,7 +98,7 @@ class JobRequest(BaseModel):
         "sooner. Reusing a key for a different request (model, version, input, priority or metadata) is "
         "refused: 422 `idempotency_key_reused`",
     )
-    metadata: Annotated[dict[str, JsonValue], AfterValidator(storable)] = Field(
+    metadata: Annotated[dict[str, JsonValue], BeforeValidator(storable)] = Field(
         default_factory=dict, description="Stored with the job, returned as is"
     )
 

@@ -9,9 +9,14 @@ import json
 from typing import Any
 
 import pytest
+import redis
 
 from api.app import create_app
 from api.config import ApiConfig
+from jobqueue import JobStatus
+from jobqueue import sync as jq
+from jobqueue.consumer import Outcome
+from tests.integration.test_api_jobs import Q, arrivals, take_and_start
 from tests.support.api import FAST_API_ENV, api_client
 
 pytestmark = pytest.mark.integration
@@ -79,3 +84,72 @@ def test_a_caller_without_a_valid_key_is_refused_before_its_body_is_read(redis_u
         assert ok.status_code == 504  # accepted (no worker here): a valid request is served as before
         metrics = c.get("/metrics").text
     assert 'api_rejections_total{reason="unauthorized"} 3.0' in metrics
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    """``leaf`` inside ``depth`` arrays."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+def test_input_and_metadata_nest_at_most_64_levels(redis_url: str, redis_client: redis.Redis) -> None:
+    """Pydantic took up to ~254 levels; past ~250 its serializer cannot write the job back, and
+    once the model echoed the input every read of the job was a 500. Now 64 levels at most, a 422
+    naming the field and the limit (and no per-level path however deep the body goes)."""
+    with api_client(redis_url) as c:
+        for field, ok, deep in [
+            ("input", nested(64), nested(65)),
+            ("metadata", {"a": nested(63)}, {"a": nested(64)}),  # its own object is a level
+        ]:
+            body = {"model": "default", "input": "x", field: ok}
+            assert c.post("/v1/jobs", json=body).status_code == 202, field
+            for value in (deep, nested(254), nested(600)):
+                refused = c.post("/v1/jobs", json={**body, field: value})
+                assert refused.status_code == 422, (field, refused.text[:300])
+                answer = refused.json()
+                assert answer["error"] == "invalid_request" and len(refused.content) < 500, answer
+                assert (
+                    answer["detail"].startswith(f"body.{field}: ")
+                    and "more than 64 levels" in answer["detail"]
+                )
+    assert arrivals(redis_client) == 2
+
+
+def test_a_job_nested_deeper_than_pydantic_writes_is_read_back(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A job stored before the cap (or a model's output) that nests past pydantic's serializer:
+    GET /v1/jobs/{id}, DELETE, /data and /infer answered 500 for good. Such fields are written by
+    json instead."""
+    deep_input, deep_meta = nested(254, "in"), {"m": nested(260)}
+    queued = jq.submit_job(redis_client, Q, nested(300), metadata={"m": nested(300)}).job_id
+    ran = jq.submit_job(redis_client, Q, deep_input, metadata=deep_meta).job_id
+    assert take_and_start(redis_client).job_id == queued  # left running
+    entry = take_and_start(redis_client)
+    assert entry.job_id == ran
+    assert (
+        jq.finish(redis_client, entry, "w1", Outcome.SUCCEEDED, {"echo": nested(280)}, 0.01)
+        is JobStatus.SUCCEEDED
+    )
+    with api_client(redis_url) as c:
+        job = c.get(f"/v1/jobs/{ran}")
+        assert job.status_code == 200, job.text[:300]
+        got = job.json()
+        assert (got["input"], got["metadata"], got["output"]) == (
+            deep_input,
+            deep_meta,
+            {"echo": nested(280)},
+        )
+        assert (got["status"], got["queue"], got["attempts"]) == ("succeeded", Q, 1)
+        assert got["latency"]["total_ms"] is not None
+        data = c.get(f"/data/{ran}")
+        assert data.status_code == 200 and data.json()["output"] == {"echo": nested(280)}, data.text[:300]
+        running = c.get(f"/data/{queued}")
+        assert running.status_code == 202 and running.headers["Retry-After"] == "1"
+        assert running.json()["status"] == "running"
+        assert c.get(f"/v1/jobs/{queued}").json()["input"] == nested(300)
+        plain = c.post("/v1/jobs", json={"model": "default", "input": {"é": [1.5, None]}}).json()
+        assert c.get(plain["url"]).json()["input"] == {"é": [1.5, None]}  # the usual way, as before
+        cancelled = c.delete(plain["url"])
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
