@@ -45,6 +45,7 @@ from jobqueue.ops import (
     bind_idempotency_key,
     idempotency_holder,
     idempotency_known,
+    idempotency_live,
     request_fingerprint,
     submit_job,
 )
@@ -209,18 +210,20 @@ class JobService:
     async def _retry_of_known_key(
         self, queue: str, idempotency_key: str | None, caller: str | None, found: dict[str, Any]
     ) -> bool:
-        """Whether ``queue`` knows ``idempotency_key``: a retry, which queues nothing, so the backlog's
-        breaker does not refuse it. Overloaded is when answers time out and clients resend; refused
-        429, the retry of an accepted job was told to retry later instead of getting its job. Asked
-        only of a full queue (one more round trip) unless the cache lookup asked already."""
+        """Whether ``queue`` knows ``idempotency_key`` for a job that still exists: a retry, which
+        queues nothing, so the backlog's breaker does not refuse it. Overloaded is when answers time
+        out and clients resend; refused 429, the retry of an accepted job was told to retry later
+        instead of getting its job. A key whose job is gone is forgotten and the submission queues a
+        new job: the breaker applies (a record alone let any old key past a full queue). Asked only
+        of a full queue (two more round trips; none when the cache lookup found no record)."""
         if idempotency_key is None:
             return False
-        if found.get("held"):  # another version's queue remembers it: ``queue`` is that one now
+        if found.get("held"):  # another version's queue holds it, for a live job: ``queue`` is that one now
             return True
-        if "known" in found:
-            return bool(found["known"])
-        known = idempotency_known(queue, str(idempotency_key), caller, settings=self.settings)
-        return bool(await arun(self.client, known))
+        if "known" in found and not found["known"]:
+            return False
+        live = idempotency_live(queue, str(idempotency_key), caller, settings=self.settings)
+        return bool(await arun(self.client, live))
 
     async def get(self, job_id: str, api_key: str | None) -> Job:
         """The job, or 404; with authentication on, the key must be allowed on the job's model.

@@ -126,6 +126,25 @@ def idempotency_known(
     return bool(exists)
 
 
+def idempotency_live(
+    queue: str, key: str, scope: str | None = None, *, settings: Settings = DEFAULT_SETTINGS
+) -> Op[bool]:
+    """Whether idempotency ``key`` (in ``scope``) names a job of ``queue`` that still exists: a
+    submission with it matches that job and queues nothing. A record whose job is gone is forgotten
+    by :func:`submit_job`, which queues a new job. Two round trips (the record, then its job); the
+    record of the old format (a string: the job id alone) is read alike."""
+    ks = Keyspace(settings.prefix)
+    record = ks.queue(queue).idempotency(key, scope)
+    reads: list[Command] = [call("HGET", record, "job", allow_error=True)]
+    reads.append(call("GET", record, allow_error=True))  # the old format
+    named, plain = yield reads  # one of them WRONGTYPE, or both nil: no record
+    job_id = next((v for v in (named, plain) if v is not None and not isinstance(v, Exception)), None)
+    if job_id is None:
+        return False
+    (exists,) = yield [call("EXISTS", ks.job(str(job_id)))]
+    return bool(exists)
+
+
 def bind_idempotency_key(
     queue: str,
     key: str,

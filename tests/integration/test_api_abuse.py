@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from api.config import ApiConfig
 from jobqueue import JobStatus
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome
-from tests.integration.test_api_jobs import Q, arrivals, take_and_start
+from tests.integration.test_api_jobs import Q, arrivals, submit, take_and_start, wait_gone
 from tests.support.api import FAST_API_ENV, api_client
 
 pytestmark = pytest.mark.integration
@@ -153,3 +154,29 @@ def test_a_job_nested_deeper_than_pydantic_writes_is_read_back(
         assert c.get(plain["url"]).json()["input"] == {"é": [1.5, None]}  # the usual way, as before
         cancelled = c.delete(plain["url"])
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("cache_ttl", ["0", "60"])
+def test_a_key_whose_job_is_gone_does_not_pass_a_full_queue(
+    redis_url: str, redis_client: redis.Redis, cache_ttl: str
+) -> None:
+    """The breaker lets a retry through (it queues nothing), but the key's record outlives its job
+    (IDEMPOTENCY_TTL against RESULT_TTL): any old key passed a full queue and queued a new job."""
+    with api_client(
+        redis_url, MAX_WAITING="2", RESULT_TTL="1", STATS_REFRESH_SECONDS="0.05", RESULT_CACHE_TTL=cache_ttl
+    ) as c:
+        old = submit(c, idempotency_key="old-1", input="old")
+        assert c.delete(old.json()["url"]).json()["status"] == "cancelled"  # its record expires in 1 s
+        wait_gone(c, old.json()["url"])
+        assert redis_client.keys("jq:q:default:v1:idem:old-1")  # the key's record lives on
+        live = submit(c, idempotency_key="live-1", input="live")
+        assert live.status_code == 202, live.text
+        deadline = time.monotonic() + 5
+        while not c.get("/metrics").text.count('api_queue_waiting_jobs{queue="default:v1"} 2.0'):
+            assert time.monotonic() < deadline, "backlog not re-read"  # the cancelled entry waits too
+            time.sleep(0.02)
+        stale = submit(c, idempotency_key="old-1", input="old")
+        retried = submit(c, idempotency_key="live-1", input="live")
+    assert stale.status_code == 429 and stale.json()["error"] == "overloaded", stale.text
+    assert retried.status_code == 202 and retried.json()["id"] == live.json()["id"], retried.text
+    assert arrivals(redis_client) == 2
