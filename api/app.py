@@ -47,7 +47,7 @@ def create_app(config: ApiConfig, client: redis.asyncio.Redis | None = None) -> 
     router = TrafficRouter(
         config.traffic_weights, config.default_model, config.default_version, config.settings
     )
-    backlog = BacklogMonitor(config.max_waiting, config.settings, metrics)
+    backlog = BacklogMonitor(config.max_waiting, config.settings, metrics, live=router.queues)
     service = JobService(
         client=redis_client,
         config=config,

@@ -17,6 +17,7 @@ worker registry, and reading it per request would add a round trip to every subm
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import itertools
 import random
@@ -73,6 +74,7 @@ class TrafficRouter:
         self._rng = rng or random.Random()
         self._splits = self._prepare()
         self._versions = self._known_versions()
+        self._queues = self._known_queues()
 
     def _prepare(self) -> dict[str, _Split]:
         return {model: _Split.of(w) for model, w in {**self.configured, **self.live}.items()}
@@ -89,9 +91,21 @@ class TrafficRouter:
             known.setdefault(self.default_model, set()).add(self.default_version)
         return {model: frozenset(versions) for model, versions in known.items()}
 
+    def _known_queues(self) -> frozenset[str]:
+        queues = set()
+        for model, versions in self._versions.items():
+            for version in versions:
+                with contextlib.suppress(ValueError):  # a name no queue can have: nothing routes there
+                    queues.add(queue_name(model, version))
+        return frozenset(queues)
+
     def versions(self, model: str) -> list[str]:
         """The versions of ``model`` a request may name, sorted (empty for an unknown model)."""
         return sorted(self._versions.get(model, ()))
+
+    def queues(self) -> frozenset[str]:
+        """Every queue a request may be routed to now: each model's known versions."""
+        return self._queues
 
     def effective(self) -> dict[str, Weights]:
         """Every model's split as requests see it now (live overrides configured)."""
@@ -108,6 +122,7 @@ class TrafficRouter:
             self.live = dict(live)
             self._splits = self._prepare()
             self._versions = self._known_versions()
+            self._queues = self._known_queues()
 
     async def refresh(self, client: redis.asyncio.Redis) -> None:
         self.set_live(await _read_traffic(client, settings=self.settings))

@@ -17,7 +17,7 @@ from api.config import ApiConfig
 from jobqueue import JobStatus
 from jobqueue import sync as jq
 from jobqueue.consumer import Outcome
-from tests.integration.test_api_jobs import Q, arrivals, submit, take_and_start, wait_gone
+from tests.integration.test_api_jobs import Q, arrivals, go_live, submit, take_and_start, wait_gone
 from tests.support.api import FAST_API_ENV, api_client
 
 pytestmark = pytest.mark.integration
@@ -180,3 +180,38 @@ def test_a_key_whose_job_is_gone_does_not_pass_a_full_queue(
     assert stale.status_code == 429 and stale.json()["error"] == "overloaded", stale.text
     assert retried.status_code == 202 and retried.json()["id"] == live.json()["id"], retried.text
     assert arrivals(redis_client) == 2
+
+
+def test_a_version_rolled_out_of_the_split_stops_being_read_and_exported(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backlog monitor read every queue the process ever accepted a job for, on every refresh,
+    and kept an api_queue_waiting_jobs series per queue for the process's life. A queue the router
+    no longer knows is forgotten once idle (FORGET_AFTER, shortened here); a known one is kept."""
+    import api.admission
+
+    monkeypatch.setattr(api.admission, "FORGET_AFTER", 0.3, raising=False)
+    series = 'api_queue_waiting_jobs{queue="default:%s"}'
+    with api_client(redis_url) as c:  # MODEL_REF default:v1
+        go_live(c, redis_client, "default", {"v1": 50, "v2": 50})
+        queues = {submit(c, input=i, idempotency_key=f"k{i}").json()["queue"] for i in range(20)}
+        assert queues == {"default:v1", "default:v2"}
+        deadline = time.monotonic() + 5
+        while series % "v2" not in c.get("/metrics").text:
+            assert time.monotonic() < deadline, "backlog not read"
+            time.sleep(0.02)
+        go_live(c, redis_client, "default", {"v1": 100})  # v2 rolled back
+        time.sleep(0.4)  # idle past FORGET_AFTER
+        deadline = time.monotonic() + 5
+        while series % "v2" in (metrics := c.get("/metrics").text):
+            assert time.monotonic() < deadline, "the retired queue is still exported"
+            time.sleep(0.02)
+        assert series % "v1" in metrics  # routed to: kept, however idle
+        monitor = c.app.state.service.backlog  # type: ignore[attr-defined]
+        assert set(monitor.waiting) == {"default:v1"}
+        go_live(c, redis_client, "default", {"v1": 0, "v2": 100})  # rolled forward again: read again
+        assert submit(c, input="again").json()["queue"] == "default:v2"
+        deadline = time.monotonic() + 5
+        while series % "v2" not in c.get("/metrics").text:
+            assert time.monotonic() < deadline, "the queue is not read again"
+            time.sleep(0.02)
