@@ -32,9 +32,14 @@ def test_every_manifest_is_accepted(installed: Install) -> None:
         "ConfigMap",
         "Service",
         "Deployment",
+        "Secret",
+        "NetworkPolicy",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     } <= kinds
     assert "PodDisruptionBudget" in kinds
-    # No cluster-wide grants anywhere: the autoscaler is namespaced.
+    # No cluster-wide grants anywhere: the autoscaler is namespaced. (The admission policy is
+    # cluster-scoped, but it takes rights away, and only from this namespace's ServiceAccount.)
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
 
 
@@ -84,7 +89,12 @@ def test_configmap_holds_a_valid_autoscaler_config(
     proc = subprocess.run(
         [sys.executable, "-m", "autoscaler", "check-config", str(path)],
         cwd=REPO,
-        env={"REDIS_URL": "redis://valkey:6379/0", "PATH": "/usr/bin:/bin"},
+        # As the autoscaler Deployment sets them: REDIS_URL, and the password_env from the Secret.
+        env={
+            "REDIS_URL": "redis://valkey:6379/0",
+            "VALKEY_PASSWORD": "from-the-secret",
+            "PATH": "/usr/bin:/bin",
+        },
         capture_output=True,
         text=True,
         timeout=60,

@@ -9,6 +9,7 @@ manifests to a real API server; these run without one, in ``make unit``.
 from __future__ import annotations
 
 import ast
+import base64
 import os
 import re
 import shutil
@@ -22,7 +23,9 @@ import pytest
 import yaml
 
 from autoscaler.config import AppConfig, KubernetesTargetConfig, StreamSourceConfig, parse_config
+from autoscaler.targets.deletion_marks import DELETION_COST, MARK_BEFORE, MARK_OWNER
 from autoscaler.targets.kube_client import own_namespace
+from jobqueue.redis_url import password_in
 
 REPO = Path(__file__).resolve().parents[2]
 KUSTOMIZE = REPO / "deploy" / "kustomize"
@@ -92,13 +95,20 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
     return only
 
 
+SECRET_VALUE = "secret-{name}-{key}"
+"""What :func:`env_values` gives a variable set from a Secret (no Secret is read here)."""
+
+
 def env_values(deployment: dict[str, Any], namespace: str) -> dict[str, str]:
-    """The container's environment as the kubelet would set it (fieldRefs resolved)."""
+    """The container's environment as the kubelet would set it (fieldRefs resolved, a Secret's key
+    as :data:`SECRET_VALUE`, ``$(NAME)`` of a variable defined above expanded)."""
     fields = {"metadata.namespace": namespace, "metadata.name": f"{deployment['metadata']['name']}-0"}
-    env = {}
+    env: dict[str, str] = {}
     for var in container(deployment).get("env", []):
         if "value" in var:
-            env[var["name"]] = var["value"]
+            env[var["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), var["value"])
+        elif "secretKeyRef" in var["valueFrom"]:
+            env[var["name"]] = SECRET_VALUE.format(**var["valueFrom"]["secretKeyRef"])
         else:
             env[var["name"]] = fields[var["valueFrom"]["fieldRef"]["fieldPath"]]
     return env
@@ -184,13 +194,17 @@ def test_every_env_var_a_manifest_sets_is_read_by_the_process(monkeypatch: pytes
     docs = rendered("base")
     config, _ = autoscaler_config(docs, monkeypatch)
     referenced = {name for t in config.targets for name in re.findall(r"\$\{(\w+)", t.source.redis_url)}
+    referenced |= {t.source.password_env for t in config.targets if t.source.password_env}
     problems = []
     for deployment in deployments(docs):
         module = module_of(deployment)
         if module is None:
             continue  # Valkey: not our code
-        known = string_literals(module) | (referenced if module == "autoscaler" else set())
-        for var in container(deployment).get("env", []):
+        env = container(deployment).get("env", [])
+        # A variable the kubelet puts into another's value ($(VALKEY_PASSWORD) in REDIS_URL) is used.
+        expanded = {name for var in env for name in re.findall(r"\$\((\w+)\)", var.get("value", ""))}
+        known = string_literals(module) | expanded | (referenced if module == "autoscaler" else set())
+        for var in env:
             if var["name"] not in known:
                 problems.append(f"{deployment['metadata']['name']} sets {var['name']}, which nothing reads")
             if var["name"] in SET_BY_KUBERNETES:
@@ -247,3 +261,192 @@ def test_no_disruption_budget_blocks_a_node_drain() -> None:
             spec = pdb["spec"]
             allowed = spec["maxUnavailable"] if "maxUnavailable" in spec else replicas - spec["minAvailable"]
             assert allowed >= 1, (overlay, pdb["metadata"]["name"], replicas)
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions) matches ``labels``."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        present = key in labels
+        matched = {
+            "In": present and labels[key] in values,
+            "NotIn": not present or labels[key] not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[op]
+        if not matched:
+            return False
+    return True
+
+
+def pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = deployment["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def ingress_for(docs: Sequence[Doc], deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every ingress rule that lets traffic into ``deployment``'s pods (NetworkPolicies are additive)."""
+    policies = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and selects(d["spec"]["podSelector"], pod_labels(deployment))
+    ]
+    assert policies, f"{deployment['metadata']['name']}: no NetworkPolicy selects its pods"
+    return [rule for p in policies for rule in p["spec"].get("ingress", [])]
+
+
+def test_network_policies_deny_ingress_by_default_and_let_only_the_three_parties_reach_valkey() -> None:
+    """Without them any pod of any namespace could read and rewrite every job (Valkey had no password
+    either). Each Deployment's pods are reachable on exactly the ports the policies name."""
+    for overlay in OVERLAYS:
+        docs = rendered(overlay)
+        policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+        deny = [p for p in policies if p["spec"]["podSelector"] == {} and "ingress" not in p["spec"]]
+        assert [p["spec"]["policyTypes"] for p in deny] == [["Ingress"]], overlay
+        by_name = {d["metadata"]["name"]: d for d in deployments(docs)}
+        valkey_rules = ingress_for(docs, by_name["valkey"])
+        assert valkey_rules, overlay
+        clients = {name for name, d in by_name.items() if name != "valkey"}
+        assert clients == {"api", "worker", "autoscaler"}
+        for rule in valkey_rules:
+            assert [p["port"] for p in rule["ports"]] in (["redis"], [6379]), (overlay, rule)
+            sources = rule["from"]
+            # Pods of this namespace only: no namespaceSelector, no ipBlock.
+            assert sources and all(set(src) == {"podSelector"} for src in sources), (overlay, rule)
+            allowed = {
+                n for n, d in by_name.items() for src in sources if selects(src["podSelector"], pod_labels(d))
+            }
+            assert allowed == clients, (overlay, allowed)
+            assert not selects(sources[0]["podSelector"], {"app.kubernetes.io/name": "intruder"})
+        # The API's port from anywhere; the others' HTTP ports (metrics, probes) from the cluster.
+        for name in ("api", "worker", "autoscaler"):
+            rules = ingress_for(docs, by_name[name])
+            ports = {p["port"] for rule in rules for p in rule["ports"]}
+            assert ports == {"http"}, (overlay, name, ports)
+        (api_rule,) = ingress_for(docs, by_name["api"])
+        assert "from" not in api_rule, "the job API is meant to be reached from outside the namespace"
+
+
+def secret_ref(var: dict[str, Any]) -> tuple[str, str] | None:
+    ref = var.get("valueFrom", {}).get("secretKeyRef")
+    return (ref["name"], ref["key"]) if ref else None
+
+
+def test_valkey_requires_the_password_of_a_secret_that_every_client_uses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """requirepass from a Secret (via an env var the kubelet expands into the args); the API and the
+    workers put the same Secret's key into REDIS_URL the same way; the autoscaler names it in
+    password_env. The base ships no Secret (a production install brings its own); the overlays
+    generate one, and their references follow its hashed name."""
+    for overlay in OVERLAYS:
+        docs = rendered(overlay)
+        valkey = container(find(docs, "Deployment", "valkey"))
+        args = valkey["args"]
+        password_var = re.fullmatch(r"\$\((\w+)\)", args[args.index("--requirepass") + 1])
+        assert password_var, (overlay, args)
+        (var,) = [v for v in valkey["env"] if v["name"] == password_var[1]]
+        secret = secret_ref(var)
+        assert secret is not None, (overlay, var)
+        secrets = [d for d in docs if d["kind"] == "Secret"]
+        if overlay == "base":
+            assert secrets == [], "the base must not ship a password"
+        else:
+            (generated,) = secrets
+            assert generated["metadata"]["name"] == secret[0] and secret[1] in generated["data"], overlay
+        # The readiness probe authenticates (a bare PING answers NOAUTH once a password is required).
+        probe = " ".join(valkey["readinessProbe"]["exec"]["command"])
+        assert f'REDISCLI_AUTH="${password_var[1]}"' in probe and "PONG" in probe, probe
+        for name in ("api", "worker"):
+            env = container(find(docs, "Deployment", name))["env"]
+            refs = {v["name"]: secret_ref(v) for v in env}
+            (url,) = [v["value"] for v in env if v["name"] == "REDIS_URL"]
+            used = re.fullmatch(r"redis://:\$\((\w+)\)@valkey:6379/0", url)
+            assert used and refs.get(used[1]) == secret, (overlay, name, url)
+            # Defined before REDIS_URL: the kubelet expands only variables defined above.
+            names = [v["name"] for v in env]
+            assert names.index(used[1]) < names.index("REDIS_URL"), (overlay, name)
+        config, _ = autoscaler_config(docs, monkeypatch)
+        (target,) = config.targets
+        assert target.source.password_env is not None
+        autoscaler_env = {
+            v["name"]: secret_ref(v) for v in container(find(docs, "Deployment", "autoscaler"))["env"]
+        }
+        assert autoscaler_env[target.source.password_env] == secret, overlay
+        assert target.source.password() == SECRET_VALUE.format(name=secret[0], key=secret[1])
+
+
+def test_no_password_in_a_config_map_or_a_literal_value() -> None:
+    """A ConfigMap is readable by anyone who may read the namespace's config; a password belongs in
+    the Secret alone. Every REDIS_URL's password is a $(reference), and no ConfigMap holds the
+    generated password, a URL with credentials, or requirepass."""
+    for overlay in OVERLAYS:
+        docs = rendered(overlay)
+        passwords = {
+            base64.b64decode(value).decode()
+            for d in docs
+            if d["kind"] == "Secret"
+            for value in d.get("data", {}).values()
+        }
+        for cm in (d for d in docs if d["kind"] == "ConfigMap"):
+            for key, text in cm.get("data", {}).items():
+                where = (overlay, cm["metadata"]["name"], key)
+                assert not any(p in text for p in passwords), where
+                assert "requirepass" not in text, where
+                for url in re.findall(r"rediss?://\S+", text):
+                    assert password_in(url) is None, where
+        for deployment in deployments(docs):
+            for var in container(deployment).get("env", []):
+                value = var.get("value", "")
+                assert not any(p in value for p in passwords), (overlay, var["name"])
+                if value.startswith(("redis://", "rediss://")):
+                    assert password_in(value) in (None, *re.findall(r"\$\(\w+\)", value)), (overlay, value)
+
+
+UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+QUANTITY = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "K": 1000, "M": 1000**2, "G": 1000**3, "": 1}
+
+
+def test_valkey_answers_oom_before_the_kernel_kills_it() -> None:
+    """--maxmemory about 75 % of the container's memory limit: past it writes answer OOM (the API's
+    503), which noeviction alone never does; the rest covers the AOF rewrite's fork and buffers."""
+    for overlay in OVERLAYS:
+        valkey = container(find(rendered(overlay), "Deployment", "valkey"))
+        args = valkey["args"]
+        assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+        value = re.fullmatch(r"(\d+)([a-z]*)", args[args.index("--maxmemory") + 1].lower())
+        assert value, args
+        maxmemory = int(value[1]) * UNITS[value[2]]
+        limit = re.fullmatch(r"(\d+)([KMG]i?|)", valkey["resources"]["limits"]["memory"])
+        assert limit
+        ratio = maxmemory / (int(limit[1]) * QUANTITY[limit[2]])
+        assert 0.7 <= ratio <= 0.8, (overlay, ratio)
+
+
+def test_the_pod_patch_policy_holds_the_autoscaler_to_worker_deletion_costs() -> None:
+    """RBAC lets the ServiceAccount patch any pod; the admission policy (cluster-scoped, bound with
+    Deny) narrows that to what the daemon writes. tests/e2e/test_pod_patch_policy.py runs it."""
+    for overlay in OVERLAYS:
+        docs = rendered(overlay)
+        policy = find(docs, "ValidatingAdmissionPolicy")
+        binding = find(docs, "ValidatingAdmissionPolicyBinding")
+        assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+        assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+        assert binding["spec"]["validationActions"] == ["Deny"]
+        spec = policy["spec"]
+        assert spec.get("failurePolicy", "Fail") == "Fail"
+        (rule,) = spec["matchConstraints"]["resourceRules"]
+        assert rule["resources"] == ["pods"] and rule["operations"] == ["UPDATE"]
+        # Bound to the autoscaler's ServiceAccount in the pod's own namespace, whatever that is.
+        sa = find(docs, "Deployment", "autoscaler")["spec"]["template"]["spec"]["serviceAccountName"]
+        (condition,) = spec["matchConditions"]
+        assert f"':{sa}'" in condition["expression"] and "request.namespace" in condition["expression"]
+        text = yaml.safe_dump(spec)
+        for annotation in (DELETION_COST, MARK_OWNER, MARK_BEFORE):
+            assert annotation in text
+        worker = find(docs, "Deployment", "worker")
+        ((key, value),) = worker["spec"]["selector"]["matchLabels"].items()
+        assert f"'{key}'" in text and f"== '{value}'" in text
+        assert "object.spec == oldObject.spec" in text
