@@ -22,6 +22,9 @@ software and ``SCAN jq:*`` shows exactly what this system owns. A queue is named
                                    HASH    the same for a key scoped to one principal (the API scopes
                                            keys to a digest of the caller's API key when keys are
                                            checked), so two tenants' equal keys never meet
+    jq:keyed:<model>               ZSET    queues of the model that may hold an idempotency record -> until
+                                           when (epoch seconds: the last record's time plus its ttl); a
+                                           retry routed by weight asks these, not every queue ever used
     jq:q:<queue>:cache:<digest>    STRING  result cache: digest of the input (and of the caller's scope when
                                            keys are checked) -> id of a job that ran it (EX)
     jq:ratelimit:<digest>          HASH    token bucket of one client identity (hashed)
@@ -111,6 +114,9 @@ class Keyspace:
     @property
     def queues(self) -> str:
         return f"{self.prefix}:queues"
+
+    def keyed_queues(self, model: str) -> str:
+        return f"{self.prefix}:keyed:{model}"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"

@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 from jobqueue import codec
 from jobqueue.driver import Arg, Command, Eval, Op, Sleep, call
 from jobqueue.keys import GROUP, Keyspace, QueueKeys, split_queue, validate_queue
-from jobqueue.scripts import BIND_KEY, CANCEL, LIVE_WORKERS, SUBMIT
+from jobqueue.scripts import BIND_KEY, CANCEL, INDEX_KEYED, LIVE_WORKERS, SUBMIT
 from jobqueue.types import (
     Completion,
     DeadLetter,
@@ -88,18 +88,29 @@ def idempotency_holder(
     A key is remembered per queue, i.e. per model version. A request that names no version is
     routed by the traffic split, which may change between a submission and its retry (a canary
     ramp, a rollback): the retry has to go where the key is, not where the split now points.
-    ``queues`` (the versions the caller routes to now, the one it chose among them) are asked
-    first, then every other queue of ``model`` ever submitted to (``jq:queues``): a rollback that
-    takes a version out of the split (``v1=100`` after ``v1=90, v2=10``) leaves the caller no
-    longer knowing it, and the retry of a request the canary took queued a second job. With one
-    queue in all there is nothing to ask: the submission itself finds the key there.
+    ``queues`` (the versions the caller routes to now, the one it chose first) and every other
+    queue of ``model`` that may still hold a record (``Keyspace.keyed_queues``: each keyed
+    submission notes its queue there until its record expires) are asked, the chosen one always: a
+    rollback that takes a version out of the split (``v1=100`` after ``v1=90, v2=10``) leaves the
+    caller no longer knowing it, and the retry of a request the canary took queued a second job.
+    Versions retired for longer than the idempotency TTL are not asked: each one ever used cost a
+    command per keyed submission. Before the model's first keyed submission since that index
+    exists, every queue of ``model`` ever submitted to is asked (``Keyspace.queues``), as before.
+    With one queue to ask there is nothing to ask: the submission itself finds the key there.
     A key whose job is gone is remembered nowhere (see :func:`submit_job`). One round trip when
-    the model has one queue, two when no queue remembers the key, three when one does.
+    one queue is left to ask, two when none remembers the key, three when one does (one more
+    before the index exists).
     """
     ks = Keyspace(settings.prefix)
-    (members,) = yield [call("SMEMBERS", ks.queues)]
+    (indexed,) = yield [call("ZRANGEBYSCORE", ks.keyed_queues(model), time.time(), "+inf")]
+    candidates = [*queues]
+    if _INDEXED not in indexed:  # no keyed submission since the index exists
+        (indexed,) = yield [call("SMEMBERS", ks.queues)]
+    else:  # the queues routed to now are asked only if they may hold a record too
+        candidates = [*queues[:1], *(q for q in queues[1:] if q in indexed)]
     known = set(queues)
-    queues = [*queues, *sorted(q for q in set(members) - known if split_queue(q)[0] == model)]
+    others = (q for q in set(indexed) - known - {_INDEXED} if split_queue(q)[0] == model)
+    queues = [*candidates, *sorted(others)]
     if len(queues) <= 1:
         return None
     named = yield [call("HGET", ks.queue(q).idempotency(key, scope), "job", allow_error=True) for q in queues]
@@ -111,6 +122,18 @@ def idempotency_holder(
         alive = dict(zip(ids, (yield [call("EXISTS", ks.job(v)) for v in ids.values()]), strict=True))
     held = (isinstance(v, Exception) or bool(alive.get(i)) for i, v in enumerate(named))
     return next((q for q, h in zip(queues, held, strict=True) if h), None)
+
+
+_INDEXED = ""
+"""The member of a model's ``keyed_queues`` that says the index is kept (see ``INDEX_KEYED``)."""
+
+
+def _note_keyed(ks: Keyspace, queue: str, settings: Settings) -> Eval:
+    """The note that ``queue`` may hold an idempotency record for ``settings.idempotency_ttl``."""
+    model, _ = split_queue(queue)
+    now = time.time()
+    until = now + settings.idempotency_ttl
+    return Eval(INDEX_KEYED, (ks.keyed_queues(model), ks.queues), (queue, model, until, now))
 
 
 def idempotency_known(
@@ -166,7 +189,7 @@ def bind_idempotency_key(
     ks = Keyspace(settings.prefix)
     record = ks.queue(queue).idempotency(key, scope)
     args = (job_id, fingerprint, settings.idempotency_ttl)
-    (bound,) = yield [Eval(BIND_KEY, (record, ks.job(job_id)), args)]
+    (bound, _) = yield [Eval(BIND_KEY, (record, ks.job(job_id)), args), _note_keyed(ks, queue, settings)]
     return bool(int(bound))
 
 
@@ -242,7 +265,10 @@ def submit_job(
     pairs = [x for kv in fields.items() for x in kv]
     head: list[Arg] = [job.id, GROUP, queue, settings.idempotency_ttl, fingerprint or ""]
     token = request_token or secrets.token_hex(16)
-    (reply,) = yield [Eval(SUBMIT, tuple(keys), (*head, "", token, *pairs))]
+    batch: list[Command] = [Eval(SUBMIT, tuple(keys), (*head, "", token, *pairs))]
+    if idempotency_key is not None:
+        batch.append(_note_keyed(ks, queue, settings))  # in the same round trip
+    reply = (yield batch)[0]
     outcome, the_id = int(reply[0]), str(reply[1])
     checked = None
     # The key matched an earlier job: it counts only while that job's record exists (see the docstring).

@@ -116,6 +116,27 @@ return 1
 """,
 )
 
+INDEX_KEYED = Script(
+    "index_keyed",
+    """
+-- KEYS: the model's keyed-queues zset, the queues set.  ARGV: queue, model, until (now + idempotency
+-- ttl), now
+-- Notes that the queue may hold an idempotency record until ARGV[3] (a later time kept), and drops
+-- the queues whose records have all expired. Created, the zset starts with every queue of the model
+-- in the queues set, until ARGV[3] (records written before the zset existed are found as before),
+-- and the member '' (+inf, never dropped) that says it was: readers fall back to the set without it.
+if redis.call('ZSCORE', KEYS[1], '') == false then
+  for _, q in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if (string.match(q, '^(.*):') or q) == ARGV[2] then redis.call('ZADD', KEYS[1], 'GT', ARGV[3], q) end
+  end
+  redis.call('ZADD', KEYS[1], '+inf', '')
+end
+redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
+return 1
+""",
+)
+
 CANCEL = Script(
     "cancel",
     """

@@ -14,9 +14,11 @@ import redis
 
 from api.app import create_app
 from api.config import ApiConfig
-from jobqueue import JobStatus
+from jobqueue import JobStatus, Keyspace, Settings
 from jobqueue import sync as jq
+from jobqueue.binding import bind_sync
 from jobqueue.consumer import Outcome
+from jobqueue.ops import idempotency_holder
 from tests.integration.test_api_jobs import Q, arrivals, go_live, submit, take_and_start, wait_gone
 from tests.support.api import FAST_API_ENV, api_client
 
@@ -215,3 +217,33 @@ def test_a_version_rolled_out_of_the_split_stops_being_read_and_exported(
         while series % "v2" not in c.get("/metrics").text:
             assert time.monotonic() < deadline, "the queue is not read again"
             time.sleep(0.02)
+
+
+def hgets(r: redis.Redis) -> int:
+    return int(r.info("commandstats").get("cmdstat_hget", {}).get("calls", 0))
+
+
+def test_a_keyed_retry_asks_only_the_versions_that_may_hold_its_key(redis_client: redis.Redis) -> None:
+    """idempotency_holder asked every version of the model ever used (one HGET each, 4 ms per keyed
+    submission at 200 versions). Versions whose keys all expired are not asked; one whose key is
+    live is, rolled out of the split or not; records written before the index are found as before,
+    and the queues set stays a set."""
+    holder = bind_sync(idempotency_holder)
+    r, short = redis_client, Settings(idempotency_ttl=1)
+    for v in range(1, 31):  # 30 retired versions, their keys expired
+        jq.submit_job(r, f"m:v{v}", "old", idempotency_key="old", settings=short)
+    jq.submit_job(r, "m:v31", "x", idempotency_key="live")  # its key kept a day
+    time.sleep(1.2)
+    r.config_resetstat()
+    assert holder(r, "m", ["m:v32"], "new") is None
+    assert holder(r, "m", ["m:v32"], "live") == "m:v31"  # rolled out of the split, still found
+    assert hgets(r) == 4  # two queues asked, twice; not 31
+    assert r.type(Keyspace().queues) == b"set" and len(r.smembers(Keyspace().queues)) == 31
+    # Written before the index existed (an upgrade): every queue ever used is asked, as before,
+    # and the first keyed submission starts the index with all of them.
+    r.delete(Keyspace().keyed_queues("m"))
+    assert holder(r, "m", ["m:v32"], "live") == "m:v31"
+    jq.submit_job(r, "m:v32", "y", idempotency_key="other")
+    r.config_resetstat()
+    assert holder(r, "m", ["m:v32"], "live") == "m:v31"
+    assert hgets(r) == 32  # every queue the set knew, for a day (their keys' longest ttl)
