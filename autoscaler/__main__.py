@@ -29,6 +29,13 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 log = logging.getLogger("autoscaler")
 
 
+_ALLOW_LOCAL_HELP = (
+    "accept targets of kind local, whose command runs as a process of the daemon (development and "
+    "demos only: whoever edits the config could run anything with the daemon's credentials); holds "
+    "for every reload, which cannot turn it on by itself"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m autoscaler",
@@ -39,9 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daemon (hot-reloads the config file)")
     run.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
     run.add_argument("--port", type=int, help="override the config's HTTP port (0: any free port)")
+    run.add_argument("--allow-local-targets", action="store_true", help=_ALLOW_LOCAL_HELP)
 
     check = commands.add_parser("check-config", help="validate a config and print it with all defaults")
     check.add_argument("file", metavar="FILE")
+    check.add_argument("--allow-local-targets", action="store_true", help=_ALLOW_LOCAL_HELP)
 
     keda = commands.add_parser("import-keda", help="convert a KEDA ScaledObject (redis trigger) to a config")
     keda.add_argument("file", metavar="SCALEDOBJECT_YAML")
@@ -63,9 +72,9 @@ def _error(message: str, code: int = EXIT_BAD_INPUT) -> int:
     return code
 
 
-def check_config(path: str) -> int:
+def check_config(path: str, allow_local_targets: bool = False) -> int:
     try:
-        config = load_config(path)
+        config = load_config(path, allow_local_targets=allow_local_targets)
     except ConfigError as exc:
         return _error(str(exc))
     sys.stdout.write(effective_yaml(config))
@@ -130,12 +139,12 @@ def _cannot_listen(exc: ListenError, path: str, port_given: bool) -> str | None:
     return None
 
 
-def run(path: str, port: int | None) -> int:
+def run(path: str, port: int | None, allow_local_targets: bool = False) -> int:
     from autoscaler.daemon import Daemon
     from autoscaler.metrics import ListenError
 
     try:
-        config = load_config(path, port=port)
+        config = load_config(path, port=port, allow_local_targets=allow_local_targets)
     except ConfigError as exc:
         return _error(str(exc))
     setup_logging(config.log_level)
@@ -149,7 +158,9 @@ def run(path: str, port: int | None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        daemon = Daemon(config, config_path=path, port_override=port).start()
+        daemon = Daemon(
+            config, config_path=path, port_override=port, allow_local_targets=allow_local_targets
+        ).start()
     except ListenError as exc:
         problem = _cannot_listen(exc, path, port is not None)
         if problem is None:
@@ -172,10 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "check-config":
-        return check_config(args.file)
+        return check_config(args.file, args.allow_local_targets)
     if args.command == "import-keda":
         return import_keda(args.file, args.policy, args.live)
-    return run(args.config, args.port)
+    return run(args.config, args.port, args.allow_local_targets)
 
 
 if __name__ == "__main__":

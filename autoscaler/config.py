@@ -234,10 +234,27 @@ class KubernetesTargetConfig(_Strict):
     )
 
 
-class LocalTargetConfig(_Strict):
-    """Worker processes on this machine, for development and the demo."""
+ALLOW_LOCAL_TARGETS = "allow_local_targets"
+"""The validation context key that lets a config have local targets (see :class:`LocalTargetConfig`)."""
 
-    kind: Literal["local"] = "local"
+LOCAL_TARGETS_REFUSED = (
+    "local targets start their `command` as processes of the autoscaler itself (with its "
+    "ServiceAccount token and secrets), a development and demo feature: refused unless the process "
+    "that starts the daemon allows them (`python -m autoscaler run --allow-local-targets`, "
+    "`check-config --allow-local-targets`); a config file or reload cannot allow them"
+)
+
+
+class LocalTargetConfig(_Strict):
+    """Worker processes on this machine, for development and the demo.
+
+    Whoever may edit the config (a ConfigMap, hot-reloaded) could otherwise run any command in the
+    autoscaler's pod, so this kind is refused unless the code that validates the config allows it
+    in the validation context (``{ALLOW_LOCAL_TARGETS: True}``): the command line's
+    ``--allow-local-targets``, the demo and tests; never the file itself.
+    """
+
+    kind: Literal["local"] = Field("local", validate_default=True)
     command: list[str] = Field(
         default_factory=lambda: ["python", "-m", "worker"],
         min_length=1,
@@ -248,6 +265,28 @@ class LocalTargetConfig(_Strict):
         60.0, gt=0, description="SIGKILL a draining worker that has not exited after this long."
     )
     log_dir: str | None = Field(None, description="Write each worker's output to <log_dir>/<name>.log.")
+
+    @field_validator("kind")
+    @classmethod
+    def _allowed(cls, value: str, info: ValidationInfo) -> str:
+        if not local_targets_allowed(info.context):
+            raise ValueError(LOCAL_TARGETS_REFUSED)
+        return value
+
+
+def local_targets_allowed(context: Any) -> bool:
+    """Whether a validation context allows local targets (absent: it does not)."""
+    return isinstance(context, dict) and context.get(ALLOW_LOCAL_TARGETS) is True
+
+
+def refuse_local_targets(config: AppConfig, allowed: bool) -> None:
+    """Raise :class:`ConfigError` naming the first local target of ``config`` unless ``allowed``
+    (for a config validated elsewhere, with another context, before the daemon runs it)."""
+    if allowed:
+        return
+    for index, target in enumerate(config.targets):
+        if isinstance(target.target, LocalTargetConfig):
+            raise ConfigError(f"targets[{index}].target.kind: {LOCAL_TARGETS_REFUSED}")
 
 
 TargetKindConfig = Annotated[KubernetesTargetConfig | LocalTargetConfig, Field(discriminator="kind")]
@@ -502,8 +541,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def parse_config(text: str, origin: str = "<config>") -> AppConfig:
-    """Validate YAML text; ``ConfigError`` carries a one-line message naming the bad field(s)."""
+def parse_config(text: str, origin: str = "<config>", *, allow_local_targets: bool = False) -> AppConfig:
+    """Validate YAML text; ``ConfigError`` carries a one-line message naming the bad field(s).
+
+    ``allow_local_targets`` comes from the process (a command-line flag, the demo, tests), never
+    from the text: without it a ``target.kind: local`` entry is an error.
+    """
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: safe on untrusted text
     except yaml.YAMLError as exc:
@@ -511,21 +554,23 @@ def parse_config(text: str, origin: str = "<config>") -> AppConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping with 'targets', got {type(data).__name__}")
     try:
-        return AppConfig.model_validate(data)
+        return AppConfig.model_validate(data, context={ALLOW_LOCAL_TARGETS: allow_local_targets})
     except ValidationError as exc:
         raise ConfigError(f"{origin}: {describe_error(exc)}") from None
 
 
-def load_config(path: str | Path, *, port: int | None = None) -> AppConfig:
+def load_config(path: str | Path, *, port: int | None = None, allow_local_targets: bool = False) -> AppConfig:
     """Read and validate a config file (symlinks followed, as ConfigMap mounts need).
 
     ``port`` (``run --port``) stands in for the file's ``port`` in every version of the file read,
     the daemon's reloads included (:class:`ConfigWatcher`'s ``load``): read without it, each reload
     found the port "changed" from the command line's and was rejected as needing a restart.
+    ``allow_local_targets`` (``run --allow-local-targets``) likewise holds for every version read:
+    it is the process's to give, so a reload can neither turn it on nor off.
     """
     if port is not None and not 0 <= port <= 65535:  # model_copy does not validate
         raise ConfigError(f"--port must be within 0..65535 (0: any free port), got {port}")
-    config = parse_config(read_text(path), str(path))
+    config = parse_config(read_text(path), str(path), allow_local_targets=allow_local_targets)
     return config if port is None else config.model_copy(update={"port": port})
 
 

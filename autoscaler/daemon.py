@@ -44,6 +44,7 @@ from autoscaler.config import (
     StreamSourceConfig,
     TargetConfig,
     load_config,
+    refuse_local_targets,
 )
 from autoscaler.engine.registry import make_policy
 from autoscaler.engine.snapshot import Policy
@@ -203,7 +204,13 @@ class Daemon:
         source_factory: SourceFactory = build_source,
         target_factory: TargetFactory = build_target,
         state_store_factory: StateStoreFactory = build_state_store,
+        allow_local_targets: bool = False,
     ) -> None:
+        # Local targets run their command in this process's pod: only the process that starts the
+        # daemon may allow them (``run --allow-local-targets``, the demo, tests), for every config
+        # it will ever run, reloads included; nothing in a config file can.
+        refuse_local_targets(config, allow_local_targets)
+        self._allow_local_targets = allow_local_targets
         self.config = config
         self.metrics = metrics or Metrics()
         self.leader = leader or make_leader(config.leader_election)
@@ -223,7 +230,9 @@ class Daemon:
                 config_path,
                 config,
                 self.apply,
-                load=functools.partial(load_config, port=port_override),
+                load=functools.partial(
+                    load_config, port=port_override, allow_local_targets=allow_local_targets
+                ),
                 on_status=self._config_status,
             )
             if config_path is not None
@@ -355,6 +364,7 @@ class Daemon:
                 # The watcher waited for the lock while stop() retired every loop: building them
                 # now would leave loops acting on the workloads after the daemon said it stopped.
                 raise DaemonStoppingError("the daemon is stopping: this file was not applied")
+            refuse_local_targets(config, self._allow_local_targets)
             changed = restart_only_changes(self.config, config)
             if changed:
                 raise RestartRequiredError(

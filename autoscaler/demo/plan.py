@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from autoscaler.config import AppConfig
+from autoscaler.config import ALLOW_LOCAL_TARGETS, AppConfig
 from autoscaler.engine.registry import STARTUP_AWARE, make_policy, parse_spec
 from autoscaler.engine.target import WorkloadSpec
 from experiments.traces import Trace
@@ -161,7 +161,8 @@ class Plan:
             "state": {"persist": False},
         }
         return AppConfig.model_validate(
-            {"host": "127.0.0.1", "port": metrics_port, "log_level": "WARNING", "targets": [target]}
+            {"host": "127.0.0.1", "port": metrics_port, "log_level": "WARNING", "targets": [target]},
+            context={ALLOW_LOCAL_TARGETS: True},  # the demo's own workers, from its own plan
         )
 
 

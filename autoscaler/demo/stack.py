@@ -170,7 +170,7 @@ class Stack:
     def _start_daemon(self) -> None:
         port = reserve_port(self._metrics_port, "--metrics-port")
         config = self.plan.app_config(self.redis_url, port, self.run_dir / "workers")
-        self.daemon = Daemon(config, target_factory=self._make_target).start()
+        self.daemon = Daemon(config, target_factory=self._make_target, allow_local_targets=True).start()
         log.info("autoscaler metrics on http://127.0.0.1:%d/metrics", self.daemon.port)
 
     @property

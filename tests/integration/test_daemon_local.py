@@ -120,7 +120,12 @@ def daemon(redis_url: str, tmp_path: Path) -> Iterator[tuple[Daemon, RecordingMe
     config_path = tmp_path / "config.yaml"
     config_path.write_text(text)
     metrics = RecordingMetrics()
-    running = Daemon(parse_config(text), config_path=config_path, metrics=metrics).start()
+    running = Daemon(
+        parse_config(text, allow_local_targets=True),
+        config_path=config_path,
+        metrics=metrics,
+        allow_local_targets=True,
+    ).start()
     try:
         yield running, metrics
     finally:

@@ -48,8 +48,8 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 15.0) ->
 
 @pytest.fixture
 def daemon(redis_url: str, tmp_path: Path) -> Iterator[Daemon]:
-    config = parse_config(CONFIG.format(url=redis_url, logs=tmp_path / "workers"))
-    running = Daemon(config, leader=AlwaysLeader()).start()
+    config = parse_config(CONFIG.format(url=redis_url, logs=tmp_path / "workers"), allow_local_targets=True)
+    running = Daemon(config, leader=AlwaysLeader(), allow_local_targets=True).start()
     yield running
     running.stop()
 

@@ -31,7 +31,7 @@ def target_config(redis_url: str, extra: str = "", prefix: str = "jq") -> Target
             {extra}
         """
     )
-    return parse_config(text).targets[0]
+    return parse_config(text, allow_local_targets=True).targets[0]
 
 
 def store_for(redis_url: str, prefix: str = "jq") -> RedisStateStore:

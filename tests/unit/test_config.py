@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import socket
 import ssl
 import textwrap
@@ -12,6 +13,7 @@ import pytest
 import redis
 import yaml
 from kubernetes import client as k8s
+from pydantic import ValidationError
 
 from autoscaler.__main__ import main
 from autoscaler.config import (
@@ -36,6 +38,11 @@ from autoscaler.keda_import import KedaImportError, convert_text
 from autoscaler.leader import leader_election_from_config
 from autoscaler.sources.redis_source import connect
 
+# VALID and most configs below have a local target: parsed as the demo and tests do, allowing them
+# (that a config without this permission refuses them is tested on its own, below).
+parse_local = functools.partial(parse_config, allow_local_targets=True)
+load_local = functools.partial(load_config, allow_local_targets=True)
+
 VALID = textwrap.dedent(
     """
     port: 9100
@@ -58,12 +65,12 @@ VALID = textwrap.dedent(
 
 def error_of(text: str) -> str:
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "cfg.yaml")
+        parse_local(text, "cfg.yaml")
     return str(info.value)
 
 
 def test_a_valid_file_gets_every_default() -> None:
-    config = parse_config(VALID)
+    config = parse_local(VALID)
     resnet, legacy = config.targets
     assert config.port == 9100 and config.log_level == "INFO"
     assert not config.leader_election.enabled and config.leader_election.lease_duration_seconds == 15.0
@@ -86,10 +93,10 @@ def test_a_valid_file_gets_every_default() -> None:
 
 
 def test_the_effective_config_round_trips() -> None:
-    config = parse_config(VALID)
+    config = parse_local(VALID)
     text = effective_yaml(config)
     assert "startup_seconds: 30.0" in text and "lease_duration_seconds: 15.0" in text
-    assert parse_config(text) == config
+    assert parse_local(text) == config
 
 
 @pytest.mark.parametrize(
@@ -167,7 +174,7 @@ def test_a_key_prefix_the_api_and_workers_would_refuse_is_refused() -> None:
         text = VALID.replace('queue: "resnet:v1"', f'queue: "resnet:v1", prefix: {bad}', 1)
         assert "targets[0].source.prefix: " in error_of(text)
     text = VALID.replace('queue: "resnet:v1"', 'queue: "resnet:v1", prefix: tenant-1.a_b', 1)
-    assert parse_config(text).targets[0].source.prefix == "tenant-1.a_b"  # type: ignore[union-attr]
+    assert parse_local(text).targets[0].source.prefix == "tenant-1.a_b"  # type: ignore[union-attr]
 
 
 def test_names_kubernetes_accepts_load() -> None:
@@ -175,22 +182,22 @@ def test_names_kubernetes_accepts_load() -> None:
         text = VALID.replace("name: resnet-worker", f"name: {name}", 1).replace(
             "namespace: ml,", "namespace: m-1,"
         )
-        (first, _) = parse_config(text).targets
+        (first, _) = parse_local(text).targets
         assert isinstance(first.target, KubernetesTargetConfig) and first.target.name == name
 
 
 def test_the_watch_is_set_per_target_and_checked() -> None:
     text = VALID.replace("shadow: true", "shadow: true\n    watch_seconds: 0")
-    assert not parse_config(text).targets[1].workload().watching
+    assert not parse_local(text).targets[1].workload().watching
     text = VALID.replace("shadow: true", "shadow: true\n    watch_seconds: -1")
     assert "targets[1].watch_seconds: Input should be greater than or equal to 0" in error_of(text)
 
 
 def test_the_policy_reset_after_errors_is_set_per_target_and_checked() -> None:
-    config = parse_config(VALID)
+    config = parse_local(VALID)
     assert [t.policy_reset_after_errors for t in config.targets] == [3, 3]
     text = VALID.replace("shadow: true", "shadow: true\n    policy_reset_after_errors: 5")
-    assert parse_config(text).targets[1].policy_reset_after_errors == 5
+    assert parse_local(text).targets[1].policy_reset_after_errors == 5
     for bad, message in (("0", "should be greater than or equal to 1"), ("2.5", "should be a valid integer")):
         text = VALID.replace("shadow: true", f"shadow: true\n    policy_reset_after_errors: {bad}")
         assert f"targets[1].policy_reset_after_errors: Input {message}" in error_of(text)
@@ -253,7 +260,7 @@ def test_a_key_given_twice_is_refused_not_last_one_wins() -> None:
     message = error_of(twice)
     assert "not valid YAML" in message and "key 'max_replicas' appears twice" in message, message
     assert "line 10" in message, message
-    assert parse_config(VALID).targets[0].max_replicas == 40
+    assert parse_local(VALID).targets[0].max_replicas == 40
 
 
 def test_env_references_expand_and_a_missing_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,7 +268,7 @@ def test_env_references_expand_and_a_missing_variable_is_an_error(monkeypatch: p
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
     assert expand_env("${QUEUE_REDIS}") == "redis://cache:6380/2"
     assert expand_env("${NOT_SET_ANYWHERE:-redis://x:1}") == "redis://x:1"
-    config = parse_config(VALID.replace("redis://localhost:6379/0", "${QUEUE_REDIS}"))
+    config = parse_local(VALID.replace("redis://localhost:6379/0", "${QUEUE_REDIS}"))
     assert config.targets[0].source.resolved_url() == "redis://cache:6380/2"
     assert "${QUEUE_REDIS}" in effective_yaml(config)  # the reference is printed, not a secret
     message = error_of(VALID.replace("redis://localhost:6379/0", "${NOT_SET_ANYWHERE}"))
@@ -280,9 +287,9 @@ def test_leader_election_timings_must_nest() -> None:
 def test_check_config_prints_the_effective_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(VALID)
-    assert main(["check-config", str(path)]) == 0
+    assert main(["check-config", "--allow-local-targets", str(path)]) == 0
     out = capsys.readouterr().out
-    assert parse_config(out) == parse_config(VALID)
+    assert parse_local(out) == parse_local(VALID)
 
 
 def test_check_config_exits_2_with_one_line_naming_the_field(
@@ -318,7 +325,7 @@ def test_a_changed_valid_file_is_applied_once(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(VALID)
     applied = Applied()
-    watcher = ConfigWatcher(path, load_config(path), applied)
+    watcher = ConfigWatcher(path, load_local(path), applied, load=load_local)
     assert not watcher.check()  # unchanged
     path.write_text(VALID.replace("max_replicas: 40", "max_replicas: 60"))
     assert watcher.check()
@@ -331,7 +338,7 @@ def test_a_bad_file_keeps_the_old_config_and_exposes_the_error(tmp_path: Path) -
     path = tmp_path / "config.yaml"
     path.write_text(VALID)
     applied, statuses = Applied(), list[ConfigStatus]()
-    watcher = ConfigWatcher(path, load_config(path), applied, on_status=statuses.append)
+    watcher = ConfigWatcher(path, load_local(path), applied, load=load_local, on_status=statuses.append)
     path.write_text(VALID.replace("max_replicas: 40", "max_replicas: lots"))
     assert not watcher.check()
     assert applied.configs == [] and watcher.config.targets[0].max_replicas == 40
@@ -350,7 +357,7 @@ def test_a_bad_file_keeps_the_old_config_and_exposes_the_error(tmp_path: Path) -
 def test_a_config_that_cannot_be_applied_is_rejected_too(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(VALID)
-    watcher = ConfigWatcher(path, load_config(path), Applied(fail=True))
+    watcher = ConfigWatcher(path, load_local(path), Applied(fail=True), load=load_local)
     path.write_text(VALID.replace("max_replicas: 40", "max_replicas: 60"))
     assert not watcher.check()
     assert watcher.status.error is not None and "cannot apply: kubeconfig not found" in watcher.status.error
@@ -365,7 +372,9 @@ def test_a_configmap_style_symlink_swap_is_seen(tmp_path: Path) -> None:
     (mount / "..data").symlink_to("..v1")
     (mount / "config.yaml").symlink_to("..data/config.yaml")
     applied = Applied()
-    watcher = ConfigWatcher(mount / "config.yaml", load_config(mount / "config.yaml"), applied)
+    watcher = ConfigWatcher(
+        mount / "config.yaml", load_local(mount / "config.yaml"), applied, load=load_local
+    )
     (mount / "..v2").mkdir()
     (mount / "..v2" / "config.yaml").write_text(VALID.replace("slo_seconds: 10", "slo_seconds: 20"))
     (mount / "..data_tmp").symlink_to("..v2")
@@ -692,7 +701,7 @@ def test_a_season_too_short_for_the_targets_own_tick_is_refused_at_load() -> Non
     # 30 s is 6 ticks of the default 5 s, so the policy's own check passes it; at this target's
     # 10 s tick it is 3, never fitted, and the daemon failed only when it built the policy.
     ok = VALID.replace("confidence: 0.99}", "confidence: 0.99, season_seconds: 30}")
-    assert parse_config(ok).targets[0].policy.knobs["season_seconds"] == 30
+    assert parse_local(ok).targets[0].policy.knobs["season_seconds"] == 30
     text = ok.replace("slo_seconds: 10", "slo_seconds: 10\n    tick_seconds: 10")
     assert "targets[0]: season_seconds: 30 s is shorter than 5 ticks of 10 s (50 s)" in error_of(text)
 
@@ -747,7 +756,7 @@ def test_run_port_in_use_names_the_port_without_a_traceback(
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        assert main(["run", "--config", str(path), "--port", str(port)]) == 2
+        assert main(["run", "--allow-local-targets", "--config", str(path), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: port {port} is already in use on 127.0.0.1: pass another --port"), err
     assert err.count("\n") == 1
@@ -772,7 +781,7 @@ def test_a_host_that_is_no_address_nor_name_is_refused(host: str, problem: str) 
     "host", ["0.0.0.0", "::", "::1", "127.0.0.1", "fe80::1%eth0", "localhost", "metrics.ml.svc."]
 )
 def test_addresses_and_host_names_are_accepted(host: str) -> None:
-    assert parse_config(VALID + f'host: "{host}"\n').host == host
+    assert parse_local(VALID + f'host: "{host}"\n').host == host
 
 
 @pytest.mark.parametrize(
@@ -794,7 +803,7 @@ def test_run_on_a_host_it_cannot_listen_on_names_the_field_without_a_traceback(
     logged traceback, naming no setting."""
     path = runnable(tmp_path)
     path.write_text(path.read_text().replace("host: 127.0.0.1", f"host: {host}"))
-    assert main(["run", "--config", str(path)]) == 2
+    assert main(["run", "--allow-local-targets", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: host {host!r} {named} ") and f"set host: in {path}" in err, err
     assert err.count("\n") == 1
@@ -837,4 +846,77 @@ def test_a_password_in_the_url_and_password_env_together_are_refused(monkeypatch
         assert "redis_url has a password and password_env names another" in message, message
         assert "in-url" not in message and "from-env" not in message
     for url in ("redis://redis:6379/0", "redis://user@redis/0", "redis://:@redis/0"):
-        assert parse_config(both.replace("URL", url)).targets[0].source.password() == "from-env"
+        assert parse_local(both.replace("URL", url)).targets[0].source.password() == "from-env"
+
+
+# ---- local targets: only the process that starts the daemon may allow them ---------------------------
+
+
+def test_a_local_target_is_refused_unless_the_process_allows_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A local target's `command` runs in the autoscaler's pod, beside its ServiceAccount token:
+    whoever could edit the ConfigMap could run anything there. Refused by default, naming the field
+    and how to allow it; allowed only by the caller (the command line's flag, the demo, tests)."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(VALID, "cfg.yaml")
+    message = str(info.value)
+    assert message.startswith("cfg.yaml: targets[1].target.kind: local targets start their `command`"), (
+        message
+    )
+    assert "--allow-local-targets" in message and "cannot allow them" in message
+    assert message.count("targets[") == 1  # the Kubernetes target beside it is fine
+    hostile = VALID.replace(
+        'target: {kind: local, env: {MODEL_SETUP_SECONDS: "2"}}',
+        'target: {kind: local, command: ["sh", "-c", "cat /var/run/secrets/token"], allow: true}',
+    )
+    assert "targets[1].target.kind: local targets" in error_of_refused(hostile)
+    assert isinstance(parse_config(VALID, allow_local_targets=True).targets[1].target, LocalTargetConfig)
+    with pytest.raises(ValidationError, match="local targets start"):  # a bare model_validate too
+        LocalTargetConfig.model_validate({"kind": "local"})
+    with pytest.raises(ValidationError, match="local targets start"):
+        LocalTargetConfig()
+
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID)
+    with pytest.raises(ConfigError, match=r"targets\[1\]\.target\.kind: local targets"):
+        load_config(path)
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: targets[1].target.kind: local targets") and err.count("\n") == 1
+    assert main(["check-config", "--allow-local-targets", str(path)]) == 0
+    assert "kind: local" in capsys.readouterr().out
+
+
+def error_of_refused(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "cfg.yaml")
+    return str(info.value)
+
+
+@pytest.mark.usefixtures("quiet_run")
+def test_run_refuses_a_local_target_without_the_flag_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = runnable(tmp_path)
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: targets[0].target.kind: local targets start"), err
+    assert "--allow-local-targets" in err and err.count("\n") == 1
+    assert not (tmp_path / "logs").exists()  # no worker was started
+
+
+def test_a_reload_through_the_default_loader_cannot_add_a_local_target(tmp_path: Path) -> None:
+    """The watcher's loader is the process's: without the permission, a ConfigMap edit that adds a
+    local target is a rejected file, naming the field, and the running config stays."""
+    kube_only = VALID.split("  - name: legacy")[0]
+    path = tmp_path / "config.yaml"
+    path.write_text(kube_only)
+    applied = Applied()
+    watcher = ConfigWatcher(path, load_config(path), applied)
+    path.write_text(VALID)
+    assert not watcher.check()
+    assert applied.configs == [] and len(watcher.config.targets) == 1
+    assert (
+        watcher.status.error is not None and "targets[1].target.kind: local targets" in watcher.status.error
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import textwrap
 import threading
@@ -13,11 +14,16 @@ from typing import Any
 
 import pytest
 
-from autoscaler.config import AppConfig, TargetConfig, load_config, parse_config
+from autoscaler.config import AppConfig, ConfigError, TargetConfig, load_config, parse_config
 from autoscaler.daemon import Daemon
 from autoscaler.engine.policy import StartupAwarePolicy
 from autoscaler.loop import AlwaysLeader
 from tests.unit.doubles import Clock, MemorySource, MemoryStateStore, MemoryTarget
+
+# BASE's targets are local ones (the in-memory factories stand in for them): allowed, as by
+# ``run --allow-local-targets``, the demo and tests, and so on every reload of these daemons.
+parse_local = functools.partial(parse_config, allow_local_targets=True)
+load_local = functools.partial(load_config, allow_local_targets=True)
 
 BASE = textwrap.dedent(
     """
@@ -88,7 +94,8 @@ class Factories:
 def rig() -> Iterator[tuple[Daemon, Factories]]:
     factories = Factories()
     daemon = Daemon(
-        parse_config(BASE),
+        parse_local(BASE),
+        allow_local_targets=True,
         leader=AlwaysLeader(),
         source_factory=factories.source,
         target_factory=factories.target,
@@ -98,22 +105,23 @@ def rig() -> Iterator[tuple[Daemon, Factories]]:
     daemon.stop()
 
 
-def watching(path: Path, config: AppConfig, **kwargs: Any) -> Daemon:
-    """A started daemon (no HTTP) whose config came from ``path``, which it watches for reloads."""
-    made = Factories()
+def watching(path: Path, config: AppConfig, made: Factories | None = None, **kwargs: Any) -> Daemon:
+    """A started daemon (no HTTP) whose config came from ``path``, which it watches for reloads
+    (local targets allowed unless ``allow_local_targets=False`` is passed)."""
+    made = made or Factories()
     return Daemon(
         config,
         config_path=path,
         source_factory=made.source,
         target_factory=made.target,
         state_store_factory=made.state_store,
-        **kwargs,
+        **{"allow_local_targets": True, **kwargs},
     ).start(serve_http=False)
 
 
 def edited(old: str, new: str) -> AppConfig:
     assert old in BASE
-    return parse_config(BASE.replace(old, new, 1))
+    return parse_local(BASE.replace(old, new, 1))
 
 
 def test_knob_changes_retune_the_running_loop_without_rebuilding(rig: tuple[Daemon, Factories]) -> None:
@@ -165,7 +173,7 @@ def test_a_rebuilt_loop_continues_from_the_state_the_old_one_saved(rig: tuple[Da
 def test_targets_are_added_and_removed(rig: tuple[Daemon, Factories]) -> None:
     daemon, made = rig
     text = BASE.replace("name: b", "name: c")
-    daemon.apply(parse_config(text))
+    daemon.apply(parse_local(text))
     assert set(daemon.loops) == {"a", "c"}
     assert made.targets["b"][0].closed and made.sources["b"][0].closed
 
@@ -175,7 +183,7 @@ def test_a_config_that_cannot_be_built_changes_nothing(rig: tuple[Daemon, Factor
     before = daemon.loops
     made.fail_for = "c"
     with pytest.raises(RuntimeError, match="cannot reach c"):
-        daemon.apply(parse_config(BASE.replace("name: b", "name: c").replace("key: qa", "key: qa2")))
+        daemon.apply(parse_local(BASE.replace("name: b", "name: c").replace("key: qa", "key: qa2")))
     assert daemon.loops == before
     assert not made.targets["b"][0].closed and not made.targets["a"][0].closed
     assert made.sources["a"][1].closed  # the half-built replacement was cleaned up
@@ -190,7 +198,7 @@ def test_a_reload_changing_a_restart_only_field_is_rejected_whole(tmp_path: Path
     the running config stays in force, and each later file is judged against it."""
     path = tmp_path / "config.yaml"
     path.write_text(BASE)
-    daemon = watching(path, parse_config(BASE))
+    daemon = watching(path, parse_local(BASE))
     sample = daemon.metrics.registry.get_sample_value
     watcher = daemon.watcher
     assert watcher is not None
@@ -334,7 +342,7 @@ def test_a_reload_keeps_the_port_the_command_line_gave(tmp_path: Path) -> None:
     the file, so a reload compares like with like."""
     path = tmp_path / "config.yaml"
     path.write_text(BASE)
-    daemon = watching(path, load_config(path, port=9191), port_override=9191)
+    daemon = watching(path, load_local(path, port=9191), port_override=9191)
     watcher = daemon.watcher
     assert watcher is not None
     try:
@@ -350,7 +358,7 @@ def test_a_config_file_that_turns_to_non_utf8_is_rejected_naming_it(tmp_path: Pa
     same one-line ConfigError as at start, not "cannot apply: 'utf-8' codec can't decode ..."."""
     path = tmp_path / "config.yaml"
     path.write_text(BASE)
-    daemon = watching(path, parse_config(BASE))
+    daemon = watching(path, parse_local(BASE))
     watcher = daemon.watcher
     assert watcher is not None
     try:
@@ -385,9 +393,15 @@ def test_a_port_in_use_stops_the_start_before_the_leader_election_competes() -> 
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = parse_config(BASE + f"host: 127.0.0.1\nport: {port}\n")
+        config = parse_local(BASE + f"host: 127.0.0.1\nport: {port}\n")
         leader, made = RecordingLeader(), Factories()
-        daemon = Daemon(config, leader=leader, source_factory=made.source, target_factory=made.target)
+        daemon = Daemon(
+            config,
+            allow_local_targets=True,
+            leader=leader,
+            source_factory=made.source,
+            target_factory=made.target,
+        )
         with pytest.raises(OSError):
             daemon.start()
     assert not leader.started
@@ -398,7 +412,8 @@ def test_a_start_that_fails_after_the_port_stops_what_had_started() -> None:
     made = Factories(fail_for="b")
     leader = RecordingLeader()
     daemon = Daemon(
-        parse_config(BASE + "host: 127.0.0.1\nport: 0\n"),
+        parse_local(BASE + "host: 127.0.0.1\nport: 0\n"),
+        allow_local_targets=True,
         leader=leader,
         source_factory=made.source,
         target_factory=made.target,
@@ -479,7 +494,7 @@ def test_a_reload_that_reaches_the_daemon_after_stop_starts_nothing(tmp_path: Pa
     new ones that nobody stopped: they went on scaling after the daemon said it had stopped."""
     path = tmp_path / "c.yaml"
     path.write_text(BASE)
-    daemon = watching(path, load_config(path), leader=AlwaysLeader())
+    daemon = watching(path, load_local(path), leader=AlwaysLeader())
     daemon.stop()
     path.write_text(BASE.replace("key: qa", "key: qa2", 1))  # the ConfigMap changed as SIGTERM came
     assert daemon.watcher is not None
@@ -487,3 +502,37 @@ def test_a_reload_that_reaches_the_daemon_after_stop_starts_nothing(tmp_path: Pa
     assert "stopping" in (daemon.watcher.status.error or "")
     alive = [t.name for t in threading.enumerate() if t.name.startswith("loop-") and t.is_alive()]
     assert not daemon.loops and not alive
+
+
+KUBE_ONLY = SHADOWED.replace("SHADOW", "true")
+
+
+def test_a_daemon_not_allowed_local_targets_refuses_them_at_start_and_on_every_reload(
+    tmp_path: Path,
+) -> None:
+    """Local targets run their command in the daemon's pod; only the process that starts it may
+    allow them. A config validated elsewhere with the permission is refused by a daemon without it,
+    and a ConfigMap edit (a hot reload) adding one is rejected, naming the field, nothing built."""
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.target\.kind: local targets start"):
+        Daemon(parse_local(BASE), leader=AlwaysLeader())
+    path = tmp_path / "config.yaml"
+    path.write_text(KUBE_ONLY)
+    made = Factories()
+    daemon = watching(path, load_config(path), made, allow_local_targets=False)
+    watcher = daemon.watcher
+    assert watcher is not None
+    try:
+        path.write_text(KUBE_ONLY + BASE.removeprefix("\ntargets:\n").replace("name: a", "name: c"))
+        assert not watcher.check()
+        assert set(daemon.loops) == {"a"} and set(made.targets) == {"a"}  # nothing built or started
+        _, detail = daemon.ready()
+        assert detail["config"]["valid"] is False
+        assert "targets[1].target.kind: local targets" in detail["config"]["error"]
+        assert "--allow-local-targets" in detail["config"]["error"]
+        assert "targets[2].target.kind: local targets" in detail["config"]["error"]
+        assert detail["config"]["error"].count("targets[") == 2, detail  # no other problem
+        with pytest.raises(ConfigError, match="local targets"):  # applied directly, too
+            daemon.apply(parse_local(BASE))
+        assert set(made.targets) == {"a"}
+    finally:
+        daemon.stop()

@@ -173,7 +173,8 @@ def test_workers_of_a_stream_target_get_its_url_queue_and_key_prefix() -> None:
                 source: {kind: stream, queue: "m:v1", prefix: tenant1, redis_url: "redis://127.0.0.1:1/0"}
                 target: {kind: local, env: {MODEL_SETUP_SECONDS: "0"}}
             """
-        )
+        ),
+        allow_local_targets=True,
     )
     target = LocalProcessTarget.from_config(config.targets[0])
     try:

@@ -119,7 +119,11 @@ def test_the_pasted_snippet_builds_the_policy_whose_numbers_it_prints(
     crowd = two[1]
     (trial,) = run_grid(crowd, spec, [point], processes=1)
     snippet = yaml.safe_load(yaml_snippet(spec, trial, crowd, 0.5, met=True))
-    target = {"name": "w", "source": {"kind": "list", "key": "q"}, "target": {"kind": "local"}}
+    target = {
+        "name": "w",
+        "source": {"kind": "list", "key": "q"},
+        "target": {"kind": "kubernetes", "name": "w"},
+    }
     config = parse_config(yaml.safe_dump({"targets": [{**target, "max_replicas": 200, **snippet}]}))
     policy = config.targets[0].policy
     assert policy.knobs == knobs
@@ -149,7 +153,11 @@ def test_a_floor_goes_on_the_target_beside_the_policy(two: list[Prepared]) -> No
     assert snippet == {"min_replicas": 6, "policy": {"name": "keda", "list_length": 5.0}}
     assert "replicas 6..200" in text and "its max_replicas must be at least 6" in text
     # Pasted under a target as the comment says, the daemon takes it: the floor is the target's.
-    target = {"name": "w", "source": {"kind": "list", "key": "q"}, "target": {"kind": "local"}}
+    target = {
+        "name": "w",
+        "source": {"kind": "list", "key": "q"},
+        "target": {"kind": "kubernetes", "name": "w"},
+    }
     config = parse_config(yaml.safe_dump({"targets": [{**target, "max_replicas": 6, **snippet}]}))
     assert config.targets[0].workload().min_replicas == 6
     with pytest.raises(ConfigError, match="min_replicas"):
