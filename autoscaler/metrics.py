@@ -4,8 +4,9 @@ Every per-target series carries a ``target`` label (the config's target name). T
 from :class:`~autoscaler.loop.TickReport` objects, so what is exported is exactly what the loop
 decided on, never a second reading. Each daemon owns its registry, which keeps tests independent.
 
-The server is the standard library's threading HTTP server: three read-only endpoints do not
-justify an ASGI stack in the control plane's process.
+The server is the standard library's threading HTTP server, bounded in connections and in time
+(:class:`~jobqueue.httpreply.BoundedHTTPServer`, shared with the worker's probes): three read-only
+endpoints do not justify an ASGI stack in the control plane's process.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import (
@@ -30,7 +31,7 @@ from prometheus_client import (
 )
 
 from autoscaler.loop import TickReport
-from jobqueue.httpreply import send_reply
+from jobqueue.httpreply import BoundedHTTPServer, send_reply
 
 log = logging.getLogger("autoscaler.metrics")
 
@@ -286,14 +287,14 @@ def address_family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if families == {socket.AF_INET6} else socket.AF_INET
 
 
-class MetricsServer(ThreadingHTTPServer):
+class MetricsServer(BoundedHTTPServer):
     """Serves the endpoints on a daemon thread; ``port`` 0 picks a free port (see ``.port``).
 
     ``host`` may be an IPv4 or IPv6 address or a name (see :func:`address_family`); ``::`` takes
     IPv4 connections too where the system allows. Failing to listen raises :class:`ListenError`.
+    A stalled or idle connection is closed after 10 s, and at most 32 are served at once (see
+    :class:`~jobqueue.httpreply.BoundedHTTPServer`).
     """
-
-    daemon_threads = True
 
     def __init__(self, host: str, port: int, metrics: Metrics, health: Probe, ready: Probe) -> None:
         try:

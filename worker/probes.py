@@ -30,11 +30,11 @@ and the probes that drive the scaling report what they measure: set up, not drai
 from __future__ import annotations
 
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from jobqueue.httpreply import send_reply
+from jobqueue.httpreply import BoundedHTTPServer, send_reply
 from worker.metrics import WorkerMetrics
 from worker.status import LiveStatus
 
@@ -50,8 +50,12 @@ def redis_state(status: LiveStatus) -> str:
 
 def start_probe_server(
     status: LiveStatus, metrics: WorkerMetrics, port: int, host: str = "0.0.0.0"
-) -> ThreadingHTTPServer:
-    """Serve on all interfaces by default: the kubelet probes the pod IP."""
+) -> BoundedHTTPServer:
+    """Serve on all interfaces by default: the kubelet probes the pod IP.
+
+    A stalled or idle connection is closed after 10 s, and at most 32 are served at once, the
+    oldest closed to make room (see :class:`~jobqueue.httpreply.BoundedHTTPServer`): half-sent
+    requests can no longer pile up threads, nor keep the probes from being answered."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -71,7 +75,6 @@ def start_probe_server(
         def log_message(self, format: str, *args: object) -> None:  # probes every few s: keep logs quiet
             return
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = BoundedHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="probes", daemon=True).start()
     return server

@@ -1,12 +1,21 @@
-"""The one HTTP reply the autoscaler's metrics server and the worker's probe server both send."""
+"""The one HTTP reply the autoscaler's metrics server and the worker's probe server both send, and
+the bounds both servers keep on their connections."""
 
 from __future__ import annotations
 
 import io
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from typing import Any
 
+import pytest
+
+from autoscaler.metrics import Metrics, MetricsServer
 from jobqueue.httpreply import send_reply
 from worker.metrics import WorkerMetrics
 from worker.probes import start_probe_server
@@ -72,3 +81,63 @@ def test_the_worker_probes_answer_through_the_shared_reply() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---- the servers bound their connections, in number and in time ----------------------------------------
+
+
+@pytest.fixture(params=["autoscaler", "worker"])
+def served(request: pytest.FixtureRequest) -> Iterator[ThreadingHTTPServer]:
+    """The daemon's metrics server and the worker's probe server, as each process starts them."""
+    server: ThreadingHTTPServer
+    if request.param == "autoscaler":
+        server = MetricsServer("127.0.0.1", 0, Metrics(), lambda: (True, {}), lambda: (True, {})).start()
+    else:
+        status = LiveStatus("w1", "resnet", started_at=0.0)
+        status.mark_ready()
+        server = start_probe_server(status, WorkerMetrics("resnet"), 0, host="127.0.0.1")
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def half_sent(port: int) -> socket.socket:
+    """A connection whose request never ends (the headers' blank line never comes)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    return sock
+
+
+def test_a_half_sent_request_is_closed_after_the_timeout(served: ThreadingHTTPServer) -> None:
+    """It held its thread for ever: nothing ended a connection that stopped sending."""
+    served.request_timeout = 0.3  # type: ignore[attr-defined]  # 10 s in service
+    port = int(served.server_address[1])
+    with half_sent(port) as sock:
+        started = time.monotonic()
+        assert sock.recv(1024) == b""  # closed by the server, well before the client's 5 s
+        assert time.monotonic() - started < 3
+    assert get(port, "/healthz")[0] == 200
+
+
+def test_idle_connections_cannot_pile_up_threads_nor_keep_the_probes_from_answering(
+    served: ThreadingHTTPServer,
+) -> None:
+    """2,000 idle connections held 2,003 threads: now at most 32 are served at once, the oldest
+    closed to make room, so a probe that comes after a flood of them is still answered at once."""
+    port = int(served.server_address[1])
+    before = threading.active_count()
+    socks = [half_sent(port) for _ in range(200)]
+    try:
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and threading.active_count() - before < 32:
+            time.sleep(0.05)
+        time.sleep(0.3)  # time to start more threads, if the server would
+        assert threading.active_count() - before <= 33
+        started = time.monotonic()
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert get(port, path)[0] == 200
+        assert time.monotonic() - started < 2
+        assert socks[0].recv(1024) == b""  # the oldest idle one was closed to make room
+    finally:
+        for sock in socks:
+            sock.close()
