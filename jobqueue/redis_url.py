@@ -1,13 +1,15 @@
 """What every party says about a Redis URL: the URL with its password hidden, and why it is unusable.
 
-A ``REDIS_URL`` often carries a password (``redis://:secret@host``, ``redis://user:secret@host``).
-Every message and log line that names the server goes through :func:`redact`, so an error printed
-to a terminal or shipped to a log store never holds the secret.
+A ``REDIS_URL`` often carries a password, in its user-info (``redis://:secret@host``,
+``redis://user:secret@host``) or, as redis-py also documents, in its query string
+(``redis://host:6379/0?password=secret``, ``unix:///run/valkey.sock?password=secret``). Every
+message and log line that names the server goes through :func:`redact`, so an error printed to a
+terminal or shipped to a log store never holds the secret.
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import redis
 
@@ -32,19 +34,67 @@ def _credentials(url: str) -> tuple[str, str, str, str, str] | None:
     return scheme + sep, user, colon, password, host
 
 
+def _secret_option(name: str) -> bool:
+    """Whether a query option of this name (as written, percent- or plus-encoded) holds a password:
+    redis-py's ``password`` (parse_qs decodes the name as it decodes the value), and, more than
+    needed rather than less, any name with "password" in it, in any case (``ssl_password`` is
+    passed on to the TLS connection as it is; a ``Password`` redis-py refuses is still a secret
+    that the refusal's message would show)."""
+    return "password" in unquote_plus(name).lower()
+
+
+def _query_secrets(url: str, start: int) -> list[tuple[int, int]]:
+    """Where the values of password options are in the query that begins at the first ``?`` of
+    ``url[start:]``: each ``&``-separated option to its end, a ``#`` included (a fragment redis-py
+    drops, but typed there it is a piece of the secret)."""
+    question = url.find("?", start)
+    if question < 0:
+        return []
+    spans = []
+    at = question + 1
+    for option in url[at:].split("&"):
+        name, equals, value = option.partition("=")
+        if equals and value and _secret_option(name):
+            begin = at + len(name) + 1
+            spans.append((begin, begin + len(value)))
+        at += len(option) + 1
+    return spans
+
+
 def redact(url: str) -> str:
-    """``url`` with the password in its credentials replaced by ``***`` (the user name is kept)."""
+    """``url`` with its passwords replaced by ``***``: the one in its credentials (the user name is
+    kept) and any given as a query option (``?password=...``).
+
+    On text, as :func:`_credentials`; an ``@`` can be read two ways (the end of the credentials, or
+    a character of a query's password), so what either reading calls a password is hidden."""
+    spans = _query_secrets(url, 0)
     parts = _credentials(url)
-    if parts is None:
-        return url
-    scheme, user, colon, _password, host = parts
-    return f"{scheme}{user}{':***' if colon else ''}@{host}"
+    if parts is not None:
+        scheme, user, colon, password, host = parts
+        if colon:
+            begin = len(scheme) + len(user) + 1
+            spans.append((begin, begin + len(password)))
+        spans += _query_secrets(url, len(url) - len(host))
+    shown: list[str] = []
+    end = 0
+    for begin, stop in sorted(spans):
+        if begin > end or not shown:
+            shown += [url[end:begin], "***"]
+            end = stop
+        else:  # overlapping or touching the span before: hidden with it
+            end = max(end, stop)
+    return "".join(shown) + url[end:]
 
 
 def password_in(url: str) -> str | None:
-    """The password ``url`` carries, or None when it carries none (or an empty one)."""
+    """The password ``url`` carries, or None when it carries none (or an empty one): the one in its
+    credentials, else a ``password`` query option as redis-py reads it (``?password=secret``)."""
     parts = _credentials(url)
-    return (parts[3] or None) if parts is not None else None
+    if parts is not None and parts[3]:
+        return parts[3]
+    query = (url if parts is None else parts[4]).partition("#")[0].partition("?")[2]
+    values = parse_qs(query).get("password")  # redis-py's reading: decoded, a blank one dropped
+    return values[0] if values else None
 
 
 def scheme_problem(url: str) -> str | None:

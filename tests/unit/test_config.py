@@ -841,7 +841,13 @@ def test_a_password_in_the_url_and_password_env_together_are_refused(monkeypatch
             target: {kind: local}
         """
     )
-    for url in ("redis://:in-url@redis:6379/0", "redis://user:in-url@redis/0", "${URL_WITH_PASSWORD}"):
+    for url in (
+        "redis://:in-url@redis:6379/0",
+        "redis://user:in-url@redis/0",
+        "${URL_WITH_PASSWORD}",
+        "redis://redis:6379/0?password=in-url",  # redis-py's query form, which wins over it too
+        "unix:///run/valkey.sock?db=1&password=in-url",
+    ):
         message = error_of(both.replace("URL", url))
         assert "redis_url has a password and password_env names another" in message, message
         assert "in-url" not in message and "from-env" not in message

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobqueue.redis_url import redact, scheme_problem, url_problem
+from jobqueue.redis_url import password_in, redact, scheme_problem, url_problem
 
 
 @pytest.mark.parametrize(
@@ -23,10 +23,67 @@ from jobqueue.redis_url import redact, scheme_problem, url_problem
         ("redis://:p@ss@cache:x/0", "redis://:***@cache:x/0"),  # an @ in it, and a port redis-py refuses
         ("app:s3cret@cache:6379", "app:***@cache:6379"),  # no scheme: the mistake being reported
         ("rediss://cache?ssl_cert_reqs=none", "rediss://cache?ssl_cert_reqs=none"),
+        # redis-py's documented query form, and the unix socket's
+        ("redis://cache:6379/0?password=s3cret", "redis://cache:6379/0?password=***"),
+        ("unix:///run/valkey.sock?password=s3cret&db=1", "unix:///run/valkey.sock?password=***&db=1"),
+        ("redis://app@cache/0?db=2&password=s3cret", "redis://app@cache/0?db=2&password=***"),
+        ("redis://:s3cret@cache/0?password=s3cret", "redis://:***@cache/0?password=***"),  # both
+        ("redis://cache/0?pass%77ord=s3cret", "redis://cache/0?pass%77ord=***"),  # redis-py decodes the name
+        ("redis://cache/0?password=s3#cret", "redis://cache/0?password=***"),  # a # typed into it
+        ("rediss://cache?ssl_password=s3cret", "rediss://cache?ssl_password=***"),  # the TLS key's
+        ("redis://cache/0?password=", "redis://cache/0?password="),  # nothing to hide
+        # an @ in a query's password: read as the credentials' end too, and hidden either way
+        ("redis://cache:6379/0?password=s3c@ret", "redis://cache:***"),
+        ("redis://:abc?password=s3c@cache/0", "redis://:***"),
     ],
 )
 def test_redact_hides_the_password_and_keeps_what_locates_the_server(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+QUERY_SAFE = st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="&@")
+
+
+@given(
+    password=st.text(alphabet=QUERY_SAFE, min_size=4),
+    scheme=st.sampled_from(["redis://cache:6379/0", "rediss://app@cache/2", "unix:///run/v.sock"]),
+    before=st.sampled_from(["", "db=1&"]),
+)
+def test_no_password_in_the_query_survives_redaction(password: str, scheme: str, before: str) -> None:
+    url = f"{scheme}?{before}password={password}&socket_timeout=2"
+    assert redact(url) == f"{scheme}?{before}password=***&socket_timeout=2"
+
+
+@given(
+    head=st.text(alphabet=QUERY_SAFE, max_size=4),
+    tail=st.text(alphabet=QUERY_SAFE, min_size=1, max_size=6),
+    scheme=st.sampled_from(["redis://cache:6379/0", "rediss://app:s3cret@cache/2", "unix:///run/v.sock"]),
+)
+def test_a_query_password_with_an_at_sign_is_hidden_whole(head: str, tail: str, scheme: str) -> None:
+    """An @ there also reads as the end of the credentials: hidden more than needed, never less."""
+    prefix = f"{scheme}?password="
+    url = f"{prefix}{head}@{tail}&socket_timeout=2"
+    shown = redact(url)
+    assert shown.endswith("***&socket_timeout=2"), shown
+    kept = shown.removesuffix("***&socket_timeout=2")
+    assert prefix.startswith(kept), shown  # nothing of the password before it
+    assert "s3cret" not in shown
+
+
+@pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        ("redis://:s3cret@cache/0", "s3cret"),
+        ("redis://cache:6379/0?password=s3cret", "s3cret"),
+        ("unix:///run/valkey.sock?db=1&password=s3%2Fcret", "s3/cret"),  # as redis-py decodes it
+        ("redis://:in-url@cache/0?password=in-query", "in-url"),  # the one redis-py uses
+        ("redis://cache/0", None),
+        ("redis://app@cache/0?password=", None),
+        ("redis://cache/0#?password=s3cret", None),  # a fragment, which redis-py ignores
+    ],
+)
+def test_password_in_finds_it_where_redis_py_does(url: str, password: str | None) -> None:
+    assert password_in(url) == password
 
 
 PRINTABLE = st.characters(min_codepoint=33, max_codepoint=126)
@@ -61,6 +118,8 @@ def test_scheme_problem_names_what_redis_py_accepts_without_the_password() -> No
         ("rediss://localhost?ssl_cert_reqs=sometimes", "Invalid SSL Certificate Requirements Flag"),
         # a / typed into the password ends the host part: redis-py would quote "s3" as the port
         ("redis://:s3/cret@cache:6379/0", "its password does not parse: percent-encode a / ? or #"),
+        ("redis://localhost:abc/0?password=s3cret", "Port could not be cast to integer value as 'abc'"),
+        ("unix:///run/valkey.sock?password=s3cret&db=one", "Invalid value for 'db'"),
     ],
 )
 def test_url_problem_is_redis_pys_reason_about_the_redacted_url(url: str, reason: str) -> None:
@@ -77,6 +136,7 @@ def test_url_problem_is_redis_pys_reason_about_the_redacted_url(url: str, reason
         "redis://:p@ss@cache/0",  # an @ in a password parses (the last one ends the credentials)
         "redis://[::1]:6379/0?socket_timeout=2.5",
         "unix:///run/valkey.sock?db=1",
+        "unix:///run/valkey.sock?password=s3cret",
     ],
 )
 def test_url_problem_accepts_what_redis_py_uses(url: str) -> None:
