@@ -106,6 +106,21 @@ def test_submit_get_and_run_to_success(client: redis.Redis) -> None:
     assert jq.list_queues(client) == [Q]
 
 
+def test_non_ascii_text_takes_its_utf8_size_in_redis_and_reads_back(client: redis.Redis) -> None:
+    """Stored as ASCII escapes, 100 KiB of é took 600 KiB of the job's hash, and as much again for
+    an output that echoed it."""
+    body = "é" * 100_000 + " 日本 \U0001f600"
+    sub = jq.submit_job(client, Q, {"text": body})
+    entry = take(client)
+    assert jq.start(client, entry, "w1").job is not None
+    assert jq.finish(client, entry, "w1", Outcome.SUCCEEDED, {"echo": body}, 0.5) is JobStatus.SUCCEEDED
+    size = len(body.encode("utf-8"))
+    assert client.hstrlen(KS.job(sub.job_id), "input") == size + len('{"text":""}')
+    assert client.hstrlen(KS.job(sub.job_id), "output") == size + len('{"echo":""}')
+    done = jq.get_job(client, sub.job_id)
+    assert done is not None and done.input == {"text": body} and done.output == {"echo": body}
+
+
 def test_unknown_job_is_none(redis_client: redis.Redis) -> None:
     assert jq.get_job(redis_client, "nope") is None
     assert jq.cancel_job(redis_client, "nope") is None
