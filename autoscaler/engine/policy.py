@@ -384,7 +384,12 @@ class StartupAwarePolicy:
         # The window holds what the SLO term asked for, not backlog-drain pods: those are wanted
         # only until the backlog is gone, and holding them would pay for a burst twice.
         self._remember(snapshot.now, int(decision.terms["slo_pods"]))
-        self._raw_history.append((snapshot.now, int(decision.terms["raw"])))
+        if self._pool is not None:
+            self._raw_history.append((snapshot.now, int(decision.terms["raw"])))
+        else:
+            # Only the pool reads it (and trims it): without one, a row a tick grew for good, and
+            # with it the saved state and every surge answer's copy (a second a burst at 30 days).
+            self._raw_history.clear()
         terms = dict(decision.terms)
         terms["horizon"] = horizon
         terms["scale_down_window"] = window
