@@ -68,8 +68,14 @@ class FluidWindow:
         # Ignored: a corrupt restored window (1e308 jobs a tick) overflows; it is then judged by
         # what the arithmetic gives, as the tick-by-tick loop did.
         with np.errstate(all="ignore"):
-            rate = np.maximum(self.reactive, pods) * (slots / service)
-            budget = max_wait * rate  # jobs that may be ahead of one and still meet the bound
+            servers = np.maximum(self.reactive, pods) * slots
+            rate = servers / service
+            # Jobs that may be ahead of one and still meet the bound: as many as the servers start
+            # within it, and never fewer than the other servers, since a job that finds a free
+            # slot waits for nothing. The fluid count alone missed that wherever a job is long
+            # against the wait budget (60 s jobs, 1 s to spare: a lone arrival in a tick "needed"
+            # 12 pods, and steady 0.05 jobs/s kept a pool of 10-20 for a load of 3).
+            budget = np.maximum(max_wait * rate, servers - 1.0)
             growth = counts - rate * self.intervals  # the queue's change over the tick, unfloored
             # Lindley: queue_k = max(0, queue_{k-1} + growth_k) is the cumulative sum less its
             # running minimum (floored at 0); the queue a tick starts with is the previous tick's end.

@@ -50,7 +50,7 @@ def test_the_trace_and_its_oracle(replay: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("name", "jobs_on_time", "pod_seconds", "max_replicas"),
     [
-        ("startup-aware", 7408, 199_673.44, 200),
+        ("startup-aware", 7415, 199_566.44, 200),
         ("keda", 3899, 119_119.10, 71),
         ("static:60", 7965, 206_456.88, 60),
     ],

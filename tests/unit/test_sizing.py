@@ -133,6 +133,32 @@ def test_a_standing_pool_that_covers_the_need_releases_burst_pods_without_the_wi
     assert (d.desired, d.reason) == (18, "scale-down-window")
 
 
+def test_a_small_standing_pool_does_not_release_the_pods_the_usual_traffic_needs() -> None:
+    # Smooth traffic at 2 jobs/s (about 14 pods at the long-run rate) has a pool of 4; in a lull
+    # the need falls to the pool. The window keeps the usual pods, not the pool alone: released,
+    # they come back a warm-up late when the lull ends.
+    lull = replace(
+        BASE, forecast=RateForecast(0.05, 0.1), pods=ready(15), current=15, window_peak=15, standing_pool=4
+    )
+    usual = size(replace(lull, long_rate=2.0))
+    assert usual.reason == "scale-down-window"
+    assert 10 <= usual.desired < 15
+    # A burst's pods above the usual traffic still go without the window.
+    assert size(replace(lull, long_rate=0.1)).desired == 4
+    # Until the long-run rate is known, the pool is the guard as before.
+    assert size(lull).desired == 4
+
+
+def test_catching_up_never_asks_for_more_pods_than_queued_jobs() -> None:
+    # 60 s jobs with 1 s to spare: ten free slots start ten queued jobs at once. The fluid count
+    # (the backlog's work over the wait budget) asked for ten times that.
+    long_jobs = replace(BASE, service_time=60.0, slo_seconds=61.0)
+    assert pool_for_backlog(long_jobs, slo_pods=0, backlog=10) == 10
+    assert pool_for_backlog(replace(long_jobs, slots_per_pod=4), slo_pods=0, backlog=10) == 3
+    # Where the budget is at least a job, the fluid count stands (the reference: 5 s jobs, 5 s).
+    assert pool_for_backlog(BASE, slo_pods=0, backlog=12) == 12
+
+
 def test_pods_ordered_for_a_predicted_peak_stay_until_its_moment() -> None:
     # A standing pool of 10 covers the need read now; 8 more pods were ordered for a seasonal peak
     # still to come and are warming up. The hold keeps them, and never orders a pod itself.

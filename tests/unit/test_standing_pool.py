@@ -39,6 +39,16 @@ def test_draining_queue_lets_later_jobs_meet_the_bound() -> None:
     assert 0 < met_quiet < 10
 
 
+def test_a_job_that_finds_a_free_slot_waits_for_nothing() -> None:
+    # 60 s jobs with 1 s to spare, three at once every 15 s (0.2 job/s, 12 Erlangs) on 14 pods:
+    # the fluid queue alone made them wait for each other's work, as if one server ran them.
+    ticks = [(3.0, 5.0, 0.0), (0.0, 5.0, 0.0), (0.0, 5.0, 0.0)] * 4
+    assert fluid_attainment(ticks, pods=14, slots=1, service=60.0, max_wait=1.0) == 1.0
+    assert fluid_attainment(ticks, pods=4, slots=1, service=60.0, max_wait=1.0) < 0.5  # overloaded
+    # Where the budget covers a job (the reference: 5 s jobs, 5 s to spare), the fluid count stands.
+    assert fluid_attainment([(100.0, 5.0, 0.0)], 10, 1, 5.0, 5.0) == pytest.approx(1 / 9)
+
+
 def test_no_pods_or_no_jobs() -> None:
     assert fluid_attainment([], 0, 1, 5.0, 5.0) == 1.0
     assert fluid_attainment([(5.0, 5.0, 0.0)], 0, 1, 5.0, 5.0) == 0.0
@@ -181,8 +191,9 @@ def sequential_attainment(
         return 1.0
     queue = met = 0.0
     for count, interval, reactive in ticks:
-        rate = max(pods, reactive) * slots / service
-        budget = max_wait * rate
+        servers = max(pods, reactive) * slots
+        rate = servers / service
+        budget = max(max_wait * rate, servers - 1.0)  # a free slot waits for nothing
         growth = count - rate * interval
         if count > 0 and rate > 0:
             if queue <= budget and queue + growth <= budget:
