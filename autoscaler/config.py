@@ -40,7 +40,7 @@ from pydantic import (
 )
 
 from autoscaler.engine.registry import make_policy, parse_spec
-from autoscaler.engine.target import WorkloadSpec
+from autoscaler.engine.target import WorkloadSpec, slo_problem
 from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS
 from jobqueue.redis_url import password_in
 
@@ -399,6 +399,13 @@ class TargetConfig(_Strict):
         if low is not None and value < low:
             raise ValueError(f"must be >= min_replicas ({low})")
         return value
+
+    @model_validator(mode="after")
+    def _slo_above_service(self) -> TargetConfig:
+        problem = slo_problem(self.slo_seconds, self.service_seconds)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _policy_fits_the_workload(self) -> TargetConfig:

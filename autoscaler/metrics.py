@@ -147,6 +147,7 @@ class Metrics:
             "autoscaler_config_reloads", "Config file changes seen, by result.", ["result"], registry=r
         )
         self._seen: dict[str, set[tuple[Counter, str]]] = {}  # labelled counter series per target
+        self._service_above_slo: set[str] = set()  # targets told so (see _say_if_service_reaches_slo)
         self._lock = threading.Lock()
 
     def observe_tick(self, report: TickReport) -> None:
@@ -185,6 +186,7 @@ class Metrics:
             g["waiting_jobs"].set(snap.waiting)
             g["in_flight_jobs"].set(snap.in_flight)
         estimates = report.estimates or {}
+        self._say_if_service_reaches_slo(target, estimates.get("service_seconds"), report.slo_seconds)
         for gauge, key in _ESTIMATE_GAUGES:
             if key in estimates:
                 self.gauges[gauge].labels(target).set(estimates[key])
@@ -204,6 +206,31 @@ class Metrics:
         if report.scaled_to is not None and report.scaled_to != snap.current_replicas:
             direction = "up" if report.scaled_to > snap.current_replicas else "down"
             self._count(self.scale_actions, target, direction)
+
+    def _say_if_service_reaches_slo(self, target: str, service: float | None, slo: float | None) -> None:
+        """Log once, when the service time the policy measured reaches the target's SLO, that no
+        replica count can meet it (every job's latency is at least its service): the policy goes on
+        sizing as it does, and without this line its pool grew towards max_replicas with nothing
+        saying why no job was within the SLO. Said again only after it fell below in between."""
+        if service is None or slo is None:
+            return
+        above = service >= slo
+        with self._lock:
+            if above == (target in self._service_above_slo):
+                return
+            if above:
+                self._service_above_slo.add(target)
+            else:
+                self._service_above_slo.discard(target)
+        fields = {"target": target, "service_seconds": round(service, 3), "slo_seconds": slo}
+        if above:
+            log.warning(
+                "the measured service time is at or above slo_seconds: no replica count can meet "
+                "the SLO (every job takes at least its service time); raise slo_seconds or make jobs faster",
+                extra={"fields": fields},
+            )
+        else:
+            log.info("the measured service time is below slo_seconds again", extra={"fields": fields})
 
     def _observe_latencies(self, target: str, latencies: tuple[float, ...], slo: float | None) -> None:
         histogram = self.job_latency.labels(target)
@@ -233,6 +260,7 @@ class Metrics:
                 family.remove(target)
         with self._lock:
             seen = self._seen.pop(target, set())
+            self._service_above_slo.discard(target)
         for counter, label in seen:
             with contextlib.suppress(KeyError):
                 counter.remove(target, label)

@@ -40,6 +40,7 @@ from autoscaler.engine.registry import (
     tuning_grid,
 )
 from autoscaler.engine.snapshot import MAX_SLOTS_PER_POD, Policy
+from autoscaler.engine.target import slo_problem
 from experiments import keda_sweep, record, scorecard, tune
 from experiments.distributions import Distribution, duration
 from experiments.generators import SHAPES, AnyShape, generate
@@ -257,6 +258,9 @@ def _setup(args: argparse.Namespace) -> Setup:
     _duration("--startup", setup.startup, "--startup-p90", setup.startup_p90)
     if setup.service != SERVICE_FROM_TRACE:
         _duration("--service", float(setup.service), "--service-p90", setup.service_p90)
+        problem = slo_problem(setup.slo, float(setup.service), slo_name="--slo", service_name="--service")
+        if problem is not None:
+            raise UsageError(problem)
     elif setup.service_p90 is not None:  # the trace's own times are replayed as they are
         raise UsageError(
             f"--service-p90 spreads a drawn --service time, but --service {SERVICE_FROM_TRACE} "

@@ -53,6 +53,34 @@ class WorkloadSpec:
         return self.watch_seconds if self.watching else self.tick_seconds
 
 
+def slo_problem(
+    slo_seconds: float,
+    service_seconds: float,
+    *,
+    slo_name: str = "slo_seconds",
+    service_name: str = "service_seconds",
+) -> str | None:
+    """Why an SLO cannot be met by jobs that take ``service_seconds`` each, or None if it can be.
+
+    A job's latency is at least its service time, so an SLO at or below it is missed by every job
+    whatever the pool: a policy sized for it would order up to the maximum replicas for 0 %
+    attainment. Configs and the experiments' options are refused with this, naming both of their
+    fields; :class:`WorkloadSpec` itself does not refuse it, since a measured or replayed mean may
+    cross the SLO at run time (the daemon then says so, see ``autoscaler.metrics``).
+    """
+    if slo_seconds > service_seconds:
+        return None
+
+    def shown(name: str, value: float) -> str:  # an option as typed (--slo 4), a field as a config's
+        return f"{name} {value:g}" if name.startswith("-") else f"{name} ({value:g})"
+
+    return (
+        f"{shown(slo_name, slo_seconds)} must be longer than {shown(service_name, service_seconds)}: every "
+        "job's latency is at least its service time, so no replica count could meet this SLO (the "
+        "policy would scale up to the maximum for 0 % of jobs within it)"
+    )
+
+
 def within_bounds(decision: Decision, workload: WorkloadSpec) -> Decision:
     """``decision`` with its count inside the target's min/max replicas.
 

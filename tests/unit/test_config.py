@@ -926,3 +926,32 @@ def test_a_reload_through_the_default_loader_cannot_add_a_local_target(tmp_path:
     assert (
         watcher.status.error is not None and "targets[1].target.kind: local targets" in watcher.status.error
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "shown"),
+    [
+        ("slo_seconds: 4", "slo_seconds (4) must be longer than service_seconds (5)"),  # the default 5
+        (
+            "slo_seconds: 30\n    service_seconds: 30",
+            "slo_seconds (30) must be longer than service_seconds (30)",
+        ),
+    ],
+)
+def test_an_slo_no_job_can_meet_is_refused_naming_both_fields(fields: str, shown: str) -> None:
+    """Every job's latency is at least its service time: the policy spent up to max_replicas on
+    0 % within the SLO, accepted without a word."""
+    text = KUBE_TARGET + f"    {fields}\n"
+    message = error_of_refused(text)
+    assert message.startswith(f"cfg.yaml: targets[0]: {shown}: every job's latency is at least"), message
+    assert parse_config(KUBE_TARGET + "    slo_seconds: 5.5\n").targets[0].slo_seconds == 5.5
+
+
+KUBE_TARGET = textwrap.dedent(
+    """
+    targets:
+      - name: resnet
+        source: {kind: stream, queue: "resnet:v1", redis_url: "redis://localhost:6379/0"}
+        target: {kind: kubernetes, name: resnet-worker}
+    """
+)

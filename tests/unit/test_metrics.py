@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+import pytest
 
 from autoscaler.engine.snapshot import Decision, PodPhase, PodView, Snapshot
 from autoscaler.engine.target import WorkloadSpec
@@ -272,3 +275,32 @@ def test_the_http_endpoints() -> None:
         assert get(server.port, "/nope")[0] == 404
     finally:
         server.stop()
+
+
+def test_a_measured_service_time_at_the_slo_is_said_once_per_crossing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The policy sized on, towards max_replicas, for 0 % within the SLO, and nothing said why."""
+    metrics = Metrics()
+
+    def tick(service: float) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="autoscaler.metrics"):
+            estimates = {**(report().estimates or {}), "service_seconds": service}
+            metrics.observe_tick(report(estimates=estimates, slo_seconds=10.0))
+        return [f"{r.levelname} {r.getMessage()}" for r in caplog.records]
+
+    assert tick(4.0) == []
+    (warning,) = tick(10.0)
+    assert warning.startswith("WARNING the measured service time is at or above slo_seconds: no replica")
+    assert caplog.records[0].fields == {  # type: ignore[attr-defined]
+        "target": "resnet",
+        "service_seconds": 10.0,
+        "slo_seconds": 10.0,
+    }
+    assert tick(12.5) == []  # once, not every tick
+    assert tick(9.0) == ["INFO the measured service time is below slo_seconds again"]
+    assert tick(9.5) == []
+    assert len(tick(11.0)) == 1  # a new crossing is said again
+    metrics.forget_target("resnet")
+    assert len(tick(11.0)) == 1  # a target removed and added again starts afresh

@@ -98,6 +98,9 @@ def test_table_json_file_and_plots(trace: Path, tmp_path: Path, capsys: pytest.C
         (["--trace", "/no/such/trace.csv"], "/no/such/trace.csv: no such file"),
         (["--policy", "kedda"], "unknown policy 'kedda'"),
         (["--slo", "0"], "--slo must be a finite number > 0, got 0.0"),
+        # a job takes at least its service time: no pool meets this SLO (the default --service is 5)
+        (["--slo", "4"], "--slo 4 must be longer than --service 5: every job's latency is at least"),
+        (["--slo", "2", "--service", "2"], "--slo 2 must be longer than --service 2"),
         (["--watch", "-1"], "--watch must be a finite number >= 0, got -1.0"),
         (["--startup-p90", "10"], "lognormal"),
         (["--service", "trace"], "no service_s column"),
@@ -420,9 +423,14 @@ def test_a_trace_of_absurd_span_is_refused_in_a_readable_line(
 @pytest.mark.parametrize(
     ("service", "column", "cause"),
     [
-        (["--service", "1e300", "--tick", "3600"], "", "--service 1e+300 is too long for {trace}: "),
+        # (an --slo above each: a shorter one is refused first, as no job could meet it)
         (
-            ["--service", "1e10", "--service-p90", "1.5e10"],
+            ["--service", "1e300", "--tick", "3600", "--slo", "1e301"],
+            "",
+            "--service 1e+300 is too long for {trace}: ",
+        ),
+        (
+            ["--service", "1e10", "--service-p90", "1.5e10", "--slo", "1e11"],
             "",
             "--service 1e+10 with --service-p90 1.5e+10 is ",
         ),
@@ -450,7 +458,19 @@ def test_the_tick_a_refusal_suggests_is_never_above_the_longest(
     with headroom, that was advised as 3.7e+03."""
     one = tmp_path / "one.csv"
     one.write_text("timestamp\n0\n")
-    argv = ["replay", "--trace", str(one), "--service", "7199996400", "--tick", "3000", "--json", "-"]
+    argv = [
+        "replay",
+        "--trace",
+        str(one),
+        "--service",
+        "7199996400",
+        "--slo",
+        "1e10",
+        "--tick",
+        "3000",
+        "--json",
+        "-",
+    ]
     status, _, err = run_cli(capsys, *argv)
     assert status == 2 and err.endswith("; pass a --tick of at least 3600\n"), err
 
