@@ -47,13 +47,6 @@ trend's, so the line may be somewhat noisier and still the better forecast. Chos
 derived: at 2 the ramp variants of ``benchmarks/robustness.py`` (where the line is cut again and
 again) keep their scores within 0.5 points, where 1 lost up to 0.7; at 4 a 300 s warm-up on a
 16-slot workload still sized on the slope noise (80 % within SLO against 89 % at 2)."""
-STEADY_CUT_Z = 4.0
-"""Standard errors between the steady line's newest stretch and the rest that cut its window.
-
-Four splits are tested every tick, so at 3 a steady Poisson stream cut the window a few times an
-hour by chance (720 ticks an hour, 0.27 % per test), and the line through what was left came up
-noisy just where nothing had changed. At 4 that is about once in five hours; a real level shift
-is tens of errors, and the Holt filter answers it at once in the meantime."""
 # Sums over a horizon are looped up to this many steps (a horizon of about 14 h at 5 s ticks) and
 # taken in closed form beyond: the horizon follows the measured startup, and one absurd sample (a
 # pod whose creation time read as 0 measures a warm-up of 55 years) made a tick loop for minutes.
@@ -260,7 +253,7 @@ class SteadyRate:
     RECENT_SHARES = (0.05, 0.1, 0.2, 0.4)
     STATE: ClassVar[tuple[str, ...]] = ("_window",)
 
-    def __init__(self, window_seconds: float, cut_z: float = STEADY_CUT_Z) -> None:
+    def __init__(self, window_seconds: float, cut_z: float = 3.0) -> None:
         self.window_seconds = window_seconds
         self.splits = tuple(share * window_seconds for share in self.RECENT_SHARES)
         self.min_seconds = 0.1 * window_seconds
