@@ -350,12 +350,10 @@ def credible_burst_rate(inp: SizingInputs) -> float:
     return max(inp.rate_now - wiggle_band(inp), newest)
 
 
-def usual_pods(inp: SizingInputs, max_wait: float, most: int) -> int:
-    """Pods the SLO term asks for at the long-run arrival rate (0 until that rate is known)."""
-    if inp.long_rate is None:
-        return 0
+def pods_for_rate(inp: SizingInputs, rate: float, max_wait: float, most: int) -> int:
+    """Pods the SLO term asks for at ``rate`` (jobs/s): the queueing model's slots, in whole pods."""
     slots = slots_for_wait_slo(
-        inp.long_rate, inp.service_time, max_wait, inp.miss_probability, inp.service_cv2, limit=most
+        rate, inp.service_time, max_wait, inp.miss_probability, inp.service_cv2, limit=most
     )
     return math.ceil(slots / inp.slots_per_pod)
 
@@ -370,10 +368,7 @@ def size(inp: SizingInputs) -> Decision:
     # bounds: a Deployment's spec says whatever was written to it (2**31 - 1 by a typo), and as
     # one it made the search walk that many sizes, minutes of one tick, for the same decision.
     most = (max(inp.max_replicas, len(inp.pods)) + 1) * inp.slots_per_pod
-    slo_slots = slots_for_wait_slo(
-        demand, inp.service_time, max_wait, inp.miss_probability, inp.service_cv2, limit=most
-    )
-    slo_pods = math.ceil(slo_slots / inp.slots_per_pod)
+    slo_pods = pods_for_rate(inp, demand, max_wait, most)
     burst = is_burst(inp)
     raw, backlog = required_pods(inp, slo_pods, backlog_rate(inp))
     if inp.waiting > 0 and raw == 0:
@@ -390,8 +385,9 @@ def size(inp: SizingInputs) -> Decision:
     if desired < inp.current and inp.window_peak is not None and inp.window_peak > desired:
         held = inp.standing_pool == 0 or raw > inp.standing_pool
         keep = min(inp.window_peak, inp.current)
-        if not held:
-            keep = min(keep, usual_pods(inp, max_wait, most))
+        if not held:  # down to the usual traffic's pods (none until the long-run rate is known)
+            usual = 0 if inp.long_rate is None else pods_for_rate(inp, inp.long_rate, max_wait, most)
+            keep = min(keep, usual)
         if keep > desired:
             desired, reason = keep, "scale-down-window"
     if inp.standing_pool > desired:
