@@ -370,3 +370,99 @@ end
 return removed
 """,
 )
+
+# Retiring a version (jobqueue.retire): SWEEP empties a stream of the entries no worker will run and,
+# given a target, moves the jobs one would run; RETIRE deletes the queue once nothing is left in it.
+SWEEP = Script(
+    "sweep",
+    """
+-- KEYS: source stream, target stream (same priority, of another version), the job hash of each
+--       entry id in ARGV[5..] (KEYS[3..])
+-- ARGV: group, target queue ('' to move nothing), target version, dry ('1' writes nothing),
+--       entry ids...
+-- Per entry: gone (served or moved since the caller read it) or held by a consumer (in flight) is
+-- left alone. An entry START would skip (its job missing, not queued or running, or naming another
+-- delivery) is deleted, as START would drop it. A job START would run is moved with a target: a new
+-- entry at the tail of the target stream, the record repointed at it (queue, version, entry: a
+-- delivery of the old entry would now be stale) and the old entry deleted, all in this script, so
+-- no worker or submission sees the job in both queues or in neither. Without a target it is kept.
+-- A running job on an entry nobody holds (its consumer deleted by hand) runs as START reclaims it.
+-- Returns {runnable (moved or kept), dropped, held}.
+local runnable, dropped, held = 0, 0, 0
+local dry = ARGV[4] == '1'
+for i = 5, #ARGV do
+  local id, job = ARGV[i], KEYS[i - 2]
+  local found = redis.call('XRANGE', KEYS[1], id, id)
+  local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if #found == 0 then
+    -- nothing to do
+  elseif type(p) == 'table' and not p.err and #p > 0 then
+    held = held + 1
+  else
+    local h = redis.call('HMGET', job, 'status', 'entry')
+    local live = (h[1] == 'queued' or h[1] == 'running') and (not h[2] or h[2] == '' or h[2] == id)
+    if not live then
+      dropped = dropped + 1
+      if not dry then redis.call('XDEL', KEYS[1], id) end
+    else
+      runnable = runnable + 1
+      if ARGV[2] ~= '' and not dry then
+        if redis.call('EXISTS', KEYS[2]) == 0 then
+          redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')
+        end
+        local fields, job_id = found[1][2], ''
+        for f = 1, #fields, 2 do if fields[f] == 'job' then job_id = fields[f + 1] end end
+        local entry = redis.call('XADD', KEYS[2], '*', 'job', job_id)
+        redis.call('HSET', job, 'queue', ARGV[2], 'version', ARGV[3], 'entry', entry)
+        redis.call('XDEL', KEYS[1], id)
+      end
+    end
+  end
+end
+return {runnable, dropped, held}
+""",
+)
+
+RETIRE = Script(
+    "retire",
+    """
+-- KEYS: high stream, normal stream, arrivals, completions, workers, dead letters, queues set,
+--       the model's keyed-queues zset
+-- ARGV: queue, model, arrivals expected ('' not checked), dead letters: 'delete' or seconds to keep,
+--       group
+-- Deletes the queue's keys and its membership in the queues set and the keyed index, in one step
+-- that nothing can interleave with, and only if nothing is left to serve: refused with
+-- {'busy', entries, pending} while a stream holds an entry or a delivery is unacknowledged, and with
+-- {'arrived', count} when the arrivals counter is no longer ARGV[3] (a submission since the caller
+-- checked: something still routes here). Dead letters are deleted or kept ARGV[4] seconds. A keyed
+-- index left with only its marker '' and no queue of the model is deleted (readers fall back to the
+-- queues set, which then lists none either). Returns {'retired', dead letters kept}.
+local entries, pending = 0, 0
+for s = 1, 2 do
+  entries = entries + redis.call('XLEN', KEYS[s])
+  local p = redis.pcall('XPENDING', KEYS[s], ARGV[5])
+  if type(p) == 'table' and not p.err then pending = pending + tonumber(p[1]) end
+end
+if entries + pending > 0 then return {'busy', entries, pending} end
+local arrivals = tonumber(redis.call('GET', KEYS[3]) or '0')
+if ARGV[3] ~= '' and arrivals ~= tonumber(ARGV[3]) then return {'arrived', arrivals} end
+local kept = 0
+if ARGV[4] == 'delete' then
+  redis.call('DEL', KEYS[6])
+else
+  kept = redis.call('XLEN', KEYS[6])
+  if kept > 0 then redis.call('EXPIRE', KEYS[6], ARGV[4]) else redis.call('DEL', KEYS[6]) end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('SREM', KEYS[7], ARGV[1])
+redis.call('ZREM', KEYS[8], ARGV[1])
+if redis.call('ZCARD', KEYS[8]) == 1 and redis.call('ZSCORE', KEYS[8], '') then
+  local others = false
+  for _, q in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+    if (string.match(q, '^(.*):') or q) == ARGV[2] then others = true; break end
+  end
+  if not others then redis.call('DEL', KEYS[8]) end
+end
+return {'retired', kept}
+""",
+)
