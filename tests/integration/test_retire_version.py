@@ -10,15 +10,18 @@ import time
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from api import traffic
 from autoscaler.sources.redis_source import StreamSource
-from jobqueue import JobStatus, Keyspace, Priority, Settings, WorkerInfo, WorkerState
+from jobqueue import JobStatus, Keyspace, Priority, Settings, WorkerInfo, WorkerState, codec
 from jobqueue import retire as retire_ops
 from jobqueue import sync as jq
 from jobqueue.backlog import Backlog, read_backlog
 from jobqueue.binding import bind_sync
 from jobqueue.consumer import Outcome
+from jobqueue.driver import decode
 from jobqueue.ops import idempotency_holder
 from jobqueue.retire import queue_keys
 from jobqueue.retire_checks import DEAD_LETTER_KEEP_SECONDS, RetireOptions
@@ -69,6 +72,11 @@ def wait_until(predicate: object, timeout: float = 20.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {predicate}"
         time.sleep(0.05)
+
+
+def stream_jobs(r: redis.Redis, stream: str) -> list[tuple[str, str]]:
+    """(entry id, job id) of every entry of ``stream``, oldest first."""
+    return [(i, f["job"]) for i, f in codec.stream_entries(decode(r.xrange(stream)))]
 
 
 def queue_key_names(queue: str) -> list[bytes]:
@@ -373,3 +381,165 @@ def test_the_autoscaler_source_and_the_api_backlog_read_a_retired_queue_as_empty
     assert source.pulse().waiting == 0
     assert bind_sync(read_backlog)(redis_client, [V1, V2]) == {V1: Backlog(0, 0), V2: Backlog(1, 0)}
     assert redis_client.exists(*queue_key_names(V1)) == 0  # reading recreated nothing
+
+
+KINDS = ("queued", "cancelled", "missing", "stale")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    entries=st.lists(st.tuples(st.sampled_from(KINDS), st.booleans()), max_size=14),
+    held=st.integers(0, 4),
+    batch=st.integers(1, 5),
+)
+def test_a_sweep_moves_each_runnable_job_exactly_once_and_touches_nothing_else(
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    entries: list[tuple[str, bool]],
+    held: int,
+    batch: int,
+) -> None:
+    """Whatever mix of entries a queue holds (queued, cancelled, vanished or stale jobs, either
+    priority, some held by a consumer), paged in any batch size: every job a worker would run is
+    in the target once, in the stream of its priority, its record pointing at that entry; held
+    entries and the other records are left as they were; a second sweep finds nothing to do."""
+    redis_client.flushall()
+    monkeypatch.setattr(retire_ops, "SWEEP_BATCH", batch)
+    submit(redis_client, V2, 1)
+    kinds: dict[str, str] = {}
+    for kind, urgent in entries:
+        [job_id] = submit(redis_client, V1, 1, Priority.HIGH if urgent else Priority.NORMAL)
+        kinds[job_id] = kind
+        if kind == "cancelled":
+            jq.cancel_job(redis_client, job_id)
+        elif kind == "missing":
+            redis_client.delete(KS.job(job_id))
+        elif kind == "stale":
+            redis_client.hset(KS.job(job_id), "entry", "1-1")
+    taken = [e for _ in range(held) for e in jq.fetch(redis_client, V1, "holder", block_ms=1)]
+    taken_ids = {e.job_id for e in taken}
+    before = {i: redis_client.hgetall(KS.job(i)) for i in kinds}
+
+    high, normal = sweep(redis_client, V1, V2)
+
+    runnable = {i for i, k in kinds.items() if k == "queued" and i not in taken_ids}
+    assert (high + normal).runnable == len(runnable)
+    assert (high + normal).held == len(taken)
+    assert (high + normal).dropped == sum(1 for i, k in kinds.items() if k != "queued" and i not in taken_ids)
+    q1, q2 = KS.queue(V1), KS.queue(V2)
+    assert redis_client.xlen(q1.stream) + redis_client.xlen(q1.high_stream) == len(taken)
+    in_target = {
+        job: (stream, entry) for stream in q2.streams for entry, job in stream_jobs(redis_client, stream)
+    }
+    assert {i for i in in_target if i in kinds} == runnable
+    for job_id in runnable:
+        job = jq.get_job(redis_client, job_id)
+        stream, entry_id = in_target[job_id]
+        assert job is not None and (job.queue, job.version, job.status) == (V2, "v2", JobStatus.QUEUED)
+        assert stream == (q2.high_stream if job.priority is Priority.HIGH else q2.stream)
+        assert redis_client.hget(KS.job(job_id), "entry") == entry_id.encode()
+    for job_id in set(kinds) - runnable:
+        assert redis_client.hgetall(KS.job(job_id)) == before[job_id]
+    again_high, again_normal = sweep(redis_client, V1, V2)
+    assert again_high + again_normal == retire_ops.Sweep(held=len(taken))
+    # A worker of v2 runs every moved job once.
+    ran = []
+    while got := jq.fetch(redis_client, V2, "v2-worker", block_ms=1):
+        for entry in got:
+            started = jq.start(redis_client, entry, "v2-worker")
+            if started.job is not None:
+                ran.append(started.job.id)
+    assert sorted(i for i in ran if i in kinds) == sorted(runnable)
+
+
+def test_a_move_racing_a_worker_and_submissions_runs_every_job_exactly_once(
+    redis_client: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker of v1 takes jobs and a submitter adds them while sweeps move the rest to v2 in small
+    batches: every job ends succeeded, on one version, with one completion."""
+    monkeypatch.setattr(retire_ops, "SWEEP_BATCH", 3)
+    submitted: list[str] = []
+    stop_submitting, stop_working = threading.Event(), threading.Event()
+
+    def submitter() -> None:
+        client = redis.Redis.from_url(redis_url)
+        while not stop_submitting.is_set():
+            submitted.extend(
+                submit(client, V1, 1, Priority.HIGH if len(submitted) % 3 == 0 else Priority.NORMAL)
+            )
+        client.close()
+
+    def worker(queue: str, name: str, stop: threading.Event) -> None:
+        client = redis.Redis.from_url(redis_url)
+        while not stop.is_set():
+            for entry in jq.fetch(client, queue, name, block_ms=5):
+                if jq.start(client, entry, name).job is not None:
+                    jq.finish(client, entry, name, Outcome.SUCCEEDED, 1, 0.001)
+        client.close()
+
+    threads = [
+        threading.Thread(target=submitter),
+        threading.Thread(target=worker, args=(V1, "v1-worker", stop_working)),
+    ]
+    for t in threads:
+        t.start()
+    moved = retire_ops.Sweep()
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        high, normal = sweep(redis_client, V1, V2)
+        moved = moved + high + normal
+    stop_submitting.set()
+    threads[0].join()
+    wait_until(lambda: jq.read_queue_counts(redis_client, V1).in_flight == 0)
+    stop_working.set()
+    threads[1].join()
+    high, normal = sweep(redis_client, V1, V2)
+    moved = moved + high + normal
+    assert moved.runnable > 0 and len(submitted) > moved.runnable  # both versions served some
+    done = threading.Event()
+    drain = threading.Thread(target=worker, args=(V2, "v2-worker", done))
+    drain.start()
+    wait_until(lambda: jq.read_queue_counts(redis_client, V2).waiting == 0)
+    done.set()
+    drain.join()
+    completions = [job for q in (V1, V2) for _, job in stream_jobs(redis_client, KS.queue(q).completions)]
+    assert sorted(completions) == sorted(submitted)  # each job ran once, none was lost
+    for job_id in submitted:
+        job = jq.get_job(redis_client, job_id)
+        assert job is not None and job.status is JobStatus.SUCCEEDED
+
+
+def test_an_interrupted_move_is_finished_by_running_the_retire_again(
+    redis_client: redis.Redis,
+    redis_url: str,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A move whose connection died between two batches left some jobs moved and the rest where they
+    were, each whole; the next run moves the rest and retires."""
+    monkeypatch.setattr(retire_ops, "SWEEP_BATCH", 2)
+    submit(redis_client, V2, 1)
+    ids = submit(redis_client, V1, 7)
+    flaky = redis.Redis.from_url(redis_url)
+    real, trips = flaky.pipeline, [0]
+
+    def pipeline(*args: object, **kwargs: object) -> object:
+        trips[0] += 1
+        if trips[0] > 3:  # read high, read normal, move one batch: then the connection is lost
+            raise redis.ConnectionError("connection lost")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flaky, "pipeline", pipeline)
+    with pytest.raises(redis.ConnectionError):
+        sweep(flaky, V1, V2)
+    flaky.close()
+    assert jq.read_queue_counts(redis_client, V1).waiting == len(ids) - 2
+    assert jq.read_queue_counts(redis_client, V2).waiting == 3
+    code, out, err = cli(capsys, "m", "v1", "--move-to", "v2", "--settle", "0")
+    assert code == 0, err
+    assert f"move {len(ids) - 2} waiting job(s) to m:v2" in out
+    assert jq.read_queue_counts(redis_client, V2).waiting == len(ids) + 1
+    for job_id in ids:
+        job = jq.get_job(redis_client, job_id)
+        assert job is not None and job.queue == V2
