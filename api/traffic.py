@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             bind_sync(clear_traffic)(client, args.model, settings=settings)
         print(json.dumps(bind_sync(read_traffic)(client, settings=settings), sort_keys=True))
     except redis.RedisError as exc:
-        print(f"error: {_unreachable(url, exc)}", file=sys.stderr)
+        again = "; what the retire did so far is whole (one script a step): run it again" if retire else ""
+        print(f"error: {_unreachable(url, exc)}{again}", file=sys.stderr)
         return 1
     except UnknownVersionError as exc:  # found out from Redis: no queue by that name
         print(f"error: {exc}", file=sys.stderr)

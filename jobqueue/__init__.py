@@ -12,7 +12,9 @@ Modules: :mod:`~jobqueue.keys` (key layout), :mod:`~jobqueue.types` (value types
 :mod:`~jobqueue.scripts` (Lua transitions), :mod:`~jobqueue.driver` (runs an operation on a sync
 or asyncio client), :mod:`~jobqueue.sync` / :mod:`~jobqueue.aio` (the bound flavours),
 :mod:`~jobqueue.errors` (which Redis errors are passing server states, to retry or answer 503),
-:mod:`~jobqueue.backoff` (how long every party waits before it retries).
+:mod:`~jobqueue.backoff` (how long every party waits before it retries), :mod:`~jobqueue.retire`
+(deleting a version's queue once nothing is left in it; :mod:`~jobqueue.retire_checks` decides,
+:mod:`~jobqueue.retire_run` sequences it for ``python -m api.traffic retire``).
 """
 
 from jobqueue.keys import GROUP, Keyspace, QueueKeys, queue_name, split_queue, validate_queue

@@ -4,7 +4,7 @@ Everything lives under one prefix (default ``jq``) so a deployment can share a R
 software and ``SCAN jq:*`` shows exactly what this system owns. A queue is named ``model:version``
 (see :func:`queue_name`); its keys are::
 
-    jq:queues                      SET     every queue ever submitted to (discovery for the autoscaler)
+    jq:queues                      SET     every queue submitted to and not retired since (jobqueue.retire)
     jq:q:<queue>:stream            STREAM  normal-priority entries ``{job: <id>}``, group ``workers``
     jq:q:<queue>:stream:high       STREAM  high-priority entries, always read before the normal stream
     jq:q:<queue>:arrivals          STRING  INCR'd once per accepted submission (monotonic arrivals)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from api import traffic
 from autoscaler.sources.redis_source import StreamSource
-from jobqueue import JobStatus, Keyspace, Priority, Settings, WorkerInfo, WorkerState, codec
+from jobqueue import Entry, JobStatus, Keyspace, Priority, Settings, WorkerInfo, WorkerState, codec
 from jobqueue import retire as retire_ops
 from jobqueue import sync as jq
 from jobqueue.backlog import Backlog, read_backlog
@@ -59,10 +59,16 @@ def submit(r: redis.Redis, queue: str, n: int, priority: Priority = Priority.NOR
     return [jq.submit_job(r, queue, {"n": i}, priority=priority).job_id for i in range(n)]
 
 
-def run_one(r: redis.Redis, queue: str, worker: str, outcome: Outcome = Outcome.SUCCEEDED) -> None:
-    """Take one job of ``queue`` and end it with ``outcome`` (a completion, or a dead letter)."""
+def hold(r: redis.Redis, queue: str, worker: str) -> Entry:
+    """Take one job of ``queue`` for ``worker`` and start it: in flight until it is finished."""
     [entry] = jq.fetch(r, queue, worker, block_ms=50)
     assert jq.start(r, entry, worker).job is not None
+    return entry
+
+
+def run_one(r: redis.Redis, queue: str, worker: str, outcome: Outcome = Outcome.SUCCEEDED) -> None:
+    """Take one job of ``queue`` and end it with ``outcome`` (a completion, or a dead letter)."""
+    entry = hold(r, queue, worker)
     jq.finish(r, entry, worker, outcome, {"ok": True} if outcome is Outcome.SUCCEEDED else "boom", 0.01)
 
 
@@ -287,8 +293,7 @@ def test_jobs_in_flight_are_waited_for_and_live_workers_refused(
     redis_client: redis.Redis, cli_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     submit(redis_client, V1, 1)
-    [entry] = jq.fetch(redis_client, V1, "w1", block_ms=50)
-    assert jq.start(redis_client, entry, "w1").job is not None
+    entry = hold(redis_client, V1, "w1")
     info = WorkerInfo("w1", V1, WorkerState.BUSY, started_at=time.time(), heartbeat_at=time.time(), job="x")
     jq.heartbeat(redis_client, info)
     code, _, err = cli(capsys, "m", "v1", "--settle", "0")
@@ -314,8 +319,7 @@ def test_a_holder_that_is_gone_is_named_and_the_wait_ends_refused(
     redis_client: redis.Redis, cli_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     submit(redis_client, V1, 1)
-    [entry] = jq.fetch(redis_client, V1, "dead-pod", block_ms=50)
-    assert jq.start(redis_client, entry, "dead-pod").job is not None
+    hold(redis_client, V1, "dead-pod")  # and the pod is killed
     code, _, err = cli(capsys, "m", "v1", "--wait", "1.5", "--settle", "0")
     assert code == traffic.REFUSED
     assert "held by dead-pod (1, not alive)" in err and "VISIBILITY_TIMEOUT" in err

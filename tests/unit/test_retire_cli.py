@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from api import traffic
+from tests.unit.test_traffic_cli import test_bad_input_is_one_error_line_and_exit_2 as one_error_line
 
 
 @pytest.fixture(autouse=True)
@@ -22,41 +23,38 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.mark.parametrize(
-    ("argv", "env", "message"),
-    [
-        (["m", "v:1"], {}, "version 'v:1' holds ':': give the model and the version apart"),
-        (["m", "bad version"], {}, "invalid queue name 'm:bad version'"),
-        (["", "v1"], {}, "model must not be empty"),
-        (["m", "v1", "--move-to", "v1"], {}, "--move-to 'v1' is the version being retired"),
-        (["m", "v1", "--move-to", "x y"], {}, "invalid queue name 'm:x y'"),
-        (["m", "v1", "--wait", "soon"], {}, "--wait 'soon' is not a number of seconds"),
-        (["m", "v1", "--wait", "-1"], {}, "--wait must be between 0 and 86400 seconds"),
-        (["m", "v1", "--settle", "nan"], {}, "--settle must be between 0 and 86400 seconds"),
-        (
-            ["m", "v1"],
-            {"TRAFFIC_WEIGHTS": "m:v1"},
-            "TRAFFIC_WEIGHTS='m:v1': entry 'm:v1' is not model:version",
-        ),
-        (["m", "v1"], {"MODEL_REF": "a b"}, "MODEL_REF='a b': invalid queue name"),
-        (["m", "v1"], {"QUEUE": "a{b}"}, "QUEUE='a{b}': invalid queue name"),
-        (["m", "v1"], {"REDIS_URL": "cache:6379"}, "REDIS_URL 'cache:6379' must start with redis://"),
-        (["m", "v1"], {"KEY_PREFIX": "a b"}, "KEY_PREFIX"),
-    ],
-)
+Case = tuple[list[str], dict[str, str], str]
+CASES: list[Case] = [
+    (["m", "v:1"], {}, "version 'v:1' holds ':': give the model and the version apart"),
+    (["m", "bad version"], {}, "invalid queue name 'm:bad version'"),
+    (["", "v1"], {}, "model must not be empty"),
+    (["m", "v1", "--move-to", "v1"], {}, "--move-to 'v1' is the version being retired"),
+    (["m", "v1", "--move-to", "x y"], {}, "invalid queue name 'm:x y'"),
+    (["m", "v1", "--wait", "soon"], {}, "--wait 'soon' is not a number of seconds"),
+    (["m", "v1", "--wait", "-1"], {}, "--wait must be between 0 and 86400 seconds"),
+    (["m", "v1", "--settle", "nan"], {}, "--settle must be between 0 and 86400 seconds"),
+    (
+        ["m", "v1"],
+        {"TRAFFIC_WEIGHTS": "m:v1"},
+        "TRAFFIC_WEIGHTS='m:v1': entry 'm:v1' is not model:version",
+    ),
+    (["m", "v1"], {"MODEL_REF": "a b"}, "MODEL_REF='a b': invalid queue name"),
+    (["m", "v1"], {"QUEUE": "a{b}"}, "QUEUE='a{b}': invalid queue name"),
+    (["m", "v1"], {"REDIS_URL": "cache:6379"}, "REDIS_URL 'cache:6379' must start with redis://"),
+    (["m", "v1"], {"KEY_PREFIX": "a b"}, "KEY_PREFIX"),
+]
+"""(arguments after ``retire``, environment, what the error line says)."""
+
+
+@pytest.mark.parametrize("case", CASES, ids=[" ".join(argv) + str(env) for argv, env, _ in CASES])
 def test_bad_input_is_one_error_line_and_exit_2(
-    argv: list[str],
-    env: dict[str, str],
-    message: str,
+    case: tuple[list[str], dict[str, str], str],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert traffic.main(["retire", *argv]) == 2
-    out, err = capsys.readouterr()
-    assert out == "" and err.startswith("error: ") and err.count("\n") == 1, err
-    assert message in err
+    """Checked as the other commands' input is (the same test, given these cases)."""
+    argv, env, message = case
+    one_error_line(["retire", *argv], env, message, monkeypatch, capsys)
 
 
 def test_the_retire_command_documents_its_options(capsys: pytest.CaptureFixture[str]) -> None:
