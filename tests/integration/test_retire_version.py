@@ -547,3 +547,22 @@ def test_an_interrupted_move_is_finished_by_running_the_retire_again(
     for job_id in ids:
         job = jq.get_job(redis_client, job_id)
         assert job is not None and job.queue == V2
+
+
+def test_the_retire_works_under_the_deployments_key_prefix_and_only_there(
+    redis_client: redis.Redis,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant = Settings(prefix="tenant1")
+    for s in (tenant, Settings()):
+        jq.submit_job(redis_client, V1, 1, settings=s)
+        jq.submit_job(redis_client, V2, 1, settings=s)
+    monkeypatch.setenv("KEY_PREFIX", "tenant1")
+    code, out, err = cli(capsys, "m", "v1", "--move-to", "v2", "--settle", "0")
+    assert code == 0, err
+    assert "remove m:v1 from tenant1:queues and tenant1:keyed:m" in out
+    assert redis_client.exists(*[k.replace(b"jq:", b"tenant1:", 1) for k in queue_key_names(V1)]) == 0
+    assert jq.read_queue_counts(redis_client, V2, settings=tenant).waiting == 2
+    assert jq.read_queue_counts(redis_client, V1).waiting == 1  # the default prefix's queue is another one
