@@ -1,7 +1,9 @@
 """Builds the FastAPI application from an :class:`ApiConfig` (and, in tests, a given Redis client).
 
 Middleware order, outermost first: metrics (every request counted, refusals included), then the
-body limit (413 before anything is parsed), then FastAPI's routing and exception handlers.
+body limit (413 before anything is parsed), then FastAPI's routing and exception handlers (a failed
+authentication's among them: :mod:`api.authlimit`). ``/metrics`` is a route here only when
+``METRICS_PORT`` is ``PORT``; otherwise ``python -m api`` serves it on a port of its own.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 import redis.asyncio
 from fastapi import FastAPI
 
-from api import routes_infer, routes_jobs, routes_legacy, routes_ops
+from api import authlimit, routes_infer, routes_jobs, routes_legacy, routes_ops
 from api.admission import BacklogMonitor, ConcurrencyGate
 from api.auth import Authenticator
+from api.authlimit import AuthFailureLimiter
 from api.config import ApiConfig
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
@@ -71,9 +74,13 @@ def create_app(config: ApiConfig, client: redis.asyncio.Redis | None = None) -> 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info(
-            "serving model_ref=%s on redis %s; kv endpoints: %s; auth %s; rate limit %s; max waiting %s",
+            "serving model_ref=%s on redis %s; kv endpoints: %s; auth %s; rate limit %s; max waiting %s; "
+            "failed authentications limited to %s per address; metrics on %s",
             config.model_ref, redact(config.redis_url), ", ".join(config.kv_endpoints) or "(none)",
             "on" if config.auth_enabled else "off", config.rate_limit or "off", config.max_waiting or "off",
+            (config.auth_failure_limit or "off") if config.auth_enabled else "(auth off)",
+            "the API's port" if config.metrics_on_api_port
+            else f"{config.metrics_host}:{config.metrics_port}",
         )  # fmt: skip
         backlog.watch(router.resolve(config.default_model, config.default_version))
         for r in refreshers:
@@ -96,8 +103,12 @@ def create_app(config: ApiConfig, client: redis.asyncio.Redis | None = None) -> 
     )
     app.state.service = service
     install_error_handlers(app, metrics)
+    limit = config.auth_failure_limit if config.auth_enabled else None
+    authlimit.install(app, AuthFailureLimiter(limit, metrics) if limit else None, metrics)
     for module in (routes_jobs, routes_legacy, routes_infer, routes_ops):
         app.include_router(module.router)
+    if config.metrics_on_api_port:
+        app.include_router(routes_ops.metrics_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -19,6 +19,15 @@ CHALLENGE = {"WWW-Authenticate": f'APIKey header="{API_KEY_HEADER}"'}
 """RFC 9110 wants a challenge on every 401; API-key schemes have no standard one, so name ours."""
 
 
+class AuthenticationError(ApiError):
+    """A 401: no key, or one not in ``API_KEYS``. A type of its own so that every one of them, from
+    whichever route or check, is answered by :func:`api.authlimit.install`'s handler, which counts
+    it against the client's address."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(401, "unauthorized", detail, reason="unauthorized", headers=CHALLENGE)
+
+
 class Authenticator:
     def __init__(self, keys: Mapping[str, frozenset[str]]) -> None:
         self._keys = dict(keys)
@@ -29,16 +38,13 @@ class Authenticator:
 
     def _models_of(self, key: str | None) -> frozenset[str]:
         if not key:
-            raise ApiError(
-                401, "unauthorized", f"missing API key: send it in the {API_KEY_HEADER} header",
-                reason="unauthorized", headers=CHALLENGE,
-            )  # fmt: skip
+            raise AuthenticationError(f"missing API key: send it in the {API_KEY_HEADER} header")
         found: frozenset[str] | None = None
         for known, models in self._keys.items():
             if hmac.compare_digest(known.encode(), key.encode()):
                 found = models
         if found is None:
-            raise ApiError(401, "unauthorized", "unknown API key", reason="unauthorized", headers=CHALLENGE)
+            raise AuthenticationError("unknown API key")
         return found
 
     def principal(self, key: str | None) -> str | None:

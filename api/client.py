@@ -11,7 +11,8 @@ a second.
 connection, a 429, or a 503 whose body says ``"queued": false``. Never after a read timeout or a
 dropped connection, and never after any other 503 (a proxy's, or one naming the job). A 503
 ``redis_misconfigured`` (Redis refused the server's credentials) is never retried: it lasts until an
-operator fixes the server's configuration, so it is returned (raised) at once.
+operator fixes the server's configuration, so it is returned (raised) at once; so is a 429
+``too_many_auth_failures`` (the client's API key is missing or unknown: waiting does not fix it).
 
     with JobClient("http://api:8000", api_key="...") as api:
         job = api.submit({"image": "s3://..."}, model="resnet")
@@ -135,13 +136,20 @@ def _unstored(response: httpx.Response) -> bool:
     return isinstance(body, dict) and body.get("queued") is False
 
 
-def _misconfigured(response: httpx.Response) -> bool:
-    """Whether the server says it cannot serve until its operator fixes its configuration."""
+LASTING_ERRORS = frozenset({"redis_misconfigured", "too_many_auth_failures"})
+"""Refusals a resend cannot turn into an answer: the server cannot serve until its operator fixes its
+configuration (``redis_misconfigured``), or this client's own API key is missing or unknown and its
+address sent too many such requests (``too_many_auth_failures``, a 429: after its ``Retry-After`` the
+same request would only get the 401 it stands for)."""
+
+
+def _lasting(response: httpx.Response) -> bool:
+    """Whether the server's refusal is one of :data:`LASTING_ERRORS`."""
     try:
         body = response.json()
     except ValueError:
         return False
-    return isinstance(body, dict) and body.get("error") == "redis_misconfigured"
+    return isinstance(body, dict) and body.get("error") in LASTING_ERRORS
 
 
 def _job_named(response: httpx.Response) -> str:
@@ -246,7 +254,7 @@ class JobClient:
             else:
                 if response.status_code not in retried or last or _job_named(response):
                     return response
-                if _misconfigured(response) or not (resend or _unstored(response)):
+                if _lasting(response) or not (resend or _unstored(response)):
                     return response
                 retry_after = _retry_after(response)
                 if retry_after is not None and retry_after > self.retry.max_retry_after:

@@ -7,6 +7,7 @@ manifest is a clear crash-loop message rather than a 500 on the first request.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -26,6 +27,19 @@ T = TypeVar("T")
 
 ALL_MODELS = "*"
 
+DEFAULT_METRICS_PORT = 9464
+"""Where ``/metrics`` is served by default: a port of its own, so that the API's public port does
+not show its per-queue submission counts to every client. 9464 is no other component's port here
+(the worker's 8080, the autoscaler's 9090): they can run on one machine with their defaults."""
+
+DEFAULT_AUTH_FAILURE_LIMIT = RateLimit(rate=10 / 60, burst=20)
+"""``10/m,burst=20``: a person fixing a mistyped key gets twenty answers at once, a client that
+keeps sending a wrong or missing key one 401 every six seconds, and 429s in between."""
+
+DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")
+"""uvicorn's own default (a proxy on the same host): no other peer can name a client by
+``X-Forwarded-For``."""
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the environment variable."""
@@ -36,7 +50,11 @@ class ApiConfig:
     """``model_ref`` is the queue (``model:version``) or model (version by traffic weights) that
     ``/push`` and ``/infer`` submit to. ``api_keys`` maps a key to the models it may use (``*`` =
     all); empty means authentication is off. Zero disables ``max_waiting``, ``result_cache_ttl``;
-    ``rate_limit`` None disables rate limiting."""
+    ``rate_limit`` None disables rate limiting, ``auth_failure_limit`` None the limit on failed
+    authentications per client address (:mod:`api.authlimit`). ``metrics_port`` equal to ``port``
+    serves ``/metrics`` on the API's own listener, as before ``METRICS_PORT`` existed; any other port
+    is a separate listener on ``metrics_host`` (:mod:`api.metrics_server`). ``forwarded_allow_ips``
+    are the proxies whose ``X-Forwarded-For`` names the client (uvicorn's setting, checked here)."""
 
     redis_url: str = "redis://localhost:6379/0"
     host: str = "0.0.0.0"
@@ -58,6 +76,10 @@ class ApiConfig:
     access_log: bool = False
     log_level: str = "INFO"
     settings: Settings = field(default_factory=Settings)
+    metrics_port: int = DEFAULT_METRICS_PORT
+    metrics_host: str = "0.0.0.0"
+    auth_failure_limit: RateLimit | None = DEFAULT_AUTH_FAILURE_LIMIT
+    forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
 
     @property
     def default_model(self) -> str:
@@ -71,6 +93,12 @@ class ApiConfig:
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_keys)
+
+    @property
+    def metrics_on_api_port(self) -> bool:
+        """Whether ``/metrics`` is a route of the API itself (the old way) rather than a listener of
+        its own."""
+        return self.metrics_port == self.port
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -98,10 +126,19 @@ class ApiConfig:
             prefix = prefix_from_env(env)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        host, port = get("HOST", str, d.host), get("PORT", _int_in(1, 65535), d.port)
+        metrics_port = get("METRICS_PORT", _int_in(1, 65535), d.metrics_port)
+        metrics_host = get("METRICS_HOST", str, host)
+        if metrics_port == port and metrics_host != host:
+            raise ConfigError(
+                f"METRICS_HOST={metrics_host!r} has no effect: METRICS_PORT is PORT ({port}), so /metrics "
+                "is served by the API's own listener on HOST; unset METRICS_HOST or give METRICS_PORT "
+                "a port of its own"
+            )
         return cls(
             redis_url=_redis_url(env, d.redis_url),
-            host=get("HOST", str, d.host),
-            port=get("PORT", _int_in(1, 65535), d.port),
+            host=host,
+            port=port,
             model_ref=model_ref,
             max_concurrency=get("MAX_CONCURRENCY", _int_in(1, 1_000_000), d.max_concurrency),
             infer_timeout=get("INFER_TIMEOUT", _seconds(0.01), d.infer_timeout),
@@ -123,6 +160,10 @@ class ApiConfig:
                 result_ttl=get("RESULT_TTL", _int_in(1, 10**9), d.settings.result_ttl),
                 idempotency_ttl=get("IDEMPOTENCY_TTL", _int_in(1, 10**9), d.settings.idempotency_ttl),
             ),
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            auth_failure_limit=get("AUTH_FAILURE_LIMIT", _optional_rate_limit, d.auth_failure_limit),
+            forwarded_allow_ips=get("FORWARDED_ALLOW_IPS", parse_forwarded_allow_ips, d.forwarded_allow_ips),
         )
 
 
@@ -202,6 +243,38 @@ def parse_rate_limit(raw: str) -> RateLimit:
     if float(count) <= 0 or window <= 0:
         raise ValueError("the count and the window must be > 0")
     return RateLimit(rate=float(count) / window, burst=float(burst or count))
+
+
+def _optional_rate_limit(raw: str) -> RateLimit | None:
+    """:func:`parse_rate_limit`, or None for ``off`` (or ``0``, ``none``, ``false``)."""
+    if raw.lower() in ("off", "0", "none", "false", "no"):
+        return None
+    return parse_rate_limit(raw)
+
+
+def parse_forwarded_allow_ips(raw: str) -> tuple[str, ...]:
+    """``FORWARDED_ALLOW_IPS``: comma-separated IP addresses and networks (``10.0.0.0/8``), or ``*``.
+
+    uvicorn reads the same variable, but takes an entry that is no address nor network as a literal
+    host name that no TCP peer ever matches: a typo (``10.0.0.0/33``, ``10.0.0.1/8``) silently trusted
+    no proxy, and every client behind it shared the proxy's address. Checked here, and handed to
+    uvicorn as given."""
+    items = _comma_list(raw)
+    if not items:
+        raise ValueError("expected IP addresses or networks separated by commas, or '*'")
+    if "*" in items:
+        if len(items) > 1:
+            raise ValueError("'*' (trust every peer) cannot be combined with addresses")
+        return ("*",)
+    for item in items:
+        try:
+            if "/" in item:
+                ipaddress.ip_network(item)  # strict: "10.0.0.1/8" is a typo for 10.0.0.0/8 or /32
+            else:
+                ipaddress.ip_address(item)
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not an IP address or network: {exc}") from None
+    return items
 
 
 def parse_api_keys(raw: str) -> dict[str, frozenset[str]]:

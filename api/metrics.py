@@ -14,6 +14,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""What :meth:`ApiMetrics.render` writes (Prometheus's text format 0.0.4), on either port."""
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 REJECTION_REASONS = (
@@ -23,6 +26,7 @@ REJECTION_REASONS = (
     "too_large",  # body above MAX_BODY_BYTES
     "invalid",  # malformed request (422)
     "unauthorized",  # no or unknown API key (401)
+    "auth_rate_limited",  # no or unknown API key from an address over AUTH_FAILURE_LIMIT (429)
     "forbidden",  # key not allowed on the model (403)
     "redis_unavailable",  # 503 while Redis is down
     "timeout",  # sync /infer did not finish in time (504)
@@ -67,6 +71,15 @@ class ApiMetrics:
             self.infer_abandoned.labels(outcome)
         self.inflight_sync = Gauge("api_infer_in_flight", "Synchronous /infer requests in flight", registry=r)
         self.redis_up = Gauge("api_redis_up", "1 if the last Redis read succeeded, else 0", registry=r)
+        self.auth_failure_addresses = Gauge(
+            "api_auth_failure_addresses", "Buckets of failed authentications (AUTH_FAILURE_LIMIT) held "
+            "by this process, one per client address; refilled ones are dropped as new addresses fail",
+            registry=r,
+        )  # fmt: skip
+        self.auth_failure_evictions = Counter(
+            "api_auth_failure_evictions", "Failed-authentication buckets dropped before they refilled "
+            "because the table was full (a flood from many addresses)", registry=r,
+        )  # fmt: skip
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

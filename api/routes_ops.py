@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.deps import CallerDep
 from api.errors import REDIS_RETRY_AFTER, error_response, misconfigured_response
+from api.metrics import CONTENT_TYPE
 from api.schemas import ModelsView, Problem
 from api.service import JobService
 from jobqueue.errors import describe, misconfigured, transient
@@ -48,10 +49,15 @@ async def readyz(request: Request) -> Response:
     return Response(b'{"status":"ready"}', media_type="application/json")
 
 
-@router.get("/metrics", include_in_schema=False)
+metrics_router = APIRouter(tags=["operations"])
+"""``/metrics`` on the API's own port: included only when ``METRICS_PORT`` is ``PORT`` (otherwise
+:mod:`api.metrics_server` serves it on its own port, and the API's port answers it 404)."""
+
+
+@metrics_router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     service = request.app.state.service
-    return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
 
 @router.get(

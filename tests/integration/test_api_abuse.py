@@ -1,14 +1,20 @@
 """The job API against what abusive or unlucky clients send: bodies from callers without a valid key,
-nesting deeper than a job can be read back, retries of keys whose job is gone, and the costs that grow
-with every model version ever used (real Valkey, in-process app)."""
+floods of them from one address, nesting deeper than a job can be read back, retries of keys whose job
+is gone, the costs that grow with every model version ever used, and who may read its metrics (real
+Valkey; the app in process, or ``python -m api`` where the proxy headers and ports are uvicorn's)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -20,7 +26,9 @@ from jobqueue.binding import bind_sync
 from jobqueue.consumer import Outcome
 from jobqueue.ops import idempotency_holder
 from tests.integration.test_api_jobs import Q, arrivals, go_live, submit, take_and_start, wait_gone
-from tests.support.api import FAST_API_ENV, api_client
+from tests.support.api import FAST_API_ENV, api_client, api_process
+from tests.support.valkey import free_port
+from tests.support.workers import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +95,135 @@ def test_a_caller_without_a_valid_key_is_refused_before_its_body_is_read(redis_u
         assert ok.status_code == 504  # accepted (no worker here): a valid request is served as before
         metrics = c.get("/metrics").text
     assert 'api_rejections_total{reason="unauthorized"} 3.0' in metrics
+
+
+def test_failed_authentications_are_limited_per_address_before_the_body_is_read(redis_url: str) -> None:
+    """Requests with a wrong or missing key were answered 401 without end: the rate limit is keyed
+    by the authenticated caller and never saw them. Past AUTH_FAILURE_LIMIT (3 here) an address's
+    failures are a 429 that says why, still before a byte of the body is read."""
+    env = {**FAST_API_ENV, "REDIS_URL": redis_url, "API_KEYS": KEYS, "AUTH_FAILURE_LIMIT": "3/m"}
+    app = create_app(ApiConfig.from_env(env))  # no lifespan: nothing here reaches Redis
+    huge = b'{"model":"default","input":[' + b",".join([b"0"] * 200_000) + b"]}"
+    wrong = {"Content-Type": "application/json", "X-API-Key": "wrong-key-123"}
+    answers = [raw_post(app, "/v1/jobs", huge, wrong) for _ in range(4)]
+    assert [(status, answer["error"], reads) for status, answer, reads in answers] == [
+        (401, "unauthorized", 0), (401, "unauthorized", 0), (401, "unauthorized", 0),
+        (429, "too_many_auth_failures", 0),
+    ]  # fmt: skip
+    for path in ("/infer", "/push"):  # the routes that check the key before the body or query
+        status, answer, reads = raw_post(app, path, huge, {"Content-Type": "application/json"})
+        assert (status, answer["error"], reads) == (429, "too_many_auth_failures", 0), path
+    status, answer, reads = raw_post(app, "/v1/jobs", NOT_JSON, {**wrong, "X-API-Key": "tenant-key-1"})
+    assert (status, answer["error"], reads) == (422, "invalid_request", 1)  # a valid key: judged as ever
+
+
+JOB = {"model": "default", "input": "x"}
+
+
+def test_failed_authentications_are_counted_per_client_address_and_valid_keys_never_are(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Through uvicorn, whose proxy headers name the client (the test connects from 127.0.0.1, a
+    trusted proxy by default): each address its own bucket, IPv6 by /64, every authenticating route
+    refused alike; a valid key is served from a refused address and never takes a token; the 429
+    tells the client what is wrong and when to come back."""
+    with api_process(redis_url, tmp_path, API_KEYS=KEYS, AUTH_FAILURE_LIMIT="3/m") as api, api.http() as http:
+
+        def post(address: str, key: str | None = "wrong-key-123", path: str = "/v1/jobs") -> httpx.Response:
+            headers = {"X-Forwarded-For": f"198.18.0.1, {address}"}  # the last hop is the client
+            if key is not None:
+                headers["X-API-Key"] = key
+            return http.post(path, json=JOB, headers=headers)
+
+        a = "203.0.113.7"
+        assert [post(a, "tenant-key-1").status_code for _ in range(10)] == [202] * 10  # not counted
+        assert [post(a).status_code for _ in range(3)] == [401] * 3
+        refused = post(a)
+        assert refused.status_code == 429, refused.text
+        assert 1 <= int(refused.headers["Retry-After"]) <= 20  # a token every 20 s
+        assert "WWW-Authenticate" not in refused.headers
+        assert refused.json() == {
+            "error": "too_many_auth_failures",
+            "detail": f"unknown API key; too many requests from {a} failed to authenticate: retry "
+            f"after {refused.headers['Retry-After']} s, with a valid X-API-Key",
+        }
+        xff = {"X-Forwarded-For": a}
+        assert post(a, None).json()["detail"].startswith("missing API key: send it in the X-API-Key header;")
+        assert post(a, path="/push").status_code == 429
+        assert http.post("/infer", json={"prompt": "p"}, headers=xff).status_code == 429
+        assert http.get("/v1/jobs/0123abcd", headers=xff).status_code == 429
+        assert http.get("/v1/models", headers=xff).status_code == 429
+        assert http.get("/healthz", headers=xff).status_code == 200  # nothing to authenticate
+        # A valid key from the refused address: served, and it takes nothing.
+        assert [post(a, "tenant-key-1").status_code for _ in range(10)] == [202] * 10
+        assert post(a, "resnet-only-1").status_code == 403  # a valid key: not an authentication failure
+        assert post("198.51.100.9").status_code == 401  # another address, its own bucket
+        v6 = [post(f"2001:db8::{i}").status_code for i in range(1, 5)]
+        assert v6 == [401, 401, 401, 429]  # one /64: one bucket
+        assert post("2001:db8:0:1::1").status_code == 401
+        metrics = api.metrics()
+    assert 'api_rejections_total{reason="auth_rate_limited"} 7.0' in metrics
+    assert 'api_rejections_total{reason="unauthorized"} 8.0' in metrics
+    assert 'api_rejections_total{reason="forbidden"} 1.0' in metrics
+    assert "api_auth_failure_addresses 4.0" in metrics
+
+
+def test_x_forwarded_for_names_the_client_only_from_a_trusted_proxy(redis_url: str, tmp_path: Path) -> None:
+    """A client that is no trusted proxy cannot pick its bucket by writing X-Forwarded-For: its
+    failures count against its own address, whatever it claims."""
+    env = {"API_KEYS": KEYS, "AUTH_FAILURE_LIMIT": "3/m", "FORWARDED_ALLOW_IPS": "10.0.0.1"}
+    with api_process(redis_url, tmp_path, **env) as api, api.http() as http:
+        wrong = {"X-API-Key": "wrong-key-123"}
+        codes = [
+            http.post(
+                "/v1/jobs", json=JOB, headers={**wrong, "X-Forwarded-For": f"203.0.113.{i}"}
+            ).status_code
+            for i in range(4)
+        ]
+        refused = http.post("/v1/jobs", json=JOB, headers={**wrong, "X-Forwarded-For": "198.51.100.9"})
+    assert codes == [401, 401, 401, 429]
+    assert "too many requests from 127.0.0.1 failed" in refused.json()["detail"]
+
+
+def test_metrics_are_served_on_their_own_port_not_on_the_apis(redis_url: str, tmp_path: Path) -> None:
+    """/metrics on the API's port showed anyone who can submit the per-queue submission counts,
+    backlogs and refusals. By default it is a listener of its own (METRICS_PORT), which the
+    NetworkPolicies open to Prometheus only; METRICS_PORT=PORT serves it there as before."""
+    with api_process(redis_url, tmp_path) as api, api.http() as http:
+        assert http.post("/push", params={"input": "x"}).status_code == 200
+        hidden = http.get("/metrics")
+        assert hidden.status_code == 404 and hidden.json()["error"] == "not_found"
+        scraped = httpx.get(api.metrics_url, timeout=5)
+        assert scraped.status_code == 200, scraped.text
+        assert scraped.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert 'api_submissions_total{outcome="created",queue="default:v1"} 1.0' in scraped.text
+        assert 'api_requests_total{code="404",method="GET",route="<unmatched>"} 1.0' in scraped.text
+        other = httpx.get(f"http://127.0.0.1:{api.metrics_port}/v1/models", timeout=5)
+        assert other.status_code == 404  # that port serves the metrics and nothing else
+    with api_process(redis_url, tmp_path, METRICS_PORT="PORT") as api, api.http() as http:
+        assert api.metrics_port == api.port
+        assert http.post("/push", params={"input": "x"}).status_code == 200
+        assert 'api_submissions_total{outcome="created",queue="default:v1"} 1.0' in http.get("/metrics").text
+
+
+def test_a_metrics_port_in_use_stops_the_api_with_the_variables_named(redis_url: str) -> None:
+    """Not a traceback, nor an API running without the metrics its alerts read."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "PATH": "", "REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(free_port()),
+            "METRICS_PORT": str(port),
+        }  # fmt: skip
+        run = subprocess.run(
+            [sys.executable, "-m", "api"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+    assert (run.returncode, run.stderr.strip()) == (
+        1, f"api: cannot serve metrics on 127.0.0.1:{port} (METRICS_HOST, METRICS_PORT): Address already in "
+        "use; give METRICS_PORT a free port, or the API's PORT to serve /metrics there as before",
+    )  # fmt: skip
 
 
 def nested(depth: int, leaf: Any = 1) -> Any:

@@ -57,7 +57,7 @@ def test_200_jobs_over_http_each_done_exactly_once(
             pending = {i for i in pending if http.get(f"/status/{i}").json()["status"] != "succeeded"}
             time.sleep(0.1)
         data = [http.get(f"/data/{i}").json() for i in ids]
-        metrics = http.get("/metrics").text
+        metrics = api.metrics()
     assert [d["output"]["input"] for d in data] == [f"job-{i}" for i in range(200)]
     assert all(d["latency"]["total_ms"] >= d["latency"]["service_ms"] >= 10 for d in data)
     stats = jq.read_queue_stats(redis_client, Q, limit=1000)
@@ -92,7 +92,7 @@ def test_redis_down_is_503_with_retry_after_then_recovers(
         after = http.post("/v1/jobs", json={"input": "after", "model": "default"})
         assert after.status_code == 202, after.text
         assert http.get(after.json()["url"]).json()["status"] == "queued"
-        metrics = http.get("/metrics").text
+        metrics = api.metrics()
         # SIGTERM: graceful shutdown, after which uvicorn re-raises the signal to exit with it
         assert api.stop() in (0, -signal.SIGTERM)
     assert 'api_rejections_total{reason="redis_unavailable"}' in metrics
@@ -143,8 +143,8 @@ def test_a_port_taken_before_the_api_binds_it_is_retried(
     taken = free_port()
     other = HTTPServer(("127.0.0.1", taken), _ProbeLike)
     threading.Thread(target=other.serve_forever, daemon=True).start()
-    picks = [taken, free_port()]
-    monkeypatch.setattr(support_api, "free_port", lambda: picks.pop(0))
+    picks = [taken]  # the API's first port; any other pick (its METRICS_PORT, the retry) is free
+    monkeypatch.setattr(support_api, "free_port", lambda: picks.pop(0) if picks else free_port())
     try:
         with api_process("redis://127.0.0.1:1/0", tmp_path) as api:
             assert api.port != taken

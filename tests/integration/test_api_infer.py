@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-import httpx
 import httpx2  # what the TestClient returns (see pyproject: dev)
 import pytest
 import redis
@@ -183,7 +182,7 @@ def queued_job_id(r: redis.Redis, timeout: float = 10) -> str:
 
 
 def metric(api: ApiProcess, line: str) -> bool:
-    return line in httpx.get(f"{api.url}/metrics", timeout=5).text
+    return line in api.metrics()
 
 
 def test_client_disconnect_stops_the_wait_and_cancels_the_queued_job(

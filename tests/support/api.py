@@ -31,8 +31,12 @@ FAST_API_ENV = {
 
 @contextmanager
 def api_client(redis_url: str, **env: str) -> Iterator[TestClient]:
-    """The app in this process (lifespan run), configured as ``python -m api`` would be by ``env``."""
-    config = ApiConfig.from_env({**FAST_API_ENV, "REDIS_URL": redis_url, **env})
+    """The app in this process (lifespan run), configured as ``python -m api`` would be by ``env``.
+
+    ``/metrics`` is a route of the app (``METRICS_PORT`` is ``PORT``) unless ``env`` says otherwise:
+    no listener is started in this process, so the tests read the metrics through the client."""
+    same_port = {"METRICS_PORT": env.get("PORT", str(ApiConfig().port))}
+    config = ApiConfig.from_env({**FAST_API_ENV, "REDIS_URL": redis_url, **same_port, **env})
     with TestClient(create_app(config), raise_server_exceptions=False) as client:
         yield client
 
@@ -42,10 +46,21 @@ class ApiProcess:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    metrics_port: int
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Its ``/metrics``: on ``METRICS_PORT``, a listener of its own unless it is ``PORT``."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def metrics(self) -> str:
+        reply = httpx.get(self.metrics_url, timeout=5)
+        reply.raise_for_status()
+        return reply.text
 
     def http(self, timeout: float = 10.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout)
@@ -103,16 +118,20 @@ PORT_ATTEMPTS = 3
 
 
 def _start_api(redis_url: str, log_dir: Path, port: int, env: dict[str, str]) -> ApiProcess:
+    """``METRICS_PORT`` a free port too, unless ``env`` names one (``"PORT"``: the API's own): two
+    APIs on this machine (tests, a demo) must not both take the default."""
     log_path = log_dir / f"api-{port}.log"
     full = {
         **os.environ, **FAST_API_ENV, "REDIS_URL": redis_url, "PORT": str(port), "HOST": "127.0.0.1",
-        "HOSTNAME": "api-test-pod", "PYTHONUNBUFFERED": "1", **env,
+        "HOSTNAME": "api-test-pod", "PYTHONUNBUFFERED": "1", "METRICS_PORT": str(free_port()), **env,
     }  # fmt: skip
+    if full["METRICS_PORT"] == "PORT":
+        full["METRICS_PORT"] = str(port)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "api"], cwd=REPO, env=full, stdout=log, stderr=subprocess.STDOUT
         )
-    return ApiProcess(proc, port, log_path)
+    return ApiProcess(proc, port, log_path, int(full["METRICS_PORT"]))
 
 
 def _wait_healthy(api: ApiProcess, timeout: float = 20.0) -> bool:

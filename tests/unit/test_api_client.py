@@ -97,6 +97,24 @@ def test_a_503_for_refused_redis_credentials_is_not_retried() -> None:
         assert (exc.value.status, len(seen), sleeps) == (503, 1, [])
 
 
+def test_a_429_for_too_many_failed_authentications_is_not_retried() -> None:
+    """The client's own key is missing or unknown: after the Retry-After the same request would only
+    get the 401, so waiting and resending is time lost (and counts against its address again)."""
+    refused = {"error": "too_many_auth_failures", "detail": "unknown API key; too many requests from ..."}
+    for call in ("submit", "get", "infer"):
+        client, sleeps, seen = scripted(
+            *[httpx.Response(429, headers={"Retry-After": "6"}, json=refused)] * 4
+        )
+        with pytest.raises(ApiClientError) as exc:
+            if call == "submit":
+                client.submit("x", model="m")
+            elif call == "get":
+                client.get("j1")
+            else:
+                client.infer("p")
+        assert (exc.value.status, len(seen), sleeps) == (429, 1, []), call
+
+
 def test_backoff_is_capped_and_jittered() -> None:
     policy = RetryPolicy(base=0.1, cap=1.0, max_retry_after=10)
     rng = random.Random(3)

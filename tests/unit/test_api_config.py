@@ -22,6 +22,24 @@ def test_defaults() -> None:
     )
     assert c.rate_limit is None and not c.auth_enabled and c.result_cache_ttl == 0
     assert (c.default_model, c.default_version) == ("reference", "v1")
+    # /metrics on a port of its own, failed authentications limited, uvicorn's trusted proxies
+    assert (c.metrics_port, c.metrics_host, c.metrics_on_api_port) == (9464, "0.0.0.0", False)
+    assert c.auth_failure_limit == RateLimit(rate=10 / 60, burst=20)
+    assert c.forwarded_allow_ips == ("127.0.0.1", "::1")
+
+
+def test_metrics_port_auth_failure_limit_and_trusted_proxies() -> None:
+    c = ApiConfig.from_env({
+        "HOST": "::", "METRICS_PORT": "9100", "METRICS_HOST": "10.0.0.5",
+        "AUTH_FAILURE_LIMIT": "5/s,burst=50", "FORWARDED_ALLOW_IPS": " 10.0.0.0/8, fd00::/8,192.0.2.7,",
+    })  # fmt: skip
+    assert (c.metrics_port, c.metrics_host, c.metrics_on_api_port) == (9100, "10.0.0.5", False)
+    assert c.auth_failure_limit == RateLimit(rate=5, burst=50)
+    assert c.forwarded_allow_ips == ("10.0.0.0/8", "fd00::/8", "192.0.2.7")
+    assert ApiConfig.from_env({"HOST": "::1"}).metrics_host == "::1"  # HOST's, unless set
+    same = ApiConfig.from_env({"PORT": "8080", "METRICS_PORT": "8080", "AUTH_FAILURE_LIMIT": "off"})
+    assert same.metrics_on_api_port and same.auth_failure_limit is None
+    assert ApiConfig.from_env({"FORWARDED_ALLOW_IPS": "*"}).forwarded_allow_ips == ("*",)
 
 
 def test_full_environment() -> None:
@@ -81,6 +99,23 @@ def test_queue_is_accepted_as_model_ref_for_existing_manifests() -> None:
         ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES='10'"),
         ({"KEY_PREFIX": "a b"}, "KEY_PREFIX='a b'"),
         ({"LOG_LEVEL": "FOO"}, "LOG_LEVEL='FOO': not a log level"),
+        ({"METRICS_PORT": "0"}, "METRICS_PORT='0': must be an integer in [1, 65535]"),
+        ({"METRICS_PORT": "metrics"}, "METRICS_PORT='metrics'"),
+        (
+            {"PORT": "9000", "METRICS_PORT": "9000", "METRICS_HOST": "127.0.0.1"},
+            "METRICS_HOST='127.0.0.1' has no effect: METRICS_PORT is PORT (9000)",
+        ),
+        ({"AUTH_FAILURE_LIMIT": "fast"}, "AUTH_FAILURE_LIMIT='fast': expected N/s"),
+        ({"AUTH_FAILURE_LIMIT": "1/25h"}, "AUTH_FAILURE_LIMIT='1/25h': the bucket would take 90000 s"),
+        # uvicorn took each of these for a host name no peer matches: no proxy trusted, silently
+        (
+            {"FORWARDED_ALLOW_IPS": "10.0.0.1/8"},
+            "FORWARDED_ALLOW_IPS='10.0.0.1/8': '10.0.0.1/8' is not an IP",
+        ),
+        ({"FORWARDED_ALLOW_IPS": "10.0.0.0/33"}, "'10.0.0.0/33' is not an IP address or network"),
+        ({"FORWARDED_ALLOW_IPS": "ingress.local"}, "'ingress.local' is not an IP address or network"),
+        ({"FORWARDED_ALLOW_IPS": "*,10.0.0.1"}, "'*' (trust every peer) cannot be combined"),
+        ({"FORWARDED_ALLOW_IPS": ","}, "FORWARDED_ALLOW_IPS=',': expected IP addresses or networks"),
     ],
 )
 def test_bad_variable_is_named(env: dict[str, str], message: str) -> None:
