@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from api.config import ApiConfig
 from autoscaler.config import AppConfig, KubernetesTargetConfig, StreamSourceConfig, parse_config
 from autoscaler.targets.deletion_marks import DELETION_COST, MARK_BEFORE, MARK_OWNER
 from autoscaler.targets.kube_client import own_namespace
@@ -212,7 +213,24 @@ def test_every_env_var_a_manifest_sets_is_read_by_the_process(monkeypatch: pytes
     assert problems == []
 
 
+def listening_ports(deployment: dict[str, Any], config: AppConfig, namespace: str) -> dict[str, int]:
+    """The ports the container's process listens on, by the name its manifest should give them, as
+    its own config loader reads its environment: ``http`` (the API's clients, the probes) and, for
+    the API, ``metrics`` when ``METRICS_PORT`` is a port of its own."""
+    module = module_of(deployment)
+    if module == "autoscaler":
+        return {"http": config.port}
+    env = env_values(deployment, namespace)
+    if module != "api":
+        return {"http": int(env["PORT"])}
+    api = ApiConfig.from_env(env)
+    return {"http": api.port} if api.metrics_on_api_port else {"http": api.port, "metrics": api.metrics_port}
+
+
 def test_probes_and_scrape_annotations_hit_what_each_process_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every port a process listens on is named, probes go to ``http``, and Prometheus to the port
+    that serves ``/metrics``: the API's own (METRICS_PORT) since it left the API's port. The
+    annotation's port is named ``http`` or ``metrics``, the two a PodMonitor (deploy/README.md) lists."""
     docs = rendered("base")
     config, namespace = autoscaler_config(docs, monkeypatch)
     for deployment in deployments(docs):
@@ -221,8 +239,8 @@ def test_probes_and_scrape_annotations_hit_what_each_process_serves(monkeypatch:
             continue
         name, c = deployment["metadata"]["name"], container(deployment)
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        listens = config.port if module == "autoscaler" else int(env_values(deployment, namespace)["PORT"])
-        assert ports == {"http": listens}, name
+        listens = listening_ports(deployment, config, namespace)
+        assert ports == listens, name
         served = string_literals(module)
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             if probe in c:
@@ -230,9 +248,30 @@ def test_probes_and_scrape_annotations_hit_what_each_process_serves(monkeypatch:
                 assert c[probe]["httpGet"]["port"] == "http", (name, probe)
                 assert {path} <= served, f"{name}: the {probe} asks for {path}, which {module} does not serve"
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-        assert annotations["prometheus.io/port"] == str(listens), name
+        scraped = listens.get("metrics", listens["http"])
+        assert annotations["prometheus.io/port"] == str(scraped), name
+        assert {n for n, port in ports.items() if port == scraped} <= {"http", "metrics"}, name
         path = annotations["prometheus.io/path"]
         assert {path} <= served, f"{name}: Prometheus is sent to {path}, which {module} does not serve"
+
+
+def test_the_api_metrics_are_not_on_the_port_its_clients_reach() -> None:
+    """/metrics showed every API client the per-queue submission counts. In every overlay: a port
+    of its own, which the API's public Service does not route to and only the cluster may reach."""
+    for overlay in OVERLAYS:
+        docs = rendered(overlay)
+        api = find(docs, "Deployment", "api")
+        namespace = api["metadata"]["namespace"]
+        config = ApiConfig.from_env(env_values(api, namespace))
+        assert not config.metrics_on_api_port, overlay
+        public = find(docs, "Service", "api")
+        assert [p["targetPort"] for p in public["spec"]["ports"]] == ["http"], overlay
+        scrape = find(docs, "Service", "api-metrics")
+        assert [p["targetPort"] for p in scrape["spec"]["ports"]] == ["metrics"], overlay
+        assert scrape["spec"].get("type", "ClusterIP") == "ClusterIP", overlay
+        assert scrape["spec"]["selector"] == public["spec"]["selector"], overlay
+        metrics_rules = [r for r in ingress_for(docs, api) if {p["port"] for p in r["ports"]} == {"metrics"}]
+        assert metrics_rules and all(r.get("from") == [{"namespaceSelector": {}}] for r in metrics_rules)
 
 
 def test_every_pod_carries_the_part_of_label_a_pod_monitor_selects() -> None:
@@ -320,13 +359,17 @@ def test_network_policies_deny_ingress_by_default_and_let_only_the_three_parties
             }
             assert allowed == clients, (overlay, allowed)
             assert not selects(sources[0]["podSelector"], {"app.kubernetes.io/name": "intruder"})
-        # The API's port from anywhere; the others' HTTP ports (metrics, probes) from the cluster.
+        # The API's port from anywhere, its metrics port and the others' HTTP ports (metrics,
+        # probes) from the cluster.
         for name in ("api", "worker", "autoscaler"):
             rules = ingress_for(docs, by_name[name])
             ports = {p["port"] for rule in rules for p in rule["ports"]}
-            assert ports == {"http"}, (overlay, name, ports)
-        (api_rule,) = ingress_for(docs, by_name["api"])
+            assert ports == ({"http", "metrics"} if name == "api" else {"http"}), (overlay, name, ports)
+        api_rule, metrics_rule = ingress_for(docs, by_name["api"])
+        assert [p["port"] for p in api_rule["ports"]] == ["http"], overlay
         assert "from" not in api_rule, "the job API is meant to be reached from outside the namespace"
+        assert [p["port"] for p in metrics_rule["ports"]] == ["metrics"], overlay
+        assert metrics_rule["from"] == [{"namespaceSelector": {}}], "the API's metrics: the cluster only"
 
 
 def secret_ref(var: dict[str, Any]) -> tuple[str, str] | None:
