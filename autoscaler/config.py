@@ -39,6 +39,7 @@ from pydantic import (
     model_validator,
 )
 
+from autoscaler.engine.baselines import StaticPolicy
 from autoscaler.engine.registry import make_policy, parse_spec
 from autoscaler.engine.target import WorkloadSpec, slo_problem
 from autoscaler.targets.base import WRITE_TIMEOUT_SECONDS
@@ -377,7 +378,8 @@ class TargetConfig(_Strict):
         le=300,
         description=(
             "Between ticks, read the queue's counts this often and let the policy order pods for a "
-            "surge at once instead of at the next tick. 0 (or >= tick_seconds) turns it off."
+            "surge at once instead of at the next tick. 0 turns it off; a value written must be "
+            "below tick_seconds (left at its default, it is off under a tick of 1 s or less)."
         ),
     )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -401,6 +403,20 @@ class TargetConfig(_Strict):
         return value
 
     @model_validator(mode="after")
+    def _watch_below_tick(self) -> TargetConfig:
+        # The watch looks between ticks, so one of a tick or more never looks. Written in the file
+        # it is a mistake to name (the daemon turned it off without a word); left at its default
+        # under a tick of a second or less, it is simply off, as `experiments replay` has it.
+        written = "watch_seconds" in self.model_fields_set
+        if written and self.watch_seconds > 0 and self.watch_seconds >= self.tick_seconds:
+            raise ValueError(
+                f"watch_seconds {self.watch_seconds:g} is not below tick_seconds {self.tick_seconds:g}: "
+                "the watch looks between ticks, so it would never look; set it below tick_seconds, "
+                "or 0 to turn it off"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _slo_above_service(self) -> TargetConfig:
         problem = slo_problem(self.slo_seconds, self.service_seconds)
         if problem is not None:
@@ -411,7 +427,14 @@ class TargetConfig(_Strict):
     def _policy_fits_the_workload(self) -> TargetConfig:
         # The policy's own check builds it for a default workload; knobs that depend on this
         # target's (a season of at least 5 ticks of *its* tick) failed only when the daemon built it.
-        make_policy(self.policy.name, self.workload(), **self.policy.knobs)
+        policy = make_policy(self.policy.name, self.workload(), **self.policy.knobs)
+        # The daemon bounds every decision by min/max_replicas: `static:60` under a ceiling of 20
+        # would run 20 pods while its name (and the operator) said 60.
+        if isinstance(policy, StaticPolicy) and not self.min_replicas <= policy.replicas <= self.max_replicas:
+            raise ValueError(
+                f"policy {policy.name} is outside min_replicas..max_replicas "
+                f"({self.min_replicas}..{self.max_replicas}): the bounds would run another size"
+            )
         return self
 
     def workload(self) -> WorkloadSpec:

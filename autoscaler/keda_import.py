@@ -202,7 +202,7 @@ def convert_scaled_object(
         notes.append(
             f"{where}: spec.idleReplicaCount {idle} is not modelled: KEDA scales to {idle} while the list "
             f"holds at most activationListLength ({_meta(trigger, 'activationListLength') or '0'}) items; "
-            f"the converted target keeps at least {floor} replicas then"
+            f"the converted target keeps at least {floor} replica{'' if floor == 1 else 's'} then"
         )
     return Conversion([entry], notes)
 

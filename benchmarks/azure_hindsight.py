@@ -31,7 +31,7 @@ from experiments.replay import Outcome, Prepared, Setup, prepare
 from experiments.replay import run as replay
 from experiments.scorecard import TARGETS
 from experiments.sim import SimResult
-from experiments.traces import AZURE_CODE_TRACE, load_trace
+from experiments.traces import AZURE_CODE_TRACE, trace_argument
 
 TARGET = TARGETS["azure_llm_code_2023.csv"]
 POOLS = (54, 56, 58, 60, 62)
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", default=str(AZURE_CODE_TRACE))
     parser.add_argument("--out", type=Path, default=Path("reports/azure_hindsight.md"))
     args = parser.parse_args(argv)
-    prepared = prepare(load_trace(args.trace), Setup())
+    prepared = prepare(trace_argument(parser, "--trace", args.trace), Setup())
     command = benchmark_command("benchmarks/azure_hindsight.py", argv)
     watched = PoolWatch(make_policy(STARTUP_AWARE, prepared.workload))
     result = replay(prepared, watched)[1]

@@ -39,7 +39,7 @@ from experiments.oracle import oracle_pod_seconds
 from experiments.render import benchmark_command, check_policy_specs, publish, report_header
 from experiments.replay import Setup, prepare, run_policy, score_part
 from experiments.scorecard import TARGETS, Row, score_traces
-from experiments.traces import AZURE_CODE_TRACE, Trace, load_trace, shuffle_blocks
+from experiments.traces import AZURE_CODE_TRACE, Trace, shuffle_blocks, trace_argument
 
 BLOCK_SECONDS = 300.0
 HOUR_SECONDS = 3600.0
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--shifts must be >= 0, got {args.shifts}")
     policies = tuple(args.policy or POLICIES)
     check_policy_specs(parser, policies)
-    trace = load_trace(args.trace)
+    trace = trace_argument(parser, "--trace", args.trace)
     problem = too_long_to_lead(trace) if args.after_real_hour else None
     if problem:  # found here, not in a worker process after the other replays
         parser.error(f"--after-real-hour: {problem}")

@@ -16,7 +16,7 @@ import json
 import numpy as np
 
 from experiments.oracle import cheapest_schedule, oracle_pod_seconds
-from experiments.traces import AZURE_CODE_TRACE, load_trace
+from experiments.traces import AZURE_CODE_TRACE, trace_argument
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup", type=float, default=30.0)
     parser.add_argument("--service", type=float, default=5.0)
     args = parser.parse_args(argv)
-    arrivals = np.asarray(load_trace(args.trace).arrivals, dtype=np.float64)
+    arrivals = np.asarray(trace_argument(parser, "--trace", args.trace).arrivals, dtype=np.float64)
     service = np.full(len(arrivals), args.service)
     result = {
         "jobs": len(arrivals),

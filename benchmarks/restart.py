@@ -30,7 +30,7 @@ from experiments.replay import Outcome, Setup, prepare
 from experiments.replay import run as replay
 from experiments.restart import MODES, RestartedAt
 from experiments.scorecard import reference_traces
-from experiments.traces import AZURE_CODE_TRACE, Trace
+from experiments.traces import AZURE_CODE_TRACE, Trace, trace_argument
 
 RESTART_TIMES = (900.0, 1800.0, 2700.0)
 DIURNAL = "synthetic:diurnal"
@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conv-trace", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("reports/restart.md"))
     args = parser.parse_args(argv)
+    for option, path in (("--trace", args.trace), ("--conv-trace", args.conv_trace)):
+        if path is not None:  # a typo'd path dropped its rows without a word
+            trace_argument(parser, option, path)
     # The day-long diurnal trace is left out: a restart in its first hour says nothing new.
     traces = [t for t, _ in reference_traces(args.trace, seed=0, conv=args.conv_trace) if t.name != DIURNAL]
     with ProcessPoolExecutor(max_workers=2) as pool:

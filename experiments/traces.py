@@ -13,6 +13,7 @@ the trace but must be there on every line; the Azure token counts must be whole 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import re
 import warnings
@@ -27,6 +28,20 @@ AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 AZURE_CODE_TRACE = Path(__file__).resolve().parents[1] / "traces" / "azure_llm_code_2023.csv"
 """The real reference trace, shipped in the repository (``traces/README.md`` says where it is from)."""
 GENERIC_TIME, GENERIC_SERVICE = "timestamp", "service_s"
+EPOCH_UNITS = {"milliseconds": 1e3, "microseconds": 1e6, "nanoseconds": 1e9}
+"""Units a timestamp column is mistakenly written in, by how many make a second."""
+EPOCH_SECONDS = (1e9, 1e11)
+"""Epoch seconds of the years 2001-5138: a timestamp that is one of these in another unit is that unit."""
+
+
+def _epoch_unit(latest: float) -> str | None:
+    """The unit of :data:`EPOCH_UNITS` in which ``latest`` is a plausible epoch time, unless seconds are."""
+    if EPOCH_SECONDS[0] <= latest < EPOCH_SECONDS[1]:
+        return None
+    low, high = EPOCH_SECONDS
+    return next((unit for unit, per in EPOCH_UNITS.items() if low <= latest / per < high), None)
+
+
 # What numpy parses that is a date-time: a calendar date, optionally a time and a UTC offset. numpy
 # also reads "", "NaT", "now", "today" and bare integers (as years), none of them an arrival time.
 _DATE_TIME = re.compile(
@@ -98,6 +113,14 @@ def _trace(path: Path, arrivals: np.ndarray, service: np.ndarray | None) -> Trac
     """The checked, sorted trace of parsed columns (shifted so the first job arrives at 0)."""
     if not np.all(np.isfinite(arrivals)):
         raise TraceError(f"{path}: timestamps must be finite numbers")
+    unit = _epoch_unit(float(np.max(np.abs(arrivals))))
+    if unit is not None:
+        # Shifted to start at 0, an hour of epoch milliseconds replayed as 41 days of traffic at a
+        # thousandth of its rate, exit 0.
+        raise TraceError(
+            f"{path}: the timestamps read as {unit} since the epoch, not seconds; write the "
+            f"timestamp column in seconds (divide by {EPOCH_UNITS[unit]:,.0f})"
+        )
     order = np.argsort(arrivals, kind="stable")
     arrivals = arrivals[order]
     return Trace(path.name, arrivals - arrivals[0], None if service is None else service[order])
@@ -317,3 +340,15 @@ def shuffle_blocks(trace: Trace, block_seconds: float, seed: int) -> Trace:
     service = None if trace.service is None else trace.service[order]
     name = f"{trace.name}, {block_seconds:g} s blocks shuffled (seed {seed})"
     return Trace(name, arrivals - arrivals[0], service)
+
+
+def trace_argument(parser: argparse.ArgumentParser, option: str, path: str | Path) -> Trace:
+    """The trace a script's ``option`` names, or its parser's one-line usage error (exit 2).
+
+    The benchmarks take ``--trace PATH`` for an operator's own recordings; a typo'd path or a bad
+    file ended in a ``TraceError`` traceback there, where the experiments CLI says what is wrong.
+    """
+    try:
+        return load_trace(path)
+    except TraceError as exc:
+        parser.error(f"{option}: {exc}")

@@ -182,9 +182,16 @@ def make_policy(spec: str, workload: WorkloadSpec, **overrides: Value) -> Policy
     name, config = _configure(spec, overrides)
     if name == "static":
         return cast(Policy, config)
-    if name == STARTUP_AWARE:
-        return cast(Policy, _startup_aware()[0](workload, config))
-    return _BASELINES[name][1](workload, config)
+    try:
+        if name == STARTUP_AWARE:
+            return cast(Policy, _startup_aware()[0](workload, config))
+        return _BASELINES[name][1](workload, config)
+    except PolicySpecError:
+        raise
+    except ValueError as exc:
+        # Knobs each valid alone that this workload cannot take (a season shorter than five of its
+        # ticks): the spec's error, so every caller that reports a bad spec reports this one too.
+        raise PolicySpecError(f"{spec}: {exc}") from None
 
 
 def format_option(value: Value) -> str:

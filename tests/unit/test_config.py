@@ -703,7 +703,10 @@ def test_a_season_too_short_for_the_targets_own_tick_is_refused_at_load() -> Non
     ok = VALID.replace("confidence: 0.99}", "confidence: 0.99, season_seconds: 30}")
     assert parse_local(ok).targets[0].policy.knobs["season_seconds"] == 30
     text = ok.replace("slo_seconds: 10", "slo_seconds: 10\n    tick_seconds: 10")
-    assert "targets[0]: season_seconds: 30 s is shorter than 5 ticks of 10 s (50 s)" in error_of(text)
+    assert (
+        "targets[0]: startup-aware: season_seconds: 30 s is shorter than 5 ticks of 10 s (50 s)"
+        in error_of(text)
+    )
 
 
 @pytest.mark.parametrize("command", ["run", "check-config"])
@@ -955,3 +958,39 @@ KUBE_TARGET = textwrap.dedent(
         target: {kind: kubernetes, name: resnet-worker}
     """
 )
+
+
+@pytest.mark.parametrize(
+    ("fields", "shown"),
+    [
+        ("watch_seconds: 5", "watch_seconds 5 is not below tick_seconds 5"),
+        ("tick_seconds: 2\n    watch_seconds: 3", "watch_seconds 3 is not below tick_seconds 2"),
+    ],
+)
+def test_a_watch_written_no_shorter_than_the_tick_is_refused(fields: str, shown: str) -> None:
+    """The watch looks between ticks: written at a tick or more, the daemon turned it off silently."""
+    message = error_of_refused(KUBE_TARGET + f"    {fields}\n")
+    assert message.startswith(f"cfg.yaml: targets[0]: {shown}: the watch looks between ticks"), message
+
+
+def test_the_default_watch_under_a_one_second_tick_is_simply_off() -> None:
+    target = parse_config(KUBE_TARGET + "    tick_seconds: 1\n").targets[0]
+    assert not target.workload().watching
+    assert (
+        parse_config(KUBE_TARGET + "    tick_seconds: 1\n    watch_seconds: 0\n").targets[0].watch_seconds
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "bounds"),
+    [
+        ("policy: static:60\n    max_replicas: 20", "1..20"),
+        ("policy: static:2\n    min_replicas: 3", "3..20"),
+    ],
+)
+def test_a_static_pool_outside_the_bounds_is_refused(fields: str, bounds: str) -> None:
+    """The bounds win over every decision: static:60 under a ceiling of 20 ran 20 pods."""
+    message = error_of_refused(KUBE_TARGET + f"    {fields}\n")
+    assert f"is outside min_replicas..max_replicas ({bounds})" in message, message
+    assert parse_config(KUBE_TARGET + "    policy: static:20\n").targets[0].policy.name == "static:20"

@@ -1134,3 +1134,57 @@ def test_scorecard_with_service_from_the_trace_is_refused_before_scoring(
     status, out, err = run_cli(capsys, *command_line("scorecard", served, report), "--service", "trace")
     assert status == 2 and out == "" and not report.exists()
     assert err == no_service_column("the scorecard's synthetic traces have no service_s column")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["replay", "--policy", "startup-aware:season_seconds=20"],
+        ["replay", "--tick", "10", "--policy", "startup-aware:season_seconds=30"],
+        ["tune", "--grid", "season_seconds=10"],
+    ],
+)
+def test_a_season_too_short_for_the_tick_is_a_usage_error_not_a_traceback(
+    trace: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    status, out, err = run_cli(capsys, *argv, "--trace", str(trace))
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: ") and "too short to fit a seasonal profile" in err, err
+
+
+def test_a_trace_with_service_times_replayed_at_the_default_says_so_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recording has service_s; tuning it without --service trace scored every job at 5 s unseen."""
+    path = tmp_path / "rec.csv"
+    write_trace(path, np.arange(0.0, 60.0, 2.0), np.full(30, 8.0))
+    status, out, err = run_cli(capsys, "replay", "--trace", str(path), "--policy", "static:1", "--json", "-")
+    assert status == 0 and json.loads(out)["jobs"] == 30  # stdout is still only JSON
+    assert f"note: --trace {path} has a service_s column, replayed at --service 5 s a job" in err, err
+    for typed in (["--service", "5"], ["--service", "trace"]):
+        status, _, err = run_cli(capsys, "replay", "--trace", str(path), "--policy", "static:1", *typed)
+        assert status == 0 and "note:" not in err
+
+
+def test_service_times_in_milliseconds_are_refused_against_the_slo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """5000 "seconds" a job replayed to 0 % within the SLO with 200 pods for a few jobs, exit 0."""
+    path = tmp_path / "ms.csv"
+    write_trace(path, np.arange(0.0, 10.0), np.full(10, 5000.0))
+    status, out, err = run_cli(capsys, "replay", "--trace", str(path), "--service", "trace", "--json", "-")
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert f"--slo 10 must be longer than the median service_s of --trace {path} (5000)" in err, err
+    assert "divide milliseconds by 1000" in err
+
+
+def test_scorecard_refuses_an_azure_trace_that_is_not_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Shipped in traces/: a typo'd path dropped the Azure row with only a note."""
+    out = tmp_path / "card.md"
+    status, stdout, err = run_cli(
+        capsys, "scorecard", "--azure-trace", str(tmp_path / "x.csv"), "--out", str(out)
+    )
+    assert status == 2 and stdout == "" and not out.exists()
+    assert err.startswith(f"error: --azure-trace {tmp_path / 'x.csv'} not found") and err.count("\n") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ from experiments.traces import (
     _load_careful,
     load_trace,
     shuffle_blocks,
+    trace_argument,
     write_trace,
 )
 
@@ -333,3 +335,30 @@ def test_a_million_job_generic_trace_is_read_by_numpy(tmp_path: Path) -> None:
     fast = _generic_fast(path)
     assert fast is not None and len(fast[0]) == 1000 and fast[1] is not None
     assert load_trace(path).arrivals[-1] == pytest.approx(999 / 3)
+
+
+@pytest.mark.parametrize(
+    ("scale", "unit"), [(1e3, "milliseconds"), (1e6, "microseconds"), (1e9, "nanoseconds")]
+)
+def test_epoch_timestamps_in_another_unit_are_refused_naming_it(
+    tmp_path: Path, scale: float, unit: str
+) -> None:
+    """An hour of epoch milliseconds, shifted to 0, replayed as 41 days at a thousandth of the rate."""
+    path = tmp_path / "epoch.csv"
+    write_trace(path, (1_700_000_000.0 + np.arange(0.0, 3600.0, 10.0)) * scale)
+    with pytest.raises(TraceError, match=f"read as {unit} since the epoch, not seconds"):
+        load_trace(path)
+    write_trace(path, 1_700_000_000.0 + np.arange(0.0, 3600.0, 10.0))  # epoch seconds are fine
+    assert load_trace(path).span == pytest.approx(3590.0)
+
+
+def test_a_benchmark_trace_argument_is_its_parsers_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser(prog="bench.py")
+    with pytest.raises(SystemExit) as info:
+        trace_argument(parser, "--trace", tmp_path / "nope.csv")
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"bench.py: error: --trace: {tmp_path / 'nope.csv'}: no such file\n"
+    )
