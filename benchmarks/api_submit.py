@@ -137,6 +137,7 @@ def start_api(redis_url: str, port: int, env_extra: dict[str, str], log: Path) -
         **os.environ,
         "REDIS_URL": redis_url,
         "PORT": str(port),
+        "METRICS_PORT": str(port),  # no second listener at the default 9464 to collide with
         "HOST": "127.0.0.1",
         "MODEL_REF": QUEUE,
         "LOG_LEVEL": "WARNING",

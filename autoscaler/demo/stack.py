@@ -139,6 +139,8 @@ class Stack:
             "REDIS_URL": self.redis_url,
             "HOST": "127.0.0.1",
             "PORT": str(port),
+            # On the API's own port: a second listener at the default 9464 made two demos collide.
+            "METRICS_PORT": str(port),
             "MODEL_REF": self.plan.queue,
             "LOG_LEVEL": "WARNING",
         }
