@@ -15,16 +15,12 @@ stalled loop is still scraped, its ``api_request_duration_seconds`` included).
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
-import socket
-import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from api.metrics import CONTENT_TYPE, ApiMetrics
-from jobqueue.httpreply import BoundedHTTPServer, send_reply
+from jobqueue.httpreply import ThreadedServer, send_reply
 
 log = logging.getLogger(__name__)
 
@@ -57,44 +53,14 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("metrics http %s", format % args)
 
 
-class MetricsServer(BoundedHTTPServer):
+class MetricsServer(ThreadedServer):
     """Serves ``metrics`` at ``/metrics`` on a daemon thread once :meth:`start` is called; ``port``
     0 picks a free one (see :attr:`port`). ``host`` an IPv6 address (``::``) listens on IPv6, and
     takes IPv4 too where the system allows."""
 
     def __init__(self, host: str, port: int, metrics: ApiMetrics) -> None:
-        self.address_family = _family(host)
         self.metrics = metrics
         try:
-            super().__init__((host, port), _Handler)
+            super().__init__(host, port, _Handler, "metrics")
         except OSError as exc:
             raise MetricsListenError(host, port, exc) from exc
-        self._thread = threading.Thread(target=self.serve_forever, name="metrics", daemon=True)
-
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6:  # dual stack on "::", as `python -m http.server`
-            with contextlib.suppress(AttributeError, OSError):
-                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def start(self) -> MetricsServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        self._thread.join(timeout=5)
-
-
-def _family(host: str) -> socket.AddressFamily:
-    """IPv6 for an IPv6 address, else IPv4 (a host name is looked up as IPv4, as ``HOST`` is by
-    uvicorn unless it is an IPv6 address)."""
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
-        return socket.AF_INET

@@ -12,10 +12,8 @@ endpoints do not justify an ASGI stack in the control plane's process.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
-import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
@@ -31,7 +29,7 @@ from prometheus_client import (
 )
 
 from autoscaler.loop import TickReport
-from jobqueue.httpreply import BoundedHTTPServer, send_reply
+from jobqueue.httpreply import ThreadedServer, send_reply
 
 log = logging.getLogger("autoscaler.metrics")
 
@@ -301,57 +299,21 @@ class ListenError(OSError):
         self.host, self.port, self.cause = host, port, cause
 
 
-def address_family(host: str) -> socket.AddressFamily:
-    """The family to listen on ``host`` with: IPv6 for an IPv6 address (``::``, ``::1``, ...) or a
-    name that resolves to IPv6 addresses only, else IPv4. A name with both keeps IPv4, what it bound
-    before IPv6 was served (``localhost`` stays 127.0.0.1). Raises ``socket.gaierror`` for a name
-    that does not resolve."""
-    if not host:
-        return socket.AF_INET  # every IPv4 address, as the standard library reads ""
-    with contextlib.suppress(ValueError):
-        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    families = {info[0] for info in infos}
-    return socket.AF_INET6 if families == {socket.AF_INET6} else socket.AF_INET
-
-
-class MetricsServer(BoundedHTTPServer):
+class MetricsServer(ThreadedServer):
     """Serves the endpoints on a daemon thread; ``port`` 0 picks a free port (see ``.port``).
 
-    ``host`` may be an IPv4 or IPv6 address or a name (see :func:`address_family`); ``::`` takes
-    IPv4 connections too where the system allows. Failing to listen raises :class:`ListenError`.
+    ``host`` may be an IPv4 or IPv6 address or a name (see
+    :func:`~jobqueue.httpreply.address_family`); ``::`` takes IPv4 connections too where the system
+    allows. Failing to listen raises :class:`ListenError`.
     A stalled or idle connection is closed after 10 s, and at most 32 are served at once (see
     :class:`~jobqueue.httpreply.BoundedHTTPServer`).
     """
 
     def __init__(self, host: str, port: int, metrics: Metrics, health: Probe, ready: Probe) -> None:
-        try:
-            self.address_family = address_family(host)
-            super().__init__((host, port), _Handler)
-        except OSError as exc:
-            raise ListenError(host, port, exc) from exc
         self.metrics = metrics
         self.health = health
         self.ready = ready
-        self._thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
-
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6:
-            # Dual stack on "::" (Linux's default; some systems default to IPv6 only), as the
-            # standard library's own `python -m http.server` does.
-            with contextlib.suppress(AttributeError, OSError):
-                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def start(self) -> MetricsServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        self._thread.join(timeout=5)
+        try:
+            super().__init__(host, port, _Handler, "http")
+        except OSError as exc:
+            raise ListenError(host, port, exc) from exc

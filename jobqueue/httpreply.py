@@ -11,12 +11,13 @@ ships; a copy in each drifted apart only by accident.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 log = logging.getLogger("jobqueue.httpreply")
 
@@ -103,3 +104,53 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             log.debug("connection from %s ended: %r", client_address, sys.exc_info()[1])
             return
         super().handle_error(request, client_address)
+
+
+def address_family(host: str) -> socket.AddressFamily:
+    """The family to listen on ``host`` with: IPv6 for an IPv6 address (``::``, ``::1``, ...) or a
+    name that resolves to IPv6 addresses only, else IPv4. A name with both keeps IPv4, what it bound
+    before IPv6 was served (``localhost`` stays 127.0.0.1). Raises ``socket.gaierror`` for a name
+    that does not resolve."""
+    if not host:
+        return socket.AF_INET  # every IPv4 address, as the standard library reads ""
+    with contextlib.suppress(ValueError):
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    families = {info[0] for info in infos}
+    return socket.AF_INET6 if families == {socket.AF_INET6} else socket.AF_INET
+
+
+class ThreadedServer(BoundedHTTPServer):
+    """A :class:`BoundedHTTPServer` on ``host``:``port`` that serves on a daemon thread of its own
+    once :meth:`start` is called; ``port`` 0 picks a free one (see :attr:`port`).
+
+    ``host`` may be an IPv4 or IPv6 address or a name (see :func:`address_family`); ``::`` takes
+    IPv4 connections too where the system allows. The autoscaler's endpoints and the API's metrics
+    listener are both one of these; a failure to listen is the ``OSError`` of the bind.
+    """
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler], thread_name: str) -> None:
+        self.address_family = address_family(host)
+        super().__init__((host, port), handler)
+        self._thread = threading.Thread(target=self.serve_forever, name=thread_name, daemon=True)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            # Dual stack on "::" (Linux's default; some systems default to IPv6 only), as the
+            # standard library's own `python -m http.server` does.
+            with contextlib.suppress(AttributeError, OSError):
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(timeout=5)

@@ -85,8 +85,13 @@ def test_a_submission_that_fails_for_good_carries_its_idempotency_key() -> None:
 def test_a_503_for_refused_redis_credentials_is_not_retried() -> None:
     """Redis refusing the server's password lasts until an operator acts: no resend, no back-off."""
     refused = {"error": "redis_misconfigured", "detail": "the job store (Redis) refused the credentials"}
+    assert_sent_once_and_raised(httpx.Response(503, json=refused))
+
+
+def assert_sent_once_and_raised(response: httpx.Response) -> None:
+    """Each call (submit, get, infer) answered ``response`` raises at once: one request, no sleep."""
     for call in ("submit", "get", "infer"):
-        client, sleeps, seen = scripted(*[httpx.Response(503, json=refused)] * 4)
+        client, sleeps, seen = scripted(*[response] * 4)
         with pytest.raises(ApiClientError) as exc:
             if call == "submit":
                 client.submit("x", model="m")
@@ -94,25 +99,14 @@ def test_a_503_for_refused_redis_credentials_is_not_retried() -> None:
                 client.get("j1")
             else:
                 client.infer("p")
-        assert (exc.value.status, len(seen), sleeps) == (503, 1, [])
+        assert (exc.value.status, len(seen), sleeps) == (response.status_code, 1, []), call
 
 
 def test_a_429_for_too_many_failed_authentications_is_not_retried() -> None:
     """The client's own key is missing or unknown: after the Retry-After the same request would only
     get the 401, so waiting and resending is time lost (and counts against its address again)."""
     refused = {"error": "too_many_auth_failures", "detail": "unknown API key; too many requests from ..."}
-    for call in ("submit", "get", "infer"):
-        client, sleeps, seen = scripted(
-            *[httpx.Response(429, headers={"Retry-After": "6"}, json=refused)] * 4
-        )
-        with pytest.raises(ApiClientError) as exc:
-            if call == "submit":
-                client.submit("x", model="m")
-            elif call == "get":
-                client.get("j1")
-            else:
-                client.infer("p")
-        assert (exc.value.status, len(seen), sleeps) == (429, 1, []), call
+    assert_sent_once_and_raised(httpx.Response(429, headers={"Retry-After": "6"}, json=refused))
 
 
 def test_backoff_is_capped_and_jittered() -> None:

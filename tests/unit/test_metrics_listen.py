@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from autoscaler.config import parse_config
-from autoscaler.metrics import ListenError, Metrics, MetricsServer, address_family
+from autoscaler.metrics import ListenError, Metrics, MetricsServer
+from jobqueue.httpreply import address_family
 from tests.unit.test_config import VALID
 
 

@@ -346,17 +346,21 @@ def test_keda_sweep_writes_markdown(trace: Path, tmp_path: Path, capsys: pytest.
     assert status == 2 and "--trace" in err
 
 
-def test_scorecard_names_a_missing_conversation_trace_and_where_to_get_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("option", "advice"),
+    [
+        ("--conv-trace", "Azure/AzurePublicDataset"),  # where to download it
+        # Shipped in traces/: a typo'd path dropped the Azure row with only a note.
+        ("--azure-trace", "pass the path of azure_llm_code_2023.csv"),
+    ],
+)
+def test_scorecard_names_a_missing_real_trace_and_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, advice: str
 ) -> None:
-    out = tmp_path / "card.md"
-    status, stdout, err = run_cli(
-        capsys, "scorecard", "--conv-trace", str(tmp_path / "conv.csv"), "--out", str(out)
-    )
+    out, missing = tmp_path / "card.md", tmp_path / "trace.csv"
+    status, stdout, err = run_cli(capsys, "scorecard", option, str(missing), "--out", str(out))
     assert status == 2 and stdout == "" and not out.exists()
-    assert (
-        err.startswith("error: --conv-trace") and "Azure/AzurePublicDataset" in err and err.count("\n") == 1
-    )
+    assert err.startswith(f"error: {option} {missing} not found") and advice in err and err.count("\n") == 1
 
 
 def test_scorecard_leaves_out_the_reference_pool_above_the_ceiling_and_says_so(
@@ -1176,15 +1180,3 @@ def test_service_times_in_milliseconds_are_refused_against_the_slo(
     assert status == 2 and out == "" and err.count("\n") == 1
     assert f"--slo 10 must be longer than the median service_s of --trace {path} (5000)" in err, err
     assert "divide milliseconds by 1000" in err
-
-
-def test_scorecard_refuses_an_azure_trace_that_is_not_there(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Shipped in traces/: a typo'd path dropped the Azure row with only a note."""
-    out = tmp_path / "card.md"
-    status, stdout, err = run_cli(
-        capsys, "scorecard", "--azure-trace", str(tmp_path / "x.csv"), "--out", str(out)
-    )
-    assert status == 2 and stdout == "" and not out.exists()
-    assert err.startswith(f"error: --azure-trace {tmp_path / 'x.csv'} not found") and err.count("\n") == 1
