@@ -9,6 +9,7 @@ how tuning sweeps a grid without formatting strings.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import math
 import re
@@ -118,8 +119,11 @@ def build_config(config_cls: type[Any], options: Mapping[str, Value], what: str)
     fields = _field_types(config_cls)
     unknown = sorted(set(options) - set(fields))
     if unknown:
+        near = [m for key in unknown for m in difflib.get_close_matches(key, list(fields), n=1)]
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
         raise PolicySpecError(
-            f"unknown option(s) {', '.join(unknown)} for policy {what!r}; valid: {', '.join(fields)}"
+            f"unknown option(s) {', '.join(unknown)} for policy {what!r}{hint}; valid, in snake_case "
+            f"or camelCase: {', '.join(fields)}"
         )
     values = {key: _coerce(value, fields[key], key) for key, value in options.items()}
     try:

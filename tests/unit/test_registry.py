@@ -63,7 +63,12 @@ def test_startup_aware_builds_with_its_knobs() -> None:
     ("spec", "fragment"),
     [
         ("nope", "unknown policy 'nope'; valid: startup-aware"),
-        ("keda:bogus=1", "unknown option(s) bogus for policy 'keda'; valid: list_length"),
+        (
+            "keda:bogus=1",
+            "unknown option(s) bogus for policy 'keda'; valid, in snake_case or camelCase: list_length",
+        ),
+        ("keda:listLenght=5", "unknown option(s) list_lenght for policy 'keda' (did you mean list_length?)"),
+        ("startup-aware:standing_pool_atainment=0.9", "(did you mean standing_pool_attainment?)"),
         ("keda:listLength=abc", "list_length='abc' is not a valid float"),
         ("keda:listLength=0", "list_length > 0"),
         ("keda:listLength=inf", "option list_length='inf' is not a finite number"),
