@@ -21,7 +21,6 @@ traffic split, live workers, dead letters) is :mod:`jobqueue.retire_checks`, pur
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ from jobqueue.driver import Eval, Op, call
 from jobqueue.keys import GROUP, Keyspace, QueueKeys, queue_name, split_queue
 from jobqueue.ops import DEFAULT_SETTINGS, read_queue_stats
 from jobqueue.scripts import RETIRE, SWEEP
-from jobqueue.traffic import Weights, validate_weights
+from jobqueue.traffic import Weights, parse_split
 from jobqueue.types import Settings
 
 SWEEP_BATCH = 50
@@ -163,16 +162,6 @@ def _holders(replies: list[Any]) -> dict[str, int]:
     return out
 
 
-def _live_split(raw: Any, model: str) -> Weights | None:
-    """The model's live split as :func:`jobqueue.traffic.read_traffic` reads it (unparsable: None)."""
-    if raw is None:
-        return None
-    try:
-        return validate_weights(model, json.loads(raw))
-    except (ValueError, TypeError, AttributeError):
-        return None
-
-
 def _workers(queue: str, settings: Settings) -> Op[tuple[str, ...]]:
     stats = yield from read_queue_stats(queue, limit=1, settings=settings)
     return tuple(w.name for w in stats.workers if w.queue == queue)
@@ -217,7 +206,7 @@ def inspect_version(
         other_versions=tuple(
             sorted(v for q in queues for m, v in [split_queue(q)] if m == model and q != queue)
         ),
-        live_split=_live_split(split, model),
+        live_split=None if split is None else parse_split(model, split),
         waiting=high + normal,
         waiting_high=high.runnable,
         in_flight=sum(holders.values()),
@@ -247,7 +236,7 @@ def retire_queue(
     ks = Keyspace(settings.prefix)
     qk = ks.queue(queue)
     model, _ = split_queue(queue)
-    keys = (*qk.streams, qk.arrivals, qk.completions, qk.workers, qk.dead, ks.queues, ks.keyed_queues(model))
+    keys = (*queue_keys(qk), ks.queues, ks.keyed_queues(model))
     dead = "delete" if keep_dead_letters_seconds is None else keep_dead_letters_seconds
     expected = "" if expected_arrivals is None else expected_arrivals
     (reply,) = yield [Eval(RETIRE, keys, (queue, model, expected, dead, GROUP))]

@@ -30,6 +30,7 @@ from typing import TextIO
 import redis
 
 from jobqueue.binding import bind_sync
+from jobqueue.keys import queue_name
 from jobqueue.retire import Retired, Sweep, VersionState, inspect_version, retire_queue, sweep_queue
 from jobqueue.retire_checks import (
     DEAD_LETTER_KEEP_SECONDS,
@@ -107,7 +108,7 @@ def retire_version(
     as they are at the call)."""
     pacing, out, err = pacing or Pacing(), out or sys.stdout, err or sys.stderr
     check_names(model, version, options.move_to)
-    target = f"{model}:{options.move_to}" if options.move_to else None
+    target = queue_name(model, options.move_to) if options.move_to else None
     state = _inspect(client, model, version, options.move_to, settings=settings)
     if not state.exists:
         raise UnknownVersionError(unknown_version(state, settings.prefix))

@@ -52,14 +52,18 @@ def clear_traffic(model: str, *, settings: Settings = DEFAULT_SETTINGS) -> Op[No
     yield [call("HDEL", traffic_key(settings=settings), model)]
 
 
+def parse_split(model: str, text: str | bytes) -> Weights | None:
+    """``model``'s split as stored in the traffic hash, or None if it does not parse (a bad HSET by
+    hand): such an entry counts as no live split."""
+    try:
+        return validate_weights(model, json.loads(text))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
 def read_traffic(*, settings: Settings = DEFAULT_SETTINGS) -> Op[dict[str, Weights]]:
     """Every live split. An entry that does not parse is skipped, not fatal: one bad HSET by hand
     must not take routing down for every other model."""
     (raw,) = yield [call("HGETALL", traffic_key(settings=settings))]
-    out: dict[str, Weights] = {}
-    for model, text in codec.as_map(raw).items():
-        try:
-            out[model] = validate_weights(model, json.loads(text))
-        except (ValueError, TypeError, AttributeError):
-            continue
-    return out
+    splits = {model: parse_split(model, text) for model, text in codec.as_map(raw).items()}
+    return {model: split for model, split in splits.items() if split is not None}
