@@ -407,9 +407,7 @@ def _service_too_long(setup: Setup, source: str) -> str:
     return f"--service {float(setup.service):g}{spread} is too long for {source}"
 
 
-def _service_column(
-    setup: Setup, traces: Sequence[tuple[Trace, str]], args: argparse.Namespace | None = None
-) -> None:
+def _service_column(setup: Setup, traces: Sequence[tuple[Trace, str]], service_given: bool) -> None:
     """``--service trace`` needs each trace's service_s column: refused before any run, naming the
     option that brought in a trace without one (a replay found it only when it reached that trace).
 
@@ -419,7 +417,7 @@ def _service_column(
     traffic whose own 8 s jobs give 76.4 %, with nothing to tell the two apart.
     """
     if setup.service != SERVICE_FROM_TRACE:
-        if args is not None and args.service is None:
+        if not service_given:
             for trace, option in traces:
                 if trace.service is not None:
                     _console(stderr=True).print(
@@ -578,7 +576,7 @@ def _writing(option: str, path: Path) -> Iterator[None]:
 def cmd_replay(args: argparse.Namespace) -> int:
     setup = _setup(args)
     trace = _trace(args.trace, setup)
-    _service_column(setup, [(trace, f"--trace {args.trace}")], args)
+    _service_column(setup, [(trace, f"--trace {args.trace}")], args.service is not None)
     specs = args.policy or [STARTUP_AWARE, "keda"]
     _check_policies(specs, setup)
     _outputs_writable(args.json, args.plot)
@@ -719,7 +717,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         make_policy(args.policy, workload, **point)
     traces = [_trace(path, setup) for path in args.trace]
     _service_column(
-        setup, [(trace, f"--trace {path}") for trace, path in zip(traces, args.trace, strict=True)], args
+        setup,
+        [(trace, f"--trace {path}") for trace, path in zip(traces, args.trace, strict=True)],
+        args.service is not None,
     )
     prepared = [prepare(trace, setup) for trace in traces]
     if floors is not None:  # named: crossed with every knob
@@ -857,7 +857,7 @@ def cmd_keda_sweep(args: argparse.Namespace) -> int:
     _service_column(
         setup,
         [(trace, f"--trace {path}") for (trace, _), path in zip(traces, args.trace or [], strict=True)],
-        args,
+        args.service is not None,
     )
     try:
         synthetic = [keda_sweep.synthetic_trace(name, args.seed) for name in args.synthetic or []]

@@ -35,9 +35,8 @@ EPOCH_SECONDS = (1e9, 1e11)
 
 
 def _epoch_unit(latest: float) -> str | None:
-    """The unit of :data:`EPOCH_UNITS` in which ``latest`` is a plausible epoch time, unless seconds are."""
-    if EPOCH_SECONDS[0] <= latest < EPOCH_SECONDS[1]:
-        return None
+    """The unit of :data:`EPOCH_UNITS` in which ``latest`` is a plausible epoch time (never one in
+    seconds: those are below the range of every unit here)."""
     low, high = EPOCH_SECONDS
     return next((unit for unit, per in EPOCH_UNITS.items() if low <= latest / per < high), None)
 
